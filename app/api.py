@@ -1,0 +1,54 @@
+"""Serve: the FastAPI application, its routers and RFC 9457 error responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.routes import contacts, messages
+from app.runtime import Runtime
+
+PROBLEM = "application/problem+json"
+
+
+def create_app(runtime: Runtime) -> FastAPI:
+    app = FastAPI(
+        title="Mailroom",
+        summary="Business mail into the CRM; personal mail never kept.",
+        version="0.1.0",
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.runtime = runtime
+    app.state.sessions = runtime.sessions
+    for router in (messages.router, contacts.router):
+        app.include_router(router, prefix="/api/v1")
+    app.add_exception_handler(StarletteHTTPException, _http_problem)
+    app.add_exception_handler(RequestValidationError, _validation_problem)
+
+    @app.get("/healthz", tags=["operations"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _problem(status: int, title: str, detail: Any, headers: dict[str, str] | None) -> JSONResponse:
+    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+async def _http_problem(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, StarletteHTTPException)
+    title = error.detail if isinstance(error.detail, str) else "Error"
+    return _problem(error.status_code, title, error.detail, getattr(error, "headers", None))
+
+
+async def _validation_problem(request: Request, error: Exception) -> JSONResponse:
+    assert isinstance(error, RequestValidationError)
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+    return _problem(422, "The request is not valid.", detail, None)

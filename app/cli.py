@@ -1,0 +1,249 @@
+"""Serve: the `mailroom` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+
+from app import ledger
+from app.db import make_engine, migrate, session_factory, transaction
+from app.models import Employee, EmployeeAlias
+from app.runtime import build_runtime
+from app.security import Role, create_token
+from app.server import Service
+from app.settings import Settings
+from capture.parse import normalize_address
+from capture.pipeline import Envelope, Pipeline
+from policies.engine import PolicyError
+from policies.loader import load_policy
+from policies.model import Channel
+
+cli = typer.Typer(
+    help="Mailroom: business mail into the CRM, personal mail never kept.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+employees_cli = typer.Typer(help="Manage employees.", no_args_is_help=True)
+tokens_cli = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
+policy_cli = typer.Typer(help="Check and publish the capture policy.", no_args_is_help=True)
+ledger_cli = typer.Typer(help="The decision log.", no_args_is_help=True)
+cli.add_typer(employees_cli, name="employees")
+cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(policy_cli, name="policy")
+cli.add_typer(ledger_cli, name="ledger")
+
+DEMO_EMPLOYEE = "alice@example.com"
+
+
+def _sessions(settings: Settings) -> sa.orm.sessionmaker[sa.orm.Session]:
+    settings.ensure_data_dir()
+    url = settings.resolved_database_url
+    if settings.auto_migrate:
+        migrate(url)
+    return session_factory(make_engine(url))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+@cli.command()
+def serve(
+    demo: Annotated[
+        bool, typer.Option(help="Add the demo employee and print how to try it.")
+    ] = False,
+) -> None:
+    """Run the SMTP listener and the API until SIGINT or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    settings = Settings()
+    try:
+        runtime = build_runtime(settings)
+    except PolicyError as error:
+        for problem in error.problems:
+            typer.echo(f"{settings.policy}: {problem}", err=True)
+        raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
+    token = _seed_demo(runtime.sessions) if demo else None
+
+    service = Service(runtime)
+    asyncio.run(service.run_until_signalled(on_started=lambda: _print_banner(service, token)))
+
+
+def _print_banner(service: Service, token: str | None) -> None:
+    s = service.runtime.settings
+    capture = s.capture_addresses[0] if s.capture_addresses else "(none configured)"
+    lines = [
+        "Mailroom is running.",
+        f"  SMTP  {s.smtp_host}:{service.smtp_port}   capture address: {capture}",
+        f"  API   http://{s.api_host}:{service.api_port}/docs",
+    ]
+    if token:
+        send = (
+            'python3 -c "import smtplib; from email.message import EmailMessage as M; '
+            "m = M(); m['From'] = 'Alice <alice@example.com>'; "
+            "m['To'] = 'Bob <bob@customer.example>'; "
+            "m['Subject'] = 'Quote for 20 licences'; m.set_content('Hi Bob, here is the quote.'); "
+            f"smtplib.SMTP('{s.smtp_host}', {service.smtp_port}).send_message(m, "
+            f"to_addrs=['bob@customer.example', '{capture}'])\""
+        )
+        lines += [
+            "",
+            "Try it: Alice writes to a customer and BCCs the capture address:",
+            f"  {send}",
+            "Then see it filed against the contact bob@customer.example:",
+            f"  curl -s -H 'Authorization: Bearer {token}' "
+            f"http://{s.api_host}:{service.api_port}/api/v1/messages",
+        ]
+    typer.echo("\n".join(lines))
+
+
+def _seed_demo(sessions: sa.orm.sessionmaker[sa.orm.Session]) -> str:
+    with transaction(sessions) as session:
+        employee = session.scalar(sa.select(Employee).where(Employee.email == DEMO_EMPLOYEE))
+        if employee is None:
+            employee = Employee(email=DEMO_EMPLOYEE, name="Alice Example")
+            session.add(employee)
+            session.flush()
+        return create_token(session, role=Role.EMPLOYEE, employee_id=employee.id, label="demo")
+
+
+@cli.command("migrate")
+def migrate_command() -> None:
+    """Bring the database schema up to date."""
+    settings = Settings()
+    settings.ensure_data_dir()
+    migrate(settings.resolved_database_url)
+    typer.echo("database is up to date")
+
+
+@employees_cli.command("add")
+def employees_add(
+    email: str,
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    alias: Annotated[list[str] | None, typer.Option(help="Another address of theirs.")] = None,
+) -> None:
+    """Add an employee (and aliases) who may submit mail."""
+    addresses = [normalize_address(a) for a in [email, *(alias or [])]]
+    if any(a is None for a in addresses):
+        raise _fail("not a valid email address")
+    primary, *others = [str(a).lower() for a in addresses]
+    with transaction(_sessions(Settings())) as session:
+        if session.scalar(sa.select(Employee.id).where(Employee.email == primary)) is not None:
+            raise _fail(f"{primary} is already an employee")
+        employee = Employee(email=primary, name=name)
+        session.add(employee)
+        session.flush()
+        session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
+        employee_id = employee.id
+    typer.echo(f"employee {employee_id}: {primary}")
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    role: Annotated[Role, typer.Option(help="What the token may do.")],
+    employee: Annotated[
+        str | None, typer.Option(help="The employee an employee token acts as.")
+    ] = None,
+    scope: Annotated[
+        list[str] | None, typer.Option(help="Integration scope, e.g. contacts:read.")
+    ] = None,
+    label: Annotated[str, typer.Option(help="A note saying what the token is for.")] = "",
+) -> None:
+    """Create an API token and print it (alone, on stdout): it is shown only this once."""
+    with transaction(_sessions(Settings())) as session:
+        employee_id = None
+        if employee is not None:
+            employee_id = session.scalar(
+                sa.select(Employee.id).where(Employee.email == employee.strip().lower())
+            )
+            if employee_id is None:
+                raise _fail(f"no employee {employee}")
+        try:
+            token = create_token(
+                session, role=role, employee_id=employee_id, scopes=tuple(scope or ()), label=label
+            )
+        except ValueError as error:
+            raise _fail(str(error)) from None
+    typer.echo(token)
+
+
+@cli.command()
+def explain(
+    paths: Annotated[list[Path], typer.Argument(help="Raw .eml files.")],
+    employee: Annotated[str | None, typer.Option(help="Submitter (default: each From).")] = None,
+    channel: Annotated[Channel, typer.Option(help="The channel to assume.")] = Channel.BCC,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
+) -> None:
+    """Say what the policy decides for each file, and why; nothing is stored."""
+    runtime = build_runtime(Settings())
+    try:
+        for path in paths:
+            typer.echo(_explain_one(runtime.pipeline, path, employee, channel, as_json=as_json))
+    finally:
+        runtime.close()
+
+
+def _explain_one(
+    pipeline: Pipeline, path: Path, employee: str | None, channel: Channel, *, as_json: bool
+) -> str:
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        result: dict[str, object] = {"path": str(path), "error": error.strerror or str(error)}
+        return json.dumps(result)
+    explanation = pipeline.explain(raw, Envelope(mail_from=employee or ""), channel)
+    decision = explanation.decision
+    result = {
+        "path": str(path),
+        "outcome": decision.outcome.value,
+        "rules": list(decision.rules_hit),
+        "deciding_rule": decision.deciding_rule,
+        "policy": decision.policy_sha256,
+        "contacts": list(explanation.contacts),
+        "verdicts": [
+            {"id": v.rule, "hit": v.hit, "reason": v.reason, "evidence": list(v.evidence)}
+            for v in decision.verdicts
+        ],
+    }
+    if as_json:
+        return json.dumps(result, ensure_ascii=False)
+    why = decision.deciding_rule or "no rule matched (policy default)"
+    return f"{path}: {decision.outcome.value} ({why})"
+
+
+@policy_cli.command("check")
+def policy_check(path: Path) -> None:
+    """Validate a policy file; print every problem and exit 1 if there is any."""
+    try:
+        engine = load_policy(path)
+    except PolicyError as error:
+        for problem in error.problems:
+            typer.echo(f"{path}: {problem}")
+        raise typer.Exit(1) from None
+    typer.echo(f"{path}: valid ({len(engine.rules)} rules, sha256 {engine.policy.sha256})")
+
+
+@ledger_cli.command("verify")
+def ledger_verify() -> None:
+    """Walk the decision log's hash chain and name the first broken record."""
+    with _sessions(Settings())() as session:
+        result = ledger.verify(session)
+    if result.ok:
+        typer.echo(f"ledger intact: {result.checked} records verified")
+        return
+    typer.echo(f"ledger BROKEN at record {result.first_broken}: {result.problem}")
+    raise typer.Exit(1)
+
+
+def main() -> None:
+    cli(prog_name="mailroom")
+
+
+if __name__ == "__main__":
+    main()

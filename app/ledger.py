@@ -1,0 +1,112 @@
+"""Record: the append-only, hash-chained decision log that never holds message content."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.models import DecisionRecord
+from policies.model import Channel, Decision
+
+GENESIS = "0" * 64
+_LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What one log record says, before it is chained."""
+
+    created_at: datetime
+    channel: Channel
+    employee_id: int | None
+    decision: Decision
+    message_id_hmac: str | None
+
+
+def message_id_hmac(secret: bytes, message_id: str | None) -> str | None:
+    if not message_id:
+        return None
+    return hmac.new(secret, b"message-id:" + message_id.encode(), hashlib.sha256).hexdigest()
+
+
+def canonical(record: DecisionRecord) -> bytes:
+    """The bytes a record's hash covers: every field but the hash itself, in a fixed form."""
+    body: dict[str, Any] = {
+        "id": record.id,
+        "created_at": record.created_at.isoformat(timespec="microseconds"),
+        "channel": record.channel,
+        "employee_id": record.employee_id,
+        "outcome": record.outcome,
+        "rules": record.rules,
+        "verdicts": record.verdicts,
+        "facts": record.facts,
+        "policy_sha256": record.policy_sha256,
+        "message_id_hmac": record.message_id_hmac,
+        "prev_hash": record.prev_hash,
+    }
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def append(session: Session, entry: Entry) -> DecisionRecord:
+    """Add one record at the head of the chain, inside the caller's transaction."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK)))
+    head = session.execute(
+        sa.select(DecisionRecord.id, DecisionRecord.hash)
+        .order_by(DecisionRecord.id.desc())
+        .limit(1)
+    ).first()
+    decision = entry.decision
+    record = DecisionRecord(
+        id=(head.id + 1) if head else 1,
+        created_at=entry.created_at,
+        channel=entry.channel.value,
+        employee_id=entry.employee_id,
+        outcome=decision.outcome.value,
+        rules=list(decision.rules_hit),
+        verdicts=[{"id": v.rule, "hit": v.hit} for v in decision.verdicts],
+        facts=decision.facts,
+        policy_sha256=decision.policy_sha256,
+        message_id_hmac=entry.message_id_hmac,
+        prev_hash=head.hash if head else GENESIS,
+    )
+    record.hash = hashlib.sha256(canonical(record)).hexdigest()
+    session.add(record)
+    session.flush()
+    return record
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    first_broken: int | None
+    problem: str | None
+
+
+def verify(session: Session, *, batch: int = 5000) -> Verification:
+    """Walk the whole chain and name the first record whose hash or link does not hold."""
+    expected_prev, checked, last_id = GENESIS, 0, 0
+    while True:
+        rows = session.scalars(
+            sa.select(DecisionRecord)
+            .where(DecisionRecord.id > last_id)
+            .order_by(DecisionRecord.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return Verification(True, checked, None, None)
+        for record in rows:
+            if record.prev_hash != expected_prev:
+                return Verification(False, checked, record.id, "link to previous record broken")
+            if hashlib.sha256(canonical(record)).hexdigest() != record.hash:
+                return Verification(False, checked, record.id, "record altered after writing")
+            expected_prev, last_id, checked = record.hash, record.id, checked + 1
+        session.expunge_all()

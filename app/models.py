@@ -1,0 +1,193 @@
+"""File and record: the database tables (SQLAlchemy 2 declarative; Alembic owns the schema)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always read back timezone-aware, on SQLite too."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        datetime: UTCDateTime(),
+        dict[str, Any]: sa.JSON(),
+        list[Any]: sa.JSON(),
+    }
+
+
+class Employee(Base):
+    __tablename__ = "employees"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    capture_paused: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EmployeeAlias(Base):
+    __tablename__ = "employee_aliases"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(sa.String(320), unique=True)
+
+
+class Company(Base):
+    __tablename__ = "companies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    domain: Mapped[str] = mapped_column(sa.String(253), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(sa.String(320), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    company_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("companies.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Message(Base):
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    dedupe_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    message_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
+    content_digest: Mapped[str] = mapped_column(sa.String(64))
+    subject: Mapped[str | None] = mapped_column(sa.Text)
+    body_text: Mapped[str | None] = mapped_column(sa.Text)
+    sent_at: Mapped[datetime | None] = mapped_column(index=True)
+    direction: Mapped[str] = mapped_column(sa.String(16))
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    visibility: Mapped[str] = mapped_column(sa.String(16))
+    size: Mapped[int] = mapped_column(default=0)
+    held_until: Mapped[datetime | None] = mapped_column()
+    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
+class Participant(Base):
+    __tablename__ = "participants"
+    __table_args__ = (sa.UniqueConstraint("message_id", "role", "address"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(sa.ForeignKey("messages.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    address: Mapped[str] = mapped_column(sa.String(320))
+    name: Mapped[str] = mapped_column(sa.String(200), default="")
+    contact_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    employee_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="SET NULL"), index=True
+    )
+
+
+class MessageOwner(Base):
+    __tablename__ = "message_owners"
+    __table_args__ = (sa.UniqueConstraint("message_id", "employee_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(sa.ForeignKey("messages.id", ondelete="CASCADE"))
+    employee_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Relationship(Base):
+    __tablename__ = "relationships"
+    __table_args__ = (sa.UniqueConstraint("employee_id", "contact_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    sent_count: Mapped[int] = mapped_column(default=0)
+    received_count: Mapped[int] = mapped_column(default=0)
+    first_seen: Mapped[datetime] = mapped_column()
+    last_seen: Mapped[datetime] = mapped_column()
+
+
+class DecisionRecord(Base):
+    """One link of the append-only, hash-chained decision log; never holds message content."""
+
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    channel: Mapped[str] = mapped_column(sa.String(16))
+    employee_id: Mapped[int | None] = mapped_column(index=True)
+    outcome: Mapped[str] = mapped_column(sa.String(16), index=True)
+    rules: Mapped[list[Any]] = mapped_column()
+    verdicts: Mapped[list[Any]] = mapped_column()
+    facts: Mapped[dict[str, Any]] = mapped_column()
+    policy_sha256: Mapped[str] = mapped_column(sa.String(64))
+    message_id_hmac: Mapped[str | None] = mapped_column(sa.String(64))
+    prev_hash: Mapped[str] = mapped_column(sa.String(64))
+    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+
+
+class Receipt(Base):
+    """Idempotency: one row per (submitter, raw bytes) so a retried message is never filed twice."""
+
+    __tablename__ = "receipts"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
+    message_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PolicyVersion(Base):
+    __tablename__ = "policy_versions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    name: Mapped[str] = mapped_column(sa.String(200))
+    version: Mapped[str] = mapped_column(sa.String(50))
+    source: Mapped[str] = mapped_column(sa.Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None] = mapped_column()
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    employee_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE")
+    )
+    scopes: Mapped[list[Any]] = mapped_column(default=list)
+    label: Mapped[str] = mapped_column(sa.String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,61 @@
+"""Serve: request-scoped dependencies: the database session and the authenticated principal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.security import Principal, Role, authenticate
+
+bearer = HTTPBearer(auto_error=False, description="A token from `mailroom tokens create`.")
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """One transaction per request: committed if the route returns, rolled back if it raises."""
+    sessions: sessionmaker[Session] = request.app.state.sessions
+    with sessions() as session, session.begin():
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "A bearer token is required.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    principal = authenticate(session, credentials.credentials, datetime.now(UTC))
+    if principal is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "The token is unknown or revoked.",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def allow(*roles: Role, scope: str | None = None) -> Callable[[Principal], Principal]:
+    """A dependency admitting the given roles, and integrations holding `scope`."""
+
+    def check(principal: PrincipalDep) -> Principal:
+        if principal.role in roles:
+            return principal
+        if scope and principal.role is Role.INTEGRATION and scope in principal.scopes:
+            return principal
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "This token's role may not do this.")
+
+    return check

@@ -1,0 +1,33 @@
+"""Serve: /api/v1/messages, the captured mail each principal may see."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, HTTPException, status
+
+from app import crm
+from app.routes.deps import SessionDep, allow
+from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.schemas import MessageOut, Page
+from app.security import Principal, Role
+
+router = APIRouter(prefix="/messages", tags=["messages"])
+Reader = Annotated[Principal, Depends(allow(Role.EMPLOYEE, scope="messages:read"))]
+
+
+@router.get("", response_model=Page[MessageOut])
+def list_messages(
+    session: SessionDep, principal: Reader, limit: Limit = 50, cursor: Cursor = None
+) -> Page[MessageOut]:
+    """Captured messages, newest first: an employee's own and colleagues' shared ones."""
+    items = crm.list_messages(session, principal, before=decode_cursor(cursor), limit=limit)
+    return Page(items=items, next_cursor=encode_cursor([m.id for m in items], limit))
+
+
+@router.get("/{message_id}", response_model=MessageOut)
+def get_message(session: SessionDep, principal: Reader, message_id: int) -> MessageOut:
+    found = crm.get_message(session, principal, message_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such message.")
+    return found

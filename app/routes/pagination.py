@@ -1,0 +1,32 @@
+"""Serve: opaque cursors for keyset pagination over ids, newest first."""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated
+
+from fastapi import HTTPException, Query, status
+
+MAX_PAGE = 100
+
+Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 100.")]
+Cursor = Annotated[str | None, Query(max_length=64, description="`next_cursor` of the last page.")]
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    """The id below which the next page starts."""
+    if cursor is None:
+        return None
+    try:
+        value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
+    except (ValueError, UnicodeError):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Malformed cursor.") from None
+    if value < 1:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "Malformed cursor.")
+    return value
+
+
+def encode_cursor(ids: list[int], limit: int) -> str | None:
+    if len(ids) < limit:
+        return None
+    return base64.urlsafe_b64encode(str(ids[-1]).encode()).decode().rstrip("=")

@@ -1,0 +1,70 @@
+"""Serve: API tokens (stored only as hashes) and the principal a request acts as."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.models import ApiToken, Employee
+
+TOKEN_PREFIX = "mr_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    COMPLIANCE = "compliance"
+    EMPLOYEE = "employee"
+    INTEGRATION = "integration"
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    role: Role
+    employee_id: int | None
+    scopes: frozenset[str]
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    session: Session,
+    *,
+    role: Role,
+    employee_id: int | None,
+    scopes: tuple[str, ...] = (),
+    label: str = "",
+) -> str:
+    """Issue a token; only its hash is stored, so this is the one time it can be shown."""
+    if role is Role.EMPLOYEE and employee_id is None:
+        raise ValueError("an employee token belongs to an employee")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            token_hash=hash_token(token),
+            role=role.value,
+            employee_id=employee_id,
+            scopes=sorted(scopes),
+            label=label,
+        )
+    )
+    return token
+
+
+def authenticate(session: Session, token: str, now: datetime) -> Principal | None:
+    """The principal for a presented token, or None if unknown or revoked."""
+    row = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == hash_token(token)))
+    if row is None or row.revoked_at is not None:
+        return None
+    if row.employee_id is not None and session.get(Employee, row.employee_id) is None:
+        return None
+    row.last_used_at = now
+    return Principal(row.id, Role(row.role), row.employee_id, frozenset(row.scopes))

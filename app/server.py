@@ -1,0 +1,103 @@
+"""Serve: the SMTP listener and the HTTP API in one process, on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import uvicorn
+
+from app.api import create_app
+from app.runtime import Runtime
+from capture.smtp import CaptureHandler, smtp_factory
+
+log = logging.getLogger("mailroom.server")
+
+SIZE_LIMIT = 25 * 1024 * 1024
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the Service owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class Service:
+    """Both listeners; `start` binds them, `stop` drains in-flight commits and closes."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        sqlite = runtime.db.dialect.name == "sqlite"
+        # SQLite has one writer at a time; more threads would only queue on its lock.
+        self.executor = ThreadPoolExecutor(
+            max_workers=1 if sqlite else 4, thread_name_prefix="pipe"
+        )
+        self.smtp_server: asyncio.Server | None = None
+        self.api_server: _Uvicorn | None = None
+        self.api_task: asyncio.Task[None] | None = None
+        self.smtp_port = 0
+        self.api_port = 0
+
+    async def start(self) -> None:
+        settings = self.runtime.settings
+        handler = CaptureHandler(
+            self.runtime.pipeline,
+            self.executor,
+            capture_addresses=frozenset(settings.capture_addresses),
+        )
+        loop = asyncio.get_running_loop()
+        self.smtp_server = await loop.create_server(
+            smtp_factory(handler, hostname=settings.hostname, size_limit=SIZE_LIMIT),
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+        )
+        self.smtp_port = self.smtp_server.sockets[0].getsockname()[1]
+        sock = socket.create_server((settings.api_host, settings.api_port))
+        self.api_port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            create_app(self.runtime), log_level="warning", access_log=False, lifespan="off"
+        )
+        self.api_server = _Uvicorn(config)
+        self.api_task = asyncio.create_task(self.api_server.serve(sockets=[sock]))
+        while not self.api_server.started and not self.api_task.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)  # uvicorn offers no event for "started"
+        if self.api_task.done():
+            self.api_task.result()
+        log.info(
+            "listening: smtp %s:%s, api %s:%s",
+            settings.smtp_host,
+            self.smtp_port,
+            settings.api_host,
+            self.api_port,
+        )
+
+    async def stop(self) -> None:
+        if self.smtp_server is not None:
+            self.smtp_server.close()
+        if self.api_server is not None and self.api_task is not None:
+            self.api_server.should_exit = True
+            await self.api_task
+        # Messages already handed to the pipeline finish committing before we exit.
+        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        self.runtime.close()
+
+    async def run_until_signalled(self, *, on_started: Callable[[], None] | None = None) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        if on_started is not None:
+            on_started()
+        try:
+            await stop.wait()
+        finally:
+            log.info("stopping")
+            await self.stop()

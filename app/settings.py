@@ -1,0 +1,63 @@
+"""Settings: everything configurable, read from MAILROOM_* environment variables."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Built once per process by create_app()/the CLI; never read at import time."""
+
+    model_config = SettingsConfigDict(env_prefix="MAILROOM_", extra="ignore")
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = Field(default=2525, ge=0, le=65535)
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(default=8000, ge=0, le=65535)
+    org_domains: CommaList = ["example.com"]
+    capture_addresses: CommaList = ["capture@mailroom.example.com"]
+    policy: Path = BUNDLED_POLICY
+    secret_key: SecretStr | None = None
+    hostname: str = "mailroom.example.com"
+    auto_migrate: bool = True
+
+    @field_validator("org_domains", "capture_addresses", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip().lower() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("org_domains", "capture_addresses")
+    @classmethod
+    def _lowercase(cls, value: list[str]) -> list[str]:
+        return [item.strip().lower() for item in value]
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'mailroom.db'}"
+
+    def ensure_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def secret(self) -> bytes:
+        """The HMAC key: from the environment, else generated once into the data dir."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        self.ensure_data_dir()
+        path = self.data_dir / "secret.key"
+        if not path.exists():
+            path.touch(mode=0o600)
+            path.write_text(secrets.token_urlsafe(48))
+        return path.read_text().strip().encode()

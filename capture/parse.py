@@ -1,0 +1,226 @@
+"""Parse: raw RFC 5322 bytes into a ParsedMessage, pure and never raising on bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address as HeaderAddress
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import parsedate_to_datetime
+
+MAX_TEXT_CHARS = 1_000_000
+MAX_ADDRESSES_PER_HEADER = 500
+_LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
+_DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})+$")
+_TAGS = re.compile(r"<[^>]*>")
+_PARSER = BytesParser(policy=policy.default)
+
+
+@dataclass(frozen=True)
+class Address:
+    """A mailbox: normalized address (domain lowercased) and the display name as written."""
+
+    address: str
+    name: str = ""
+
+    @property
+    def domain(self) -> str:
+        return self.address.rpartition("@")[2]
+
+    @property
+    def local_part(self) -> str:
+        return self.address.rpartition("@")[0]
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    """What Mailroom knows about one message after parsing; immutable, content included."""
+
+    digest: str
+    size: int
+    message_id: str | None
+    subject: str
+    date: datetime | None
+    from_: tuple[Address, ...]
+    to: tuple[Address, ...]
+    cc: tuple[Address, ...]
+    reply_to: tuple[Address, ...]
+    in_reply_to: str | None
+    references: tuple[str, ...]
+    headers: tuple[tuple[str, str], ...]
+    text: str
+    content_types: tuple[str, ...]
+    attachments: tuple[Attachment, ...]
+    defects: tuple[str, ...]
+
+    def header(self, name: str) -> str | None:
+        """The first value of a header (case-insensitive), or None."""
+        wanted = name.lower()
+        for key, value in self.headers:
+            if key == wanted:
+                return value
+        return None
+
+    @property
+    def sender(self) -> Address | None:
+        return self.from_[0] if self.from_ else None
+
+    @property
+    def recipients(self) -> tuple[Address, ...]:
+        return self.to + self.cc
+
+    @property
+    def participants(self) -> tuple[Address, ...]:
+        """Every distinct address in From, To, Cc and Reply-To, in that order."""
+        seen: dict[str, Address] = {}
+        for addr in self.from_ + self.to + self.cc + self.reply_to:
+            seen.setdefault(addr.address, addr)
+        return tuple(seen.values())
+
+
+def normalize_address(raw: str) -> str | None:
+    """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
+    local, at, domain = raw.strip().rpartition("@")
+    if not at:
+        return None
+    try:
+        domain = domain.encode("idna").decode("ascii").lower() if domain else ""
+    except UnicodeError:
+        return None
+    if not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
+        return None
+    return f"{local}@{domain}"
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse raw bytes; defects are recorded on the result, never raised."""
+    defects: list[str] = []
+    msg = _PARSER.parsebytes(raw)
+    defects.extend(type(d).__name__ for d in msg.defects[:20])
+    headers = _headers(msg, defects)
+    return ParsedMessage(
+        digest=hashlib.sha256(raw).hexdigest(),
+        size=len(raw),
+        message_id=_message_id(_first(headers, "message-id")),
+        subject=(_first(headers, "subject") or "")[:998],
+        date=_date(_first(headers, "date")),
+        from_=_addresses(msg, "from", defects),
+        to=_addresses(msg, "to", defects),
+        cc=_addresses(msg, "cc", defects),
+        reply_to=_addresses(msg, "reply-to", defects),
+        in_reply_to=_message_id(_first(headers, "in-reply-to")),
+        references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
+            :100
+        ],
+        headers=headers,
+        text=_text(msg, defects),
+        content_types=tuple(part.get_content_type() for part in _walk(msg)),
+        attachments=_attachments(msg),
+        defects=tuple(dict.fromkeys(defects)),
+    )
+
+
+def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
+    pairs: list[tuple[str, str]] = []
+    for key, value in msg.items()[:500]:
+        try:
+            text = str(value)
+        except Exception:  # a header the registry cannot render is a defect, not a crash
+            defects.append(f"undecodable-header:{key.lower()[:40]}")
+            continue
+        pairs.append((key.lower()[:100], text.replace("\r", " ").replace("\n", " ")[:4000]))
+    return tuple(pairs)
+
+
+def _message_id(value: str | None) -> str | None:
+    if not value:
+        return None
+    match = re.search(r"<[^<>\s]{1,250}>", value)
+    return match.group(0) if match else value.strip()[:250] or None
+
+
+def _date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
+    result: dict[str, Address] = {}
+    for header in msg.get_all(name, [])[:10]:
+        try:
+            mailboxes: tuple[HeaderAddress, ...] = header.addresses  # type: ignore[attr-defined]
+        except Exception:  # the header registry rejects some hostile forms outright
+            defects.append(f"unparsable-{name}")
+            continue
+        for mailbox in mailboxes[:MAX_ADDRESSES_PER_HEADER]:
+            normalized = normalize_address(f"{mailbox.username}@{mailbox.domain}")
+            if normalized is None:
+                defects.append(f"invalid-address-in-{name}")
+                continue
+            result.setdefault(normalized, Address(normalized, mailbox.display_name[:200]))
+    return tuple(result.values())
+
+
+def _walk(msg: Message) -> list[Message]:
+    return list(msg.walk())[:200]
+
+
+def _text(msg: Message, defects: list[str]) -> str:
+    if not isinstance(msg, EmailMessage):
+        return ""
+    try:
+        body = msg.get_body(preferencelist=("plain", "html"))
+    except Exception:
+        defects.append("unreadable-body")
+        return ""
+    if body is None:
+        return ""
+    text = _decode(body, defects)
+    if body.get_content_type() == "text/html":
+        text = _TAGS.sub(" ", text)
+    return text[:MAX_TEXT_CHARS]
+
+
+def _decode(part: Message, defects: list[str]) -> str:
+    try:
+        content = part.get_content()  # type: ignore[attr-defined]
+        return content if isinstance(content, str) else ""
+    except (LookupError, UnicodeError, ValueError, AssertionError):
+        defects.append("undecodable-body")
+    payload = part.get_payload(decode=True)
+    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+
+
+def _attachments(msg: Message) -> tuple[Attachment, ...]:
+    found: list[Attachment] = []
+    for part in _walk(msg):
+        if part.is_multipart() or part.get_content_disposition() != "attachment":
+            continue
+        payload = part.get_payload(decode=True)
+        size = len(payload) if isinstance(payload, bytes) else 0
+        filename = (part.get_filename() or "")[:255]
+        found.append(Attachment(filename, part.get_content_type(), size))
+    return tuple(found)

@@ -1,0 +1,187 @@
+"""The one pipeline every channel calls: receive → parse → decide → file → record."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import ledger
+from app.filing import Filing, file_message
+from app.models import Contact, DecisionRecord, Employee, EmployeeAlias, Receipt
+from capture.parse import ParsedMessage, parse_message
+from policies.engine import Engine
+from policies.model import Channel, Decision, Outcome
+from policies.observe import Context, Observations, Submitter, is_internal
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """The SMTP envelope, or its equivalent for IMAP and import."""
+
+    mail_from: str
+    rcpt_tos: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    decision_id: int
+    message_id: int | None
+    rules: tuple[str, ...]
+    duplicate: bool = False
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A decision with everything behind it; computed, never stored."""
+
+    decision: Decision
+    observations: Observations
+    message: ParsedMessage
+    contacts: tuple[str, ...]
+
+
+class Pipeline:
+    """Owns the policy in force; each `process` call is one database transaction."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        engine: Engine,
+        *,
+        org_domains: frozenset[str],
+        secret: bytes,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.sessions = sessions
+        self.engine = engine  # replaced whole when a new policy is published
+        self.org_domains = org_domains
+        self.secret = secret
+        self.clock = clock
+
+    def process(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
+        """Decide, file and record one message; committed when this returns."""
+        try:
+            return self._process_once(raw, envelope, channel)
+        except IntegrityError:
+            # A concurrent retry of the same message won the race; its receipt answers us.
+            return self._process_once(raw, envelope, channel)
+
+    def _process_once(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
+        engine = self.engine
+        message = parse_message(raw)
+        with self.sessions() as session, session.begin():
+            submitter = find_submitter(session, envelope.mail_from)
+            key = self._receipt_key(envelope.mail_from, submitter, message.digest)
+            previous = session.get(Receipt, key)
+            if previous is not None:
+                return _replay(session, previous)
+            context = self._context(session, message, channel, submitter)
+            decision, _ = engine.decide(message, context)
+            now = context.now
+            record = ledger.append(
+                session,
+                ledger.Entry(
+                    created_at=now,
+                    channel=channel,
+                    employee_id=submitter.employee_id if submitter else None,
+                    decision=decision,
+                    message_id_hmac=ledger.message_id_hmac(self.secret, message.message_id),
+                ),
+            )
+            stored: int | None = None
+            if submitter is not None and decision.outcome.keeps_message:
+                filing = Filing(
+                    employee_id=submitter.employee_id,
+                    employee_addresses=submitter.addresses,
+                    channel=channel,
+                    org_domains=self.org_domains,
+                    now=now,
+                    hold_days=engine.policy.policy.retention.hold_days,
+                )
+                stored = file_message(session, message, decision, decision_id=record.id, at=filing)
+            session.add(Receipt(key=key, decision_id=record.id, message_id=stored, created_at=now))
+            return Result(decision.outcome, record.id, stored, decision.rules_hit)
+
+    def explain(self, raw: bytes, envelope: Envelope, channel: Channel) -> Explanation:
+        """The decision this message would get now; reads the database, writes nothing.
+
+        The submitter is the envelope sender, else the From address; one who is not (yet) an
+        employee is assumed to be one, so that the policy itself is what gets explained.
+        """
+        message = parse_message(raw)
+        address = envelope.mail_from or (message.sender.address if message.sender else "")
+        with self.sessions() as session:
+            submitter = find_submitter(session, address) or _hypothetical(address)
+            context = self._context(session, message, channel, submitter)
+            session.rollback()
+        decision, observations = self.engine.decide(message, context)
+        contacts = tuple(
+            a.address
+            for a in message.participants
+            if not is_internal(a.address, self.org_domains)
+            and (submitter is None or a.address not in submitter.addresses)
+        )
+        return Explanation(decision, observations, message, contacts)
+
+    def _context(
+        self,
+        session: Session,
+        message: ParsedMessage,
+        channel: Channel,
+        submitter: Submitter | None,
+    ) -> Context:
+        addresses = [a.address for a in message.participants]
+        known = session.scalars(sa.select(Contact.address).where(Contact.address.in_(addresses)))
+        return Context(
+            channel=channel,
+            org_domains=self.org_domains,
+            submitter=submitter,
+            known_contacts=frozenset(known),
+            now=self.clock(),
+            secret=self.secret,
+        )
+
+    def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
+        who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
+        return hmac.new(self.secret, f"{who}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+def find_submitter(session: Session, address: str) -> Submitter | None:
+    """The employee owning this address (primary or alias), with all their addresses."""
+    wanted = address.strip().lower()
+    if not wanted:
+        return None
+    employee = session.scalar(sa.select(Employee).where(Employee.email == wanted))
+    if employee is None:
+        employee = session.scalar(
+            sa.select(Employee).join(EmployeeAlias).where(EmployeeAlias.address == wanted)
+        )
+    if employee is None:
+        return None
+    aliases = session.scalars(
+        sa.select(EmployeeAlias.address).where(EmployeeAlias.employee_id == employee.id)
+    )
+    return Submitter(
+        employee_id=employee.id,
+        addresses=frozenset([employee.email, *aliases]),
+        capture_paused=employee.capture_paused,
+    )
+
+
+def _hypothetical(address: str) -> Submitter | None:
+    wanted = address.strip().lower()
+    return Submitter(employee_id=0, addresses=frozenset([wanted])) if wanted else None
+
+
+def _replay(session: Session, receipt: Receipt) -> Result:
+    record = session.get(DecisionRecord, receipt.decision_id)
+    assert record is not None, "receipts always point at a decision"
+    return Result(Outcome(record.outcome), record.id, receipt.message_id, tuple(record.rules), True)

@@ -1,0 +1,50 @@
+"""Decide: read a policy file, validate every part of it, and name what is wrong."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from policies.engine import Engine, PolicyError
+from policies.model import LoadedPolicy, Policy
+
+
+def load_policy_text(source: str) -> Engine:
+    """Parse, validate and compile a policy; raise PolicyError naming every problem."""
+    try:
+        raw = yaml.safe_load(source)
+    except yaml.YAMLError as error:
+        raise PolicyError([f"not valid YAML: {error}"]) from error
+    if not isinstance(raw, dict):
+        raise PolicyError(["a policy is a YAML mapping with metadata and rules"])
+    try:
+        policy = Policy.model_validate(raw)
+    except ValidationError as error:
+        raise PolicyError([_describe(issue, raw) for issue in error.errors()]) from error
+    digest = hashlib.sha256(source.encode()).hexdigest()
+    return Engine.build(LoadedPolicy(policy=policy, sha256=digest, source=source))
+
+
+def load_policy(path: Path) -> Engine:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeError) as error:
+        raise PolicyError([f"cannot read {path}: {error}"]) from error
+    return load_policy_text(source)
+
+
+def _describe(issue: Any, raw: dict[str, Any]) -> str:
+    """'rule 'bulk-list-mail': outcome: Input should be ...' rather than 'rules.3.outcome'."""
+    loc = list(issue["loc"])
+    where = ".".join(str(part) for part in loc) or "policy"
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        rules = raw.get("rules") or []
+        rule = rules[loc[1]] if loc[1] < len(rules) else None
+        rule_id = rule.get("id") if isinstance(rule, dict) else None
+        field = ".".join(str(part) for part in loc[2:]) or "rule"
+        where = f"rule '{rule_id or '#' + str(loc[1] + 1)}': {field}"
+    return f"{where}: {issue['msg']}"

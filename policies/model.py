@@ -1,0 +1,193 @@
+"""Decide: the types of a published policy and of the decisions it makes."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+
+
+class Outcome(enum.StrEnum):
+    """What happens to a message. Stored by value; the values never change meaning."""
+
+    CAPTURE = "capture"
+    METADATA_ONLY = "metadata_only"
+    HOLD_FOR_REVIEW = "hold"
+    DROP = "drop"
+    REJECT = "reject"
+
+    @property
+    def keeps_message(self) -> bool:
+        return self in (Outcome.CAPTURE, Outcome.METADATA_ONLY, Outcome.HOLD_FOR_REVIEW)
+
+
+class Channel(enum.StrEnum):
+    BCC = "bcc"
+    FORWARD = "forward"
+    IMAP = "imap"
+    IMPORT = "import"
+
+
+class Visibility(enum.StrEnum):
+    SHARED = "shared"
+    SUBJECT_ONLY = "subject_only"
+    PRIVATE = "private"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One rule's or guardrail's answer about one message."""
+
+    rule: str
+    hit: bool
+    reason: str
+    evidence: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome for one message and every verdict that led to it."""
+
+    outcome: Outcome
+    policy_sha256: str
+    verdicts: tuple[Verdict, ...]
+    deciding_rule: str | None
+    visibility: Visibility
+    facts: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rules_hit(self) -> tuple[str, ...]:
+        return tuple(v.rule for v in self.verdicts if v.hit)
+
+
+# --- the policy file -----------------------------------------------------------------------
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PredicateCall(_Strict):
+    """A named predicate with its parameters, e.g. `{"domain-in": {"domains": [...]}}`."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class AllOf(_Strict):
+    all: list[Expr]
+
+
+class AnyOf(_Strict):
+    any: list[Expr]
+
+
+class NotOf(_Strict):
+    not_: Expr = Field(alias="not")
+
+
+Expr = PredicateCall | AllOf | AnyOf | NotOf
+for _combinator in (AllOf, AnyOf, NotOf):
+    _combinator.model_rebuild()
+
+
+def parse_expr(raw: Any) -> Expr:
+    """Turn the YAML form of `when` into an expression tree.
+
+    A bare string names a predicate without parameters; a one-key mapping is either a
+    combinator (`all`, `any`, `not`) or a predicate with its parameters.
+    """
+    if isinstance(raw, str):
+        return PredicateCall(name=raw)
+    if not isinstance(raw, dict) or len(raw) != 1:
+        raise ValueError("an expression is a predicate name or a mapping with exactly one key")
+    ((key, value),) = raw.items()
+    if key in ("all", "any"):
+        if not isinstance(value, list) or not value:
+            raise ValueError(f"'{key}' takes a non-empty list of expressions")
+        items = [parse_expr(item) for item in value]
+        return AllOf(all=items) if key == "all" else AnyOf(any=items)
+    if key == "not":
+        return NotOf.model_validate({"not": parse_expr(value)})
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        raise ValueError(f"parameters of predicate '{key}' must be a mapping")
+    return PredicateCall(name=str(key), params=value)
+
+
+class Rule(_Strict):
+    id: str
+    description: str = Field(min_length=10)
+    when: Expr
+    outcome: Outcome
+    visibility: Visibility | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _kebab_case(cls, value: str) -> str:
+        if not RULE_ID.match(value):
+            raise ValueError("rule ids are kebab-case, e.g. 'bulk-list-mail'")
+        return value
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _parse_when(cls, value: Any) -> Expr:
+        return parse_expr(value)
+
+    @field_validator("outcome")
+    @classmethod
+    def _no_reject(cls, value: Outcome) -> Outcome:
+        if value is Outcome.REJECT:
+            raise ValueError("'reject' is reserved for submitters who are not employees")
+        return value
+
+
+class Metadata(_Strict):
+    name: str
+    version: str
+    owner: str
+    contact: str
+    purpose: str
+    lawful_basis: str
+    effective: date
+
+
+class Retention(_Strict):
+    hold_days: int = Field(default=7, ge=1, le=90)
+    decision_days: int = Field(default=730, ge=30)
+
+
+class Policy(_Strict):
+    metadata: Metadata
+    retention: Retention = Retention()
+    default_visibility: Visibility = Visibility.SHARED
+    private_subject_tags: list[str] = Field(default_factory=lambda: ["[private]"])
+    default_outcome: Outcome = Outcome.HOLD_FOR_REVIEW
+    rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Policy:
+        seen: set[str] = set()
+        for rule in self.rules:
+            if rule.id in seen:
+                raise ValueError(f"rule id '{rule.id}' is used twice")
+            seen.add(rule.id)
+        if self.default_outcome is Outcome.REJECT:
+            raise ValueError("default_outcome cannot be 'reject'")
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedPolicy:
+    """A validated policy with the digest that every decision cites."""
+
+    policy: Policy
+    sha256: str
+    source: str

@@ -1,0 +1,153 @@
+"""Shared fixtures: a real database (SQLite file or PostgreSQL), the real service on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import make_engine, migrate, session_factory, transaction
+from app.models import Employee, EmployeeAlias
+from app.runtime import Runtime, build_runtime
+from app.security import Role, create_token
+from app.server import Service
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+CORPORA = ROOT.parent / "shared" / "corpora"
+CAPTURE = "capture@mailroom.example.com"
+TEST_SECRET = "test-secret-key-not-for-production"
+
+
+def server_url() -> str | None:
+    """A PostgreSQL server to run on (set by .ci/run), or None for SQLite files."""
+    return os.environ.get("MAILROOM_TEST_DATABASE_URL") or None
+
+
+@pytest.fixture(scope="session")
+def template_database(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A migrated database that each test copies, so every test starts from a clean schema."""
+    server = server_url()
+    if server is None:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        migrate(f"sqlite:///{path}")
+        return str(path)
+    url = sa.make_url(server)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    name = f"mailroom_template_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    migrate(url.set(database=name).render_as_string(hide_password=False))
+    admin.dispose()
+    return name
+
+
+@pytest.fixture
+def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
+    server = server_url()
+    if server is None:
+        data = tmp_path / "var"
+        data.mkdir()
+        shutil.copy(template_database, data / "mailroom.db")
+        yield f"sqlite:///{data / 'mailroom.db'}"
+        return
+    url = sa.make_url(server)
+    name = f"mailroom_test_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
+    yield url.set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        smtp_port=0,
+        api_port=0,
+        org_domains=["example.com"],
+        capture_addresses=[CAPTURE],
+        secret_key=TEST_SECRET,
+    )
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(database_url)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def add_employee(
+    sessions: sessionmaker[Session], email: str, *, name: str = "", aliases: tuple[str, ...] = ()
+) -> int:
+    with transaction(sessions) as session:
+        employee = Employee(email=email, name=name)
+        session.add(employee)
+        session.flush()
+        session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in aliases)
+        return employee.id
+
+
+def issue_token(
+    sessions: sessionmaker[Session],
+    role: Role,
+    *,
+    employee_id: int | None = None,
+    scopes: tuple[str, ...] = (),
+) -> str:
+    with transaction(sessions) as session:
+        return create_token(session, role=role, employee_id=employee_id, scopes=scopes)
+
+
+@dataclass
+class Running:
+    """The real service, both listeners, on loopback ephemeral ports in a background thread."""
+
+    runtime: Runtime
+    service: Service
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def smtp_port(self) -> int:
+        return self.service.smtp_port
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.service.api_port}"
+
+    def client(self, token: str | None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=10)
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[Running]:
+    runtime = build_runtime(settings)
+    service = Service(runtime)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="service-loop", daemon=True)
+    thread.start()
+    asyncio.run_coroutine_threadsafe(service.start(), loop).result(timeout=30)
+    try:
+        yield Running(runtime, service, loop)
+    finally:
+        asyncio.run_coroutine_threadsafe(service.stop(), loop).result(timeout=30)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()

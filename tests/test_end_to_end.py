@@ -1,0 +1,170 @@
+"""A BCC'd message goes through the real listener and comes back out of the real API."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import Contact, DecisionRecord, Message, MessageOwner
+from app.security import Role
+from tests.conftest import Running, add_employee, issue_token
+from tests.mail import compose, send
+
+
+@pytest.fixture
+def alice(running: Running) -> tuple[int, str]:
+    employee_id = add_employee(running.runtime.sessions, "alice@example.com", name="Alice")
+    return employee_id, issue_token(
+        running.runtime.sessions, Role.EMPLOYEE, employee_id=employee_id
+    )
+
+
+def test_bcc_message_is_filed_against_contact_company_and_employee(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    alice_id, token = alice
+
+    code, reply = send(running.smtp_port, compose())
+
+    assert code == 250, reply
+    with running.client(token) as api:
+        page = api.get("/api/v1/messages").json()
+    assert page["next_cursor"] is None
+    (message,) = page["items"]
+    assert message["subject"] == "Quote for 20 licences"
+    assert message["outcome"] == "capture"
+    (contact,) = message["contacts"]
+    assert contact["address"] == "bob@customer.example"
+    assert contact["name"] == "Bob Builder"
+    assert contact["company"]["domain"] == "customer.example"
+    (owner,) = message["owners"]
+    assert (owner["employee_id"], owner["email"], owner["channel"]) == (
+        alice_id,
+        "alice@example.com",
+        "bcc",
+    )
+    roles = {(p["role"], p["address"]) for p in message["participants"]}
+    assert roles == {("from", "alice@example.com"), ("to", "bob@customer.example")}
+
+
+def test_the_same_message_sent_twice_is_filed_once(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    msg = compose()
+    first = send(running.smtp_port, msg)
+    second = send(running.smtp_port, msg)
+
+    assert first[0] == second[0] == 250
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(MessageOwner)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
+
+
+def test_two_employees_bccing_one_mail_make_one_message_with_two_owners(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    add_employee(running.runtime.sessions, "carol@example.com")
+    msg = compose(to="Bob <bob@customer.example>, Carol <carol@example.com>")
+
+    assert send(running.smtp_port, msg)[0] == 250
+    assert send(running.smtp_port, msg, mail_from="carol@example.com")[0] == 250
+
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+        owners = session.scalars(sa.select(MessageOwner.channel)).all()
+        assert len(owners) == 2
+        assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 1
+
+
+def test_submitter_who_is_not_an_employee_is_refused_and_recorded(running: Running) -> None:
+    code, reply = send(
+        running.smtp_port, compose(sender="mallory@evil.example"), mail_from="mallory@evil.example"
+    )
+
+    assert code == 550
+    assert reply.startswith(b"5.7.1")
+    with running.runtime.sessions() as session:
+        (record,) = session.scalars(sa.select(DecisionRecord)).all()
+        assert record.outcome == "reject"
+        assert record.rules == ["submitter-not-employee"]
+        assert record.employee_id is None
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+def test_mail_for_an_address_that_is_not_a_capture_address_is_refused(running: Running) -> None:
+    code, reply = send(running.smtp_port, compose(), rcpt="someone@mailroom.example.com")
+
+    assert code == 550
+    assert reply.startswith(b"5.1.1")
+
+
+def test_mailing_list_mail_is_dropped_and_only_a_decision_remains(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    msg = compose(headers={"List-Id": "<news.customer.example>", "List-Unsubscribe": "<x@y.z>"})
+
+    assert send(running.smtp_port, msg)[0] == 250
+
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 0
+        (record,) = session.scalars(sa.select(DecisionRecord)).all()
+    assert record.outcome == "drop"
+    assert record.rules == ["bulk-list-mail"]
+    assert record.policy_sha256 == running.runtime.pipeline.engine.policy.sha256
+
+
+def test_api_without_a_token_answers_401_problem_json(running: Running) -> None:
+    with running.client(None) as api:
+        response = api.get("/api/v1/messages")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 401
+
+
+def test_api_with_an_unknown_token_answers_401(running: Running) -> None:
+    with running.client("mr_not-a-real-token") as api:
+        assert api.get("/api/v1/contacts").status_code == 401
+
+
+def test_messages_page_through_with_a_cursor(running: Running, alice: tuple[int, str]) -> None:
+    _, token = alice
+    for n in range(5):
+        msg = compose(subject=f"Order {n}", message_id=f"<order-{n}@example.com>")
+        assert send(running.smtp_port, msg)[0] == 250
+
+    seen: list[str] = []
+    cursor = None
+    with running.client(token) as api:
+        while True:
+            params = {"limit": 2} | ({"cursor": cursor} if cursor else {})
+            page = api.get("/api/v1/messages", params=params).json()
+            seen += [m["subject"] for m in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert seen == [f"Order {n}" for n in reversed(range(5))]
+
+
+def test_contacts_and_companies_are_listed(running: Running, alice: tuple[int, str]) -> None:
+    _, token = alice
+    assert send(running.smtp_port, compose())[0] == 250
+
+    with running.client(token) as api:
+        contacts = api.get("/api/v1/contacts").json()["items"]
+        companies = api.get("/api/v1/companies").json()["items"]
+        one = api.get(f"/api/v1/contacts/{contacts[0]['id']}").json()
+        missing = api.get("/api/v1/contacts/999999")
+    assert [c["address"] for c in contacts] == ["bob@customer.example"]
+    assert [c["domain"] for c in companies] == ["customer.example"]
+    assert one["company"]["domain"] == "customer.example"
+    assert missing.status_code == 404
+
+
+def test_page_size_over_100_is_a_clear_error(running: Running, alice: tuple[int, str]) -> None:
+    _, token = alice
+    with running.client(token) as api:
+        response = api.get("/api/v1/messages", params={"limit": 1000})
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
