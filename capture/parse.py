@@ -201,7 +201,7 @@ def _text(msg: Message, defects: list[str]) -> str:
     text = _decode(body, defects)
     if body.get_content_type() == "text/html":
         text = _TAGS.sub(" ", text)
-    return text[:MAX_TEXT_CHARS]
+    return text[:MAX_TEXT_CHARS].replace("\r\n", "\n")
 
 
 def _decode(part: Message, defects: list[str]) -> str:

@@ -70,8 +70,25 @@ class CaptureHandler:
         return "451 4.3.0 Local error, try again later"
 
 
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def quiet_protocol_log() -> None:
+    """aiosmtpd logs protocol lines, message lines included, at INFO and DEBUG: keep them out.
+
+    A filter rather than a level, so that raising the root log level cannot let them back in.
+    """
+    protocol_log = logging.getLogger("mail.log")
+    if not any(isinstance(f, _WarningsOnly) for f in protocol_log.filters):
+        protocol_log.addFilter(_WarningsOnly())
+
+
 def smtp_factory(handler: CaptureHandler, *, hostname: str, size_limit: int) -> Any:
     """A protocol factory for loop.create_server: one SMTP instance per connection."""
+
+    quiet_protocol_log()
 
     def build() -> SMTP:
         return SMTP(

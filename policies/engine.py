@@ -52,8 +52,7 @@ class Engine:
         problems: list[str] = []
         rules = []
         for rule in loaded.policy.rules:
-            compiled = _compile(rule.when, f"rule '{rule.id}': when", problems)
-            rules.append((rule, compiled))
+            rules.append((rule, compile_rule(rule, problems)))
         if problems:
             raise PolicyError(problems)
         return cls(loaded, tuple(rules))
@@ -95,6 +94,11 @@ class Engine:
             visibility=visibility,
             facts=obs.facts,
         )
+
+
+def compile_rule(rule: Rule, problems: list[str]) -> Compiled:
+    """Resolve a rule's predicates and check their parameters, adding what is wrong."""
+    return _compile(rule.when, f"rule '{rule.id}': when", problems)
 
 
 def _compile(expr: Expr, where: str, problems: list[str]) -> Compiled:

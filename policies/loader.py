@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from policies.engine import Engine, PolicyError
-from policies.model import LoadedPolicy, Policy
+from policies.engine import Engine, PolicyError, compile_rule
+from policies.model import LoadedPolicy, Policy, Rule
 
 
 def load_policy_text(source: str) -> Engine:
@@ -24,7 +24,8 @@ def load_policy_text(source: str) -> Engine:
     try:
         policy = Policy.model_validate(raw)
     except ValidationError as error:
-        raise PolicyError([_describe(issue, raw) for issue in error.errors()]) from error
+        problems = [_describe(issue, raw) for issue in error.errors()]
+        raise PolicyError(problems + _rule_problems(raw)) from error
     digest = hashlib.sha256(source.encode()).hexdigest()
     return Engine.build(LoadedPolicy(policy=policy, sha256=digest, source=source))
 
@@ -35,6 +36,19 @@ def load_policy(path: Path) -> Engine:
     except (OSError, UnicodeError) as error:
         raise PolicyError([f"cannot read {path}: {error}"]) from error
     return load_policy_text(source)
+
+
+def _rule_problems(raw: dict[str, Any]) -> list[str]:
+    """Predicate problems in the rules that are well-formed, so that one pass names them all."""
+    problems: list[str] = []
+    rules = raw.get("rules")
+    for item in rules if isinstance(rules, list) else []:
+        try:
+            rule = Rule.model_validate(item)
+        except ValidationError:
+            continue  # already described by the policy-level validation
+        compile_rule(rule, problems)
+    return problems
 
 
 def _describe(issue: Any, raw: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import smtplib
+from email import policy
 from email.message import EmailMessage
 
 CAPTURE = "capture@mailroom.example.com"
@@ -40,4 +41,4 @@ def send(
         code, reply = client.rcpt(rcpt)
         if code >= 400:
             return code, reply
-        return client.data(msg.as_bytes())
+        return client.data(msg.as_bytes(policy=policy.SMTP))

@@ -1,0 +1,200 @@
+"""The `mailroom` command line, run as a user would: a real process on a real database."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import DecisionRecord, Employee, EmployeeAlias
+from app.settings import Settings
+from tests.conftest import TEST_SECRET
+from tests.mail import compose, send
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+    env |= {
+        "MAILROOM_DATA_DIR": str(settings.data_dir),
+        "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+        "MAILROOM_SECRET_KEY": TEST_SECRET,
+        "MAILROOM_SMTP_PORT": "0",
+        "MAILROOM_API_PORT": "0",
+    }
+    return env
+
+
+def mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_employees_add_stores_a_lowercased_address_and_aliases(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    done = mailroom(
+        settings,
+        "employees",
+        "add",
+        "Dana@Example.com",
+        "--name",
+        "Dana",
+        "--alias",
+        "sales@example.com",
+    )
+
+    assert done.returncode == 0, done.stderr
+    with sessions() as session:
+        employee = session.scalars(sa.select(Employee)).one()
+        aliases = session.scalars(sa.select(EmployeeAlias.address)).all()
+    assert (employee.email, employee.name) == ("dana@example.com", "Dana")
+    assert aliases == ["sales@example.com"]
+
+
+def test_tokens_create_prints_only_the_token(settings: Settings) -> None:
+    assert mailroom(settings, "employees", "add", "dana@example.com").returncode == 0
+
+    done = mailroom(
+        settings, "tokens", "create", "--role", "employee", "--employee", "dana@example.com"
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(r"mr_[A-Za-z0-9_-]{40,}\n", done.stdout)
+
+
+def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
+    done = mailroom(settings, "tokens", "create", "--role", "employee")
+
+    assert done.returncode == 1
+    assert "employee" in done.stderr
+
+
+def test_explain_prints_one_decision_per_file_and_stores_nothing(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    files = {
+        "business.eml": compose(),
+        "internal.eml": compose(to="Carol <carol@example.com>"),
+        "list.eml": compose(headers={"List-Id": "<news.customer.example>"}),
+    }
+    for name, msg in files.items():
+        (tmp_path / name).write_bytes(msg.as_bytes())
+    paths = [str(tmp_path / name) for name in files]
+
+    done = mailroom(settings, "explain", *paths, "--json")
+
+    assert done.returncode == 0, done.stderr
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(Path(r["path"]).name, r["outcome"], r["rules"]) for r in results] == [
+        ("business.eml", "capture", ["external-business-correspondent"]),
+        ("internal.eml", "drop", ["internal-only"]),
+        ("list.eml", "drop", ["bulk-list-mail"]),
+    ]
+    assert results[0]["contacts"] == ["bob@customer.example"]
+    assert results[1]["contacts"] == []
+    assert all(len(r["policy"]) == 64 for r in results)
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
+
+
+def test_explain_reports_an_unreadable_file_and_goes_on(settings: Settings, tmp_path: Path) -> None:
+    (tmp_path / "ok.eml").write_bytes(compose().as_bytes())
+
+    done = mailroom(
+        settings, "explain", str(tmp_path / "missing.eml"), str(tmp_path / "ok.eml"), "--json"
+    )
+
+    first, second = (json.loads(line) for line in done.stdout.splitlines())
+    assert "error" in first
+    assert second["outcome"] == "capture"
+
+
+def test_policy_check_names_the_rule_and_field_of_each_problem(
+    settings: Settings, tmp_path: Path
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    source = Path(settings.policy).read_text()
+    source = source.replace("outcome: capture", "outcome: keep-forever", 1)
+    source = source.replace("when: bulk-mail", "when: bulk-mial", 1)
+    bad.write_text(source + "surprise: true\n")
+
+    done = mailroom(settings, "policy", "check", str(bad))
+
+    assert done.returncode == 1
+    assert "rule 'external-business-correspondent': outcome" in done.stdout
+    assert "rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'" in done.stdout
+    assert "surprise" in done.stdout
+
+
+def test_policy_check_accepts_the_bundled_policy(settings: Settings) -> None:
+    done = mailroom(settings, "policy", "check", str(settings.policy))
+
+    assert done.returncode == 0, done.stdout
+    assert "valid" in done.stdout
+
+
+def test_serve_refuses_to_start_with_an_invalid_policy(settings: Settings, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(settings.policy).read_text().replace("when: bulk-mail", "when: bulky"))
+    env = _env(settings) | {"MAILROOM_POLICY": str(bad)}
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert "unknown predicate 'bulky'" in done.stderr
+
+
+def test_serve_demo_accepts_mail_serves_the_api_and_stops_on_sigterm(settings: Settings) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve", "--demo"],
+        env=_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        banner = _read_banner(proc)
+        smtp_port = int(re.search(r"SMTP\s+127\.0\.0\.1:(\d+)", banner).group(1))  # type: ignore[union-attr]
+        api = re.search(r"(http://127\.0\.0\.1:\d+)/docs", banner).group(1)  # type: ignore[union-attr]
+        token = re.search(r"Bearer (mr_[\w-]+)", banner).group(1)  # type: ignore[union-attr]
+
+        assert send(smtp_port, compose())[0] == 250
+        page = httpx.get(f"{api}/api/v1/messages", headers={"Authorization": f"Bearer {token}"})
+        assert page.json()["items"][0]["contacts"][0]["address"] == "bob@customer.example"
+        assert httpx.get(f"{api}/docs").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def _read_banner(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    lines: list[str] = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "/api/v1/messages" in line:
+            return "".join(lines)
+    pytest.fail("serve ended before printing its banner: " + "".join(lines))

@@ -1,0 +1,84 @@
+"""The schema is Alembic's, identical to the tables; the decision log's chain detects edits."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.orm import Session, sessionmaker
+
+from app import ledger
+from app.db import transaction
+from app.models import Base, DecisionRecord
+from policies.model import Channel, Decision, Outcome, Verdict, Visibility
+
+
+def test_migrations_create_exactly_the_tables_the_code_declares(database_url: str) -> None:
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        differences = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert differences == []
+
+
+def _append(sessions: sessionmaker[Session], n: int) -> None:
+    decision = Decision(
+        outcome=Outcome.DROP,
+        policy_sha256="a" * 64,
+        verdicts=(Verdict("internal-only", True, "every participant is internal"),),
+        deciding_rule="internal-only",
+        visibility=Visibility.SHARED,
+        facts={"participants": n, "external_participants": 0},
+    )
+    with transaction(sessions) as session:
+        ledger.append(
+            session,
+            ledger.Entry(
+                created_at=datetime.now(UTC),
+                channel=Channel.BCC,
+                employee_id=1,
+                decision=decision,
+                message_id_hmac=None,
+            ),
+        )
+
+
+def test_ledger_verifies_an_untouched_chain(sessions: sessionmaker[Session]) -> None:
+    for n in range(5):
+        _append(sessions, n)
+
+    with sessions() as session:
+        result = ledger.verify(session)
+
+    assert (result.ok, result.checked, result.first_broken) == (True, 5, None)
+
+
+def test_ledger_names_the_first_record_edited_behind_its_back(
+    sessions: sessionmaker[Session],
+) -> None:
+    for n in range(5):
+        _append(sessions, n)
+    with transaction(sessions) as session:
+        session.execute(
+            sa.update(DecisionRecord).where(DecisionRecord.id == 3).values(outcome="capture")
+        )
+
+    with sessions() as session:
+        result = ledger.verify(session)
+
+    assert (result.ok, result.first_broken) == (False, 3)
+    assert result.problem == "record altered after writing"
+
+
+def test_ledger_notices_a_deleted_record(sessions: sessionmaker[Session]) -> None:
+    for n in range(4):
+        _append(sessions, n)
+    with transaction(sessions) as session:
+        session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id == 2))
+
+    with sessions() as session:
+        result = ledger.verify(session)
+
+    assert (result.ok, result.first_broken) == (False, 3)
