@@ -47,6 +47,7 @@ class Employee(Base):
     email: Mapped[str] = mapped_column(sa.String(320), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200), default="")
     capture_paused: Mapped[bool] = mapped_column(default=False)
+    private_tags: Mapped[list[Any]] = mapped_column(default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -191,3 +192,23 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Suppression(Base):
+    """An erased or objecting person, known only by a keyed digest of their address."""
+
+    __tablename__ = "suppressions"
+    address_token: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))  # "erased" or "objected"
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PersonalContact(Base):
+    """An address on an employee's personal-contacts list, kept only as a keyed digest."""
+
+    __tablename__ = "personal_contacts"
+    __table_args__ = (sa.UniqueConstraint("employee_id", "address_token"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    address_token: Mapped[str] = mapped_column(sa.String(64), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

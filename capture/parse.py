@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address as HeaderAddress
@@ -63,6 +63,7 @@ class ParsedMessage:
     content_types: tuple[str, ...]
     attachments: tuple[Attachment, ...]
     defects: tuple[str, ...]
+    raw: bytes = field(default=b"", repr=False, compare=False)
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive), or None."""
@@ -89,8 +90,15 @@ class ParsedMessage:
         return tuple(seen.values())
 
 
+def clean(text: str) -> str:
+    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def normalize_address(raw: str) -> str | None:
     """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
+    if clean(raw) != raw:
+        return None
     local, at, domain = raw.strip().rpartition("@")
     if not at:
         return None
@@ -128,6 +136,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         content_types=tuple(part.get_content_type() for part in _walk(msg)),
         attachments=_attachments(msg),
         defects=tuple(dict.fromkeys(defects)),
+        raw=raw,
     )
 
 
@@ -146,7 +155,8 @@ def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
         except Exception:  # a header the registry cannot render is a defect, not a crash
             defects.append(f"undecodable-header:{key.lower()[:40]}")
             continue
-        pairs.append((key.lower()[:100], text.replace("\r", " ").replace("\n", " ")[:4000]))
+        text = clean(text.replace("\r", " ").replace("\n", " ")[:4000])
+        pairs.append((clean(key.lower()[:100]), text))
     return tuple(pairs)
 
 
@@ -180,7 +190,7 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ..
             if normalized is None:
                 defects.append(f"invalid-address-in-{name}")
                 continue
-            result.setdefault(normalized, Address(normalized, mailbox.display_name[:200]))
+            result.setdefault(normalized, Address(normalized, clean(mailbox.display_name[:200])))
     return tuple(result.values())
 
 
@@ -201,7 +211,7 @@ def _text(msg: Message, defects: list[str]) -> str:
     text = _decode(body, defects)
     if body.get_content_type() == "text/html":
         text = _TAGS.sub(" ", text)
-    return text[:MAX_TEXT_CHARS].replace("\r\n", "\n")
+    return clean(text[:MAX_TEXT_CHARS].replace("\r\n", "\n"))
 
 
 def _decode(part: Message, defects: list[str]) -> str:

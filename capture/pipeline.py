@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -14,11 +14,27 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.filing import Filing, file_message
-from app.models import Contact, DecisionRecord, Employee, EmployeeAlias, Receipt
+from app.models import (
+    Contact,
+    DecisionRecord,
+    Employee,
+    EmployeeAlias,
+    PersonalContact,
+    Receipt,
+    Suppression,
+)
 from capture.parse import ParsedMessage, parse_message
 from policies.engine import Engine
 from policies.model import Channel, Decision, Outcome
-from policies.observe import Context, Observations, Submitter, is_internal
+from policies.observe import (
+    Consent,
+    Context,
+    Observations,
+    Submitter,
+    address_token,
+    family_name,
+    is_internal,
+)
 
 
 @dataclass(frozen=True)
@@ -67,48 +83,53 @@ class Pipeline:
         self.clock = clock
 
     def process(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
-        """Decide, file and record one message; committed when this returns."""
+        """Decide, file and record one message in its own transaction, committed on return."""
+        message = parse_message(raw)
         try:
-            return self._process_once(raw, envelope, channel)
+            with self.sessions() as session, session.begin():
+                return self.process_in(session, message, envelope, channel)
         except IntegrityError:
             # A concurrent retry of the same message won the race; its receipt answers us.
-            return self._process_once(raw, envelope, channel)
+            with self.sessions() as session, session.begin():
+                return self.process_in(session, message, envelope, channel)
 
-    def _process_once(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
+    def process_in(
+        self, session: Session, message: ParsedMessage, envelope: Envelope, channel: Channel
+    ) -> Result:
+        """Decide, file and record one message inside the caller's transaction."""
         engine = self.engine
-        message = parse_message(raw)
-        with self.sessions() as session, session.begin():
-            submitter = find_submitter(session, envelope.mail_from)
-            key = self._receipt_key(envelope.mail_from, submitter, message.digest)
-            previous = session.get(Receipt, key)
-            if previous is not None:
-                return _replay(session, previous)
-            context = self._context(session, message, channel, submitter)
-            decision, _ = engine.decide(message, context)
-            now = context.now
-            record = ledger.append(
-                session,
-                ledger.Entry(
-                    created_at=now,
-                    channel=channel,
-                    employee_id=submitter.employee_id if submitter else None,
-                    decision=decision,
-                    message_id_hmac=ledger.message_id_hmac(self.secret, message.message_id),
-                ),
+        submitter = find_submitter(session, envelope.mail_from)
+        key = self._receipt_key(envelope.mail_from, submitter, message.digest)
+        previous = session.get(Receipt, key)
+        if previous is not None:
+            return _replay(session, previous)
+        context = self._context(session, message, channel, submitter)
+        decision, _ = engine.decide(message, context)
+        now = context.now
+        record = ledger.append(
+            session,
+            ledger.Entry(
+                created_at=now,
+                channel=channel,
+                employee_id=submitter.employee_id if submitter else None,
+                decision=decision,
+                message_id_hmac=ledger.message_id_hmac(self.secret, message.message_id),
+            ),
+        )
+        stored: int | None = None
+        if submitter is not None and decision.outcome.keeps_message:
+            filing = Filing(
+                employee_id=submitter.employee_id,
+                employee_addresses=submitter.addresses,
+                channel=channel,
+                org_domains=self.org_domains,
+                now=now,
+                hold_days=engine.policy.policy.retention.hold_days,
             )
-            stored: int | None = None
-            if submitter is not None and decision.outcome.keeps_message:
-                filing = Filing(
-                    employee_id=submitter.employee_id,
-                    employee_addresses=submitter.addresses,
-                    channel=channel,
-                    org_domains=self.org_domains,
-                    now=now,
-                    hold_days=engine.policy.policy.retention.hold_days,
-                )
-                stored = file_message(session, message, decision, decision_id=record.id, at=filing)
-            session.add(Receipt(key=key, decision_id=record.id, message_id=stored, created_at=now))
-            return Result(decision.outcome, record.id, stored, decision.rules_hit)
+            stored = file_message(session, message, decision, decision_id=record.id, at=filing)
+        session.add(Receipt(key=key, decision_id=record.id, message_id=stored, created_at=now))
+        session.flush()
+        return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
     def explain(self, raw: bytes, envelope: Envelope, channel: Channel) -> Explanation:
         """The decision this message would get now; reads the database, writes nothing.
@@ -143,11 +164,49 @@ class Pipeline:
         return Context(
             channel=channel,
             org_domains=self.org_domains,
-            submitter=submitter,
+            submitter=submitter and self._with_personal_contacts(session, submitter, addresses),
             known_contacts=frozenset(known),
             now=self.clock(),
             secret=self.secret,
+            consent=self._consent(session, addresses),
+            private_tags=tuple(self.engine.policy.policy.private_subject_tags),
+            from_employee=self._from_employee(session, message, submitter),
         )
+
+    def _from_employee(
+        self, session: Session, message: ParsedMessage, submitter: Submitter | None
+    ) -> bool:
+        sender = message.sender.address.lower() if message.sender else ""
+        if submitter is not None and sender in submitter.addresses:
+            return True
+        return bool(sender) and find_submitter(session, sender) is not None
+
+    def _tokens(self, addresses: list[str]) -> dict[str, str]:
+        return {address_token(self.secret, a): a for a in addresses}
+
+    def _consent(self, session: Session, addresses: list[str]) -> Consent:
+        tokens = self._tokens(addresses)
+        rows = session.execute(
+            sa.select(Suppression.address_token, Suppression.kind).where(
+                Suppression.address_token.in_(tokens)
+            )
+        )
+        found: dict[str, set[str]] = {"erased": set(), "objected": set()}
+        for token, kind in rows:
+            found.setdefault(kind, set()).add(tokens[token])
+        return Consent(erased=frozenset(found["erased"]), objected=frozenset(found["objected"]))
+
+    def _with_personal_contacts(
+        self, session: Session, submitter: Submitter, addresses: list[str]
+    ) -> Submitter:
+        tokens = self._tokens(addresses)
+        listed = session.scalars(
+            sa.select(PersonalContact.address_token).where(
+                PersonalContact.employee_id == submitter.employee_id,
+                PersonalContact.address_token.in_(tokens),
+            )
+        )
+        return replace(submitter, personal_contacts=frozenset(tokens[t] for t in listed))
 
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
@@ -173,6 +232,8 @@ def find_submitter(session: Session, address: str) -> Submitter | None:
         employee_id=employee.id,
         addresses=frozenset([employee.email, *aliases]),
         capture_paused=employee.capture_paused,
+        family_name=family_name(employee.name),
+        private_tags=tuple(employee.private_tags),
     )
 
 

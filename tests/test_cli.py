@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import DecisionRecord, Employee, EmployeeAlias
-from app.settings import Settings
+from app.settings import BUNDLED_POLICY, Settings
 from tests.conftest import TEST_SECRET
 from tests.mail import compose, send
 
@@ -27,10 +27,35 @@ def _env(settings: Settings) -> dict[str, str]:
         "MAILROOM_DATA_DIR": str(settings.data_dir),
         "MAILROOM_DATABASE_URL": settings.resolved_database_url,
         "MAILROOM_SECRET_KEY": TEST_SECRET,
+        "MAILROOM_POLICY": str(settings.policy),
         "MAILROOM_SMTP_PORT": "0",
         "MAILROOM_API_PORT": "0",
     }
     return env
+
+
+BAD_POLICY = """
+metadata: {name: Bad, version: "1", owner: Us, contact: us@example.com, purpose: Testing,
+           lawful_basis: Testing, effective: 2026-11-23}
+surprise: true
+rules:
+  - id: keep-customers
+    description: Keeps mail with customers.
+    when: external-participant
+    outcome: keep-forever
+  - id: bulk-list-mail
+    description: Drops newsletters and lists.
+    when: bulk-mial
+    outcome: drop
+  - id: by-size
+    description: Drops very large messages.
+    when: {larger-than: {bytes: -5}}
+    outcome: drop
+  - id: Not-Kebab
+    description: An id that is not kebab-case.
+    when: internal-only
+    outcome: drop
+"""
 
 
 def mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -128,21 +153,20 @@ def test_policy_check_names_the_rule_and_field_of_each_problem(
     settings: Settings, tmp_path: Path
 ) -> None:
     bad = tmp_path / "bad.yaml"
-    source = Path(settings.policy).read_text()
-    source = source.replace("outcome: capture", "outcome: keep-forever", 1)
-    source = source.replace("when: bulk-mail", "when: bulk-mial", 1)
-    bad.write_text(source + "surprise: true\n")
+    bad.write_text(BAD_POLICY)
 
     done = mailroom(settings, "policy", "check", str(bad))
 
     assert done.returncode == 1
-    assert "rule 'external-business-correspondent': outcome" in done.stdout
+    assert "rule 'keep-customers': outcome" in done.stdout
     assert "rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'" in done.stdout
+    assert "rule 'by-size': when: larger-than.bytes" in done.stdout
+    assert "rule 'Not-Kebab': id" in done.stdout
     assert "surprise" in done.stdout
 
 
 def test_policy_check_accepts_the_bundled_policy(settings: Settings) -> None:
-    done = mailroom(settings, "policy", "check", str(settings.policy))
+    done = mailroom(settings, "policy", "check", str(BUNDLED_POLICY))
 
     assert done.returncode == 0, done.stdout
     assert "valid" in done.stdout

@@ -1,0 +1,119 @@
+"""Decide: how personal a text reads, from a small linear model that names its signals."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+MODEL_FILE = Path(__file__).resolve().parent / "personal_words.json"
+MAX_CHARS = 12_000  # the opening of a message says enough; a huge body costs no more than this
+WORD = re.compile(r"[a-z][a-z']{1,19}")
+
+# Hand-written lexicons: they carry the model beyond the words of its training corpus.
+LEXICONS: dict[str, frozenset[str]] = {
+    "family": frozenset(
+        "mom mum mother dad father son daughter kids kid children baby wife husband brother "
+        "sister grandma grandpa grandmother grandfather aunt uncle cousin family niece nephew "
+        "honey sweetie sweetheart darling hubby parents".split()
+    ),
+    "feelings": frozenset(
+        "love loved lovely miss missed sorry sad happy glad hugs hug kisses xoxo proud "
+        "hope wonderful sweet fun funny laugh lol hehe haha wow cute beautiful feel "
+        "feeling worried scared blessed pray prayers".split()
+    ),
+    "leisure": frozenset(
+        "weekend party birthday dinner lunch drinks beer wine movie movies game games golf "
+        "football basketball baseball tennis vacation holiday holidays trip beach church "
+        "wedding christmas thanksgiving camping fishing hunting concert tickets dog cat "
+        "puppy house garden bike ride shopping restaurant friday saturday sunday tonight "
+        "cake anniversary graduation hospital doctor surgery funeral".split()
+    ),
+    "business": frozenset(
+        "contract agreement invoice payment price pricing proposal quote deal customer "
+        "client meeting agenda schedule project report review draft document documents "
+        "attached attachment budget revenue capacity transmission gas power market "
+        "regulatory legal counsel filing approval approve deadline team presentation "
+        "analysis forecast trading trade position volume tariff rate rates purchase "
+        "supply demand issue issues comments discuss discussed please regards".split()
+    ),
+}
+PRONOUNS_I = frozenset("i i'm i've i'll me my mine myself".split())
+PRONOUNS_YOU = frozenset("you you're you've your yours yourself".split())
+
+
+@dataclass(frozen=True)
+class PersonalScore:
+    probability: float
+    signals: tuple[tuple[str, float], ...]
+
+
+def tokens(text: str) -> list[str]:
+    return WORD.findall(text[:MAX_CHARS].lower())
+
+
+def features(subject: str, body: str, *, recipients: int = 1) -> dict[str, float]:
+    """Word presence plus lexicon, style and size features; the same for training and use."""
+    words = tokens(f"{subject}\n{body}")
+    present = set(words)
+    total = max(1, len(words))
+    scale = math.log1p(total)
+    found: dict[str, float] = {f"word:{w}": 1.0 for w in present}
+    for name, lexicon in LEXICONS.items():
+        found[f"lexicon:{name}"] = sum(1 for w in words if w in lexicon) / scale
+    text = body[:MAX_CHARS]
+    found["style:exclamations"] = text.count("!") / scale
+    found["style:first-person"] = sum(1 for w in words if w in PRONOUNS_I) / total * 10
+    found["style:second-person"] = sum(1 for w in words if w in PRONOUNS_YOU) / total * 10
+    found["style:emoticons"] = float(len(re.findall(r"[:;]-?[)(dp]|<3", text, re.IGNORECASE)))
+    found["size:recipients"] = math.log1p(max(0, recipients))
+    return found
+
+
+@cache
+def _model() -> dict[str, object]:
+    loaded: dict[str, object] = json.loads(MODEL_FILE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def thresholds() -> tuple[float, float, float]:
+    """(metadata, hold, drop): where the bundled policy keeps no text, holds, or drops."""
+    model = _model()
+    names = ("metadata_threshold", "hold_threshold", "drop_threshold")
+    return tuple(float(model[n]) for n in names)  # type: ignore[return-value,arg-type]
+
+
+def score_personal(subject: str, body: str, *, recipients: int = 1) -> PersonalScore:
+    """P(personal) for a message's text, with the five strongest personal-leaning signals."""
+    model = _model()
+    weights: dict[str, float] = model["weights"]  # type: ignore[assignment]
+    means: dict[str, float] = model["means"]  # type: ignore[assignment]
+    scales: dict[str, float] = model["scales"]  # type: ignore[assignment]
+    contributions = _contributions(
+        features(subject, body, recipients=recipients).items(), weights, means, scales
+    )
+    logit = float(model["intercept"]) + sum(contributions.values())  # type: ignore[arg-type]
+    probability = 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, logit))))
+    strongest = sorted(contributions.items(), key=lambda item: -item[1])[:5]
+    return PersonalScore(probability, tuple((n, round(v, 2)) for n, v in strongest if v > 0))
+
+
+def _contributions(
+    found: Iterable[tuple[str, float]],
+    weights: dict[str, float],
+    means: dict[str, float],
+    scales: dict[str, float],
+) -> dict[str, float]:
+    result: dict[str, float] = {}
+    for name, value in found:
+        weight = weights.get(name)
+        if weight is None:
+            continue
+        if name in scales:  # continuous features were standardized for training
+            value = (value - means[name]) / scales[name]
+        result[name] = weight * value
+    return result

@@ -1,0 +1,171 @@
+"""Each predicate and guardrail: a hit and a miss on a real message, with the reason it gives."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from capture.parse import parse_message
+from policies.guardrails import GUARDRAILS
+from policies.model import Channel
+from policies.observe import Consent, Context, Observations, Submitter, observe
+from policies.predicates import PREDICATES, Finding
+from tests.conftest import FIXTURES
+
+SECRET = b"predicate-tests"
+ALICE = Submitter(employee_id=1, addresses=frozenset({"alice@example.com"}), family_name="example")
+
+
+def observed(name: str, **context: object) -> Observations:
+    raw = (FIXTURES / name).read_bytes().replace(b"\n", b"\r\n")
+    settings: dict[str, object] = {
+        "channel": Channel.BCC,
+        "org_domains": frozenset({"example.com"}),
+        "submitter": ALICE,
+        "known_contacts": frozenset(),
+        "now": datetime(2026, 11, 23, tzinfo=UTC),
+        "secret": SECRET,
+        "private_tags": ("[private]",),
+        "from_employee": True,
+    } | context
+    return observe(parse_message(raw), Context(**settings))  # type: ignore[arg-type]
+
+
+def check(predicate: str, obs: Observations, **params: object) -> Finding:
+    spec = PREDICATES[predicate]
+    return spec.check(obs, spec.params.model_validate(params), SECRET)
+
+
+def guard(guardrail: str, obs: Observations) -> Finding:
+    (found,) = [g for g in GUARDRAILS if g.id == guardrail]
+    return found.check(obs)
+
+
+@pytest.mark.parametrize(
+    ("predicate", "hit_on", "miss_on", "reason"),
+    [
+        (
+            "internal-only",
+            "internal.eml",
+            "business.eml",
+            "every participant is at an organization",
+        ),
+        ("external-participant", "business.eml", "internal.eml", "1 participant(s) outside"),
+        ("bulk-mail", "newsletter.eml", "business.eml", "bulk or mailing-list markers"),
+        ("auto-reply", "auto_reply.eml", "business.eml", "auto-reply marker: auto-submitted"),
+        ("auto-reply", "ooo_german.eml", "internal.eml", "auto-reply marker: subject"),
+        ("bounce", "bounce_dsn.eml", "business.eml", "delivery failure report (dsn)"),
+        ("bounce", "bounce_qmail.eml", "auto_reply.eml", "delivery failure report (detected)"),
+        ("role-sender", "noreply.eml", "business.eml", "the sender is a noreply mailbox"),
+        ("calendar-only", "calendar.eml", "business.eml", "only a calendar item"),
+        ("shares-family-name", "family.eml", "business.eml", "share the employee's family name"),
+        ("spam", "spam.eml", "business.eml", "flagged as spam"),
+        ("freemail-only", "freemail.eml", "business.eml", "every external domain is a free-mail"),
+    ],
+)
+def test_predicate_hits_and_misses_on_real_messages(
+    predicate: str, hit_on: str, miss_on: str, reason: str
+) -> None:
+    hit = check(predicate, observed(hit_on))
+    miss = check(predicate, observed(miss_on))
+
+    assert hit.hit, hit.reason
+    assert reason in hit.reason
+    assert not miss.hit, miss.reason
+
+
+def test_known_contact_hits_only_when_the_correspondent_is_a_contact() -> None:
+    known = observed("business.eml", known_contacts=frozenset({"bob@customer.example"}))
+
+    assert check("known-contact", known).hit
+    assert not check("known-contact", observed("business.eml")).hit
+
+
+def test_domain_in_matches_a_listed_domain_and_names_it() -> None:
+    hit = check("domain-in", observed("business.eml"), domains=["Customer.Example"])
+    miss = check("domain-in", observed("business.eml"), domains=["other.example"])
+
+    assert hit.hit and hit.evidence == ("customer.example",)
+    assert not miss.hit
+
+
+def test_channel_in_and_larger_than_read_the_envelope_facts() -> None:
+    obs = observed("business.eml", channel=Channel.IMAP)
+
+    assert check("channel-in", obs, channels=["imap", "import"]).hit
+    assert not check("channel-in", obs, channels=["bcc"]).hit
+    assert check("larger-than", obs, bytes=100).hit
+    assert not check("larger-than", obs, bytes=10_000_000).hit
+
+
+def test_personal_content_hits_a_love_note_and_misses_a_quote() -> None:
+    personal = check("personal-content", observed("personal.eml"), above=0.5)
+    business = check("personal-content", observed("business.eml"), above=0.5)
+
+    assert personal.hit, personal.reason
+    assert personal.reason.startswith("reads as personal")
+    assert personal.evidence, "the classifier names its strongest signals"
+    assert not business.hit, business.reason
+
+
+@pytest.mark.parametrize(
+    ("guardrail", "hit_on", "reason"),
+    [
+        ("marked-private", "private.eml", "marked it personal or private"),
+        ("marked-private", "private_tag.eml", "subject carries a private tag"),
+    ],
+)
+def test_marked_private_guardrail_hits_and_misses(guardrail: str, hit_on: str, reason: str) -> None:
+    hit = guard(guardrail, observed(hit_on))
+
+    assert hit.hit and reason in hit.reason
+    assert not guard(guardrail, observed("business.eml")).hit
+
+
+def test_consent_guardrails_hit_on_erased_and_objecting_participants() -> None:
+    bob = frozenset({"bob@customer.example"})
+    erased = observed("business.eml", consent=Consent(erased=bob))
+    objected = observed("business.eml", consent=Consent(objected=bob))
+
+    assert guard("contact-erased", erased).hit
+    assert not guard("contact-erased", objected).hit
+    assert guard("contact-objected", objected).hit
+    assert not guard("contact-objected", observed("business.eml")).hit
+
+
+def test_personal_contact_and_paused_guardrails_follow_the_employee_settings() -> None:
+    listed = Submitter(
+        1, frozenset({"alice@example.com"}), personal_contacts=frozenset({"bob@customer.example"})
+    )
+    paused = Submitter(1, frozenset({"alice@example.com"}), capture_paused=True)
+
+    assert guard("personal-contact", observed("business.eml", submitter=listed)).hit
+    assert not guard("personal-contact", observed("business.eml")).hit
+    assert guard("capture-paused", observed("business.eml", submitter=paused)).hit
+    assert not guard("capture-paused", observed("business.eml")).hit
+
+
+def test_submitter_guardrail_hits_when_nobody_is_known_or_from_is_not_an_employee() -> None:
+    spoofed = guard("submitter-not-employee", observed("business.eml", from_employee=False))
+
+    assert guard("submitter-not-employee", observed("business.eml", submitter=None)).hit
+    assert spoofed.hit and "From address" in spoofed.reason
+    assert not guard("submitter-not-employee", observed("business.eml")).hit
+    assert not guard(
+        "submitter-not-employee",
+        observed("business.eml", from_employee=False, channel=Channel.IMAP),
+    ).hit
+
+
+def test_facts_never_hold_an_address_subject_or_text() -> None:
+    for fixture in sorted(FIXTURES.glob("*.eml")):
+        facts = repr(observed(fixture.name).facts).lower()
+        assert "@" not in facts, fixture.name
+        assert "customer.example" not in facts, fixture.name
+        assert "quote" not in facts and "licences" not in facts, fixture.name
+
+
+def test_every_predicate_and_guardrail_has_a_description() -> None:
+    assert all(len(p.description) > 20 for p in PREDICATES.values())
+    assert all(len(g.description) > 20 for g in GUARDRAILS)
