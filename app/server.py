@@ -8,17 +8,15 @@ import logging
 import signal
 import socket
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import uvicorn
 
 from app.api import create_app
 from app.runtime import Runtime
-from capture.smtp import CaptureHandler, smtp_factory
+from capture.smtp import CaptureHandler, Limits, smtp_factory
+from capture.writer import GroupWriter
 
 log = logging.getLogger("mailroom.server")
-
-SIZE_LIMIT = 25 * 1024 * 1024
 
 
 class _Uvicorn(uvicorn.Server):
@@ -34,11 +32,7 @@ class Service:
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
-        sqlite = runtime.db.dialect.name == "sqlite"
-        # SQLite has one writer at a time; more threads would only queue on its lock.
-        self.executor = ThreadPoolExecutor(
-            max_workers=1 if sqlite else 4, thread_name_prefix="pipe"
-        )
+        self.writer: GroupWriter | None = None
         self.smtp_server: asyncio.Server | None = None
         self.api_server: _Uvicorn | None = None
         self.api_task: asyncio.Task[None] | None = None
@@ -47,14 +41,23 @@ class Service:
 
     async def start(self) -> None:
         settings = self.runtime.settings
+        self.writer = GroupWriter(self.runtime.pipeline)
         handler = CaptureHandler(
-            self.runtime.pipeline,
-            self.executor,
+            self.writer,
             capture_addresses=frozenset(settings.capture_addresses),
+            limits=Limits(
+                max_message_bytes=settings.max_message_bytes,
+                max_recipients=settings.smtp_max_recipients,
+                max_connections=settings.smtp_max_connections,
+                idle_timeout=settings.smtp_idle_timeout,
+                data_timeout=settings.smtp_data_timeout,
+                min_free_bytes=settings.min_free_bytes,
+                data_dir=settings.data_dir,
+            ),
         )
         loop = asyncio.get_running_loop()
         self.smtp_server = await loop.create_server(
-            smtp_factory(handler, hostname=settings.hostname, size_limit=SIZE_LIMIT),
+            smtp_factory(handler, hostname=settings.hostname),
             host=settings.smtp_host,
             port=settings.smtp_port,
         )
@@ -85,7 +88,8 @@ class Service:
             self.api_server.should_exit = True
             await self.api_task
         # Messages already handed to the pipeline finish committing before we exit.
-        await asyncio.get_running_loop().run_in_executor(None, self.executor.shutdown, True)
+        if self.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
         self.runtime.close()
 
     async def run_until_signalled(self, *, on_started: Callable[[], None] | None = None) -> None:

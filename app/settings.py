@@ -30,6 +30,12 @@ class Settings(BaseSettings):
     policy: Path = BUNDLED_POLICY
     secret_key: SecretStr | None = None
     hostname: str = "mailroom.example.com"
+    max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    smtp_max_connections: int = Field(default=200, gt=0)
+    smtp_max_recipients: int = Field(default=20, gt=0)
+    smtp_idle_timeout: float = Field(default=300.0, gt=0)
+    smtp_data_timeout: float = Field(default=600.0, gt=0)
+    min_free_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     auto_migrate: bool = True
 
     @field_validator("org_domains", "capture_addresses", mode="before")

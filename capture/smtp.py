@@ -1,40 +1,79 @@
-"""Receive: the aiosmtpd handler; 250 only once the pipeline's transaction has committed."""
+"""Receive: the SMTP listener; 250 only once the message's outcome is committed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import Executor
-from typing import Any
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from capture.pipeline import Envelope as PipelineEnvelope
-from capture.pipeline import Pipeline
+from capture.writer import GroupWriter
 from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.smtp")
 
-BANNER = "Mailroom ESMTP"
-MAX_RECIPIENTS = 20
+BANNER = "Mailroom ESMTP"  # no software version: nothing for a scanner to match
+BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+END_OF_HEADERS = re.compile(rb"\r\n\r\n")
+
+# aiosmtpd's own replies, with the enhanced status codes (RFC 3463) senders act on.
+ENHANCED = {
+    b"552 Error: Too much mail data": b"552 5.3.4 Message too big for this system",
+    b"552 Error: message size exceeds fixed maximum message size": (
+        b"552 5.3.4 Message too big for this system"
+    ),
+    b"500 Line too long (see RFC5321 4.5.3.1.6)": b"500 5.5.6 Line too long (RFC 5321 4.5.3.1.6)",
+    b"500 Command line too long": b"500 5.5.6 Command line too long",
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The listener's protections; every one answers with its own reply code."""
+
+    max_message_bytes: int = 25 * 1024 * 1024
+    max_header_bytes: int = 256 * 1024
+    max_recipients: int = 20
+    max_connections: int = 200
+    idle_timeout: float = 300.0
+    data_timeout: float = 600.0
+    min_free_bytes: int = 100 * 1024 * 1024
+    data_dir: Path = Path("var")
 
 
 class CaptureHandler:
-    """aiosmtpd handler: accepts mail for the capture addresses and runs the pipeline."""
+    """aiosmtpd handler: accepts mail for the capture addresses and hands it to the writer."""
 
     def __init__(
-        self, pipeline: Pipeline, executor: Executor, *, capture_addresses: frozenset[str]
+        self, writer: GroupWriter, *, capture_addresses: frozenset[str], limits: Limits
     ) -> None:
-        self.pipeline = pipeline
-        self.executor = executor
+        self.writer = writer
         self.capture_addresses = capture_addresses
+        self.limits = limits
+        self.connections = 0  # open sessions on this listener, for the connection cap
+
+    async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if shutil.disk_usage(self.limits.data_dir).free < self.limits.min_free_bytes:
+            log.error("disk space below %d bytes; deferring mail", self.limits.min_free_bytes)
+            return "452 4.3.1 Insufficient system storage, try again later"
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 2.1.0 Sender OK"
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
         if address.strip().lower() not in self.capture_addresses:
             return "550 5.1.1 Recipient is not a Mailroom capture address"
-        if len(envelope.rcpt_tos) >= MAX_RECIPIENTS:
+        if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return "452 4.5.3 Too many recipients"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 Recipient OK"
@@ -45,13 +84,13 @@ class CaptureHandler:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return "451 4.3.0 Message content unavailable, try again later"
+        refusal = self._refuse(raw)
+        if refusal:
+            return refusal
         submitted = PipelineEnvelope(
             mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos)
         )
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(
-            self.executor, self.pipeline.process, raw, submitted, Channel.BCC
-        )
+        work = asyncio.ensure_future(self.writer.submit(raw, submitted, Channel.BCC))
         try:
             # Shielded: a client that hangs up cannot cancel a half-done commit.
             result = await asyncio.shield(work)
@@ -65,9 +104,71 @@ class CaptureHandler:
             return "550 5.7.1 Submitter is not an employee of this organization"
         return f"250 2.0.0 Accepted, decision {result.decision_id}"
 
+    def _refuse(self, raw: bytes) -> str | None:
+        """A reply for input refused outright, before it reaches the pipeline."""
+        if BARE_LINE_END.search(raw):
+            # SMTP smuggling rides on bare CR or LF (CVE-2024-27305 class): none are accepted.
+            return "550 5.6.0 Bare CR or LF in message; lines must end with CRLF"
+        match = END_OF_HEADERS.search(raw, 0, self.limits.max_header_bytes + 4)
+        if match is None and len(raw) > self.limits.max_header_bytes:
+            return "552 5.3.4 Message header section too large"
+        return None
+
     async def handle_exception(self, error: Exception) -> str:
-        log.error("SMTP session error: %s", type(error).__name__)
+        log.error("SMTP session error (%s)", type(error).__name__)
         return "451 4.3.0 Local error, try again later"
+
+
+class CaptureSMTP(SMTP):
+    """aiosmtpd's SMTP with a connection cap, timeouts that say so, and enhanced codes."""
+
+    def __init__(self, handler: CaptureHandler, *, hostname: str) -> None:
+        self.capture = handler
+        self.limits = handler.limits
+        super().__init__(
+            handler,
+            hostname=hostname,
+            ident=BANNER,
+            data_size_limit=self.limits.max_message_bytes,
+            enable_SMTPUTF8=True,
+            decode_data=False,
+            timeout=self.limits.idle_timeout,
+        )
+
+    async def _handle_client(self) -> None:
+        if self.capture.connections >= self.limits.max_connections:
+            await self.push("421 4.7.0 Too many connections, try again later")
+            assert self.transport is not None
+            self.transport.close()
+            return
+        self.capture.connections += 1
+        try:
+            await super()._handle_client()
+        finally:
+            self.capture.connections -= 1
+
+    async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
+        # A deadline for the whole DATA phase: the idle timer alone lets a sender drip forever.
+        deadline = self.loop.call_later(
+            self.limits.data_timeout, self._hang_up, b"421 4.4.2 DATA took too long, closing"
+        )
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            deadline.cancel()
+
+    def _timeout_cb(self) -> None:
+        self._hang_up(b"421 4.4.2 Idle for too long, closing connection")
+
+    def _hang_up(self, reply: bytes) -> None:
+        """Say why, then close; closing the transport still sends what was written."""
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(reply + b"\r\n")
+            self.transport.close()
+
+    async def push(self, status: str | bytes) -> None:
+        response = status.encode() if isinstance(status, str) else status
+        await super().push(ENHANCED.get(response, response))
 
 
 class _WarningsOnly(logging.Filter):
@@ -85,19 +186,7 @@ def quiet_protocol_log() -> None:
         protocol_log.addFilter(_WarningsOnly())
 
 
-def smtp_factory(handler: CaptureHandler, *, hostname: str, size_limit: int) -> Any:
+def smtp_factory(handler: CaptureHandler, *, hostname: str) -> Callable[[], SMTP]:
     """A protocol factory for loop.create_server: one SMTP instance per connection."""
-
     quiet_protocol_log()
-
-    def build() -> SMTP:
-        return SMTP(
-            handler,
-            hostname=hostname,
-            ident=BANNER,
-            data_size_limit=size_limit,
-            enable_SMTPUTF8=True,
-            decode_data=False,
-        )
-
-    return build
+    return lambda: CaptureSMTP(handler, hostname=hostname)

@@ -1,0 +1,180 @@
+"""Benchmark: SMTP ingest of Mailroom against a null aiosmtpd handler, same client, one run.
+
+    python bench/smtp_ingest.py [--messages 3000] [--sessions 20]
+
+Both servers run as their own process on 127.0.0.1; the client is an asyncio SMTP client with
+reused sessions. Time-to-250 is measured from the end-of-data dot to the 250 reply. The last
+line is `ratio=<x>` for 2 KB messages (Mailroom's msg/s over the null handler's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+NULL_SERVER = """
+import asyncio, sys
+from aiosmtpd.smtp import SMTP
+class Null:
+    async def handle_DATA(self, server, session, envelope):
+        return "250 2.0.0 OK"
+async def main():
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Null(), data_size_limit=26214400),
+                                      "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+CAPTURE = "capture@mailroom.example.com"
+
+
+@dataclass
+class Run:
+    messages: int
+    seconds: float
+    latencies: list[float]
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def message(n: int, size: int) -> bytes:
+    head = (
+        f"From: Alice <alice@example.com>\r\nTo: Bob <bob{n % 50}@customer{n % 7}.example>\r\n"
+        f"Subject: Order {n}\r\nMessage-ID: <bench-{size}-{n}-{time.time_ns()}@example.com>\r\n"
+        "Date: Mon, 23 Nov 2026 09:00:00 +0000\r\nContent-Type: text/plain\r\n\r\n"
+    )
+    line = "Please find the quote for the licences and the delivery schedule.\r\n"
+    body = line * max(1, (size - len(head)) // len(line))
+    return (head + body).encode()
+
+
+async def _expect(reader: asyncio.StreamReader, code: bytes) -> None:
+    while True:
+        line = await reader.readline()
+        if not line.startswith(code):
+            raise RuntimeError(f"expected {code!r}, got {line!r}")
+        if line[3:4] != b"-":
+            return
+
+
+async def session(port: int, payloads: list[bytes], latencies: list[float]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    await _expect(reader, b"220")
+    writer.write(b"EHLO bench.example.com\r\n")
+    await _expect(reader, b"250")
+    for raw in payloads:
+        writer.write(f"MAIL FROM:<alice@example.com>\r\nRCPT TO:<{CAPTURE}>\r\nDATA\r\n".encode())
+        for code in (b"250", b"250", b"354"):
+            await _expect(reader, code)
+        writer.write(raw + b"\r\n.\r\n")
+        sent = time.perf_counter()
+        await _expect(reader, b"250")
+        latencies.append(time.perf_counter() - sent)
+    writer.write(b"QUIT\r\n")
+    await writer.drain()
+    writer.close()
+
+
+async def drive(port: int, count: int, sessions: int, size: int) -> Run:
+    payloads = [message(n, size) for n in range(count)]
+    latencies: list[float] = []
+    started = time.perf_counter()
+    await asyncio.gather(
+        *(session(port, payloads[i::sessions], latencies) for i in range(sessions))
+    )
+    return Run(count, time.perf_counter() - started, latencies)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int) -> None:
+    until = time.monotonic() + 30
+    while time.monotonic() < until:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def start_null(port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", NULL_SERVER, str(port)])
+
+
+def start_mailroom(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
+    mailroom = shutil.which("mailroom") or str(Path(sys.executable).parent / "mailroom")
+    env = os.environ | {
+        "MAILROOM_DATA_DIR": str(data_dir),
+        "MAILROOM_SMTP_PORT": str(port),
+        "MAILROOM_API_PORT": "0",
+        "MAILROOM_SECRET_KEY": "bench",
+    }
+    subprocess.run(
+        [mailroom, "employees", "add", "alice@example.com"],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    return subprocess.Popen([mailroom, "serve"], env=env, stderr=subprocess.DEVNULL)
+
+
+def measure(kind: str, count: int, sessions: int, size: int) -> Run:
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = start_null(port) if kind == "null" else start_mailroom(port, Path(tmp))
+        try:
+            wait_listening(port)
+            asyncio.run(drive(port, min(200, count), sessions, size))  # warm up
+            return asyncio.run(drive(port, count, sessions, size))
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=3000)
+    parser.add_argument("--sessions", type=int, default=20)
+    args = parser.parse_args()
+    ratio_2k = 0.0
+    for size in (2048, 20480):
+        null = measure("null", args.messages, args.sessions, size)
+        ours = measure("mailroom", args.messages, args.sessions, size)
+        ratio = ours.rate / null.rate
+        ratio_2k = ratio if size == 2048 else ratio_2k
+        print(f"{size // 1024:>3} KB x {args.messages}, {args.sessions} sessions")
+        for name, run in (("null aiosmtpd", null), ("mailroom", ours)):
+            mean = statistics.fmean(run.latencies) * 1000
+            print(
+                f"    {name:14} {run.rate:8.0f} msg/s   time-to-250 p50 "
+                f"{run.percentile(0.5):6.1f} ms  p99 {run.percentile(0.99):6.1f} ms  "
+                f"(mean {mean:.1f})"
+            )
+        print(f"    ratio {ratio:.2f}")
+    print(f"ratio={ratio_2k:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Record: group commit, so that concurrent sessions share one fsync and each 250 still waits
+for its own message's commit."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from capture.parse import parse_message
+from capture.pipeline import Envelope, Pipeline, Result
+from policies.model import Channel
+
+log = logging.getLogger("mailroom.writer")
+
+MAX_BATCH = 64
+
+
+@dataclass
+class _Job:
+    raw: bytes
+    envelope: Envelope
+    channel: Channel
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Result] = field(repr=False)
+
+
+class GroupWriter:
+    """One writer thread: takes every message that is ready, files each in its own savepoint
+    of one transaction, commits once, then answers each submitter."""
+
+    def __init__(self, pipeline: Pipeline, *, max_batch: int = MAX_BATCH) -> None:
+        self.pipeline = pipeline
+        self.max_batch = max_batch
+        self._queue: queue.Queue[_Job | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
+        self._thread.start()
+
+    async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
+        """The committed outcome of one message; raises if it could not be committed."""
+        loop = asyncio.get_running_loop()
+        job = _Job(raw, envelope, channel, loop, loop.create_future())
+        self._queue.put(job)
+        return await job.future
+
+    def close(self) -> None:
+        """Finish what was submitted, then stop the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    self._queue.put(None)  # stop after this batch
+                    break
+                batch.append(job)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Job]) -> None:
+        outcomes: list[Result | BaseException] = []
+        try:
+            with self.pipeline.sessions() as session, session.begin():
+                for job in batch:
+                    outcomes.append(self._one(session, job))
+        except Exception as error:  # the commit itself failed: nobody's message is safe
+            log.error("group commit of %d failed (%s)", len(batch), type(error).__name__)
+            outcomes = [error] * len(batch)
+        for job, outcome in zip(batch, outcomes, strict=True):
+            job.loop.call_soon_threadsafe(_settle, job.future, outcome)
+
+    def _one(self, session: Session, job: _Job) -> Result | BaseException:
+        message = parse_message(job.raw)
+        for attempt in range(2):
+            try:
+                with session.begin_nested():
+                    return self.pipeline.process_in(session, message, job.envelope, job.channel)
+            except IntegrityError as error:
+                if attempt:  # a racing duplicate would have been found by now
+                    return error
+            except Exception as error:
+                log.error("message failed in group commit (%s)", type(error).__name__)
+                return error
+        raise AssertionError("unreachable")
+
+
+def _settle(future: asyncio.Future[Result], outcome: Result | BaseException) -> None:
+    if future.done():  # the session was cancelled; the outcome stands in the database
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)

@@ -1,0 +1,221 @@
+"""Hostile and broken SMTP input: each protection answers with its exact reply code."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import DecisionRecord, Message
+from app.settings import Settings
+from tests.conftest import Running, add_employee, run_service
+from tests.mail import CAPTURE, compose, send
+
+
+@pytest.fixture
+def strict(settings: Settings) -> Iterator[Running]:
+    tight = settings.model_copy(
+        update={
+            "max_message_bytes": 20_000,
+            "smtp_max_recipients": 2,
+            "smtp_max_connections": 3,
+        }
+    )
+    with run_service(tight) as service:
+        add_employee(service.runtime.sessions, "alice@example.com")
+        yield service
+
+
+class Dialogue:
+    """A raw SMTP conversation over a socket, for what smtplib would not send."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buffer = b""
+
+    def reply(self) -> bytes:
+        """One complete reply (all continuation lines), as bytes without the final CRLF."""
+        lines: list[bytes] = []
+        while True:
+            while b"\r\n" not in self.buffer:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return b"\r\n".join(lines) or b"<closed>"
+                self.buffer += chunk
+            line, self.buffer = self.buffer.split(b"\r\n", 1)
+            lines.append(line)
+            if line[3:4] != b"-":
+                return b"\r\n".join(lines)
+
+    def say(self, data: bytes) -> bytes:
+        self.sock.sendall(data)
+        return self.reply()
+
+    def ready_for_data(self) -> None:
+        assert self.reply().startswith(b"220")
+        assert self.say(b"EHLO client.example.com\r\n").startswith(b"250")
+        assert self.say(b"MAIL FROM:<alice@example.com>\r\n").startswith(b"250")
+        assert self.say(f"RCPT TO:<{CAPTURE}>\r\n".encode()).startswith(b"250")
+        assert self.say(b"DATA\r\n").startswith(b"354")
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def dialogue(strict: Running) -> Iterator[Dialogue]:
+    talk = Dialogue(strict.smtp_port)
+    yield talk
+    talk.close()
+
+
+def test_greeting_names_no_software_version_and_ehlo_announces_size_and_smtputf8(
+    dialogue: Dialogue,
+) -> None:
+    greeting = dialogue.reply()
+    ehlo = dialogue.say(b"EHLO client.example.com\r\n")
+
+    assert greeting == b"220 mailroom.example.com Mailroom ESMTP"
+    assert b"250-SIZE 20000" in ehlo
+    assert b"SMTPUTF8" in ehlo
+
+
+def test_announced_size_over_the_limit_is_refused_at_mail_from(dialogue: Dialogue) -> None:
+    dialogue.reply()
+    dialogue.say(b"EHLO client.example.com\r\n")
+
+    assert dialogue.say(b"MAIL FROM:<alice@example.com> SIZE=999999\r\n").startswith(b"552 5.3.4")
+
+
+def test_message_over_the_size_limit_is_refused_with_552(strict: Running) -> None:
+    code, reply = send(strict.smtp_port, compose(body=("y" * 70 + "\n") * 400))
+
+    assert (code, reply[:5]) == (552, b"5.3.4")
+
+
+def test_too_many_recipients_gets_452(dialogue: Dialogue) -> None:
+    dialogue.reply()
+    dialogue.say(b"EHLO client.example.com\r\n")
+    dialogue.say(b"MAIL FROM:<alice@example.com>\r\n")
+    rcpt = f"RCPT TO:<{CAPTURE}>\r\n".encode()
+
+    assert dialogue.say(rcpt).startswith(b"250")
+    assert dialogue.say(rcpt).startswith(b"250")
+    assert dialogue.say(rcpt).startswith(b"452 4.5.3")
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r"], ids=["bare-LF", "bare-CR"])
+def test_bare_line_endings_are_refused_so_nothing_can_be_smuggled(
+    dialogue: Dialogue, ending: bytes
+) -> None:
+    dialogue.ready_for_data()
+    smuggled = (
+        b"From: alice@example.com\r\nTo: bob@customer.example\r\nSubject: hi\r\n\r\nHello"
+        + ending
+        + b"."
+        + ending
+        + b"MAIL FROM:<mallory@evil.example>\r\n.\r\n"
+    )
+
+    assert dialogue.say(smuggled).startswith(b"550 5.6.0")
+
+
+def test_a_line_over_1000_octets_is_refused(dialogue: Dialogue) -> None:
+    dialogue.ready_for_data()
+
+    reply = dialogue.say(b"Subject: " + b"a" * 1200 + b"\r\n\r\nbody\r\n.\r\n")
+
+    assert reply.startswith(b"500 5.5.6")
+
+
+def test_a_header_section_over_256_kib_is_refused(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    talk = Dialogue(running.smtp_port)
+    talk.ready_for_data()
+    headers = b"".join(b"X-Filler-%d: %s\r\n" % (n, b"h" * 900) for n in range(300))
+
+    reply = talk.say(headers + b"Subject: bomb\r\n\r\nbody\r\n.\r\n")
+    talk.close()
+
+    assert reply.startswith(b"552 5.3.4")
+
+
+def test_connections_over_the_cap_get_421(strict: Running) -> None:
+    held = [Dialogue(strict.smtp_port) for _ in range(3)]
+    for talk in held:
+        assert talk.reply().startswith(b"220")
+    extra = Dialogue(strict.smtp_port)
+
+    assert extra.reply().startswith(b"421 4.7.0")
+    for talk in [*held, extra]:
+        talk.close()
+
+
+def test_an_idle_session_is_closed_with_421(settings: Settings) -> None:
+    with run_service(settings.model_copy(update={"smtp_idle_timeout": 0.3})) as service:
+        talk = Dialogue(service.smtp_port)
+        assert talk.reply().startswith(b"220")
+        time.sleep(0.8)
+        assert talk.reply().startswith(b"421 4.4.2")
+        talk.close()
+
+
+def test_a_dripping_data_phase_is_cut_off_with_421(settings: Settings) -> None:
+    with run_service(settings.model_copy(update={"smtp_data_timeout": 0.5})) as service:
+        add_employee(service.runtime.sessions, "alice@example.com")
+        talk = Dialogue(service.smtp_port)
+        talk.ready_for_data()
+        try:
+            for _ in range(10):
+                talk.sock.sendall(b"X-Drip: 1\r\n")
+                time.sleep(0.15)
+        except OSError:
+            pass  # the server hung up, as it should; its last words are still buffered
+        finally:
+            reply = talk.reply()
+            talk.close()
+        assert reply.startswith(b"421 4.4.2")
+
+
+def test_low_disk_space_defers_at_mail_from_with_452(settings: Settings) -> None:
+    with run_service(settings.model_copy(update={"min_free_bytes": 10**18})) as service:
+        talk = Dialogue(service.smtp_port)
+        talk.reply()
+        talk.say(b"EHLO client.example.com\r\n")
+        assert talk.say(b"MAIL FROM:<alice@example.com>\r\n").startswith(b"452 4.3.1")
+        talk.close()
+
+
+def test_a_failing_database_write_answers_451_stores_nothing_and_the_retry_succeeds(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    with running.runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts RENAME TO receipts_away"))
+
+    failed = send(running.smtp_port, compose())
+
+    with running.runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts_away RENAME TO receipts"))
+        assert conn.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
+        assert conn.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    retried = send(running.smtp_port, compose())
+    again = send(running.smtp_port, compose())
+
+    assert (failed[0], failed[1][:5]) == (451, b"4.3.0")
+    assert retried[0] == again[0] == 250
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+
+def test_an_employee_envelope_with_someone_elses_from_is_refused(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+
+    code, reply = send(running.smtp_port, compose(sender="Bob <bob@customer.example>"))
+
+    assert (code, reply[:5]) == (550, b"5.7.1")
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(DecisionRecord.outcome)).all() == ["reject"]
