@@ -9,8 +9,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.routes import contacts, messages
+from app.routes import contacts, decisions, explain, messages, policy
 from app.runtime import Runtime
+from app.web import pages
 
 PROBLEM = "application/problem+json"
 
@@ -25,8 +26,16 @@ def create_app(runtime: Runtime) -> FastAPI:
     )
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
-    for router in (messages.router, contacts.router):
+    app.state.read_sessions = runtime.read_sessions
+    for router in (
+        messages.router,
+        contacts.router,
+        policy.router,
+        decisions.router,
+        explain.router,
+    ):
         app.include_router(router, prefix="/api/v1")
+    app.include_router(pages.router)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(RequestValidationError, _validation_problem)
 
@@ -37,15 +46,27 @@ def create_app(runtime: Runtime) -> FastAPI:
     return app
 
 
-def _problem(status: int, title: str, detail: Any, headers: dict[str, str] | None) -> JSONResponse:
+def _problem(
+    status: int,
+    title: str,
+    detail: Any,
+    headers: dict[str, str] | None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
+    body |= extra or {}
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
 async def _http_problem(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, StarletteHTTPException)
+    headers = getattr(error, "headers", None)
+    if isinstance(error.detail, dict):  # a title plus extension members, e.g. "problems"
+        extra = {k: v for k, v in error.detail.items() if k != "title"}
+        title = str(error.detail.get("title", "Error"))
+        return _problem(error.status_code, title, None, headers, extra)
     title = error.detail if isinstance(error.detail, str) else "Error"
-    return _problem(error.status_code, title, error.detail, getattr(error, "headers", None))
+    return _problem(error.status_code, title, error.detail, headers)
 
 
 async def _validation_problem(request: Request, error: Exception) -> JSONResponse:

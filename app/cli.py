@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ import typer
 from app import ledger
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import Employee, EmployeeAlias
+from app.policy_versions import simulate
 from app.runtime import build_runtime
 from app.security import Role, create_token
 from app.server import Service
@@ -227,6 +229,47 @@ def policy_check(path: Path) -> None:
             typer.echo(f"{path}: {problem}")
         raise typer.Exit(1) from None
     typer.echo(f"{path}: valid ({len(engine.rules)} rules, sha256 {engine.policy.sha256})")
+
+
+@policy_cli.command("simulate")
+def policy_simulate(
+    candidate: Path,
+    since: Annotated[datetime | None, typer.Option(help="Only decisions since this date.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Re-decide past decisions from their stored facts under a candidate policy."""
+    try:
+        engine = load_policy(candidate)
+    except PolicyError as error:
+        for problem in error.problems:
+            typer.echo(f"{candidate}: {problem}")
+        raise typer.Exit(1) from None
+    settings = Settings()
+    moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
+    with _sessions(settings)() as session:
+        result = simulate(session, engine, settings.secret(), since=moment)
+    rows = sorted(result.transitions.items(), key=lambda item: -item[1])
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "candidate": engine.policy.sha256,
+                    "evaluated": result.evaluated,
+                    "changed": result.changed,
+                    "not_replayable": result.not_replayable,
+                    "transitions": [
+                        {"from": f, "to": t, "rule": r, "count": n} for (f, t, r), n in rows
+                    ],
+                }
+            )
+        )
+        return
+    typer.echo(
+        f"candidate {engine.policy.sha256[:12]}: {result.evaluated} decisions re-evaluated, "
+        f"{result.changed} would change ({result.not_replayable} not replayable)"
+    )
+    for (old, new, rule), count in rows:
+        typer.echo(f"  {count:6}  {old} -> {new}  by {rule}")
 
 
 @ledger_cli.command("verify")

@@ -38,11 +38,14 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin_immediate(connection: sa.Connection) -> None:
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
+    # Writers take the lock up front (no failed lock upgrades); readers do not block them.
+    writer = connection.get_execution_options().get("writer", True)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN DEFERRED")
 
 
-def session_factory(engine: sa.Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+def session_factory(engine: sa.Engine, *, writer: bool = True) -> sessionmaker[Session]:
+    """Sessions for writing (the default) or, with writer=False, for reading only."""
+    return sessionmaker(engine.execution_options(writer=writer), expire_on_commit=False)
 
 
 @contextmanager

@@ -21,6 +21,7 @@ class Runtime:
     settings: Settings
     db: sa.Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     pipeline: Pipeline
 
     def close(self) -> None:
@@ -38,10 +39,17 @@ def build_runtime(settings: Settings) -> Runtime:
     sessions = session_factory(db)
     with transaction(sessions) as session:
         publish_policy(session, policy)
+    readers = session_factory(db, writer=False)
     pipeline = Pipeline(
-        sessions, policy, org_domains=frozenset(settings.org_domains), secret=settings.secret()
+        sessions,
+        policy,
+        org_domains=frozenset(settings.org_domains),
+        secret=settings.secret(),
+        readers=readers,
     )
-    return Runtime(settings=settings, db=db, sessions=sessions, pipeline=pipeline)
+    return Runtime(
+        settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline
+    )
 
 
 def publish_policy(session: Session, engine: Engine) -> PolicyVersion:

@@ -6,13 +6,14 @@ import enum
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import ApiToken, Employee
 
+LAST_USED_GRANULARITY = timedelta(minutes=1)
 TOKEN_PREFIX = "mr_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
 
 
@@ -29,6 +30,7 @@ class Principal:
     role: Role
     employee_id: int | None
     scopes: frozenset[str]
+    stale_use: bool = False  # last_used_at is old enough to be worth writing again
 
 
 def hash_token(token: str) -> str:
@@ -66,5 +68,16 @@ def authenticate(session: Session, token: str, now: datetime) -> Principal | Non
         return None
     if row.employee_id is not None and session.get(Employee, row.employee_id) is None:
         return None
-    row.last_used_at = now
-    return Principal(row.id, Role(row.role), row.employee_id, frozenset(row.scopes))
+    stale = row.last_used_at is None or now - row.last_used_at > LAST_USED_GRANULARITY
+    return Principal(row.id, Role(row.role), row.employee_id, frozenset(row.scopes), stale)
+
+
+def touch_token(target: Session | sessionmaker[Session], token_id: int, now: datetime) -> None:
+    """Record a token's use (at most once a minute per token): in the given session, or in a
+    short write of its own when given a session factory."""
+    update = sa.update(ApiToken).where(ApiToken.id == token_id).values(last_used_at=now)
+    if isinstance(target, Session):
+        target.execute(update)
+        return
+    with target() as session, session.begin():
+        session.execute(update)

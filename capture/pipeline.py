@@ -75,8 +75,10 @@ class Pipeline:
         org_domains: frozenset[str],
         secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        readers: sessionmaker[Session] | None = None,
     ) -> None:
         self.sessions = sessions
+        self.readers = readers or sessions  # explain reads without taking the write lock
         self.engine = engine  # replaced whole when a new policy is published
         self.org_domains = org_domains
         self.secret = secret
@@ -139,7 +141,7 @@ class Pipeline:
         """
         message = parse_message(raw)
         address = envelope.mail_from or (message.sender.address if message.sender else "")
-        with self.sessions() as session:
+        with self.readers() as session:
             submitter = find_submitter(session, address) or _hypothetical(address)
             context = self._context(session, message, channel, submitter)
             session.rollback()

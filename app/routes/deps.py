@@ -10,22 +10,33 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.security import Principal, Role, authenticate
+from app.security import Principal, Role, authenticate, touch_token
 
 bearer = HTTPBearer(auto_error=False, description="A token from `mailroom tokens create`.")
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    """One transaction per request: committed if the route returns, rolled back if it raises."""
-    sessions: sessionmaker[Session] = request.app.state.sessions
-    with sessions() as session, session.begin():
-        yield session
+    """One transaction per request: committed if the route returns, rolled back if it raises.
+
+    GET and HEAD read without taking SQLite's write lock, so they never hold up the listener.
+    """
+    reading = request.method in ("GET", "HEAD")
+    state = request.app.state
+    sessions: sessionmaker[Session] = state.read_sessions if reading else state.sessions
+    with sessions() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_principal(
+    request: Request,
     session: SessionDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
@@ -36,6 +47,11 @@ def get_principal(
             headers={"WWW-Authenticate": "Bearer"},
         )
     principal = authenticate(session, credentials.credentials, datetime.now(UTC))
+    if principal is not None and principal.stale_use:
+        if request.method in ("GET", "HEAD"):  # a reading session must not write
+            touch_token(request.app.state.sessions, principal.token_id, datetime.now(UTC))
+        else:
+            touch_token(session, principal.token_id, datetime.now(UTC))
     if principal is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,
@@ -59,3 +75,20 @@ def allow(*roles: Role, scope: str | None = None) -> Callable[[Principal], Princ
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This token's role may not do this.")
 
     return check
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it grows past `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(status.HTTP_413_CONTENT_TOO_LARGE, f"The body exceeds {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(
+                status.HTTP_413_CONTENT_TOO_LARGE, f"The body exceeds {limit} bytes."
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,120 @@
+"""Serve: the published policy's versions, their differences, and simulations against the log."""
+
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+import yaml
+from sqlalchemy.orm import Session
+
+from app.models import DecisionRecord, PolicyVersion
+from policies.engine import Engine
+from policies.observe import Observations
+
+
+def versions(session: Session) -> list[PolicyVersion]:
+    return list(session.scalars(sa.select(PolicyVersion).order_by(PolicyVersion.id.desc())))
+
+
+def version(session: Session, version_id: int) -> PolicyVersion | None:
+    return session.get(PolicyVersion, version_id)
+
+
+def active(session: Session) -> PolicyVersion | None:
+    return session.scalar(
+        sa.select(PolicyVersion)
+        .where(PolicyVersion.activated_at.is_not(None))
+        .order_by(PolicyVersion.activated_at.desc(), PolicyVersion.id.desc())
+        .limit(1)
+    )
+
+
+@dataclass(frozen=True)
+class RuleChange:
+    id: str
+    fields: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PolicyDiff:
+    unified: str
+    added: tuple[str, ...]
+    removed: tuple[str, ...]
+    changed: tuple[RuleChange, ...]
+    reordered: bool
+
+
+def diff(old: PolicyVersion, new: PolicyVersion) -> PolicyDiff:
+    """A unified diff of the sources and what it means, rule by rule."""
+    unified = "".join(
+        difflib.unified_diff(
+            old.source.splitlines(keepends=True),
+            new.source.splitlines(keepends=True),
+            fromfile=f"version {old.id} ({old.sha256[:12]})",
+            tofile=f"version {new.id} ({new.sha256[:12]})",
+        )
+    )
+    before, after = _rules(old.source), _rules(new.source)
+    changed = tuple(
+        RuleChange(
+            rule_id,
+            tuple(
+                sorted(
+                    k
+                    for k in set(before[rule_id]) | set(after[rule_id])
+                    if before[rule_id].get(k) != after[rule_id].get(k)
+                )
+            ),
+        )
+        for rule_id in after
+        if rule_id in before and before[rule_id] != after[rule_id]
+    )
+    common_before = [r for r in before if r in after]
+    common_after = [r for r in after if r in before]
+    return PolicyDiff(
+        unified=unified,
+        added=tuple(r for r in after if r not in before),
+        removed=tuple(r for r in before if r not in after),
+        changed=changed,
+        reordered=common_before != common_after,
+    )
+
+
+def _rules(source: str) -> dict[str, dict[str, Any]]:
+    raw = yaml.safe_load(source) or {}
+    return {str(rule.get("id")): rule for rule in raw.get("rules", []) if isinstance(rule, dict)}
+
+
+@dataclass(frozen=True)
+class Simulation:
+    evaluated: int
+    changed: int
+    transitions: Counter[tuple[str, str, str]]  # (from outcome, to outcome, deciding rule)
+    not_replayable: int  # recorded before a fact the candidate asks about existed
+
+
+def simulate(
+    session: Session, candidate: Engine, secret: bytes, *, since: datetime | None = None
+) -> Simulation:
+    """Re-decide stored decisions from their content-free facts under a candidate policy."""
+    query = sa.select(DecisionRecord.outcome, DecisionRecord.facts).order_by(DecisionRecord.id)
+    if since is not None:
+        query = query.where(DecisionRecord.created_at >= since)
+    evaluated, changed, unknown = 0, 0, 0
+    transitions: Counter[tuple[str, str, str]] = Counter()
+    for outcome, facts in session.execute(query.execution_options(yield_per=2000)):
+        try:
+            decision = candidate.decide_observed(Observations(facts=facts, notes={}), secret)
+        except KeyError:
+            unknown += 1
+            continue
+        evaluated += 1
+        if decision.outcome.value != outcome:
+            changed += 1
+            transitions[(outcome, decision.outcome.value, decision.deciding_rule or "default")] += 1
+    return Simulation(evaluated, changed, transitions, unknown)

@@ -1,0 +1,67 @@
+"""Serve: /api/v1/explain, the decision a raw message would get, stored nowhere."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, status
+
+from app.models import Employee
+from app.policy_schemas import ExplanationOut, VerdictOut
+from app.routes.deps import PrincipalDep, read_body
+from app.runtime import Runtime
+from app.security import Role
+from capture.pipeline import Envelope
+from policies.model import Channel
+
+router = APIRouter(tags=["explain"])
+MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+
+
+@router.post(
+    "/explain",
+    response_model=ExplanationOut,
+    openapi_extra={
+        "requestBody": {
+            "content": {"message/rfc822": {"schema": {"type": "string"}}},
+            "required": True,
+        }
+    },
+)
+async def explain(
+    request: Request,
+    principal: PrincipalDep,
+    employee: Annotated[str | None, Query(max_length=320)] = None,
+    channel: Channel = Channel.BCC,
+) -> ExplanationOut:
+    """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes)."""
+    if principal.role is Role.EMPLOYEE and employee is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
+    raw = await read_body(request, MAX_MESSAGE_BYTES)
+    runtime = request.app.state.runtime
+    submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
+    explained = await asyncio.to_thread(
+        runtime.pipeline.explain, raw, Envelope(submitter or ""), channel
+    )
+    decision = explained.decision
+    return ExplanationOut(
+        outcome=decision.outcome.value,
+        deciding_rule=decision.deciding_rule,
+        rules=list(decision.rules_hit),
+        policy=decision.policy_sha256,
+        verdicts=[
+            VerdictOut(id=v.rule, hit=v.hit, reason=v.reason, evidence=list(v.evidence))
+            for v in decision.verdicts
+        ],
+        facts=decision.facts,
+        contacts=list(explained.contacts),
+    )
+
+
+def _own_address(runtime: Runtime, employee_id: int | None) -> str | None:
+    if employee_id is None:
+        return None
+    with runtime.read_sessions() as session:
+        found = session.get(Employee, employee_id)
+        return found.email if found else None

@@ -1,0 +1,179 @@
+"""Publishing, reading and explaining the policy through the real API; simulating it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import DecisionRecord
+from app.security import Role
+from app.settings import Settings
+from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token
+from tests.mail import compose, send
+
+PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
+LIST_MAIL_KEPT = PLUMBING.replace(
+    "description: Newsletters and mailing lists are dropped.\n    when: bulk-mail\n"
+    "    outcome: drop",
+    "description: Newsletters and mailing lists are kept now.\n    when: bulk-mail\n"
+    "    outcome: capture",
+).replace('version: "test"', 'version: "test-2"')
+
+
+@pytest.fixture
+def tokens(running: Running) -> dict[str, str]:
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com")
+    return {
+        "employee": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
+        "compliance": issue_token(sessions, Role.COMPLIANCE),
+        "admin": issue_token(sessions, Role.ADMIN),
+    }
+
+
+def _put(running: Running, token: str, source: str) -> dict[str, object]:
+    with running.client(token) as api:
+        response = api.put(
+            "/api/v1/policy", content=source.encode(), headers={"Content-Type": "application/yaml"}
+        )
+    return {"status": response.status_code, "body": response.json()}
+
+
+def test_any_employee_reads_the_policy_in_force_with_its_sha256_and_guardrails(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    with running.client(tokens["employee"]) as api:
+        body = api.get("/api/v1/policy").json()
+
+    assert body["sha256"] == running.runtime.pipeline.engine.policy.sha256
+    assert [r["id"] for r in body["policy"]["rules"]] == [
+        "internal-only",
+        "bulk-list-mail",
+        "external-business-correspondent",
+    ]
+    assert {g["id"] for g in body["guardrails"]} >= {"contact-erased", "marked-private"}
+
+
+def test_compliance_publishes_a_new_version_that_decides_the_next_message(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    put = _put(running, tokens["compliance"], LIST_MAIL_KEPT)
+    newsletter = compose(headers={"List-Id": "<news.customer.example>"})
+
+    assert put["status"] == 200
+    assert send(running.smtp_port, newsletter)[0] == 250
+    with running.runtime.sessions() as session:
+        record = session.scalars(sa.select(DecisionRecord)).one()
+    assert (record.outcome, record.rules) == ("capture", ["bulk-list-mail"])
+    assert record.policy_sha256 == put["body"]["sha256"]  # type: ignore[index]
+    with running.client(tokens["employee"]) as api:
+        versions = api.get("/api/v1/policy/versions").json()
+        diff = api.get(
+            "/api/v1/policy/diff", params={"from": versions[1]["id"], "to": versions[0]["id"]}
+        ).json()
+    assert [v["active"] for v in versions] == [True, False]
+    assert diff["changed"] == [{"id": "bulk-list-mail", "fields": ["description", "outcome"]}]
+    assert "+    outcome: capture" in diff["unified"]
+
+
+def test_an_invalid_policy_is_refused_with_its_problems_and_the_old_one_stays(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    before = running.runtime.pipeline.engine.policy.sha256
+
+    put = _put(running, tokens["admin"], PLUMBING.replace("when: bulk-mail", "when: bulk-mial"))
+
+    assert put["status"] == 422
+    problems = put["body"]["problems"]  # type: ignore[index]
+    assert problems == ["rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'"]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_an_employee_cannot_publish_a_policy(running: Running, tokens: dict[str, str]) -> None:
+    assert _put(running, tokens["employee"], LIST_MAIL_KEPT)["status"] == 403
+
+
+def test_the_policy_page_shows_every_rule_and_guardrail_without_a_token(
+    running: Running,
+) -> None:
+    with running.client(None) as web:
+        page = web.get("/policy")
+
+    assert page.status_code == 200
+    assert "Newsletters and mailing lists are dropped." in page.text
+    assert "Mail with a person whose data was erased" in page.text
+    assert "not kept: only a record that a decision was made" in page.text
+
+
+def test_ledger_verify_reports_ok_then_names_the_record_edited_behind_its_back(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    for n in range(3):
+        assert send(running.smtp_port, compose(message_id=f"<v{n}@example.com>"))[0] == 250
+    with running.client(tokens["compliance"]) as api:
+        intact = api.get("/api/v1/decisions/verify").json()
+        with running.runtime.db.begin() as conn:
+            conn.execute(
+                sa.update(DecisionRecord).where(DecisionRecord.id == 2).values(rules=["tampered"])
+            )
+        broken = api.get("/api/v1/decisions/verify").json()
+        employee = api.get(
+            "/api/v1/decisions/verify", headers={"Authorization": f"Bearer {tokens['employee']}"}
+        )
+
+    assert (intact["ok"], intact["checked"]) == (True, 3)
+    assert (broken["ok"], broken["first_broken"]) == (False, 2)
+    assert employee.status_code == 403
+
+
+def test_explain_returns_every_verdict_and_stores_nothing(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    raw = compose().as_bytes()
+    with running.client(tokens["employee"]) as api:
+        body = api.post(
+            "/api/v1/explain", content=raw, headers={"Content-Type": "message/rfc822"}
+        ).json()
+        other = api.post("/api/v1/explain", content=raw, params={"employee": "bob@example.com"})
+
+    assert body["outcome"] == "capture"
+    assert body["contacts"] == ["bob@customer.example"]
+    assert [v["id"] for v in body["verdicts"]][-1] == "external-business-correspondent"
+    assert other.status_code == 403
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
+
+
+def test_simulate_counts_what_a_candidate_would_change(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    assert send(running.smtp_port, compose(headers={"List-Id": "<n.customer.example>"}))[0] == 250
+    assert send(running.smtp_port, compose(message_id="<other@example.com>"))[0] == 250
+    candidate = tmp_path / "candidate.yaml"
+    candidate.write_text(LIST_MAIL_KEPT)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "policy", "simulate", str(candidate), "--json"],
+        env={
+            "MAILROOM_DATA_DIR": str(settings.data_dir),
+            "PATH": "/usr/bin:/bin",
+            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+            "MAILROOM_SECRET_KEY": TEST_SECRET,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["evaluated"], result["changed"]) == (2, 1)
+    assert result["transitions"] == [
+        {"from": "drop", "to": "capture", "rule": "bulk-list-mail", "count": 1}
+    ]
