@@ -84,8 +84,11 @@ def _insert_message(
     decision_id: int,
     at: Filing,
 ) -> int:
-    with_content = decision.outcome in (Outcome.CAPTURE, Outcome.HOLD_FOR_REVIEW)
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
+    # A message the employee sent us may wait with its text; one read from a mailbox waits
+    # with none, and is fetched again only if the employee chooses to capture it.
+    submitted = at.channel in (Channel.BCC, Channel.FORWARD)
+    with_content = decision.outcome is Outcome.CAPTURE or (held and submitted)
     sender = message.sender
     outbound = sender is not None and sender.address in at.employee_addresses
     values: dict[str, Any] = {

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from app.api import create_app
+from app.retention import purge_forever
 from app.runtime import Runtime
 from capture.smtp import CaptureHandler, Limits, smtp_factory
 from capture.writer import GroupWriter
@@ -38,6 +39,7 @@ class Service:
         self.api_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.api_port = 0
+        self.jobs: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         settings = self.runtime.settings
@@ -73,6 +75,7 @@ class Service:
             await asyncio.sleep(0.01)  # uvicorn offers no event for "started"
         if self.api_task.done():
             self.api_task.result()
+        self.jobs.append(asyncio.create_task(purge_forever(self.runtime.sessions)))
         log.info(
             "listening: smtp %s:%s, api %s:%s",
             settings.smtp_host,
@@ -82,6 +85,9 @@ class Service:
         )
 
     async def stop(self) -> None:
+        for job in self.jobs:
+            job.cancel()
+        await asyncio.gather(*self.jobs, return_exceptions=True)
         if self.smtp_server is not None:
             self.smtp_server.close()
         if self.api_server is not None and self.api_task is not None:

@@ -19,6 +19,7 @@ from app.models import (
     DecisionRecord,
     Employee,
     EmployeeAlias,
+    Message,
     PersonalContact,
     Receipt,
     Suppression,
@@ -173,6 +174,7 @@ class Pipeline:
             consent=self._consent(session, addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
             from_employee=self._from_employee(session, message, submitter),
+            replies_to_known=_replies_to_known(session, message),
         )
 
     def _from_employee(
@@ -237,6 +239,15 @@ def find_submitter(session: Session, address: str) -> Submitter | None:
         family_name=family_name(employee.name),
         private_tags=tuple(employee.private_tags),
     )
+
+
+def _replies_to_known(session: Session, message: ParsedMessage) -> bool:
+    """Whether the message answers one Mailroom holds (In-Reply-To or recent References)."""
+    ids = [m for m in (message.in_reply_to, *message.references[-10:]) if m]
+    if not ids:
+        return False
+    found = session.scalar(sa.select(Message.id).where(Message.message_id.in_(ids)).limit(1))
+    return found is not None
 
 
 def _hypothetical(address: str) -> Submitter | None:

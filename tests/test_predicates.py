@@ -62,6 +62,8 @@ def guard(guardrail: str, obs: Observations) -> Finding:
         ("shares-family-name", "family.eml", "business.eml", "share the employee's family name"),
         ("spam", "spam.eml", "business.eml", "flagged as spam"),
         ("freemail-only", "freemail.eml", "business.eml", "every external domain is a free-mail"),
+        ("no-correspondent", "bcc_only.eml", "business.eml", "no correspondent besides"),
+        ("unsolicited", "noreply.eml", "business.eml", "a first message from someone"),
     ],
 )
 def test_predicate_hits_and_misses_on_real_messages(
@@ -73,6 +75,15 @@ def test_predicate_hits_and_misses_on_real_messages(
     assert hit.hit, hit.reason
     assert reason in hit.reason
     assert not miss.hit, miss.reason
+
+
+def test_unsolicited_misses_a_known_sender_and_a_reply_to_a_message_we_hold() -> None:
+    known = observed("auto_reply.eml", known_contacts=frozenset({"bob@customer.example"}))
+    answered = observed("auto_reply.eml", replies_to_known=True)
+
+    assert check("unsolicited", observed("auto_reply.eml")).hit
+    assert not check("unsolicited", known).hit
+    assert not check("unsolicited", answered).hit
 
 
 def test_known_contact_hits_only_when_the_correspondent_is_a_contact() -> None:
