@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from app.models import (
     Receipt,
     Suppression,
 )
-from capture.parse import ParsedMessage, parse_message
+from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
 from policies.model import Channel, Decision, Outcome
 from policies.observe import (
@@ -101,6 +102,8 @@ class Pipeline:
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction."""
         engine = self.engine
+        channel = submitted_channel(message, envelope, channel)
+        message = without_capture_addresses(message, envelope)
         submitter = find_submitter(session, envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
         previous = session.get(Receipt, key)
@@ -215,6 +218,40 @@ class Pipeline:
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
         return hmac.new(self.secret, f"{who}\n{digest}".encode(), hashlib.sha256).hexdigest()
+
+
+FORWARD_MARKERS = re.compile(
+    r"^[ >]*(?:-{2,}\s*)?(?:forwarded message|original message|begin forwarded message|"
+    r"weitergeleitete nachricht|urspr[üu]ngliche nachricht|message transf[ée]r[ée]|"
+    r"message d'origine|mensaje reenviado|mensaje original|messaggio inoltrato|"
+    r"messaggio originale|doorgestuurd bericht|oorspronkelijk bericht|mensagem encaminhada|"
+    r"vidarebefordrat meddelande|videresendt melding)\b|^[ >]*.{0,80}\bforwarded by\b",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def submitted_channel(message: ParsedMessage, envelope: Envelope, channel: Channel) -> Channel:
+    """`forward` when the capture address is a visible recipient of mail carrying forwarded
+    content; `bcc` when it is only in the envelope. Other channels are what they say."""
+    if channel is not Channel.BCC or not envelope.rcpt_tos:
+        return channel
+    capture = {address.lower() for address in envelope.rcpt_tos}
+    if not any(a.address.lower() in capture for a in message.recipients):
+        return channel
+    attached = "message/rfc822" in message.content_types
+    return Channel.FORWARD if attached or FORWARD_MARKERS.search(message.text[:65536]) else channel
+
+
+def without_capture_addresses(message: ParsedMessage, envelope: Envelope) -> ParsedMessage:
+    """The capture address is where mail was sent, never a participant or a contact."""
+    capture = {address.lower() for address in envelope.rcpt_tos}
+    if not capture:
+        return message
+
+    def keep(addresses: tuple[Address, ...]) -> tuple[Address, ...]:
+        return tuple(a for a in addresses if a.address.lower() not in capture)
+
+    return replace(message, to=keep(message.to), cc=keep(message.cc))
 
 
 def find_submitter(session: Session, address: str) -> Submitter | None:

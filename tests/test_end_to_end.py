@@ -168,3 +168,23 @@ def test_page_size_over_100_is_a_clear_error(running: Running, alice: tuple[int,
         response = api.get("/api/v1/messages", params={"limit": 1000})
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_mail_forwarded_to_the_capture_address_is_channel_forward(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    forward = compose(
+        to="capture@mailroom.example.com",
+        subject="Fwd: Quote for 20 licences",
+        body="FYI\n\n---------- Forwarded message ---------\nFrom: Bob <bob@customer.example>\n"
+        "Subject: Quote for 20 licences\n\nCan you send the quote?\n",
+        message_id="<fwd-1@example.com>",
+    )
+    bcc = compose(message_id="<bcc-1@example.com>")
+
+    assert send(running.smtp_port, forward)[0] == 250
+    assert send(running.smtp_port, bcc)[0] == 250
+
+    with running.runtime.sessions() as session:
+        channels = session.scalars(sa.select(DecisionRecord.channel).order_by(DecisionRecord.id))
+        assert list(channels) == ["forward", "bcc"]
