@@ -22,6 +22,7 @@ from app.server import Service
 from app.settings import Settings
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
+from capture.submitters import new_app_password
 from policies.engine import PolicyError
 from policies.loader import load_policy
 from policies.model import Channel
@@ -144,6 +145,22 @@ def employees_add(
         session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
         employee_id = employee.id
     typer.echo(f"employee {employee_id}: {primary}")
+
+
+@employees_cli.command("app-password")
+def employees_app_password(
+    email: str,
+    label: Annotated[str, typer.Option(help="Which mail client it is for.")] = "",
+) -> None:
+    """Create an SMTP AUTH app password for an employee and print it (alone): shown once."""
+    with transaction(_sessions(Settings())) as session:
+        employee_id = session.scalar(
+            sa.select(Employee.id).where(Employee.email == email.strip().lower())
+        )
+        if employee_id is None:
+            raise _fail(f"no employee {email}")
+        password = new_app_password(session, employee_id, label)
+    typer.echo(password)
 
 
 @tokens_cli.command("create")

@@ -46,6 +46,7 @@ def build_runtime(settings: Settings) -> Runtime:
         org_domains=frozenset(settings.org_domains),
         secret=settings.secret(),
         readers=readers,
+        require_proof=settings.require_submitter_proof,
     )
     return Runtime(
         settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline

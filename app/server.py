@@ -7,14 +7,18 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 from collections.abc import Callable, Iterator
+from functools import partial
 
 import uvicorn
 
 from app.api import create_app
 from app.retention import purge_forever
 from app.runtime import Runtime
-from capture.smtp import CaptureHandler, Limits, smtp_factory
+from app.settings import Settings
+from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
+from capture.submitters import authenticate_app_password
 from capture.writer import GroupWriter
 
 log = logging.getLogger("mailroom.server")
@@ -28,6 +32,15 @@ class _Uvicorn(uvicorn.Server):
         yield
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server certificate for STARTTLS and the implicit-TLS port, if configured."""
+    if settings.tls_cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    return context
+
+
 class Service:
     """Both listeners; `start` binds them, `stop` drains in-flight commits and closes."""
 
@@ -39,6 +52,8 @@ class Service:
         self.api_task: asyncio.Task[None] | None = None
         self.smtp_port = 0
         self.api_port = 0
+        self.smtps_server: asyncio.Server | None = None
+        self.smtps_port = 0
         self.jobs: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -56,14 +71,28 @@ class Service:
                 min_free_bytes=settings.min_free_bytes,
                 data_dir=settings.data_dir,
             ),
+            trust=Trust(
+                authserv_id=settings.resolved_authserv_id,
+                trusted_relays=tuple(settings.trusted_relays),
+                passwords=partial(authenticate_app_password, self.runtime.read_sessions),
+            ),
         )
         loop = asyncio.get_running_loop()
+        tls = tls_context(settings)
         self.smtp_server = await loop.create_server(
-            smtp_factory(handler, hostname=settings.hostname),
+            smtp_factory(handler, hostname=settings.hostname, tls=tls),
             host=settings.smtp_host,
             port=settings.smtp_port,
         )
         self.smtp_port = self.smtp_server.sockets[0].getsockname()[1]
+        if tls is not None and settings.smtps_port is not None:
+            self.smtps_server = await loop.create_server(
+                smtp_factory(handler, hostname=settings.hostname, tls=tls, implicit_tls=True),
+                host=settings.smtp_host,
+                port=settings.smtps_port,
+                ssl=tls,
+            )
+            self.smtps_port = self.smtps_server.sockets[0].getsockname()[1]
         sock = socket.create_server((settings.api_host, settings.api_port))
         self.api_port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -88,8 +117,9 @@ class Service:
         for job in self.jobs:
             job.cancel()
         await asyncio.gather(*self.jobs, return_exceptions=True)
-        if self.smtp_server is not None:
-            self.smtp_server.close()
+        for server in (self.smtp_server, self.smtps_server):
+            if server is not None:
+                server.close()
         if self.api_server is not None and self.api_task is not None:
             self.api_server.should_exit = True
             await self.api_task

@@ -36,9 +36,15 @@ class Settings(BaseSettings):
     smtp_idle_timeout: float = Field(default=300.0, gt=0)
     smtp_data_timeout: float = Field(default=600.0, gt=0)
     min_free_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
+    require_submitter_proof: bool = False
+    trusted_relays: CommaList = []
+    authserv_id: str = ""
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    smtps_port: int | None = Field(default=None, ge=0, le=65535)
     auto_migrate: bool = True
 
-    @field_validator("org_domains", "capture_addresses", mode="before")
+    @field_validator("org_domains", "capture_addresses", "trusted_relays", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -49,6 +55,10 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
+
+    @property
+    def resolved_authserv_id(self) -> str:
+        return self.authserv_id or self.hostname
 
     @property
     def resolved_database_url(self) -> str:

@@ -45,6 +45,8 @@ class Envelope:
 
     mail_from: str
     rcpt_tos: tuple[str, ...] = ()
+    authenticated_as: str | None = None  # the employee an SMTP AUTH app password belongs to
+    dkim_domains: frozenset[str] = frozenset()  # DKIM passes a trusted relay vouched for
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,9 @@ class Pipeline:
         secret: bytes,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         readers: sessionmaker[Session] | None = None,
+        require_proof: bool = False,
     ) -> None:
+        self.require_proof = require_proof  # envelope sender alone is not enough
         self.sessions = sessions
         self.readers = readers or sessions  # explain reads without taking the write lock
         self.engine = engine  # replaced whole when a new policy is published
@@ -110,6 +114,7 @@ class Pipeline:
         if previous is not None:
             return _replay(session, previous)
         context = self._context(session, message, channel, submitter)
+        context = replace(context, submitter_proven=self._proven(message, envelope, submitter))
         decision, _ = engine.decide(message, context)
         now = context.now
         record = ledger.append(
@@ -179,6 +184,19 @@ class Pipeline:
             from_employee=self._from_employee(session, message, submitter),
             replies_to_known=_replies_to_known(session, message),
         )
+
+    def _proven(
+        self, message: ParsedMessage, envelope: Envelope, submitter: Submitter | None
+    ) -> bool:
+        """Whether the submitter is who they say: always, unless proof is required; then by
+        SMTP AUTH as that employee, or by a trusted relay's DKIM pass aligned with From."""
+        if not self.require_proof:
+            return True
+        if submitter is not None and envelope.authenticated_as in submitter.addresses:
+            return True
+        domain = message.sender.domain if message.sender else ""
+        aligned = any(domain == d or domain.endswith("." + d) for d in envelope.dkim_domains)
+        return aligned and is_internal(f"x@{domain}", self.org_domains)
 
     def _from_employee(
         self, session: Session, message: ParsedMessage, submitter: Submitter | None

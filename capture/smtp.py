@@ -6,13 +6,15 @@ import asyncio
 import logging
 import re
 import shutil
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from capture.pipeline import Envelope as PipelineEnvelope
+from capture.submitters import dkim_domains, is_trusted, strip_our_results
 from capture.writer import GroupWriter
 from policies.model import Channel, Outcome
 
@@ -47,15 +49,30 @@ class Limits:
     data_dir: Path = Path("var")
 
 
+@dataclass(frozen=True)
+class Trust:
+    """Who may vouch for a submitter: app passwords, and relays whose DKIM results count."""
+
+    authserv_id: str = "mailroom.example.com"
+    trusted_relays: tuple[str, ...] = ()
+    passwords: Callable[[str, str], str | None] = lambda login, password: None
+
+
 class CaptureHandler:
     """aiosmtpd handler: accepts mail for the capture addresses and hands it to the writer."""
 
     def __init__(
-        self, writer: GroupWriter, *, capture_addresses: frozenset[str], limits: Limits
+        self,
+        writer: GroupWriter,
+        *,
+        capture_addresses: frozenset[str],
+        limits: Limits,
+        trust: Trust = Trust(),
     ) -> None:
         self.writer = writer
         self.capture_addresses = capture_addresses
         self.limits = limits
+        self.trust = trust
         self.connections = 0  # open sessions on this listener, for the connection cap
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
@@ -87,9 +104,7 @@ class CaptureHandler:
         refusal = self._refuse(raw)
         if refusal:
             return refusal
-        submitted = PipelineEnvelope(
-            mail_from=envelope.mail_from or "", rcpt_tos=tuple(envelope.rcpt_tos)
-        )
+        raw, submitted = self._vouch(raw, session, envelope)
         work = asyncio.ensure_future(self.writer.submit(raw, submitted, Channel.BCC))
         try:
             # Shielded: a client that hangs up cannot cancel a half-done commit.
@@ -103,6 +118,34 @@ class CaptureHandler:
         if result.outcome is Outcome.REJECT:
             return "550 5.7.1 Submitter is not an employee of this organization"
         return f"250 2.0.0 Accepted, decision {result.decision_id}"
+
+    def _vouch(
+        self, raw: bytes, session: Session, envelope: Envelope
+    ) -> tuple[bytes, PipelineEnvelope]:
+        """Strip forged Authentication-Results; keep a trusted relay's DKIM verdicts."""
+        peer = session.peer[0] if isinstance(session.peer, tuple) else ""
+        trusted = is_trusted(str(peer), self.trust.trusted_relays)
+        if not trusted:
+            raw = strip_our_results(raw, self.trust.authserv_id)
+        authenticated = session.auth_data if isinstance(session.auth_data, str) else None
+        return raw, PipelineEnvelope(
+            mail_from=envelope.mail_from or "",
+            rcpt_tos=tuple(envelope.rcpt_tos),
+            authenticated_as=authenticated if session.authenticated else None,
+            dkim_domains=frozenset(dkim_domains(raw, self.trust.authserv_id) if trusted else ()),
+        )
+
+    def authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
+    ) -> AuthResult:
+        """aiosmtpd authenticator: an employee's address and one of their app passwords."""
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        login = data.login.decode("utf-8", "replace")
+        email = self.trust.passwords(login, data.password.decode("utf-8", "replace"))
+        if email is None:
+            return AuthResult(success=False, handled=False)
+        return AuthResult(success=True, auth_data=email)
 
     def _refuse(self, raw: bytes) -> str | None:
         """A reply for input refused outright, before it reaches the pipeline."""
@@ -122,7 +165,14 @@ class CaptureHandler:
 class CaptureSMTP(SMTP):
     """aiosmtpd's SMTP with a connection cap, timeouts that say so, and enhanced codes."""
 
-    def __init__(self, handler: CaptureHandler, *, hostname: str) -> None:
+    def __init__(
+        self,
+        handler: CaptureHandler,
+        *,
+        hostname: str,
+        tls: ssl.SSLContext | None = None,
+        implicit_tls: bool = False,
+    ) -> None:
         self.capture = handler
         self.limits = handler.limits
         super().__init__(
@@ -133,6 +183,10 @@ class CaptureSMTP(SMTP):
             enable_SMTPUTF8=True,
             decode_data=False,
             timeout=self.limits.idle_timeout,
+            tls_context=None if implicit_tls else tls,
+            # AUTH only over TLS: after STARTTLS, or on the implicit-TLS port.
+            auth_require_tls=not implicit_tls,
+            authenticator=handler.authenticate,
         )
 
     async def _handle_client(self) -> None:
@@ -186,7 +240,13 @@ def quiet_protocol_log() -> None:
         protocol_log.addFilter(_WarningsOnly())
 
 
-def smtp_factory(handler: CaptureHandler, *, hostname: str) -> Callable[[], SMTP]:
+def smtp_factory(
+    handler: CaptureHandler,
+    *,
+    hostname: str,
+    tls: ssl.SSLContext | None = None,
+    implicit_tls: bool = False,
+) -> Callable[[], SMTP]:
     """A protocol factory for loop.create_server: one SMTP instance per connection."""
     quiet_protocol_log()
-    return lambda: CaptureSMTP(handler, hostname=hostname)
+    return lambda: CaptureSMTP(handler, hostname=hostname, tls=tls, implicit_tls=implicit_tls)

@@ -80,6 +80,7 @@ class Context:
     private_tags: tuple[str, ...] = ()
     from_employee: bool = False  # the From address belongs to an employee (any employee)
     replies_to_known: bool = False  # In-Reply-To/References name a message Mailroom holds
+    submitter_proven: bool = True  # SMTP AUTH or a trusted relay's DKIM, where required
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
     return {
         "submitter_known": submitter is not None,
         "from_is_employee": context.from_employee,
+        "submitter_proven": context.submitter_proven,
         "capture_paused": bool(submitter and submitter.capture_paused),
         "erased_participants": len(addresses & context.consent.erased),
         "objected_participants": len(addresses & context.consent.objected),

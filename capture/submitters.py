@@ -1,0 +1,92 @@
+"""Receive: who may submit mail: SMTP AUTH app passwords, trusted relays, forged headers."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+import secrets
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.models import AppPassword, Employee
+
+AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
+DKIM_PASS = re.compile(r"\bdkim=pass\b[^;]*?\bheader\.(?:d|i)=@?([a-z0-9.-]+)", re.IGNORECASE)
+
+
+def new_app_password(session: Session, employee_id: int, label: str = "") -> str:
+    """A random SMTP password for one employee; shown once, stored as its SHA-256."""
+    password = secrets.token_urlsafe(24)
+    session.add(AppPassword(employee_id=employee_id, password_hash=_digest(password), label=label))
+    return password
+
+
+def authenticate_app_password(
+    sessions: sessionmaker[Session], login: str, password: str
+) -> str | None:
+    """The employee address for a valid (login, app password) pair, else None."""
+    with sessions() as session:
+        email = session.scalar(
+            sa.select(Employee.email)
+            .join(AppPassword, AppPassword.employee_id == Employee.id)
+            .where(
+                AppPassword.password_hash == _digest(password),
+                AppPassword.revoked_at.is_(None),
+                Employee.email == login.strip().lower(),
+            )
+        )
+    return email
+
+
+def _digest(password: str) -> str:
+    # App passwords are 192 random bits: a fast hash is safe, as for API tokens.
+    return hashlib.sha256(password.encode()).hexdigest()
+
+
+def is_trusted(peer: str, relays: Iterable[str]) -> bool:
+    try:
+        address = ipaddress.ip_address(peer)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(cidr, strict=False) for cidr in relays)
+
+
+def header_blocks(raw: bytes) -> tuple[list[bytes], bytes]:
+    """The header fields (each with its folded continuation lines) and the rest."""
+    end = raw.find(b"\r\n\r\n")
+    head, rest = (raw, b"") if end < 0 else (raw[: end + 2], raw[end + 2 :])
+    blocks: list[bytes] = []
+    for line in head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t") and blocks:
+            blocks[-1] += b"\r\n" + line
+        else:
+            blocks.append(line)
+    return blocks, rest
+
+
+def _claims(block: bytes, authserv_id: str) -> bool:
+    value = block.split(b":", 1)[1].decode("utf-8", "replace")
+    return value.strip().split(";", 1)[0].strip().lower() == authserv_id.lower()
+
+
+def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
+    """Remove Authentication-Results fields that claim to be ours: only we may write those."""
+    blocks, rest = header_blocks(raw)
+    kept = [b for b in blocks if not (AR_HEADER.match(b) and _claims(b, authserv_id))]
+    if len(kept) == len(blocks):
+        return raw
+    return b"\r\n".join(kept) + b"\r\n" + rest
+
+
+def dkim_domains(raw: bytes, authserv_id: str) -> set[str]:
+    """Domains that our authserv-id's Authentication-Results say passed DKIM."""
+    blocks, _ = header_blocks(raw)
+    found: set[str] = set()
+    for block in blocks:
+        if AR_HEADER.match(block) and _claims(block, authserv_id):
+            text = block.decode("utf-8", "replace").replace("\r\n", " ")
+            found.update(d.lower().rstrip(".") for d in DKIM_PASS.findall(text))
+    return found

@@ -1,0 +1,173 @@
+"""Who may submit: app passwords over TLS, trusted relays' DKIM, forged results stripped."""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import subprocess
+from collections.abc import Iterator
+from email import policy
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import transaction
+from app.models import DecisionRecord
+from app.settings import Settings
+from capture.submitters import dkim_domains, new_app_password, strip_our_results
+from tests.conftest import Running, add_employee, run_service
+from tests.mail import CAPTURE, compose, send
+
+FORGED = "Authentication-Results: mailroom.example.com; dkim=pass header.d=example.com"
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def _client_tls() -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a throwaway self-signed test certificate
+    return context
+
+
+@pytest.fixture
+def strict(settings: Settings, certificate: tuple[Path, Path]) -> Iterator[tuple[Running, str]]:
+    cert, key = certificate
+    tight = settings.model_copy(
+        update={
+            "require_submitter_proof": True,
+            "tls_cert": cert,
+            "tls_key": key,
+            "smtps_port": 0,
+        }
+    )
+    with run_service(tight) as service:
+        alice = add_employee(service.runtime.sessions, "alice@example.com")
+        with transaction(service.runtime.sessions) as session:
+            password = new_app_password(session, alice, "laptop")
+        yield service, password
+
+
+def _outcomes(running: Running) -> list[str]:
+    with running.runtime.sessions() as session:
+        return list(session.scalars(sa.select(DecisionRecord.outcome).order_by(DecisionRecord.id)))
+
+
+def test_auth_is_offered_only_after_starttls_and_an_app_password_proves_the_submitter(
+    strict: tuple[Running, str],
+) -> None:
+    running, password = strict
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.ehlo("client.example.com")
+        assert not client.has_extn("auth")
+        assert client.docmd("AUTH", "PLAIN")[0] == 538
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        assert client.has_extn("auth")
+        client.login("alice@example.com", password)
+        client.sendmail("alice@example.com", [CAPTURE], compose().as_bytes(policy=policy.SMTP))
+
+    assert _outcomes(running) == ["capture"]
+
+
+def test_a_wrong_app_password_is_refused_with_535(strict: tuple[Running, str]) -> None:
+    running, _ = strict
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login("alice@example.com", "not-the-password")
+    assert refused.value.smtp_code == 535
+
+
+def test_the_implicit_tls_port_offers_auth_at_once(strict: tuple[Running, str]) -> None:
+    running, password = strict
+    port = running.service.smtps_port
+    with smtplib.SMTP_SSL("127.0.0.1", port, timeout=10, context=_client_tls()) as client:
+        client.ehlo("client.example.com")
+        assert client.has_extn("auth")
+        client.login("alice@example.com", password)
+        client.sendmail("alice@example.com", [CAPTURE], compose().as_bytes(policy=policy.SMTP))
+
+    assert _outcomes(running) == ["capture"]
+
+
+def test_without_proof_a_correct_envelope_is_not_enough(strict: tuple[Running, str]) -> None:
+    running, _ = strict
+
+    code, reply = send(running.smtp_port, compose())
+
+    assert (code, reply[:5]) == (550, b"5.7.1")
+    assert _outcomes(running) == ["reject"]
+
+
+def test_forged_authentication_results_from_an_untrusted_peer_prove_nothing(
+    strict: tuple[Running, str],
+) -> None:
+    running, _ = strict
+    forged = compose(headers={"Authentication-Results": FORGED.split(": ", 1)[1]})
+
+    assert send(running.smtp_port, forged)[0] == 550
+
+
+def test_a_trusted_relays_dkim_pass_aligned_with_from_proves_the_submitter(
+    settings: Settings,
+) -> None:
+    relay = settings.model_copy(
+        update={
+            "require_submitter_proof": True,
+            "trusted_relays": ["127.0.0.0/8"],
+        }
+    )
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        vouched = compose(headers={"Authentication-Results": FORGED.split(": ", 1)[1]})
+        other_id = compose(
+            message_id="<other@example.com>",
+            headers={
+                "Authentication-Results": "mx.elsewhere.example; dkim=pass header.d=example.com"
+            },
+        )
+        assert send(running.smtp_port, vouched)[0] == 250
+        assert send(running.smtp_port, other_id)[0] == 550
+
+
+def test_only_our_authserv_ids_results_are_stripped() -> None:
+    raw = (
+        b"Authentication-Results: mailroom.example.com;\r\n dkim=pass header.d=example.com\r\n"
+        b"Authentication-Results: mx.elsewhere.example; spf=pass\r\n"
+        b"Subject: hi\r\n\r\nbody\r\n"
+    )
+
+    stripped = strip_our_results(raw, "mailroom.example.com")
+
+    assert stripped == (
+        b"Authentication-Results: mx.elsewhere.example; spf=pass\r\nSubject: hi\r\n\r\nbody\r\n"
+    )
+    assert dkim_domains(raw, "mailroom.example.com") == {"example.com"}
+    assert dkim_domains(stripped, "mailroom.example.com") == set()
