@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -148,16 +151,24 @@ def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
 
 
 def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
+    """Header values, unfolded and with RFC 2047 words decoded. Only address headers go
+    through the (ten times slower) header registry, in _addresses."""
     pairs: list[tuple[str, str]] = []
-    for key, value in msg.items()[:500]:
-        try:
-            text = str(value)
-        except Exception:  # a header the registry cannot render is a defect, not a crash
-            defects.append(f"undecodable-header:{key.lower()[:40]}")
-            continue
-        text = clean(text.replace("\r", " ").replace("\n", " ")[:4000])
-        pairs.append((clean(key.lower()[:100]), text))
+    raw_items = msg.raw_items() if isinstance(msg, EmailMessage) else iter(msg.items())
+    for key, value in itertools.islice(raw_items, 500):
+        text = _decoded(str(value)[:4000], key, defects)
+        pairs.append((clean(key.lower()[:100]), clean(" ".join(text.split()))))
     return tuple(pairs)
+
+
+def _decoded(value: str, key: str, defects: list[str]) -> str:
+    if "=?" not in value:
+        return value
+    try:
+        return str(make_header(decode_header(value)))
+    except (LookupError, UnicodeError, ValueError, HeaderParseError):
+        defects.append(f"undecodable-header:{key.lower()[:40]}")
+        return value
 
 
 def _message_id(value: str | None) -> str | None:
