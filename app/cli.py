@@ -23,7 +23,7 @@ from app.settings import Settings
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
 from capture.submitters import new_app_password
-from policies.engine import PolicyError
+from policies.engine import Engine, PolicyError
 from policies.loader import load_policy
 from policies.model import Channel
 
@@ -236,15 +236,20 @@ def _explain_one(
     return f"{path}: {decision.outcome.value} ({why})"
 
 
-@policy_cli.command("check")
-def policy_check(path: Path) -> None:
-    """Validate a policy file; print every problem and exit 1 if there is any."""
+def _load_or_exit(path: Path) -> Engine:
+    """The compiled policy, or every problem with it printed and exit status 1."""
     try:
-        engine = load_policy(path)
+        return load_policy(path)
     except PolicyError as error:
         for problem in error.problems:
             typer.echo(f"{path}: {problem}")
         raise typer.Exit(1) from None
+
+
+@policy_cli.command("check")
+def policy_check(path: Path) -> None:
+    """Validate a policy file; print every problem and exit 1 if there is any."""
+    engine = _load_or_exit(path)
     typer.echo(f"{path}: valid ({len(engine.rules)} rules, sha256 {engine.policy.sha256})")
 
 
@@ -255,12 +260,7 @@ def policy_simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Re-decide past decisions from their stored facts under a candidate policy."""
-    try:
-        engine = load_policy(candidate)
-    except PolicyError as error:
-        for problem in error.problems:
-            typer.echo(f"{candidate}: {problem}")
-        raise typer.Exit(1) from None
+    engine = _load_or_exit(candidate)
     settings = Settings()
     moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
     with _sessions(settings)() as session:

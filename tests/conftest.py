@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, migrate, session_factory, transaction
-from app.models import Employee, EmployeeAlias
+from app.models import Base, Employee, EmployeeAlias
 from app.runtime import Runtime, build_runtime
 from app.security import Role, create_token
 from app.server import Service
@@ -160,3 +160,13 @@ def run_service(settings: Settings) -> Iterator[Running]:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=10)
         loop.close()
+
+
+def everything_stored(running: Running) -> bytes:
+    """Every byte under the data directory, plus every row of every table (for canaries)."""
+    data_dir = Path(running.runtime.settings.data_dir)
+    blobs = [p.read_bytes() for p in data_dir.rglob("*") if p.is_file()]
+    with running.runtime.db.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            blobs += [repr(tuple(row)).encode() for row in conn.execute(sa.select(table))]
+    return b"\n".join(blobs)

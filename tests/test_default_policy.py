@@ -6,16 +6,22 @@ import csv
 import logging
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app.models import Base, DecisionRecord
+from app.models import DecisionRecord
 from app.settings import BUNDLED_POLICY, Settings
 from capture.pipeline import Envelope
 from policies.model import Channel
-from tests.conftest import CORPORA, FIXTURES, Running, add_employee, run_service
+from tests.conftest import (
+    CORPORA,
+    FIXTURES,
+    Running,
+    add_employee,
+    everything_stored,
+    run_service,
+)
 from tests.mail import compose, send
 
 PERSONAL_NOTES = [
@@ -44,15 +50,6 @@ def published(settings: Settings) -> Iterator[Running]:
         yield service
 
 
-def _stored(running: Running) -> bytes:
-    data_dir = Path(running.runtime.settings.data_dir)
-    blobs = [p.read_bytes() for p in data_dir.rglob("*") if p.is_file()]
-    with running.runtime.db.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            blobs += [repr(tuple(row)).encode() for row in conn.execute(sa.select(table))]
-    return b"\n".join(blobs)
-
-
 def test_personal_notes_to_an_outside_address_leave_no_trace_anywhere(
     published: Running, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -70,7 +67,7 @@ def test_personal_notes_to_an_outside_address_leave_no_trace_anywhere(
         )
         assert send(published.smtp_port, msg)[0] == 250
 
-    stored = _stored(published)
+    stored = everything_stored(published)
     for token in tokens:
         at = stored.find(token.encode())
         assert at < 0, stored[max(0, at - 300) : at + 100]

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app.models import Base, DecisionRecord
-from tests.conftest import Running, add_employee
+from app.models import DecisionRecord
+from tests.conftest import Running, add_employee, everything_stored
 from tests.mail import compose, send
-
-
-def _everything_stored(running: Running) -> bytes:
-    """Every byte under the data directory, plus every row of every table."""
-    data_dir = Path(running.runtime.settings.data_dir)
-    blobs = [p.read_bytes() for p in data_dir.rglob("*") if p.is_file()]
-    with running.runtime.db.connect() as conn:
-        for table in Base.metadata.sorted_tables:
-            blobs += [repr(tuple(row)).encode() for row in conn.execute(sa.select(table))]
-    return b"\n".join(blobs)
 
 
 def test_dropped_internal_message_leaves_no_trace_in_files_tables_or_logs(
@@ -42,7 +31,7 @@ def test_dropped_internal_message_leaves_no_trace_in_files_tables_or_logs(
     assert send(running.smtp_port, business)[0] == 250
     assert send(running.smtp_port, personal)[0] == 250
 
-    stored = _everything_stored(running)
+    stored = everything_stored(running)
     assert kept.encode() in stored, "control: captured content must be findable by this scan"
     assert dropped.encode() not in stored
     assert dropped not in caplog.text
