@@ -85,6 +85,7 @@ def _print_banner(service: Service, token: str | None) -> None:
         "Mailroom is running.",
         f"  SMTP  {s.smtp_host}:{service.smtp_port}   capture address: {capture}",
         f"  API   http://{s.api_host}:{service.api_port}/docs",
+        f"  What is kept, and why: http://{s.api_host}:{service.api_port}/policy",
     ]
     if token:
         send = (
