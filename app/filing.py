@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
 from app.models import (
     Company,
@@ -49,34 +49,30 @@ def dedupe_key(message: ParsedMessage) -> str:
 
 
 def file_message(
-    session: Session, message: ParsedMessage, decision: Decision, *, decision_id: int, at: Filing
+    conn: sa.Connection, message: ParsedMessage, decision: Decision, *, decision_id: int, at: Filing
 ) -> int:
     """Store a kept message (capture, metadata only or hold) and link it; returns its id."""
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
     key = dedupe_key(message)
-    existing = session.scalar(sa.select(Message.id).where(Message.dedupe_key == key))
+    existing = conn.scalar(_MESSAGE_BY_KEY, {"key": key})
     if existing is None:
-        existing = _insert_message(
-            session, message, decision, key=key, decision_id=decision_id, at=at
-        )
-        contacts = _file_participants(session, message, existing, decision.outcome, at)
-        _touch_relationships(session, message, contacts, at)
-    _upsert(
-        session,
-        MessageOwner,
+        existing = _insert_message(conn, message, decision, key=key, decision_id=decision_id, at=at)
+        contacts = _file_participants(conn, message, existing, decision.outcome, at)
+        _touch_relationships(conn, message, contacts, at)
+    conn.execute(
+        _statements(conn.dialect.name).add_owner,
         {
             "message_id": existing,
             "employee_id": at.employee_id,
             "channel": at.channel.value,
             "created_at": at.now,
         },
-        ("message_id", "employee_id"),
     )
     return existing
 
 
 def _insert_message(
-    session: Session,
+    conn: sa.Connection,
     message: ParsedMessage,
     decision: Decision,
     *,
@@ -106,12 +102,11 @@ def _insert_message(
         "decision_id": decision_id,
         "created_at": at.now,
     }
-    result = session.execute(sa.insert(Message).values(values).returning(Message.id))
-    return int(result.scalar_one())
+    return int(conn.execute(_INSERT_MESSAGE, values).scalar_one())
 
 
 def _file_participants(
-    session: Session, message: ParsedMessage, message_row: int, outcome: Outcome, at: Filing
+    conn: sa.Connection, message: ParsedMessage, message_row: int, outcome: Outcome, at: Filing
 ) -> dict[str, int]:
     """Participant rows for every address; contacts only for external ones on kept mail."""
     make_contacts = outcome in (Outcome.CAPTURE, Outcome.METADATA_ONLY)
@@ -123,7 +118,7 @@ def _file_participants(
         for addr in addresses:
             external = not is_internal(addr.address, at.org_domains)
             if external and make_contacts and addr.address not in contacts:
-                contacts[addr.address] = _contact_id(session, addr, at.now)
+                contacts[addr.address] = _contact_id(conn, addr, at.now)
             rows.append(
                 {
                     "message_id": message_row,
@@ -137,14 +132,13 @@ def _file_participants(
                 }
             )
     if rows:
-        session.execute(sa.insert(Participant), rows)
+        conn.execute(_INSERT_PARTICIPANT, rows)
     return contacts
 
 
-def _contact_id(session: Session, addr: Address, now: datetime) -> int:
-    company_id = _get_or_create(
-        session, Company, {"domain": addr.domain, "name": addr.domain, "created_at": now}, "domain"
-    )
+def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int:
+    company = {"domain": addr.domain, "name": addr.domain, "created_at": now}
+    company_id = _get_or_create(conn, company, "domain")
     values = {
         "address": addr.address,
         "name": addr.name,
@@ -152,11 +146,11 @@ def _contact_id(session: Session, addr: Address, now: datetime) -> int:
         "created_at": now,
         "updated_at": now,
     }
-    return _get_or_create(session, Contact, values, "address")
+    return _get_or_create(conn, values, "address")
 
 
 def _touch_relationships(
-    session: Session, message: ParsedMessage, contacts: dict[str, int], at: Filing
+    conn: sa.Connection, message: ParsedMessage, contacts: dict[str, int], at: Filing
 ) -> None:
     """Employee↔contact counts: sent when the employee wrote, received when the contact did."""
     sender = message.sender.address if message.sender else None
@@ -167,7 +161,7 @@ def _touch_relationships(
         if not (sent or received):
             continue
         _bump_relationship(
-            session,
+            conn,
             {
                 "employee_id": at.employee_id,
                 "contact_id": contact_id,
@@ -179,43 +173,62 @@ def _touch_relationships(
         )
 
 
-def _bump_relationship(session: Session, values: dict[str, Any]) -> None:
-    stmt = _dialect_insert(session, Relationship).values(values)
+def _bump_relationship(conn: sa.Connection, values: dict[str, Any]) -> None:
+    conn.execute(_statements(conn.dialect.name).bump_relationship, values)
+
+
+@dataclass(frozen=True)
+class _Statements:
+    """The dialect's upserts, built once: building one costs more than running it."""
+
+    insert_company: Any
+    insert_contact: Any
+    add_owner: Any
+    bump_relationship: Any
+
+
+@cache
+def _statements(dialect: str) -> _Statements:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    earliest, latest = (
+        (sa.func.least, sa.func.greatest) if dialect == "postgresql" else (sa.func.min, sa.func.max)
+    )
+    bump = insert(Relationship)
     table = Relationship.__table__.c
-    postgres = session.get_bind().dialect.name == "postgresql"
-    earliest, latest = (sa.func.least, sa.func.greatest) if postgres else (sa.func.min, sa.func.max)
-    session.execute(
-        stmt.on_conflict_do_update(
+    return _Statements(
+        insert_company=insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
+        insert_contact=insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
+        add_owner=insert(MessageOwner).on_conflict_do_nothing(
+            index_elements=["message_id", "employee_id"]
+        ),
+        bump_relationship=bump.on_conflict_do_update(
             index_elements=["employee_id", "contact_id"],
             set_={
-                "sent_count": table.sent_count + stmt.excluded.sent_count,
-                "received_count": table.received_count + stmt.excluded.received_count,
-                "first_seen": earliest(table.first_seen, stmt.excluded.first_seen),
-                "last_seen": latest(table.last_seen, stmt.excluded.last_seen),
+                "sent_count": table.sent_count + bump.excluded.sent_count,
+                "received_count": table.received_count + bump.excluded.received_count,
+                "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
+                "last_seen": latest(table.last_seen, bump.excluded.last_seen),
             },
-        )
+        ),
     )
 
 
-def _dialect_insert(session: Session, table: Any) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+_INSERT_MESSAGE = sa.insert(Message).returning(Message.id)
+_INSERT_PARTICIPANT = sa.insert(Participant)
+_MESSAGE_BY_KEY = sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key"))
+_FIND = {
+    "domain": sa.select(Company.id).where(Company.domain == sa.bindparam("value")),
+    "address": sa.select(Contact.id).where(Contact.address == sa.bindparam("value")),
+}
 
 
-def _get_or_create(session: Session, model: Any, values: dict[str, Any], unique: str) -> int:
-    column = getattr(model, unique)
-    found = session.scalar(sa.select(model.id).where(column == values[unique]))
+def _get_or_create(conn: sa.Connection, values: dict[str, Any], unique: str) -> int:
+    """The id of the company (unique "domain") or contact (unique "address"), made if new."""
+    find = {"value": values[unique]}
+    found = conn.scalar(_FIND[unique], find)
     if found is not None:
         return int(found)
-    stmt = (
-        _dialect_insert(session, model)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=[unique])
-    )
-    session.execute(stmt)
-    return int(session.execute(sa.select(model.id).where(column == values[unique])).scalar_one())
-
-
-def _upsert(session: Session, model: Any, values: dict[str, Any], unique: tuple[str, ...]) -> None:
-    stmt = _dialect_insert(session, model).values(values)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=list(unique)))
+    statements = _statements(conn.dialect.name)
+    insert = statements.insert_company if unique == "domain" else statements.insert_contact
+    conn.execute(insert, values)
+    return int(conn.execute(_FIND[unique], find).scalar_one())

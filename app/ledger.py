@@ -16,6 +16,11 @@ from app.models import DecisionRecord
 from policies.model import Channel, Decision
 
 GENESIS = "0" * 64
+_HEAD = (
+    sa.select(DecisionRecord.id, DecisionRecord.hash).order_by(DecisionRecord.id.desc()).limit(1)
+)
+_INSERT = sa.insert(DecisionRecord)
+_COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
 
 
@@ -54,15 +59,12 @@ def canonical(record: DecisionRecord) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def append(session: Session, entry: Entry) -> DecisionRecord:
+def append(db: Session | sa.Connection, entry: Entry) -> DecisionRecord:
     """Add one record at the head of the chain, inside the caller's transaction."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK)))
-    head = session.execute(
-        sa.select(DecisionRecord.id, DecisionRecord.hash)
-        .order_by(DecisionRecord.id.desc())
-        .limit(1)
-    ).first()
+    conn = db.connection() if isinstance(db, Session) else db
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK)))
+    head = conn.execute(_HEAD).first()
     decision = entry.decision
     record = DecisionRecord(
         id=(head.id + 1) if head else 1,
@@ -78,8 +80,7 @@ def append(session: Session, entry: Entry) -> DecisionRecord:
         prev_hash=head.hash if head else GENESIS,
     )
     record.hash = hashlib.sha256(canonical(record)).hexdigest()
-    session.add(record)
-    session.flush()
+    conn.execute(_INSERT, {c: getattr(record, c) for c in _COLUMNS})
     return record
 
 

@@ -38,6 +38,44 @@ from policies.observe import (
     is_internal,
 )
 
+# Statements built once: building and caching a statement per message costs more than running it.
+_KNOWN = sa.select(Contact.address).where(
+    Contact.address.in_(sa.bindparam("addresses", expanding=True))
+)
+_SUPPRESSED = sa.select(Suppression.address_token, Suppression.kind).where(
+    Suppression.address_token.in_(sa.bindparam("tokens", expanding=True))
+)
+_PERSONAL = sa.select(PersonalContact.address_token).where(
+    PersonalContact.employee_id == sa.bindparam("employee"),
+    PersonalContact.address_token.in_(sa.bindparam("tokens", expanding=True)),
+)
+_EMPLOYEE = sa.select(
+    Employee.id, Employee.email, Employee.name, Employee.capture_paused, Employee.private_tags
+).where(
+    sa.or_(
+        Employee.email == sa.bindparam("address"),
+        Employee.id.in_(
+            sa.select(EmployeeAlias.employee_id).where(
+                EmployeeAlias.address == sa.bindparam("address")
+            )
+        ),
+    )
+)
+_ALIASES = sa.select(EmployeeAlias.address).where(
+    EmployeeAlias.employee_id == sa.bindparam("employee")
+)
+_REPLIED = (
+    sa.select(Message.id)
+    .where(Message.message_id.in_(sa.bindparam("ids", expanding=True)))
+    .limit(1)
+)
+_RECEIPT = (
+    sa.select(Receipt.message_id, DecisionRecord.id, DecisionRecord.outcome, DecisionRecord.rules)
+    .join(DecisionRecord, DecisionRecord.id == Receipt.decision_id)
+    .where(Receipt.key == sa.bindparam("key"))
+)
+_INSERT_RECEIPT = sa.insert(Receipt)
+
 
 @dataclass(frozen=True)
 class Envelope:
@@ -104,21 +142,24 @@ class Pipeline:
     def process_in(
         self, session: Session, message: ParsedMessage, envelope: Envelope, channel: Channel
     ) -> Result:
-        """Decide, file and record one message inside the caller's transaction."""
+        """Decide, file and record one message inside the caller's transaction.
+
+        Core statements on the session's connection: this is the SMTP hot path."""
         engine = self.engine
+        conn = session.connection()
         channel = submitted_channel(message, envelope, channel)
         message = without_capture_addresses(message, envelope)
-        submitter = find_submitter(session, envelope.mail_from)
+        submitter = find_submitter(conn, envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
-        previous = session.get(Receipt, key)
+        previous = _replay(conn, key)
         if previous is not None:
-            return _replay(session, previous)
-        context = self._context(session, message, channel, submitter)
+            return previous
+        context = self._context(conn, message, channel, submitter)
         context = replace(context, submitter_proven=self._proven(message, envelope, submitter))
         decision, _ = engine.decide(message, context)
         now = context.now
         record = ledger.append(
-            session,
+            conn,
             ledger.Entry(
                 created_at=now,
                 channel=channel,
@@ -137,9 +178,11 @@ class Pipeline:
                 now=now,
                 hold_days=engine.policy.policy.retention.hold_days,
             )
-            stored = file_message(session, message, decision, decision_id=record.id, at=filing)
-        session.add(Receipt(key=key, decision_id=record.id, message_id=stored, created_at=now))
-        session.flush()
+            stored = file_message(conn, message, decision, decision_id=record.id, at=filing)
+        conn.execute(
+            _INSERT_RECEIPT,
+            {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now},
+        )
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
     def explain(self, raw: bytes, envelope: Envelope, channel: Channel) -> Explanation:
@@ -151,8 +194,9 @@ class Pipeline:
         message = parse_message(raw)
         address = envelope.mail_from or (message.sender.address if message.sender else "")
         with self.readers() as session:
-            submitter = find_submitter(session, address) or _hypothetical(address)
-            context = self._context(session, message, channel, submitter)
+            conn = session.connection()
+            submitter = find_submitter(conn, address) or _hypothetical(address)
+            context = self._context(conn, message, channel, submitter)
             session.rollback()
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
@@ -165,24 +209,24 @@ class Pipeline:
 
     def _context(
         self,
-        session: Session,
+        conn: sa.Connection,
         message: ParsedMessage,
         channel: Channel,
         submitter: Submitter | None,
     ) -> Context:
         addresses = [a.address for a in message.participants]
-        known = session.scalars(sa.select(Contact.address).where(Contact.address.in_(addresses)))
+        known = conn.scalars(_KNOWN, {"addresses": addresses}) if addresses else ()
         return Context(
             channel=channel,
             org_domains=self.org_domains,
-            submitter=submitter and self._with_personal_contacts(session, submitter, addresses),
+            submitter=submitter and self._with_personal_contacts(conn, submitter, addresses),
             known_contacts=frozenset(known),
             now=self.clock(),
             secret=self.secret,
-            consent=self._consent(session, addresses),
+            consent=self._consent(conn, addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
-            from_employee=self._from_employee(session, message, submitter),
-            replies_to_known=_replies_to_known(session, message),
+            from_employee=self._from_employee(conn, message, submitter),
+            replies_to_known=_replies_to_known(conn, message),
         )
 
     def _proven(
@@ -199,37 +243,32 @@ class Pipeline:
         return aligned and is_internal(f"x@{domain}", self.org_domains)
 
     def _from_employee(
-        self, session: Session, message: ParsedMessage, submitter: Submitter | None
+        self, conn: sa.Connection, message: ParsedMessage, submitter: Submitter | None
     ) -> bool:
         sender = message.sender.address.lower() if message.sender else ""
         if submitter is not None and sender in submitter.addresses:
             return True
-        return bool(sender) and find_submitter(session, sender) is not None
+        return bool(sender) and find_submitter(conn, sender) is not None
 
     def _tokens(self, addresses: list[str]) -> dict[str, str]:
         return {address_token(self.secret, a): a for a in addresses}
 
-    def _consent(self, session: Session, addresses: list[str]) -> Consent:
+    def _consent(self, conn: sa.Connection, addresses: list[str]) -> Consent:
         tokens = self._tokens(addresses)
-        rows = session.execute(
-            sa.select(Suppression.address_token, Suppression.kind).where(
-                Suppression.address_token.in_(tokens)
-            )
-        )
+        rows = conn.execute(_SUPPRESSED, {"tokens": list(tokens)}) if tokens else ()
         found: dict[str, set[str]] = {"erased": set(), "objected": set()}
         for token, kind in rows:
             found.setdefault(kind, set()).add(tokens[token])
         return Consent(erased=frozenset(found["erased"]), objected=frozenset(found["objected"]))
 
     def _with_personal_contacts(
-        self, session: Session, submitter: Submitter, addresses: list[str]
+        self, conn: sa.Connection, submitter: Submitter, addresses: list[str]
     ) -> Submitter:
         tokens = self._tokens(addresses)
-        listed = session.scalars(
-            sa.select(PersonalContact.address_token).where(
-                PersonalContact.employee_id == submitter.employee_id,
-                PersonalContact.address_token.in_(tokens),
-            )
+        if not tokens:
+            return submitter
+        listed = conn.scalars(
+            _PERSONAL, {"employee": submitter.employee_id, "tokens": list(tokens)}
         )
         return replace(submitter, personal_contacts=frozenset(tokens[t] for t in listed))
 
@@ -272,21 +311,15 @@ def without_capture_addresses(message: ParsedMessage, envelope: Envelope) -> Par
     return replace(message, to=keep(message.to), cc=keep(message.cc))
 
 
-def find_submitter(session: Session, address: str) -> Submitter | None:
+def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:
     """The employee owning this address (primary or alias), with all their addresses."""
     wanted = address.strip().lower()
     if not wanted:
         return None
-    employee = session.scalar(sa.select(Employee).where(Employee.email == wanted))
-    if employee is None:
-        employee = session.scalar(
-            sa.select(Employee).join(EmployeeAlias).where(EmployeeAlias.address == wanted)
-        )
+    employee = conn.execute(_EMPLOYEE, {"address": wanted}).first()
     if employee is None:
         return None
-    aliases = session.scalars(
-        sa.select(EmployeeAlias.address).where(EmployeeAlias.employee_id == employee.id)
-    )
+    aliases = conn.scalars(_ALIASES, {"employee": employee.id})
     return Submitter(
         employee_id=employee.id,
         addresses=frozenset([employee.email, *aliases]),
@@ -296,12 +329,12 @@ def find_submitter(session: Session, address: str) -> Submitter | None:
     )
 
 
-def _replies_to_known(session: Session, message: ParsedMessage) -> bool:
+def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:
     """Whether the message answers one Mailroom holds (In-Reply-To or recent References)."""
     ids = [m for m in (message.in_reply_to, *message.references[-10:]) if m]
     if not ids:
         return False
-    found = session.scalar(sa.select(Message.id).where(Message.message_id.in_(ids)).limit(1))
+    found = conn.scalar(_REPLIED, {"ids": ids})
     return found is not None
 
 
@@ -310,7 +343,9 @@ def _hypothetical(address: str) -> Submitter | None:
     return Submitter(employee_id=0, addresses=frozenset([wanted])) if wanted else None
 
 
-def _replay(session: Session, receipt: Receipt) -> Result:
-    record = session.get(DecisionRecord, receipt.decision_id)
-    assert record is not None, "receipts always point at a decision"
-    return Result(Outcome(record.outcome), record.id, receipt.message_id, tuple(record.rules), True)
+def _replay(conn: sa.Connection, key: str) -> Result | None:
+    """The committed outcome of a message already received from this submitter, if any."""
+    row = conn.execute(_RECEIPT, {"key": key}).first()
+    if row is None:
+        return None
+    return Result(Outcome(row.outcome), row.id, row.message_id, tuple(row.rules), True)
