@@ -85,6 +85,7 @@ class Envelope:
     rcpt_tos: tuple[str, ...] = ()
     authenticated_as: str | None = None  # the employee an SMTP AUTH app password belongs to
     dkim_domains: frozenset[str] = frozenset()  # DKIM passes a trusted relay vouched for
+    sent_folder: bool = False  # IMAP and import: read from the employee's Sent folder
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,11 @@ class Pipeline:
         if previous is not None:
             return previous
         context = self._context(conn, message, channel, submitter)
-        context = replace(context, submitter_proven=self._proven(message, envelope, submitter))
+        context = replace(
+            context,
+            submitter_proven=self._proven(message, envelope, submitter),
+            sent_folder=envelope.sent_folder,
+        )
         decision, _ = engine.decide(message, context)
         now = context.now
         record = ledger.append(
@@ -198,6 +203,7 @@ class Pipeline:
             submitter = find_submitter(conn, address) or _hypothetical(address)
             context = self._context(conn, message, channel, submitter)
             session.rollback()
+        context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
             a.address

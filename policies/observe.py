@@ -81,6 +81,7 @@ class Context:
     from_employee: bool = False  # the From address belongs to an employee (any employee)
     replies_to_known: bool = False  # In-Reply-To/References name a message Mailroom holds
     submitter_proven: bool = True  # SMTP AUTH or a trusted relay's DKIM, where required
+    sent_folder: bool = False  # IMAP/import: the message was read from a Sent folder
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,10 @@ def observe(message: ParsedMessage, context: Context) -> Observations:
 
 
 def _inbound(message: ParsedMessage, context: Context, own: frozenset[str]) -> bool:
+    """Mail that came in. In a mailbox only the Sent folder holds what the employee sent:
+    anything else claiming to be from them (a forged From is common in spam) came in."""
+    if context.channel in (Channel.IMAP, Channel.IMPORT) and not context.sent_folder:
+        return True
     sender = message.sender
     if sender is None:
         return True

@@ -86,6 +86,14 @@ def test_unsolicited_misses_a_known_sender_and_a_reply_to_a_message_we_hold() ->
     assert not check("unsolicited", answered).hit
 
 
+def test_in_a_mailbox_only_the_sent_folder_holds_what_the_employee_sent() -> None:
+    inbox = observed("business.eml", channel=Channel.IMAP)
+    sent = observed("business.eml", channel=Channel.IMAP, sent_folder=True)
+
+    assert check("unsolicited", inbox).hit, "a From claiming the owner in the inbox came in"
+    assert not check("unsolicited", sent).hit
+
+
 def test_known_contact_hits_only_when_the_correspondent_is_a_contact() -> None:
     known = observed("business.eml", known_contacts=frozenset({"bob@customer.example"}))
 
