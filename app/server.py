@@ -18,6 +18,7 @@ from app.retention import purge_forever
 from app.runtime import Runtime
 from app.settings import Settings
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
+from capture.spamd import Spamd
 from capture.submitters import authenticate_app_password
 from capture.writer import GroupWriter
 
@@ -39,6 +40,10 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
+
+
+def spamd(settings: Settings) -> Spamd | None:
+    return Spamd(settings.spamd_host, settings.spamd_port) if settings.spamd_host else None
 
 
 class Service:
@@ -75,6 +80,7 @@ class Service:
                 authserv_id=settings.resolved_authserv_id,
                 trusted_relays=tuple(settings.trusted_relays),
                 passwords=partial(authenticate_app_password, self.runtime.read_sessions),
+                spamd=spamd(settings),
             ),
         )
         loop = asyncio.get_running_loop()

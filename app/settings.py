@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     tls_cert: Path | None = None
     tls_key: Path | None = None
     smtps_port: int | None = Field(default=None, ge=0, le=65535)
+    spamd_host: str | None = None
+    spamd_port: int = Field(default=783, ge=1, le=65535)
     auto_migrate: bool = True
 
     @field_validator("org_domains", "capture_addresses", "trusted_relays", mode="before")

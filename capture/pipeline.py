@@ -86,6 +86,8 @@ class Envelope:
     authenticated_as: str | None = None  # the employee an SMTP AUTH app password belongs to
     dkim_domains: frozenset[str] = frozenset()  # DKIM passes a trusted relay vouched for
     sent_folder: bool = False  # IMAP and import: read from the employee's Sent folder
+    trusted_relay: bool = False  # delivered by a relay whose headers we believe
+    spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
 
 
 @dataclass(frozen=True)
@@ -160,6 +162,8 @@ class Pipeline:
             context,
             submitter_proven=self._proven(message, envelope, submitter),
             sent_folder=envelope.sent_folder,
+            spamd_score=envelope.spamd_score,
+            trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
         decision, _ = engine.decide(message, context)
         now = context.now

@@ -14,6 +14,7 @@ from pathlib import Path
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from capture.pipeline import Envelope as PipelineEnvelope
+from capture.spamd import Spamd
 from capture.submitters import dkim_domains, is_trusted, strip_our_results
 from capture.writer import GroupWriter
 from policies.model import Channel, Outcome
@@ -56,6 +57,7 @@ class Trust:
     authserv_id: str = "mailroom.example.com"
     trusted_relays: tuple[str, ...] = ()
     passwords: Callable[[str, str], str | None] = lambda login, password: None
+    spamd: Spamd | None = None
 
 
 class CaptureHandler:
@@ -104,7 +106,7 @@ class CaptureHandler:
         refusal = self._refuse(raw)
         if refusal:
             return refusal
-        raw, submitted = self._vouch(raw, session, envelope)
+        raw, submitted = await self._vouch(raw, session, envelope)
         work = asyncio.ensure_future(self.writer.submit(raw, submitted, Channel.BCC))
         try:
             # Shielded: a client that hangs up cannot cancel a half-done commit.
@@ -119,7 +121,7 @@ class CaptureHandler:
             return "550 5.7.1 Submitter is not an employee of this organization"
         return f"250 2.0.0 Accepted, decision {result.decision_id}"
 
-    def _vouch(
+    async def _vouch(
         self, raw: bytes, session: Session, envelope: Envelope
     ) -> tuple[bytes, PipelineEnvelope]:
         """Strip forged Authentication-Results; keep a trusted relay's DKIM verdicts."""
@@ -128,11 +130,14 @@ class CaptureHandler:
         if not trusted:
             raw = strip_our_results(raw, self.trust.authserv_id)
         authenticated = session.auth_data if isinstance(session.auth_data, str) else None
+        spamd = await self.trust.spamd.score(raw) if self.trust.spamd else None
         return raw, PipelineEnvelope(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             authenticated_as=authenticated if session.authenticated else None,
             dkim_domains=frozenset(dkim_domains(raw, self.trust.authserv_id) if trusted else ()),
+            trusted_relay=trusted,
+            spamd_score=spamd,
         )
 
     def authenticate(

@@ -82,6 +82,8 @@ class Context:
     replies_to_known: bool = False  # In-Reply-To/References name a message Mailroom holds
     submitter_proven: bool = True  # SMTP AUTH or a trusted relay's DKIM, where required
     sent_folder: bool = False  # IMAP/import: the message was read from a Sent folder
+    spamd_score: float | None = None
+    trusted_headers: bool = False  # upstream filter headers come from our own mail servers
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def observe(message: ParsedMessage, context: Context) -> Observations:
         "text_chars": len(message.text),
     }
     facts |= _consent_facts(message, context)
-    facts |= _automation_facts(message, notes)
+    facts |= _automation_facts(message, context, notes)
     facts |= _personal_facts(message, context, external, notes)
     return Observations(facts=facts, notes=notes)
 
@@ -176,7 +178,9 @@ def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
     }
 
 
-def _automation_facts(message: ParsedMessage, notes: dict[str, tuple[str, ...]]) -> dict[str, Any]:
+def _automation_facts(
+    message: ParsedMessage, context: Context, notes: dict[str, tuple[str, ...]]
+) -> dict[str, Any]:
     precedence = (message.header("precedence") or "").strip().lower()
     if precedence:
         notes["precedence"] = (precedence,)
@@ -190,7 +194,8 @@ def _automation_facts(message: ParsedMessage, notes: dict[str, tuple[str, ...]])
         "bounce": automated.bounce_signal(message),
         "sender_kind": automated.role_kind(sender) if sender else "missing",
         "calendar_only": automated.calendar_only(message),
-        "spam_flag": _spam_flag(message),
+        "spam_flag": context.trusted_headers and _spam_flag(message),
+        "spamd_score": context.spamd_score,
     }
 
 

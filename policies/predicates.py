@@ -202,11 +202,29 @@ def shares_family_name(obs: Observations, _params: NoParams, _secret: bytes) -> 
     return Finding(False, "no correspondent shares the employee's family name")
 
 
-@predicate("spam", "An upstream spam filter flagged it (X-Spam-Flag / X-Spam-Status: Yes).")
+@predicate(
+    "spam",
+    "Our own mail servers' spam filter flagged it (X-Spam-Flag / X-Spam-Status: Yes, from a "
+    "synced mailbox or a trusted relay).",
+)
 def spam(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
     if obs.facts["spam_flag"]:
         return Finding(True, "flagged as spam by an upstream filter")
     return Finding(False, "no spam verdict")
+
+
+class Score(NoParams):
+    above: float
+
+
+@predicate("spamd-score", "SpamAssassin's spamd (where configured) scores it at least this.", Score)
+def spamd_score(obs: Observations, params: Score, _secret: bytes) -> Finding:
+    score = obs.facts.get("spamd_score")
+    if score is None:
+        return Finding(False, "no spamd score (spamd not configured or not answering)")
+    if score >= params.above:
+        return Finding(True, f"spamd scores it {score:.1f} ≥ {params.above}")
+    return Finding(False, f"spamd scores it {score:.1f} < {params.above}")
 
 
 @predicate("channel-in", "It arrived through one of the given channels.", params=Channels)

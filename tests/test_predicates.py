@@ -60,7 +60,6 @@ def guard(guardrail: str, obs: Observations) -> Finding:
         ("role-sender", "noreply.eml", "business.eml", "the sender is a noreply mailbox"),
         ("calendar-only", "calendar.eml", "business.eml", "only a calendar item"),
         ("shares-family-name", "family.eml", "business.eml", "share the employee's family name"),
-        ("spam", "spam.eml", "business.eml", "flagged as spam"),
         ("freemail-only", "freemail.eml", "business.eml", "every external domain is a free-mail"),
         ("no-correspondent", "bcc_only.eml", "business.eml", "no correspondent besides"),
         ("unsolicited", "noreply.eml", "business.eml", "a first message from someone"),
@@ -92,6 +91,22 @@ def test_in_a_mailbox_only_the_sent_folder_holds_what_the_employee_sent() -> Non
 
     assert check("unsolicited", inbox).hit, "a From claiming the owner in the inbox came in"
     assert not check("unsolicited", sent).hit
+
+
+def test_spam_headers_count_only_from_our_own_servers() -> None:
+    trusted = check("spam", observed("spam.eml", trusted_headers=True))
+
+    assert trusted.hit and "flagged as spam" in trusted.reason
+    assert not check("spam", observed("spam.eml")).hit, "anyone can write X-Spam-Flag"
+    assert not check("spam", observed("business.eml", trusted_headers=True)).hit
+
+
+def test_spamd_score_hits_above_its_threshold_and_misses_without_spamd() -> None:
+    scored = observed("spam.eml", spamd_score=14.2)
+
+    assert check("spamd-score", scored, above=5.0).hit
+    assert not check("spamd-score", observed("business.eml", spamd_score=0.4), above=5.0).hit
+    assert not check("spamd-score", observed("spam.eml"), above=5.0).hit
 
 
 def test_known_contact_hits_only_when_the_correspondent_is_a_contact() -> None:
