@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from app.models import (
     Receipt,
     Suppression,
 )
+from capture.forwards import ForwardedAddress, ForwardedMessage, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
 from policies.model import Channel, Decision, Outcome
@@ -150,8 +150,8 @@ class Pipeline:
         Core statements on the session's connection: this is the SMTP hot path."""
         engine = self.engine
         conn = session.connection()
-        channel = submitted_channel(message, envelope, channel)
-        message = without_capture_addresses(message, envelope)
+        outer = message  # as the employee sent it: From is theirs, also for a forward
+        message, channel = as_submitted(message, envelope, channel)
         submitter = find_submitter(conn, envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
         previous = _replay(conn, key)
@@ -160,7 +160,8 @@ class Pipeline:
         context = self._context(conn, message, channel, submitter)
         context = replace(
             context,
-            submitter_proven=self._proven(message, envelope, submitter),
+            submitter_proven=self._proven(outer, envelope, submitter),
+            from_employee=self._from_employee(conn, outer, submitter),
             sent_folder=envelope.sent_folder,
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
@@ -200,12 +201,14 @@ class Pipeline:
         The submitter is the envelope sender, else the From address; one who is not (yet) an
         employee is assumed to be one, so that the policy itself is what gets explained.
         """
-        message = parse_message(raw)
-        address = envelope.mail_from or (message.sender.address if message.sender else "")
+        outer = parse_message(raw)
+        address = envelope.mail_from or (outer.sender.address if outer.sender else "")
+        message, channel = as_submitted(outer, envelope, channel)
         with self.readers() as session:
             conn = session.connection()
             submitter = find_submitter(conn, address) or _hypothetical(address)
             context = self._context(conn, message, channel, submitter)
+            context = replace(context, from_employee=self._from_employee(conn, outer, submitter))
             session.rollback()
         context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
@@ -287,26 +290,37 @@ class Pipeline:
         return hmac.new(self.secret, f"{who}\n{digest}".encode(), hashlib.sha256).hexdigest()
 
 
-FORWARD_MARKERS = re.compile(
-    r"^[ >]*(?:-{2,}\s*)?(?:forwarded message|original message|begin forwarded message|"
-    r"weitergeleitete nachricht|urspr[üu]ngliche nachricht|message transf[ée]r[ée]|"
-    r"message d'origine|mensaje reenviado|mensaje original|messaggio inoltrato|"
-    r"messaggio originale|doorgestuurd bericht|oorspronkelijk bericht|mensagem encaminhada|"
-    r"vidarebefordrat meddelande|videresendt melding)\b|^[ >]*.{0,80}\bforwarded by\b",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def submitted_channel(message: ParsedMessage, envelope: Envelope, channel: Channel) -> Channel:
-    """`forward` when the capture address is a visible recipient of mail carrying forwarded
-    content; `bcc` when it is only in the envelope. Other channels are what they say."""
-    if channel is not Channel.BCC or not envelope.rcpt_tos:
-        return channel
+def as_submitted(
+    message: ParsedMessage, envelope: Envelope, channel: Channel
+) -> tuple[ParsedMessage, Channel]:
+    """What an employee sent us stands for: a forward (the capture address visible in To or
+    Cc, forwarded content inside) stands for the message it carries, whose sender and
+    recipients become the participants; capture only in the envelope is a BCC."""
     capture = {address.lower() for address in envelope.rcpt_tos}
-    if not any(a.address.lower() in capture for a in message.recipients):
-        return channel
+    visible = any(a.address.lower() in capture for a in message.recipients)
+    message = without_capture_addresses(message, envelope)
+    if channel is not Channel.FORWARD and not (channel is Channel.BCC and visible):
+        return message, channel
+    forwarded = find_forwarded(message.text, subject=message.subject)
+    if forwarded is not None:
+        return _original(message, forwarded), Channel.FORWARD
     attached = "message/rfc822" in message.content_types
-    return Channel.FORWARD if attached or FORWARD_MARKERS.search(message.text[:65536]) else channel
+    return message, Channel.FORWARD if attached or channel is Channel.FORWARD else Channel.BCC
+
+
+def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMessage:
+    def mailboxes(found: tuple[ForwardedAddress, ...]) -> tuple[Address, ...]:
+        return tuple(Address(f.address, f.name or "") for f in found if f.address)
+
+    return replace(
+        message,
+        from_=mailboxes((forwarded.sender,)),
+        to=mailboxes(forwarded.to),
+        cc=mailboxes(forwarded.cc),
+        reply_to=(),
+        subject=forwarded.subject or message.subject,
+        text=forwarded.body or message.text,
+    )
 
 
 def without_capture_addresses(message: ParsedMessage, envelope: Envelope) -> ParsedMessage:

@@ -188,3 +188,27 @@ def test_mail_forwarded_to_the_capture_address_is_channel_forward(
     with running.runtime.sessions() as session:
         channels = session.scalars(sa.select(DecisionRecord.channel).order_by(DecisionRecord.id))
         assert list(channels) == ["forward", "bcc"]
+
+
+def test_a_forwarded_mail_is_filed_against_its_original_sender_not_the_employee(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    _, token = alice
+    forward = compose(
+        to="capture@mailroom.example.com",
+        subject="Fwd: Delivery dates",
+        body="Please file this.\n\n---------- Forwarded message ---------\n"
+        "From: Dana Seller <dana@supplier.example>\nDate: Mon, 23 Nov 2026 at 08:00\n"
+        "Subject: Delivery dates\nTo: Alice Example <alice@example.com>\n\n"
+        "We can deliver the 20 units on 1 December.\n",
+        message_id="<fwd-dana@example.com>",
+    )
+
+    assert send(running.smtp_port, forward)[0] == 250
+
+    with running.client(token) as api:
+        (message,) = api.get("/api/v1/messages").json()["items"]
+    assert [c["address"] for c in message["contacts"]] == ["dana@supplier.example"]
+    assert message["subject"] == "Delivery dates"
+    assert message["direction"] == "inbound"
+    assert [o["channel"] for o in message["owners"]] == ["forward"]
