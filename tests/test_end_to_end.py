@@ -212,3 +212,17 @@ def test_a_forwarded_mail_is_filed_against_its_original_sender_not_the_employee(
     assert message["subject"] == "Delivery dates"
     assert message["direction"] == "inbound"
     assert [o["channel"] for o in message["owners"]] == ["forward"]
+
+
+def test_a_message_without_message_id_is_captured_and_its_retry_is_not_duplicated(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    msg = compose(message_id=None)
+
+    assert send(running.smtp_port, msg)[0] == 250
+    assert send(running.smtp_port, msg)[0] == 250
+
+    with running.runtime.sessions() as session:
+        (stored,) = session.scalars(sa.select(Message)).all()
+    assert stored.message_id is None
+    assert stored.outcome == "capture"
