@@ -19,6 +19,7 @@ from app.models import (
     Participant,
     Relationship,
 )
+from app.prepared import Prepared
 from capture.parse import Address, ParsedMessage
 from policies.model import Channel, Decision, Outcome
 from policies.observe import is_internal
@@ -54,13 +55,13 @@ def file_message(
     """Store a kept message (capture, metadata only or hold) and link it; returns its id."""
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
     key = dedupe_key(message)
-    existing = conn.scalar(_MESSAGE_BY_KEY, {"key": key})
+    existing = _MESSAGE_BY_KEY.scalar(conn, {"key": key})
     if existing is None:
         existing = _insert_message(conn, message, decision, key=key, decision_id=decision_id, at=at)
         contacts = _file_participants(conn, message, existing, decision.outcome, at)
         _touch_relationships(conn, message, contacts, at)
-    conn.execute(
-        _statements(conn.dialect.name).add_owner,
+    _statements(conn.dialect.name).add_owner.run(
+        conn,
         {
             "message_id": existing,
             "employee_id": at.employee_id,
@@ -68,7 +69,7 @@ def file_message(
             "created_at": at.now,
         },
     )
-    return existing
+    return int(existing)
 
 
 def _insert_message(
@@ -102,7 +103,7 @@ def _insert_message(
         "decision_id": decision_id,
         "created_at": at.now,
     }
-    return int(conn.execute(_INSERT_MESSAGE, values).scalar_one())
+    return int(_INSERT_MESSAGE.scalar(conn, values))
 
 
 def _file_participants(
@@ -131,8 +132,7 @@ def _file_participants(
                     else None,
                 }
             )
-    if rows:
-        conn.execute(_INSERT_PARTICIPANT, rows)
+    _INSERT_PARTICIPANT.run_many(conn, rows)
     return contacts
 
 
@@ -174,17 +174,17 @@ def _touch_relationships(
 
 
 def _bump_relationship(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(_statements(conn.dialect.name).bump_relationship, values)
+    _statements(conn.dialect.name).bump_relationship.run(conn, values)
 
 
 @dataclass(frozen=True)
 class _Statements:
     """The dialect's upserts, built once: building one costs more than running it."""
 
-    insert_company: Any
-    insert_contact: Any
-    add_owner: Any
-    bump_relationship: Any
+    insert_company: Prepared
+    insert_contact: Prepared
+    add_owner: Prepared
+    bump_relationship: Prepared
 
 
 @cache
@@ -196,12 +196,22 @@ def _statements(dialect: str) -> _Statements:
     bump = insert(Relationship)
     table = Relationship.__table__.c
     return _Statements(
-        insert_company=insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
-        insert_contact=insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
-        add_owner=insert(MessageOwner).on_conflict_do_nothing(
-            index_elements=["message_id", "employee_id"]
+        insert_company=Prepared(
+            insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
+            keys=("domain", "name", "created_at"),
         ),
-        bump_relationship=bump.on_conflict_do_update(
+        insert_contact=Prepared(
+            insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
+            keys=("address", "name", "company_id", "created_at", "updated_at"),
+        ),
+        add_owner=Prepared(
+            insert(MessageOwner).on_conflict_do_nothing(
+                index_elements=["message_id", "employee_id"]
+            ),
+            keys=("message_id", "employee_id", "channel", "created_at"),
+        ),
+        bump_relationship=Prepared(
+            bump.on_conflict_do_update(
             index_elements=["employee_id", "contact_id"],
             set_={
                 "sent_count": table.sent_count + bump.excluded.sent_count,
@@ -209,26 +219,53 @@ def _statements(dialect: str) -> _Statements:
                 "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
                 "last_seen": latest(table.last_seen, bump.excluded.last_seen),
             },
+            ),
+            keys=(
+                "employee_id",
+                "contact_id",
+                "sent_count",
+                "received_count",
+                "first_seen",
+                "last_seen",
+            ),
         ),
     )
 
 
-_INSERT_MESSAGE = sa.insert(Message).returning(Message.id)
-_INSERT_PARTICIPANT = sa.insert(Participant)
-_MESSAGE_BY_KEY = sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key"))
+_MESSAGE_COLUMNS = (
+    "dedupe_key",
+    "message_id",
+    "content_digest",
+    "subject",
+    "body_text",
+    "sent_at",
+    "direction",
+    "outcome",
+    "visibility",
+    "size",
+    "held_until",
+    "decision_id",
+    "created_at",
+)
+_INSERT_MESSAGE = Prepared(sa.insert(Message).returning(Message.id), keys=_MESSAGE_COLUMNS)
+_INSERT_PARTICIPANT = Prepared(
+    sa.insert(Participant),
+    keys=("message_id", "role", "address", "name", "contact_id", "employee_id"),
+)
+_MESSAGE_BY_KEY = Prepared(sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key")))
 _FIND = {
-    "domain": sa.select(Company.id).where(Company.domain == sa.bindparam("value")),
-    "address": sa.select(Contact.id).where(Contact.address == sa.bindparam("value")),
+    "domain": Prepared(sa.select(Company.id).where(Company.domain == sa.bindparam("value"))),
+    "address": Prepared(sa.select(Contact.id).where(Contact.address == sa.bindparam("value"))),
 }
 
 
 def _get_or_create(conn: sa.Connection, values: dict[str, Any], unique: str) -> int:
     """The id of the company (unique "domain") or contact (unique "address"), made if new."""
     find = {"value": values[unique]}
-    found = conn.scalar(_FIND[unique], find)
+    found = _FIND[unique].scalar(conn, find)
     if found is not None:
         return int(found)
     statements = _statements(conn.dialect.name)
     insert = statements.insert_company if unique == "domain" else statements.insert_contact
-    conn.execute(insert, values)
-    return int(conn.execute(_FIND[unique], find).scalar_one())
+    insert.run(conn, values)
+    return int(_FIND[unique].scalar(conn, find))

@@ -11,7 +11,7 @@ from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address as HeaderAddress
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 
@@ -20,7 +20,18 @@ MAX_ADDRESSES_PER_HEADER = 500
 _LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})+$")
 _TAGS = re.compile(r"<[^>]*>")
-_PARSER = BytesParser(policy=policy.default)
+# compat32 builds the tree ten times faster than policy.default; only address headers go
+# through policy.default's header parser (never email.utils.parseaddr: CVE-2023-27043).
+_PARSER = BytesParser(policy=policy.compat32)
+_ADDRESS_HEADER = policy.default.header_factory
+# The one shape most headers take, read without the header registry: `Name <user@host>` or
+# `user@host`, with no quotes, comments, groups or encoded words that could make it ambiguous.
+_ATOM = r"[A-Za-z0-9_%+=-]{1,64}"
+_LABEL = r"[A-Za-z0-9-]{1,63}"
+_MAILBOX = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+"
+_SIMPLE_MAILBOX = re.compile(
+    rf"\s*(?:([A-Za-z0-9][A-Za-z0-9 .'_-]{{0,100}}?)\s*<({_MAILBOX})>|({_MAILBOX}))\s*"
+)
 
 
 @dataclass(frozen=True)
@@ -154,8 +165,7 @@ def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
     """Header values, unfolded and with RFC 2047 words decoded. Only address headers go
     through the (ten times slower) header registry, in _addresses."""
     pairs: list[tuple[str, str]] = []
-    raw_items = msg.raw_items() if isinstance(msg, EmailMessage) else iter(msg.items())
-    for key, value in itertools.islice(raw_items, 500):
+    for key, value in itertools.islice(msg.raw_items(), 500):
         text = _decoded(str(value)[:4000], key, defects)
         pairs.append((clean(key.lower()[:100]), clean(" ".join(text.split()))))
     return tuple(pairs)
@@ -190,19 +200,32 @@ def _date(value: str | None) -> datetime | None:
 
 def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
     result: dict[str, Address] = {}
-    for header in msg.get_all(name, [])[:10]:
-        try:
-            mailboxes: tuple[HeaderAddress, ...] = header.addresses  # type: ignore[attr-defined]
-        except Exception:  # the header registry rejects some hostile forms outright
-            defects.append(f"unparsable-{name}")
-            continue
-        for mailbox in mailboxes[:MAX_ADDRESSES_PER_HEADER]:
-            normalized = normalize_address(f"{mailbox.username}@{mailbox.domain}")
+    for value in msg.get_all(name, [])[:10]:
+        for address, display in _mailboxes(str(value), name, defects):
+            normalized = normalize_address(address)
             if normalized is None:
                 defects.append(f"invalid-address-in-{name}")
                 continue
-            result.setdefault(normalized, Address(normalized, clean(mailbox.display_name[:200])))
+            result.setdefault(normalized, Address(normalized, clean(display[:200])))
     return tuple(result.values())
+
+
+def _mailboxes(value: str, name: str, defects: list[str]) -> list[tuple[str, str]]:
+    """(address, display name) pairs of one address header."""
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple:
+        display, bracketed, bare = simple.groups()
+        return [(bracketed or bare, " ".join((display or "").split()))]
+    try:
+        header = _ADDRESS_HEADER(name, value)
+        mailboxes: tuple[HeaderAddress, ...] = header.addresses
+    except Exception:  # the header registry rejects some hostile forms outright
+        defects.append(f"unparsable-{name}")
+        return []
+    return [
+        (f"{m.username}@{m.domain}", m.display_name)
+        for m in mailboxes[:MAX_ADDRESSES_PER_HEADER]
+    ]
 
 
 def _walk(msg: Message) -> list[Message]:
@@ -210,13 +233,7 @@ def _walk(msg: Message) -> list[Message]:
 
 
 def _text(msg: Message, defects: list[str]) -> str:
-    if not isinstance(msg, EmailMessage):
-        return ""
-    try:
-        body = msg.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        defects.append("unreadable-body")
-        return ""
+    body = _body(msg)
     if body is None:
         return ""
     text = _decode(body, defects)
@@ -225,14 +242,40 @@ def _text(msg: Message, defects: list[str]) -> str:
     return clean(text[:MAX_TEXT_CHARS].replace("\r\n", "\n"))
 
 
+def _body(msg: Message) -> Message | None:
+    """The part a reader would see: the first inline text/plain, else the first text/html,
+    looking inside multiparts but not into attached messages."""
+    found: dict[str, Message] = {}
+    stack = [msg]
+    seen = 0
+    while stack and seen < 200:
+        part = stack.pop(0)
+        seen += 1
+        if part.is_multipart():
+            if part.get_content_maintype() == "multipart":
+                children = part.get_payload()
+                stack[:0] = [c for c in children if isinstance(c, Message)]
+            continue
+        if part.get_content_disposition() == "attachment":
+            continue
+        kind = part.get_content_type()
+        if kind in ("text/plain", "text/html"):
+            found.setdefault(kind, part)
+            if kind == "text/plain":
+                break
+    return found.get("text/plain") or found.get("text/html")
+
+
 def _decode(part: Message, defects: list[str]) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        return content if isinstance(content, str) else ""
-    except (LookupError, UnicodeError, ValueError, AssertionError):
-        defects.append("undecodable-body")
     payload = part.get_payload(decode=True)
-    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
+    if not isinstance(payload, bytes):
+        return ""
+    charset = part.get_content_charset() or "us-ascii"
+    try:
+        return payload.decode(charset, "replace")
+    except (LookupError, UnicodeError, ValueError):
+        defects.append("undecodable-body")
+        return payload.decode("utf-8", "replace")
 
 
 def _attachments(msg: Message) -> tuple[Attachment, ...]:
