@@ -24,7 +24,8 @@ class _Form:
     sql: str
     names: tuple[str, ...]  # placeholders in order, as the compiled SQL names them
     keys: tuple[str, ...]  # the parameter each placeholder takes
-    fixed: dict[str, Any]  # values written into the statement itself (LIMIT 1)
+    fixed: dict[str, Any]  # values written into the statement itself (LIMIT 1), and defaults
+    generated: dict[str, Callable[[Any], Any]]  # column defaults computed per execution
     binds: tuple[Processor, ...]
     results: tuple[Processor, ...]
     positional: bool
@@ -68,8 +69,9 @@ class Prepared:
             self._execute(conn, form, params)
 
     def _execute(self, conn: sa.Connection, form: _Form, params: Mapping[str, Any]) -> Any:
-        if form.fixed:
-            params = form.fixed | dict(params)
+        if form.fixed or form.generated:
+            made = {key: make(None) for key, make in form.generated.items() if key not in params}
+            params = form.fixed | made | dict(params)
         values = [
             p(params[k]) if p else params[k] for p, k in zip(form.binds, form.keys, strict=True)
         ]
@@ -96,11 +98,23 @@ class Prepared:
         names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(by_name)
         binds = [by_name[name] for name in names]
         columns = getattr(self.statement, "exported_columns", ())
+        fixed = {b.key: b.effective_value for b in binds if b.value is not None}
+        generated: dict[str, Callable[[Any], Any]] = {}
+        # Columns left out of an INSERT get their Python-side defaults, as SQLAlchemy would.
+        for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:
+            default = column.default if compiled.isinsert else column.onupdate
+            if default is None or (not default.is_scalar and not default.is_callable):
+                continue
+            if default.is_callable:
+                generated[column.key] = default.arg  # type: ignore[attr-defined]
+            else:
+                fixed[column.key] = default.arg  # type: ignore[attr-defined]
         return _Form(
             sql=compiled.string,
             names=names,
             keys=tuple(bind.key for bind in binds),
-            fixed={b.key: b.effective_value for b in binds if b.value is not None},
+            fixed=fixed,
+            generated=generated,
             binds=tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds),
             results=tuple(
                 c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
