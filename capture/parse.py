@@ -15,11 +15,14 @@ from email.message import Message
 from email.parser import BytesParser
 from email.utils import parsedate_to_datetime
 
-MAX_TEXT_CHARS = 1_000_000
+from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
+from capture.content import Attachment as Attachment
+from capture.content import clean as clean
+from capture.content import message_content
+
 MAX_ADDRESSES_PER_HEADER = 500
 _LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})+$")
-_TAGS = re.compile(r"<[^>]*>")
 # compat32 builds the tree ten times faster than policy.default; only address headers go
 # through policy.default's header parser (never email.utils.parseaddr: CVE-2023-27043).
 _PARSER = BytesParser(policy=policy.compat32)
@@ -48,13 +51,6 @@ class Address:
     @property
     def local_part(self) -> str:
         return self.address.rpartition("@")[0]
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content_type: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -104,11 +100,6 @@ class ParsedMessage:
         return tuple(seen.values())
 
 
-def clean(text: str) -> str:
-    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def normalize_address(raw: str) -> str | None:
     """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
     if clean(raw) != raw:
@@ -131,6 +122,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
     msg = _PARSER.parsebytes(raw)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
     headers = _headers(msg, defects)
+    content = message_content(msg)
     return ParsedMessage(
         digest=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
@@ -146,10 +138,10 @@ def parse_message(raw: bytes) -> ParsedMessage:
             :100
         ],
         headers=headers,
-        text=_text(msg, defects),
+        text=content.text,
         content_types=tuple(part.get_content_type() for part in _walk(msg)),
-        attachments=_attachments(msg),
-        defects=tuple(dict.fromkeys(defects)),
+        attachments=content.attachments,
+        defects=tuple(dict.fromkeys([*defects, *content.defects])),
         raw=raw,
     )
 
@@ -223,68 +215,9 @@ def _mailboxes(value: str, name: str, defects: list[str]) -> list[tuple[str, str
         defects.append(f"unparsable-{name}")
         return []
     return [
-        (f"{m.username}@{m.domain}", m.display_name)
-        for m in mailboxes[:MAX_ADDRESSES_PER_HEADER]
+        (f"{m.username}@{m.domain}", m.display_name) for m in mailboxes[:MAX_ADDRESSES_PER_HEADER]
     ]
 
 
 def _walk(msg: Message) -> list[Message]:
-    return list(msg.walk())[:200]
-
-
-def _text(msg: Message, defects: list[str]) -> str:
-    body = _body(msg)
-    if body is None:
-        return ""
-    text = _decode(body, defects)
-    if body.get_content_type() == "text/html":
-        text = _TAGS.sub(" ", text)
-    return clean(text[:MAX_TEXT_CHARS].replace("\r\n", "\n"))
-
-
-def _body(msg: Message) -> Message | None:
-    """The part a reader would see: the first inline text/plain, else the first text/html,
-    looking inside multiparts but not into attached messages."""
-    found: dict[str, Message] = {}
-    stack = [msg]
-    seen = 0
-    while stack and seen < 200:
-        part = stack.pop(0)
-        seen += 1
-        if part.is_multipart():
-            if part.get_content_maintype() == "multipart":
-                children = part.get_payload()
-                stack[:0] = [c for c in children if isinstance(c, Message)]
-            continue
-        if part.get_content_disposition() == "attachment":
-            continue
-        kind = part.get_content_type()
-        if kind in ("text/plain", "text/html"):
-            found.setdefault(kind, part)
-            if kind == "text/plain":
-                break
-    return found.get("text/plain") or found.get("text/html")
-
-
-def _decode(part: Message, defects: list[str]) -> str:
-    payload = part.get_payload(decode=True)
-    if not isinstance(payload, bytes):
-        return ""
-    charset = part.get_content_charset() or "us-ascii"
-    try:
-        return payload.decode(charset, "replace")
-    except (LookupError, UnicodeError, ValueError):
-        defects.append("undecodable-body")
-        return payload.decode("utf-8", "replace")
-
-
-def _attachments(msg: Message) -> tuple[Attachment, ...]:
-    found: list[Attachment] = []
-    for part in _walk(msg):
-        if part.is_multipart() or part.get_content_disposition() != "attachment":
-            continue
-        payload = part.get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else 0
-        filename = (part.get_filename() or "")[:255]
-        found.append(Attachment(filename, part.get_content_type(), size))
-    return tuple(found)
+    return list(itertools.islice(msg.walk(), 200))
