@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
-PASSWORD = "secret"  # noqa: S105 - every user of the throwaway server has this password
+PASSWORD = "secret"  # every user of the throwaway server has this password
 RUN_AS = "nobody"
 
 CONFIG = """\
