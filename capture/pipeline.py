@@ -27,6 +27,7 @@ from app.models import (
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
+from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
 from policies.observe import (
     Consent,
@@ -90,6 +91,10 @@ class Envelope:
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
 
 
+class BodyNeededError(Exception):
+    """A header-only decision the body could still change: fetch the body and ask again."""
+
+
 @dataclass(frozen=True)
 class Result:
     outcome: Outcome
@@ -143,11 +148,19 @@ class Pipeline:
                 return self.process_in(session, message, envelope, channel)
 
     def process_in(
-        self, session: Session, message: ParsedMessage, envelope: Envelope, channel: Channel
+        self,
+        session: Session,
+        message: ParsedMessage,
+        envelope: Envelope,
+        channel: Channel,
+        *,
+        headers_only: bool = False,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
-        Core statements on the session's connection: this is the SMTP hot path."""
+        Core statements on the session's connection: this is the SMTP hot path. With
+        `headers_only` (a mailbox's message parsed from its header section), a decision the
+        body could change raises BodyNeededError before anything is written."""
         engine = self.engine
         conn = session.connection()
         outer = message  # as the employee sent it: From is theirs, also for a forward
@@ -166,7 +179,11 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
-        decision, _ = engine.decide(message, context)
+        decision, observations = engine.decide(message, context)
+        if headers_only:
+            if not settled_on_headers(engine, decision, observations, message, self.secret):
+                raise BodyNeededError
+            decision = replace(decision, facts=decision.facts | {"body_read": False})
         now = context.now
         record = ledger.append(
             conn,
