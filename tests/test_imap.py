@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,9 +18,10 @@ from app.db import transaction
 from app.mailboxes import add_mailbox, load_config, sync_once
 from app.models import DecisionRecord, Mailbox, MailboxFolder, Message, Receipt
 from app.runtime import Runtime, build_runtime
+from app.security import Role
 from app.settings import Settings
 from capture.imap import FolderSync, connect
-from tests.conftest import TEST_SECRET, add_employee, run_service
+from tests.conftest import TEST_SECRET, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import compose
 
@@ -273,3 +278,75 @@ def wait_for(condition: Any, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(0.05)
+
+
+def test_api_lists_mailboxes_for_admins_without_secrets(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    alice = add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), newsletter(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    admin = issue_token(runtime.sessions, Role.ADMIN)
+    employee = issue_token(runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+
+    with run_service(settings) as running:
+        wait_for(lambda: _synced(runtime, mailbox_id))
+        with running.client(admin) as client:
+            response = client.get("/api/v1/mailboxes")
+        with running.client(employee) as client:
+            refused = client.get("/api/v1/mailboxes")
+
+    assert response.status_code == 200
+    (item,) = response.json()["items"]
+    assert item["employee"] == ALICE
+    assert (item["synced"], item["bodies_skipped"], item["pending"]) == (2, 1, 0)
+    assert item["lag_seconds"] is not None and item["last_error"] is None
+    assert item["folder_state"][0]["last_uid"] == 2
+    with runtime.sessions() as session:
+        sealed = session.scalar(sa.select(Mailbox.password_sealed))
+    assert sealed and PASSWORD not in sealed
+    assert PASSWORD not in response.text and sealed not in response.text
+    assert "password" not in response.text
+    assert refused.status_code == 403
+
+
+def test_kill_9_mid_sync_of_5000_messages_then_restart_loses_and_repeats_nothing(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    total = 5000
+    dovecot.append(
+        imap_user, "INBOX", (business(n) if n % 2 else newsletter(n) for n in range(total))
+    )
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
+        "MAILROOM_DATA_DIR": str(settings.data_dir),
+        "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+        "MAILROOM_SECRET_KEY": TEST_SECRET,
+        "MAILROOM_POLICY": str(settings.policy),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "mailboxes", "sync", str(mailbox_id)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _last_uid(runtime) > 0, timeout=120)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    killed_at = _last_uid(runtime)
+    assert 0 < killed_at < total  # it really died mid-sync
+
+    sync(runtime, mailbox_id)
+
+    assert _last_uid(runtime) == total
+    assert count(runtime, DecisionRecord) == total  # each message decided exactly once
+    assert count(runtime, Receipt) == total
+    assert count(runtime, Message) == total // 2
+
+
+def _last_uid(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        return session.scalar(sa.select(MailboxFolder.last_uid)) or 0
