@@ -25,7 +25,7 @@ from imapclient import IMAPClient
 from sqlalchemy.orm import Session
 
 from app.models import Mailbox, MailboxFolder
-from capture.parse import ParsedMessage, parse_message
+from capture.parse import ParsedMessage, parse_headers, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Pipeline, find_submitter
 from policies.model import Channel, Outcome
 
@@ -191,7 +191,7 @@ class FolderSync:
                     continue  # expunged since the search
                 header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
                 size = int(data.get(b"RFC822.SIZE") or len(header))
-                message = replace(parse_message(header), size=size)
+                message = parse_headers(header, size=size)
                 envelopes = self._envelopes(session, message, sent=sent)
                 self.stats.messages += 1
                 waiting = self._decide_on_headers(session, message, envelopes)
@@ -213,11 +213,10 @@ class FolderSync:
         """Decide for each envelope on the headers; return those the body could change."""
         waiting = []
         for envelope in envelopes:
-            try:
-                with session.begin_nested():
-                    result = self.pipeline.process_in(
-                        session, message, envelope, Channel.IMAP, headers_only=True
-                    )
+            try:  # raised before anything is written: no savepoint needed
+                result = self.pipeline.process_in(
+                    session, message, envelope, Channel.IMAP, headers_only=True
+                )
                 self.stats.count(result.outcome)
             except BodyNeededError:
                 waiting.append(envelope)
@@ -241,10 +240,9 @@ class FolderSync:
     def _file(
         self, session: Session, message: ParsedMessage, envelope: Envelope, *, headers_only: bool
     ) -> Outcome:
-        with session.begin_nested():
-            result = self.pipeline.process_in(
-                session, message, envelope, Channel.IMAP, headers_only=headers_only
-            )
+        result = self.pipeline.process_in(
+            session, message, envelope, Channel.IMAP, headers_only=headers_only
+        )
         self.stats.count(result.outcome)
         return result.outcome
 

@@ -143,6 +143,36 @@ def parse_message(raw: bytes) -> ParsedMessage:
     )
 
 
+def parse_headers(header: bytes, *, size: int) -> ParsedMessage:
+    """A message known by its header section alone (a mailbox's `BODY.PEEK[HEADER]`) and
+    the size its server reports: no text, no parts; its digest is the header section's."""
+    defects: list[str] = []
+    msg = _PARSER.parsebytes(header, headersonly=True)
+    defects.extend(type(d).__name__ for d in msg.defects[:20])
+    headers = _headers(msg, defects)
+    return ParsedMessage(
+        digest=hashlib.sha256(header).hexdigest(),
+        size=size,
+        message_id=_message_id(_first(headers, "message-id")),
+        subject=(_first(headers, "subject") or "")[:998],
+        date=_date(_first(headers, "date")),
+        from_=_addresses(msg, "from", defects),
+        to=_addresses(msg, "to", defects),
+        cc=_addresses(msg, "cc", defects),
+        reply_to=_addresses(msg, "reply-to", defects),
+        in_reply_to=_message_id(_first(headers, "in-reply-to")),
+        references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
+            :100
+        ],
+        headers=headers,
+        text="",
+        content_types=(msg.get_content_type(),),
+        attachments=(),
+        defects=tuple(dict.fromkeys(defects)),
+        raw=header,
+    )
+
+
 def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
     for key, value in headers:
         if key == name:

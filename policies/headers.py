@@ -1,8 +1,9 @@
 """Decide: whether a decision taken on a message's header section alone is already final.
 
 A mailbox message is first decided on its headers (and its size, which the server tells).
-When that decision drops it, and nothing the body could show would have changed which rule
-decided, the body is never downloaded. Every rule asked before the deciding one, and the
+When that decision keeps no text (drop; metadata only; a hold, which from a mailbox waits
+without its text), and nothing the body could show would have changed which rule decided,
+the body is never downloaded. Every rule asked before the deciding one, and the
 deciding one itself, must therefore have an answer the body cannot change: three-valued
 logic over the predicates, where an answer that reads the body is unknown.
 """
@@ -13,7 +14,7 @@ from capture.parse import ParsedMessage
 from policies.automated import looks_like_bounce
 from policies.engine import Engine
 from policies.guardrails import GUARDRAILS
-from policies.model import AllOf, AnyOf, Channel, Decision, Expr, NotOf, PredicateCall
+from policies.model import AllOf, AnyOf, Channel, Decision, Expr, NotOf, Outcome, PredicateCall
 from policies.observe import Observations
 from policies.predicates import PREDICATES
 
@@ -52,9 +53,9 @@ def settled_on_headers(
     headers: ParsedMessage,
     secret: bytes,
 ) -> bool:
-    """True when this header-only decision keeps nothing and the body could not change it."""
-    if decision.outcome.keeps_message:
-        return False  # what is kept is filed from the whole message
+    """True when this header-only decision keeps no text and the body could not change it."""
+    if decision.outcome is Outcome.CAPTURE:
+        return False  # a capture keeps the text: it is filed from the whole message
     if observations.facts.get("channel") not in _MAILBOX_CHANNELS:
         return False
     if decision.deciding_rule in _GUARDRAIL_IDS:
