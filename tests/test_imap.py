@@ -16,7 +16,15 @@ import sqlalchemy as sa
 
 from app.db import transaction
 from app.mailboxes import add_mailbox, load_config, sync_once
-from app.models import DecisionRecord, Mailbox, MailboxFolder, Message, Receipt
+from app.models import (
+    Base,
+    DecisionRecord,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    MessageOwner,
+    Receipt,
+)
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
@@ -350,3 +358,78 @@ def test_kill_9_mid_sync_of_5000_messages_then_restart_loses_and_repeats_nothing
 def _last_uid(runtime: Runtime) -> int:
     with runtime.sessions() as session:
         return session.scalar(sa.select(MailboxFolder.last_uid)) or 0
+
+
+def test_journal_mailbox_files_mail_for_each_employee_taking_part(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    add_employee(runtime.sessions, "dave@example.com")
+    to_dave = compose(
+        sender="Bob <bob@customer.example>",
+        to="dave@example.com, alice@example.com",
+        message_id="<to-both@customer.example>",
+    ).as_bytes()
+    from_alice = business(1)
+    stranger = compose(
+        sender="Eve <eve@other.example>", to="nobody@customer.example", message_id="<x@o.example>"
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [to_dave, from_alice, stranger])
+    with transaction(runtime.sessions) as session:
+        mailbox_id = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=None,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=imap_user,
+            password=PASSWORD,
+            folders=["INBOX"],
+            tls="none",
+        ).id
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 3
+    assert done.stats.outcomes == {"capture": 3, "reject": 1}  # both owners of the first
+    with runtime.sessions() as session:
+        owners = session.execute(
+            sa.select(Message.message_id, sa.func.count(MessageOwner.employee_id))
+            .join(MessageOwner, MessageOwner.message_id == Message.id)
+            .group_by(Message.message_id)
+        ).all()
+        directions = {
+            mid: d for mid, d in session.execute(sa.select(Message.message_id, Message.direction))
+        }
+    assert {mid: n for mid, n in owners} == {
+        "<to-both@customer.example>": 2,
+        "<quote-1@example.com>": 1,
+    }
+    assert directions["<quote-1@example.com>"] == "outbound"
+
+
+def test_a_dropped_message_leaves_no_content_in_the_database(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    canary = compose(
+        sender="Canary Sender <canary-sender@canary-shop.example>",
+        to=ALICE,
+        subject="CANARY-SUBJECT-7731",
+        message_id="<canary-7731@canary-shop.example>",
+        headers={"List-Id": "<canary.list.example>"},
+        body="CANARY-BODY-7731\n",
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [canary])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.outcomes == {"drop": 1}
+    stored = []
+    with runtime.db.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            stored += [repr(tuple(row)) for row in conn.execute(sa.select(table))]
+    dump = "\n".join(stored).lower()
+    for needle in ("canary-subject", "canary-body", "canary-sender", "canary-shop", "canary-7731"):
+        assert needle not in dump
