@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.routes import contacts, decisions, explain, messages, policy
+from app.routes import contacts, decisions, explain, mailboxes, messages, policy
 from app.runtime import Runtime
 from app.web import pages
 
@@ -33,6 +33,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         policy.router,
         decisions.router,
         explain.router,
+        mailboxes.router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)

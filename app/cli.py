@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import typer
 
 from app import ledger
+from app.cli_mail import import_cli, mailboxes_cli
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import Employee, EmployeeAlias
 from app.policy_versions import simulate
@@ -40,6 +41,8 @@ cli.add_typer(employees_cli, name="employees")
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(ledger_cli, name="ledger")
+cli.add_typer(mailboxes_cli, name="mailboxes")
+cli.add_typer(import_cli, name="import")
 
 DEMO_EMPLOYEE = "alice@example.com"
 

@@ -226,3 +226,47 @@ class AppPassword(Base):
     label: Mapped[str] = mapped_column(sa.String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Mailbox(Base):
+    """An IMAP mailbox Mailroom reads (an employee's, or a journal of all company mail).
+
+    The password is sealed with a key derived from the secret key (app/sealing.py); it is
+    never logged and never in an API response."""
+
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+    host: Mapped[str] = mapped_column(sa.String(253))
+    port: Mapped[int] = mapped_column()
+    username: Mapped[str] = mapped_column(sa.String(320))
+    password_sealed: Mapped[str] = mapped_column(sa.Text)
+    folders: Mapped[list[Any]] = mapped_column()
+    sent_folders: Mapped[list[Any]] = mapped_column(default=list)
+    tls: Mapped[str] = mapped_column(sa.String(16))  # "tls", "starttls" or "none"
+    journal: Mapped[bool] = mapped_column(default=False)
+    since: Mapped[datetime | None] = mapped_column()  # the backfill horizon
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sync_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column()
+    pending: Mapped[int] = mapped_column(default=0)  # messages on the server not yet synced
+    synced: Mapped[int] = mapped_column(default=0)
+    bodies_fetched: Mapped[int] = mapped_column(default=0)
+    bodies_skipped: Mapped[int] = mapped_column(default=0)  # decided on headers alone
+
+
+class MailboxFolder(Base):
+    """Where the sync of one folder stands; committed with the outcomes it covers."""
+
+    __tablename__ = "mailbox_folders"
+    __table_args__ = (sa.UniqueConstraint("mailbox_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(sa.ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(500))
+    uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -14,6 +14,7 @@ from functools import partial
 import uvicorn
 
 from app.api import create_app
+from app.mailboxes import mailbox_runner
 from app.retention import purge_forever
 from app.runtime import Runtime
 from app.settings import Settings
@@ -111,6 +112,7 @@ class Service:
         if self.api_task.done():
             self.api_task.result()
         self.jobs.append(asyncio.create_task(purge_forever(self.runtime.sessions)))
+        self.jobs.append(asyncio.create_task(mailbox_runner(self.runtime).run()))
         log.info(
             "listening: smtp %s:%s, api %s:%s",
             settings.smtp_host,

@@ -118,30 +118,68 @@ def normalize_address(raw: str) -> str | None:
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse raw bytes; defects are recorded on the result, never raised."""
-    defects: list[str] = []
     msg = _PARSER.parsebytes(raw)
-    defects.extend(type(d).__name__ for d in msg.defects[:20])
-    headers = _headers(msg, defects)
     content = message_content(msg)
-    return ParsedMessage(
+    return _parsed(
+        msg,
         digest=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
+        text=content.text,
+        content_types=tuple(part.get_content_type() for part in _walk(msg)),
+        attachments=content.attachments,
+        defects=content.defects,
+        raw=raw,
+    )
+
+
+def parse_headers(header: bytes, *, size: int) -> ParsedMessage:
+    """A message known by its header section alone (a mailbox's `BODY.PEEK[HEADER]`) and
+    the size its server reports: no text, no parts; its digest is the header section's."""
+    msg = _PARSER.parsebytes(header, headersonly=True)
+    return _parsed(
+        msg,
+        digest=hashlib.sha256(header).hexdigest(),
+        size=size,
+        text="",
+        content_types=(msg.get_content_type(),),
+        attachments=(),
+        defects=(),
+        raw=header,
+    )
+
+
+def _parsed(
+    msg: Message,
+    *,
+    digest: str,
+    size: int,
+    text: str,
+    content_types: tuple[str, ...],
+    attachments: tuple[Attachment, ...],
+    defects: tuple[str, ...],
+    raw: bytes,
+) -> ParsedMessage:
+    found = [type(d).__name__ for d in msg.defects[:20]]
+    headers = _headers(msg, found)
+    return ParsedMessage(
+        digest=digest,
+        size=size,
         message_id=_message_id(_first(headers, "message-id")),
         subject=(_first(headers, "subject") or "")[:998],
         date=_date(_first(headers, "date")),
-        from_=_addresses(msg, "from", defects),
-        to=_addresses(msg, "to", defects),
-        cc=_addresses(msg, "cc", defects),
-        reply_to=_addresses(msg, "reply-to", defects),
+        from_=_addresses(msg, "from", found),
+        to=_addresses(msg, "to", found),
+        cc=_addresses(msg, "cc", found),
+        reply_to=_addresses(msg, "reply-to", found),
         in_reply_to=_message_id(_first(headers, "in-reply-to")),
         references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
             :100
         ],
         headers=headers,
-        text=content.text,
-        content_types=tuple(part.get_content_type() for part in _walk(msg)),
-        attachments=content.attachments,
-        defects=tuple(dict.fromkeys([*defects, *content.defects])),
+        text=text,
+        content_types=content_types,
+        attachments=attachments,
+        defects=tuple(dict.fromkeys([*found, *defects])),
         raw=raw,
     )
 

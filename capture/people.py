@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -181,10 +182,8 @@ def _valid(address: str) -> str | None:
 
 def _company_name(registrable: str) -> str:
     label = registrable.split(".", 1)[0]
-    try:
+    with contextlib.suppress(UnicodeError):
         label = label.encode("ascii").decode("idna") if label.startswith("xn--") else label
-    except UnicodeError:
-        pass
     words = [w for w in re.split(r"[-_]+", label) if w]
     return " ".join(w.upper() if len(w) <= 3 and w.isascii() else w.capitalize() for w in words)
 

@@ -28,6 +28,7 @@ from app.prepared import Prepared, PreparedIn
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
+from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
 from policies.observe import (
     Consent,
@@ -95,6 +96,10 @@ class Envelope:
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
 
 
+class BodyNeededError(Exception):
+    """A header-only decision the body could still change: fetch the body and ask again."""
+
+
 @dataclass(frozen=True)
 class Result:
     outcome: Outcome
@@ -159,10 +164,14 @@ class Pipeline:
         message: ParsedMessage,
         envelope: Envelope,
         channel: Channel,
+        *,
+        headers_only: bool = False,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
-        Prepared statements on the transaction's connection: this is the SMTP hot path."""
+        Prepared statements on the transaction's connection: this is the SMTP hot path. With
+        `headers_only` (a mailbox's message parsed from its header section), a decision the
+        body could change raises BodyNeededError before anything is written."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
         outer = message  # as the employee sent it: From is theirs, also for a forward
@@ -181,7 +190,11 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
-        decision, _ = engine.decide(message, context)
+        decision, observations = engine.decide(message, context)
+        if headers_only:
+            if not settled_on_headers(engine, decision, observations, message, self.secret):
+                raise BodyNeededError
+            decision = replace(decision, facts=decision.facts | {"body_read": False})
         now = context.now
         record = ledger.append(
             conn,

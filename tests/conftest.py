@@ -29,6 +29,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CORPORA = ROOT.parent / "shared" / "corpora"
 CAPTURE = "capture@mailroom.example.com"
 TEST_SECRET = "test-secret-key-not-for-production"
+pytest_plugins = ["tests.imap_fixtures"]
 
 
 def server_url() -> str | None:
