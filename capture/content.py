@@ -139,12 +139,8 @@ def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachmen
         if part is body:
             continue
         filename = _filename(part)
-        disposition = part.get_content_disposition()
-        attached = disposition == "attachment" or filename or part.get_content_maintype() not in (
-            "text",
-            "multipart",
-        )
-        if attached:
+        attached = part.get_content_disposition() == "attachment" or filename
+        if attached or part.get_content_maintype() not in ("text", "multipart"):
             found.append(Attachment(clean(filename), part.get_content_type(), _size(part)))
     return tuple(found)
 
@@ -161,7 +157,11 @@ def _leaves(msg: Message) -> Iterator[Message]:
             if depth < MAX_DEPTH:
                 children = part.get_payload()
                 if isinstance(children, list):
-                    stack.extend((child, depth + 1) for child in reversed(children))
+                    stack.extend(
+                        (child, depth + 1)
+                        for child in reversed(children)
+                        if isinstance(child, Message)
+                    )
             continue
         yield part
 

@@ -181,10 +181,11 @@ def _valid(address: str) -> str | None:
 
 def _company_name(registrable: str) -> str:
     label = registrable.split(".", 1)[0]
-    try:
-        label = label.encode("ascii").decode("idna") if label.startswith("xn--") else label
-    except UnicodeError:
-        pass
+    if label.startswith("xn--"):
+        try:
+            label = label.encode("ascii").decode("idna")
+        except UnicodeError:
+            label = label[4:]
     words = [w for w in re.split(r"[-_]+", label) if w]
     return " ".join(w.upper() if len(w) <= 3 and w.isascii() else w.capitalize() for w in words)
 
