@@ -25,7 +25,7 @@ _BLOCK_END = re.compile(
     re.IGNORECASE,
 )
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
-_SPACES = re.compile(r"[ \t\f\v\u00a0\u200b]+")
+_SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -119,7 +119,8 @@ def _known_charset(name: str | None, defects: list[str]) -> str | None:
 
 def html_to_text(html: str) -> str:
     """HTML as lines of text: blocks and <br> end lines, scripts and styles are dropped."""
-    marked = _CELL_END.sub("\t", _BLOCK_END.sub("\\g<0>\n", html.replace("\n", " ")))
+    flat = html.replace("\n", " ").replace("\t", " ")
+    marked = _CELL_END.sub("\\g<0>\t", _BLOCK_END.sub("\\g<0>\n", flat))
     try:
         tree = LexborHTMLParser(marked)
         for node in tree.css("script, style, head, title"):
@@ -128,7 +129,7 @@ def html_to_text(html: str) -> str:
         text = root.text(deep=True, separator="", strip=False) if root is not None else ""
     except Exception:  # the parser refuses some inputs outright; the tags still go
         return ""
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    lines = (_SPACES.sub(" ", line).strip(" \t") for line in text.split("\n"))
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 

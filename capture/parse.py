@@ -182,6 +182,12 @@ def parse_message(raw: bytes) -> ParsedMessage:
     )
 
 
+def parse_mime(raw: bytes) -> EmailMessage:
+    """The MIME tree that parse_message reads, bounded the same way: for extraction
+    (capture.content) from the same bytes."""
+    return _parse(raw, [])
+
+
 def _parse(raw: bytes, defects: list[str]) -> EmailMessage:
     """The MIME tree; for a message nested or split beyond reason, its headers alone."""
     if not _beyond(_BOUNDARY_PARAM, raw, MAX_MULTIPARTS) and not (
@@ -257,7 +263,7 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ..
         else []
     )
     for value in values[:10]:
-        for piece in _address_pieces(str(value), name, defects):
+        for piece in _address_pieces(_utf8(str(value)), name, defects):
             for mailbox in _mailboxes(piece, name, defects):
                 normalized = normalize_address(f"{mailbox.username}@{mailbox.domain}")
                 if normalized is None:
@@ -268,6 +274,14 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ..
                 if len(result) >= MAX_ADDRESSES_PER_HEADER:
                     return tuple(result.values())
     return tuple(result.values())
+
+
+def _utf8(value: str) -> str:
+    """A header written in raw UTF-8 (RFC 6532) reaches us with its bytes escaped."""
+    try:
+        return value.encode("ascii", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        return value
 
 
 def _address_pieces(value: str, name: str, defects: list[str]) -> list[str]:
