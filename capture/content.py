@@ -24,7 +24,7 @@ _BLOCK_END = re.compile(
     re.IGNORECASE,
 )
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
-_SPACES = re.compile(r"[ \t\f\v\u00a0\u200b]+")
+_SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
 
@@ -136,7 +136,8 @@ def _known_charset(name: str | None, defects: list[str]) -> str | None:
 
 def html_to_text(html: str) -> str:
     """HTML as lines of text: blocks and <br> end lines, scripts and styles are dropped."""
-    marked = _CELL_END.sub("\t", _BLOCK_END.sub("\\g<0>\n", html.replace("\n", " ")))
+    flat = html.replace("\n", " ").replace("\t", " ")
+    marked = _CELL_END.sub("\\g<0>\t", _BLOCK_END.sub("\\g<0>\n", flat))
     try:
         tree = LexborHTMLParser(marked)
         for node in tree.css("script, style, head, title"):
@@ -145,7 +146,7 @@ def html_to_text(html: str) -> str:
         text = root.text(deep=True, separator="", strip=False) if root is not None else ""
     except Exception:  # the parser refuses some inputs outright; the tags still go
         return ""
-    lines = (_SPACES.sub(" ", line).strip() for line in text.split("\n"))
+    lines = (_SPACES.sub(" ", line).strip(" \t") for line in text.split("\n"))
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 
@@ -156,17 +157,8 @@ def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachmen
         if part is body:
             continue
         filename = _filename(part)
-        disposition = part.get_content_disposition()
-        attached = (
-            disposition == "attachment"
-            or filename
-            or part.get_content_maintype()
-            not in (
-                "text",
-                "multipart",
-            )
-        )
-        if attached:
+        attached = part.get_content_disposition() == "attachment" or filename
+        if attached or part.get_content_maintype() not in ("text", "multipart"):
             found.append(Attachment(clean(filename), part.get_content_type(), _size(part)))
     return tuple(found)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -182,8 +181,11 @@ def _valid(address: str) -> str | None:
 
 def _company_name(registrable: str) -> str:
     label = registrable.split(".", 1)[0]
-    with contextlib.suppress(UnicodeError):
-        label = label.encode("ascii").decode("idna") if label.startswith("xn--") else label
+    if label.startswith("xn--"):
+        try:
+            label = label.encode("ascii").decode("idna")
+        except UnicodeError:
+            label = label[4:]
     words = [w for w in re.split(r"[-_]+", label) if w]
     return " ".join(w.upper() if len(w) <= 3 and w.isascii() else w.capitalize() for w in words)
 

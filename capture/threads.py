@@ -17,8 +17,7 @@ _PREFIX = re.compile(
 )
 _LIST_TAG = re.compile(r"^\s*\[[^\[\]]{1,60}\]")
 _TRAILER = re.compile(r"\s*\((?:fwd|fw|forw|forward)\)\s*$", re.IGNORECASE)
-_OTHER_PREFIXES = {"réf", "ref", "rif", "antwort", "wtr"}
-_PREFIXES = labels.FORWARD_PREFIXES | labels.REPLY_PREFIXES | _OTHER_PREFIXES
+_PREFIXES = labels.FORWARD_PREFIXES | labels.REPLY_PREFIXES | {"réf", "ref", "rif", "antwort"}
 
 
 class ThreadBasis(StrEnum):
