@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.routes import contacts, decisions, explain, mailboxes, messages, policy
+from app.routes import contacts, decisions, explain, mailboxes, messages, people, policy
 from app.runtime import Runtime
 from app.web import pages
 
@@ -29,6 +29,7 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.read_sessions = runtime.read_sessions
     for router in (
         messages.router,
+        people.router,  # before contacts: /contacts/duplicates is not a contact id
         contacts.router,
         policy.router,
         decisions.router,

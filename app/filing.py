@@ -11,7 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.freshness import note_job_move, read_signature
 from app.models import (
+    Attachment,
     Company,
     Contact,
     Message,
@@ -20,7 +22,9 @@ from app.models import (
     Relationship,
 )
 from app.prepared import Prepared
-from capture.parse import Address, ParsedMessage
+from app.threads import file_thread
+from capture.parse import ParsedMessage
+from capture.people import Person, person
 from policies.model import Channel, Decision, Outcome
 from policies.observe import is_internal
 
@@ -37,6 +41,7 @@ class Filing:
     org_domains: frozenset[str]
     now: datetime
     hold_days: int
+    secret: bytes = b""  # keys thread digests, so that a subject cannot be guessed from one
 
 
 def dedupe_key(message: ParsedMessage) -> str:
@@ -57,9 +62,15 @@ def file_message(
     key = dedupe_key(message)
     existing = _MESSAGE_BY_KEY.scalar(conn, {"key": key})
     if existing is None:
-        existing = _insert_message(conn, message, decision, key=key, decision_id=decision_id, at=at)
+        thread = file_thread(conn, message, at.secret, at.now)
+        existing = _insert_message(
+            conn, message, decision, key=key, decision_id=decision_id, thread=thread, at=at
+        )
         contacts = _file_participants(conn, message, existing, decision.outcome, at)
         _touch_relationships(conn, message, contacts, at)
+        if decision.outcome is Outcome.CAPTURE:
+            _record_attachments(conn, message, existing)
+            read_signature(conn, message, contacts, message_row=existing, now=at.now)
     _statements(conn.dialect.name).add_owner.run(
         conn,
         {
@@ -79,6 +90,7 @@ def _insert_message(
     *,
     key: str,
     decision_id: int,
+    thread: int,
     at: Filing,
 ) -> int:
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
@@ -102,6 +114,7 @@ def _insert_message(
         "held_until": at.now + timedelta(days=at.hold_days) if held else None,
         "decision_id": decision_id,
         "created_at": at.now,
+        "thread_id": thread,
     }
     return int(_INSERT_MESSAGE.scalar(conn, values))
 
@@ -117,9 +130,11 @@ def _file_participants(
         ROLES, (message.from_, message.to, message.cc, message.reply_to), strict=True
     ):
         for addr in addresses:
-            external = not is_internal(addr.address, at.org_domains)
-            if external and make_contacts and addr.address not in contacts:
-                contacts[addr.address] = _contact_id(conn, addr, at.now)
+            own = addr.address in at.employee_addresses or is_internal(addr.address, at.org_domains)
+            if make_contacts and not own and addr.address not in contacts:
+                found = person(addr)
+                if found is not None and not found.is_role:  # role mailboxes stay addresses
+                    contacts[addr.address] = _contact_id(conn, found, at.now)
             rows.append(
                 {
                     "message_id": message_row,
@@ -136,17 +151,45 @@ def _file_participants(
     return contacts
 
 
-def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int:
-    company = {"domain": addr.domain, "name": addr.domain, "created_at": now}
-    company_id = _get_or_create(conn, company, "domain")
+def _contact_id(conn: sa.Connection, found: Person, now: datetime) -> int:
+    """The contact for this address (the one it was merged into, if it was), made if new:
+    with its company unless the domain is free mail."""
+    existing = _CONTACT.first(conn, {"address": found.address})
+    if existing is not None:
+        contact_id, merged_into = existing
+        return int(merged_into or contact_id)
+    company_id = None
+    if found.company is not None:
+        company = {"domain": found.company.domain, "name": found.company.name, "created_at": now}
+        company_id = _get_or_create(conn, company, "domain")
     values = {
-        "address": addr.address,
-        "name": addr.name,
+        "address": found.address,
+        "name": found.name,
+        "first_name": found.first[:100],
+        "last_name": found.last[:100],
         "company_id": company_id,
         "created_at": now,
         "updated_at": now,
     }
-    return _get_or_create(conn, values, "address")
+    contact_id = _get_or_create(conn, values, "address")
+    note_job_move(conn, contact_id, found, company_id, now)
+    return contact_id
+
+
+def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row: int) -> None:
+    """Name, type and size of each attachment of a captured message; never the content."""
+    _INSERT_ATTACHMENT.run_many(
+        conn,
+        [
+            {
+                "message_id": message_row,
+                "filename": a.filename[:255],
+                "content_type": a.content_type[:127],
+                "size": a.size,
+            }
+            for a in message.attachments[:100]
+        ],
+    )
 
 
 def _touch_relationships(
@@ -202,7 +245,15 @@ def _statements(dialect: str) -> _Statements:
         ),
         insert_contact=Prepared(
             insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
-            keys=("address", "name", "company_id", "created_at", "updated_at"),
+            keys=(
+                "address",
+                "name",
+                "first_name",
+                "last_name",
+                "company_id",
+                "created_at",
+                "updated_at",
+            ),
         ),
         add_owner=Prepared(
             insert(MessageOwner).on_conflict_do_nothing(
@@ -212,13 +263,13 @@ def _statements(dialect: str) -> _Statements:
         ),
         bump_relationship=Prepared(
             bump.on_conflict_do_update(
-            index_elements=["employee_id", "contact_id"],
-            set_={
-                "sent_count": table.sent_count + bump.excluded.sent_count,
-                "received_count": table.received_count + bump.excluded.received_count,
-                "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
-                "last_seen": latest(table.last_seen, bump.excluded.last_seen),
-            },
+                index_elements=["employee_id", "contact_id"],
+                set_={
+                    "sent_count": table.sent_count + bump.excluded.sent_count,
+                    "received_count": table.received_count + bump.excluded.received_count,
+                    "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
+                    "last_seen": latest(table.last_seen, bump.excluded.last_seen),
+                },
             ),
             keys=(
                 "employee_id",
@@ -246,11 +297,18 @@ _MESSAGE_COLUMNS = (
     "held_until",
     "decision_id",
     "created_at",
+    "thread_id",
 )
 _INSERT_MESSAGE = Prepared(sa.insert(Message).returning(Message.id), keys=_MESSAGE_COLUMNS)
 _INSERT_PARTICIPANT = Prepared(
     sa.insert(Participant),
     keys=("message_id", "role", "address", "name", "contact_id", "employee_id"),
+)
+_INSERT_ATTACHMENT = Prepared(
+    sa.insert(Attachment), keys=("message_id", "filename", "content_type", "size")
+)
+_CONTACT = Prepared(
+    sa.select(Contact.id, Contact.merged_into_id).where(Contact.address == sa.bindparam("address"))
 )
 _MESSAGE_BY_KEY = Prepared(sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key")))
 _FIND = {

@@ -76,6 +76,16 @@ class Contact(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    first_name: Mapped[str] = mapped_column(sa.String(100), default="")
+    last_name: Mapped[str] = mapped_column(sa.String(100), default="", index=True)
+    title: Mapped[str] = mapped_column(sa.String(200), default="")
+    phone: Mapped[str] = mapped_column(sa.String(50), default="")
+    organization: Mapped[str] = mapped_column(sa.String(200), default="")  # as signed
+    signature_at: Mapped[datetime | None] = mapped_column()  # date of the signature read last
+    undeliverable_since: Mapped[datetime | None] = mapped_column()  # a bounce said so
+    merged_into_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="SET NULL")
+    )
 
 
 class Message(Base):
@@ -94,6 +104,9 @@ class Message(Base):
     held_until: Mapped[datetime | None] = mapped_column()
     decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    thread_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("threads.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Participant(Base):
@@ -270,3 +283,44 @@ class MailboxFolder(Base):
     uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
     last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Thread(Base):
+    """A conversation: messages joined by Message-ID references, else by subject and people."""
+
+    __tablename__ = "threads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(64), unique=True)  # a digest, never a subject
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_message_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContactChange(Base):
+    """History of a contact: what changed, from what to what, and which message said so."""
+
+    __tablename__ = "contact_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    field: Mapped[str] = mapped_column(sa.String(32))
+    old_value: Mapped[str] = mapped_column(sa.String(320), default="")
+    new_value: Mapped[str] = mapped_column(sa.String(320), default="")
+    message_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    observed_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attachment(Base):
+    """An attachment of a captured message: its name, type and size; never its content."""
+
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(sa.String(255), default="")
+    content_type: Mapped[str] = mapped_column(sa.String(127), default="")
+    size: Mapped[int] = mapped_column(default=0)

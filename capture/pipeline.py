@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.filing import Filing, file_message
+from app.freshness import mark_undeliverable
 from app.models import (
     Contact,
     DecisionRecord,
@@ -25,7 +26,8 @@ from app.models import (
     Suppression,
 )
 from app.prepared import Prepared, PreparedIn
-from capture.forwards import ForwardedAddress, ForwardedMessage, find_forwarded
+from capture.bounces import bounced_recipients
+from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
 from policies.headers import settled_on_headers
@@ -215,8 +217,13 @@ class Pipeline:
                 org_domains=self.org_domains,
                 now=now,
                 hold_days=engine.policy.policy.retention.hold_days,
+                secret=self.secret,
             )
             stored = file_message(conn, message, decision, decision_id=record.id, at=filing)
+        if submitter is not None and decision.facts.get("bounce"):
+            # Whatever becomes of the report itself, the contacts it names are marked.
+            when = message.date or now
+            mark_undeliverable(conn, bounced_recipients(message), when=when, now=now)
         _INSERT_RECEIPT.run(
             conn, {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now}
         )
@@ -329,8 +336,10 @@ def as_submitted(
     forwarded = find_forwarded(message.text, subject=message.subject)
     if forwarded is not None:
         return _original(message, forwarded), Channel.FORWARD
-    attached = "message/rfc822" in message.content_types
-    return message, Channel.FORWARD if attached or channel is Channel.FORWARD else Channel.BCC
+    attached = find_attached(message.raw) if "message/rfc822" in message.content_types else None
+    if attached is not None and attached.sender is not None:
+        return _attached(message, attached, envelope), Channel.FORWARD
+    return message, Channel.FORWARD if channel is Channel.FORWARD else Channel.BCC
 
 
 def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMessage:
@@ -345,6 +354,20 @@ def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMess
         reply_to=(),
         subject=forwarded.subject or message.subject,
         text=forwarded.body or message.text,
+    )
+
+
+def _attached(message: ParsedMessage, attached: ParsedMessage, envelope: Envelope) -> ParsedMessage:
+    """A forward "as attachment" stands for the attached message, as an inline one does."""
+    attached = without_capture_addresses(attached, envelope)
+    return replace(
+        message,
+        from_=attached.from_,
+        to=attached.to,
+        cc=attached.cc,
+        reply_to=attached.reply_to,
+        subject=attached.subject or message.subject,
+        text=attached.text or message.text,
     )
 
 
