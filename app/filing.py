@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -23,8 +23,8 @@ from app.models import (
 )
 from app.prepared import Prepared
 from app.threads import file_thread
-from capture.parse import ParsedMessage
-from capture.people import Person, person
+from capture.parse import Address, ParsedMessage
+from capture.people import person
 from policies.model import Channel, Decision, Outcome
 from policies.observe import is_internal
 
@@ -132,9 +132,9 @@ def _file_participants(
         for addr in addresses:
             own = addr.address in at.employee_addresses or is_internal(addr.address, at.org_domains)
             if make_contacts and not own and addr.address not in contacts:
-                found = person(addr)
-                if found is not None and not found.is_role:  # role mailboxes stay addresses
-                    contacts[addr.address] = _contact_id(conn, found, at.now)
+                contact = _contact_id(conn, addr, at.now)
+                if contact is not None:
+                    contacts[addr.address] = contact
             rows.append(
                 {
                     "message_id": message_row,
@@ -151,13 +151,19 @@ def _file_participants(
     return contacts
 
 
-def _contact_id(conn: sa.Connection, found: Person, now: datetime) -> int:
+def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None:
     """The contact for this address (the one it was merged into, if it was), made if new:
-    with its company unless the domain is free mail."""
-    existing = _CONTACT.first(conn, {"address": found.address})
+    with its company unless the domain is free mail. None for a role mailbox or an address
+    that is no person's."""
+    existing = _CONTACT.first(conn, {"address": addr.address})
     if existing is not None:
         contact_id, merged_into = existing
         return int(merged_into or contact_id)
+    found = person(addr)  # names, validity and company, read only for someone new
+    if found is None or found.is_role:
+        return None
+    if found.address != addr.address:
+        return _contact_id(conn, replace(addr, address=found.address), now)
     company_id = None
     if found.company is not None:
         company = {"domain": found.company.domain, "name": found.company.name, "created_at": now}

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import PolicyVersion
 from app.settings import Settings
+from capture.people import registrable_domain
 from capture.pipeline import Pipeline
 from policies.engine import Engine
 from policies.loader import load_policy
@@ -40,6 +41,7 @@ def build_runtime(settings: Settings) -> Runtime:
     with transaction(sessions) as session:
         publish_policy(session, policy)
     readers = session_factory(db, writer=False)
+    registrable_domain("example.com")  # loads the Public Suffix List now, not on first mail
     pipeline = Pipeline(
         sessions,
         policy,
