@@ -29,7 +29,7 @@ from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
 from capture.imap import FolderSync, connect
-from tests.conftest import TEST_SECRET, add_employee, issue_token, run_service
+from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import compose
 
@@ -433,3 +433,34 @@ def test_a_dropped_message_leaves_no_content_in_the_database(
     dump = "\n".join(stored).lower()
     for needle in ("canary-subject", "canary-body", "canary-sender", "canary-shop", "canary-7731"):
         assert needle not in dump
+
+
+def test_api_adds_a_mailbox_and_never_shows_its_password(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, ALICE)
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    body = {
+        "employee": ALICE,
+        "host": "127.0.0.1",
+        "port": 1,  # nothing listens: the sync records an error, the API still answers
+        "username": "alice",
+        "password": "hunter2-api-secret",
+        "folders": ["INBOX", "Sent"],
+        "tls": "none",
+    }
+    with running.client(employee) as client:
+        assert client.post("/api/v1/mailboxes", json=body).status_code == 403
+    with running.client(admin) as client:
+        created = client.post("/api/v1/mailboxes", json=body)
+        journal_and_employee = client.post("/api/v1/mailboxes", json=body | {"journal": True})
+        listed = client.get("/api/v1/mailboxes")
+
+    assert created.status_code == 201, created.text
+    assert created.json()["employee"] == ALICE and created.json()["folders"] == ["INBOX", "Sent"]
+    assert journal_and_employee.status_code == 422
+    assert [m["id"] for m in listed.json()["items"]] == [created.json()["id"]]
+    for response in (created, listed):
+        assert "hunter2" not in response.text and "password" not in response.text
+    with running.runtime.sessions() as session:
+        sealed = session.scalar(sa.select(Mailbox.password_sealed))
+    assert sealed and "hunter2" not in sealed
