@@ -2,9 +2,28 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from app.schemas import Out
+
+
+class MailboxIn(BaseModel):
+    """A mailbox to add; `employee` null (with `journal` true) for a journal mailbox."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    employee: str | None = None
+    journal: bool = False
+    host: str = Field(min_length=1, max_length=253)
+    port: int = Field(default=993, ge=1, le=65535)
+    username: str = Field(min_length=1, max_length=320)
+    password: SecretStr
+    folders: list[str] = Field(default=["INBOX", "Sent"], min_length=1, max_length=50)
+    tls: Literal["tls", "starttls", "none"] = "tls"
+    since: date | None = None
 
 
 class FolderOut(Out):

@@ -176,7 +176,7 @@ class MailboxRunner:
             raise
 
     def _enabled(self) -> list[int]:
-        with self.sessions() as session:
+        with self.pipeline.readers() as session:
             return list(session.scalars(sa.select(Mailbox.id).where(Mailbox.enabled)))
 
     async def _mailbox(self, mailbox_id: int) -> None:
@@ -187,6 +187,8 @@ class MailboxRunner:
                 try:
                     await loop.run_in_executor(thread, self._follow, mailbox_id)
                     backoff = 1.0
+                except LookupError:
+                    return  # the mailbox was removed
                 except Exception as error:
                     log.warning("mailbox %d: %s", mailbox_id, type(error).__name__)
                     await loop.run_in_executor(
@@ -196,7 +198,7 @@ class MailboxRunner:
                     backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _follow(self, mailbox_id: int) -> None:
-        with self.sessions() as session:
+        with self.pipeline.readers() as session:
             config = load_config(session, self.secret, mailbox_id)
         follow(self.pipeline, config, max_bytes=self.max_bytes, stop=self.stop)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -28,8 +29,8 @@ from app.models import (
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
-from capture.imap import FolderSync, connect
-from tests.conftest import TEST_SECRET, add_employee, issue_token, run_service
+from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
+from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import compose
 
@@ -433,3 +434,78 @@ def test_a_dropped_message_leaves_no_content_in_the_database(
     dump = "\n".join(stored).lower()
     for needle in ("canary-subject", "canary-body", "canary-sender", "canary-shop", "canary-7731"):
         assert needle not in dump
+
+
+def test_api_adds_a_mailbox_and_never_shows_its_password(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, ALICE)
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    body = {
+        "employee": ALICE,
+        "host": "127.0.0.1",
+        "port": 1,  # nothing listens: the sync records an error, the API still answers
+        "username": "alice",
+        "password": "hunter2-api-secret",
+        "folders": ["INBOX", "Sent"],
+        "tls": "none",
+    }
+    with running.client(employee) as client:
+        assert client.post("/api/v1/mailboxes", json=body).status_code == 403
+    with running.client(admin) as client:
+        created = client.post("/api/v1/mailboxes", json=body)
+        journal_and_employee = client.post("/api/v1/mailboxes", json=body | {"journal": True})
+        listed = client.get("/api/v1/mailboxes")
+
+    assert created.status_code == 201, created.text
+    assert created.json()["employee"] == ALICE and created.json()["folders"] == ["INBOX", "Sent"]
+    assert journal_and_employee.status_code == 422
+    assert [m["id"] for m in listed.json()["items"]] == [created.json()["id"]]
+    for response in (created, listed):
+        assert "hunter2" not in response.text and "password" not in response.text
+    with running.runtime.sessions() as session:
+        sealed = session.scalar(sa.select(Mailbox.password_sealed))
+    assert sealed and "hunter2" not in sealed
+
+
+def test_a_server_announcing_a_huge_literal_is_refused_before_reading_it() -> None:
+    """A hostile server (the only fake here: it stands for a machine we do not control)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile ready\r\n")
+            for line in lines:
+                tag, command = line.split(b" ", 2)[:2]
+                if command.upper() == b"LOGIN":
+                    conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1] logged in\r\n")
+                elif command.upper() == b"SELECT" or command.upper() == b"EXAMINE":
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif command.upper() == b"UID":
+                    conn.sendall(b"* 1 FETCH (UID 1 BODY[HEADER] {999999999999}\r\nxx")
+                    return
+                else:
+                    conn.sendall(tag + b" OK done\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    config = MailboxConfig(
+        id=1,
+        host="127.0.0.1",
+        port=port,
+        username="u",
+        password="p",
+        folders=("INBOX",),
+        tls="none",
+    )
+    client = connect(config, max_bytes=1 << 20, timeout=10)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        with pytest.raises(MailboxError, match="999999999999-byte literal"):
+            client.fetch([1], ["BODY.PEEK[HEADER]"])
+    finally:
+        close(client)
+        server.close()
+        thread.join(timeout=10)

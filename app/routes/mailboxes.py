@@ -1,4 +1,4 @@
-"""Serve: /api/v1/mailboxes, how each synced mailbox is doing; for admins, never a secret."""
+"""Serve: /api/v1/mailboxes: add mailboxes, see how each sync is doing; admins; no secrets."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, HTTPException, Request, status
+from sqlalchemy.orm import Session
 
-from app.mailbox_schemas import FolderOut, MailboxList, MailboxOut
+from app.mailbox_schemas import FolderOut, MailboxIn, MailboxList, MailboxOut
+from app.mailboxes import add_mailbox
 from app.models import Employee, Mailbox, MailboxFolder
 from app.routes.deps import SessionDep, allow
 from app.security import Principal, Role
@@ -20,16 +22,48 @@ Admin = Annotated[Principal, Depends(allow(Role.ADMIN))]
 @router.get("", response_model=MailboxList)
 def list_mailboxes(session: SessionDep, _admin: Admin) -> MailboxList:
     """Every mailbox: last sync, lag, backlog, bodies read and skipped, the last error."""
+    return MailboxList(items=_mailboxes(session))
+
+
+@router.post("", response_model=MailboxOut, status_code=status.HTTP_201_CREATED)
+def create_mailbox(
+    request: Request, body: MailboxIn, session: SessionDep, _admin: Admin
+) -> MailboxOut:
+    """Add a mailbox; `mailroom serve` starts syncing it within half a minute. The password is
+    stored encrypted and never shown again."""
+    if body.journal == (body.employee is not None):
+        raise HTTPException(422, "Give an employee, or journal: true for a journal mailbox.")
+    try:
+        mailbox = add_mailbox(
+            session,
+            request.app.state.runtime.pipeline.secret,
+            employee=body.employee.lower() if body.employee else None,
+            host=body.host,
+            port=body.port,
+            username=body.username,
+            password=body.password.get_secret_value(),
+            folders=body.folders,
+            tls=body.tls,
+            since=body.since,
+        )
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from None
+    (created,) = _mailboxes(session, only=mailbox.id)
+    return created
+
+
+def _mailboxes(session: Session, *, only: int | None = None) -> list[MailboxOut]:
     now = datetime.now(UTC)
     folders: dict[int, list[FolderOut]] = {}
     for folder in session.scalars(sa.select(MailboxFolder).order_by(MailboxFolder.id)):
         folders.setdefault(folder.mailbox_id, []).append(FolderOut.model_validate(folder))
-    rows = session.execute(
+    query = (
         sa.select(Mailbox, Employee.email)
         .outerjoin(Employee, Employee.id == Mailbox.employee_id)
         .order_by(Mailbox.id)
     )
-    items = [
+    rows = session.execute(query if only is None else query.where(Mailbox.id == only))
+    return [
         MailboxOut(
             id=m.id,
             employee=email,
@@ -52,4 +86,3 @@ def list_mailboxes(session: SessionDep, _admin: Admin) -> MailboxList:
         )
         for m, email in rows
     ]
-    return MailboxList(items=items)
