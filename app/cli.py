@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -14,11 +13,12 @@ import typer
 
 from app import ledger
 from app.db import make_engine, migrate, session_factory, transaction
+from app.logs import LogFormat, configure
 from app.models import Employee, EmployeeAlias
 from app.policy_versions import simulate
 from app.runtime import build_runtime
 from app.security import Role, create_token
-from app.server import Service
+from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
@@ -62,10 +62,16 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Add the demo employee and print how to try it.")
     ] = False,
+    smtp: Annotated[bool, typer.Option("--smtp", help="Run the SMTP listener.")] = False,
+    api: Annotated[bool, typer.Option("--api", help="Run the REST API and pages.")] = False,
+    imap: Annotated[bool, typer.Option("--imap", help="Run the IMAP sync worker.")] = False,
 ) -> None:
-    """Run the SMTP listener and the API until SIGINT or SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Run this process's roles until SIGINT or SIGTERM: by default the SMTP listener and the
+    API; name roles to run only those (several processes can share one PostgreSQL)."""
     settings = Settings()
+    configure(LogFormat(settings.log_format), level=settings.log_level)
+    chosen = {ProcessRole.SMTP: smtp, ProcessRole.API: api, ProcessRole.IMAP: imap}
+    roles = frozenset(role for role, on in chosen.items() if on) or DEFAULT_ROLES
     try:
         runtime = build_runtime(settings)
     except PolicyError as error:
@@ -74,7 +80,7 @@ def serve(
         raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
     token = _seed_demo(runtime.sessions) if demo else None
 
-    service = Service(runtime)
+    service = Service(runtime, roles=roles)
     asyncio.run(service.run_until_signalled(on_started=lambda: _print_banner(service, token)))
 
 
