@@ -128,6 +128,8 @@ class CaptureHandler:
             )
             return "451 4.3.0 Local error while saving the message, try again later"
         self.metrics.count_message(channel="smtp", outcome=result.outcome.value, rules=result.rules)
+        # Ids, outcome and rule only: never an address, subject or any other message value.
+        log.debug("decision %d: %s %s", result.decision_id, result.outcome.value, result.rules)
         if result.outcome is Outcome.REJECT:
             return "550 5.7.1 Submitter is not an employee of this organization"
         return f"250 2.0.0 Accepted, decision {result.decision_id}"
