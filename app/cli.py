@@ -93,6 +93,11 @@ def _print_banner(service: Service, token: str | None) -> None:
         f"  API   http://{s.api_host}:{service.api_port}/docs",
         f"  What is kept, and why: http://{s.api_host}:{service.api_port}/policy",
     ]
+    if service.roles != DEFAULT_ROLES:  # a role-limited process: say what this one does
+        smtp = [lines[1]] if ProcessRole.SMTP in service.roles else []
+        api = [lines[2]] if ProcessRole.API in service.roles else []
+        http = f"  HTTP  http://{s.api_host}:{service.api_port}/readyz and /metrics"
+        lines = [f"Mailroom is running: {', '.join(sorted(service.roles))}.", *smtp, *api, http]
     if token:
         send = (
             'python3 -c "import smtplib; from email.message import EmailMessage as M; '
