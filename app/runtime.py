@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, migrate, session_factory, transaction
+from app.metrics import Metrics
 from app.models import PolicyVersion
 from app.settings import Settings
 from capture.people import registrable_domain
@@ -24,6 +25,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     pipeline: Pipeline
+    metrics: Metrics = field(default_factory=Metrics)
 
     def close(self) -> None:
         self.db.dispose()

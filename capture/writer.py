@@ -7,6 +7,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -34,9 +35,16 @@ class GroupWriter:
     """One writer thread: takes every message that is ready, files each in its own savepoint
     of one transaction, commits once, then answers each submitter."""
 
-    def __init__(self, pipeline: Pipeline, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch
+        self.on_batch = on_batch  # told each batch's size (the metrics' histogram)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
         self._thread.start()
@@ -47,6 +55,11 @@ class GroupWriter:
         job = _Job(raw, envelope, channel, loop, loop.create_future())
         self._queue.put(job)
         return await job.future
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting for the writer thread (approximate, as any queue size)."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Finish what was submitted, then stop the thread."""
@@ -68,6 +81,7 @@ class GroupWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(job)
+            self.on_batch(len(batch))
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
