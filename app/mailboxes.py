@@ -6,11 +6,13 @@ import asyncio
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.jobs import exclusively
 from app.models import Employee, Mailbox
 from app.runtime import Runtime
 from app.sealing import seal, unseal
@@ -24,6 +26,7 @@ IDLE_SECONDS = 300.0  # re-read every folder at least this often, IDLE or not
 POLL_SECONDS = 60.0  # servers without IDLE
 RELOAD_SECONDS = 30.0  # new or removed mailboxes are noticed this fast
 MAX_BACKOFF = 300.0
+LEASE_RETRY_SECONDS = 10.0  # how soon another process's mailbox is tried again
 
 
 def add_mailbox(
@@ -152,8 +155,15 @@ class MailboxRunner:
     own per mailbox, so that a slow server holds up nothing else."""
 
     def __init__(
-        self, sessions: sessionmaker[Session], pipeline: Pipeline, *, secret: bytes, max_bytes: int
+        self,
+        sessions: sessionmaker[Session],
+        pipeline: Pipeline,
+        *,
+        secret: bytes,
+        max_bytes: int,
+        db: sa.Engine | None = None,
     ) -> None:
+        self.db = db  # where leases are taken; None: this process is the only one
         self.sessions = sessions
         self.pipeline = pipeline
         self.secret = secret
@@ -198,9 +208,17 @@ class MailboxRunner:
                     backoff = min(backoff * 2, MAX_BACKOFF)
 
     def _follow(self, mailbox_id: int) -> None:
-        with self.pipeline.readers() as session:
-            config = load_config(session, self.secret, mailbox_id)
-        follow(self.pipeline, config, max_bytes=self.max_bytes, stop=self.stop)
+        """Sync the mailbox while holding its lease: on PostgreSQL, one process at a time
+        syncs a mailbox; the others look again every LEASE_RETRY_SECONDS, so a dead
+        worker's mailboxes move on that soon after its connection closes."""
+        lease = exclusively(self.db, f"mailbox-{mailbox_id}") if self.db else nullcontext(True)
+        with lease as mine:
+            if not mine:
+                self.stop.wait(LEASE_RETRY_SECONDS)
+                return
+            with self.pipeline.readers() as session:
+                config = load_config(session, self.secret, mailbox_id)
+            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=self.stop)
 
 
 def mailbox_runner(runtime: Runtime) -> MailboxRunner:
@@ -210,4 +228,5 @@ def mailbox_runner(runtime: Runtime) -> MailboxRunner:
         runtime.pipeline,
         secret=settings.secret(),
         max_bytes=settings.max_message_bytes,
+        db=runtime.db,
     )
