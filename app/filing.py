@@ -45,10 +45,13 @@ class Filing:
 
 
 def dedupe_key(message: ParsedMessage) -> str:
-    """Message-ID plus a digest of the text: the same mail from two employees is one message."""
+    """Message-ID with the sender, date and subject: the same mail from two employees, or by
+    BCC and from a mailbox (where only its headers may have been read), is one message; a
+    different message that reuses a Message-ID is not."""
     if message.message_id:
-        text_digest = hashlib.sha256(message.text.encode("utf-8", "replace")).hexdigest()
-        basis = f"mid:{message.message_id}\n{text_digest}"
+        sender = message.sender.address if message.sender else ""
+        date = message.date.isoformat() if message.date else ""
+        basis = f"mid:{message.message_id}\n{sender}\n{date}\n{message.subject}"
     else:
         basis = f"raw:{message.digest}"
     return hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
