@@ -69,8 +69,8 @@ def serve(
     api: Annotated[bool, typer.Option("--api", help="Run the REST API and pages.")] = False,
     imap: Annotated[bool, typer.Option("--imap", help="Run the IMAP sync worker.")] = False,
 ) -> None:
-    """Run this process's roles until SIGINT or SIGTERM: by default the SMTP listener and the
-    API; name roles to run only those (several processes can share one PostgreSQL)."""
+    """Run this process's roles until SIGINT or SIGTERM: by default all of them (SMTP, API,
+    IMAP sync); name roles to run only those (several processes can share one PostgreSQL)."""
     settings = Settings()
     configure(LogFormat(settings.log_format), level=settings.log_level)
     chosen = {ProcessRole.SMTP: smtp, ProcessRole.API: api, ProcessRole.IMAP: imap}
