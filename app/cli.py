@@ -20,6 +20,7 @@ from app.runtime import build_runtime
 from app.security import Role, create_token
 from app.server import Service
 from app.settings import Settings
+from app.web.login_cli import login_link
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
 from capture.submitters import new_app_password
@@ -40,6 +41,7 @@ cli.add_typer(employees_cli, name="employees")
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(ledger_cli, name="ledger")
+cli.command("login-link")(login_link)
 
 DEMO_EMPLOYEE = "alice@example.com"
 
