@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.api import create_app
 from app.db import transaction
-from app.models import ApiToken, Employee, LoginLink, Message, PersonalContact, WebSession
+from app.models import ApiToken, Contact, Employee, LoginLink, Message, PersonalContact, WebSession
 from app.security import Role
 from app.web.auth import create_login_link
 from tests.conftest import Running, add_employee, issue_token
@@ -171,6 +171,22 @@ def test_an_employee_sees_own_and_shared_mail_but_not_a_colleagues_private_captu
         )
         assert refused.status_code == 404  # a colleague's capture is not mine to change
         assert "CAROL-PRIVATE" not in alice.get("/mail").text
+
+
+def test_a_contact_page_shows_who_knows_them_and_only_mail_i_may_see(running: Running) -> None:
+    mail = file_mail(running)
+    with running.runtime.sessions() as session:
+        ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with sign_in(running, mail.alice) as alice:
+        bob = alice.get(f"/contacts/{ids['bob@customer.example']}").text
+        dan = alice.get(f"/contacts/{ids['dan@prospect.example']}").text
+        erin = alice.get(f"/contacts/{ids['erin@partner.example']}").text
+        missing = alice.get("/contacts/999999")
+    assert "Alice Example" in bob and "Quote for 20 licences" in bob
+    assert "Carol Colleague" in dan and "CAROL-PRIVATE" not in dan
+    assert "No mail with them that you may see." in dan
+    assert "Carol&#39;s shared note" in erin
+    assert missing.status_code == 404
 
 
 def test_my_mail_lists_dropped_mail_by_time_and_rule_only(running: Running) -> None:

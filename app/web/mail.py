@@ -57,8 +57,8 @@ def message_page(
 ) -> HTMLResponse:
     """Mine, or a colleague's shared capture; anything else does not exist for me."""
     found = crm.get_message(session, user.principal, message_id)
-    if found is None:
-        raise _not_found()
+    if found is None:  # the same answer whether it is missing or a colleague's private mail
+        return page(request, "not_found.html", user, {"what": "This message"}, status_code=404)
     return page(request, "message.html", user, {"message": found})
 
 
