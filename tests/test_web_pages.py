@@ -189,6 +189,15 @@ def test_a_contact_page_shows_who_knows_them_and_only_mail_i_may_see(running: Ru
     assert missing.status_code == 404
 
 
+def test_pages_forbid_framing_and_show_only_their_own_notes(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    with sign_in(running, alice) as client:
+        page = client.get("/mail", params={"note": "Your account is locked: call 555-0100"})
+        known = client.get("/mail", params={"note": "resumed"})
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "555-0100" not in page.text and "Capture resumed." in known.text
+
+
 def test_my_mail_lists_dropped_mail_by_time_and_rule_only(running: Running) -> None:
     mail = file_mail(running)
     with sign_in(running, mail.alice) as alice:

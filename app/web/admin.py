@@ -55,12 +55,12 @@ def add_employee(
 ) -> RedirectResponse:
     address = normalize_address(email.strip())
     if address is None:
-        return RedirectResponse("/admin?note=Not+an+email+address.", status_code=303)
+        return RedirectResponse("/admin?note=employee-invalid", status_code=303)
     address = address.lower()
     if session.scalar(sa.select(Employee.id).where(Employee.email == address)) is not None:
-        return RedirectResponse("/admin?note=Already+an+employee.", status_code=303)
+        return RedirectResponse("/admin?note=employee-exists", status_code=303)
     session.add(Employee(email=address, name=name.strip()))
-    return RedirectResponse("/admin?note=Employee+added.", status_code=303)
+    return RedirectResponse("/admin?note=employee-added", status_code=303)
 
 
 @router.post("/admin/tokens", response_class=HTMLResponse, dependencies=[CsrfChecked])
@@ -99,4 +99,4 @@ def revoke_token(session: PageSession, _user: AdminUser, token_id: int) -> Redir
     )
     if not revoked.rowcount:  # type: ignore[attr-defined]
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such active token.")
-    return RedirectResponse("/admin?note=Token+revoked.", status_code=303)
+    return RedirectResponse("/admin?note=token-revoked", status_code=303)

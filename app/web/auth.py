@@ -87,7 +87,16 @@ def start_session(
     now: datetime,
     api_token_id: int | None = None,
 ) -> str:
-    """A new browser session; returns the cookie value (stored only as a hash)."""
+    """A new browser session; returns the cookie value (stored only as a hash).
+
+    Expired sessions and spent links are swept here: signing in is rare enough to pay for it.
+    """
+    session.execute(sa.delete(WebSession).where(WebSession.expires_at <= now))
+    session.execute(
+        sa.delete(LoginLink).where(
+            sa.or_(LoginLink.expires_at <= now, LoginLink.used_at.is_not(None))
+        )
+    )
     token = secrets.token_urlsafe(32)
     session.add(
         WebSession(
@@ -102,18 +111,19 @@ def start_session(
     return token
 
 
-def session_from_api_token(session: Session, token: str, now: datetime) -> str | None:
+def session_from_api_token(session: Session, token: str, now: datetime) -> tuple[str, Role] | None:
     """Sign in with a pasted API token; integration tokens are for machines, not pages."""
     principal = authenticate(session, token.strip(), now)
     if principal is None or principal.role is Role.INTEGRATION:
         return None
-    return start_session(
+    cookie = start_session(
         session,
         role=principal.role,
         employee_id=principal.employee_id,
         now=now,
         api_token_id=principal.token_id,
     )
+    return cookie, principal.role
 
 
 def end_session(session: Session, cookie: str) -> None:

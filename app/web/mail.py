@@ -72,7 +72,7 @@ def change_visibility(
     assert user.employee_id is not None
     if not actions.set_visibility(session, user.employee_id, message_id, visibility):
         raise _not_found()
-    return _back("Visibility changed.")
+    return _back("visibility")
 
 
 @router.post("/mail/messages/{message_id}/capture", dependencies=[CsrfChecked])
@@ -80,7 +80,7 @@ def capture(session: PageSession, user: EmployeeUser, message_id: int) -> Redire
     assert user.employee_id is not None
     if not actions.capture_held(session, user.employee_id, message_id):
         raise _not_found()
-    return _back("Captured: it is now in the CRM, visible only to you until you share it.")
+    return _back("captured")
 
 
 @router.post("/mail/messages/{message_id}/discard", dependencies=[CsrfChecked])
@@ -88,7 +88,7 @@ def discard(session: PageSession, user: EmployeeUser, message_id: int) -> Redire
     assert user.employee_id is not None
     if not actions.discard_held(session, user.employee_id, message_id):
         raise _not_found()
-    return _back("Discarded: the message is gone; only a content-free decision remains.")
+    return _back("discarded")
 
 
 @router.post("/mail/pause", dependencies=[CsrfChecked])
@@ -97,7 +97,7 @@ def pause(
 ) -> RedirectResponse:
     assert user.employee_id is not None
     actions.set_capture_paused(session, user.employee_id, paused=paused)
-    return _back("Capture paused." if paused else "Capture resumed.")
+    return _back("paused" if paused else "resumed")
 
 
 @router.post("/mail/personal-contacts", dependencies=[CsrfChecked])
@@ -107,9 +107,9 @@ def add_personal(
     assert user.employee_id is not None
     normalized = normalize_address(address)
     if normalized is None:
-        return _back("That is not an email address; nothing was added.")
+        return _back("personal-invalid")
     actions.add_personal_contact(session, user.employee_id, str(normalized), secret_of(request))
-    return _back("Added to your personal contacts: mail with them is never captured.")
+    return _back("personal-added")
 
 
 @router.post("/mail/personal-contacts/{contact_id}/remove", dependencies=[CsrfChecked])
@@ -117,7 +117,7 @@ def remove_personal(session: PageSession, user: EmployeeUser, contact_id: int) -
     assert user.employee_id is not None
     if not actions.remove_personal_contact(session, user.employee_id, contact_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such personal contact.")
-    return _back("Removed from your personal contacts.")
+    return _back("personal-removed")
 
 
 @router.get("/contacts/{contact_id}", response_class=HTMLResponse)

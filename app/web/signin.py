@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.security import Role
 from app.web import auth
 from app.web.auth import CsrfChecked, OptionalUser, UserDep
-from app.web.render import PageSession, templates
+from app.web.render import PageSession, harden, templates
 
 router = APIRouter(include_in_schema=False)
 
@@ -25,7 +25,7 @@ def _presession_page(
     """A page whose form works before sign-in: tied to a fresh Strict pre-session cookie."""
     cookie = request.cookies.get(auth.PRESESSION_COOKIE) or secrets.token_urlsafe(32)
     context = {"csrf": auth.csrf_token(auth.secret_of(request), cookie), "user": None, **context}
-    response = templates.TemplateResponse(request, name, context, status_code=status_code)
+    response = harden(templates.TemplateResponse(request, name, context, status_code=status_code))
     auth.set_cookie(request, response, auth.PRESESSION_COOKIE, cookie)
     return response
 
@@ -53,12 +53,12 @@ def sign_in_page(request: Request) -> HTMLResponse:
 def sign_in_with_token(
     request: Request, session: PageSession, token: Annotated[str, Form()] = ""
 ) -> Response:
-    cookie = auth.session_from_api_token(session, token, datetime.now(UTC))
-    if cookie is None:
+    opened = auth.session_from_api_token(session, token, datetime.now(UTC))
+    if opened is None:
         problem = "That token is unknown, revoked, or for an integration."
         return _presession_page(request, "sign_in.html", {"problem": problem}, status_code=401)
-    user = auth.find_user(session, cookie, auth.secret_of(request), datetime.now(UTC))
-    return _signed_in(request, cookie, user.role if user else Role.EMPLOYEE)
+    cookie, role = opened
+    return _signed_in(request, cookie, role)
 
 
 @router.get("/sign-in/link/{token}", response_class=HTMLResponse)
