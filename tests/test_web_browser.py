@@ -91,7 +91,7 @@ def test_an_employee_signs_in_with_a_link_and_captures_a_held_message(
     with running.runtime.sessions() as session:
         stored = session.get(Message, mail.held)
         assert stored is not None
-        assert (stored.outcome, stored.visibility) == ("capture", "private")
+        assert (stored.outcome, stored.visibility) == ("capture", "shared")  # policy default
         assert stored.held_until is None
 
 

@@ -11,7 +11,16 @@ import sqlalchemy as sa
 
 from app.api import create_app
 from app.db import transaction
-from app.models import ApiToken, Contact, Employee, LoginLink, Message, PersonalContact, WebSession
+from app.models import (
+    ApiToken,
+    Contact,
+    Employee,
+    LoginLink,
+    Message,
+    MessageOwner,
+    PersonalContact,
+    WebSession,
+)
 from app.security import Role
 from app.web.auth import create_login_link
 from tests.conftest import Running, add_employee, issue_token
@@ -215,6 +224,52 @@ def test_discarding_a_held_message_deletes_it_and_keeps_its_decision(running: Ru
         assert alice.get(f"/mail/messages/{mail.held}").status_code == 404
     with running.runtime.sessions() as session:
         assert session.get(Message, mail.held) is None
+
+
+def test_discarding_a_message_a_colleague_also_filed_removes_only_my_copy(
+    running: Running,
+) -> None:
+    mail = file_mail(running)
+    with transaction(running.runtime.sessions) as session:
+        session.add(MessageOwner(message_id=mail.held, employee_id=mail.carol, channel="bcc"))
+    with sign_in(running, mail.alice) as alice:
+        done = alice.post(
+            f"/mail/messages/{mail.held}/discard", data={"csrf": csrf_of(alice.get("/mail"))}
+        )
+        assert done.status_code == 303
+        assert alice.get(f"/mail/messages/{mail.held}").status_code == 404
+    with sign_in(running, mail.carol) as carol:
+        assert carol.get(f"/mail/messages/{mail.held}").status_code == 200
+
+
+def test_a_held_message_with_a_personal_contact_cannot_be_captured(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        alice.post("/mail/personal-contacts", data={"csrf": csrf, "address": "alice@example.com"})
+        refused = alice.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf})
+    assert refused.status_code == 409 and "personal-contacts list" in refused.text
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.held).outcome == "hold"  # type: ignore[union-attr]
+
+
+def test_a_capture_a_colleague_also_filed_can_be_narrowed_but_not_widened(
+    running: Running,
+) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        path = f"/mail/messages/{mail.captured}/visibility"
+        narrowed = alice.post(path, data={"csrf": csrf, "visibility": "private"})
+        with transaction(running.runtime.sessions) as session:
+            session.add(
+                MessageOwner(message_id=mail.captured, employee_id=mail.carol, channel="bcc")
+            )
+        widened = alice.post(path, data={"csrf": csrf, "visibility": "shared"})
+    assert narrowed.status_code == 303
+    assert widened.status_code == 409 and "not yours to share" in widened.text
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.captured).visibility == "private"  # type: ignore[union-attr]
 
 
 def test_pausing_capture_and_personal_contacts_change_my_settings(running: Running) -> None:

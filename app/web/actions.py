@@ -13,12 +13,23 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.models import DecisionRecord, Employee, Message, MessageOwner, PersonalContact
+from app import filing
+from app.models import (
+    DecisionRecord,
+    Employee,
+    Message,
+    MessageOwner,
+    Participant,
+    PersonalContact,
+    Suppression,
+)
+from capture.parse import Address
 from policies.model import Outcome, Visibility
-from policies.observe import address_token
+from policies.observe import address_token, is_internal
 
 KEPT = (Outcome.CAPTURE.value, Outcome.METADATA_ONLY.value)
 DROPPED = (Outcome.DROP.value, Outcome.REJECT.value)
+WIDTH = (Visibility.PRIVATE.value, Visibility.SUBJECT_ONLY.value, Visibility.SHARED.value)
 
 
 @dataclass(frozen=True)
@@ -73,42 +84,125 @@ def dropped(session: Session, employee_id: int, *, limit: int = 50) -> list[Drop
     ]
 
 
+class NotAllowedError(Exception):
+    """The change is refused for a reason the employee should read."""
+
+
 def set_visibility(
     session: Session, employee_id: int, message_id: int, visibility: Visibility
 ) -> bool:
-    """Change who may see one of my captures; False if it is not mine or not captured."""
-    changed = session.execute(
-        sa.update(Message)
-        .where(Message.id == message_id, _own(employee_id), Message.outcome.in_(KEPT))
-        .values(visibility=visibility.value)
+    """Change who may see one of my captures; False if it is not mine or not captured.
+
+    Showing it to more people needs me to be its only owner: a colleague who filed the same
+    mail did not agree to share it."""
+    message = session.scalar(
+        sa.select(Message).where(
+            Message.id == message_id, _own(employee_id), Message.outcome.in_(KEPT)
+        )
     )
-    return bool(changed.rowcount)  # type: ignore[attr-defined]
+    if message is None:
+        return False
+    widening = WIDTH.index(visibility.value) > WIDTH.index(message.visibility)
+    if widening and _other_owners(session, employee_id, message_id):
+        raise NotAllowedError("a colleague filed this message too, so it is not yours to share")
+    message.visibility = visibility.value
+    return True
 
 
-def capture_held(session: Session, employee_id: int, message_id: int) -> bool:
-    """I say a held message is business: it becomes a private capture of mine."""
-    changed = session.execute(
-        sa.update(Message)
-        .where(
+@dataclass(frozen=True)
+class Review:
+    """Who reviews, and what capturing needs: the consent lists' key, the company's domains,
+    and the policy's default visibility for captures."""
+
+    employee_id: int
+    secret: bytes
+    org_domains: frozenset[str]
+    visibility: Visibility
+    now: datetime
+
+
+def capture_held(session: Session, message_id: int, at: Review) -> bool:
+    """I say a held message is business: it is filed as a capture, with its contacts.
+
+    False if it is not mine or not held; NotAllowedError if a consent guardrail now forbids it
+    (someone objected or was erased, or is on my personal-contacts list since it was held)."""
+    message = session.scalar(
+        sa.select(Message).where(
             Message.id == message_id,
-            _own(employee_id),
+            _own(at.employee_id),
             Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
         )
-        .values(outcome=Outcome.CAPTURE.value, visibility=Visibility.PRIVATE.value, held_until=None)
     )
-    return bool(changed.rowcount)  # type: ignore[attr-defined]
+    if message is None:
+        return False
+    participants = list(
+        session.scalars(sa.select(Participant).where(Participant.message_id == message_id))
+    )
+    _check_consent(session, [p.address for p in participants], at)
+    conn = session.connection()
+    sender = next((p for p in participants if p.role == "from"), None)
+    outbound = sender is not None and sender.employee_id == at.employee_id
+    for p in participants:
+        if is_internal(p.address, at.org_domains):
+            continue
+        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
+        if outbound or p is sender:
+            seen = message.sent_at or at.now
+            filing._bump_relationship(
+                conn,
+                {
+                    "employee_id": at.employee_id,
+                    "contact_id": p.contact_id,
+                    "sent_count": int(outbound),
+                    "received_count": int(p is sender),
+                    "first_seen": seen,
+                    "last_seen": seen,
+                },
+            )
+    with_text = message.subject is not None or message.body_text is not None
+    message.outcome = Outcome.CAPTURE.value if with_text else Outcome.METADATA_ONLY.value
+    message.visibility, message.held_until = at.visibility.value, None
+    return True
+
+
+def _check_consent(session: Session, addresses: list[str], at: Review) -> None:
+    tokens = [address_token(at.secret, a) for a in addresses]
+    if session.scalar(
+        sa.select(Suppression.address_token).where(Suppression.address_token.in_(tokens)).limit(1)
+    ):
+        raise NotAllowedError("someone in it objected or had their data erased; discard it")
+    personal = sa.select(PersonalContact.id).where(
+        PersonalContact.employee_id == at.employee_id, PersonalContact.address_token.in_(tokens)
+    )
+    if session.scalar(personal.limit(1)):
+        raise NotAllowedError("someone in it is on your personal-contacts list; discard it")
 
 
 def discard_held(session: Session, employee_id: int, message_id: int) -> bool:
-    """I say a held message is personal: it is deleted; its content-free decision stays."""
-    removed = session.execute(
-        sa.delete(Message).where(
-            Message.id == message_id,
-            _own(employee_id),
-            Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
+    """I say a held message is personal: my copy goes, and the message with it unless a
+    colleague filed it too. Its content-free decision stays."""
+    mine = session.execute(
+        sa.delete(MessageOwner).where(
+            MessageOwner.employee_id == employee_id,
+            MessageOwner.message_id.in_(
+                sa.select(Message.id).where(
+                    Message.id == message_id, Message.outcome == Outcome.HOLD_FOR_REVIEW.value
+                )
+            ),
         )
     )
-    return bool(removed.rowcount)  # type: ignore[attr-defined]
+    if not mine.rowcount:  # type: ignore[attr-defined]
+        return False
+    if not _other_owners(session, employee_id, message_id):
+        session.execute(sa.delete(Message).where(Message.id == message_id))
+    return True
+
+
+def _other_owners(session: Session, employee_id: int, message_id: int) -> int:
+    query = sa.select(sa.func.count()).where(
+        MessageOwner.message_id == message_id, MessageOwner.employee_id != employee_id
+    )
+    return int(session.scalar(query) or 0)
 
 
 def set_capture_paused(session: Session, employee_id: int, *, paused: bool) -> None:

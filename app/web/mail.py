@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
 from fastapi import APIRouter, Form, HTTPException, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 
 from app import crm
 from app.models import Company, Contact, Employee, Message, Participant, Relationship
 from app.web import actions
-from app.web.auth import CsrfChecked, EmployeeUser, secret_of
+from app.web.auth import CsrfChecked, EmployeeUser, WebUser, secret_of
 from app.web.render import PageSession, page
 from capture.parse import normalize_address
 from policies.model import Visibility
@@ -34,6 +36,13 @@ def _not_found() -> HTTPException:
 
 @router.get("/mail", response_class=HTMLResponse)
 def my_mail(request: Request, session: PageSession, user: EmployeeUser) -> HTMLResponse:
+    return _my_mail(request, session, user)
+
+
+def _my_mail(
+    request: Request, session: Session, user: WebUser, problem: str | None = None
+) -> HTMLResponse:
+    """My mail; with a problem, the refusal of what I just asked, and status 409."""
     assert user.employee_id is not None
     employee = session.get(Employee, user.employee_id)
     return page(
@@ -41,6 +50,7 @@ def my_mail(request: Request, session: PageSession, user: EmployeeUser) -> HTMLR
         "mail.html",
         user,
         {
+            "problem": problem,
             "employee": employee,
             "captures": actions.captures(session, user.employee_id),
             "held": actions.held(session, user.employee_id),
@@ -48,6 +58,7 @@ def my_mail(request: Request, session: PageSession, user: EmployeeUser) -> HTMLR
             "personal": actions.personal_contacts(session, user.employee_id),
             "visibilities": VISIBILITY_WORDS,
         },
+        status_code=409 if problem else 200,
     )
 
 
@@ -64,21 +75,40 @@ def message_page(
 
 @router.post("/mail/messages/{message_id}/visibility", dependencies=[CsrfChecked])
 def change_visibility(
+    request: Request,
     session: PageSession,
     user: EmployeeUser,
     message_id: int,
     visibility: Annotated[Visibility, Form()],
-) -> RedirectResponse:
+) -> Response:
     assert user.employee_id is not None
-    if not actions.set_visibility(session, user.employee_id, message_id, visibility):
+    try:
+        changed = actions.set_visibility(session, user.employee_id, message_id, visibility)
+    except actions.NotAllowedError as refused:
+        return _my_mail(request, session, user, f"Visibility not changed: {refused}.")
+    if not changed:
         raise _not_found()
     return _back("visibility")
 
 
 @router.post("/mail/messages/{message_id}/capture", dependencies=[CsrfChecked])
-def capture(session: PageSession, user: EmployeeUser, message_id: int) -> RedirectResponse:
+def capture(
+    request: Request, session: PageSession, user: EmployeeUser, message_id: int
+) -> Response:
     assert user.employee_id is not None
-    if not actions.capture_held(session, user.employee_id, message_id):
+    runtime = request.app.state.runtime
+    review = actions.Review(
+        employee_id=user.employee_id,
+        secret=runtime.pipeline.secret,
+        org_domains=frozenset(runtime.settings.org_domains),
+        visibility=runtime.pipeline.engine.policy.policy.default_visibility,
+        now=datetime.now(UTC),
+    )
+    try:
+        captured = actions.capture_held(session, message_id, review)
+    except actions.NotAllowedError as refused:
+        return _my_mail(request, session, user, f"Not captured: {refused}.")
+    if not captured:
         raise _not_found()
     return _back("captured")
 

@@ -26,7 +26,7 @@ PageSession = Annotated[Session, Depends(get_session, scope="function")]
 # crafted link cannot put words of its own on a Mailroom page.
 NOTES = {
     "visibility": "Visibility changed.",
-    "captured": "Captured: it is now in the CRM, visible only to you until you share it.",
+    "captured": "Captured: it is now in the CRM, with its contacts.",
     "discarded": "Discarded: the message is gone; only a content-free decision remains.",
     "paused": "Capture paused: nothing you send or receive is kept until you resume.",
     "resumed": "Capture resumed.",
