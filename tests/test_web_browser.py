@@ -48,9 +48,14 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
+    """A fresh profile at phone width; any console error (a CSP refusal, a broken page) fails."""
     context = browser.new_context(viewport=PHONE)
-    yield context.new_page()
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    yield tab
     context.close()
+    assert not [e for e in errors if "404" not in e], errors
 
 
 def screenshot(page: Page, tmp_path: Path, name: str) -> None:

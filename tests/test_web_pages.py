@@ -14,6 +14,7 @@ from app.db import transaction
 from app.models import (
     ApiToken,
     Contact,
+    DecisionRecord,
     Employee,
     LoginLink,
     Message,
@@ -293,6 +294,9 @@ def test_compliance_pages_show_decisions_but_no_content(running: Running) -> Non
         dashboard = officer.get("/compliance").text
         ledger = officer.get("/compliance/ledger").text
     assert "internal-only" in dashboard and "<svg" in dashboard
+    with running.runtime.sessions() as session:
+        day = session.scalar(sa.select(DecisionRecord.created_at).where(DecisionRecord.id == 3))
+    assert day is not None and f"<title>{day.date().isoformat()}: 1 drop</title>" in dashboard
     assert "Ledger intact: 5 records verified." in ledger
     for content in ("DROPPED-CANARY", "CAROL-PRIVATE", "Quote for 20", "bob@customer", "lunch"):
         assert content not in dashboard + ledger

@@ -64,6 +64,7 @@ class Bar:
 class Chart:
     width: int
     height: int
+    bar_width: float
     bars: tuple[Bar, ...]
     peak: int
     first: date
@@ -85,7 +86,7 @@ def chart(data: Activity, *, width: int = 600, height: int = 160) -> Chart:
             y -= h
             label = f"{day.isoformat()}: {count} {outcome}"
             bars.append(Bar(i * slot + 1, y, h, COLOURS[outcome], label))
-    return Chart(width, height, tuple(bars), peak, data.days[0], data.days[-1])
+    return Chart(width, height, max(slot - 2, 1), tuple(bars), peak, data.days[0], data.days[-1])
 
 
 @dataclass(frozen=True)
