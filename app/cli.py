@@ -21,6 +21,7 @@ from app.runtime import build_runtime
 from app.security import Role, create_token
 from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
+from app.web.login_cli import login_link
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
 from capture.submitters import new_app_password
@@ -43,6 +44,7 @@ cli.add_typer(policy_cli, name="policy")
 cli.add_typer(ledger_cli, name="ledger")
 cli.add_typer(mailboxes_cli, name="mailboxes")
 cli.add_typer(import_cli, name="import")
+cli.command("login-link")(login_link)
 
 DEMO_EMPLOYEE = "alice@example.com"
 
