@@ -4,6 +4,7 @@ whose holder is gone moves to another process."""
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -33,10 +34,10 @@ def test_a_mailbox_leased_elsewhere_waits_and_then_moves_here(
     dovecot.append(imap_user, "INBOX", [business(1)])
     mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
 
-    with run_service(settings):
-        with exclusively(runtime.db, f"mailbox-{mailbox_id}") as held:
-            assert held  # another process's lease, as far as the service can tell
+    with ExitStack() as elsewhere:  # another process's lease, taken before the service starts
+        assert elsewhere.enter_context(exclusively(runtime.db, f"mailbox-{mailbox_id}"))
+        with run_service(settings):
             time.sleep(3)  # six lease attempts
             assert count(runtime, Message) == 0
-        # The holder is gone: the lease moves, and the mailbox is synced here.
-        wait_for(lambda: count(runtime, Message) == 1)
+            elsewhere.close()  # the holder is gone: the lease moves here
+            wait_for(lambda: count(runtime, Message) == 1)
