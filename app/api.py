@@ -9,7 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.routes import contacts, decisions, explain, messages, policy
+from app.request_limits import JsonBodyLimit, RateLimiter
+from app.routes import (
+    contacts,
+    decisions,
+    erasure,
+    explain,
+    me,
+    messages,
+    policy,
+    review,
+    tokens,
+    webhooks,
+)
 from app.runtime import Runtime
 from app.web import pages
 
@@ -27,12 +39,19 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.read_sessions = runtime.read_sessions
+    app.state.rate_limiter = RateLimiter(runtime.settings.api_rate_per_minute)
+    app.add_middleware(JsonBodyLimit)
     for router in (
         messages.router,
         contacts.router,
         policy.router,
         decisions.router,
         explain.router,
+        tokens.router,
+        review.router,
+        me.router,
+        erasure.router,
+        webhooks.router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)

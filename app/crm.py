@@ -134,3 +134,31 @@ def list_companies(session: Session, *, before: int | None, limit: int) -> list[
     if before is not None:
         query = query.where(Company.id < before)
     return [CompanyOut.model_validate(c) for c in session.scalars(query)]
+
+
+VISIBILITY_ORDER = ("shared", "subject_only", "private")  # from most to least seen
+
+
+def set_visibility(
+    session: Session, principal: Principal, message_id: int, visibility: str
+) -> MessageOut | None:
+    """Lower a message's visibility; only an owner may, and never raise it.
+
+    None if the principal cannot see the message; PermissionError if they are not an owner;
+    ValueError if the change would show it to more people."""
+    message = session.scalars(visible_messages(principal).where(Message.id == message_id)).first()
+    if message is None:
+        return None
+    owner = session.scalar(
+        sa.select(MessageOwner.id).where(
+            MessageOwner.message_id == message_id,
+            MessageOwner.employee_id == principal.employee_id,
+        )
+    )
+    if owner is None:
+        raise PermissionError("only an owner may change who sees a message")
+    if VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility):
+        raise ValueError("visibility can only be lowered")
+    message.visibility = visibility
+    session.flush()
+    return render_messages(session, principal, [message])[0]

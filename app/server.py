@@ -17,6 +17,7 @@ from app.api import create_app
 from app.retention import purge_forever
 from app.runtime import Runtime
 from app.settings import Settings
+from app.webhooks import deliver_forever
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
 from capture.spamd import Spamd
 from capture.submitters import authenticate_app_password
@@ -111,6 +112,11 @@ class Service:
         if self.api_task.done():
             self.api_task.result()
         self.jobs.append(asyncio.create_task(purge_forever(self.runtime.sessions)))
+        self.jobs.append(
+            asyncio.create_task(
+                deliver_forever(self.runtime.sessions, every=settings.webhook_interval)
+            )
+        )
         log.info(
             "listening: smtp %s:%s, api %s:%s",
             settings.smtp_host,

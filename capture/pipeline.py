@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger
+from app import ledger, webhooks
 from app.filing import Filing, file_message
 from app.models import (
     Contact,
@@ -192,6 +192,15 @@ class Pipeline:
         conn.execute(
             _INSERT_RECEIPT,
             {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now},
+        )
+        webhooks.on_decision(
+            conn,
+            decision_id=record.id,
+            outcome=decision.outcome.value,
+            channel=channel.value,
+            employee_id=submitter.employee_id if submitter else None,
+            message_id=stored,
+            now=now,
         )
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
