@@ -33,7 +33,8 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Committed before the response is sent: a 2xx means the change is durable and visible.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(
