@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 
 from app import rights
 from app.access_schemas import AddressIn, ExportOut, ReceiptOut
-from app.db import transaction
+from app.db import scrub_wal, transaction
 from app.routes.deps import ComplianceDep, SessionDep
 from policies.observe import is_internal
 
@@ -60,6 +60,8 @@ def post_erasure(
     The receipt names the ledger record that proves it."""
     at = _request(request)
     done = rights.erase(session, _external(body.address, at), at)
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
     return _receipt("erasure", done, at.now, suppressed=True)
 
 
