@@ -37,7 +37,7 @@ class In(BaseModel):
 
 class TokenIn(In):
     role: Role
-    employee_id: int | None = None
+    employee_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     scopes: list[Scope] = Field(default_factory=list, max_length=20)
     label: str = Field(default="", max_length=200)
 

@@ -11,7 +11,7 @@ from app import crm, webhooks
 from app.access_schemas import ContactPatchIn
 from app.models import Contact
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import CompanyOut, ContactOut, Page
 from app.security import Principal, Role
 
@@ -32,7 +32,7 @@ def list_contacts(
 
 
 @router.get("/contacts/{contact_id}", response_model=ContactOut)
-def get_contact(session: SessionDep, _principal: Reader, contact_id: int) -> ContactOut:
+def get_contact(session: SessionDep, _principal: Reader, contact_id: Id) -> ContactOut:
     found = crm.contacts_by_id(session, [contact_id])
     if not found:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
@@ -50,7 +50,7 @@ def list_companies(
 
 @router.patch("/contacts/{contact_id}", response_model=ContactOut)
 def patch_contact(
-    session: SessionDep, _writer: Writer, contact_id: int, body: ContactPatchIn
+    session: SessionDep, _writer: Writer, contact_id: Id, body: ContactPatchIn
 ) -> ContactOut:
     """Correct a contact's name; nothing else about a contact is writable."""
     contact = session.get(Contact, contact_id)

@@ -12,7 +12,7 @@ from app import decision_reports, ledger
 from app.access_schemas import AggregatesOut, DecisionOut, EmployeeCount, RuleDayCount
 from app.policy_schemas import VerificationOut
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, IdFilter, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal, Role
 
@@ -28,7 +28,7 @@ def filters(
     principal: Reader,
     rule: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z0-9-]+$")] = None,
     outcome: Annotated[str | None, Query(max_length=16, pattern=r"^[a-z_]+$")] = None,
-    employee_id: int | None = None,
+    employee_id: IdFilter = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> decision_reports.Filters:

@@ -10,6 +10,7 @@ from app import rights
 from app.access_schemas import AddressIn, ExportOut, ReceiptOut
 from app.db import scrub_wal, transaction
 from app.routes.deps import ComplianceDep, SessionDep
+from app.routes.pagination import Id
 from policies.observe import is_internal
 
 router = APIRouter(tags=["data-subject rights"])
@@ -81,7 +82,7 @@ def post_objection(
     status_code=status.HTTP_201_CREATED,
 )
 def post_contact_objection(
-    request: Request, session: SessionDep, _officer: ComplianceDep, contact_id: int
+    request: Request, session: SessionDep, _officer: ComplianceDep, contact_id: Id
 ) -> ReceiptOut:
     """An objection by a known contact."""
     address = rights.contact_address(session, contact_id)
@@ -93,7 +94,7 @@ def post_contact_objection(
 
 @router.get("/contacts/{contact_id}/export", response_model=ExportOut)
 def get_export(
-    request: Request, session: SessionDep, _officer: ComplianceDep, contact_id: int
+    request: Request, session: SessionDep, _officer: ComplianceDep, contact_id: Id
 ) -> ExportOut:
     """Everything held about a contact (Art. 15), as JSON; the export is logged."""
     at = _request(request)

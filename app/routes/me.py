@@ -11,7 +11,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from app.access_schemas import PersonalContactIn, PersonalContactOut, SettingsIn, SettingsOut
 from app.models import Employee, PersonalContact
 from app.routes.deps import EmployeeDep, SessionDep
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal
 from policies.observe import address_token
@@ -89,7 +89,7 @@ def add_personal_contact(
 
 
 @router.delete("/personal-contacts/{entry_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_personal_contact(session: SessionDep, principal: EmployeeDep, entry_id: int) -> Response:
+def delete_personal_contact(session: SessionDep, principal: EmployeeDep, entry_id: Id) -> Response:
     gone = session.execute(
         sa.delete(PersonalContact).where(
             PersonalContact.id == entry_id, PersonalContact.employee_id == principal.employee_id

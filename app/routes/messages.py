@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from app import crm
 from app.access_schemas import VisibilityIn
 from app.routes.deps import EmployeeDep, SessionDep, allow
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import MessageOut, Page
 from app.security import Principal, Role
 
@@ -27,7 +27,7 @@ def list_messages(
 
 
 @router.get("/{message_id}", response_model=MessageOut)
-def get_message(session: SessionDep, principal: Reader, message_id: int) -> MessageOut:
+def get_message(session: SessionDep, principal: Reader, message_id: Id) -> MessageOut:
     found = crm.get_message(session, principal, message_id)
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such message.")
@@ -40,7 +40,7 @@ def get_message(session: SessionDep, principal: Reader, message_id: int) -> Mess
     responses={403: {"description": "Not an owner"}, 409: {"description": "Would raise it"}},
 )
 def patch_message(
-    session: SessionDep, principal: EmployeeDep, message_id: int, body: VisibilityIn
+    session: SessionDep, principal: EmployeeDep, message_id: Id, body: VisibilityIn
 ) -> MessageOut:
     """Lower who sees a message you captured: shared → subject_only → private."""
     try:

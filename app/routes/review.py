@@ -10,7 +10,7 @@ from app import review
 from app.access_schemas import ReviewItemOut
 from app.models import Message
 from app.routes.deps import EmployeeDep, SessionDep
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal
 
@@ -53,7 +53,7 @@ def _reviewer(request: Request, principal: Principal) -> review.Reviewer:
     )
 
 
-def _held(session: SessionDep, principal: Principal, message_id: int) -> Message:
+def _held(session: SessionDep, principal: Principal, message_id: Id) -> Message:
     assert principal.employee_id is not None
     found = review.find_held(session, principal.employee_id, message_id)
     if found is None:
@@ -67,7 +67,7 @@ def _held(session: SessionDep, principal: Principal, message_id: int) -> Message
     responses={409: {"description": "A guardrail forbids capturing it now"}},
 )
 def post_capture(
-    request: Request, session: SessionDep, principal: EmployeeDep, message_id: int
+    request: Request, session: SessionDep, principal: EmployeeDep, message_id: Id
 ) -> Response:
     """Keep a held message: it is filed like a captured one, with the policy's visibility."""
     message = _held(session, principal, message_id)
@@ -80,7 +80,7 @@ def post_capture(
 
 @router.post("/{message_id}/discard", status_code=status.HTTP_204_NO_CONTENT)
 def post_discard(
-    request: Request, session: SessionDep, principal: EmployeeDep, message_id: int
+    request: Request, session: SessionDep, principal: EmployeeDep, message_id: Id
 ) -> Response:
     """Let a held message go now; only a content-free record of the choice remains."""
     review.discard(session, _held(session, principal, message_id), _reviewer(request, principal))

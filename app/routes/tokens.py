@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 from app.access_schemas import NewTokenOut, TokenIn, TokenOut
 from app.models import ApiToken, Employee
 from app.routes.deps import AdminDep, PrincipalDep, SessionDep
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Role, create_token, hash_token, list_tokens, revoke_token
 
@@ -50,7 +50,7 @@ def post_token(session: SessionDep, _admin: AdminDep, body: TokenIn) -> NewToken
 
 
 @router.delete("/{token_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_token(session: SessionDep, principal: PrincipalDep, token_id: int) -> Response:
+def delete_token(session: SessionDep, principal: PrincipalDep, token_id: Id) -> Response:
     """Revoke a token at once: admins any, everyone else only the one they present."""
     if principal.role is not Role.ADMIN and token_id != principal.token_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such token.")

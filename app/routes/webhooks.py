@@ -16,14 +16,14 @@ from app.access_schemas import (
 )
 from app.models import WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.routes.deps import SessionDep, WebhookWriterDep
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
 
 
-def _own(session: SessionDep, principal: Principal, webhook_id: int) -> WebhookSubscription:
+def _own(session: SessionDep, principal: Principal, webhook_id: Id) -> WebhookSubscription:
     found = session.get(WebhookSubscription, webhook_id)
     if found is None or found.token_id != principal.token_id:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such webhook.")
@@ -62,13 +62,13 @@ def list_webhooks(session: SessionDep, principal: WebhookWriterDep) -> list[Webh
 
 
 @router.get("/{webhook_id}", response_model=WebhookOut)
-def get_webhook(session: SessionDep, principal: WebhookWriterDep, webhook_id: int) -> WebhookOut:
+def get_webhook(session: SessionDep, principal: WebhookWriterDep, webhook_id: Id) -> WebhookOut:
     return WebhookOut.model_validate(_own(session, principal, webhook_id))
 
 
 @router.patch("/{webhook_id}", response_model=WebhookOut)
 def patch_webhook(
-    session: SessionDep, principal: WebhookWriterDep, webhook_id: int, body: WebhookPatchIn
+    session: SessionDep, principal: WebhookWriterDep, webhook_id: Id, body: WebhookPatchIn
 ) -> WebhookOut:
     """Re-enable a subscription disabled after failures (or pause one)."""
     row = _own(session, principal, webhook_id)
@@ -80,7 +80,7 @@ def patch_webhook(
 
 
 @router.delete("/{webhook_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_webhook(session: SessionDep, principal: WebhookWriterDep, webhook_id: int) -> Response:
+def delete_webhook(session: SessionDep, principal: WebhookWriterDep, webhook_id: Id) -> Response:
     session.delete(_own(session, principal, webhook_id))
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -89,7 +89,7 @@ def delete_webhook(session: SessionDep, principal: WebhookWriterDep, webhook_id:
 def list_deliveries(
     session: SessionDep,
     principal: WebhookWriterDep,
-    webhook_id: int,
+    webhook_id: Id,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Page[DeliveryOut]:
