@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +13,16 @@ from tests.conftest import TEST_SECRET, Running, add_employee, issue_token
 from tests.mail import compose, send
 
 
+@dataclass(frozen=True)
+class Decided:
+    alice: int
+    bob: int
+    officer: str
+    alice_token: str
+
+
 @pytest.fixture
-def decided(running: Running) -> dict[str, object]:
+def decided(running: Running) -> Decided:
     """Alice: two captures and a dropped internal mail; Bob: one newsletter; one erasure."""
     sessions = running.runtime.sessions
     alice = add_employee(sessions, "alice@example.com")
@@ -31,19 +40,14 @@ def decided(running: Running) -> dict[str, object]:
     officer = issue_token(sessions, Role.COMPLIANCE)
     with running.client(officer) as api:
         assert api.post("/api/v1/erasures", json={"address": "x@gone.example"}).is_success
-    return {
-        "alice": alice,
-        "bob": bob,
-        "officer": officer,
-        "alice_token": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
-    }
+    return Decided(alice, bob, officer, issue_token(sessions, Role.EMPLOYEE, employee_id=alice))
 
 
 def test_compliance_filters_decisions_by_rule_outcome_employee_and_time(
-    running: Running, decided: dict[str, object]
+    running: Running, decided: Decided
 ) -> None:
-    def outcomes(**params: object) -> list[tuple[str, list[str]]]:
-        with running.client(str(decided["officer"])) as api:
+    def outcomes(**params: str | int) -> list[tuple[str, list[str]]]:
+        with running.client(decided.officer) as api:
             page = api.get("/api/v1/decisions", params=params)
         assert page.status_code == 200, page.text
         return [(d["outcome"], d["rules"]) for d in page.json()["items"]]
@@ -51,7 +55,7 @@ def test_compliance_filters_decisions_by_rule_outcome_employee_and_time(
     everything = outcomes()
     by_rule = outcomes(rule="bulk-list-mail")
     drops = outcomes(outcome="drop")
-    alices = outcomes(employee_id=decided["alice"])
+    alices = outcomes(employee_id=decided.alice)
     future = outcomes(since=(datetime.now(UTC) + timedelta(days=1)).isoformat())
 
     assert len(everything) == 4, "the erasure is an action in the log, not a decision"
@@ -66,15 +70,15 @@ def test_compliance_filters_decisions_by_rule_outcome_employee_and_time(
 
 
 def test_aggregates_count_per_rule_per_day_and_per_employee(
-    running: Running, decided: dict[str, object]
+    running: Running, decided: Decided
 ) -> None:
-    with running.client(str(decided["officer"])) as api:
+    with running.client(decided.officer) as api:
         report = api.get("/api/v1/decisions/aggregates").json()
         too_long = api.get(
             "/api/v1/decisions/aggregates",
             params={"since": "2020-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
         )
-    with running.client(str(decided["alice_token"])) as api:
+    with running.client(decided.alice_token) as api:
         own = api.get("/api/v1/decisions/aggregates").json()
 
     today = datetime.now(UTC).date().isoformat()
@@ -85,17 +89,17 @@ def test_aggregates_count_per_rule_per_day_and_per_employee(
         (today, "bulk-list-mail", "drop", 1),
     }
     assert {(e["employee_id"], e["outcome"], e["count"]) for e in report["by_employee"]} == {
-        (decided["alice"], "capture", 2),
-        (decided["alice"], "drop", 1),
-        (decided["bob"], "drop", 1),
+        (decided.alice, "capture", 2),
+        (decided.alice, "drop", 1),
+        (decided.bob, "drop", 1),
     }
     assert too_long.status_code == 422
     assert own["decisions"] == 3
-    assert {e["employee_id"] for e in own["by_employee"]} == {decided["alice"]}
+    assert {e["employee_id"] for e in own["by_employee"]} == {decided.alice}
 
 
 def test_simulate_replays_decisions_and_skips_logged_actions(
-    running: Running, decided: dict[str, object]
+    running: Running, decided: Decided
 ) -> None:
     with running.runtime.sessions() as session:
         result = simulate(session, running.runtime.pipeline.engine, TEST_SECRET.encode())
