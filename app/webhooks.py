@@ -98,7 +98,7 @@ def emit(db: Session | sa.Connection, event: str, data: dict[str, Any], now: dat
     """Queue one content-free event for its subscribers, in the caller's transaction."""
     assert event in EVENT_SCOPES, event
     conn = _conn(db)
-    _queue(conn, _subscribers(conn)[event], event, data, now)
+    _queue(conn, _subscribers(conn).get(event, []), event, data, now)
 
 
 def on_decision(
@@ -117,10 +117,17 @@ def on_decision(
     if not subscribers:
         return
     decided = {"decision_id": decision_id, "outcome": outcome, "channel": channel}
-    _queue(conn, subscribers["decision.recorded"], "decision.recorded", decided, now)
+    _queue(conn, subscribers.get("decision.recorded", []), "decision.recorded", decided, now)
     if message_id is None or outcome not in ("capture", "metadata_only"):
         return
-    captured(conn, message_id=message_id, employee_id=employee_id, channel=channel, now=now)
+    captured(
+        conn,
+        message_id=message_id,
+        employee_id=employee_id,
+        channel=channel,
+        now=now,
+        subscribers=subscribers,
+    )
 
 
 def captured(
@@ -130,17 +137,19 @@ def captured(
     employee_id: int | None,
     channel: str,
     now: datetime,
+    subscribers: dict[str, list[int]] | None = None,
 ) -> None:
     """message.captured, and contact.created for each contact this message brought in."""
     conn = _conn(db)
-    subscribers = _subscribers(conn)
+    if subscribers is None:
+        subscribers = _subscribers(conn)
     data = {"message_id": message_id, "employee_id": employee_id, "channel": channel}
-    _queue(conn, subscribers["message.captured"], "message.captured", data, now)
-    if subscribers["contact.created"]:
+    _queue(conn, subscribers.get("message.captured", []), "message.captured", data, now)
+    if subscribers.get("contact.created", []):
         for contact_id in conn.scalars(_NEW_CONTACTS, {"message": message_id, "now": now}):
             _queue(
                 conn,
-                subscribers["contact.created"],
+                subscribers.get("contact.created", []),
                 "contact.created",
                 {"contact_id": contact_id},
                 now,
