@@ -9,6 +9,7 @@ import hmac
 import json
 import logging
 import secrets
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -199,7 +200,7 @@ def deliver_due(
     with sessions() as session, session.begin():
         due = _due(session, now, policy.batch)
     for item in due:
-        code, error = _post(client, item, now, policy.timeout)
+        code, error = _post(client, item, policy.timeout)
         with sessions() as session, session.begin():
             _record(session, item, code, error, now, policy)
     return len(due)
@@ -230,9 +231,7 @@ def _due(session: Session, now: datetime, batch: int) -> list[_Due]:
     return [_Due(*row) for row in rows]
 
 
-def _post(
-    client: httpx.Client, item: _Due, now: datetime, timeout: float
-) -> tuple[int | None, str]:
+def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None, str]:
     body = json.dumps(
         {
             "id": item.id,
@@ -243,7 +242,7 @@ def _post(
         sort_keys=True,
         separators=(",", ":"),
     ).encode()
-    timestamp = str(int(now.timestamp()))
+    timestamp = str(int(time.time()))  # the moment of sending, which receivers check
     headers = {
         "Content-Type": "application/json",
         "Mailroom-Event": item.event,
