@@ -208,3 +208,20 @@ class DeliveryOut(Out):
     created_at: datetime
     delivered_at: datetime | None
     log: list[AttemptOut]
+
+
+# --- employees (admins) -----------------------------------------------------------------------
+
+
+class EmployeeIn(In):
+    email: Address
+    name: str = Field(default="", max_length=200)
+    aliases: list[Address] = Field(default_factory=list, max_length=20)
+
+
+class EmployeeOut(Out):
+    id: int
+    email: str
+    name: str
+    aliases: list[str]
+    created_at: datetime

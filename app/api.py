@@ -13,6 +13,7 @@ from app.request_limits import JsonBodyLimit, RateLimiter
 from app.routes import (
     contacts,
     decisions,
+    employees,
     erasure,
     explain,
     me,
@@ -52,6 +53,7 @@ def create_app(runtime: Runtime) -> FastAPI:
         me.router,
         erasure.router,
         webhooks.router,
+        employees.router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)

@@ -173,6 +173,12 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ),
     ("GET", "/api/v1/webhooks", None, {"hooks": 200, "admin": 403, "alice": 403, "bare": 403}),
     (
+        "GET",
+        "/api/v1/employees",
+        None,
+        {"admin": 200, "compliance": 403, "alice": 403, "hooks": 403},
+    ),
+    (
         "PATCH",
         "/api/v1/contacts/{contact}",
         {"name": "Bob Builder"},
@@ -355,3 +361,22 @@ def test_oversized_bodies_and_pages_are_refused(world: World) -> None:
     assert big.status_code == 413 and big.json()["status"] == 413
     assert page.status_code == 422
     assert cursor.status_code == 400
+
+
+def test_an_admin_adds_an_employee_who_may_then_submit_from_an_alias(world: World) -> None:
+    running = world.running
+    carol = {"email": "carol@example.com", "name": "Carol", "aliases": ["c.sales@example.com"]}
+    with running.client(world.tokens["admin"]) as admin:
+        added = admin.post("/api/v1/employees", json=carol)
+        again = admin.post("/api/v1/employees", json={"email": "C.Sales@example.com"})
+        listed = [e["email"] for e in admin.get("/api/v1/employees").json()["items"]]
+    with running.client(world.tokens["alice"]) as alice:
+        refused = alice.post("/api/v1/employees", json={"email": "mallory@example.com"})
+
+    assert added.status_code == 201 and added.json()["aliases"] == ["c.sales@example.com"]
+    assert (again.status_code, refused.status_code) == (409, 403)
+    assert listed[0] == "carol@example.com"
+    mail = compose(sender="Carol <c.sales@example.com>", message_id="<carol@example.com>")
+    assert send(running.smtp_port, mail, mail_from="c.sales@example.com")[0] == 250
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 3
