@@ -16,8 +16,11 @@ from app.routes import (
     employees,
     erasure,
     explain,
+    health,
+    mailboxes,
     me,
     messages,
+    people,
     policy,
     review,
     tokens,
@@ -44,10 +47,12 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.add_middleware(JsonBodyLimit)
     for router in (
         messages.router,
+        people.router,  # before contacts: /contacts/duplicates is not a contact id
         contacts.router,
         policy.router,
         decisions.router,
         explain.router,
+        mailboxes.router,
         tokens.router,
         review.router,
         me.router,
@@ -57,13 +62,18 @@ def create_app(runtime: Runtime) -> FastAPI:
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)
+    app.include_router(health.router)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(RequestValidationError, _validation_problem)
 
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    return app
 
+
+def create_operations_app(runtime: Runtime) -> FastAPI:
+    """Only /healthz, /readyz and /metrics: for a process that does not serve the API."""
+    app = FastAPI(title="Mailroom operations", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    app.include_router(health.router)
     return app
 
 

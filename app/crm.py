@@ -93,6 +93,7 @@ def _render(
         visibility=message.visibility,
         decision_id=message.decision_id,
         created_at=message.created_at,
+        thread_id=message.thread_id,
         participants=[ParticipantOut.model_validate(p) for p in participants],
         contacts=[contacts[c] for c in linked if c is not None and c in contacts],
         owners=owners,
@@ -116,6 +117,13 @@ def _contact(contact: Contact, company: Company | None) -> ContactOut:
         id=contact.id,
         address=contact.address,
         name=contact.name,
+        first_name=contact.first_name,
+        last_name=contact.last_name,
+        title=contact.title,
+        phone=contact.phone,
+        organization=contact.organization,
+        undeliverable_since=contact.undeliverable_since,
+        merged_into_id=contact.merged_into_id,
         company=CompanyOut.model_validate(company) if company else None,
         created_at=contact.created_at,
         updated_at=contact.updated_at,
@@ -142,23 +150,40 @@ VISIBILITY_ORDER = ("shared", "subject_only", "private")  # from most to least s
 def set_visibility(
     session: Session, principal: Principal, message_id: int, visibility: str
 ) -> MessageOut | None:
-    """Lower a message's visibility; only an owner may, and never raise it.
+    """Change who sees a message; only an owner may (see `change_visibility`).
 
     None if the principal cannot see the message; PermissionError if they are not an owner;
-    ValueError if the change would show it to more people."""
+    ValueError if the change would show a colleague's copy to more people."""
     message = session.scalars(visible_messages(principal).where(Message.id == message_id)).first()
     if message is None:
         return None
-    owner = session.scalar(
-        sa.select(MessageOwner.id).where(
-            MessageOwner.message_id == message_id,
-            MessageOwner.employee_id == principal.employee_id,
-        )
-    )
-    if owner is None:
+    if principal.employee_id is None or not _owns(session, principal.employee_id, message_id):
         raise PermissionError("only an owner may change who sees a message")
-    if VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility):
-        raise ValueError("visibility can only be lowered")
-    message.visibility = visibility
+    change_visibility(session, principal.employee_id, message, visibility)
     session.flush()
     return render_messages(session, principal, [message])[0]
+
+
+def change_visibility(
+    session: Session, employee_id: int, message: Message, visibility: str
+) -> None:
+    """An owner may always narrow who sees a message. Widening needs them to be its only
+    owner: a colleague who filed the same mail did not agree to share it."""
+    widening = VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility)
+    others = session.scalar(
+        sa.select(sa.func.count()).where(
+            MessageOwner.message_id == message.id, MessageOwner.employee_id != employee_id
+        )
+    )
+    if widening and others:
+        raise ValueError("a colleague filed this message too, so it is not yours to share")
+    message.visibility = visibility
+
+
+def _owns(session: Session, employee_id: int, message_id: int) -> bool:
+    owner = session.scalar(
+        sa.select(MessageOwner.id).where(
+            MessageOwner.message_id == message_id, MessageOwner.employee_id == employee_id
+        )
+    )
+    return owner is not None

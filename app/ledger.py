@@ -13,14 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.models import DecisionRecord
+from app.prepared import Prepared
 from policies.model import Channel, Decision
 
 GENESIS = "0" * 64
-_HEAD = (
+_HEAD = Prepared(
     sa.select(DecisionRecord.id, DecisionRecord.hash).order_by(DecisionRecord.id.desc()).limit(1)
 )
-_INSERT = sa.insert(DecisionRecord)
 _COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
+_INSERT = Prepared(sa.insert(DecisionRecord), keys=_COLUMNS)
+_LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger))))
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
 ACTION_CHANNEL = "api"  # records of actions on requests, not decisions on messages
 
@@ -112,12 +114,12 @@ def append_action(db: Session | sa.Connection, action: Action) -> DecisionRecord
 def _chain(db: Session | sa.Connection, record: DecisionRecord) -> DecisionRecord:
     conn = db.connection() if isinstance(db, Session) else db
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK)))
-    head = conn.execute(_HEAD).first()
-    record.id = (head.id + 1) if head else 1
-    record.prev_hash = head.hash if head else GENESIS
+        _LOCK.rows(conn, {"key": _LEDGER_LOCK})
+    head = _HEAD.first(conn)
+    record.id = (head[0] + 1) if head else 1
+    record.prev_hash = head[1] if head else GENESIS
     record.hash = hashlib.sha256(canonical(record)).hexdigest()
-    conn.execute(_INSERT, {c: getattr(record, c) for c in _COLUMNS})
+    _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS})
     return record
 
 

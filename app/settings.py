@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     api_rate_per_minute: int = Field(default=600, gt=0)
     webhook_interval: float = Field(default=2.0, gt=0)
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("org_domains", "capture_addresses", "trusted_relays", mode="before")
     @classmethod
@@ -59,6 +61,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _uppercase(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def resolved_authserv_id(self) -> str:

@@ -3,7 +3,6 @@ signed, retried with exponential backoff, and logged attempt by attempt."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -287,17 +286,19 @@ def _record(
         log.warning("webhook subscription %d disabled after repeated failures", subscription.id)
 
 
-async def deliver_forever(
-    sessions: sessionmaker[Session],
-    *,
-    every: float = 2.0,
-    policy: DeliveryPolicy = DeliveryPolicy(),
-) -> None:
-    """Deliver what is due every `every` seconds until cancelled."""
-    with httpx.Client(follow_redirects=False, trust_env=False) as client:
-        while True:
-            try:
-                await asyncio.to_thread(deliver_due, sessions, client, datetime.now(UTC), policy)
-            except Exception as error:  # retried at the next tick
-                log.error("webhook delivery failed (%s)", type(error).__name__)
-            await asyncio.sleep(every)
+class Deliverer:
+    """The webhook-delivery job's work (app/jobs.py runs it in one process at a time): each run
+    sends what is due, over one HTTP client kept between runs."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], policy: DeliveryPolicy = DeliveryPolicy()
+    ) -> None:
+        self.sessions = sessions
+        self.policy = policy
+        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+
+    def run(self) -> int:
+        return deliver_due(self.sessions, self.client, datetime.now(UTC), self.policy)
+
+    def close(self) -> None:
+        self.client.close()

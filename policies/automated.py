@@ -91,7 +91,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     kind = report_type(message)
     if kind == "delivery-status":
         return "dsn"
-    if not _looks_like_bounce(message):
+    if not looks_like_bounce(message):
         return None
     # flufl.bounce knows the non-standard formats; it costs milliseconds, hence the gate.
     found: set[bytes] | frozenset[bytes]
@@ -108,7 +108,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     return None
 
 
-def _looks_like_bounce(message: ParsedMessage) -> bool:
+def looks_like_bounce(message: ParsedMessage) -> bool:
     sender = message.sender
     text = f"{sender.name} {sender.local_part}".lower() if sender else ""
     if BOUNCE_SENDERS.search(text) or (sender and NOREPLY.match(sender.local_part.lower())):

@@ -9,8 +9,11 @@ import sqlalchemy as sa
 
 from app.models import Contact, DecisionRecord, Message, Participant, Suppression
 from app.security import Role
+from capture.archive import import_messages
 from tests.conftest import CAPTURE, Running, add_employee, everything_stored, issue_token
+from tests.dovecot import Dovecot
 from tests.mail import compose, send
+from tests.test_imap import new_mailbox, sync
 
 BOB = "bob@customer.example"
 
@@ -94,6 +97,38 @@ def test_erasure_removes_the_person_everywhere_and_no_channel_brings_them_back(
     assert BOB.encode() not in everything_stored(running)
     with running.client(officer) as api:
         assert api.get("/api/v1/decisions/verify").json()["ok"] is True
+
+
+def test_an_erased_person_is_not_brought_back_by_imap_or_import(
+    running: Running, officer: str, dovecot: Dovecot, imap_user: str
+) -> None:
+    with running.client(officer) as api:
+        assert api.post("/api/v1/erasures", json={"address": BOB}).status_code == 201
+    from_bob = compose(
+        sender=f"Bob Builder <{BOB}>",
+        to="Alice <alice@example.com>",
+        subject="Following up",
+        message_id="<imap-bob@customer.example>",
+    ).as_bytes()
+    to_bob = compose(subject="History", message_id="<import-bob@example.com>").as_bytes()
+
+    dovecot.append(imap_user, "INBOX", [from_bob])
+    synced = sync(running.runtime, new_mailbox(running.runtime, dovecot, imap_user, ["INBOX"]))
+    imported = import_messages(
+        running.runtime.pipeline, iter([to_bob]), employee="alice@example.com"
+    )
+
+    assert (synced.stats.messages, imported.read) == (1, 1)
+    with running.runtime.sessions() as session:
+        latest = session.scalars(
+            sa.select(DecisionRecord).order_by(DecisionRecord.id.desc()).limit(2)
+        ).all()
+    assert sorted((r.channel, r.outcome, tuple(r.rules)) for r in latest) == [
+        ("imap", "drop", ("contact-erased",)),
+        ("import", "drop", ("contact-erased",)),
+    ]
+    assert _contacts(running) == ["carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
 
 
 def test_an_organization_address_cannot_be_erased(running: Running, officer: str) -> None:

@@ -37,12 +37,16 @@ def get_message(session: SessionDep, principal: Reader, message_id: Id) -> Messa
 @router.patch(
     "/{message_id}",
     response_model=MessageOut,
-    responses={403: {"description": "Not an owner"}, 409: {"description": "Would raise it"}},
+    responses={
+        403: {"description": "Not an owner"},
+        409: {"description": "Would share a colleague's copy more widely"},
+    },
 )
 def patch_message(
     session: SessionDep, principal: EmployeeDep, message_id: Id, body: VisibilityIn
 ) -> MessageOut:
-    """Lower who sees a message you captured: shared → subject_only → private."""
+    """Change who sees a message you captured (shared, subject_only, private). You may always
+    narrow it; widening needs you to be its only owner."""
     try:
         found = crm.set_visibility(session, principal, message_id, body.visibility.value)
     except PermissionError as error:

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
 from app import policy_versions
 from app.routes.deps import SessionDep
+from app.routes.pagination import Id
+from app.web import admin, compliance, mail, render, signin
+from app.web.render import templates
 from policies.guardrails import GUARDRAILS
 from policies.model import Outcome
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+for pages in (render.router, signin.router, mail.router, compliance.router, admin.router):
+    router.include_router(pages)
 
 IN_PLAIN_WORDS = {
     Outcome.CAPTURE: "kept in the CRM (text and who wrote to whom)",
@@ -44,7 +46,7 @@ def policy_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/policy/versions/{version_id}", response_class=HTMLResponse)
-def version_page(request: Request, session: SessionDep, version_id: int) -> HTMLResponse:
+def version_page(request: Request, session: SessionDep, version_id: Id) -> HTMLResponse:
     row = policy_versions.version(session, version_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such policy version.")

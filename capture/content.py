@@ -1,0 +1,209 @@
+"""Parse, content: the readable text of a message and the list of its attachments."""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from enum import StrEnum
+
+from charset_normalizer import from_bytes
+from selectolax.lexbor import LexborHTMLParser
+
+MAX_TEXT_CHARS = 1_000_000
+MAX_PARTS = 200  # MIME parts looked at: a message with more is hostile or broken
+MAX_DEPTH = 20  # multipart nesting followed
+MAX_BODY_BYTES = 4_000_000  # of one body part, decoded
+MAX_SNIFF_BYTES = 16_384  # what charset-normalizer reads to guess a charset
+# selectolax (lexbor) over html2text: 0.17 ms against 4.9 ms per HTML body on the 611 HTML
+# bodies of the SpamAssassin corpus (7.8 KB on average), and the text is as good for reading.
+_BLOCK_END = re.compile(
+    r"<(?:br|hr|/p|/div|/tr|/li|/h[1-6]|/table|/blockquote|/pre|/address|/dd|/dt)\b[^>]{0,200}>",
+    re.IGNORECASE,
+)
+_CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
+_SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+def clean(text: str) -> str:
+    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+class TextSource(StrEnum):
+    PLAIN = "plain"  # a text/plain body
+    HTML = "html"  # an HTML-only message, converted
+    NONE = "none"  # no readable body
+
+
+@dataclass(frozen=True)
+class Content:
+    """What extraction reads: the body as text, and the attachments by name, type and size."""
+
+    text: str
+    source: TextSource
+    charset: str | None  # the charset the text was decoded with
+    charset_guessed: bool  # the declared charset was missing, unknown or wrong
+    attachments: tuple[Attachment, ...]  # their content is never kept
+    defects: tuple[str, ...]
+
+
+def message_content(msg: Message) -> Content:
+    """The text of a message (text/plain preferred, else HTML converted); never raises."""
+    defects: list[str] = []
+    body = _body(msg)
+    text, charset, guessed, source = "", None, False, TextSource.NONE
+    if body is not None:
+        text, charset, guessed = decode_text(body, defects)
+        source = TextSource.PLAIN
+        if body.get_content_type() == "text/html":
+            text, source = html_to_text(text), TextSource.HTML
+    text = clean(text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT_CHARS])
+    return Content(
+        text=text,
+        source=source,
+        charset=charset,
+        charset_guessed=guessed,
+        attachments=attachments(msg, body=body),
+        defects=tuple(dict.fromkeys(defects)),
+    )
+
+
+def _body(msg: Message) -> Message | None:
+    """The part a reader would see, as the stdlib's get_body picks it: the first inline
+    text/plain, else the first text/html, inside multiparts but not attached messages."""
+    found: dict[str, Message] = {}
+    for part in _leaves(msg):
+        kind = part.get_content_type()
+        if (
+            kind not in ("text/plain", "text/html")
+            or part.get_content_disposition() == "attachment"
+        ):
+            continue
+        found.setdefault(kind, part)
+        if kind == "text/plain":
+            break
+    return found.get("text/plain") or found.get("text/html")
+
+
+def decode_text(part: Message, defects: list[str]) -> tuple[str, str | None, bool]:
+    """A text part decoded: the declared charset if it decodes cleanly, else UTF-8, else
+    charset-normalizer's guess, else UTF-8 with replacement characters. Never raises."""
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:
+        defects.append("undecodable-body")
+        return "", None, False
+    if not isinstance(payload, bytes):
+        return "", None, False
+    payload = payload[:MAX_BODY_BYTES]
+    declared = _known_charset(part.get_content_charset(), defects)
+    if declared is not None:
+        try:
+            return payload.decode(declared), declared, False
+        except (UnicodeError, LookupError):
+            defects.append("wrong-charset")
+    try:
+        return payload.decode("utf-8"), "utf-8", declared is not None
+    except UnicodeError:
+        pass
+    best = from_bytes(payload[:MAX_SNIFF_BYTES]).best()
+    guess = _known_charset(best.encoding if best is not None else None, defects)
+    if guess is not None:
+        return payload.decode(guess, "replace"), guess, True
+    return payload.decode("utf-8", "replace"), "utf-8", True
+
+
+def _known_charset(name: str | None, defects: list[str]) -> str | None:
+    if not name:
+        return None
+    try:
+        return codecs.lookup(name.strip().strip("\"'")[:40]).name
+    except (LookupError, ValueError):
+        defects.append("unknown-charset")
+        return None
+
+
+def html_to_text(html: str) -> str:
+    """HTML as lines of text: blocks and <br> end lines, scripts and styles are dropped."""
+    flat = html.replace("\n", " ").replace("\t", " ")
+    marked = _CELL_END.sub("\\g<0>\t", _BLOCK_END.sub("\\g<0>\n", flat))
+    try:
+        tree = LexborHTMLParser(marked)
+        for node in tree.css("script, style, head, title"):
+            node.decompose()
+        root = tree.body or tree.root
+        text = root.text(deep=True, separator="", strip=False) if root is not None else ""
+    except Exception:  # the parser refuses some inputs outright; the tags still go
+        return ""
+    lines = (_SPACES.sub(" ", line).strip(" \t") for line in text.split("\n"))
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachment, ...]:
+    """Every attached file (and attached message) by name, type and size, the body excepted."""
+    found: list[Attachment] = []
+    for part in _leaves(msg):
+        if part is body:
+            continue
+        filename = _filename(part)
+        attached = part.get_content_disposition() == "attachment" or filename
+        if attached or part.get_content_maintype() not in ("text", "multipart"):
+            found.append(Attachment(clean(filename), part.get_content_type(), _size(part)))
+    return tuple(found)
+
+
+def _leaves(msg: Message) -> Iterator[Message]:
+    """The non-multipart parts, depth first, without recursion and within the limits; an
+    attached message (message/rfc822) is one leaf, its own parts are not opened."""
+    stack: list[tuple[Message, int]] = [(msg, 0)]
+    seen = 0
+    while stack and seen < MAX_PARTS:
+        part, depth = stack.pop()
+        seen += 1
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            if depth < MAX_DEPTH:
+                children = part.get_payload()
+                if isinstance(children, list):
+                    stack.extend(
+                        (child, depth + 1)
+                        for child in reversed(children)
+                        if isinstance(child, Message)
+                    )
+            continue
+        yield part
+
+
+def _filename(part: Message) -> str:
+    try:
+        return (part.get_filename() or "")[:255]
+    except Exception:  # a hostile RFC 2231 parameter
+        return ""
+
+
+def _size(part: Message) -> int:
+    """The decoded size; base64 is counted, not decoded, so attachments cost no memory."""
+    if part.is_multipart():
+        payload = part.get_payload()
+        return sum(len(str(sub)) for sub in payload) if isinstance(payload, list) else 0
+    raw = part.get_payload()
+    if not isinstance(raw, str):
+        return 0
+    if part.get("content-transfer-encoding", "").strip().lower() == "base64":
+        stripped = len(raw) - sum(raw.count(c) for c in " \t\r\n")
+        return max(0, stripped * 3 // 4 - raw.rstrip()[-2:].count("="))
+    try:
+        decoded = part.get_payload(decode=True)
+    except Exception:
+        return len(raw)
+    return len(decoded) if isinstance(decoded, bytes) else len(raw)

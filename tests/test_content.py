@@ -1,0 +1,110 @@
+"""Message text for extraction: plain preferred, HTML converted, bad charsets survive, and
+attachments listed without their content."""
+
+from __future__ import annotations
+
+import csv
+from email.message import EmailMessage
+
+import pytest
+
+from capture.content import TextSource, html_to_text, message_content
+from capture.parse import Attachment, parse_mime
+from tests.conftest import CORPORA, FIXTURES
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes().replace(b"\n", b"\r\n")
+
+
+def test_plain_text_is_read_as_it_is() -> None:
+    content = message_content(parse_mime(fixture("business.eml")))
+    assert content.source is TextSource.PLAIN
+    assert content.text.startswith("Hi Bob,\n\nattached is the revised quote")
+    assert (content.charset, content.charset_guessed, content.attachments) == ("utf-8", False, ())
+
+
+def test_plain_is_preferred_over_html_in_an_alternative() -> None:
+    msg = EmailMessage()
+    msg.set_content("the plain version")
+    msg.add_alternative("<p>the <b>HTML</b> version</p>", subtype="html")
+    content = message_content(parse_mime(msg.as_bytes()))
+    assert (content.source, content.text) == (TextSource.PLAIN, "the plain version\n")
+    assert content.attachments == ()
+
+
+def test_html_only_mail_becomes_lines_of_text_and_attachments_are_listed() -> None:
+    content = message_content(parse_mime(fixture("html_only.eml")))
+    assert content.source is TextSource.HTML
+    assert content.charset == "cp1252"
+    assert [line for line in content.text.splitlines() if line] == [
+        "Hello Alice,",
+        "the notes from today\u2019s meeting are attached.",
+        "Kind regards,",
+        "Grace Hopper",
+        "Director of Engineering",
+        "Navy Systems Inc.",
+    ]
+    assert "alert" not in content.text and "color" not in content.text
+    pdf, earlier = content.attachments
+    assert pdf == Attachment("notes.pdf", "application/pdf", 58)
+    assert (earlier.filename, earlier.content_type) == ("earlier.eml", "message/rfc822")
+    assert earlier.size > 0
+
+
+def test_an_unknown_charset_is_guessed_and_never_raises() -> None:
+    content = message_content(parse_mime(fixture("broken_charset.eml")))
+    assert content.charset_guessed
+    assert "commande révisée pour la livraison de décembre" in content.text
+    assert "unknown-charset" in content.defects
+
+
+def test_a_wrong_charset_falls_back_to_utf8() -> None:
+    body = "Grüße aus München, die Lieferung kommt am Montag.".encode()
+    raw = b"From: a@b.com\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n" + body
+    content = message_content(parse_mime(raw))
+    assert content.text == body.decode()
+    assert (content.charset, content.charset_guessed) == ("utf-8", True)
+    assert "wrong-charset" in content.defects
+
+
+def test_undecodable_bytes_become_replacement_characters() -> None:
+    raw = b"From: a@b.com\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nok \xff\xfe\xfd end"
+    content = message_content(parse_mime(raw))
+    assert content.text.startswith("ok ") and content.text.endswith(" end")
+
+
+def test_a_message_without_a_body_has_no_text() -> None:
+    raw = (
+        b"From: a@b.com\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n"
+        b"\r\niVBORw0KGgo=\r\n"
+    )
+    content = message_content(parse_mime(raw))
+    assert (content.source, content.text) == (TextSource.NONE, "")
+    assert content.attachments == (Attachment("", "image/png", 8),)
+
+
+def test_html_conversion_keeps_blocks_apart_and_inline_text_together() -> None:
+    html = "<table><tr><td>Name</td><td>Jane <i>Roe</i></td></tr></table><p>a<br/>b</p>"
+    assert [line for line in html_to_text(html).splitlines() if line] == [
+        "Name\tJane Roe",
+        "a",
+        "b",
+    ]
+
+
+@pytest.mark.skipif(
+    not (CORPORA / "spamassassin").is_dir(), reason="../shared/corpora/spamassassin is absent"
+)
+def test_every_spamassassin_message_gives_text_without_raising() -> None:
+    manifest = CORPORA / "spamassassin" / "manifest.csv"
+    with manifest.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    sources = []
+    for row in rows[::5]:
+        raw = (CORPORA / "spamassassin" / "messages" / row["group"] / row["file"]).read_bytes()
+        content = message_content(parse_mime(raw))
+        assert "\r" not in content.text
+        sources.append(content.source)
+    assert sources.count(TextSource.HTML) > 50  # HTML-only mail is common in this corpus
+    assert sources.count(TextSource.PLAIN) > 300
