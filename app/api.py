@@ -9,15 +9,22 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.request_limits import JsonBodyLimit, RateLimiter
 from app.routes import (
     contacts,
     decisions,
+    employees,
+    erasure,
     explain,
     health,
     mailboxes,
+    me,
     messages,
     people,
     policy,
+    review,
+    tokens,
+    webhooks,
 )
 from app.runtime import Runtime
 from app.web import pages
@@ -36,6 +43,8 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.runtime = runtime
     app.state.sessions = runtime.sessions
     app.state.read_sessions = runtime.read_sessions
+    app.state.rate_limiter = RateLimiter(runtime.settings.api_rate_per_minute)
+    app.add_middleware(JsonBodyLimit)
     for router in (
         messages.router,
         people.router,  # before contacts: /contacts/duplicates is not a contact id
@@ -44,6 +53,12 @@ def create_app(runtime: Runtime) -> FastAPI:
         decisions.router,
         explain.router,
         mailboxes.router,
+        tokens.router,
+        review.router,
+        me.router,
+        erasure.router,
+        webhooks.router,
+        employees.router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)

@@ -18,7 +18,7 @@ from app.logs import LogFormat, configure
 from app.models import Employee, EmployeeAlias
 from app.policy_versions import simulate
 from app.runtime import build_runtime
-from app.security import Role, create_token
+from app.security import Role, create_token, revoke_token
 from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
 from app.web.login_cli import login_link
@@ -207,6 +207,15 @@ def tokens_create(
         except ValueError as error:
             raise _fail(str(error)) from None
     typer.echo(token)
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
+    """Revoke an API token at once; requests with it get 401 from then on."""
+    with transaction(_sessions(Settings())) as session:
+        if revoke_token(session, token_id, datetime.now(UTC)) is None:
+            raise _fail(f"no token {token_id}")
+    typer.echo(f"token {token_id} revoked")
 
 
 @cli.command()

@@ -142,3 +142,48 @@ def list_companies(session: Session, *, before: int | None, limit: int) -> list[
     if before is not None:
         query = query.where(Company.id < before)
     return [CompanyOut.model_validate(c) for c in session.scalars(query)]
+
+
+VISIBILITY_ORDER = ("shared", "subject_only", "private")  # from most to least seen
+
+
+def set_visibility(
+    session: Session, principal: Principal, message_id: int, visibility: str
+) -> MessageOut | None:
+    """Change who sees a message; only an owner may (see `change_visibility`).
+
+    None if the principal cannot see the message; PermissionError if they are not an owner;
+    ValueError if the change would show a colleague's copy to more people."""
+    message = session.scalars(visible_messages(principal).where(Message.id == message_id)).first()
+    if message is None:
+        return None
+    if principal.employee_id is None or not _owns(session, principal.employee_id, message_id):
+        raise PermissionError("only an owner may change who sees a message")
+    change_visibility(session, principal.employee_id, message, visibility)
+    session.flush()
+    return render_messages(session, principal, [message])[0]
+
+
+def change_visibility(
+    session: Session, employee_id: int, message: Message, visibility: str
+) -> None:
+    """An owner may always narrow who sees a message. Widening needs them to be its only
+    owner: a colleague who filed the same mail did not agree to share it."""
+    widening = VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility)
+    others = session.scalar(
+        sa.select(sa.func.count()).where(
+            MessageOwner.message_id == message.id, MessageOwner.employee_id != employee_id
+        )
+    )
+    if widening and others:
+        raise ValueError("a colleague filed this message too, so it is not yours to share")
+    message.visibility = visibility
+
+
+def _owns(session: Session, employee_id: int, message_id: int) -> bool:
+    owner = session.scalar(
+        sa.select(MessageOwner.id).where(
+            MessageOwner.message_id == message_id, MessageOwner.employee_id == employee_id
+        )
+    )
+    return owner is not None

@@ -34,6 +34,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # Deleted rows are overwritten, not left in free pages: purged and erased data must go.
+    cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
 
 
@@ -67,3 +69,15 @@ def migrate(url: str) -> None:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     command.upgrade(alembic_config(url), "head")
+
+
+def scrub_wal(engine: sa.Engine) -> None:
+    """SQLite keeps old page images in its write-ahead log until a checkpoint: fold it in and
+    truncate it, so that erased data leaves the disk. A no-op elsewhere."""
+    if engine.dialect.name != "sqlite":
+        return
+    raw = engine.raw_connection()
+    try:
+        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        raw.close()

@@ -24,6 +24,7 @@ _COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
 _INSERT = Prepared(sa.insert(DecisionRecord), keys=_COLUMNS)
 _LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger))))
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
+ACTION_CHANNEL = "api"  # records of actions on requests, not decisions on messages
 
 
 @dataclass(frozen=True)
@@ -63,24 +64,60 @@ def canonical(record: DecisionRecord) -> bytes:
 
 def append(db: Session | sa.Connection, entry: Entry) -> DecisionRecord:
     """Add one record at the head of the chain, inside the caller's transaction."""
+    decision = entry.decision
+    return _chain(
+        db,
+        DecisionRecord(
+            created_at=entry.created_at,
+            channel=entry.channel.value,
+            employee_id=entry.employee_id,
+            outcome=decision.outcome.value,
+            rules=list(decision.rules_hit),
+            verdicts=[{"id": v.rule, "hit": v.hit} for v in decision.verdicts],
+            facts=decision.facts,
+            policy_sha256=decision.policy_sha256,
+            message_id_hmac=entry.message_id_hmac,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Action:
+    """A person's request acted on (objection, erasure, access, review), in content-free terms:
+    counts and ids, never an address, subject or text."""
+
+    created_at: datetime
+    kind: str  # e.g. "erasure", "objection", "access-export", "review-capture"
+    employee_id: int | None  # the employee who acted, if an employee did
+    policy_sha256: str
+    facts: dict[str, Any]
+
+
+def append_action(db: Session | sa.Connection, action: Action) -> DecisionRecord:
+    """Chain an action into the same log as the decisions, on the `api` channel."""
+    return _chain(
+        db,
+        DecisionRecord(
+            created_at=action.created_at,
+            channel=ACTION_CHANNEL,
+            employee_id=action.employee_id,
+            outcome=action.kind,
+            rules=[],
+            verdicts=[],
+            facts=action.facts,
+            policy_sha256=action.policy_sha256,
+            message_id_hmac=None,
+        ),
+    )
+
+
+def _chain(db: Session | sa.Connection, record: DecisionRecord) -> DecisionRecord:
     conn = db.connection() if isinstance(db, Session) else db
     if conn.dialect.name == "postgresql":
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})
     head = _HEAD.first(conn)
-    decision = entry.decision
-    record = DecisionRecord(
-        id=(head[0] + 1) if head else 1,
-        created_at=entry.created_at,
-        channel=entry.channel.value,
-        employee_id=entry.employee_id,
-        outcome=decision.outcome.value,
-        rules=list(decision.rules_hit),
-        verdicts=[{"id": v.rule, "hit": v.hit} for v in decision.verdicts],
-        facts=decision.facts,
-        policy_sha256=decision.policy_sha256,
-        message_id_hmac=entry.message_id_hmac,
-        prev_hash=head[1] if head else GENESIS,
-    )
+    record.id = (head[0] + 1) if head else 1
+    record.prev_hash = head[1] if head else GENESIS
     record.hash = hashlib.sha256(canonical(record)).hexdigest()
     _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS})
     return record

@@ -354,3 +354,50 @@ class WebSession(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class WebhookSubscription(Base):
+    """An integration's subscription to content-free events, signed with its own secret."""
+
+    __tablename__ = "webhook_subscriptions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
+    )
+    url: Mapped[str] = mapped_column(sa.String(2000))
+    secret: Mapped[str] = mapped_column(sa.String(100))  # signs deliveries, so kept readable
+    events: Mapped[list[Any]] = mapped_column(default=list)
+    active: Mapped[bool] = mapped_column(default=True)
+    consecutive_failures: Mapped[int] = mapped_column(default=0)
+    disabled_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The outbox: one event for one subscription, written in the event's own transaction."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(sa.String(32))
+    payload: Mapped[dict[str, Any]] = mapped_column()
+    status: Mapped[str] = mapped_column(sa.String(16), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebhookAttempt(Base):
+    """The delivery log: every attempt with its answer; never the payload."""
+
+    __tablename__ = "webhook_attempts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[datetime] = mapped_column()
+    status_code: Mapped[int | None] = mapped_column()
+    error: Mapped[str] = mapped_column(sa.String(200), default="")

@@ -12,6 +12,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
+from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, PolicyVersion
 from policies.engine import Engine
 from policies.observe import Observations
@@ -102,7 +103,11 @@ def simulate(
     session: Session, candidate: Engine, secret: bytes, *, since: datetime | None = None
 ) -> Simulation:
     """Re-decide stored decisions from their content-free facts under a candidate policy."""
-    query = sa.select(DecisionRecord.outcome, DecisionRecord.facts).order_by(DecisionRecord.id)
+    query = (
+        sa.select(DecisionRecord.outcome, DecisionRecord.facts)
+        .where(DecisionRecord.channel != ACTION_CHANNEL)  # actions decide no message
+        .order_by(DecisionRecord.id)
+    )
     if since is not None:
         query = query.where(DecisionRecord.created_at >= since)
     evaluated, changed, unknown = 0, 0, 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 
@@ -122,4 +122,4 @@ class DuplicateOut(Out):
 
 class MergeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    into: int
+    into: int = Field(ge=1, le=2**31 - 1, description="The contact to merge into.")

@@ -81,3 +81,20 @@ def touch_token(target: Session | sessionmaker[Session], token_id: int, now: dat
         return
     with target() as session, session.begin():
         session.execute(update)
+
+
+def revoke_token(session: Session, token_id: int, now: datetime) -> ApiToken | None:
+    """Revoke a token at once (idempotent); None if there is no such token."""
+    row = session.get(ApiToken, token_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = now
+        session.flush()
+    return row
+
+
+def list_tokens(session: Session, *, before: int | None, limit: int) -> list[ApiToken]:
+    """Every token, newest first: role, scopes, label and times, never a secret."""
+    query = sa.select(ApiToken).order_by(ApiToken.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(ApiToken.id < before)
+    return list(session.scalars(query))

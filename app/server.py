@@ -20,6 +20,7 @@ from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
 from app.runtime import Runtime
 from app.settings import Settings
+from app.webhooks import Deliverer
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
 from capture.spamd import Spamd
 from capture.submitters import authenticate_app_password
@@ -76,6 +77,7 @@ class Service:
         self.smtps_server: asyncio.Server | None = None
         self.smtps_port = 0
         self.jobs: list[asyncio.Task[None]] = []
+        self.deliverer: Deliverer | None = None
 
     async def start(self) -> None:
         if ProcessRole.SMTP in self.roles:
@@ -86,6 +88,8 @@ class Service:
         purge = partial(purge_once, self.runtime.sessions)
         self._schedule(Job("retention-purge", PURGE_EVERY, purge))
         settings = self.runtime.settings
+        self.deliverer = Deliverer(self.runtime.sessions)
+        self._schedule(Job("webhook-delivery", settings.webhook_interval, self.deliverer.run))
         log.info(
             "started %s: smtp %s:%s, http %s:%s",
             ",".join(sorted(self.roles)),
@@ -176,6 +180,8 @@ class Service:
         for job in self.jobs:
             job.cancel()
         await asyncio.gather(*self.jobs, return_exceptions=True)
+        if self.deliverer is not None:
+            self.deliverer.close()
         for server in (self.smtp_server, self.smtps_server):
             if server is not None:
                 server.close()

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     spamd_host: str | None = None
     spamd_port: int = Field(default=783, ge=1, le=65535)
     auto_migrate: bool = True
+    api_rate_per_minute: int = Field(default=600, gt=0)
+    webhook_interval: float = Field(default=2.0, gt=0)
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger
+from app import ledger, webhooks
 from app.filing import Filing, file_message
 from app.freshness import mark_undeliverable
 from app.models import (
@@ -226,6 +226,15 @@ class Pipeline:
             mark_undeliverable(conn, bounced_recipients(message), when=when, now=now)
         _INSERT_RECEIPT.run(
             conn, {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now}
+        )
+        webhooks.on_decision(
+            conn,
+            decision_id=record.id,
+            outcome=decision.outcome.value,
+            channel=channel.value,
+            employee_id=submitter.employee_id if submitter else None,
+            message_id=stored,
+            now=now,
         )
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 

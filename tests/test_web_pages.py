@@ -208,6 +208,17 @@ def test_pages_forbid_framing_and_show_only_their_own_notes(running: Running) ->
     assert "555-0100" not in page.text and "Capture resumed." in known.text
 
 
+def test_an_id_beyond_any_database_is_refused_not_an_error(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    huge = "9" * 30
+    with sign_in(running, alice) as client:
+        answers = [
+            client.get(f"/mail/messages/{huge}").status_code,
+            client.get(f"/contacts/{huge}").status_code,
+        ]
+    assert answers == [422, 422]
+
+
 def test_my_mail_lists_dropped_mail_by_time_and_rule_only(running: Running) -> None:
     mail = file_mail(running)
     with sign_in(running, mail.alice) as alice:
@@ -225,6 +236,13 @@ def test_discarding_a_held_message_deletes_it_and_keeps_its_decision(running: Ru
         assert alice.get(f"/mail/messages/{mail.held}").status_code == 404
     with running.runtime.sessions() as session:
         assert session.get(Message, mail.held) is None
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+    assert last is not None  # the choice is in the decision log, by id only
+    assert (last.outcome, last.employee_id, last.facts) == (
+        "review-discard",
+        mail.alice,
+        {"message_id": mail.held},
+    )
 
 
 def test_discarding_a_message_a_colleague_also_filed_removes_only_my_copy(

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.request_limits import RateLimiter, retry_after
 from app.security import Principal, Role, authenticate, touch_token
 
 bearer = HTTPBearer(auto_error=False, description="A token from `mailroom tokens create`.")
@@ -32,7 +33,8 @@ def get_session(request: Request) -> Iterator[Session]:
             raise
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+# Committed before the response is sent: a 2xx means the change is durable and visible.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_principal(
@@ -58,6 +60,14 @@ def get_principal(
             "The token is unknown or revoked.",
             headers={"WWW-Authenticate": "Bearer"},
         )
+    limiter: RateLimiter | None = getattr(request.app.state, "rate_limiter", None)
+    wait = limiter.acquire(principal.token_id) if limiter is not None else None
+    if wait is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "Too many requests with this token; slow down.",
+            headers={"Retry-After": retry_after(wait)},
+        )
     return principal
 
 
@@ -75,6 +85,19 @@ def allow(*roles: Role, scope: str | None = None) -> Callable[[Principal], Princ
         raise HTTPException(status.HTTP_403_FORBIDDEN, "This token's role may not do this.")
 
     return check
+
+
+def scope(name: str) -> Callable[[Principal], Principal]:
+    """A dependency admitting only integration tokens that hold this scope."""
+    return allow(scope=name)
+
+
+# One alias per role: a route says who it is for in its signature.
+EmployeeDep = Annotated[Principal, Depends(allow(Role.EMPLOYEE))]
+ComplianceDep = Annotated[Principal, Depends(allow(Role.COMPLIANCE))]
+AdminDep = Annotated[Principal, Depends(allow(Role.ADMIN))]
+AuditorDep = Annotated[Principal, Depends(allow(Role.COMPLIANCE, Role.ADMIN))]
+WebhookWriterDep = Annotated[Principal, Depends(scope("webhooks:write"))]
 
 
 async def read_body(request: Request, limit: int) -> bytes:

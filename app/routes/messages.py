@@ -7,8 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, status
 
 from app import crm
-from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
+from app.access_schemas import VisibilityIn
+from app.routes.deps import EmployeeDep, SessionDep, allow
+from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import MessageOut, Page
 from app.security import Principal, Role
 
@@ -26,8 +27,32 @@ def list_messages(
 
 
 @router.get("/{message_id}", response_model=MessageOut)
-def get_message(session: SessionDep, principal: Reader, message_id: int) -> MessageOut:
+def get_message(session: SessionDep, principal: Reader, message_id: Id) -> MessageOut:
     found = crm.get_message(session, principal, message_id)
+    if found is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such message.")
+    return found
+
+
+@router.patch(
+    "/{message_id}",
+    response_model=MessageOut,
+    responses={
+        403: {"description": "Not an owner"},
+        409: {"description": "Would share a colleague's copy more widely"},
+    },
+)
+def patch_message(
+    session: SessionDep, principal: EmployeeDep, message_id: Id, body: VisibilityIn
+) -> MessageOut:
+    """Change who sees a message you captured (shared, subject_only, private). You may always
+    narrow it; widening needs you to be its only owner."""
+    try:
+        found = crm.set_visibility(session, principal, message_id, body.visibility.value)
+    except PermissionError as error:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, str(error)) from None
+    except ValueError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(error)) from None
     if found is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such message.")
     return found

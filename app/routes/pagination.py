@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import HTTPException, Query, status
+from fastapi import HTTPException, Path, Query, status
 
 MAX_PAGE = 100
 
@@ -30,3 +30,8 @@ def encode_cursor(ids: list[int], limit: int) -> str | None:
     if len(ids) < limit:
         return None
     return base64.urlsafe_b64encode(str(ids[-1]).encode()).decode().rstrip("=")
+
+
+MAX_ID = 2**31 - 1  # the widest id every supported database stores as INTEGER
+Id = Annotated[int, Path(ge=1, le=MAX_ID, description="An id, as listed.")]
+IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]

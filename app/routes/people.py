@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from app import duplicates, relationships, threads
 from app.models import Contact, ContactChange
 from app.routes.deps import SessionDep, allow
+from app.routes.pagination import Id
 from app.schemas import (
     ContactChangeOut,
     ContactOut,
@@ -32,7 +33,7 @@ MessageReader = Annotated[Principal, Depends(allow(Role.EMPLOYEE, scope="message
 
 
 @router.get("/threads/{thread_id}", response_model=ThreadOut)
-def get_thread(session: SessionDep, principal: MessageReader, thread_id: int) -> ThreadOut:
+def get_thread(session: SessionDep, principal: MessageReader, thread_id: Id) -> ThreadOut:
     """A conversation, oldest message first, with only the messages the caller may see."""
     found = threads.read_thread(session, principal, thread_id)
     if found is None:
@@ -48,7 +49,7 @@ def list_duplicates(session: SessionDep, _principal: ContactReader) -> list[Dupl
 
 @router.get("/contacts/{contact_id}/relationships", response_model=list[RelationshipOut])
 def contact_relationships(
-    session: SessionDep, _principal: ContactReader, contact_id: int
+    session: SessionDep, _principal: ContactReader, contact_id: Id
 ) -> list[RelationshipOut]:
     """Who on our team knows this person, strongest relationship first."""
     _contact_or_404(session, contact_id)
@@ -57,7 +58,7 @@ def contact_relationships(
 
 @router.get("/contacts/{contact_id}/history", response_model=list[ContactChangeOut])
 def contact_history(
-    session: SessionDep, _principal: ContactReader, contact_id: int
+    session: SessionDep, _principal: ContactReader, contact_id: Id
 ) -> list[ContactChangeOut]:
     """Every change to the contact, newest first, with the message that showed it."""
     _contact_or_404(session, contact_id)
@@ -72,7 +73,7 @@ def contact_history(
 
 @router.post("/contacts/{contact_id}/merge", response_model=ContactOut)
 def merge_contact(
-    session: SessionDep, _principal: ContactWriter, contact_id: int, body: MergeIn
+    session: SessionDep, _principal: ContactWriter, contact_id: Id, body: MergeIn
 ) -> ContactOut:
     """Merge this contact into `into`; its address keeps leading to `into`."""
     try:
@@ -85,7 +86,7 @@ def merge_contact(
 
 @router.get("/employees/{employee_id}/contacts", response_model=list[RelationshipOut])
 def employee_contacts(
-    session: SessionDep, principal: ContactReader, employee_id: int
+    session: SessionDep, principal: ContactReader, employee_id: Id
 ) -> list[RelationshipOut]:
     """The contacts an employee knows, strongest first; an employee may ask only for
     themself."""

@@ -17,6 +17,7 @@ from app.policy_schemas import (
     VersionSourceOut,
 )
 from app.routes.deps import PrincipalDep, SessionDep, allow, read_body
+from app.routes.pagination import MAX_ID, Id
 from app.runtime import publish_policy
 from app.security import Principal, Role
 from policies.engine import PolicyError
@@ -74,7 +75,7 @@ def list_versions(session: SessionDep, _principal: PrincipalDep) -> list[Version
 
 
 @router.get("/versions/{version_id}", response_model=VersionSourceOut)
-def get_version(session: SessionDep, _principal: PrincipalDep, version_id: int) -> VersionSourceOut:
+def get_version(session: SessionDep, _principal: PrincipalDep, version_id: Id) -> VersionSourceOut:
     row = _found(session, version_id)
     return VersionSourceOut(
         **_version(row, policy_versions.active(session)).model_dump(), source=row.source
@@ -85,8 +86,8 @@ def get_version(session: SessionDep, _principal: PrincipalDep, version_id: int) 
 def diff_versions(
     session: SessionDep,
     _principal: PrincipalDep,
-    from_id: Annotated[int, Query(alias="from")],
-    to_id: Annotated[int, Query(alias="to")],
+    from_id: Annotated[int, Query(alias="from", ge=1, le=MAX_ID)],
+    to_id: Annotated[int, Query(alias="to", ge=1, le=MAX_ID)],
 ) -> DiffOut:
     """What changed between two versions: rules added, removed, changed, and the text diff."""
     result = policy_versions.diff(_found(session, from_id), _found(session, to_id))
@@ -101,7 +102,7 @@ def diff_versions(
     )
 
 
-def _found(session: SessionDep, version_id: int) -> PolicyVersion:
+def _found(session: SessionDep, version_id: Id) -> PolicyVersion:
     row = policy_versions.version(session, version_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such policy version.")

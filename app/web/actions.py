@@ -1,35 +1,26 @@
 """Serve: what an employee's pages read and change, kept thin over the tables.
 
 Each function takes the acting employee's id and touches only that employee's rows, so a page
-cannot reach a colleague's mail by guessing an id. The review queue, visibility and settings
-services of the roles work can replace these one by one without the pages changing.
+cannot reach a colleague's mail by guessing an id. Reviews and visibility
+changes go through the same services as the API (app/review.py, app/crm.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app import filing
-from app.models import (
-    DecisionRecord,
-    Employee,
-    Message,
-    MessageOwner,
-    Participant,
-    PersonalContact,
-    Suppression,
-)
-from capture.parse import Address
+from app import crm, review
+from app.models import DecisionRecord, Employee, Message, MessageOwner, PersonalContact
+from app.runtime import Runtime
 from policies.model import Outcome, Visibility
-from policies.observe import address_token, is_internal
+from policies.observe import address_token
 
 KEPT = (Outcome.CAPTURE.value, Outcome.METADATA_ONLY.value)
 DROPPED = (Outcome.DROP.value, Outcome.REJECT.value)
-WIDTH = (Visibility.PRIVATE.value, Visibility.SUBJECT_ONLY.value, Visibility.SHARED.value)
 
 
 @dataclass(frozen=True)
@@ -92,9 +83,7 @@ def set_visibility(
     session: Session, employee_id: int, message_id: int, visibility: Visibility
 ) -> bool:
     """Change who may see one of my captures; False if it is not mine or not captured.
-
-    Showing it to more people needs me to be its only owner: a colleague who filed the same
-    mail did not agree to share it."""
+    The rule is the API's (app/crm.py: widening needs me to be the only owner)."""
     message = session.scalar(
         sa.select(Message).where(
             Message.id == message_id, _own(employee_id), Message.outcome.in_(KEPT)
@@ -102,107 +91,47 @@ def set_visibility(
     )
     if message is None:
         return False
-    widening = WIDTH.index(visibility.value) > WIDTH.index(message.visibility)
-    if widening and _other_owners(session, employee_id, message_id):
-        raise NotAllowedError("a colleague filed this message too, so it is not yours to share")
-    message.visibility = visibility.value
+    try:
+        crm.change_visibility(session, employee_id, message, visibility.value)
+    except ValueError as refused:
+        raise NotAllowedError(str(refused)) from None
     return True
 
 
-@dataclass(frozen=True)
-class Review:
-    """Who reviews, and what capturing needs: the consent lists' key, the company's domains,
-    and the policy's default visibility for captures."""
-
-    employee_id: int
-    secret: bytes
-    org_domains: frozenset[str]
-    visibility: Visibility
-    now: datetime
-
-
-def capture_held(session: Session, message_id: int, at: Review) -> bool:
-    """I say a held message is business: it is filed as a capture, with its contacts.
-
-    False if it is not mine or not held; NotAllowedError if a consent guardrail now forbids it
-    (someone objected or was erased, or is on my personal-contacts list since it was held)."""
-    message = session.scalar(
-        sa.select(Message).where(
-            Message.id == message_id,
-            _own(at.employee_id),
-            Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
-        )
+def reviewer(runtime: Runtime, employee_id: int) -> review.Reviewer:
+    policy = runtime.pipeline.engine.policy
+    return review.Reviewer(
+        employee_id=employee_id,
+        secret=runtime.pipeline.secret,
+        org_domains=frozenset(runtime.settings.org_domains),
+        visibility=policy.policy.default_visibility.value,
+        policy_sha256=policy.sha256,
+        now=datetime.now(UTC),
     )
+
+
+def capture_held(session: Session, message_id: int, at: review.Reviewer) -> bool:
+    """I say a held message is business: it is filed as a capture, with its contacts
+    (app/review.py, the same service as the API's). False if it is not mine or not held;
+    NotAllowedError if a consent guardrail now forbids it."""
+    message = review.find_held(session, at.employee_id, message_id)
     if message is None:
         return False
-    participants = list(
-        session.scalars(sa.select(Participant).where(Participant.message_id == message_id))
-    )
-    _check_consent(session, [p.address for p in participants], at)
-    conn = session.connection()
-    sender = next((p for p in participants if p.role == "from"), None)
-    outbound = sender is not None and sender.employee_id == at.employee_id
-    for p in participants:
-        if is_internal(p.address, at.org_domains):
-            continue
-        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
-        if outbound or p is sender:
-            seen = message.sent_at or at.now
-            filing._bump_relationship(
-                conn,
-                {
-                    "employee_id": at.employee_id,
-                    "contact_id": p.contact_id,
-                    "sent_count": int(outbound),
-                    "received_count": int(p is sender),
-                    "first_seen": seen,
-                    "last_seen": seen,
-                },
-            )
-    with_text = message.subject is not None or message.body_text is not None
-    message.outcome = Outcome.CAPTURE.value if with_text else Outcome.METADATA_ONLY.value
-    message.visibility, message.held_until = at.visibility.value, None
+    try:
+        review.capture(session, message, at)
+    except review.BlockedError as refused:
+        raise NotAllowedError(str(refused)) from None
     return True
 
 
-def _check_consent(session: Session, addresses: list[str], at: Review) -> None:
-    tokens = [address_token(at.secret, a) for a in addresses]
-    if session.scalar(
-        sa.select(Suppression.address_token).where(Suppression.address_token.in_(tokens)).limit(1)
-    ):
-        raise NotAllowedError("someone in it objected or had their data erased; discard it")
-    personal = sa.select(PersonalContact.id).where(
-        PersonalContact.employee_id == at.employee_id, PersonalContact.address_token.in_(tokens)
-    )
-    if session.scalar(personal.limit(1)):
-        raise NotAllowedError("someone in it is on your personal-contacts list; discard it")
-
-
-def discard_held(session: Session, employee_id: int, message_id: int) -> bool:
+def discard_held(session: Session, message_id: int, at: review.Reviewer) -> bool:
     """I say a held message is personal: my copy goes, and the message with it unless a
-    colleague filed it too. Its content-free decision stays."""
-    mine = session.execute(
-        sa.delete(MessageOwner).where(
-            MessageOwner.employee_id == employee_id,
-            MessageOwner.message_id.in_(
-                sa.select(Message.id).where(
-                    Message.id == message_id, Message.outcome == Outcome.HOLD_FOR_REVIEW.value
-                )
-            ),
-        )
-    )
-    if not mine.rowcount:  # type: ignore[attr-defined]
+    colleague filed it too. Its content-free decision stays, and the choice is logged."""
+    message = review.find_held(session, at.employee_id, message_id)
+    if message is None:
         return False
-    if not _other_owners(session, employee_id, message_id):
-        session.execute(sa.delete(Message).where(Message.id == message_id))
+    review.discard(session, message, at)
     return True
-
-
-def _other_owners(session: Session, employee_id: int, message_id: int) -> int:
-    query = sa.select(sa.func.count()).where(
-        MessageOwner.message_id == message_id, MessageOwner.employee_id != employee_id
-    )
-    return int(session.scalar(query) or 0)
 
 
 def set_capture_paused(session: Session, employee_id: int, *, paused: bool) -> None:

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from app.models import ApiToken, Employee, MessageOwner
+from app.routes.pagination import Id
 from app.security import Role, create_token
 from app.web.auth import AdminUser, CsrfChecked, WebUser
 from app.web.render import PageSession, page
@@ -91,7 +92,7 @@ def new_token(
 
 
 @router.post("/admin/tokens/{token_id}/revoke", dependencies=[CsrfChecked])
-def revoke_token(session: PageSession, _user: AdminUser, token_id: int) -> RedirectResponse:
+def revoke_token(session: PageSession, _user: AdminUser, token_id: Id) -> RedirectResponse:
     revoked = session.execute(
         sa.update(ApiToken)
         .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))

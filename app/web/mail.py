@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated
 
 import sqlalchemy as sa
@@ -12,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app import crm
 from app.models import Company, Contact, Employee, Message, Participant, Relationship
+from app.routes.pagination import Id
 from app.web import actions
 from app.web.auth import CsrfChecked, EmployeeUser, WebUser, secret_of
 from app.web.render import PageSession, page
@@ -64,7 +64,7 @@ def _my_mail(
 
 @router.get("/mail/messages/{message_id}", response_class=HTMLResponse)
 def message_page(
-    request: Request, session: PageSession, user: EmployeeUser, message_id: int
+    request: Request, session: PageSession, user: EmployeeUser, message_id: Id
 ) -> HTMLResponse:
     """Mine, or a colleague's shared capture; anything else does not exist for me."""
     found = crm.get_message(session, user.principal, message_id)
@@ -78,7 +78,7 @@ def change_visibility(
     request: Request,
     session: PageSession,
     user: EmployeeUser,
-    message_id: int,
+    message_id: Id,
     visibility: Annotated[Visibility, Form()],
 ) -> Response:
     assert user.employee_id is not None
@@ -92,18 +92,9 @@ def change_visibility(
 
 
 @router.post("/mail/messages/{message_id}/capture", dependencies=[CsrfChecked])
-def capture(
-    request: Request, session: PageSession, user: EmployeeUser, message_id: int
-) -> Response:
+def capture(request: Request, session: PageSession, user: EmployeeUser, message_id: Id) -> Response:
     assert user.employee_id is not None
-    runtime = request.app.state.runtime
-    review = actions.Review(
-        employee_id=user.employee_id,
-        secret=runtime.pipeline.secret,
-        org_domains=frozenset(runtime.settings.org_domains),
-        visibility=runtime.pipeline.engine.policy.policy.default_visibility,
-        now=datetime.now(UTC),
-    )
+    review = actions.reviewer(request.app.state.runtime, user.employee_id)
     try:
         captured = actions.capture_held(session, message_id, review)
     except actions.NotAllowedError as refused:
@@ -114,9 +105,12 @@ def capture(
 
 
 @router.post("/mail/messages/{message_id}/discard", dependencies=[CsrfChecked])
-def discard(session: PageSession, user: EmployeeUser, message_id: int) -> RedirectResponse:
+def discard(
+    request: Request, session: PageSession, user: EmployeeUser, message_id: Id
+) -> RedirectResponse:
     assert user.employee_id is not None
-    if not actions.discard_held(session, user.employee_id, message_id):
+    review = actions.reviewer(request.app.state.runtime, user.employee_id)
+    if not actions.discard_held(session, message_id, review):
         raise _not_found()
     return _back("discarded")
 
@@ -143,7 +137,7 @@ def add_personal(
 
 
 @router.post("/mail/personal-contacts/{contact_id}/remove", dependencies=[CsrfChecked])
-def remove_personal(session: PageSession, user: EmployeeUser, contact_id: int) -> RedirectResponse:
+def remove_personal(session: PageSession, user: EmployeeUser, contact_id: Id) -> RedirectResponse:
     assert user.employee_id is not None
     if not actions.remove_personal_contact(session, user.employee_id, contact_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such personal contact.")
@@ -152,7 +146,7 @@ def remove_personal(session: PageSession, user: EmployeeUser, contact_id: int) -
 
 @router.get("/contacts/{contact_id}", response_class=HTMLResponse)
 def contact_page(
-    request: Request, session: PageSession, user: EmployeeUser, contact_id: int
+    request: Request, session: PageSession, user: EmployeeUser, contact_id: Id
 ) -> HTMLResponse:
     row = session.execute(
         sa.select(Contact, Company)

@@ -9,6 +9,7 @@ from fastapi.responses import HTMLResponse
 
 from app import policy_versions
 from app.routes.deps import SessionDep
+from app.routes.pagination import Id
 from app.web import admin, compliance, mail, render, signin
 from app.web.render import templates
 from policies.guardrails import GUARDRAILS
@@ -45,7 +46,7 @@ def policy_page(request: Request, session: SessionDep) -> HTMLResponse:
 
 
 @router.get("/policy/versions/{version_id}", response_class=HTMLResponse)
-def version_page(request: Request, session: SessionDep, version_id: int) -> HTMLResponse:
+def version_page(request: Request, session: SessionDep, version_id: Id) -> HTMLResponse:
     row = policy_versions.version(session, version_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such policy version.")

@@ -1,0 +1,147 @@
+"""File: an employee's review of the messages the policy held for them: capture or discard.
+
+Guardrails still apply at review: a participant who objected, was erased or is on the
+employee's personal-contacts list since the message was held keeps it from being captured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app import filing, ledger, webhooks
+from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
+from capture.parse import Address
+from policies.observe import address_token, is_internal
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    employee_id: int
+    secret: bytes
+    org_domains: frozenset[str]
+    visibility: str  # the policy's default for captures
+    policy_sha256: str
+    now: datetime
+
+
+class BlockedError(Exception):
+    """A guardrail forbids capturing this message now."""
+
+
+def _held(employee_id: int) -> sa.Select[Message]:
+    owned = sa.exists().where(
+        MessageOwner.message_id == Message.id, MessageOwner.employee_id == employee_id
+    )
+    return sa.select(Message).where(Message.outcome == "hold", owned)
+
+
+def queue(
+    session: Session, employee_id: int, *, before: int | None, limit: int
+) -> list[tuple[Message, list[str]]]:
+    """This employee's held messages, newest first, with their participants' addresses."""
+    query = _held(employee_id).order_by(Message.id.desc()).limit(limit)
+    if before is not None:
+        query = query.where(Message.id < before)
+    messages = list(session.scalars(query))
+    addresses: dict[int, list[str]] = {m.id: [] for m in messages}
+    for message_id, address in session.execute(
+        sa.select(Participant.message_id, Participant.address).where(
+            Participant.message_id.in_(list(addresses))
+        )
+    ):
+        addresses[message_id].append(address)
+    return [(m, addresses[m.id]) for m in messages]
+
+
+def find_held(session: Session, employee_id: int, message_id: int) -> Message | None:
+    return session.scalars(_held(employee_id).where(Message.id == message_id)).first()
+
+
+def capture(session: Session, message: Message, at: Reviewer) -> None:
+    """File a held message as the employee chose: contacts, relationships, visibility."""
+    participants = list(
+        session.scalars(sa.select(Participant).where(Participant.message_id == message.id))
+    )
+    _check_guardrails(session, [p.address for p in participants], at)
+    conn = session.connection()
+    sender = next((p for p in participants if p.role == "from"), None)
+    outbound = sender is not None and sender.employee_id == at.employee_id
+    for p in participants:
+        if is_internal(p.address.lower(), at.org_domains):
+            continue
+        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
+        received = sender is p
+        if outbound or received:
+            filing._bump_relationship(
+                conn,
+                {
+                    "employee_id": at.employee_id,
+                    "contact_id": p.contact_id,
+                    "sent_count": int(outbound),
+                    "received_count": int(received),
+                    "first_seen": message.sent_at or at.now,
+                    "last_seen": message.sent_at or at.now,
+                },
+            )
+    with_text = message.subject is not None or message.body_text is not None
+    message.outcome = "capture" if with_text else "metadata_only"
+    message.visibility, message.held_until = at.visibility, None
+    session.flush()
+    _log(session, "review-capture", message.id, at)
+    webhooks.captured(
+        session, message_id=message.id, employee_id=at.employee_id, channel="review", now=at.now
+    )
+
+
+def discard(session: Session, message: Message, at: Reviewer) -> None:
+    """The employee's copy goes; the message goes once no other owner holds it."""
+    session.execute(
+        sa.delete(MessageOwner).where(
+            MessageOwner.message_id == message.id, MessageOwner.employee_id == at.employee_id
+        )
+    )
+    others = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(MessageOwner)
+        .where(MessageOwner.message_id == message.id)
+    )
+    if not others:
+        session.execute(sa.delete(Message).where(Message.id == message.id))
+    _log(session, "review-discard", message.id, at)
+
+
+def _check_guardrails(session: Session, addresses: list[str], at: Reviewer) -> None:
+    tokens = [address_token(at.secret, a) for a in addresses]
+    suppressed = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(Suppression)
+        .where(Suppression.address_token.in_(tokens))
+    )
+    personal = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(PersonalContact)
+        .where(
+            PersonalContact.employee_id == at.employee_id,
+            PersonalContact.address_token.in_(tokens),
+        )
+    )
+    if suppressed:
+        raise BlockedError("a participant objected or had their data erased; discard it instead")
+    if personal:
+        raise BlockedError("a participant is on your personal-contacts list; discard it instead")
+
+
+def _log(session: Session, kind: str, message_id: int, at: Reviewer) -> None:
+    ledger.append_action(
+        session,
+        ledger.Action(
+            created_at=at.now,
+            kind=kind,
+            employee_id=at.employee_id,
+            policy_sha256=at.policy_sha256,
+            facts={"message_id": message_id},
+        ),
+    )

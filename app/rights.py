@@ -1,0 +1,211 @@
+"""Record: data-subject rights (objection, erasure, access), each chained into the ledger
+in content-free terms; the suppression list keeps every channel from bringing a person back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from app import ledger, webhooks
+from app.models import (
+    Company,
+    Contact,
+    DecisionRecord,
+    Message,
+    MessageOwner,
+    Participant,
+    Relationship,
+    Suppression,
+)
+from policies.observe import address_token, is_internal
+
+
+@dataclass(frozen=True)
+class Request:
+    """Who asks, under which policy, when, and the key that turns addresses into digests."""
+
+    secret: bytes
+    org_domains: frozenset[str]
+    policy_sha256: str
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: DecisionRecord
+    contact_found: bool
+    messages_removed: int = 0
+    participations_removed: int = 0
+    held_removed: int = 0
+
+
+def _same_address(column: InstrumentedAttribute[str], address: str) -> sa.ColumnElement[bool]:
+    return sa.func.lower(column) == address.strip().lower()
+
+
+def contact_address(session: Session, contact_id: int) -> str | None:
+    return session.scalar(sa.select(Contact.address).where(Contact.id == contact_id))
+
+
+def erase(session: Session, address: str, at: Request) -> Outcome:
+    """Art. 17: the contact goes, the messages they alone stood for go, they leave the others'
+    participants, and a keyed digest of the address joins the suppression list."""
+    contact = session.scalars(sa.select(Contact).where(_same_address(Contact.address, address)))
+    found = contact.first()
+    removed, left = 0, 0
+    for message_id in _messages_with(session, address):
+        external = {
+            a.lower()
+            for a in session.scalars(
+                sa.select(Participant.address).where(Participant.message_id == message_id)
+            )
+            if not is_internal(a.lower(), at.org_domains)
+        }
+        if external <= {address.strip().lower()}:
+            session.execute(sa.delete(Message).where(Message.id == message_id))
+            removed += 1
+        else:
+            gone = session.execute(
+                sa.delete(Participant).where(
+                    Participant.message_id == message_id,
+                    _same_address(Participant.address, address),
+                )
+            )
+            left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
+    if found is not None:
+        webhooks.emit(session, "contact.erased", {"contact_id": found.id}, at.now)
+        session.execute(sa.delete(Contact).where(Contact.id == found.id))
+    _suppress(session, address, "erased", at, replace=True)
+    facts = {
+        "contact_found": found is not None,
+        "messages_removed": removed,
+        "participations_removed": left,
+    }
+    record = _log(session, "erasure", facts, at)
+    return Outcome(record, found is not None, messages_removed=removed, participations_removed=left)
+
+
+def object_to(session: Session, address: str, at: Request) -> Outcome:
+    """Art. 21: the guardrail drops their future mail; mail still waiting for review goes.
+    What was filed before stays until compliance decides on erasure."""
+    found = session.scalar(sa.select(Contact.id).where(_same_address(Contact.address, address)))
+    held = [
+        m
+        for m in _messages_with(session, address)
+        if session.scalar(sa.select(Message.outcome).where(Message.id == m)) == "hold"
+    ]
+    if held:
+        session.execute(sa.delete(Message).where(Message.id.in_(held)))
+    _suppress(session, address, "objected", at, replace=False)
+    facts = {"contact_found": found is not None, "held_removed": len(held)}
+    return Outcome(_log(session, "objection", facts, at), found is not None, held_removed=len(held))
+
+
+def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | None:
+    """Art. 15: everything held about a contact, except message text, which only the
+    messages' owners may read; the export itself is logged."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return None
+    company = session.get(Company, contact.company_id) if contact.company_id else None
+    relationships = [
+        {
+            "employee_id": r.employee_id,
+            "sent_count": r.sent_count,
+            "received_count": r.received_count,
+            "first_seen": r.first_seen.isoformat(),
+            "last_seen": r.last_seen.isoformat(),
+        }
+        for r in session.scalars(
+            sa.select(Relationship).where(Relationship.contact_id == contact_id)
+        )
+    ]
+    messages = [
+        {
+            "id": message.id,
+            "role": role,
+            "name_as_written": name,
+            "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+            "direction": message.direction,
+            "outcome": message.outcome,
+            "filed_at": message.created_at.isoformat(),
+            "owners": list(
+                session.scalars(
+                    sa.select(MessageOwner.employee_id).where(MessageOwner.message_id == message.id)
+                )
+            ),
+        }
+        for message, role, name in session.execute(
+            sa.select(Message, Participant.role, Participant.name)
+            .join(Participant, Participant.message_id == Message.id)
+            .where(_same_address(Participant.address, contact.address))
+            .order_by(Message.id)
+        )
+    ]
+    token = address_token(at.secret, contact.address)
+    objected = session.scalar(sa.select(Suppression.kind).where(Suppression.address_token == token))
+    return {
+        "contact": {
+            "id": contact.id,
+            "address": contact.address,
+            "name": contact.name,
+            "created_at": contact.created_at.isoformat(),
+            "updated_at": contact.updated_at.isoformat(),
+        },
+        "company": {"id": company.id, "domain": company.domain, "name": company.name}
+        if company
+        else None,
+        "relationships": relationships,
+        "messages": messages,
+        "objected": objected == "objected",
+    }
+
+
+def log_export(session: Session, contact_id: int, at: Request) -> DecisionRecord:
+    return _log(session, "access-export", {"contact_id": contact_id}, at)
+
+
+def _messages_with(session: Session, address: str) -> list[int]:
+    return list(
+        session.scalars(
+            sa.select(Participant.message_id)
+            .where(_same_address(Participant.address, address))
+            .distinct()
+        )
+    )
+
+
+def _suppress(session: Session, address: str, kind: str, at: Request, *, replace: bool) -> None:
+    """Add the address's digest to the suppression list; an erasure outranks an objection."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    values = {
+        "address_token": address_token(at.secret, address),
+        "kind": kind,
+        "created_at": at.now,
+    }
+    statement = insert(Suppression).values(values)
+    if replace:
+        statement = statement.on_conflict_do_update(
+            index_elements=["address_token"], set_={"kind": kind}
+        )
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["address_token"])
+    session.execute(statement)
+
+
+def _log(session: Session, kind: str, facts: dict[str, Any], at: Request) -> DecisionRecord:
+    return ledger.append_action(
+        session,
+        ledger.Action(
+            created_at=at.now,
+            kind=kind,
+            employee_id=None,
+            policy_sha256=at.policy_sha256,
+            facts=facts,
+        ),
+    )

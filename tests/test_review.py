@@ -1,0 +1,156 @@
+"""An employee's review queue and own settings, through the real listener and the real API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import Contact, DecisionRecord, Message, PersonalContact
+from app.security import Role
+from app.settings import Settings
+from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
+from tests.mail import compose, send
+
+HOLD_EXTERNAL = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        "description: Mail with someone outside the company is captured.\n"
+        "    when: external-participant\n    outcome: capture",
+        "description: Mail with someone outside the company waits for review.\n"
+        "    when: external-participant\n    outcome: hold",
+    )
+)
+
+
+@pytest.fixture
+def holding(settings: Settings, tmp_path: Path) -> Iterator[Running]:
+    policy = tmp_path / "hold.yaml"
+    policy.write_text(HOLD_EXTERNAL)
+    with run_service(settings.model_copy(update={"policy": policy})) as running:
+        yield running
+
+
+def _tokens(running: Running) -> tuple[str, str]:
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com")
+    bob = add_employee(sessions, "bob@example.com")
+    return (
+        issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
+        issue_token(sessions, Role.EMPLOYEE, employee_id=bob),
+    )
+
+
+def _last_decision(running: Running) -> DecisionRecord:
+    with running.runtime.sessions() as session:
+        found = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc()))
+        return found.first()  # type: ignore[return-value]
+
+
+def test_a_held_message_waits_for_its_owner_who_captures_it(holding: Running) -> None:
+    alice, bob = _tokens(holding)
+    assert send(holding.smtp_port, compose())[0] == 250
+
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+    with holding.client(bob) as api:
+        theirs = api.get("/api/v1/review").json()["items"]
+        stolen = api.post(f"/api/v1/review/{item['id']}/capture")
+        hidden = api.get(f"/api/v1/messages/{item['id']}")
+    assert item["subject"] == "Quote for 20 licences" and item["held_until"] is not None
+    assert (theirs, stolen.status_code, hidden.status_code) == ([], 404, 404)
+    with holding.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 0
+
+    with holding.client(alice) as api:
+        captured = api.post(f"/api/v1/review/{item['id']}/capture")
+        queue = api.get("/api/v1/review").json()["items"]
+    with holding.client(bob) as api:
+        seen = api.get(f"/api/v1/messages/{item['id']}").json()
+
+    assert (captured.status_code, queue) == (204, [])
+    assert (seen["outcome"], seen["visibility"]) == ("capture", "shared")
+    assert [c["address"] for c in seen["contacts"]] == ["bob@customer.example"]
+    last = _last_decision(holding)
+    assert (last.outcome, last.facts) == ("review-capture", {"message_id": item["id"]})
+
+
+def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
+    holding: Running,
+) -> None:
+    alice, _ = _tokens(holding)
+    assert send(holding.smtp_port, compose(subject="SECRET-SUBJECT"))[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        discarded = api.post(f"/api/v1/review/{item['id']}/discard")
+        again = api.post(f"/api/v1/review/{item['id']}/discard")
+
+    assert (discarded.status_code, again.status_code) == (204, 404)
+    with holding.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    last = _last_decision(holding)
+    assert last.outcome == "review-discard" and "SECRET" not in repr(last.facts)
+
+
+def test_a_personal_contact_added_while_held_blocks_the_capture(holding: Running) -> None:
+    alice, _ = _tokens(holding)
+    assert send(holding.smtp_port, compose())[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        added = api.post("/api/v1/me/personal-contacts", json={"address": "bob@customer.example"})
+        blocked = api.post(f"/api/v1/review/{item['id']}/capture")
+    assert added.status_code == 201
+    assert blocked.status_code == 409 and "personal-contacts" in blocked.json()["title"]
+
+
+def test_pausing_capture_drops_the_next_message_until_resumed(running: Running) -> None:
+    alice, _ = _tokens(running)
+    with running.client(alice) as api:
+        paused = api.patch("/api/v1/me/settings", json={"capture_paused": True}).json()
+        assert send(running.smtp_port, compose(message_id="<p1@example.com>"))[0] == 250
+        dropped = _last_decision(running)
+        api.patch("/api/v1/me/settings", json={"capture_paused": False})
+        assert send(running.smtp_port, compose(message_id="<p2@example.com>"))[0] == 250
+        resumed = _last_decision(running)
+
+    assert paused == {"capture_paused": True, "private_tags": []}
+    assert (dropped.outcome, dropped.rules) == ("drop", ["capture-paused"])
+    assert resumed.outcome == "capture"
+
+
+def test_a_private_tag_of_ones_own_drops_tagged_mail(running: Running) -> None:
+    alice, _ = _tokens(running)
+    with running.client(alice) as api:
+        tags = api.patch("/api/v1/me/settings", json={"private_tags": ["#Mine"]}).json()
+    assert send(running.smtp_port, compose(subject="Lunch #mine"))[0] == 250
+    dropped = _last_decision(running)
+    assert tags["private_tags"] == ["#mine"]
+    assert (dropped.outcome, dropped.rules) == ("drop", ["marked-private"])
+
+
+def test_personal_contacts_are_kept_as_digests_and_drop_their_mail(running: Running) -> None:
+    alice, bob = _tokens(running)
+    with running.client(alice) as api:
+        added = api.post("/api/v1/me/personal-contacts", json={"address": "Bob@customer.example"})
+        twice = api.post("/api/v1/me/personal-contacts", json={"address": "bob@customer.example"})
+        listed = api.get("/api/v1/me/personal-contacts").json()["items"]
+    with running.client(bob) as api:
+        not_bobs = api.delete(f"/api/v1/me/personal-contacts/{added.json()['id']}")
+    assert send(running.smtp_port, compose())[0] == 250
+    dropped = _last_decision(running)
+
+    assert added.json()["id"] == twice.json()["id"] and len(listed) == 1
+    assert "address" not in listed[0]
+    assert not_bobs.status_code == 404
+    assert (dropped.outcome, dropped.rules) == ("drop", ["personal-contact"])
+    with running.runtime.sessions() as session:
+        (token,) = session.scalars(sa.select(PersonalContact.address_token)).all()
+        assert "bob" not in token
+
+    with running.client(alice) as api:
+        removed = api.delete(f"/api/v1/me/personal-contacts/{added.json()['id']}")
+    assert send(running.smtp_port, compose(message_id="<after@example.com>"))[0] == 250
+    assert removed.status_code == 204 and _last_decision(running).outcome == "capture"

@@ -1,0 +1,182 @@
+"""Data-subject rights through the real API and the real listener: erasure, objection, access."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import Contact, DecisionRecord, Message, Participant, Suppression
+from app.security import Role
+from capture.archive import import_messages
+from tests.conftest import CAPTURE, Running, add_employee, everything_stored, issue_token
+from tests.dovecot import Dovecot
+from tests.mail import compose, send
+from tests.test_imap import new_mailbox, sync
+
+BOB = "bob@customer.example"
+
+
+@pytest.fixture
+def officer(running: Running) -> str:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    alone = compose(subject="Quote", message_id="<alone@example.com>")
+    shared = compose(
+        to=f"Bob Builder <{BOB}>, Carol <carol@partner.example>",
+        subject="Meeting",
+        message_id="<with-carol@example.com>",
+    )
+    assert send(running.smtp_port, alone)[0] == 250
+    assert send(running.smtp_port, shared)[0] == 250
+    return token
+
+
+def _forward_from_bob() -> EmailMessage:
+    body = (
+        "Please file this.\n\n"
+        "---------- Forwarded message ---------\n"
+        f"From: Bob Builder <{BOB}>\n"
+        "Date: Mon, 23 Nov 2026 at 08:00\n"
+        "Subject: New order\n"
+        "To: Alice <alice@example.com>\n\n"
+        "We would like 40 more licences.\n"
+    )
+    return compose(to=CAPTURE, subject="Fwd: New order", body=body, message_id="<fwd@example.com>")
+
+
+def _contacts(running: Running) -> list[str]:
+    with running.runtime.sessions() as session:
+        return list(session.scalars(sa.select(Contact.address).order_by(Contact.address)))
+
+
+def test_erasure_removes_the_person_everywhere_and_no_channel_brings_them_back(
+    running: Running, officer: str
+) -> None:
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": "Bob@Customer.Example"})
+    assert receipt.status_code == 201, receipt.text
+    body = receipt.json()
+    assert (body["contact_found"], body["messages_removed"], body["participations_removed"]) == (
+        True,
+        1,
+        1,
+    )
+    with running.runtime.sessions() as session:
+        record = session.get(DecisionRecord, body["ledger_record"])
+        assert record is not None and (record.outcome, record.hash) == (
+            "erasure",
+            body["ledger_hash"],
+        )
+        assert BOB not in repr(record.facts)
+        (kind,) = session.scalars(sa.select(Suppression.kind)).all()
+        assert kind == "erased"
+        remaining = session.scalars(sa.select(Participant.address)).all()
+        assert sorted(remaining) == ["alice@example.com", "carol@partner.example"]
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+
+    # BCC and forward through the real listener: dropped by the guardrail, never re-created.
+    again = compose(subject="Are you still there?", message_id="<again@example.com>")
+    assert send(running.smtp_port, again)[0] == 250
+    forward = _forward_from_bob()
+    with running.runtime.sessions() as session:
+        before = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
+    assert send(running.smtp_port, forward)[0] == 250
+    with running.runtime.sessions() as session:
+        latest = session.scalars(
+            sa.select(DecisionRecord).where(DecisionRecord.id > (before or 0) - 1)
+        ).all()
+    assert [(r.channel, r.outcome, r.rules) for r in latest] == [
+        ("bcc", "drop", ["contact-erased"]),
+        ("forward", "drop", ["contact-erased"]),
+    ]
+    assert _contacts(running) == ["carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
+    with running.client(officer) as api:
+        assert api.get("/api/v1/decisions/verify").json()["ok"] is True
+
+
+def test_an_erased_person_is_not_brought_back_by_imap_or_import(
+    running: Running, officer: str, dovecot: Dovecot, imap_user: str
+) -> None:
+    with running.client(officer) as api:
+        assert api.post("/api/v1/erasures", json={"address": BOB}).status_code == 201
+    from_bob = compose(
+        sender=f"Bob Builder <{BOB}>",
+        to="Alice <alice@example.com>",
+        subject="Following up",
+        message_id="<imap-bob@customer.example>",
+    ).as_bytes()
+    to_bob = compose(subject="History", message_id="<import-bob@example.com>").as_bytes()
+
+    dovecot.append(imap_user, "INBOX", [from_bob])
+    synced = sync(running.runtime, new_mailbox(running.runtime, dovecot, imap_user, ["INBOX"]))
+    imported = import_messages(
+        running.runtime.pipeline, iter([to_bob]), employee="alice@example.com"
+    )
+
+    assert (synced.stats.messages, imported.read) == (1, 1)
+    with running.runtime.sessions() as session:
+        latest = session.scalars(
+            sa.select(DecisionRecord).order_by(DecisionRecord.id.desc()).limit(2)
+        ).all()
+    assert sorted((r.channel, r.outcome, tuple(r.rules)) for r in latest) == [
+        ("imap", "drop", ("contact-erased",)),
+        ("import", "drop", ("contact-erased",)),
+    ]
+    assert _contacts(running) == ["carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
+
+
+def test_an_organization_address_cannot_be_erased(running: Running, officer: str) -> None:
+    with running.client(officer) as api:
+        refused = api.post("/api/v1/erasures", json={"address": "alice@example.com"})
+    assert refused.status_code == 422
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+
+
+def test_an_objection_drops_future_mail_and_keeps_what_was_filed(
+    running: Running, officer: str
+) -> None:
+    with running.runtime.sessions() as session:
+        bob = session.scalars(sa.select(Contact.id).where(Contact.address == BOB)).one()
+    with running.client(officer) as api:
+        receipt = api.post(f"/api/v1/contacts/{bob}/objection")
+        missing = api.post("/api/v1/contacts/999/objection")
+    assert receipt.status_code == 201 and receipt.json()["action"] == "objection"
+    assert missing.status_code == 404
+
+    assert send(running.smtp_port, compose(message_id="<later@example.com>"))[0] == 250
+    with running.runtime.sessions() as session:
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+        assert last is not None and (last.outcome, last.rules) == ("drop", ["contact-objected"])
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
+
+
+def test_an_access_export_holds_everything_but_message_text_and_is_logged(
+    running: Running, officer: str
+) -> None:
+    with running.runtime.sessions() as session:
+        bob = session.scalars(sa.select(Contact.id).where(Contact.address == BOB)).one()
+    with running.client(officer) as api:
+        export = api.get(f"/api/v1/contacts/{bob}/export")
+
+    assert export.status_code == 200, export.text
+    body = export.json()
+    assert (body["contact"]["address"], body["contact"]["name"]) == (BOB, "Bob Builder")
+    assert body["company"]["domain"] == "customer.example"
+    assert [(m["role"], m["outcome"]) for m in body["messages"]] == [
+        ("to", "capture"),
+        ("to", "capture"),
+    ]
+    assert body["relationships"][0]["sent_count"] == 2
+    assert "Quote" not in export.text and "Meeting" not in export.text
+    with running.runtime.sessions() as session:
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+        assert last is not None and (last.outcome, last.facts) == (
+            "access-export",
+            {"contact_id": bob},
+        )

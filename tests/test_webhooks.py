@@ -1,0 +1,227 @@
+"""Webhooks to a real HTTP receiver on 127.0.0.1: signed, content-free, retried, disabled."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from app.models import WebhookDelivery, WebhookSubscription
+from app.security import Role
+from app.settings import Settings
+from app.webhooks import DeliveryPolicy, deliver_due
+from tests.conftest import Running, add_employee, issue_token, run_service
+from tests.mail import compose, send
+
+ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server that records what it is sent and answers with `status`."""
+
+    status: int = 200
+    received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
+    arrived: threading.Event = field(default_factory=threading.Event)
+    url: str = ""
+
+    def events(self) -> list[str]:
+        return [json.loads(body)["type"] for _, body in self.received]
+
+
+@pytest.fixture
+def running(settings: Settings) -> Iterator[Running]:
+    """The service with its own delivery task idle, so that each test delivers by the clock
+    it chooses (the last test runs the task itself)."""
+    with run_service(settings.model_copy(update={"webhook_interval": 3600.0})) as service:
+        yield service
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    state = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            self.send_response(state.status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            state.arrived.set()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    yield state
+    server.shutdown()
+    server.server_close()
+
+
+def _subscribe(
+    running: Running, receiver: Receiver, events: list[str]
+) -> tuple[str, dict[str, Any]]:
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    with running.client(token) as api:
+        created = api.post("/api/v1/webhooks", json={"url": receiver.url, "events": events})
+    assert created.status_code == 201, created.text
+    return token, created.json()
+
+
+def _deliver(running: Running, now: datetime, policy: DeliveryPolicy = DeliveryPolicy()) -> int:
+    with httpx.Client(trust_env=False) as client:
+        return deliver_due(running.runtime.sessions, client, now, policy)
+
+
+def test_a_capture_is_delivered_signed_and_content_free(
+    running: Running, receiver: Receiver
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    _, hook = _subscribe(
+        running, receiver, ["message.captured", "contact.created", "decision.recorded"]
+    )
+    assert send(running.smtp_port, compose(subject="CANARY-SUBJECT"))[0] == 250
+
+    sent = _deliver(running, datetime.now(UTC))
+
+    assert sent == 3
+    assert sorted(receiver.events()) == ["contact.created", "decision.recorded", "message.captured"]
+    for headers, body in receiver.received:
+        expected = hmac.new(
+            hook["secret"].encode(),
+            headers["mailroom-timestamp"].encode() + b"." + body,
+            hashlib.sha256,
+        ).hexdigest()
+        assert headers["mailroom-signature"] == f"v1={expected}"
+        assert headers["mailroom-event"] == json.loads(body)["type"]
+        assert b"CANARY" not in body and b"customer.example" not in body
+    captured = next(json.loads(b) for _, b in receiver.received if b"message.captured" in b)
+    assert set(captured["data"]) == {"message_id", "employee_id", "channel"}
+    assert _deliver(running, datetime.now(UTC)) == 0, "a delivered event is not sent again"
+
+
+def test_failures_back_off_exponentially_and_disable_the_subscription(
+    running: Running, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+    policy = DeliveryPolicy(base_delay=10, max_attempts=10, disable_after=3)
+    start = datetime.now(UTC)
+
+    schedule = []
+    now = start
+    for _ in range(3):
+        assert _deliver(running, now, policy) == 1
+        assert _deliver(running, now, policy) == 0, "not retried before its time"
+        with running.runtime.sessions() as session:
+            delivery = session.scalars(sa.select(WebhookDelivery)).one()
+            schedule.append((delivery.next_attempt_at - now).total_seconds())
+            now = delivery.next_attempt_at
+
+    assert schedule == [10.0, 20.0, 40.0]
+    assert _deliver(running, now + timedelta(days=1), policy) == 0, "disabled: nothing sent"
+    with running.client(token) as api:
+        state = api.get(f"/api/v1/webhooks/{hook['id']}").json()
+        (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    assert (state["active"], state["consecutive_failures"]) == (False, 3)
+    assert [a["status_code"] for a in logged["log"]] == [500, 500, 500]
+    assert (logged["status"], logged["attempts"]) == ("pending", 3)
+
+    receiver.status = 200
+    with running.client(token) as api:
+        api.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True})
+    assert _deliver(running, now + timedelta(days=1), policy) == 1
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(WebhookDelivery.status)).one() == "delivered"
+        assert session.scalars(sa.select(WebhookSubscription.consecutive_failures)).one() == 0
+
+
+def test_an_unreachable_receiver_is_logged_and_given_up_after_the_last_attempt(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    with running.client(token) as api:
+        hook = api.post(
+            "/api/v1/webhooks",
+            json={"url": "http://127.0.0.1:9/closed", "events": ["decision.recorded"]},
+        ).json()
+    assert send(running.smtp_port, compose())[0] == 250
+    policy = DeliveryPolicy(base_delay=1, max_attempts=2, disable_after=50)
+
+    _deliver(running, datetime.now(UTC), policy)
+    _deliver(running, datetime.now(UTC) + timedelta(hours=1), policy)
+
+    with running.client(token) as api:
+        (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    assert (logged["status"], logged["attempts"]) == ("failed", 2)
+    assert [a["error"] for a in logged["log"]] == ["ConnectError", "ConnectError"]
+
+
+def test_a_subscription_needs_the_scope_of_each_event(running: Running, receiver: Receiver) -> None:
+    token = issue_token(
+        running.runtime.sessions, Role.INTEGRATION, scopes=("webhooks:write", "decisions:read")
+    )
+    other = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    with running.client(token) as api:
+        refused = api.post(
+            "/api/v1/webhooks", json={"url": receiver.url, "events": ["contact.created"]}
+        )
+        allowed = api.post(
+            "/api/v1/webhooks", json={"url": receiver.url, "events": ["decision.recorded"]}
+        )
+        unknown = api.post("/api/v1/webhooks", json={"url": receiver.url, "events": ["x.y"]})
+        ftp = api.post(
+            "/api/v1/webhooks", json={"url": "ftp://h/x", "events": ["decision.recorded"]}
+        )
+    with running.client(other) as api:
+        foreign = api.get(f"/api/v1/webhooks/{allowed.json()['id']}")
+
+    assert refused.status_code == 403 and "contacts:read" in refused.json()["title"]
+    assert allowed.status_code == 201
+    assert (unknown.status_code, ftp.status_code, foreign.status_code) == (422, 422, 404)
+
+
+def test_contact_updates_and_erasures_are_events_too(running: Running, receiver: Receiver) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    assert send(running.smtp_port, compose())[0] == 250
+    _subscribe(running, receiver, ["contact.updated", "contact.erased"])
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    officer = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    with running.client(employee) as api:
+        contact = api.get("/api/v1/contacts").json()["items"][0]["id"]
+        api.patch(f"/api/v1/contacts/{contact}", json={"name": "Robert Builder"})
+    with running.client(officer) as api:
+        api.post("/api/v1/erasures", json={"address": "bob@customer.example"})
+
+    _deliver(running, datetime.now(UTC))
+
+    assert [(json.loads(b)["type"], json.loads(b)["data"]) for _, b in receiver.received] == [
+        ("contact.updated", {"contact_id": contact}),
+        ("contact.erased", {"contact_id": contact}),
+    ]
+
+
+def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
+    with run_service(settings.model_copy(update={"webhook_interval": 0.2})) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        _subscribe(running, receiver, ["decision.recorded"])
+        assert send(running.smtp_port, compose())[0] == 250
+        assert receiver.arrived.wait(timeout=30), "the delivery task never sent the event"
+    assert receiver.events() == ["decision.recorded"]
