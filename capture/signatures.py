@@ -35,6 +35,8 @@ _SEPARATOR = re.compile(
 _FORWARDED_BY = re.compile(rf"(?:{_alternatives(labels.FORWARDED_BY)})[^\n]{{0,120}}\d:\d\d", re.I)
 _WROTE_WORDS = (*labels.WROTE_WORDS, "said")  # "In message <…>, Jane Roe said:"
 _WROTE = re.compile(rf"(?:^|\s)(?:{_alternatives(_WROTE_WORDS)})[ \t]*[:\uff1a]?$", re.I)
+# "Am 23.11.2026 schrieb Jane Roe <jane@acme.de>:": the verb need not end the line
+_WROTE_WITHIN = re.compile(rf"(?:^|\s)(?:{_alternatives(_WROTE_WORDS)})(?:\s|$)", re.I)
 _WROTE_ENDINGS = tuple(w.lower() for w in _WROTE_WORDS)
 # Lotus Notes: "Jane Roe <jane@acme.com> on 07/17/2001 03:23:19 PM", "Jane Roe  05/23/2001 03:46 PM"
 _LOTUS_DATE = re.compile(r"(?:^|\s)\d\d/\d\d/\d{2,4}[ \t]+\d\d?:\d\d(?::\d\d)?[ \t]*[AP]M$")
@@ -210,6 +212,8 @@ def _is_quote_start(line: str, lines: list[str], index: int) -> bool:
         return True
     if line.lower().rstrip(":\uff1a ").endswith(_WROTE_ENDINGS) and _WROTE.search(line[-60:]):
         return True
+    if line[-1] in ":\uff1a" and _WROTE_WITHIN.search(line):
+        return True
     if ":" not in line and "\uff1a" not in line:
         return False
     if _LOTUS_DATE.search(line[-40:]) or _FORWARDED_BY.search(line):
@@ -334,7 +338,7 @@ def _title_company(
     titled = bool(_TITLE.search(line))
     roles: list[str] = []
     for piece in _SPLIT_TITLE.split(line)[:4] if titled else [line]:
-        piece = piece.strip(" ,.;")
+        piece = piece.strip(" ,;")
         if not piece or (_DIGITS.search(piece) and not _COMPANY.search(piece)):
             continue
         if _TITLE.search(piece) and not _COMPANY.search(piece) and len(piece) <= 70:

@@ -75,7 +75,10 @@ def test_undecodable_bytes_become_replacement_characters() -> None:
 
 
 def test_a_message_without_a_body_has_no_text() -> None:
-    raw = b"From: a@b.com\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n"
+    raw = (
+        b"From: a@b.com\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n"
+        b"\r\niVBORw0KGgo=\r\n"
+    )
     content = message_content(parse_mime(raw))
     assert (content.source, content.text) == (TextSource.NONE, "")
     assert content.attachments == (Attachment("", "image/png", 8),)
@@ -83,7 +86,11 @@ def test_a_message_without_a_body_has_no_text() -> None:
 
 def test_html_conversion_keeps_blocks_apart_and_inline_text_together() -> None:
     html = "<table><tr><td>Name</td><td>Jane <i>Roe</i></td></tr></table><p>a<br/>b</p>"
-    assert [line for line in html_to_text(html).splitlines() if line] == ["Name\tJane Roe", "a", "b"]
+    assert [line for line in html_to_text(html).splitlines() if line] == [
+        "Name\tJane Roe",
+        "a",
+        "b",
+    ]
 
 
 @pytest.mark.skipif(

@@ -41,7 +41,9 @@ def test_domain_is_lowercased_and_the_company_is_the_registrable_domain() -> Non
 
 
 def test_free_mail_has_no_company() -> None:
-    (dave,) = people(parse_message(fixture("freemail.eml")), exclude=frozenset({"alice@example.com"}))
+    (dave,) = people(
+        parse_message(fixture("freemail.eml")), exclude=frozenset({"alice@example.com"})
+    )
     assert dave.freemail and dave.company is None
     assert (dave.first, dave.last) == ("Dave", "Smith")
 
@@ -55,8 +57,20 @@ def test_no_reply_senders_are_role_mailboxes_not_people() -> None:
 
 @pytest.mark.parametrize(
     "local",
-    ["info", "Support", "sales+eu", "noreply", "no-reply", "do_not_reply", "mailer-daemon",
-     "postmaster", "notifications", "list-request", "bounces+12345=x", "owner-announce"],
+    [
+        "info",
+        "Support",
+        "sales+eu",
+        "noreply",
+        "no-reply",
+        "do_not_reply",
+        "mailer-daemon",
+        "postmaster",
+        "notifications",
+        "list-request",
+        "bounces+12345=x",
+        "owner-announce",
+    ],
 )
 def test_role_mailboxes(local: str) -> None:
     found = person(Address(f"{local}@acme.com", "Acme Team"))

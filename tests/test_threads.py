@@ -19,7 +19,11 @@ def test_a_reply_joins_the_thread_of_its_references_root() -> None:
     key = thread_key(parse_message(raw))
     assert key.basis is ThreadBasis.REFERENCES
     assert key.key == "<offer-1@example.com>"
-    assert key.ids == ("<aw-1@muster-maschinen.de>", "<offer-7@example.com>", "<offer-1@example.com>")
+    assert key.ids == (
+        "<aw-1@muster-maschinen.de>",
+        "<offer-7@example.com>",
+        "<offer-1@example.com>",
+    )
 
 
 def test_without_references_the_parent_is_the_key() -> None:
@@ -65,7 +69,7 @@ def test_without_message_ids_a_reply_from_the_other_side_gets_the_same_fallback_
         ("SV: VS: Tilbud", "tilbud"),
         ("Odp: Oferta", "oferta"),
         ("Ответ: привет", "привет"),
-        ("回复：报价", "报价"),
+        ("回复\uff1a报价", "报价"),  # a fullwidth colon
         ("RV: Rif: Offerta", "offerta"),
         ("Antw: WG: Angebot", "angebot"),
         ("Info: the meeting", "info: the meeting"),  # not a prefix: kept
