@@ -175,10 +175,10 @@ def _filename(part: Message) -> str:
 
 
 def _size(part: Message) -> int:
-    """The decoded size; base64 is counted, not decoded, so attachments cost no memory."""
+    """The decoded size; base64 is counted, not decoded, so attachments cost no memory. An
+    attached message counts its headers and parts as written (re-serializing it could fail)."""
     if part.is_multipart():
-        payload = part.get_payload()
-        return sum(len(str(sub)) for sub in payload) if isinstance(payload, list) else 0
+        return _written_size(part)
     raw = part.get_payload()
     if not isinstance(raw, str):
         return 0
@@ -190,3 +190,19 @@ def _size(part: Message) -> int:
     except Exception:
         return len(raw)
     return len(decoded) if isinstance(decoded, bytes) else len(raw)
+
+
+def _written_size(msg: Message) -> int:
+    size = 0
+    stack: list[Message] = [msg]
+    for _ in range(MAX_PARTS):
+        if not stack:
+            break
+        part = stack.pop()
+        size += sum(len(k) + len(str(v)) + 4 for k, v in part.raw_items())
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            stack.extend(p for p in payload if isinstance(p, Message))
+        elif isinstance(payload, str):
+            size += len(payload)
+    return size

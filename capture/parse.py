@@ -8,9 +8,10 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from email.errors import HeaderParseError
+from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address as HeaderAddress
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import EmailPolicy
@@ -149,12 +150,20 @@ def _mime_header(name: str, value: str) -> Any:
 
 
 _POLICY = _BoundedPolicy()
+# The registry makes a new header class on every call; the address header's is made once.
+_ADDRESS_HEADER: Any = HeaderRegistry()["to"]
 _PARSER = BytesParser(policy=_POLICY)
 _HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
 
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse raw bytes; defects are recorded on the result, never raised."""
+    return parse_message_and_mime(raw)[0]
+
+
+def parse_message_and_mime(raw: bytes) -> tuple[ParsedMessage, EmailMessage]:
+    """parse_message, and the MIME tree it read, for extraction (capture.content) without
+    parsing the bytes twice."""
     defects: list[str] = []
     msg = _parse(raw, defects)
     defects.extend(type(d).__name__ for d in msg.defects[:20])
@@ -179,7 +188,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         attachments=_attachments(msg),
         defects=tuple(dict.fromkeys(defects)),
         raw=raw,
-    )
+    ), msg
 
 
 def parse_mime(raw: bytes) -> EmailMessage:
@@ -233,7 +242,7 @@ def _decoded(value: str, key: str, defects: list[str]) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, HeaderParseError):
+    except (LookupError, UnicodeError, ValueError, HeaderParseError, CharsetError):
         defects.append(f"undecodable-header:{key.lower()[:40]}")
         return value
 
@@ -308,12 +317,19 @@ def _address_pieces(value: str, name: str, defects: list[str]) -> list[str]:
 
 
 def _mailboxes(piece: str, name: str, defects: list[str]) -> tuple[HeaderAddress, ...]:
-    try:
-        header = policy.default.header_factory(name, " ".join(piece.split()))
-        return tuple(header.addresses)
-    except Exception:  # the header registry rejects some hostile forms outright
+    found = _parsed_mailboxes(" ".join(piece.split()))
+    if found is None:
         defects.append(f"unparsable-{name}")
         return ()
+    return found
+
+
+@lru_cache(maxsize=4096)  # correspondents recur; the registry costs ~0.1 ms a mailbox
+def _parsed_mailboxes(piece: str) -> tuple[HeaderAddress, ...] | None:
+    try:
+        return tuple(_ADDRESS_HEADER("to", piece).addresses)
+    except Exception:  # the header registry rejects some hostile forms outright
+        return None
 
 
 def _walk(msg: Message) -> list[Message]:
