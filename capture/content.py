@@ -17,7 +17,7 @@ from capture.parse import MAX_TEXT_CHARS, Attachment, clean
 MAX_PARTS = 200  # MIME parts looked at: a message with more is hostile or broken
 MAX_DEPTH = 20  # multipart nesting followed
 MAX_BODY_BYTES = 4_000_000  # of one body part, decoded
-MAX_SNIFF_BYTES = 16_384  # what charset-normalizer reads to guess a charset
+MAX_SNIFF_BYTES = 4_096  # what charset-normalizer reads to guess a charset (16 KB: ~10 ms)
 # selectolax (lexbor) over html2text: 0.17 ms against 4.9 ms per HTML body on the 611 HTML
 # bodies of the SpamAssassin corpus (7.8 KB on average), and the text is as good for reading.
 _BLOCK_END = re.compile(
