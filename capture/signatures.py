@@ -28,7 +28,7 @@ def _alternatives(words: tuple[str, ...] | frozenset[str]) -> str:
 # block ("From:" followed by another header label within three lines). Lines are tried only
 # when a cheap test says they might be one of these (see _is_quote_start).
 _SEPARATOR = re.compile(
-    rf"^[-_=*\u2014]{{2,}}[ \t]*(?:{_alternatives((*labels.SEPARATORS, *labels.FORWARDED_BY))})"
+    rf"^[-_=*\u2014]{{2,}}+[ \t]*+(?:{_alternatives((*labels.SEPARATORS, *labels.FORWARDED_BY))})"
     r"|^_{10,}$",
     re.IGNORECASE,
 )
