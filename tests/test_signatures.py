@@ -7,7 +7,7 @@ import pytest
 from capture.content import message_content
 from capture.parse import parse_message, parse_mime
 from capture.people import person
-from capture.signatures import Found, Phone, extract_signature, region_for_domain
+from capture.signatures import Found, Phone, PhoneKind, extract_signature, region_for_domain
 from tests.conftest import CORPORA, FIXTURES
 
 
@@ -22,7 +22,7 @@ def test_business_mail_signature_after_a_closing() -> None:
     assert signature.name == Found("Alice Example", 8)
     assert signature.title == Found("Account Manager", 9)
     assert signature.company == Found("Example Corp", 9)
-    assert signature.phones == (Phone("+442079460000", "phone", 10),)
+    assert signature.phones == (Phone("+442079460000", PhoneKind.PHONE, 10),)
     assert signature.matches_sender
 
 
@@ -70,7 +70,7 @@ def test_the_block_after_a_dash_dash_line() -> None:
     assert signature.name == Found("Jane Roe", 3)
     assert signature.title == Found("VP Marketing", 3)
     assert signature.company == Found("Acme Widgets", 3)
-    assert signature.phones == (Phone("+14155550100", "phone", 4),)
+    assert signature.phones == (Phone("+14155550100", PhoneKind.PHONE, 4),)
     assert not signature.matches_sender  # no sender name given
 
 
@@ -105,7 +105,9 @@ def test_phone_numbers_without_a_country_code_need_a_region() -> None:
     without = extract_signature(text)
     with_region = extract_signature(text, region="US")
     assert without is not None and without.phones == ()
-    assert with_region is not None and with_region.phones == (Phone("+17138535854", "phone", 2),)
+    assert with_region is not None and with_region.phones == (
+        Phone("+17138535854", PhoneKind.PHONE, 2),
+    )
     assert region_for_domain("acme.de") == "DE" and region_for_domain("acme.co.uk") == "GB"
     assert region_for_domain("acme.com") is None
 
@@ -142,4 +144,4 @@ def test_enron_signature_with_title_company_and_phone() -> None:
     assert signature.title is not None and signature.title.value == "Admin Coordinator"
     assert signature.company is not None
     assert signature.company.value == "Enron Metals & Commodities Corp"
-    assert signature.phones == (Phone("+12127155601", "phone", signature.phones[0].line),)
+    assert signature.phones == (Phone("+12127155601", PhoneKind.PHONE, signature.phones[0].line),)
