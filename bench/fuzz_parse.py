@@ -1,9 +1,11 @@
 """Fuzz, by hand: parse, extraction and the bundled policy under atheris (coverage-guided).
 
     .venv/bin/pip install -e '.[fuzz]'
-    .venv/bin/python bench/fuzz_parse.py -max_total_time=300 -max_len=65536 tests/fixtures
+    mkdir -p var/fuzz-corpus
+    .venv/bin/python bench/fuzz_parse.py -max_total_time=300 -max_len=65536 var/fuzz-corpus tests/fixtures
 
-libFuzzer's own flags and corpus folders go after the script; tests/fixtures is a good seed.
+libFuzzer's own flags and corpus folders go after the script. It writes the inputs it finds to
+the FIRST folder: give it a scratch one (var/ is not versioned), and tests/fixtures as a seed.
 Any exception that escapes (or a libFuzzer timeout, -timeout=N seconds) stops the run and
 writes the input to crash-*/timeout-*: add it to tests/test_fuzz_parse.py once fixed.
 """
