@@ -2,7 +2,7 @@
 
     .venv/bin/pip install -e '.[fuzz]'
     mkdir -p var/fuzz-corpus
-    .venv/bin/python bench/fuzz_parse.py -max_total_time=300 -max_len=65536 var/fuzz-corpus tests/fixtures
+    .venv/bin/python bench/fuzz_parse.py -max_total_time=300 var/fuzz-corpus tests/fixtures
 
 libFuzzer's own flags and corpus folders go after the script. It writes the inputs it finds to
 the FIRST folder: give it a scratch one (var/ is not versioned), and tests/fixtures as a seed.
