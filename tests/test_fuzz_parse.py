@@ -233,3 +233,9 @@ def test_an_encoded_word_with_an_8bit_charset_name_is_a_defect() -> None:
     raw = b"From: a@example.com\r\nSubject: =?x-\xcfo-such-charset?q?Fran=E7ois?=\r\n\r\nhi"
     message = understand(raw)
     assert "undecodable-header:subject" in message.defects
+
+
+def test_a_date_beyond_any_calendar_is_no_date() -> None:
+    # Found by bench/fuzz_parse.py: parsedate_to_datetime raised OverflowError.
+    raw = b"From: a@example.com\r\nDate: Mon, 23 Nov 99999999999999999999 09:00:00 +0000\r\n\r\nhi"
+    assert understand(raw).date is None
