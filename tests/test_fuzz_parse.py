@@ -43,7 +43,8 @@ TRICKY = (
     '"', "<", ">", "(", ")", ",", ";", ":", "@", "\\", "=?", "?=", "=?utf-8?q?", "=?utf-8?b?",
     "=?x-unknown?q?", "''", "*0*=", "boundary=", "multipart/mixed", "text/html", "charset=",
     "base64", "quoted-printable", "\t", " ", "\r\n ", "--", "Re:", "\u00e9", "\u0000",
-    "\udcff", "a@b.com", "xn--", "..", "[", "]",
+    "\udcff", "a@b.com", "xn--", "..", "[", "]", "Mon, 23 Nov 2026 ", "99999999999999999999",
+    "+0000", "-- \r\n", "Regards,\r\n", "Tel: +1 415 555 0100\r\n", "> ",
 )  # fmt: skip
 
 
