@@ -139,11 +139,21 @@ def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachmen
     for part in _leaves(msg):
         if part is body:
             continue
-        filename = _filename(part)
-        attached = part.get_content_disposition() == "attachment" or filename
-        if attached or part.get_content_maintype() not in ("text", "multipart"):
-            found.append(Attachment(clean(filename), part.get_content_type(), _size(part)))
+        try:
+            listed = _listed(part)
+        except Exception:  # a part too broken to describe is left out, never raised
+            continue
+        if listed is not None:
+            found.append(listed)
     return tuple(found)
+
+
+def _listed(part: Message) -> Attachment | None:
+    filename = _filename(part)
+    attached = part.get_content_disposition() == "attachment" or filename
+    if attached or part.get_content_maintype() not in ("text", "multipart"):
+        return Attachment(clean(filename), clean(part.get_content_type()), _size(part))
+    return None
 
 
 def _leaves(msg: Message) -> Iterator[Message]:
@@ -179,7 +189,10 @@ def _size(part: Message) -> int:
     attached message counts its headers and parts as written (re-serializing it could fail)."""
     if part.is_multipart():
         return _written_size(part)
-    raw = part.get_payload()
+    try:
+        raw = part.get_payload()  # decodes undecodable bytes by the declared charset
+    except (LookupError, ValueError):
+        return 0
     if not isinstance(raw, str):
         return 0
     if part.get("content-transfer-encoding", "").strip().lower() == "base64":
