@@ -139,20 +139,20 @@ def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachmen
     for part in _leaves(msg):
         if part is body:
             continue
-        try:
-            listed = _listed(part)
-        except Exception:  # a part too broken to describe is left out, never raised
-            continue
+        listed = _listed(part)
         if listed is not None:
             found.append(listed)
     return tuple(found)
 
 
 def _listed(part: Message) -> Attachment | None:
-    filename = _filename(part)
-    attached = part.get_content_disposition() == "attachment" or filename
-    if attached or part.get_content_maintype() not in ("text", "multipart"):
-        return Attachment(clean(filename), clean(part.get_content_type()), _size(part))
+    try:
+        filename = _filename(part)
+        attached = part.get_content_disposition() == "attachment" or filename
+        if attached or part.get_content_maintype() not in ("text", "multipart"):
+            return Attachment(clean(filename), clean(part.get_content_type()), _size(part))
+    except Exception:  # a part too broken to describe is left out, never raised
+        return None
     return None
 
 
