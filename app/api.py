@@ -9,7 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.routes import contacts, decisions, explain, messages, policy
+from app.routes import (
+    contacts,
+    decisions,
+    explain,
+    health,
+    mailboxes,
+    messages,
+    people,
+    policy,
+)
 from app.runtime import Runtime
 from app.web import pages
 
@@ -29,20 +38,27 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.read_sessions = runtime.read_sessions
     for router in (
         messages.router,
+        people.router,  # before contacts: /contacts/duplicates is not a contact id
         contacts.router,
         policy.router,
         decisions.router,
         explain.router,
+        mailboxes.router,
     ):
         app.include_router(router, prefix="/api/v1")
     app.include_router(pages.router)
+    app.include_router(health.router)
     app.add_exception_handler(StarletteHTTPException, _http_problem)
     app.add_exception_handler(RequestValidationError, _validation_problem)
 
-    @app.get("/healthz", tags=["operations"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    return app
 
+
+def create_operations_app(runtime: Runtime) -> FastAPI:
+    """Only /healthz, /readyz and /metrics: for a process that does not serve the API."""
+    app = FastAPI(title="Mailroom operations", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.runtime = runtime
+    app.include_router(health.router)
     return app
 
 

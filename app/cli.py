@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -13,13 +12,16 @@ import sqlalchemy as sa
 import typer
 
 from app import ledger
+from app.cli_mail import import_cli, mailboxes_cli
 from app.db import make_engine, migrate, session_factory, transaction
+from app.logs import LogFormat, configure
 from app.models import Employee, EmployeeAlias
 from app.policy_versions import simulate
 from app.runtime import build_runtime
 from app.security import Role, create_token
-from app.server import Service
+from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
+from app.web.login_cli import login_link
 from capture.parse import normalize_address
 from capture.pipeline import Envelope, Pipeline
 from capture.submitters import new_app_password
@@ -40,6 +42,9 @@ cli.add_typer(employees_cli, name="employees")
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(policy_cli, name="policy")
 cli.add_typer(ledger_cli, name="ledger")
+cli.add_typer(mailboxes_cli, name="mailboxes")
+cli.add_typer(import_cli, name="import")
+cli.command("login-link")(login_link)
 
 DEMO_EMPLOYEE = "alice@example.com"
 
@@ -62,10 +67,16 @@ def serve(
     demo: Annotated[
         bool, typer.Option(help="Add the demo employee and print how to try it.")
     ] = False,
+    smtp: Annotated[bool, typer.Option("--smtp", help="Run the SMTP listener.")] = False,
+    api: Annotated[bool, typer.Option("--api", help="Run the REST API and pages.")] = False,
+    imap: Annotated[bool, typer.Option("--imap", help="Run the IMAP sync worker.")] = False,
 ) -> None:
-    """Run the SMTP listener and the API until SIGINT or SIGTERM."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Run this process's roles until SIGINT or SIGTERM: by default all of them (SMTP, API,
+    IMAP sync); name roles to run only those (several processes can share one PostgreSQL)."""
     settings = Settings()
+    configure(LogFormat(settings.log_format), level=settings.log_level)
+    chosen = {ProcessRole.SMTP: smtp, ProcessRole.API: api, ProcessRole.IMAP: imap}
+    roles = frozenset(role for role, on in chosen.items() if on) or DEFAULT_ROLES
     try:
         runtime = build_runtime(settings)
     except PolicyError as error:
@@ -74,7 +85,7 @@ def serve(
         raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
     token = _seed_demo(runtime.sessions) if demo else None
 
-    service = Service(runtime)
+    service = Service(runtime, roles=roles)
     asyncio.run(service.run_until_signalled(on_started=lambda: _print_banner(service, token)))
 
 
@@ -87,6 +98,11 @@ def _print_banner(service: Service, token: str | None) -> None:
         f"  API   http://{s.api_host}:{service.api_port}/docs",
         f"  What is kept, and why: http://{s.api_host}:{service.api_port}/policy",
     ]
+    if service.roles != DEFAULT_ROLES:  # a role-limited process: say what this one does
+        smtp = [lines[1]] if ProcessRole.SMTP in service.roles else []
+        api = [lines[2]] if ProcessRole.API in service.roles else []
+        http = f"  HTTP  http://{s.api_host}:{service.api_port}/readyz and /metrics"
+        lines = [f"Mailroom is running: {', '.join(sorted(service.roles))}.", *smtp, *api, http]
     if token:
         send = (
             'python3 -c "import smtplib; from email.message import EmailMessage as M; '

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -11,7 +11,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.freshness import note_job_move, read_signature
 from app.models import (
+    Attachment,
     Company,
     Contact,
     Message,
@@ -19,7 +21,10 @@ from app.models import (
     Participant,
     Relationship,
 )
+from app.prepared import Prepared
+from app.threads import file_thread
 from capture.parse import Address, ParsedMessage
+from capture.people import person
 from policies.model import Channel, Decision, Outcome
 from policies.observe import is_internal
 
@@ -36,13 +41,17 @@ class Filing:
     org_domains: frozenset[str]
     now: datetime
     hold_days: int
+    secret: bytes = b""  # keys thread digests, so that a subject cannot be guessed from one
 
 
 def dedupe_key(message: ParsedMessage) -> str:
-    """Message-ID plus a digest of the text: the same mail from two employees is one message."""
+    """Message-ID with the sender, date and subject: the same mail from two employees, or by
+    BCC and from a mailbox (where only its headers may have been read), is one message; a
+    different message that reuses a Message-ID is not."""
     if message.message_id:
-        text_digest = hashlib.sha256(message.text.encode("utf-8", "replace")).hexdigest()
-        basis = f"mid:{message.message_id}\n{text_digest}"
+        sender = message.sender.address if message.sender else ""
+        date = message.date.isoformat() if message.date else ""
+        basis = f"mid:{message.message_id}\n{sender}\n{date}\n{message.subject}"
     else:
         basis = f"raw:{message.digest}"
     return hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
@@ -54,13 +63,19 @@ def file_message(
     """Store a kept message (capture, metadata only or hold) and link it; returns its id."""
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
     key = dedupe_key(message)
-    existing = conn.scalar(_MESSAGE_BY_KEY, {"key": key})
+    existing = _MESSAGE_BY_KEY.scalar(conn, {"key": key})
     if existing is None:
-        existing = _insert_message(conn, message, decision, key=key, decision_id=decision_id, at=at)
+        thread = file_thread(conn, message, at.secret, at.now)
+        existing = _insert_message(
+            conn, message, decision, key=key, decision_id=decision_id, thread=thread, at=at
+        )
         contacts = _file_participants(conn, message, existing, decision.outcome, at)
         _touch_relationships(conn, message, contacts, at)
-    conn.execute(
-        _statements(conn.dialect.name).add_owner,
+        if decision.outcome is Outcome.CAPTURE:
+            _record_attachments(conn, message, existing)
+            read_signature(conn, message, contacts, message_row=existing, now=at.now)
+    _statements(conn.dialect.name).add_owner.run(
+        conn,
         {
             "message_id": existing,
             "employee_id": at.employee_id,
@@ -68,7 +83,7 @@ def file_message(
             "created_at": at.now,
         },
     )
-    return existing
+    return int(existing)
 
 
 def _insert_message(
@@ -78,6 +93,7 @@ def _insert_message(
     *,
     key: str,
     decision_id: int,
+    thread: int,
     at: Filing,
 ) -> int:
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
@@ -101,8 +117,9 @@ def _insert_message(
         "held_until": at.now + timedelta(days=at.hold_days) if held else None,
         "decision_id": decision_id,
         "created_at": at.now,
+        "thread_id": thread,
     }
-    return int(conn.execute(_INSERT_MESSAGE, values).scalar_one())
+    return int(_INSERT_MESSAGE.scalar(conn, values))
 
 
 def _file_participants(
@@ -116,9 +133,11 @@ def _file_participants(
         ROLES, (message.from_, message.to, message.cc, message.reply_to), strict=True
     ):
         for addr in addresses:
-            external = not is_internal(addr.address, at.org_domains)
-            if external and make_contacts and addr.address not in contacts:
-                contacts[addr.address] = _contact_id(conn, addr, at.now)
+            own = addr.address in at.employee_addresses or is_internal(addr.address, at.org_domains)
+            if make_contacts and not own and addr.address not in contacts:
+                contact = _contact_id(conn, addr, at.now)
+                if contact is not None:
+                    contacts[addr.address] = contact
             rows.append(
                 {
                     "message_id": message_row,
@@ -131,22 +150,55 @@ def _file_participants(
                     else None,
                 }
             )
-    if rows:
-        conn.execute(_INSERT_PARTICIPANT, rows)
+    _INSERT_PARTICIPANT.run_many(conn, rows)
     return contacts
 
 
-def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int:
-    company = {"domain": addr.domain, "name": addr.domain, "created_at": now}
-    company_id = _get_or_create(conn, company, "domain")
+def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None:
+    """The contact for this address (the one it was merged into, if it was), made if new:
+    with its company unless the domain is free mail. None for a role mailbox or an address
+    that is no person's."""
+    existing = _CONTACT.first(conn, {"address": addr.address})
+    if existing is not None:
+        contact_id, merged_into = existing
+        return int(merged_into or contact_id)
+    found = person(addr)  # names, validity and company, read only for someone new
+    if found is None or found.is_role:
+        return None
+    if found.address != addr.address:
+        return _contact_id(conn, replace(addr, address=found.address), now)
+    company_id = None
+    if found.company is not None:
+        company = {"domain": found.company.domain, "name": found.company.name, "created_at": now}
+        company_id = _get_or_create(conn, company, "domain")
     values = {
-        "address": addr.address,
-        "name": addr.name,
+        "address": found.address,
+        "name": found.name,
+        "first_name": found.first[:100],
+        "last_name": found.last[:100],
         "company_id": company_id,
         "created_at": now,
         "updated_at": now,
     }
-    return _get_or_create(conn, values, "address")
+    contact_id = _get_or_create(conn, values, "address")
+    note_job_move(conn, contact_id, found, company_id, now)
+    return contact_id
+
+
+def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row: int) -> None:
+    """Name, type and size of each attachment of a captured message; never the content."""
+    _INSERT_ATTACHMENT.run_many(
+        conn,
+        [
+            {
+                "message_id": message_row,
+                "filename": a.filename[:255],
+                "content_type": a.content_type[:127],
+                "size": a.size,
+            }
+            for a in message.attachments[:100]
+        ],
+    )
 
 
 def _touch_relationships(
@@ -174,17 +226,17 @@ def _touch_relationships(
 
 
 def _bump_relationship(conn: sa.Connection, values: dict[str, Any]) -> None:
-    conn.execute(_statements(conn.dialect.name).bump_relationship, values)
+    _statements(conn.dialect.name).bump_relationship.run(conn, values)
 
 
 @dataclass(frozen=True)
 class _Statements:
     """The dialect's upserts, built once: building one costs more than running it."""
 
-    insert_company: Any
-    insert_contact: Any
-    add_owner: Any
-    bump_relationship: Any
+    insert_company: Prepared
+    insert_contact: Prepared
+    add_owner: Prepared
+    bump_relationship: Prepared
 
 
 @cache
@@ -196,39 +248,91 @@ def _statements(dialect: str) -> _Statements:
     bump = insert(Relationship)
     table = Relationship.__table__.c
     return _Statements(
-        insert_company=insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
-        insert_contact=insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
-        add_owner=insert(MessageOwner).on_conflict_do_nothing(
-            index_elements=["message_id", "employee_id"]
+        insert_company=Prepared(
+            insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
+            keys=("domain", "name", "created_at"),
         ),
-        bump_relationship=bump.on_conflict_do_update(
-            index_elements=["employee_id", "contact_id"],
-            set_={
-                "sent_count": table.sent_count + bump.excluded.sent_count,
-                "received_count": table.received_count + bump.excluded.received_count,
-                "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
-                "last_seen": latest(table.last_seen, bump.excluded.last_seen),
-            },
+        insert_contact=Prepared(
+            insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
+            keys=(
+                "address",
+                "name",
+                "first_name",
+                "last_name",
+                "company_id",
+                "created_at",
+                "updated_at",
+            ),
+        ),
+        add_owner=Prepared(
+            insert(MessageOwner).on_conflict_do_nothing(
+                index_elements=["message_id", "employee_id"]
+            ),
+            keys=("message_id", "employee_id", "channel", "created_at"),
+        ),
+        bump_relationship=Prepared(
+            bump.on_conflict_do_update(
+                index_elements=["employee_id", "contact_id"],
+                set_={
+                    "sent_count": table.sent_count + bump.excluded.sent_count,
+                    "received_count": table.received_count + bump.excluded.received_count,
+                    "first_seen": earliest(table.first_seen, bump.excluded.first_seen),
+                    "last_seen": latest(table.last_seen, bump.excluded.last_seen),
+                },
+            ),
+            keys=(
+                "employee_id",
+                "contact_id",
+                "sent_count",
+                "received_count",
+                "first_seen",
+                "last_seen",
+            ),
         ),
     )
 
 
-_INSERT_MESSAGE = sa.insert(Message).returning(Message.id)
-_INSERT_PARTICIPANT = sa.insert(Participant)
-_MESSAGE_BY_KEY = sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key"))
+_MESSAGE_COLUMNS = (
+    "dedupe_key",
+    "message_id",
+    "content_digest",
+    "subject",
+    "body_text",
+    "sent_at",
+    "direction",
+    "outcome",
+    "visibility",
+    "size",
+    "held_until",
+    "decision_id",
+    "created_at",
+    "thread_id",
+)
+_INSERT_MESSAGE = Prepared(sa.insert(Message).returning(Message.id), keys=_MESSAGE_COLUMNS)
+_INSERT_PARTICIPANT = Prepared(
+    sa.insert(Participant),
+    keys=("message_id", "role", "address", "name", "contact_id", "employee_id"),
+)
+_INSERT_ATTACHMENT = Prepared(
+    sa.insert(Attachment), keys=("message_id", "filename", "content_type", "size")
+)
+_CONTACT = Prepared(
+    sa.select(Contact.id, Contact.merged_into_id).where(Contact.address == sa.bindparam("address"))
+)
+_MESSAGE_BY_KEY = Prepared(sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key")))
 _FIND = {
-    "domain": sa.select(Company.id).where(Company.domain == sa.bindparam("value")),
-    "address": sa.select(Contact.id).where(Contact.address == sa.bindparam("value")),
+    "domain": Prepared(sa.select(Company.id).where(Company.domain == sa.bindparam("value"))),
+    "address": Prepared(sa.select(Contact.id).where(Contact.address == sa.bindparam("value"))),
 }
 
 
 def _get_or_create(conn: sa.Connection, values: dict[str, Any], unique: str) -> int:
     """The id of the company (unique "domain") or contact (unique "address"), made if new."""
     find = {"value": values[unique]}
-    found = conn.scalar(_FIND[unique], find)
+    found = _FIND[unique].scalar(conn, find)
     if found is not None:
         return int(found)
     statements = _statements(conn.dialect.name)
     insert = statements.insert_company if unique == "domain" else statements.insert_contact
-    conn.execute(insert, values)
-    return int(conn.execute(_FIND[unique], find).scalar_one())
+    insert.run(conn, values)
+    return int(_FIND[unique].scalar(conn, find))

@@ -13,14 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.models import DecisionRecord
+from app.prepared import Prepared
 from policies.model import Channel, Decision
 
 GENESIS = "0" * 64
-_HEAD = (
+_HEAD = Prepared(
     sa.select(DecisionRecord.id, DecisionRecord.hash).order_by(DecisionRecord.id.desc()).limit(1)
 )
-_INSERT = sa.insert(DecisionRecord)
 _COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
+_INSERT = Prepared(sa.insert(DecisionRecord), keys=_COLUMNS)
+_LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger))))
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
 
 
@@ -63,11 +65,11 @@ def append(db: Session | sa.Connection, entry: Entry) -> DecisionRecord:
     """Add one record at the head of the chain, inside the caller's transaction."""
     conn = db.connection() if isinstance(db, Session) else db
     if conn.dialect.name == "postgresql":
-        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LEDGER_LOCK)))
-    head = conn.execute(_HEAD).first()
+        _LOCK.rows(conn, {"key": _LEDGER_LOCK})
+    head = _HEAD.first(conn)
     decision = entry.decision
     record = DecisionRecord(
-        id=(head.id + 1) if head else 1,
+        id=(head[0] + 1) if head else 1,
         created_at=entry.created_at,
         channel=entry.channel.value,
         employee_id=entry.employee_id,
@@ -77,10 +79,10 @@ def append(db: Session | sa.Connection, entry: Entry) -> DecisionRecord:
         facts=decision.facts,
         policy_sha256=decision.policy_sha256,
         message_id_hmac=entry.message_id_hmac,
-        prev_hash=head.hash if head else GENESIS,
+        prev_hash=head[1] if head else GENESIS,
     )
     record.hash = hashlib.sha256(canonical(record)).hexdigest()
-    conn.execute(_INSERT, {c: getattr(record, c) for c in _COLUMNS})
+    _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS})
     return record
 
 

@@ -76,6 +76,16 @@ class Contact(Base):
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    first_name: Mapped[str] = mapped_column(sa.String(100), default="")
+    last_name: Mapped[str] = mapped_column(sa.String(100), default="", index=True)
+    title: Mapped[str] = mapped_column(sa.String(200), default="")
+    phone: Mapped[str] = mapped_column(sa.String(50), default="")
+    organization: Mapped[str] = mapped_column(sa.String(200), default="")  # as signed
+    signature_at: Mapped[datetime | None] = mapped_column()  # date of the signature read last
+    undeliverable_since: Mapped[datetime | None] = mapped_column()  # a bounce said so
+    merged_into_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="SET NULL")
+    )
 
 
 class Message(Base):
@@ -94,6 +104,9 @@ class Message(Base):
     held_until: Mapped[datetime | None] = mapped_column()
     decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    thread_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("threads.id", ondelete="SET NULL"), index=True
+    )
 
 
 class Participant(Base):
@@ -226,3 +239,118 @@ class AppPassword(Base):
     label: Mapped[str] = mapped_column(sa.String(200), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column()
+
+
+class Mailbox(Base):
+    """An IMAP mailbox Mailroom reads (an employee's, or a journal of all company mail).
+
+    The password is sealed with a key derived from the secret key (app/sealing.py); it is
+    never logged and never in an API response."""
+
+    __tablename__ = "mailboxes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    employee_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+    host: Mapped[str] = mapped_column(sa.String(253))
+    port: Mapped[int] = mapped_column()
+    username: Mapped[str] = mapped_column(sa.String(320))
+    password_sealed: Mapped[str] = mapped_column(sa.Text)
+    folders: Mapped[list[Any]] = mapped_column()
+    sent_folders: Mapped[list[Any]] = mapped_column(default=list)
+    tls: Mapped[str] = mapped_column(sa.String(16))  # "tls", "starttls" or "none"
+    journal: Mapped[bool] = mapped_column(default=False)
+    since: Mapped[datetime | None] = mapped_column()  # the backfill horizon
+    enabled: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_sync_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(sa.String(500))
+    last_error_at: Mapped[datetime | None] = mapped_column()
+    pending: Mapped[int] = mapped_column(default=0)  # messages on the server not yet synced
+    synced: Mapped[int] = mapped_column(default=0)
+    bodies_fetched: Mapped[int] = mapped_column(default=0)
+    bodies_skipped: Mapped[int] = mapped_column(default=0)  # decided on headers alone
+
+
+class MailboxFolder(Base):
+    """Where the sync of one folder stands; committed with the outcomes it covers."""
+
+    __tablename__ = "mailbox_folders"
+    __table_args__ = (sa.UniqueConstraint("mailbox_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(sa.ForeignKey("mailboxes.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(sa.String(500))
+    uidvalidity: Mapped[int | None] = mapped_column(sa.BigInteger)
+    last_uid: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Thread(Base):
+    """A conversation: messages joined by Message-ID references, else by subject and people."""
+
+    __tablename__ = "threads"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(sa.String(64), unique=True)  # a digest, never a subject
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_message_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ContactChange(Base):
+    """History of a contact: what changed, from what to what, and which message said so."""
+
+    __tablename__ = "contact_changes"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    field: Mapped[str] = mapped_column(sa.String(32))
+    old_value: Mapped[str] = mapped_column(sa.String(320), default="")
+    new_value: Mapped[str] = mapped_column(sa.String(320), default="")
+    message_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    observed_at: Mapped[datetime] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Attachment(Base):
+    """An attachment of a captured message: its name, type and size; never its content."""
+
+    __tablename__ = "attachments"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    filename: Mapped[str] = mapped_column(sa.String(255), default="")
+    content_type: Mapped[str] = mapped_column(sa.String(127), default="")
+    size: Mapped[int] = mapped_column(default=0)
+
+
+class LoginLink(Base):
+    """A one-time sign-in link for the web pages; only a hash of its token is kept."""
+
+    __tablename__ = "login_links"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(sa.String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column()
+    used_at: Mapped[datetime | None] = mapped_column()
+
+
+class WebSession(Base):
+    """A signed-in browser, known by a hash of its cookie; ends at expiry or sign-out."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    employee_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
+    api_token_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("api_tokens.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -11,7 +9,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import Message
 
-log = logging.getLogger("mailroom.retention")
 PURGE_EVERY = 600.0  # seconds
 
 
@@ -23,18 +20,7 @@ def purge_expired_holds(session: Session, now: datetime) -> int:
     return int(session.execute(expired).rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def purge_forever(sessions: sessionmaker[Session], *, every: float = PURGE_EVERY) -> None:
-    """Run the purge now and then every `every` seconds until cancelled."""
-    while True:
-        try:
-            removed = await asyncio.to_thread(_purge_once, sessions)
-            if removed:
-                log.info("removed %d held messages past their review period", removed)
-        except Exception as error:  # a failed run is retried at the next tick
-            log.error("retention purge failed (%s)", type(error).__name__)
-        await asyncio.sleep(every)
-
-
-def _purge_once(sessions: sessionmaker[Session]) -> int:
+def purge_once(sessions: sessionmaker[Session]) -> int:
+    """One scheduled run (see app/jobs.py): held messages past their review period."""
     with sessions() as session, session.begin():
         return purge_expired_holds(session, datetime.now(UTC))

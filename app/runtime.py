@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, migrate, session_factory, transaction
+from app.metrics import Metrics
 from app.models import PolicyVersion
 from app.settings import Settings
+from capture.people import registrable_domain
 from capture.pipeline import Pipeline
 from policies.engine import Engine
 from policies.loader import load_policy
@@ -23,6 +25,7 @@ class Runtime:
     sessions: sessionmaker[Session]
     read_sessions: sessionmaker[Session]
     pipeline: Pipeline
+    metrics: Metrics = field(default_factory=Metrics)
 
     def close(self) -> None:
         self.db.dispose()
@@ -40,6 +43,7 @@ def build_runtime(settings: Settings) -> Runtime:
     with transaction(sessions) as session:
         publish_policy(session, policy)
     readers = session_factory(db, writer=False)
+    registrable_domain("example.com")  # loads the Public Suffix List now, not on first mail
     pipeline = Pipeline(
         sessions,
         policy,

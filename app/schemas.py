@@ -30,6 +30,13 @@ class ContactOut(Out):
     id: int
     address: str
     name: str
+    first_name: str = ""
+    last_name: str = ""
+    title: str = ""
+    phone: str = ""
+    organization: str = ""  # as the contact's newest signature names it
+    undeliverable_since: datetime | None = None
+    merged_into_id: int | None = None
     company: CompanyOut | None
     created_at: datetime
     updated_at: datetime
@@ -61,6 +68,7 @@ class MessageOut(Out):
     visibility: str
     decision_id: int
     created_at: datetime
+    thread_id: int | None = None
     participants: list[ParticipantOut]
     contacts: list[ContactOut]
     owners: list[OwnerOut]
@@ -73,3 +81,45 @@ class Problem(BaseModel):
     title: str
     status: int
     detail: str | None = None
+
+
+class ContactChangeOut(Out):
+    field: str
+    old_value: str
+    new_value: str
+    message_id: int | None
+    observed_at: datetime
+
+
+class RelationshipOut(Out):
+    """Who knows whom: an employee and a contact, with their exchange and its strength."""
+
+    employee_id: int
+    employee_email: str
+    employee_name: str
+    contact: ContactOut
+    sent_count: int
+    received_count: int
+    first_seen: datetime
+    last_seen: datetime
+    strength: int  # 0-100; see README "Relationship strength"
+
+
+class ThreadOut(Out):
+    id: int
+    created_at: datetime
+    last_message_at: datetime
+    messages: list[MessageOut]  # those the caller may see, oldest first
+
+
+class DuplicateOut(Out):
+    """Two contacts that look like one person: `same-person` (one name, one company) or
+    `likely-job-move` (one name, a new company domain)."""
+
+    reason: str
+    contacts: list[ContactOut]
+
+
+class MergeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    into: int

@@ -9,12 +9,15 @@ import signal
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from functools import partial
 
 import uvicorn
 
-from app.api import create_app
-from app.retention import purge_forever
+from app.api import create_app, create_operations_app
+from app.jobs import Job, run_forever
+from app.mailboxes import mailbox_runner
+from app.retention import PURGE_EVERY, purge_once
 from app.runtime import Runtime
 from app.settings import Settings
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
@@ -46,11 +49,24 @@ def spamd(settings: Settings) -> Spamd | None:
     return Spamd(settings.spamd_host, settings.spamd_port) if settings.spamd_host else None
 
 
-class Service:
-    """Both listeners; `start` binds them, `stop` drains in-flight commits and closes."""
+class ProcessRole(StrEnum):
+    """What one `mailroom serve` process does; several processes share one database."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    SMTP = "smtp"  # the capture listener(s)
+    API = "api"  # the REST API and pages (every process serves /healthz, /readyz, /metrics)
+    IMAP = "imap"  # the IMAP sync worker
+
+
+DEFAULT_ROLES = frozenset(ProcessRole)  # one process does everything unless told otherwise
+
+
+class Service:
+    """The listeners of this process's roles; `start` binds them, `stop` drains in-flight
+    commits and closes."""
+
+    def __init__(self, runtime: Runtime, *, roles: frozenset[ProcessRole] = DEFAULT_ROLES) -> None:
         self.runtime = runtime
+        self.roles = roles
         self.writer: GroupWriter | None = None
         self.smtp_server: asyncio.Server | None = None
         self.api_server: _Uvicorn | None = None
@@ -62,8 +78,46 @@ class Service:
         self.jobs: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        if ProcessRole.SMTP in self.roles:
+            await self._start_smtp()
+        await self._start_http(api=ProcessRole.API in self.roles)
+        if ProcessRole.IMAP in self.roles:
+            await self._start_imap()
+        purge = partial(purge_once, self.runtime.sessions)
+        self._schedule(Job("retention-purge", PURGE_EVERY, purge))
         settings = self.runtime.settings
-        self.writer = GroupWriter(self.runtime.pipeline)
+        log.info(
+            "started %s: smtp %s:%s, http %s:%s",
+            ",".join(sorted(self.roles)),
+            settings.smtp_host,
+            self.smtp_port,
+            settings.api_host,
+            self.api_port,
+        )
+
+    async def _start_imap(self) -> None:
+        """The IMAP sync worker: a task per mailbox (app/mailboxes.py)."""
+        self.jobs.append(asyncio.create_task(mailbox_runner(self.runtime).run()))
+
+    def _schedule(self, job: Job) -> None:
+        """A scheduled job: every process schedules it, one at a time runs it (app/jobs.py)."""
+        metrics = self.runtime.metrics
+        self.jobs.append(asyncio.create_task(run_forever(self.runtime.db, job, metrics)))
+
+    def listeners_bound(self) -> dict[str, bool]:
+        """For /readyz: each listener of this process, and whether it is serving."""
+        if ProcessRole.SMTP not in self.roles:
+            return {}
+        servers = {"smtp": self.smtp_server}
+        if self.smtps_server is not None:
+            servers["smtps"] = self.smtps_server
+        return {name: s is not None and s.is_serving() for name, s in servers.items()}
+
+    async def _start_smtp(self) -> None:
+        settings = self.runtime.settings
+        metrics = self.runtime.metrics
+        self.writer = GroupWriter(self.runtime.pipeline, on_batch=metrics.batch_size.observe)
+        metrics.watch_queue(lambda: self.writer.queue_depth if self.writer else 0)
         handler = CaptureHandler(
             self.writer,
             capture_addresses=frozenset(settings.capture_addresses),
@@ -82,6 +136,7 @@ class Service:
                 passwords=partial(authenticate_app_password, self.runtime.read_sessions),
                 spamd=spamd(settings),
             ),
+            metrics=metrics,
         )
         loop = asyncio.get_running_loop()
         tls = tls_context(settings)
@@ -99,10 +154,16 @@ class Service:
                 ssl=tls,
             )
             self.smtps_port = self.smtps_server.sockets[0].getsockname()[1]
+
+    async def _start_http(self, *, api: bool) -> None:
+        """The API, or (for a process without the API role) only the operations endpoints."""
+        settings = self.runtime.settings
         sock = socket.create_server((settings.api_host, settings.api_port))
         self.api_port = sock.getsockname()[1]
-        config = uvicorn.Config(
-            create_app(self.runtime), log_level="warning", access_log=False, lifespan="off"
+        app = create_app(self.runtime) if api else create_operations_app(self.runtime)
+        app.state.listeners = self.listeners_bound
+        config = uvicorn.Config(  # log_config=None: uvicorn logs through our handlers
+            app, log_level="warning", access_log=False, lifespan="off", log_config=None
         )
         self.api_server = _Uvicorn(config)
         self.api_task = asyncio.create_task(self.api_server.serve(sockets=[sock]))
@@ -110,14 +171,6 @@ class Service:
             await asyncio.sleep(0.01)  # uvicorn offers no event for "started"
         if self.api_task.done():
             self.api_task.result()
-        self.jobs.append(asyncio.create_task(purge_forever(self.runtime.sessions)))
-        log.info(
-            "listening: smtp %s:%s, api %s:%s",
-            settings.smtp_host,
-            self.smtp_port,
-            settings.api_host,
-            self.api_port,
-        )
 
     async def stop(self) -> None:
         for job in self.jobs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     spamd_host: str | None = None
     spamd_port: int = Field(default=783, ge=1, le=65535)
     auto_migrate: bool = True
+    log_format: Literal["json", "console"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("org_domains", "capture_addresses", "trusted_relays", mode="before")
     @classmethod
@@ -57,6 +59,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _uppercase(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @property
     def resolved_authserv_id(self) -> str:

@@ -6,14 +6,13 @@ import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from email.message import EmailMessage, Message
+from email.message import Message
 from enum import StrEnum
 
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser
 
-from capture.parse import MAX_TEXT_CHARS, Attachment, clean
-
+MAX_TEXT_CHARS = 1_000_000
 MAX_PARTS = 200  # MIME parts looked at: a message with more is hostile or broken
 MAX_DEPTH = 20  # multipart nesting followed
 MAX_BODY_BYTES = 4_000_000  # of one body part, decoded
@@ -27,6 +26,18 @@ _BLOCK_END = re.compile(
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
 _SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
 _BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+@dataclass(frozen=True)
+class Attachment:
+    filename: str
+    content_type: str
+    size: int
+
+
+def clean(text: str) -> str:
+    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 class TextSource(StrEnum):
@@ -50,7 +61,7 @@ class Content:
 def message_content(msg: Message) -> Content:
     """The text of a message (text/plain preferred, else HTML converted); never raises."""
     defects: list[str] = []
-    body = _body(msg, defects)
+    body = _body(msg)
     text, charset, guessed, source = "", None, False, TextSource.NONE
     if body is not None:
         text, charset, guessed = decode_text(body, defects)
@@ -68,15 +79,21 @@ def message_content(msg: Message) -> Content:
     )
 
 
-def _body(msg: Message, defects: list[str]) -> Message | None:
-    """The part the stdlib's get_body picks (as capture.parse does), plain before HTML."""
-    if not isinstance(msg, EmailMessage):
-        return msg if msg.get_content_maintype() == "text" else None
-    try:
-        return msg.get_body(preferencelist=("plain", "html"))
-    except Exception:  # RecursionError on absurd nesting, odd errors on broken structure
-        defects.append("unreadable-body")
-        return None
+def _body(msg: Message) -> Message | None:
+    """The part a reader would see, as the stdlib's get_body picks it: the first inline
+    text/plain, else the first text/html, inside multiparts but not attached messages."""
+    found: dict[str, Message] = {}
+    for part in _leaves(msg):
+        kind = part.get_content_type()
+        if (
+            kind not in ("text/plain", "text/html")
+            or part.get_content_disposition() == "attachment"
+        ):
+            continue
+        found.setdefault(kind, part)
+        if kind == "text/plain":
+            break
+    return found.get("text/plain") or found.get("text/html")
 
 
 def decode_text(part: Message, defects: list[str]) -> tuple[str, str | None, bool]:

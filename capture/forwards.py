@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field, replace
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import Message
 from enum import IntEnum
 
 from capture import forward_labels as labels
-from capture.parse import normalize_address
+from capture.parse import ParsedMessage, normalize_address, parse_message
 
 MAX_SCAN = 65_536  # characters of a body that are searched
 MAX_VALUE = 1_000  # characters kept of one header value
+MAX_PARTS = 200  # MIME parts looked at for an attached message
 _LABEL_SPAN = labels.LONGEST_LABEL + 6  # a header line's label and colon sit within this
 _BLOCK_LINES = 30  # lines one header block may span
 _ATTRIBUTION_SPAN = 300  # longest "On ... wrote:" text, over up to three lines
@@ -430,3 +435,16 @@ def _clean_name(name: str) -> str | None:
     if name[:1] + name[-1:] in ("()", "[]"):
         name = name[1:-1]
     return name.rstrip("([ ").lstrip(")] ").strip(_NAME_JUNK) or None
+
+
+def find_attached(raw: bytes) -> ParsedMessage | None:
+    """The first message attached whole (message/rfc822), as clients forward "as attachment";
+    None if there is none. Only the outermost level is opened."""
+    parsed = message_from_bytes(raw, policy=email_policy.compat32)
+    for part in itertools.islice(parsed.walk(), MAX_PARTS):
+        if part.get_content_type() != "message/rfc822":
+            continue
+        inner = part.get_payload()
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            return parse_message(inner[0].as_bytes(policy=email_policy.compat32))
+    return None

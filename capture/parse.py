@@ -11,23 +11,24 @@ from email import policy
 from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address as HeaderAddress
-from email.headerregistry import HeaderRegistry
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
-from email.policy import EmailPolicy
+from email.policy import Compat32
 from email.utils import parsedate_to_datetime
-from functools import lru_cache
 from typing import Any
 
-MAX_TEXT_CHARS = 1_000_000
+from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
+from capture.content import Attachment as Attachment
+from capture.content import clean as clean
+from capture.content import message_content
+
 MAX_ADDRESSES_PER_HEADER = 500
 _LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
 _DOMAIN = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9-]{1,63})+$")
-_TAGS = re.compile(r"<[^>]*>")
-# The stdlib's header registry is superlinear in some inputs (a Content-Type of 7,000 empty
-# parameters, found in the SpamAssassin corpus, cost 5 s; 10 KB of quotes in a To, 2 s), and
-# its multipart parser recurses per nesting level. So MIME headers reach it trimmed,
-# address headers in bounded pieces, and deeply nested messages are read for headers only.
+# Inputs that cost seconds or crash a naive parse, all seen in the corpora or the fuzzer: a
+# Content-Type of 7,000 empty parameters, 1 MB of quotes in a To header, 3,000 nested
+# multiparts (the parser recurses per level). MIME headers are trimmed, address headers read
+# one mailbox at a time, and a message nested or split beyond reason is read for headers only.
 MAX_MIME_PARAMS = 12
 MAX_MIME_HEADER_CHARS = 2_000
 MAX_MAILBOX_CHARS = 320  # one mailbox with its display name, as written
@@ -39,6 +40,31 @@ _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 _BOUNDARY_PARAM = re.compile(rb"boundary\s*=", re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"\n--")
 _ADDRESS_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|[^",(]+|[,(]')
+_ADDRESS_HEADER = policy.default.header_factory
+# The one shape most headers take, read without the header registry: `Name <user@host>` or
+# `user@host`, with no quotes, comments, groups or encoded words that could make it ambiguous.
+_ATOM = r"[A-Za-z0-9_%+=-]{1,64}"
+_LABEL = r"[A-Za-z0-9-]{1,63}"
+_MAILBOX = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+"
+_SIMPLE_MAILBOX = re.compile(
+    rf"\s*(?:([A-Za-z0-9][A-Za-z0-9 .'_-]{{0,100}}?)\s*<({_MAILBOX})>|({_MAILBOX}))\s*"
+)
+
+
+class _BoundedCompat32(Compat32):
+    """compat32 (ten times faster than policy.default at building the tree), with MIME
+    headers trimmed before anything parses their parameters."""
+
+    def header_fetch_parse(self, name: str, value: str) -> Any:
+        if name.lower() in _MIME_HEADERS and len(value) > 200:
+            value = _EMPTY_PARAMS.sub(";", value[:MAX_MIME_HEADER_CHARS])
+            value = ";".join(value.split(";", MAX_MIME_PARAMS + 1)[: MAX_MIME_PARAMS + 1])
+        return super().header_fetch_parse(name, value)
+
+
+_POLICY = _BoundedCompat32()
+_PARSER = BytesParser(policy=_POLICY)
+_HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
 
 
 @dataclass(frozen=True)
@@ -55,13 +81,6 @@ class Address:
     @property
     def local_part(self) -> str:
         return self.address.rpartition("@")[0]
-
-
-@dataclass(frozen=True)
-class Attachment:
-    filename: str
-    content_type: str
-    size: int
 
 
 @dataclass(frozen=True)
@@ -111,11 +130,6 @@ class ParsedMessage:
         return tuple(seen.values())
 
 
-def clean(text: str) -> str:
-    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
-    return text.encode("utf-8", "replace").decode("utf-8")
-
-
 def normalize_address(raw: str) -> str | None:
     """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
     if clean(raw) != raw:
@@ -132,91 +146,103 @@ def normalize_address(raw: str) -> str | None:
     return f"{local}@{domain}"
 
 
-class _BoundedPolicy(EmailPolicy):
-    """policy.default, except that MIME headers reach the header registry trimmed and cached
-    (a thousand parts of one message mostly share one Content-Type)."""
-
-    def header_fetch_parse(self, name: str, value: Any) -> Any:
-        if type(value) is str and name.lower() in _MIME_HEADERS:
-            return _mime_header(name, value)
-        return super().header_fetch_parse(name, value)
-
-
-@lru_cache(maxsize=1024)
-def _mime_header(name: str, value: str) -> Any:
-    trimmed = _EMPTY_PARAMS.sub(";", value[:MAX_MIME_HEADER_CHARS])
-    trimmed = ";".join(trimmed.split(";", MAX_MIME_PARAMS + 1)[: MAX_MIME_PARAMS + 1])
-    return policy.default.header_fetch_parse(name, trimmed)
-
-
-_POLICY = _BoundedPolicy()
-# The registry makes a new header class on every call; the address header's is made once.
-_ADDRESS_HEADER: Any = HeaderRegistry()["to"]
-_PARSER = BytesParser(policy=_POLICY)
-_HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
-
-
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse raw bytes; defects are recorded on the result, never raised."""
     return parse_message_and_mime(raw)[0]
 
 
-def parse_message_and_mime(raw: bytes) -> tuple[ParsedMessage, EmailMessage]:
+def parse_message_and_mime(raw: bytes) -> tuple[ParsedMessage, Message]:
     """parse_message, and the MIME tree it read, for extraction (capture.content) without
     parsing the bytes twice."""
     defects: list[str] = []
     msg = _parse(raw, defects)
-    defects.extend(type(d).__name__ for d in msg.defects[:20])
-    headers = _headers(msg, defects)
-    return ParsedMessage(
+    content = message_content(msg)
+    return _parsed(
+        msg,
         digest=hashlib.sha256(raw).hexdigest(),
         size=len(raw),
-        message_id=_message_id(_first(headers, "message-id")),
-        subject=(_first(headers, "subject") or "")[:998],
-        date=_date(_first(headers, "date")),
-        from_=_addresses(msg, "from", defects),
-        to=_addresses(msg, "to", defects),
-        cc=_addresses(msg, "cc", defects),
-        reply_to=_addresses(msg, "reply-to", defects),
-        in_reply_to=_message_id(_first(headers, "in-reply-to")),
-        references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
-            :100
-        ],
-        headers=headers,
-        text=_text(msg, defects),
+        text=content.text,
         content_types=tuple(part.get_content_type() for part in _walk(msg)),
-        attachments=_attachments(msg),
-        defects=tuple(dict.fromkeys(defects)),
+        attachments=content.attachments,
+        defects=(*defects, *content.defects),
         raw=raw,
     ), msg
 
 
-def parse_mime(raw: bytes) -> EmailMessage:
-    """The MIME tree that parse_message reads, bounded the same way: for extraction
-    (capture.content) from the same bytes."""
+def parse_mime(raw: bytes) -> Message:
+    """The MIME tree that parse_message reads, bounded the same way."""
     return _parse(raw, [])
 
 
-def _parse(raw: bytes, defects: list[str]) -> EmailMessage:
+def _parse(raw: bytes, defects: list[str]) -> Message:
     """The MIME tree; for a message nested or split beyond reason, its headers alone."""
     if not _beyond(_BOUNDARY_PARAM, raw, MAX_MULTIPARTS) and not (
         _beyond(_DELIMITER_LINE, raw, MAX_DELIMITER_LINES) and _beyond(_BOUNDARY_PARAM, raw, 0)
     ):
         try:
-            msg = _PARSER.parsebytes(raw)
-            assert isinstance(msg, EmailMessage)
-            return msg
+            return _PARSER.parsebytes(raw)
         except RecursionError:
             pass
     defects.append("too-many-multiparts")
     headers_only = _HEADER_PARSER.parsebytes(raw)
-    assert isinstance(headers_only, EmailMessage)
     headers_only.set_payload("")
     return headers_only
 
 
 def _beyond(pattern: re.Pattern[bytes], raw: bytes, limit: int) -> bool:
     return sum(1 for _ in itertools.islice(pattern.finditer(raw), limit + 1)) > limit
+
+
+def parse_headers(header: bytes, *, size: int) -> ParsedMessage:
+    """A message known by its header section alone (a mailbox's `BODY.PEEK[HEADER]`) and
+    the size its server reports: no text, no parts; its digest is the header section's."""
+    msg = _PARSER.parsebytes(header, headersonly=True)
+    return _parsed(
+        msg,
+        digest=hashlib.sha256(header).hexdigest(),
+        size=size,
+        text="",
+        content_types=(msg.get_content_type(),),
+        attachments=(),
+        defects=(),
+        raw=header,
+    )
+
+
+def _parsed(
+    msg: Message,
+    *,
+    digest: str,
+    size: int,
+    text: str,
+    content_types: tuple[str, ...],
+    attachments: tuple[Attachment, ...],
+    defects: tuple[str, ...],
+    raw: bytes,
+) -> ParsedMessage:
+    found = [type(d).__name__ for d in msg.defects[:20]]
+    headers = _headers(msg, found)
+    return ParsedMessage(
+        digest=digest,
+        size=size,
+        message_id=_message_id(_first(headers, "message-id")),
+        subject=(_first(headers, "subject") or "")[:998],
+        date=_date(_first(headers, "date")),
+        from_=_addresses(msg, "from", found),
+        to=_addresses(msg, "to", found),
+        cc=_addresses(msg, "cc", found),
+        reply_to=_addresses(msg, "reply-to", found),
+        in_reply_to=_message_id(_first(headers, "in-reply-to")),
+        references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
+            :100
+        ],
+        headers=headers,
+        text=text,
+        content_types=content_types,
+        attachments=attachments,
+        defects=tuple(dict.fromkeys([*found, *defects])),
+        raw=raw,
+    )
 
 
 def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
@@ -230,9 +256,8 @@ def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
     """Header values, unfolded and with RFC 2047 words decoded. Only address headers go
     through the (ten times slower) header registry, in _addresses."""
     pairs: list[tuple[str, str]] = []
-    raw_items = msg.raw_items() if isinstance(msg, EmailMessage) else iter(msg.items())
-    for key, value in itertools.islice(raw_items, 500):
-        text = _decoded(str(value)[:4000], key, defects)
+    for key, value in itertools.islice(msg.raw_items(), 500):
+        text = _decoded(_utf8(str(value)[:4000]), key, defects)
         pairs.append((clean(key.lower()[:100]), clean(" ".join(text.split()))))
     return tuple(pairs)
 
@@ -266,20 +291,15 @@ def _date(value: str | None) -> datetime | None:
 
 def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
     result: dict[str, Address] = {}
-    values = (
-        [v for k, v in msg.raw_items() if k.lower() == name]
-        if isinstance(msg, EmailMessage)
-        else []
-    )
+    values = [value for key, value in msg.raw_items() if key.lower() == name]
     for value in values[:10]:
-        for piece in _address_pieces(_utf8(str(value)), name, defects):
-            for mailbox in _mailboxes(piece, name, defects):
-                normalized = normalize_address(f"{mailbox.username}@{mailbox.domain}")
+        for piece in _address_pieces(_utf8(value), name, defects):
+            for address, display in _mailboxes(piece, name, defects):
+                normalized = normalize_address(address)
                 if normalized is None:
                     defects.append(f"invalid-address-in-{name}")
                     continue
-                name_as_written = clean(mailbox.display_name[:200])
-                result.setdefault(normalized, Address(normalized, name_as_written))
+                result.setdefault(normalized, Address(normalized, clean(display[:200])))
                 if len(result) >= MAX_ADDRESSES_PER_HEADER:
                     return tuple(result.values())
     return tuple(result.values())
@@ -312,63 +332,26 @@ def _address_pieces(value: str, name: str, defects: list[str]) -> list[str]:
         if len(piece) > MAX_MAILBOX_CHARS:
             defects.append(f"invalid-address-in-{name}")
             continue
-        kept.append(piece)
+        kept.append(" ".join(piece.split()))
     return kept[:MAX_ADDRESSES_PER_HEADER]
 
 
-def _mailboxes(piece: str, name: str, defects: list[str]) -> tuple[HeaderAddress, ...]:
-    found = _parsed_mailboxes(" ".join(piece.split()))
-    if found is None:
-        defects.append(f"unparsable-{name}")
-        return ()
-    return found
-
-
-@lru_cache(maxsize=4096)  # correspondents recur; the registry costs ~0.1 ms a mailbox
-def _parsed_mailboxes(piece: str) -> tuple[HeaderAddress, ...] | None:
+def _mailboxes(value: str, name: str, defects: list[str]) -> list[tuple[str, str]]:
+    """(address, display name) pairs of one mailbox (or one address header)."""
+    simple = _SIMPLE_MAILBOX.fullmatch(value)
+    if simple:
+        display, bracketed, bare = simple.groups()
+        return [(bracketed or bare, " ".join((display or "").split()))]
     try:
-        return tuple(_ADDRESS_HEADER("to", piece).addresses)
+        header = _ADDRESS_HEADER(name, value)
+        mailboxes: tuple[HeaderAddress, ...] = header.addresses
     except Exception:  # the header registry rejects some hostile forms outright
-        return None
+        defects.append(f"unparsable-{name}")
+        return []
+    return [
+        (f"{m.username}@{m.domain}", m.display_name) for m in mailboxes[:MAX_ADDRESSES_PER_HEADER]
+    ]
 
 
 def _walk(msg: Message) -> list[Message]:
     return list(itertools.islice(msg.walk(), 200))
-
-
-def _text(msg: Message, defects: list[str]) -> str:
-    if not isinstance(msg, EmailMessage):
-        return ""
-    try:
-        body = msg.get_body(preferencelist=("plain", "html"))
-    except Exception:
-        defects.append("unreadable-body")
-        return ""
-    if body is None:
-        return ""
-    text = _decode(body, defects)
-    if body.get_content_type() == "text/html":
-        text = _TAGS.sub(" ", text)
-    return clean(text[:MAX_TEXT_CHARS].replace("\r\n", "\n"))
-
-
-def _decode(part: Message, defects: list[str]) -> str:
-    try:
-        content = part.get_content()  # type: ignore[attr-defined]
-        return content if isinstance(content, str) else ""
-    except (LookupError, UnicodeError, ValueError, AssertionError):
-        defects.append("undecodable-body")
-    payload = part.get_payload(decode=True)
-    return payload.decode("utf-8", "replace") if isinstance(payload, bytes) else ""
-
-
-def _attachments(msg: Message) -> tuple[Attachment, ...]:
-    found: list[Attachment] = []
-    for part in _walk(msg):
-        if part.is_multipart() or part.get_content_disposition() != "attachment":
-            continue
-        payload = part.get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else 0
-        filename = (part.get_filename() or "")[:255]
-        found.append(Attachment(filename, part.get_content_type(), size))
-    return tuple(found)

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.filing import Filing, file_message
+from app.freshness import mark_undeliverable
 from app.models import (
     Contact,
     DecisionRecord,
@@ -24,9 +25,12 @@ from app.models import (
     Receipt,
     Suppression,
 )
-from capture.forwards import ForwardedAddress, ForwardedMessage, find_forwarded
+from app.prepared import Prepared, PreparedIn
+from capture.bounces import bounced_recipients
+from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_message
 from policies.engine import Engine
+from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
 from policies.observe import (
     Consent,
@@ -38,43 +42,47 @@ from policies.observe import (
     is_internal,
 )
 
-# Statements built once: building and caching a statement per message costs more than running it.
-_KNOWN = sa.select(Contact.address).where(
-    Contact.address.in_(sa.bindparam("addresses", expanding=True))
-)
-_SUPPRESSED = sa.select(Suppression.address_token, Suppression.kind).where(
-    Suppression.address_token.in_(sa.bindparam("tokens", expanding=True))
-)
-_PERSONAL = sa.select(PersonalContact.address_token).where(
-    PersonalContact.employee_id == sa.bindparam("employee"),
-    PersonalContact.address_token.in_(sa.bindparam("tokens", expanding=True)),
-)
-_EMPLOYEE = sa.select(
-    Employee.id, Employee.email, Employee.name, Employee.capture_paused, Employee.private_tags
-).where(
-    sa.or_(
-        Employee.email == sa.bindparam("address"),
-        Employee.id.in_(
-            sa.select(EmployeeAlias.employee_id).where(
-                EmployeeAlias.address == sa.bindparam("address")
-            )
-        ),
+# Statements prepared once and run on the DB-API cursor: this is the SMTP hot path.
+_KNOWN = PreparedIn(lambda binds: sa.select(Contact.address).where(Contact.address.in_(binds)))
+_SUPPRESSED = PreparedIn(
+    lambda binds: sa.select(Suppression.address_token, Suppression.kind).where(
+        Suppression.address_token.in_(binds)
     )
 )
-_ALIASES = sa.select(EmployeeAlias.address).where(
-    EmployeeAlias.employee_id == sa.bindparam("employee")
+_PERSONAL = PreparedIn(
+    lambda binds: sa.select(PersonalContact.address_token).where(
+        PersonalContact.employee_id == sa.bindparam("employee"),
+        PersonalContact.address_token.in_(binds),
+    )
 )
-_REPLIED = (
-    sa.select(Message.id)
-    .where(Message.message_id.in_(sa.bindparam("ids", expanding=True)))
-    .limit(1)
+_EMPLOYEE = Prepared(
+    sa.select(
+        Employee.id, Employee.email, Employee.name, Employee.capture_paused, Employee.private_tags
+    ).where(
+        sa.or_(
+            Employee.email == sa.bindparam("address"),
+            Employee.id.in_(
+                sa.select(EmployeeAlias.employee_id).where(
+                    EmployeeAlias.address == sa.bindparam("address")
+                )
+            ),
+        )
+    )
 )
-_RECEIPT = (
+_ALIASES = Prepared(
+    sa.select(EmployeeAlias.address).where(EmployeeAlias.employee_id == sa.bindparam("employee"))
+)
+_REPLIED = PreparedIn(
+    lambda binds: sa.select(Message.id).where(Message.message_id.in_(binds)).limit(1)
+)
+_RECEIPT = Prepared(
     sa.select(Receipt.message_id, DecisionRecord.id, DecisionRecord.outcome, DecisionRecord.rules)
     .join(DecisionRecord, DecisionRecord.id == Receipt.decision_id)
     .where(Receipt.key == sa.bindparam("key"))
 )
-_INSERT_RECEIPT = sa.insert(Receipt)
+_INSERT_RECEIPT = Prepared(
+    sa.insert(Receipt), keys=("key", "decision_id", "message_id", "created_at")
+)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,10 @@ class Envelope:
     sent_folder: bool = False  # IMAP and import: read from the employee's Sent folder
     trusted_relay: bool = False  # delivered by a relay whose headers we believe
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
+
+
+class BodyNeededError(Exception):
+    """A header-only decision the body could still change: fetch the body and ask again."""
 
 
 @dataclass(frozen=True)
@@ -142,14 +154,28 @@ class Pipeline:
             with self.sessions() as session, session.begin():
                 return self.process_in(session, message, envelope, channel)
 
+    def connections(self) -> sa.Engine:
+        """Connections that write: what the group writer runs its transactions on."""
+        bind = self.sessions.kw["bind"]
+        assert isinstance(bind, sa.Engine)
+        return bind
+
     def process_in(
-        self, session: Session, message: ParsedMessage, envelope: Envelope, channel: Channel
+        self,
+        db: Session | sa.Connection,
+        message: ParsedMessage,
+        envelope: Envelope,
+        channel: Channel,
+        *,
+        headers_only: bool = False,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
-        Core statements on the session's connection: this is the SMTP hot path."""
+        Prepared statements on the transaction's connection: this is the SMTP hot path. With
+        `headers_only` (a mailbox's message parsed from its header section), a decision the
+        body could change raises BodyNeededError before anything is written."""
         engine = self.engine
-        conn = session.connection()
+        conn = db.connection() if isinstance(db, Session) else db
         outer = message  # as the employee sent it: From is theirs, also for a forward
         message, channel = as_submitted(message, envelope, channel)
         submitter = find_submitter(conn, envelope.mail_from)
@@ -166,7 +192,11 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
-        decision, _ = engine.decide(message, context)
+        decision, observations = engine.decide(message, context)
+        if headers_only:
+            if not settled_on_headers(engine, decision, observations, message, self.secret):
+                raise BodyNeededError
+            decision = replace(decision, facts=decision.facts | {"body_read": False})
         now = context.now
         record = ledger.append(
             conn,
@@ -187,11 +217,15 @@ class Pipeline:
                 org_domains=self.org_domains,
                 now=now,
                 hold_days=engine.policy.policy.retention.hold_days,
+                secret=self.secret,
             )
             stored = file_message(conn, message, decision, decision_id=record.id, at=filing)
-        conn.execute(
-            _INSERT_RECEIPT,
-            {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now},
+        if submitter is not None and decision.facts.get("bounce"):
+            # Whatever becomes of the report itself, the contacts it names are marked.
+            when = message.date or now
+            mark_undeliverable(conn, bounced_recipients(message), when=when, now=now)
+        _INSERT_RECEIPT.run(
+            conn, {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now}
         )
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
@@ -228,7 +262,7 @@ class Pipeline:
         submitter: Submitter | None,
     ) -> Context:
         addresses = [a.address for a in message.participants]
-        known = conn.scalars(_KNOWN, {"addresses": addresses}) if addresses else ()
+        known = [row[0] for row in _KNOWN.rows(conn, addresses)]
         return Context(
             channel=channel,
             org_domains=self.org_domains,
@@ -268,7 +302,7 @@ class Pipeline:
 
     def _consent(self, conn: sa.Connection, addresses: list[str]) -> Consent:
         tokens = self._tokens(addresses)
-        rows = conn.execute(_SUPPRESSED, {"tokens": list(tokens)}) if tokens else ()
+        rows = _SUPPRESSED.rows(conn, list(tokens))
         found: dict[str, set[str]] = {"erased": set(), "objected": set()}
         for token, kind in rows:
             found.setdefault(kind, set()).add(tokens[token])
@@ -280,10 +314,8 @@ class Pipeline:
         tokens = self._tokens(addresses)
         if not tokens:
             return submitter
-        listed = conn.scalars(
-            _PERSONAL, {"employee": submitter.employee_id, "tokens": list(tokens)}
-        )
-        return replace(submitter, personal_contacts=frozenset(tokens[t] for t in listed))
+        listed = _PERSONAL.rows(conn, list(tokens), {"employee": submitter.employee_id})
+        return replace(submitter, personal_contacts=frozenset(tokens[t] for (t,) in listed))
 
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
@@ -304,8 +336,10 @@ def as_submitted(
     forwarded = find_forwarded(message.text, subject=message.subject)
     if forwarded is not None:
         return _original(message, forwarded), Channel.FORWARD
-    attached = "message/rfc822" in message.content_types
-    return message, Channel.FORWARD if attached or channel is Channel.FORWARD else Channel.BCC
+    attached = find_attached(message.raw) if "message/rfc822" in message.content_types else None
+    if attached is not None and attached.sender is not None:
+        return _attached(message, attached, envelope), Channel.FORWARD
+    return message, Channel.FORWARD if channel is Channel.FORWARD else Channel.BCC
 
 
 def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMessage:
@@ -320,6 +354,20 @@ def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMess
         reply_to=(),
         subject=forwarded.subject or message.subject,
         text=forwarded.body or message.text,
+    )
+
+
+def _attached(message: ParsedMessage, attached: ParsedMessage, envelope: Envelope) -> ParsedMessage:
+    """A forward "as attachment" stands for the attached message, as an inline one does."""
+    attached = without_capture_addresses(attached, envelope)
+    return replace(
+        message,
+        from_=attached.from_,
+        to=attached.to,
+        cc=attached.cc,
+        reply_to=attached.reply_to,
+        subject=attached.subject or message.subject,
+        text=attached.text or message.text,
     )
 
 
@@ -340,16 +388,17 @@ def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:
     wanted = address.strip().lower()
     if not wanted:
         return None
-    employee = conn.execute(_EMPLOYEE, {"address": wanted}).first()
+    employee = _EMPLOYEE.first(conn, {"address": wanted})
     if employee is None:
         return None
-    aliases = conn.scalars(_ALIASES, {"employee": employee.id})
+    employee_id, email, name, capture_paused, private_tags = employee
+    aliases = [row[0] for row in _ALIASES.rows(conn, {"employee": employee_id})]
     return Submitter(
-        employee_id=employee.id,
-        addresses=frozenset([employee.email, *aliases]),
-        capture_paused=employee.capture_paused,
-        family_name=family_name(employee.name),
-        private_tags=tuple(employee.private_tags),
+        employee_id=employee_id,
+        addresses=frozenset([email, *aliases]),
+        capture_paused=bool(capture_paused),
+        family_name=family_name(name),
+        private_tags=tuple(private_tags or ()),
     )
 
 
@@ -358,8 +407,7 @@ def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:
     ids = [m for m in (message.in_reply_to, *message.references[-10:]) if m]
     if not ids:
         return False
-    found = conn.scalar(_REPLIED, {"ids": ids})
-    return found is not None
+    return bool(_REPLIED.rows(conn, ids))
 
 
 def _hypothetical(address: str) -> Submitter | None:
@@ -369,7 +417,8 @@ def _hypothetical(address: str) -> Submitter | None:
 
 def _replay(conn: sa.Connection, key: str) -> Result | None:
     """The committed outcome of a message already received from this submitter, if any."""
-    row = conn.execute(_RECEIPT, {"key": key}).first()
+    row = _RECEIPT.first(conn, {"key": key})
     if row is None:
         return None
-    return Result(Outcome(row.outcome), row.id, row.message_id, tuple(row.rules), True)
+    message_id, decision_id, outcome, rules = row
+    return Result(Outcome(outcome), decision_id, message_id, tuple(rules), True)

@@ -7,12 +7,14 @@ import logging
 import re
 import shutil
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from app.metrics import Metrics
 from capture.pipeline import Envelope as PipelineEnvelope
 from capture.spamd import Spamd
 from capture.submitters import dkim_domains, is_trusted, strip_our_results
@@ -70,11 +72,13 @@ class CaptureHandler:
         capture_addresses: frozenset[str],
         limits: Limits,
         trust: Trust = Trust(),
+        metrics: Metrics | None = None,
     ) -> None:
         self.writer = writer
         self.capture_addresses = capture_addresses
         self.limits = limits
         self.trust = trust
+        self.metrics = metrics or Metrics()
         self.connections = 0  # open sessions on this listener, for the connection cap
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
@@ -100,6 +104,12 @@ class CaptureHandler:
     async def handle_DATA(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
+        started = time.perf_counter()  # aiosmtpd calls this once the end-of-data dot is in
+        reply = await self._accept(session, envelope)
+        self.metrics.time_to_250.labels(reply[:3]).observe(time.perf_counter() - started)
+        return reply
+
+    async def _accept(self, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content
         if not isinstance(raw, bytes):
             return "451 4.3.0 Message content unavailable, try again later"
@@ -117,6 +127,9 @@ class CaptureHandler:
                 "pipeline failed (%s); answered 451 so the sender retries", type(error).__name__
             )
             return "451 4.3.0 Local error while saving the message, try again later"
+        self.metrics.count_message(channel="smtp", outcome=result.outcome.value, rules=result.rules)
+        # Ids, outcome and rule only: never an address, subject or any other message value.
+        log.debug("decision %d: %s %s", result.decision_id, result.outcome.value, result.rules)
         if result.outcome is Outcome.REJECT:
             return "550 5.7.1 Submitter is not an employee of this organization"
         return f"250 2.0.0 Accepted, decision {result.decision_id}"
@@ -201,6 +214,7 @@ class CaptureSMTP(SMTP):
             self.transport.close()
             return
         self.capture.connections += 1
+        self.capture.metrics.smtp_sessions.inc()
         try:
             await super()._handle_client()
         finally:
@@ -222,12 +236,16 @@ class CaptureSMTP(SMTP):
     def _hang_up(self, reply: bytes) -> None:
         """Say why, then close; closing the transport still sends what was written."""
         if isinstance(self.transport, asyncio.WriteTransport):
+            self.capture.metrics.count_reply(int(reply[:3]))
             self.transport.write(reply + b"\r\n")
             self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
         response = status.encode() if isinstance(status, str) else status
-        await super().push(ENHANCED.get(response, response))
+        response = ENHANCED.get(response, response)
+        if response[:3].isdigit():
+            self.capture.metrics.count_reply(int(response[:3]))
+        await super().push(response)
 
 
 class _WarningsOnly(logging.Filter):

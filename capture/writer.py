@@ -7,12 +7,13 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
-from capture.parse import parse_message
+from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import Envelope, Pipeline, Result
 from policies.model import Channel
 
@@ -34,9 +35,16 @@ class GroupWriter:
     """One writer thread: takes every message that is ready, files each in its own savepoint
     of one transaction, commits once, then answers each submitter."""
 
-    def __init__(self, pipeline: Pipeline, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_batch: int = MAX_BATCH,
+        on_batch: Callable[[int], None] = lambda size: None,
+    ) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch
+        self.on_batch = on_batch  # told each batch's size (the metrics' histogram)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
         self._thread.start()
@@ -47,6 +55,11 @@ class GroupWriter:
         job = _Job(raw, envelope, channel, loop, loop.create_future())
         self._queue.put(job)
         return await job.future
+
+    @property
+    def queue_depth(self) -> int:
+        """Messages waiting for the writer thread (approximate, as any queue size)."""
+        return self._queue.qsize()
 
     def close(self) -> None:
         """Finish what was submitted, then stop the thread."""
@@ -68,26 +81,50 @@ class GroupWriter:
                     self._queue.put(None)  # stop after this batch
                     break
                 batch.append(job)
+            self.on_batch(len(batch))
             self._commit(batch)
 
     def _commit(self, batch: list[_Job]) -> None:
-        outcomes: list[Result | BaseException] = []
+        # Parsed before the write lock is taken: parsing needs no database.
+        messages = [parse_message(job.raw) for job in batch]
+        outcomes: list[Result | BaseException]
         try:
-            with self.pipeline.sessions() as session, session.begin():
-                for job in batch:
-                    outcomes.append(self._one(session, job))
-        except Exception as error:  # the commit itself failed: nobody's message is safe
-            log.error("group commit of %d failed (%s)", len(batch), type(error).__name__)
-            outcomes = [error] * len(batch)
+            outcomes = list(self._all_or_nothing(batch, messages))
+        except Exception:
+            outcomes = self._one_by_one(batch, messages)
         for job, outcome in zip(batch, outcomes, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.future, outcome)
 
-    def _one(self, session: Session, job: _Job) -> Result | BaseException:
-        message = parse_message(job.raw)
+    def _all_or_nothing(self, batch: list[_Job], messages: list[ParsedMessage]) -> list[Result]:
+        """The common case: every message files cleanly, so none needs a savepoint."""
+        with self.pipeline.connections().begin() as conn:
+            return [
+                self.pipeline.process_in(conn, message, job.envelope, job.channel)
+                for job, message in zip(batch, messages, strict=True)
+            ]
+
+    def _one_by_one(
+        self, batch: list[_Job], messages: list[ParsedMessage]
+    ) -> list[Result | BaseException]:
+        """After a failure: each message in its own savepoint, so that one bad message (or
+        a racing duplicate) fails alone and the others still commit together."""
+        try:
+            with self.pipeline.connections().begin() as conn:
+                return [
+                    self._one(conn, job, message)
+                    for job, message in zip(batch, messages, strict=True)
+                ]
+        except Exception as error:  # the commit itself failed: nobody's message is safe
+            log.error("group commit of %d failed (%s)", len(batch), type(error).__name__)
+            return [error] * len(batch)
+
+    def _one(
+        self, conn: sa.Connection, job: _Job, message: ParsedMessage
+    ) -> Result | BaseException:
         for attempt in range(2):
             try:
-                with session.begin_nested():
-                    return self.pipeline.process_in(session, message, job.envelope, job.channel)
+                with conn.begin_nested():
+                    return self.pipeline.process_in(conn, message, job.envelope, job.channel)
             except IntegrityError as error:
                 if attempt:  # a racing duplicate would have been found by now
                     return error

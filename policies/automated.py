@@ -92,7 +92,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     kind = report_type(message)
     if kind == "delivery-status":
         return "dsn"
-    if not _looks_like_bounce(message):
+    if not looks_like_bounce(message):
         return None
     # flufl.bounce knows the non-standard formats; it costs milliseconds, hence the gate. It
     # reads addresses superlinearly (a 2 KB From costs 15 ms, 32 KB half a second), so a
@@ -112,7 +112,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     return None
 
 
-def _looks_like_bounce(message: ParsedMessage) -> bool:
+def looks_like_bounce(message: ParsedMessage) -> bool:
     sender = message.sender
     text = f"{sender.name} {sender.local_part}".lower() if sender else ""
     if BOUNCE_SENDERS.search(text) or (sender and NOREPLY.match(sender.local_part.lower())):

@@ -21,7 +21,7 @@ from app.db import make_engine, migrate, session_factory, transaction
 from app.models import Base, Employee, EmployeeAlias
 from app.runtime import Runtime, build_runtime
 from app.security import Role, create_token
-from app.server import Service
+from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CORPORA = ROOT.parent / "shared" / "corpora"
 CAPTURE = "capture@mailroom.example.com"
 TEST_SECRET = "test-secret-key-not-for-production"
+pytest_plugins = ["tests.imap_fixtures"]
 
 
 def server_url() -> str | None:
@@ -145,10 +146,12 @@ def running(settings: Settings) -> Iterator[Running]:
 
 
 @contextmanager
-def run_service(settings: Settings) -> Iterator[Running]:
+def run_service(
+    settings: Settings, *, roles: frozenset[ProcessRole] = DEFAULT_ROLES
+) -> Iterator[Running]:
     """Start the real service with these settings; stop it (draining commits) on exit."""
     runtime = build_runtime(settings)
-    service = Service(runtime)
+    service = Service(runtime, roles=roles)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="service-loop", daemon=True)
     thread.start()

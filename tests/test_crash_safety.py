@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from email import policy
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,7 +27,7 @@ KILLS = 3
 DEADLINE = 120.0  # seconds; the load stops by itself
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -35,25 +36,38 @@ def _free_port() -> int:
 class Server:
     """`mailroom serve` as a real process that can be killed and started again."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
-            "MAILROOM_DATA_DIR": str(settings.data_dir),
-            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
-            "MAILROOM_SECRET_KEY": TEST_SECRET,
-            "MAILROOM_POLICY": str(settings.policy),
-            "MAILROOM_SMTP_PORT": str(port),
-            "MAILROOM_API_PORT": "0",
-        }
+    def __init__(
+        self,
+        settings: Settings,
+        port: int,
+        *,
+        log: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.log = log  # where its stderr goes (appended), else nowhere
+        self.env = (
+            {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+            | {
+                "MAILROOM_DATA_DIR": str(settings.data_dir),
+                "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+                "MAILROOM_SECRET_KEY": TEST_SECRET,
+                "MAILROOM_POLICY": str(settings.policy),
+                "MAILROOM_SMTP_PORT": str(port),
+                "MAILROOM_API_PORT": "0",
+            }
+            | (env or {})
+        )
         self.port = port
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    def start(self, *roles: str) -> None:
+        with (self.log or Path(os.devnull)).open("ab") as stderr:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "serve", *roles],
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         until = time.monotonic() + 30
         while time.monotonic() < until:
             try:
@@ -102,7 +116,7 @@ def test_kill_9_under_load_loses_and_duplicates_nothing_that_got_250(
     settings: Settings, sessions: sessionmaker[Session]
 ) -> None:
     add_employee(sessions, "alice@example.com")
-    server = Server(settings, _free_port())
+    server = Server(settings, free_port())
     server.start()
     accepted: list[str] = []
     stop_at = time.monotonic() + DEADLINE

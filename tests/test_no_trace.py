@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import uuid
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.logs import LogFormat, configure
 from app.models import DecisionRecord
+from app.settings import Settings
 from tests.conftest import Running, add_employee, everything_stored
 from tests.mail import compose, send
+from tests.test_crash_safety import Server, free_port
 
 
 def test_dropped_internal_message_leaves_no_trace_in_files_tables_or_logs(
@@ -38,3 +45,70 @@ def test_dropped_internal_message_leaves_no_trace_in_files_tables_or_logs(
     with running.runtime.sessions() as session:
         outcomes = session.scalars(sa.select(DecisionRecord.outcome).order_by(DecisionRecord.id))
         assert list(outcomes) == ["capture", "drop"]
+
+
+def test_the_servers_logs_hold_no_subject_body_or_address_of_dropped_or_captured_mail(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """`mailroom serve` as a process, logging JSON at DEBUG: whatever it writes, no canary."""
+    add_employee(sessions, "alice@example.com")
+    log = tmp_path / "serve.log"
+    server = Server(
+        settings,
+        free_port(),
+        log=log,
+        env={"MAILROOM_LOG_FORMAT": "json", "MAILROOM_LOG_LEVEL": "debug"},
+    )
+    canary = f"c{uuid.uuid4().hex}"
+    captured = compose(
+        to=f"Bob {canary}Name <{canary}bob@customer.example>",
+        subject=f"Offer {canary}SUBJ",
+        body=f"The quote. {canary}BODY\n",
+        message_id=f"<{canary}kept@example.com>",
+    )
+    dropped = compose(
+        to=f"Partner {canary}Home <{canary}home@example.com>",
+        subject=f"Dinner on Friday? {canary}SUBJ",
+        body=f"Love you, see you at home. {canary}BODY\n",
+        message_id=f"<{canary}dropped@example.com>",
+    )
+    refused = compose(sender=f"Eve <{canary}eve@elsewhere.example>", message_id=f"<{canary}r@e.x>")
+    server.start()
+    try:
+        assert send(server.port, captured)[0] == 250
+        assert send(server.port, dropped)[0] == 250
+        assert send(server.port, refused, mail_from=f"{canary}eve@elsewhere.example")[0] == 550
+        assert send(server.port, captured, rcpt=f"{canary}@mailroom.example.com")[0] == 550
+    finally:
+        server.stop()
+
+    lines = log.read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert any(e["event"].startswith("started") for e in events), "control: the log is captured"
+    assert sum(e["event"].startswith("decision ") for e in events) == 3, "control: at DEBUG"
+    with sessions() as session:
+        stored = list(
+            session.scalars(sa.select(DecisionRecord.outcome).order_by(DecisionRecord.id))
+        )
+    assert stored == ["capture", "drop", "reject"]
+    assert canary not in log.read_text()
+
+
+def test_a_logged_exception_keeps_its_type_and_frames_but_not_its_message() -> None:
+    """Database errors quote their parameters: a logged exception must not carry them."""
+    canary = f"c{uuid.uuid4().hex}"
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogFormat.JSON, level="DEBUG", stream=out)
+        try:
+            raise ValueError(f"INSERT failed for {canary}@customer.example")
+        except ValueError:
+            logging.getLogger("mailroom.test").exception("filing failed")
+    finally:
+        root.handlers, root.level = handlers, level
+    event = json.loads(out.getvalue())
+    assert (event["event"], event["error"]) == ("filing failed", "ValueError")
+    assert "test_no_trace.py" in event["frames"][-1]
+    assert canary not in out.getvalue()

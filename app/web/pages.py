@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
-from fastapi.templating import Jinja2Templates
 
 from app import policy_versions
 from app.routes.deps import SessionDep
+from app.web import admin, compliance, mail, render, signin
+from app.web.render import templates
 from policies.guardrails import GUARDRAILS
 from policies.model import Outcome
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).resolve().parent / "templates")
+for pages in (render.router, signin.router, mail.router, compliance.router, admin.router):
+    router.include_router(pages)
 
 IN_PLAIN_WORDS = {
     Outcome.CAPTURE: "kept in the CRM (text and who wrote to whom)",

@@ -1,0 +1,231 @@
+"""Serve: the `mailroom mailboxes` and `mailroom import` commands."""
+
+from __future__ import annotations
+
+import os
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+import sqlalchemy as sa
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from app.db import transaction
+from app.mailboxes import add_mailbox, load_config
+from app.models import Employee, Mailbox
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings
+from capture.archive import ArchiveKind, import_messages, open_archive
+from capture.imap import FolderSync, close, connect
+
+mailboxes_cli = typer.Typer(help="IMAP mailboxes Mailroom reads.", no_args_is_help=True)
+import_cli = typer.Typer(help="Import history from mail archives.", no_args_is_help=True)
+
+err = Console(stderr=True)
+
+
+def _runtime() -> Runtime:
+    return build_runtime(Settings())
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(1)
+
+
+def _since(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        raise _fail(f"--since wants a date like 2025-01-31, not {value!r}") from None
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+@mailboxes_cli.command("add")
+def mailboxes_add(
+    host: Annotated[str, typer.Option(help="The IMAP server.")],
+    user: Annotated[str, typer.Option(help="The login name.")],
+    password_env: Annotated[
+        str, typer.Option(help="The environment variable holding the password.")
+    ],
+    employee: Annotated[
+        str | None, typer.Option(help="Whose mailbox; omit with --journal.")
+    ] = None,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 993,
+    folders: Annotated[str, typer.Option(help="Comma list; a folder named Sent is outbound.")] = (
+        "INBOX,Sent"
+    ),
+    tls: Annotated[bool, typer.Option("--tls", help="Implicit TLS (port 993).")] = False,
+    starttls: Annotated[bool, typer.Option("--starttls", help="STARTTLS (port 143).")] = False,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="No TLS at all: loopback test servers only.")
+    ] = False,
+    journal: Annotated[
+        bool, typer.Option(help="A journal mailbox: copies of all company mail.")
+    ] = False,
+    since: Annotated[str | None, typer.Option(help="Backfill from this date on.")] = None,
+) -> None:
+    """Add a mailbox to sync. The password is read from an environment variable (never from
+    the command line, where other users could see it) and stored encrypted."""
+    if sum((tls, starttls, plain)) > 1:
+        raise _fail("choose one of --tls, --starttls and --plain")
+    if journal == (employee is not None):
+        raise _fail("give --employee, or --journal for a journal mailbox")
+    password = os.environ.get(password_env)
+    if not password:
+        raise _fail(f"the environment variable {password_env} is not set")
+    mode = "starttls" if starttls else "none" if plain else "tls"
+    horizon = _since(since)
+    runtime = _runtime()
+    try:
+        with transaction(runtime.sessions) as session:
+            mailbox = add_mailbox(
+                session,
+                runtime.settings.secret(),
+                employee=employee.lower() if employee else None,
+                host=host,
+                port=port,
+                username=user,
+                password=password,
+                folders=[f.strip() for f in folders.split(",") if f.strip()],
+                tls=mode,
+                since=horizon.date() if horizon else None,
+            )
+            typer.echo(f"mailbox {mailbox.id} added")
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        runtime.close()
+
+
+@mailboxes_cli.command("list")
+def mailboxes_list() -> None:
+    """Every mailbox with its last sync, backlog and last error (never its password)."""
+    runtime = _runtime()
+    table = Table("id", "employee", "server", "folders", "last sync", "pending", "last error")
+    with runtime.sessions() as session:
+        rows = session.execute(
+            sa.select(Mailbox, Employee.email).outerjoin(
+                Employee, Employee.id == Mailbox.employee_id
+            )
+        )
+        for mailbox, email in rows:
+            table.add_row(
+                str(mailbox.id),
+                email or "(journal)",
+                f"{mailbox.username}@{mailbox.host}:{mailbox.port}",
+                ",".join(mailbox.folders),
+                mailbox.last_sync_at.isoformat(timespec="seconds") if mailbox.last_sync_at else "",
+                str(mailbox.pending),
+                mailbox.last_error or "",
+            )
+    runtime.close()
+    Console().print(table)
+
+
+@mailboxes_cli.command("sync")
+def mailboxes_sync(mailbox_id: int) -> None:
+    """Bring one mailbox up to date now (a backfill), with a progress bar; `serve` keeps
+    every mailbox up to date by itself."""
+    runtime = _runtime()
+    settings = runtime.settings
+    try:
+        with runtime.sessions() as session:
+            config = load_config(session, settings.secret(), mailbox_id)
+    except LookupError as error:
+        runtime.close()
+        raise _fail(str(error)) from None
+    client = connect(config, max_bytes=settings.max_message_bytes)
+    try:
+        with _progress() as progress:
+            task = progress.add_task("syncing", total=None)
+
+            def advance(done: int, total: int) -> None:
+                progress.update(task, completed=done, total=total)
+
+            sync = FolderSync(
+                client,
+                runtime.pipeline,
+                config,
+                max_bytes=settings.max_message_bytes,
+                stop=threading.Event(),
+                progress=advance,
+            )
+            stats = sync.sync_all()
+    finally:
+        close(client)
+        runtime.close()
+    typer.echo(
+        f"{stats.messages} messages: {_outcomes(stats.outcomes)}; "
+        f"{stats.bodies_skipped} decided on headers alone, {stats.bodies_fetched} bodies read"
+    )
+
+
+def _outcomes(outcomes: dict[str, int]) -> str:
+    return ", ".join(f"{n} {o}" for o, n in sorted(outcomes.items())) or "nothing new"
+
+
+def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sent: bool) -> None:
+    horizon = _since(since)
+    try:
+        total, messages = open_archive(path, kind)
+    except (OSError, ValueError) as error:
+        raise _fail(str(error)) from None
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session:
+            if session.scalar(sa.select(Employee.id).where(Employee.email == employee)) is None:
+                raise _fail(f"no employee {employee}")
+        with _progress() as progress:
+            task = progress.add_task(f"importing {path.name}", total=total)
+            stats = import_messages(
+                runtime.pipeline,
+                messages,
+                employee=employee,
+                sent=sent,
+                since=horizon,
+                progress=lambda n: progress.advance(task, n),
+            )
+    finally:
+        runtime.close()
+    typer.echo(
+        f"{stats.read} read: {stats.imported} imported ({_outcomes(stats.outcomes)}), "
+        f"{stats.already_done} already imported, {stats.before_horizon} before --since"
+    )
+
+
+EmployeeOption = Annotated[str, typer.Option(help="The employee whose mail this is.")]
+SinceOption = Annotated[str | None, typer.Option(help="Only mail dated on or after this day.")]
+SentOption = Annotated[bool, typer.Option("--sent", help="It holds mail the employee sent.")]
+
+
+@import_cli.command("mbox")
+def import_mbox(
+    path: Path, employee: EmployeeOption, since: SinceOption = None, sent: SentOption = False
+) -> None:
+    """Import an mbox file; a rerun skips what is already imported."""
+    _import(ArchiveKind.MBOX, path, employee.lower(), since, sent)
+
+
+@import_cli.command("maildir")
+def import_maildir(
+    path: Path, employee: EmployeeOption, since: SinceOption = None, sent: SentOption = False
+) -> None:
+    """Import a Maildir folder (with cur/ and new/); a rerun skips what is already imported."""
+    _import(ArchiveKind.MAILDIR, path, employee.lower(), since, sent)

@@ -1,0 +1,196 @@
+"""File: keeping contacts alive: titles and phones from signatures, bounces, likely job moves.
+
+Every change is written to `contact_changes` with the message (and its date) that showed it,
+so that a contact's history says where each value came from."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.models import Contact, ContactChange
+from app.prepared import Prepared, PreparedIn
+from capture.parse import ParsedMessage
+from capture.people import Person
+from capture.signatures import extract_signature
+
+SIGNED_FIELDS = ("title", "phone", "organization")
+
+_CHANGE = Prepared(
+    sa.insert(ContactChange),
+    keys=(
+        "contact_id",
+        "field",
+        "old_value",
+        "new_value",
+        "message_id",
+        "observed_at",
+        "created_at",
+    ),
+)
+_SIGNED = Prepared(
+    sa.select(Contact.title, Contact.phone, Contact.organization, Contact.signature_at).where(
+        Contact.id == sa.bindparam("contact")
+    )
+)
+_NAMESAKES = Prepared(
+    sa.select(Contact.id, Contact.address)
+    .where(
+        sa.func.lower(Contact.first_name) == sa.bindparam("first"),
+        sa.func.lower(Contact.last_name) == sa.bindparam("last"),
+        Contact.company_id.is_not(None),
+        Contact.company_id != sa.bindparam("company"),
+        Contact.merged_into_id.is_(None),
+        Contact.id != sa.bindparam("contact"),
+    )
+    .order_by(Contact.id.desc())
+    .limit(3)
+)
+_UNDELIVERABLE = PreparedIn(
+    lambda binds: sa.select(Contact.id).where(
+        Contact.address.in_(binds), Contact.undeliverable_since.is_(None)
+    )
+)
+
+
+def _update(**values: Any) -> Prepared:
+    return Prepared(
+        sa.update(Contact).where(Contact.id == sa.bindparam("contact")).values(**values)
+    )
+
+
+def _bind(name: str, column: Any) -> sa.BindParameter[Any]:
+    return sa.bindparam(name, type_=column.type)
+
+
+_SET_SIGNED = {
+    field: _update(
+        **{field: _bind("value", getattr(Contact, field))},
+        signature_at=_bind("signed", Contact.signature_at),
+        updated_at=_bind("now", Contact.updated_at),
+    )
+    for field in SIGNED_FIELDS
+}
+_SET_SIGNATURE_AT = _update(signature_at=_bind("signed", Contact.signature_at))
+_SET_UNDELIVERABLE = _update(
+    undeliverable_since=_bind("since", Contact.undeliverable_since),
+    updated_at=_bind("now", Contact.updated_at),
+)
+
+
+def change(
+    conn: sa.Connection,
+    contact: int,
+    field: str,
+    old: str,
+    new: str,
+    *,
+    message: int | None,
+    observed: datetime,
+    now: datetime,
+) -> None:
+    _CHANGE.run(
+        conn,
+        {
+            "contact_id": contact,
+            "field": field,
+            "old_value": old[:320],
+            "new_value": new[:320],
+            "message_id": message,
+            "observed_at": observed,
+            "created_at": now,
+        },
+    )
+
+
+def read_signature(
+    conn: sa.Connection,
+    message: ParsedMessage,
+    contacts: dict[str, int],
+    *,
+    message_row: int,
+    now: datetime,
+) -> None:
+    """The sender's newest signature updates their title, phone and organization; an older
+    message than the signature read last changes nothing."""
+    sender = message.sender.address if message.sender else ""
+    contact = contacts.get(sender)
+    if contact is None:
+        return
+    found = extract_signature(
+        message.text, sender_name=message.sender.name if message.sender else ""
+    )
+    if found is None:
+        return
+    signed = message.date or now
+    current = _SIGNED.first(conn, {"contact": contact})
+    if current is None or (current[3] is not None and signed < current[3]):
+        return
+    voice = [p.number for p in found.phones if p.kind != "fax"]
+    values = {
+        "title": found.title.value if found.title else "",
+        "phone": voice[0] if voice else "",
+        "organization": found.company.value if found.company else "",
+    }
+    for index, field in enumerate(SIGNED_FIELDS):
+        new, old = (values[field] or "")[:200], current[index] or ""
+        if new and new != old:
+            _SET_SIGNED[field].run(
+                conn, {"contact": contact, "value": new, "signed": signed, "now": now}
+            )
+            change(conn, contact, field, old, new, message=message_row, observed=signed, now=now)
+    _SET_SIGNATURE_AT.run(conn, {"contact": contact, "signed": signed})
+
+
+def note_job_move(
+    conn: sa.Connection, contact: int, found: Person, company: int | None, now: datetime
+) -> None:
+    """A new contact with the name of one at another company is flagged as a likely job
+    move (on both), never merged silently: `GET /api/v1/contacts/duplicates` lists it."""
+    if company is None or not found.first or not found.last or found.name_from_address:
+        return
+    namesakes = _NAMESAKES.rows(
+        conn,
+        {
+            "first": found.first.lower(),
+            "last": found.last.lower(),
+            "company": company,
+            "contact": contact,
+        },
+    )
+    for _other, address in namesakes:
+        change(
+            conn,
+            contact,
+            "likely-job-move",
+            address,
+            found.address,
+            message=None,
+            observed=now,
+            now=now,
+        )
+
+
+def mark_undeliverable(
+    conn: sa.Connection, addresses: Iterable[str], *, when: datetime, now: datetime
+) -> int:
+    """Existing contacts a bounce names are marked undeliverable from its date; a bounce
+    never creates a contact. Returns how many were marked."""
+    marked = 0
+    for (contact,) in _UNDELIVERABLE.rows(conn, sorted(set(addresses))):
+        _SET_UNDELIVERABLE.run(conn, {"contact": contact, "since": when, "now": now})
+        change(
+            conn,
+            contact,
+            "deliverability",
+            "",
+            "undeliverable",
+            message=None,
+            observed=when,
+            now=now,
+        )
+        marked += 1
+    return marked

@@ -1,0 +1,232 @@
+"""Serve: the mailboxes Mailroom reads; one sync task each, none able to stop the others."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+from datetime import UTC, date, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.jobs import exclusively
+from app.models import Employee, Mailbox
+from app.runtime import Runtime
+from app.sealing import seal, unseal
+from capture.imap import FolderSync, MailboxConfig, close, connect
+from capture.pipeline import Pipeline
+
+log = logging.getLogger("mailroom.mailboxes")
+
+TLS_MODES = ("tls", "starttls", "none")
+IDLE_SECONDS = 300.0  # re-read every folder at least this often, IDLE or not
+POLL_SECONDS = 60.0  # servers without IDLE
+RELOAD_SECONDS = 30.0  # new or removed mailboxes are noticed this fast
+MAX_BACKOFF = 300.0
+LEASE_RETRY_SECONDS = 10.0  # how soon another process's mailbox is tried again
+
+
+def add_mailbox(
+    session: Session,
+    secret: bytes,
+    *,
+    employee: str | None,
+    host: str,
+    port: int,
+    username: str,
+    password: str,
+    folders: list[str],
+    tls: str,
+    since: date | None = None,
+) -> Mailbox:
+    """A mailbox to sync: an employee's, or (employee None) a journal of all company mail."""
+    if tls not in TLS_MODES:
+        raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
+    employee_id = None
+    if employee is not None:
+        employee_id = session.scalar(sa.select(Employee.id).where(Employee.email == employee))
+        if employee_id is None:
+            raise ValueError(f"no employee {employee}")
+    if not folders or any(not f or any(c in f for c in '\r\n"\\') for f in folders):
+        raise ValueError("folders are non-empty names without quotes, backslashes or newlines")
+    mailbox = Mailbox(
+        employee_id=employee_id,
+        host=host,
+        port=port,
+        username=username,
+        password_sealed=seal(secret, password),
+        folders=folders,
+        sent_folders=[f for f in folders if f.rsplit("/", 1)[-1].rsplit(".", 1)[-1] == "Sent"],
+        tls=tls,
+        journal=employee is None,
+        since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
+    )
+    session.add(mailbox)
+    session.flush()
+    return mailbox
+
+
+def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConfig:
+    row = session.get(Mailbox, mailbox_id)
+    if row is None:
+        raise LookupError(f"no mailbox {mailbox_id}")
+    employee = session.get(Employee, row.employee_id) if row.employee_id else None
+    return MailboxConfig(
+        id=row.id,
+        host=row.host,
+        port=row.port,
+        username=row.username,
+        password=unseal(secret, row.password_sealed),
+        folders=tuple(row.folders),
+        sent_folders=frozenset(row.sent_folders),
+        tls=row.tls,
+        employee=employee.email if employee else "",
+        journal=row.journal,
+        since=row.since.date() if row.since else None,
+    )
+
+
+def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseException) -> None:
+    """What went wrong, as the API shows it: the kind of error and the server's words, which
+    name no message (nothing from a message goes into a command)."""
+    text = f"{type(error).__name__}: {str(error)[:300]}"
+    with sessions() as session, session.begin():
+        session.execute(
+            sa.update(Mailbox)
+            .where(Mailbox.id == mailbox_id)
+            .values(last_error=text, last_error_at=datetime.now(UTC))
+        )
+
+
+def sync_once(
+    pipeline: Pipeline, config: MailboxConfig, *, max_bytes: int, stop: threading.Event
+) -> FolderSync:
+    """Connect, bring every folder up to date, log out. For the CLI and the tests."""
+    client = connect(config, max_bytes=max_bytes)
+    try:
+        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop)
+        sync.sync_all()
+        return sync
+    finally:
+        close(client)
+
+
+def follow(
+    pipeline: Pipeline, config: MailboxConfig, *, max_bytes: int, stop: threading.Event
+) -> None:
+    """Until stopped: sync every folder, then wait for news in the first one (IDLE where the
+    server has it, else a pause), and again. Raises on any failure; the caller backs off."""
+    client = connect(config, max_bytes=max_bytes)
+    try:
+        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop)
+        idle = b"IDLE" in client.capabilities()
+        while not stop.is_set():
+            sync.sync_all()
+            if idle:
+                _idle(sync, config.folders[0], stop)
+            else:
+                stop.wait(POLL_SECONDS)
+    finally:
+        close(client)
+
+
+def _idle(sync: FolderSync, folder: str, stop: threading.Event) -> None:
+    """Wait in IDLE until the folder changes; at once if something arrived since its sync."""
+    client = sync.client
+    client.select_folder(folder, readonly=True)
+    if sync.has_new(folder):
+        return
+    client.idle()
+    try:
+        waited = 0.0
+        while not stop.is_set() and waited < IDLE_SECONDS:
+            if client.idle_check(timeout=1.0):
+                return  # something changed: sync now
+            waited += 1.0
+    finally:
+        client.idle_done()
+
+
+class MailboxRunner:
+    """One task per enabled mailbox inside `mailroom serve`; imapclient in a thread of its
+    own per mailbox, so that a slow server holds up nothing else."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        pipeline: Pipeline,
+        *,
+        secret: bytes,
+        max_bytes: int,
+        db: sa.Engine | None = None,
+    ) -> None:
+        self.db = db  # where leases are taken; None: this process is the only one
+        self.sessions = sessions
+        self.pipeline = pipeline
+        self.secret = secret
+        self.max_bytes = max_bytes
+        self.stop = threading.Event()
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        """Start and reap mailbox tasks until cancelled; then let each finish its batch."""
+        try:
+            while True:
+                for mailbox_id in await asyncio.to_thread(self._enabled):
+                    task = self.tasks.get(mailbox_id)
+                    if task is None or task.done():
+                        self.tasks[mailbox_id] = asyncio.create_task(self._mailbox(mailbox_id))
+                await asyncio.sleep(RELOAD_SECONDS)
+        except asyncio.CancelledError:
+            self.stop.set()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+            raise
+
+    def _enabled(self) -> list[int]:
+        with self.pipeline.readers() as session:
+            return list(session.scalars(sa.select(Mailbox.id).where(Mailbox.enabled)))
+
+    async def _mailbox(self, mailbox_id: int) -> None:
+        backoff = 1.0
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(1, thread_name_prefix=f"imap-{mailbox_id}") as thread:
+            while not self.stop.is_set():
+                try:
+                    await loop.run_in_executor(thread, self._follow, mailbox_id)
+                    backoff = 1.0
+                except LookupError:
+                    return  # the mailbox was removed
+                except Exception as error:
+                    log.warning("mailbox %d: %s", mailbox_id, type(error).__name__)
+                    await loop.run_in_executor(
+                        thread, record_error, self.sessions, mailbox_id, error
+                    )
+                    await loop.run_in_executor(thread, self.stop.wait, backoff)
+                    backoff = min(backoff * 2, MAX_BACKOFF)
+
+    def _follow(self, mailbox_id: int) -> None:
+        """Sync the mailbox while holding its lease: on PostgreSQL, one process at a time
+        syncs a mailbox; the others look again every LEASE_RETRY_SECONDS, so a dead
+        worker's mailboxes move on that soon after its connection closes."""
+        lease = exclusively(self.db, f"mailbox-{mailbox_id}") if self.db else nullcontext(True)
+        with lease as mine:
+            if not mine:
+                self.stop.wait(LEASE_RETRY_SECONDS)
+                return
+            with self.pipeline.readers() as session:
+                config = load_config(session, self.secret, mailbox_id)
+            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=self.stop)
+
+
+def mailbox_runner(runtime: Runtime) -> MailboxRunner:
+    settings = runtime.settings
+    return MailboxRunner(
+        runtime.sessions,
+        runtime.pipeline,
+        secret=settings.secret(),
+        max_bytes=settings.max_message_bytes,
+        db=runtime.db,
+    )

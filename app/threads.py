@@ -1,0 +1,71 @@
+"""File: which conversation a kept message joins, by its references, else by its thread key."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app import crm
+from app.models import Message, Thread
+from app.prepared import Prepared, PreparedIn
+from app.schemas import ThreadOut
+from app.security import Principal
+from capture.parse import ParsedMessage
+from capture.threads import thread_key
+
+_BY_REFERENCE = PreparedIn(
+    lambda binds: (
+        sa.select(Message.thread_id)
+        .where(Message.message_id.in_(binds), Message.thread_id.is_not(None))
+        .order_by(Message.id)
+        .limit(1)
+    )
+)
+_BY_KEY = Prepared(sa.select(Thread.id).where(Thread.key == sa.bindparam("key")))
+_INSERT = Prepared(
+    sa.insert(Thread).returning(Thread.id), keys=("key", "created_at", "last_message_at")
+)
+_SEEN = sa.bindparam("seen", type_=Thread.last_message_at.type)
+_TOUCH = Prepared(
+    sa.update(Thread)
+    .where(Thread.id == sa.bindparam("thread"), Thread.last_message_at < _SEEN)
+    .values(last_message_at=_SEEN)
+)
+
+
+def file_thread(conn: sa.Connection, message: ParsedMessage, secret: bytes, now: datetime) -> int:
+    """The thread this message joins: the one a message it names (In-Reply-To, References)
+    is in, else the one with its thread key, else a new one. Keys are stored as keyed
+    digests: a subject-based key must not let anyone guess the subject of a thread."""
+    key = thread_key(message)
+    referenced = [i for i in key.ids if i != message.message_id]
+    found = _BY_REFERENCE.rows(conn, referenced) if referenced else []
+    digest = hmac.new(secret, key.key.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+    thread = found[0][0] if found else _BY_KEY.scalar(conn, {"key": digest})
+    seen = message.date or now
+    if thread is None:
+        values = {"key": digest, "created_at": now, "last_message_at": seen}
+        return int(_INSERT.scalar(conn, values))
+    _TOUCH.run(conn, {"thread": thread, "seen": seen})
+    return int(thread)
+
+
+def read_thread(session: Session, principal: Principal, thread_id: int) -> ThreadOut | None:
+    """A thread with the messages this principal may see; None if they may see none."""
+    thread = session.get(Thread, thread_id)
+    if thread is None:
+        return None
+    query = crm.visible_messages(principal).where(Message.thread_id == thread_id)
+    rows = session.scalars(query.order_by(Message.sent_at, Message.id).limit(500)).all()
+    if not rows:
+        return None
+    return ThreadOut(
+        id=thread.id,
+        created_at=thread.created_at,
+        last_message_at=thread.last_message_at,
+        messages=crm.render_messages(session, principal, rows),
+    )

@@ -1,0 +1,102 @@
+"""Serve: the administrator's pages: employees and API tokens (never anyone's mail)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.orm import Session
+
+from app.models import ApiToken, Employee, MessageOwner
+from app.security import Role, create_token
+from app.web.auth import AdminUser, CsrfChecked, WebUser
+from app.web.render import PageSession, page
+from capture.parse import normalize_address
+
+router = APIRouter(include_in_schema=False)
+
+
+def _admin_page(
+    request: Request, session: Session, user: WebUser, extra: dict[str, Any]
+) -> HTMLResponse:
+    filed = (
+        sa.select(MessageOwner.employee_id, sa.func.count())
+        .group_by(MessageOwner.employee_id)
+        .subquery()
+    )
+    employees = session.execute(
+        sa.select(Employee, filed.c[1])
+        .outerjoin(filed, filed.c.employee_id == Employee.id)
+        .order_by(Employee.email)
+    ).all()
+    tokens = session.execute(
+        sa.select(ApiToken, Employee.email)
+        .outerjoin(Employee, Employee.id == ApiToken.employee_id)
+        .order_by(ApiToken.id.desc())
+    ).all()
+    context = {"employees": employees, "tokens": tokens, "roles": list(Role), "new_token": None}
+    return page(request, "admin.html", user, context | extra)
+
+
+@router.get("/admin", response_class=HTMLResponse)
+def admin(request: Request, session: PageSession, user: AdminUser) -> HTMLResponse:
+    return _admin_page(request, session, user, {})
+
+
+@router.post("/admin/employees", dependencies=[CsrfChecked])
+def add_employee(
+    session: PageSession,
+    _user: AdminUser,
+    email: Annotated[str, Form()],
+    name: Annotated[str, Form(max_length=200)] = "",
+) -> RedirectResponse:
+    address = normalize_address(email.strip())
+    if address is None:
+        return RedirectResponse("/admin?note=employee-invalid", status_code=303)
+    address = address.lower()
+    if session.scalar(sa.select(Employee.id).where(Employee.email == address)) is not None:
+        return RedirectResponse("/admin?note=employee-exists", status_code=303)
+    session.add(Employee(email=address, name=name.strip()))
+    return RedirectResponse("/admin?note=employee-added", status_code=303)
+
+
+@router.post("/admin/tokens", response_class=HTMLResponse, dependencies=[CsrfChecked])
+def new_token(
+    request: Request,
+    session: PageSession,
+    user: AdminUser,
+    role: Annotated[Role, Form()],
+    employee: Annotated[str, Form()] = "",
+    label: Annotated[str, Form(max_length=200)] = "",
+) -> HTMLResponse:
+    """Issue a token and show it on this one response: only its hash is stored."""
+    employee_id = None
+    if employee.strip():
+        employee_id = session.scalar(
+            sa.select(Employee.id).where(Employee.email == employee.strip().lower())
+        )
+        if employee_id is None:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "No such employee.")
+    try:
+        token = create_token(session, role=role, employee_id=employee_id, label=label)
+    except ValueError as error:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(error)) from None
+    session.flush()
+    response = _admin_page(request, session, user, {"new_token": token})
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@router.post("/admin/tokens/{token_id}/revoke", dependencies=[CsrfChecked])
+def revoke_token(session: PageSession, _user: AdminUser, token_id: int) -> RedirectResponse:
+    revoked = session.execute(
+        sa.update(ApiToken)
+        .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    if not revoked.rowcount:  # type: ignore[attr-defined]
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such active token.")
+    return RedirectResponse("/admin?note=token-revoked", status_code=303)

@@ -1,0 +1,66 @@
+"""Serve: the pages' templates, their shared context, and the one stylesheet."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+from sqlalchemy.orm import Session
+
+from app.routes.deps import get_session
+from app.web.auth import WebUser
+
+HERE = Path(__file__).resolve().parent
+templates = Jinja2Templates(directory=HERE / "templates")
+router = APIRouter(include_in_schema=False)
+
+# Committed when the route returns, before the response leaves: after a form's redirect, the
+# next page always sees the change.
+PageSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+# What a form did, shown on the page it returns to. Only these fixed sentences can appear, so a
+# crafted link cannot put words of its own on a Mailroom page.
+NOTES = {
+    "visibility": "Visibility changed.",
+    "captured": "Captured: it is now in the CRM, with its contacts.",
+    "discarded": "Discarded: the message is gone; only a content-free decision remains.",
+    "paused": "Capture paused: nothing you send or receive is kept until you resume.",
+    "resumed": "Capture resumed.",
+    "personal-added": "Added to your personal contacts: mail with them is never captured.",
+    "personal-invalid": "That is not an email address; nothing was added.",
+    "personal-removed": "Removed from your personal contacts.",
+    "employee-added": "Employee added.",
+    "employee-exists": "Already an employee; nothing was changed.",
+    "employee-invalid": "That is not an email address; nothing was added.",
+    "token-revoked": "Token revoked: it no longer works, and its signed-in pages are closed.",
+}
+# Pages load nothing but their own stylesheet, and no other site may frame them.
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+
+
+def harden(response: HTMLResponse) -> HTMLResponse:
+    response.headers["Content-Security-Policy"] = CSP
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def page(
+    request: Request, name: str, user: WebUser, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
+    """A signed-in page: every form on it gets the session's CSRF token."""
+    note = NOTES.get(request.query_params.get("note", ""))
+    full = {"user": user, "csrf": user.csrf, "note": note, **context}
+    return harden(templates.TemplateResponse(request, name, full, status_code=status_code))
+
+
+@router.get("/web.css")
+def stylesheet() -> FileResponse:
+    return FileResponse(HERE / "static" / "web.css", media_type="text/css")

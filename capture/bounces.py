@@ -1,0 +1,47 @@
+"""Parse: the recipients a delivery-failure report says could not be reached."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from email import policy as email_policy
+from email.message import Message
+
+from flufl.bounce import scan_message
+
+from capture.parse import ParsedMessage, normalize_address
+
+MAX_RECIPIENTS = 50
+
+
+def bounced_recipients(message: ParsedMessage) -> frozenset[str]:
+    """From the report's `message/delivery-status` part (RFC 3464: Final-Recipient of each
+    failed action), else from flufl.bounce's detectors for the non-standard formats."""
+    parsed = message_from_bytes(message.raw, policy=email_policy.compat32)
+    found = _from_report(parsed)
+    if not found:
+        try:
+            found = {_text(b) for b in scan_message(parsed)}
+        except Exception:  # its detectors trip over some encoded headers: nothing found
+            found = set()
+    normalized = (normalize_address(a) for a in sorted(found)[:MAX_RECIPIENTS])
+    return frozenset(a for a in normalized if a)
+
+
+def _from_report(parsed: Message) -> set[str]:
+    found: set[str] = set()
+    for part in list(parsed.walk())[:50]:
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        for block in blocks if isinstance(blocks, list) else []:
+            if not isinstance(block, Message):
+                continue
+            action = str(block.get("Action", "failed")).strip().lower()
+            recipient = block.get("Final-Recipient") or block.get("Original-Recipient")
+            if recipient and action.startswith("failed"):
+                found.add(str(recipient).rpartition(";")[2].strip().strip("<>"))
+    return found
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value

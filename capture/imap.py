@@ -1,0 +1,347 @@
+"""Receive: read a mailbox over IMAP, headers first, without ever changing it.
+
+Per folder: EXAMINE (read-only), UIDVALIDITY plus the last UID done, then for each batch of
+new UIDs `BODY.PEEK[HEADER]` and `RFC822.SIZE`. Each message is decided on its headers; only
+a decision the body could change fetches `BODY.PEEK[]`. The folder's new position is written
+in the same transaction as the batch's outcomes, so a crash repeats a batch (whose receipts
+answer for it) and never skips one. Only integers and configured folder names go into IMAP
+commands: nothing that came from a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import imaplib
+import logging
+import ssl
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from imapclient import IMAPClient
+from sqlalchemy.orm import Session
+
+from app.models import Mailbox, MailboxFolder
+from capture.parse import ParsedMessage, parse_headers, parse_message
+from capture.pipeline import BodyNeededError, Envelope, Pipeline, find_submitter
+from policies.model import Channel, Outcome
+
+log = logging.getLogger("mailroom.imap")
+
+BATCH = 500
+BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
+HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
+
+
+class MailboxError(Exception):
+    """The server refused or broke the protocol; the sync retries later."""
+
+
+@dataclass(frozen=True)
+class MailboxConfig:
+    """What a sync needs to know about a mailbox; the password is never in its repr."""
+
+    id: int
+    host: str
+    port: int
+    username: str
+    password: str = field(repr=False)
+    folders: tuple[str, ...]
+    sent_folders: frozenset[str] = frozenset()
+    tls: str = "tls"
+    employee: str = ""  # the owner's address; empty for a journal mailbox
+    journal: bool = False
+    since: date | None = None
+
+
+@dataclass
+class SyncStats:
+    """Counters of one sync, added to the mailbox's own in the same transactions."""
+
+    messages: int = 0
+    bodies_fetched: int = 0
+    bodies_skipped: int = 0  # decided on headers alone: the body never left the server
+    bodies_for_dropped: int = 0  # bodies read whose message the policy then dropped
+    over_cap: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
+
+
+def connect(config: MailboxConfig, *, max_bytes: int, timeout: float = 60.0) -> IMAPClient:
+    """Log in; implicit TLS, STARTTLS or (loopback tests only) plain."""
+    context = ssl.create_default_context()
+    client = IMAPClient(
+        config.host,
+        port=config.port,
+        ssl=config.tls == "tls",
+        ssl_context=context if config.tls == "tls" else None,
+        timeout=timeout,
+    )
+    try:
+        _bound_literals(client, max_bytes + HEADER_CAP)
+        if config.tls == "starttls":
+            client.starttls(context)
+        client.login(config.username, config.password)
+    except BaseException:
+        close(client)
+        raise
+    return client
+
+
+def close(client: IMAPClient) -> None:
+    """Log out politely if the connection still works; close the socket in any case."""
+    try:
+        client.logout()
+    except Exception:
+        with contextlib.suppress(Exception):
+            client.shutdown()
+
+
+def _bound_literals(client: IMAPClient, limit: int) -> None:
+    """imaplib reads whatever literal size the server announces; refuse absurd ones."""
+    connection: imaplib.IMAP4 = client._imap
+    read = connection.read
+
+    def bounded(size: int) -> bytes:
+        if size > limit:
+            raise MailboxError(f"the server announced a {size}-byte literal")
+        return read(size)
+
+    connection.read = bounded  # type: ignore[method-assign]
+
+
+class FolderSync:
+    """Syncs the folders of one mailbox over one connection, into one pipeline."""
+
+    def __init__(
+        self,
+        client: IMAPClient,
+        pipeline: Pipeline,
+        config: MailboxConfig,
+        *,
+        max_bytes: int,
+        stop: threading.Event | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.pipeline = pipeline
+        self.config = config
+        self.max_bytes = max_bytes
+        self.stop = stop or threading.Event()
+        self.progress = progress
+        self.stats = SyncStats()
+
+    def sync_all(self) -> SyncStats:
+        for folder in self.config.folders:
+            if self.stop.is_set():
+                break
+            self.sync_folder(folder)
+        self._mark_synced()
+        return self.stats
+
+    def sync_folder(self, folder: str) -> None:
+        selected = self.client.select_folder(folder, readonly=True)
+        uidvalidity = int(selected[b"UIDVALIDITY"])
+        known_validity, last_uid = self._position(folder)
+        if known_validity != uidvalidity:
+            # A new UIDVALIDITY renumbers the folder: read it all again; the receipts
+            # (keyed by content digest) recognise every message already decided.
+            last_uid = 0
+        uids = sorted(u for u in self._new_uids(last_uid) if u > last_uid)
+        self._set_pending(len(uids))
+        done = 0
+        for batch in _chunks(uids, BATCH):
+            if self.stop.is_set():
+                return
+            self._sync_batch(folder, uidvalidity, batch, remaining=len(uids) - done)
+            done += len(batch)
+            if self.progress is not None:
+                self.progress(done, len(uids))
+        if not uids and known_validity != uidvalidity:
+            with self.pipeline.sessions() as session, session.begin():
+                self._advance(session, folder, uidvalidity, last_uid, pending=0, before=self.stats)
+
+    def has_new(self, folder: str) -> bool:
+        """Whether the selected folder holds a UID past the committed position."""
+        _, last_uid = self._position(folder)
+        return any(u > last_uid for u in self._new_uids(last_uid))
+
+    def _new_uids(self, last_uid: int) -> list[int]:
+        criteria: list[Any] = ["UID", f"{last_uid + 1}:*"]
+        if self.config.since is not None:
+            criteria += ["SINCE", self.config.since]  # a date object: imapclient formats it
+        return [int(u) for u in self.client.search(criteria)]
+
+    def _sync_batch(
+        self, folder: str, uidvalidity: int, uids: Sequence[int], *, remaining: int
+    ) -> None:
+        fetched = self.client.fetch(list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
+        sent = folder in self.config.sent_folders
+        before = replace(self.stats, outcomes={})
+        with self.pipeline.sessions() as session, session.begin():
+            needs_body: list[tuple[int, int, list[Envelope]]] = []
+            for uid in uids:
+                data = fetched.get(uid)
+                if data is None:
+                    continue  # expunged since the search
+                header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
+                size = int(data.get(b"RFC822.SIZE") or len(header))
+                message = parse_headers(header, size=size)
+                envelopes = self._envelopes(session, message, sent=sent)
+                self.stats.messages += 1
+                waiting = self._decide_on_headers(session, message, envelopes)
+                if not waiting:
+                    self.stats.bodies_skipped += 1
+                elif size > self.max_bytes:
+                    self.stats.over_cap += 1  # never downloaded: decided and filed on headers
+                    for envelope in waiting:
+                        self._file(session, message, envelope, headers_only=False)
+                else:
+                    needs_body.append((uid, size, waiting))
+            self._decide_with_bodies(session, needs_body)
+            pending = remaining - len(uids)
+            self._advance(session, folder, uidvalidity, uids[-1], pending=pending, before=before)
+
+    def _decide_on_headers(
+        self, session: Session, message: ParsedMessage, envelopes: list[Envelope]
+    ) -> list[Envelope]:
+        """Decide for each envelope on the headers; return those the body could change."""
+        waiting = []
+        for envelope in envelopes:
+            try:  # raised before anything is written: no savepoint needed
+                result = self.pipeline.process_in(
+                    session, message, envelope, Channel.IMAP, headers_only=True
+                )
+                self.stats.count(result.outcome)
+            except BodyNeededError:
+                waiting.append(envelope)
+        return waiting
+
+    def _decide_with_bodies(
+        self, session: Session, needs_body: list[tuple[int, int, list[Envelope]]]
+    ) -> None:
+        for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
+            bodies = self.client.fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
+            for uid, _, envelopes in chunk:
+                raw = bodies.get(uid, {}).get(b"BODY[]")
+                if raw is None:
+                    continue  # expunged meanwhile: nothing left to capture
+                self.stats.bodies_fetched += 1
+                message = parse_message(bytes(raw))
+                dropped = [self._file(session, message, e, headers_only=False) for e in envelopes]
+                if all(outcome is Outcome.DROP for outcome in dropped):
+                    self.stats.bodies_for_dropped += 1
+
+    def _file(
+        self, session: Session, message: ParsedMessage, envelope: Envelope, *, headers_only: bool
+    ) -> Outcome:
+        result = self.pipeline.process_in(
+            session, message, envelope, Channel.IMAP, headers_only=headers_only
+        )
+        self.stats.count(result.outcome)
+        return result.outcome
+
+    def _envelopes(self, session: Session, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
+        """Whom the message is captured for: the owner, or in a journal mailbox each employee
+        taking part (a sender's copy counts as sent); nobody known gives a refusal record."""
+        if not self.config.journal:
+            return [Envelope(mail_from=self.config.employee, sent_folder=sent)]
+        conn = session.connection()
+        sender = message.sender.address if message.sender else ""
+        found: dict[int, Envelope] = {}
+        for address in message.participants:
+            submitter = find_submitter(conn, address.address)
+            if submitter is not None and submitter.employee_id not in found:
+                as_sender = address.address == sender
+                found[submitter.employee_id] = Envelope(address.address, sent_folder=as_sender)
+        return list(found.values()) or [Envelope(mail_from="")]
+
+    def _position(self, folder: str) -> tuple[int | None, int]:
+        with self.pipeline.readers() as session:
+            row = session.execute(
+                sa.select(MailboxFolder.uidvalidity, MailboxFolder.last_uid).where(
+                    MailboxFolder.mailbox_id == self.config.id, MailboxFolder.name == folder
+                )
+            ).first()
+        return (row.uidvalidity, row.last_uid) if row else (None, 0)
+
+    def _advance(
+        self,
+        session: Session,
+        folder: str,
+        uidvalidity: int,
+        last_uid: int,
+        *,
+        pending: int,
+        before: SyncStats,
+    ) -> None:
+        """The folder's position and the mailbox's counters, in the outcomes' transaction."""
+        now = datetime.now(UTC)
+        changed = session.execute(
+            sa.update(MailboxFolder)
+            .where(MailboxFolder.mailbox_id == self.config.id, MailboxFolder.name == folder)
+            .values(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=now)
+        )
+        if not changed.rowcount:  # type: ignore[attr-defined]
+            session.add(
+                MailboxFolder(
+                    mailbox_id=self.config.id,
+                    name=folder,
+                    uidvalidity=uidvalidity,
+                    last_uid=last_uid,
+                    updated_at=now,
+                )
+            )
+        session.execute(
+            sa.update(Mailbox)
+            .where(Mailbox.id == self.config.id)
+            .values(
+                pending=max(pending, 0),
+                synced=Mailbox.synced + self.stats.messages - before.messages,
+                bodies_fetched=Mailbox.bodies_fetched
+                + self.stats.bodies_fetched
+                - before.bodies_fetched,
+                bodies_skipped=Mailbox.bodies_skipped
+                + self.stats.bodies_skipped
+                - before.bodies_skipped,
+            )
+        )
+
+    def _set_pending(self, count: int) -> None:
+        with self.pipeline.sessions() as session, session.begin():
+            session.execute(
+                sa.update(Mailbox).where(Mailbox.id == self.config.id).values(pending=count)
+            )
+
+    def _mark_synced(self) -> None:
+        with self.pipeline.sessions() as session, session.begin():
+            session.execute(
+                sa.update(Mailbox)
+                .where(Mailbox.id == self.config.id)
+                .values(last_sync_at=datetime.now(UTC), last_error=None, last_error_at=None)
+            )
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _by_size(
+    items: list[tuple[int, int, list[Envelope]]], limit: int
+) -> Iterator[list[tuple[int, int, list[Envelope]]]]:
+    chunk: list[tuple[int, int, list[Envelope]]] = []
+    total = 0
+    for item in items:
+        if chunk and total + item[1] > limit:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(item)
+        total += item[1]
+    if chunk:
+        yield chunk

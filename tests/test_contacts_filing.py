@@ -1,0 +1,197 @@
+"""File: people and companies from captured mail, their history, duplicates, bounces."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from app.models import Attachment, Company, Contact, ContactChange, MessageOwner, Participant
+from app.security import Role
+from capture.pipeline import Envelope
+from policies.model import Channel
+from tests.conftest import Running, add_employee, issue_token
+from tests.mail import CAPTURE, compose, send
+
+INBOX = Envelope(mail_from="alice@example.com")  # what IMAP sync and import say of Alice's mail
+SIGNED = """Hello Alice,
+
+we accept the quote for the twenty licences.
+
+Best regards,
+
+Jane Doe
+Head of Procurement
+Acme Widgets Ltd
+Tel: +44 20 7946 0958
+"""
+
+
+def contacts(running: Running) -> dict[str, Contact]:
+    with running.runtime.sessions() as session:
+        return {c.address: c for c in session.scalars(sa.select(Contact))}
+
+
+def test_a_captured_message_files_named_people_with_their_company(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    msg = compose(
+        to="Jane Doe <Jane.Doe@Mail.Acme.CO.UK>, Sam Lee <sam.lee@gmail.com>",
+        headers={"Cc": "Acme Support <support@acme.co.uk>"},
+    )
+
+    assert send(running.smtp_port, msg)[0] == 250
+
+    found = contacts(running)
+    assert set(found) == {"Jane.Doe@mail.acme.co.uk", "sam.lee@gmail.com"}
+    jane, sam = found["Jane.Doe@mail.acme.co.uk"], found["sam.lee@gmail.com"]
+    assert (jane.first_name, jane.last_name) == ("Jane", "Doe")
+    assert sam.company_id is None  # free mail is nobody's company
+    with running.runtime.sessions() as session:
+        company = session.get(Company, jane.company_id)
+        assert company is not None and company.domain == "acme.co.uk"
+        roles = session.scalars(
+            sa.select(Participant.address).where(Participant.contact_id.is_(None))
+        ).all()
+    assert "support@acme.co.uk" in roles  # kept as an address, never made a person
+
+
+def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    first = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        body=SIGNED,
+        message_id="<sig-1@acme.example>",
+    )
+    newer = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        body=SIGNED.replace("Head of Procurement", "Chief Operating Officer"),
+        message_id="<sig-2@acme.example>",
+    )
+    newer.replace_header("Date", "Tue, 24 Nov 2026 09:00:00 +0000")
+    older = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        body=SIGNED.replace("Head of Procurement", "Buyer"),
+        message_id="<sig-0@acme.example>",
+    )
+    older.replace_header("Date", "Mon, 02 Nov 2026 09:00:00 +0000")
+
+    for msg in (first, newer, older):  # as mailbox sync or import brings them in
+        running.runtime.pipeline.process(msg.as_bytes(), INBOX, Channel.IMPORT)
+
+    jane = contacts(running)["jane@acme.example"]
+    assert jane.title == "Chief Operating Officer"
+    assert jane.phone.replace(" ", "").endswith("2079460958")
+    assert "Acme Widgets" in jane.organization
+    with running.runtime.sessions() as session:
+        titles = session.scalars(
+            sa.select(ContactChange.new_value)
+            .where(ContactChange.contact_id == jane.id, ContactChange.field == "title")
+            .order_by(ContactChange.id)
+        ).all()
+    assert titles == ["Head of Procurement", "Chief Operating Officer"]
+
+
+def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    send(running.smtp_port, compose(to="John Smith <john@acme.example>", message_id="<m1@x>"))
+    send(running.smtp_port, compose(to="John Smith <jsmith@globex.example>", message_id="<m2@x>"))
+
+    with running.client(token) as api:
+        listed = api.get("/api/v1/contacts/duplicates").json()
+        assert [d["reason"] for d in listed] == ["likely-job-move"]
+        old, new = (c["id"] for c in listed[0]["contacts"])
+        merged = api.post(f"/api/v1/contacts/{old}/merge", json={"into": new})
+        history = api.get(f"/api/v1/contacts/{new}/history").json()
+        again = api.post(f"/api/v1/contacts/{old}/merge", json={"into": new})
+        sneaky = api.post(f"/api/v1/contacts/{new}/merge", json={"into": old, "id": 1})
+
+    assert merged.status_code == 200 and merged.json()["id"] == new
+    assert {"merged", "likely-job-move"} <= {h["field"] for h in history}
+    assert again.status_code == 409 and sneaky.status_code == 422
+    send(running.smtp_port, compose(to="John Smith <john@acme.example>", message_id="<m3@x>"))
+    with running.runtime.sessions() as session:
+        linked = session.scalars(
+            sa.select(Participant.contact_id).where(Participant.address == "john@acme.example")
+        ).all()
+    assert set(linked) == {new}  # old messages moved, and new mail follows the merge
+
+
+def test_a_bounce_marks_the_contact_undeliverable_and_creates_no_contact(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    send(running.smtp_port, compose(to="Bob <bob@customer.example>"))
+
+    # Bounces reach an employee's mailbox; IMAP sync and import bring them in.
+    running.runtime.pipeline.process(
+        dsn(failed="bob@customer.example"),
+        INBOX,
+        Channel.IMPORT,
+    )
+
+    found = contacts(running)
+    assert set(found) == {"bob@customer.example"}
+    assert found["bob@customer.example"].undeliverable_since == datetime(
+        2026, 11, 24, 9, tzinfo=UTC
+    )
+
+
+def test_attachments_are_recorded_by_name_type_and_size_only(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    msg = compose()
+    msg.add_attachment(
+        b"%PDF-1.4 quote", maintype="application", subtype="pdf", filename="quote.pdf"
+    )
+
+    assert send(running.smtp_port, msg)[0] == 250
+
+    with running.runtime.sessions() as session:
+        rows = session.execute(
+            sa.select(Attachment.filename, Attachment.content_type, Attachment.size)
+        ).all()
+    assert rows == [("quote.pdf", "application/pdf", 14)]
+
+
+def dsn(*, failed: str) -> bytes:
+    """An RFC 3464 delivery-status notification about a message Alice sent."""
+    return (
+        "From: Mail Delivery System <MAILER-DAEMON@mx.customer.example>\r\n"
+        "To: alice@example.com\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Date: Tue, 24 Nov 2026 09:00:00 +0000\r\n"
+        "Message-ID: <bounce-1@mx.customer.example>\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n'
+        "\r\n--b1\r\nContent-Type: text/plain\r\n\r\n"
+        "Your message could not be delivered to one or more recipients.\r\n"
+        "\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.customer.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {failed}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "\r\n--b1--\r\n"
+    ).encode()
+
+
+def test_a_forward_as_attachment_files_the_attached_messages_sender(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    original = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        subject="Order 1234",
+        message_id="<order-1234@acme.example>",
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: Order 1234", body="FYI, see attached.\n")
+    forward.add_attachment(original)
+
+    assert send(running.smtp_port, forward)[0] == 250
+
+    assert set(contacts(running)) == {"jane@acme.example"}
+    with running.runtime.sessions() as session:
+        senders = session.scalars(
+            sa.select(Participant.address).where(Participant.role == "from")
+        ).all()
+        channel = session.scalar(sa.select(MessageOwner.channel))
+    assert senders == ["jane@acme.example"] and channel == "forward"

@@ -1,0 +1,511 @@
+"""IMAP sync against a real Dovecot: headers first, exactly once, never changing the mailbox."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app.db import transaction
+from app.mailboxes import add_mailbox, load_config, sync_once
+from app.models import (
+    Base,
+    DecisionRecord,
+    Mailbox,
+    MailboxFolder,
+    Message,
+    MessageOwner,
+    Receipt,
+)
+from app.runtime import Runtime, build_runtime
+from app.security import Role
+from app.settings import Settings
+from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
+from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
+from tests.dovecot import PASSWORD, Dovecot
+from tests.mail import compose
+
+ALICE = "alice@example.com"
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    runtime = build_runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+def business(n: int, *, body: str = "Here is the quote we discussed.\n") -> bytes:
+    return compose(
+        to=f"Bob <bob{n}@customer.example>", message_id=f"<quote-{n}@example.com>", body=body
+    ).as_bytes()
+
+
+def newsletter(n: int) -> bytes:
+    return compose(
+        sender="News <news@shop.example>",
+        to=ALICE,
+        subject=f"Deals of week {n}",
+        message_id=f"<news-{n}@shop.example>",
+        headers={"List-Id": "<deals.shop.example>", "List-Unsubscribe": "<mailto:u@shop.example>"},
+        body="Everything must go. " * 50,
+    ).as_bytes()
+
+
+def new_mailbox(
+    runtime: Runtime, dovecot: Dovecot, user: str, folders: list[str], **kwargs: Any
+) -> int:
+    with transaction(runtime.sessions) as session:
+        mailbox = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=ALICE,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=user,
+            password=PASSWORD,
+            folders=folders,
+            tls="none",
+            **kwargs,
+        )
+        return mailbox.id
+
+
+def sync(runtime: Runtime, mailbox_id: int, *, max_bytes: int = 25 * 1024 * 1024) -> FolderSync:
+    with runtime.sessions() as session:
+        config = load_config(session, TEST_SECRET.encode(), mailbox_id)
+    return sync_once(runtime.pipeline, config, max_bytes=max_bytes, stop=threading.Event())
+
+
+def count(runtime: Runtime, table: Any) -> int:
+    with runtime.sessions() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(table)) or 0
+
+
+def test_initial_sync_files_business_mail_and_drops_newsletters_on_headers(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), newsletter(1), business(2), newsletter(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 4
+    assert done.stats.bodies_fetched == 2  # the two business messages only
+    assert done.stats.bodies_skipped == 2
+    assert done.stats.outcomes == {"capture": 2, "drop": 2}
+    assert count(runtime, Message) == 2
+    with runtime.sessions() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None
+        assert (mailbox.synced, mailbox.bodies_skipped, mailbox.pending) == (4, 2, 0)
+        assert mailbox.last_sync_at is not None and mailbox.last_error is None
+        folder = session.scalars(sa.select(MailboxFolder)).one()
+        assert folder.last_uid == 4
+    with dovecot.client(imap_user) as client:  # PEEK only: nothing was marked read
+        client.select_folder("INBOX", readonly=True)
+        assert client.search(["UNSEEN"]) == [1, 2, 3, 4]
+
+
+def test_a_dropped_message_never_has_its_body_fetched(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [newsletter(n) for n in range(5)] + [business(9)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    with runtime.sessions() as session:
+        config = load_config(session, TEST_SECRET.encode(), mailbox_id)
+    client = connect(config, max_bytes=1 << 20)
+    requested: list[tuple[list[int], list[str]]] = []
+    fetch = client.fetch
+
+    def recording_fetch(uids: list[int], items: list[str]) -> Any:
+        requested.append((list(uids), list(items)))
+        return fetch(uids, items)
+
+    client.fetch = recording_fetch
+    FolderSync(client, runtime.pipeline, config, max_bytes=1 << 20).sync_all()
+    client.logout()
+
+    bodies = [uids for uids, items in requested if "BODY.PEEK[]" in items]
+    assert bodies == [[6]]  # only the business message's body left the server
+    with runtime.sessions() as session:
+        facts = [f for f in session.scalars(sa.select(DecisionRecord.facts))]
+    assert sum(1 for f in facts if f.get("body_read") is False) == 5
+
+
+def test_sync_resumes_after_the_last_uid_and_repeats_nothing(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), newsletter(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    sync(runtime, mailbox_id)
+    dovecot.append(imap_user, "INBOX", [business(2)])
+
+    again = sync(runtime, mailbox_id)
+
+    assert again.stats.messages == 1
+    assert count(runtime, Message) == 2
+    assert count(runtime, DecisionRecord) == 3
+
+
+def test_uidvalidity_change_resyncs_without_duplicates(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Projects", [business(1), newsletter(1), business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["Projects"])
+    sync(runtime, mailbox_id)
+    dovecot.reset_uidvalidity(imap_user, "Projects")
+    dovecot.append(imap_user, "Projects", [business(3)])
+
+    again = sync(runtime, mailbox_id)
+
+    assert again.stats.messages == 4  # the whole folder was read again
+    assert count(runtime, Message) == 3  # ...and only the new message was filed
+    assert count(runtime, DecisionRecord) == 4
+    assert count(runtime, Receipt) == 4
+
+
+def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_user: str) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Sent", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX", "Sent"])
+
+    sync(runtime, mailbox_id)
+
+    with runtime.sessions() as session:
+        inbound = session.scalars(sa.select(DecisionRecord.facts)).one()["inbound"]
+        assert inbound is False
+        assert session.scalar(sa.select(Message.direction)) == "outbound"
+
+
+def test_malformed_message_is_decided_and_breaks_nothing(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    broken = (
+        b"From: =?utf-8?q?broken <<>>\r\nTo: bob@customer.example, ,,@@\r\n"
+        b'Subject: =?bogus?x?zz?=\r\nContent-Type: multipart/mixed; boundary="nope"\r\n\r\n'
+        b"--nope\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!notbase64\r\n"
+    )
+    dovecot.append(imap_user, "INBOX", [broken, business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 2
+    assert count(runtime, DecisionRecord) == 2
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(MailboxFolder.last_uid)) == 2
+
+
+def test_message_over_the_size_cap_is_decided_on_headers_alone(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    big = business(1, body=("CANARY-BODY-TEXT " + "y" * 80 + "\n") * (26 * 1024 * 1024 // 98))
+    assert len(big) > 25 * 1024 * 1024
+    dovecot.append(imap_user, "INBOX", [big])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert (done.stats.over_cap, done.stats.bodies_fetched) == (1, 0)
+    with runtime.sessions() as session:
+        text = session.scalar(sa.select(Message.body_text))
+        assert text is not None and "CANARY-BODY-TEXT" not in text
+
+
+def test_serve_syncs_mailboxes_and_idle_delivers_a_new_message(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with run_service(settings):
+        wait_for(lambda: count(runtime, Message) == 1)
+        wait_for(lambda: _synced(runtime, mailbox_id))
+        dovecot.append(imap_user, "INBOX", [business(2)])
+        wait_for(lambda: count(runtime, Message) == 2)
+
+
+def test_one_broken_mailbox_does_not_stop_the_others(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    with transaction(runtime.sessions) as session:
+        broken = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=ALICE,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=imap_user,
+            password="wrong-password",
+            folders=["INBOX"],
+            tls="none",
+        ).id
+    new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with run_service(settings):
+        wait_for(lambda: count(runtime, Message) == 1)
+        wait_for(lambda: _error(runtime, broken) is not None)
+
+    error = _error(runtime, broken)
+    assert error is not None and "wrong-password" not in error
+
+
+def _synced(runtime: Runtime, mailbox_id: int) -> bool:
+    with runtime.sessions() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        return mailbox is not None and mailbox.last_sync_at is not None
+
+
+def _error(runtime: Runtime, mailbox_id: int) -> str | None:
+    with runtime.sessions() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        return mailbox.last_error if mailbox else None
+
+
+def wait_for(condition: Any, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.05)
+
+
+def test_api_lists_mailboxes_for_admins_without_secrets(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    alice = add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), newsletter(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    admin = issue_token(runtime.sessions, Role.ADMIN)
+    employee = issue_token(runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+
+    with run_service(settings) as running:
+        wait_for(lambda: _synced(runtime, mailbox_id))
+        with running.client(admin) as client:
+            response = client.get("/api/v1/mailboxes")
+        with running.client(employee) as client:
+            refused = client.get("/api/v1/mailboxes")
+
+    assert response.status_code == 200
+    (item,) = response.json()["items"]
+    assert item["employee"] == ALICE
+    assert (item["synced"], item["bodies_skipped"], item["pending"]) == (2, 1, 0)
+    assert item["lag_seconds"] is not None and item["last_error"] is None
+    assert item["folder_state"][0]["last_uid"] == 2
+    with runtime.sessions() as session:
+        sealed = session.scalar(sa.select(Mailbox.password_sealed))
+    assert sealed and PASSWORD not in sealed
+    assert PASSWORD not in response.text and sealed not in response.text
+    assert "password" not in response.text
+    assert refused.status_code == 403
+
+
+def test_kill_9_mid_sync_of_5000_messages_then_restart_loses_and_repeats_nothing(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    total = 5000
+    dovecot.append(
+        imap_user, "INBOX", (business(n) if n % 2 else newsletter(n) for n in range(total))
+    )
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
+        "MAILROOM_DATA_DIR": str(settings.data_dir),
+        "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+        "MAILROOM_SECRET_KEY": TEST_SECRET,
+        "MAILROOM_POLICY": str(settings.policy),
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "mailboxes", "sync", str(mailbox_id)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _last_uid(runtime) > 0, timeout=120)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=30)
+    killed_at = _last_uid(runtime)
+    assert 0 < killed_at < total  # it really died mid-sync
+
+    sync(runtime, mailbox_id)
+
+    assert _last_uid(runtime) == total
+    assert count(runtime, DecisionRecord) == total  # each message decided exactly once
+    assert count(runtime, Receipt) == total
+    assert count(runtime, Message) == total // 2
+
+
+def _last_uid(runtime: Runtime) -> int:
+    with runtime.sessions() as session:
+        return session.scalar(sa.select(MailboxFolder.last_uid)) or 0
+
+
+def test_journal_mailbox_files_mail_for_each_employee_taking_part(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    add_employee(runtime.sessions, "dave@example.com")
+    to_dave = compose(
+        sender="Bob <bob@customer.example>",
+        to="dave@example.com, alice@example.com",
+        message_id="<to-both@customer.example>",
+    ).as_bytes()
+    from_alice = business(1)
+    stranger = compose(
+        sender="Eve <eve@other.example>", to="nobody@customer.example", message_id="<x@o.example>"
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [to_dave, from_alice, stranger])
+    with transaction(runtime.sessions) as session:
+        mailbox_id = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=None,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=imap_user,
+            password=PASSWORD,
+            folders=["INBOX"],
+            tls="none",
+        ).id
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 3
+    assert done.stats.outcomes == {"capture": 3, "reject": 1}  # both owners of the first
+    with runtime.sessions() as session:
+        owners = session.execute(
+            sa.select(Message.message_id, sa.func.count(MessageOwner.employee_id))
+            .join(MessageOwner, MessageOwner.message_id == Message.id)
+            .group_by(Message.message_id)
+        ).all()
+        directions = {
+            mid: d for mid, d in session.execute(sa.select(Message.message_id, Message.direction))
+        }
+    assert {mid: n for mid, n in owners} == {
+        "<to-both@customer.example>": 2,
+        "<quote-1@example.com>": 1,
+    }
+    assert directions["<quote-1@example.com>"] == "outbound"
+
+
+def test_a_dropped_message_leaves_no_content_in_the_database(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    canary = compose(
+        sender="Canary Sender <canary-sender@canary-shop.example>",
+        to=ALICE,
+        subject="CANARY-SUBJECT-7731",
+        message_id="<canary-7731@canary-shop.example>",
+        headers={"List-Id": "<canary.list.example>"},
+        body="CANARY-BODY-7731\n",
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [canary])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.outcomes == {"drop": 1}
+    stored = []
+    with runtime.db.connect() as conn:
+        for table in Base.metadata.sorted_tables:
+            stored += [repr(tuple(row)) for row in conn.execute(sa.select(table))]
+    dump = "\n".join(stored).lower()
+    for needle in ("canary-subject", "canary-body", "canary-sender", "canary-shop", "canary-7731"):
+        assert needle not in dump
+
+
+def test_api_adds_a_mailbox_and_never_shows_its_password(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, ALICE)
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    body = {
+        "employee": ALICE,
+        "host": "127.0.0.1",
+        "port": 1,  # nothing listens: the sync records an error, the API still answers
+        "username": "alice",
+        "password": "hunter2-api-secret",
+        "folders": ["INBOX", "Sent"],
+        "tls": "none",
+    }
+    with running.client(employee) as client:
+        assert client.post("/api/v1/mailboxes", json=body).status_code == 403
+    with running.client(admin) as client:
+        created = client.post("/api/v1/mailboxes", json=body)
+        journal_and_employee = client.post("/api/v1/mailboxes", json=body | {"journal": True})
+        listed = client.get("/api/v1/mailboxes")
+
+    assert created.status_code == 201, created.text
+    assert created.json()["employee"] == ALICE and created.json()["folders"] == ["INBOX", "Sent"]
+    assert journal_and_employee.status_code == 422
+    assert [m["id"] for m in listed.json()["items"]] == [created.json()["id"]]
+    for response in (created, listed):
+        assert "hunter2" not in response.text and "password" not in response.text
+    with running.runtime.sessions() as session:
+        sealed = session.scalar(sa.select(Mailbox.password_sealed))
+    assert sealed and "hunter2" not in sealed
+
+
+def test_a_server_announcing_a_huge_literal_is_refused_before_reading_it() -> None:
+    """A hostile server (the only fake here: it stands for a machine we do not control)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hostile ready\r\n")
+            for line in lines:
+                tag, command = line.split(b" ", 2)[:2]
+                if command.upper() == b"LOGIN":
+                    conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1] logged in\r\n")
+                elif command.upper() == b"SELECT" or command.upper() == b"EXAMINE":
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif command.upper() == b"UID":
+                    conn.sendall(b"* 1 FETCH (UID 1 BODY[HEADER] {999999999999}\r\nxx")
+                    return
+                else:
+                    conn.sendall(tag + b" OK done\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    config = MailboxConfig(
+        id=1,
+        host="127.0.0.1",
+        port=port,
+        username="u",
+        password="p",
+        folders=("INBOX",),
+        tls="none",
+    )
+    client = connect(config, max_bytes=1 << 20, timeout=10)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        with pytest.raises(MailboxError, match="999999999999-byte literal"):
+            client.fetch([1], ["BODY.PEEK[HEADER]"])
+    finally:
+        close(client)
+        server.close()
+        thread.join(timeout=10)

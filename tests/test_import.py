@@ -1,0 +1,113 @@
+"""`mailroom import mbox|maildir`: the same pipeline, a progress bar, and a rerun skips."""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.models import DecisionRecord, Message
+from app.settings import Settings
+from tests.conftest import TEST_SECRET, add_employee
+from tests.mail import compose
+
+ALICE = "alice@example.com"
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+    return env | {
+        "MAILROOM_DATA_DIR": str(settings.data_dir),
+        "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+        "MAILROOM_SECRET_KEY": TEST_SECRET,
+        "MAILROOM_POLICY": str(settings.policy),
+    }
+
+
+def _mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _messages() -> list[bytes]:
+    kept = [
+        compose(to=f"bob{n}@customer.example", message_id=f"<m{n}@example.com>").as_bytes()
+        for n in range(5)
+    ]
+    old = compose(to="carol@customer.example", message_id="<old@example.com>")
+    del old["Date"]
+    old["Date"] = "Tue, 01 Jan 2019 09:00:00 +0000"
+    listed = compose(
+        sender="news@shop.example", to=ALICE, headers={"List-Id": "<deals.shop.example>"}
+    )
+    return [*kept, old.as_bytes(), listed.as_bytes()]
+
+
+def _count(settings: Settings, table: type[Message] | type[DecisionRecord]) -> int:
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        found = conn.scalar(sa.select(sa.func.count()).select_from(table))
+    engine.dispose()
+    return found or 0
+
+
+def test_import_mbox_files_messages_and_a_rerun_skips_them(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
+) -> None:
+    add_employee(sessions, ALICE)
+    path = tmp_path / "alice.mbox"
+    box = mailbox.mbox(path)
+    for raw in _messages():
+        box.add(raw)
+    box.close()
+
+    first = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+    assert first.returncode == 0, first.stderr
+    assert "7 read: 7 imported (6 capture, 1 drop)" in first.stdout
+    assert _count(settings, Message) == 6
+
+    again = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+    assert again.returncode == 0, again.stderr
+    assert "0 imported" in again.stdout and "7 already imported" in again.stdout
+    assert _count(settings, DecisionRecord) == 7
+
+
+def test_import_maildir_with_a_date_horizon(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
+) -> None:
+    add_employee(sessions, ALICE)
+    box = mailbox.Maildir(tmp_path / "Maildir")
+    for raw in _messages():
+        box.add(raw)
+
+    done = _mailroom(
+        settings,
+        "import",
+        "maildir",
+        str(tmp_path / "Maildir"),
+        "--employee",
+        ALICE,
+        "--since",
+        "2026-01-01",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "1 before --since" in done.stdout
+    assert _count(settings, Message) == 5
+
+
+def test_import_refuses_what_is_not_an_archive(settings: Settings, tmp_path: Path) -> None:
+    done = _mailroom(settings, "import", "maildir", str(tmp_path), "--employee", ALICE)
+    assert done.returncode == 1
+    assert "is not a Maildir" in done.stderr
+    missing = _mailroom(settings, "import", "mbox", str(tmp_path / "nope"), "--employee", ALICE)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr

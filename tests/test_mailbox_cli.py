@@ -1,0 +1,76 @@
+"""`mailroom mailboxes add|list`: the password comes from the environment and never shows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import sqlalchemy as sa
+
+from app.models import Mailbox
+from app.settings import Settings
+from tests.conftest import TEST_SECRET, add_employee
+
+ALICE = "alice@example.com"
+SECRET = "correct-horse-battery-staple"
+
+
+def _mailroom(settings: Settings, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=base
+        | {
+            "MAILROOM_DATA_DIR": str(settings.data_dir),
+            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+            "MAILROOM_SECRET_KEY": TEST_SECRET,
+            "MAILROOM_POLICY": str(settings.policy),
+        }
+        | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_mailboxes_add_reads_the_password_from_the_environment_and_never_shows_it(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com"]
+    args += ["--user", "alice", "--password-env", "ALICE_IMAP", "--starttls", "--port", "143"]
+
+    added = _mailroom(settings, *args, ALICE_IMAP=SECRET)
+    listed = _mailroom(settings, "mailboxes", "list", COLUMNS="200")
+
+    assert added.returncode == 0, added.stderr
+    assert "mailbox 1 added" in added.stdout
+    assert listed.returncode == 0, listed.stderr
+    assert "alice@imap.example.com:143" in listed.stdout
+    for output in (added.stdout, added.stderr, listed.stdout, listed.stderr):
+        assert SECRET not in output
+    with sessions() as session:
+        mailbox = session.scalars(sa.select(Mailbox)).one()
+    assert (mailbox.tls, mailbox.folders, mailbox.sent_folders) == (
+        "starttls",
+        ["INBOX", "Sent"],
+        ["Sent"],
+    )
+    assert SECRET not in mailbox.password_sealed
+
+
+def test_mailboxes_add_refuses_a_missing_password_or_an_unknown_employee(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    base = ["mailboxes", "add", "--host", "imap.example.com", "--user", "a"]
+    base += ["--password-env", "NOT_SET_ANYWHERE"]
+
+    missing = _mailroom(settings, *base, "--employee", ALICE)
+    unknown = _mailroom(settings, *base, "--employee", "zed@example.com", NOT_SET_ANYWHERE="x")
+    both = _mailroom(settings, *base, "--tls", "--starttls", "--employee", ALICE)
+
+    assert missing.returncode == 1 and "NOT_SET_ANYWHERE is not set" in missing.stderr
+    assert unknown.returncode == 1 and "no employee zed@example.com" in unknown.stderr
+    assert both.returncode == 1 and "choose one of" in both.stderr

@@ -1,0 +1,99 @@
+"""Operations: /healthz, /readyz and /metrics over HTTP while mail goes through the listener."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from app.server import ProcessRole
+from app.settings import Settings
+from tests.conftest import Running, add_employee, run_service
+from tests.mail import compose, send
+
+
+def _samples(client: httpx.Client) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    reply = client.get("/metrics")
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(reply.text)
+        for s in family.samples
+    }
+
+
+def _label(**labels: str) -> frozenset[tuple[str, str]]:
+    return frozenset(labels.items())
+
+
+def test_metrics_count_messages_replies_and_commits_without_message_labels(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    captured = compose(message_id="<ops-capture@example.com>")
+    internal = compose(to="Carol <carol@example.com>", message_id="<ops-internal@example.com>")
+    stranger = compose(sender="Mallory <mallory@elsewhere.example>", message_id="<ops-x@e.x>")
+    assert send(running.smtp_port, captured)[0] == 250
+    assert send(running.smtp_port, internal)[0] == 250
+    assert send(running.smtp_port, stranger, mail_from="mallory@elsewhere.example")[0] == 550
+    assert send(running.smtp_port, captured, rcpt="someone@example.com")[0] == 550
+
+    with running.client(None) as client:
+        samples = _samples(client)
+        text = client.get("/metrics").text
+
+    messages = "mailroom_messages_total"
+    assert samples[(messages, _label(channel="smtp", outcome="capture",
+                    rule="external-business-correspondent"))] == 1  # fmt: skip
+    assert samples[(messages, _label(channel="smtp", outcome="drop", rule="internal-only"))] == 1
+    assert samples[(messages, _label(channel="smtp", outcome="reject",
+                    rule="submitter-not-employee"))] == 1  # fmt: skip
+    assert samples[("mailroom_smtp_refusals_total", _label(code="550"))] == 2
+    assert samples[("mailroom_smtp_sessions_total", _label())] == 4
+    assert samples[("mailroom_smtp_time_to_reply_seconds_count", _label(code="250"))] == 2
+    assert samples[("mailroom_smtp_time_to_reply_seconds_count", _label(code="550"))] == 1
+    assert samples[("mailroom_group_commit_batch_size_count", _label())] >= 1
+    assert samples[("mailroom_group_commit_batch_size_sum", _label())] == 3
+    assert samples[("mailroom_writer_queue_depth", _label())] == 0
+    for leak in ("alice", "carol", "mallory", "example", "Quote", "ops-"):
+        assert leak not in text, f"a metric carries message-derived text: {leak}"
+
+
+def test_health_and_readiness_over_http(running: Running) -> None:
+    with running.client(None) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": True, "smtp": True}}
+
+
+def test_readiness_fails_when_the_smtp_listener_is_closed(running: Running) -> None:
+    server = running.service.smtp_server
+    assert server is not None
+    running.loop.call_soon_threadsafe(server.close)
+    with running.client(None) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "checks": {"database": True, "smtp": False}}
+
+
+def test_an_smtp_only_process_serves_operations_endpoints_but_not_the_api(
+    settings: Settings,
+) -> None:
+    service_roles = frozenset({ProcessRole.SMTP})
+    with run_service(settings, roles=service_roles) as smtp_only:
+        add_employee(smtp_only.runtime.sessions, "alice@example.com")
+        assert send(smtp_only.smtp_port, compose())[0] == 250
+        with smtp_only.client(None) as client:
+            assert client.get("/readyz").status_code == 200
+            assert client.get("/api/v1/policy").status_code == 404
+            assert _samples(client)[("mailroom_smtp_sessions_total", _label())] == 1
+
+
+def test_an_api_only_process_has_no_smtp_listener(settings: Settings) -> None:
+    with run_service(settings, roles=frozenset({ProcessRole.API})) as api_only:
+        assert api_only.service.smtp_server is None
+        assert api_only.service.smtp_port == 0
+        with api_only.client(None) as client:
+            assert client.get("/readyz").json()["checks"] == {"database": True}
+            assert client.get("/api/v1/policy").status_code == 401

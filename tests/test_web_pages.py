@@ -1,0 +1,358 @@
+"""The pages over plain HTTP against the real service: sign-in, cookies, CSRF, who sees what."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from app.api import create_app
+from app.db import transaction
+from app.models import (
+    ApiToken,
+    Contact,
+    DecisionRecord,
+    Employee,
+    LoginLink,
+    Message,
+    MessageOwner,
+    PersonalContact,
+    WebSession,
+)
+from app.security import Role
+from app.web.auth import create_login_link
+from tests.conftest import Running, add_employee, issue_token
+from tests.test_cli import _env
+from tests.web import csrf_of, file_mail, login_link, sign_in
+
+
+def _cookie_header(response_headers: list[tuple[str, str]], name: str) -> str:
+    found = [v for k, v in response_headers if k == "set-cookie" and v.startswith(name + "=")]
+    assert found, f"no {name} cookie was set"
+    return found[0]
+
+
+def test_a_login_link_signs_in_once_with_an_httponly_samesite_cookie(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    link = login_link(running, alice)
+    with running.client(None) as client:
+        page = client.get(link)
+        assert page.status_code == 200  # opening it only shows a button
+        token = link.rsplit("/", 1)[1]
+        done = client.post("/sign-in/link", data={"csrf": csrf_of(page), "token": token})
+        assert (done.status_code, done.headers["location"]) == (303, "/mail")
+        cookie = _cookie_header(done.headers.multi_items(), "mailroom_session").lower()
+        assert "httponly" in cookie and "samesite=lax" in cookie and "path=/" in cookie
+        assert "secure" not in cookie  # plain http on loopback
+        presession = _cookie_header(page.headers.multi_items(), "mailroom_presession").lower()
+        assert "httponly" in presession and "samesite=strict" in presession
+        assert client.get("/mail").status_code == 200
+
+    with running.client(None) as other:
+        again = other.get(link)
+        second = other.post("/sign-in/link", data={"csrf": csrf_of(again), "token": token})
+        assert second.status_code == 401
+        assert "already used" in second.text
+    with running.runtime.sessions() as session:
+        stored = session.scalars(sa.select(WebSession.token_hash)).all()
+        assert len(stored) == 1 and stored[0] not in done.headers["set-cookie"]
+        assert token not in session.scalars(sa.select(LoginLink.token_hash)).all()
+
+
+def test_an_expired_login_link_is_refused(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    with transaction(running.runtime.sessions) as session:
+        old = datetime.now(UTC) - timedelta(hours=1)
+        token = create_login_link(session, alice, Role.EMPLOYEE, old)
+    with running.client(None) as client:
+        page = client.get(f"/sign-in/link/{token}")
+        done = client.post("/sign-in/link", data={"csrf": csrf_of(page), "token": token})
+    assert done.status_code == 401 and "mailroom_session" not in done.headers.get("set-cookie", "")
+
+
+async def test_the_session_cookie_is_secure_when_served_over_https(running: Running) -> None:
+    """The app behind a TLS-terminating front: the same app and database, reached as https."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    link = login_link(running, alice)
+    token = link.rsplit("/", 1)[1]
+    transport = httpx.ASGITransport(app=create_app(running.runtime))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="https://mailroom.example"
+    ) as client:
+        page = await client.get(f"/sign-in/link/{token}")
+        done = await client.post("/sign-in/link", data={"csrf": csrf_of(page), "token": token})
+    assert done.status_code == 303
+    assert "secure" in _cookie_header(done.headers.multi_items(), "mailroom_session").lower()
+
+
+def test_a_form_without_the_right_csrf_token_is_refused(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as client:
+        csrf = csrf_of(client.get("/mail"))
+        missing = client.post(f"/mail/messages/{mail.held}/capture")
+        wrong = client.post(f"/mail/messages/{mail.held}/capture", data={"csrf": "0" * 64})
+        assert (missing.status_code, wrong.status_code) == (403, 403)
+        with running.runtime.sessions() as session:
+            assert session.get(Message, mail.held).outcome == "hold"  # type: ignore[union-attr]
+        right = client.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf})
+        assert right.status_code == 303
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.held).outcome == "capture"  # type: ignore[union-attr]
+
+
+def test_another_sessions_csrf_token_does_not_work_in_mine(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as mine, sign_in(running, mail.alice) as theirs:
+        their_csrf = csrf_of(theirs.get("/mail"))
+        refused = mine.post("/mail/pause", data={"csrf": their_csrf, "paused": "true"})
+    assert refused.status_code == 403
+
+
+def test_the_token_sign_in_form_needs_its_csrf_token(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    with running.client(None) as client:
+        refused = client.post("/sign-in", data={"token": token})
+        page = client.get("/sign-in")
+        signed = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page)})
+        assert refused.status_code == 403 and signed.status_code == 303
+        assert client.get("/mail").status_code == 200
+
+
+def test_a_pasted_token_signs_in_until_it_is_revoked(running: Running) -> None:
+    token = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    integration = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=("x:read",))
+    with running.client(None) as client:
+        page = client.get("/sign-in")
+        machine = client.post("/sign-in", data={"token": integration, "csrf": csrf_of(page)})
+        assert machine.status_code == 401
+        page = client.get("/sign-in")
+        done = client.post("/sign-in", data={"token": token, "csrf": csrf_of(page)})
+        assert done.headers["location"] == "/compliance"
+        assert client.get("/compliance").status_code == 200
+        with transaction(running.runtime.sessions) as session:
+            session.execute(sa.update(ApiToken).values(revoked_at=datetime.now(UTC)))
+        gone = client.get("/compliance")
+        assert (gone.status_code, gone.headers["location"]) == (303, "/sign-in")
+
+
+def test_sign_out_ends_the_session(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    with sign_in(running, alice) as client:
+        cookie = client.cookies["mailroom_session"]
+        out = client.post("/sign-out", data={"csrf": csrf_of(client.get("/mail"))})
+        assert out.status_code == 303
+        client.cookies.set("mailroom_session", cookie)  # replaying the old cookie
+        assert client.get("/mail").status_code == 303
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebSession)) == 0
+
+
+def test_pages_send_strangers_to_sign_in_and_refuse_other_roles(running: Running) -> None:
+    mail = file_mail(running)
+    with running.client(None) as stranger:
+        for path in ("/mail", "/compliance", "/admin", f"/mail/messages/{mail.captured}"):
+            response = stranger.get(path)
+            assert (response.status_code, response.headers["location"]) == (303, "/sign-in")
+    with sign_in(running, mail.alice) as employee:
+        assert employee.get("/compliance").status_code == 403
+        assert employee.get("/admin").status_code == 403
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        assert officer.get("/mail").status_code == 403
+        assert officer.get(f"/mail/messages/{mail.captured}").status_code == 403
+        assert officer.get("/admin").status_code == 403
+
+
+def test_an_employee_sees_own_and_shared_mail_but_not_a_colleagues_private_capture(
+    running: Running,
+) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        assert alice.get(f"/mail/messages/{mail.captured}").status_code == 200
+        assert "Carol&#39;s shared note" in alice.get(f"/mail/messages/{mail.carol_shared}").text
+        hidden = alice.get(f"/mail/messages/{mail.carol_private}")
+        assert hidden.status_code == 404 and "CAROL-PRIVATE" not in hidden.text
+        refused = alice.post(
+            f"/mail/messages/{mail.carol_shared}/visibility",
+            data={"csrf": csrf_of(alice.get("/mail")), "visibility": "private"},
+        )
+        assert refused.status_code == 404  # a colleague's capture is not mine to change
+        assert "CAROL-PRIVATE" not in alice.get("/mail").text
+
+
+def test_a_contact_page_shows_who_knows_them_and_only_mail_i_may_see(running: Running) -> None:
+    mail = file_mail(running)
+    with running.runtime.sessions() as session:
+        ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with sign_in(running, mail.alice) as alice:
+        bob = alice.get(f"/contacts/{ids['bob@customer.example']}").text
+        dan = alice.get(f"/contacts/{ids['dan@prospect.example']}").text
+        erin = alice.get(f"/contacts/{ids['erin@partner.example']}").text
+        missing = alice.get("/contacts/999999")
+    assert "Alice Example" in bob and "Quote for 20 licences" in bob
+    assert "Carol Colleague" in dan and "CAROL-PRIVATE" not in dan
+    assert "No mail with them that you may see." in dan
+    assert "Carol&#39;s shared note" in erin
+    assert missing.status_code == 404
+
+
+def test_pages_forbid_framing_and_show_only_their_own_notes(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    with sign_in(running, alice) as client:
+        page = client.get("/mail", params={"note": "Your account is locked: call 555-0100"})
+        known = client.get("/mail", params={"note": "resumed"})
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert "555-0100" not in page.text and "Capture resumed." in known.text
+
+
+def test_my_mail_lists_dropped_mail_by_time_and_rule_only(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        page = alice.get("/mail").text
+    assert "internal-only" in page and "Note to self: quote follow-up" in page
+    assert "DROPPED-CANARY" not in page
+
+
+def test_discarding_a_held_message_deletes_it_and_keeps_its_decision(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        done = alice.post(f"/mail/messages/{mail.held}/discard", data={"csrf": csrf})
+        assert done.status_code == 303
+        assert alice.get(f"/mail/messages/{mail.held}").status_code == 404
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.held) is None
+
+
+def test_discarding_a_message_a_colleague_also_filed_removes_only_my_copy(
+    running: Running,
+) -> None:
+    mail = file_mail(running)
+    with transaction(running.runtime.sessions) as session:
+        session.add(MessageOwner(message_id=mail.held, employee_id=mail.carol, channel="bcc"))
+    with sign_in(running, mail.alice) as alice:
+        done = alice.post(
+            f"/mail/messages/{mail.held}/discard", data={"csrf": csrf_of(alice.get("/mail"))}
+        )
+        assert done.status_code == 303
+        assert alice.get(f"/mail/messages/{mail.held}").status_code == 404
+    with sign_in(running, mail.carol) as carol:
+        assert carol.get(f"/mail/messages/{mail.held}").status_code == 200
+
+
+def test_a_held_message_with_a_personal_contact_cannot_be_captured(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        alice.post("/mail/personal-contacts", data={"csrf": csrf, "address": "alice@example.com"})
+        refused = alice.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf})
+    assert refused.status_code == 409 and "personal-contacts list" in refused.text
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.held).outcome == "hold"  # type: ignore[union-attr]
+
+
+def test_a_capture_a_colleague_also_filed_can_be_narrowed_but_not_widened(
+    running: Running,
+) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        path = f"/mail/messages/{mail.captured}/visibility"
+        narrowed = alice.post(path, data={"csrf": csrf, "visibility": "private"})
+        with transaction(running.runtime.sessions) as session:
+            session.add(
+                MessageOwner(message_id=mail.captured, employee_id=mail.carol, channel="bcc")
+            )
+        widened = alice.post(path, data={"csrf": csrf, "visibility": "shared"})
+    assert narrowed.status_code == 303
+    assert widened.status_code == 409 and "not yours to share" in widened.text
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.captured).visibility == "private"  # type: ignore[union-attr]
+
+
+def test_pausing_capture_and_personal_contacts_change_my_settings(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        alice.post("/mail/pause", data={"csrf": csrf, "paused": "true"})
+        alice.post("/mail/personal-contacts", data={"csrf": csrf, "address": "Mum@Home.example"})
+        bad = alice.post("/mail/personal-contacts", data={"csrf": csrf, "address": "not mail"})
+        assert "not an email address" in alice.get(bad.headers["location"]).text
+        assert "Capture is <strong>paused</strong>" in alice.get("/mail").text
+    with running.runtime.sessions() as session:
+        assert session.get(Employee, mail.alice).capture_paused  # type: ignore[union-attr]
+        tokens = session.scalars(sa.select(PersonalContact.address_token)).all()
+        assert len(tokens) == 1 and b"mum" not in tokens[0].encode()
+
+
+def test_compliance_pages_show_decisions_but_no_content(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        dashboard = officer.get("/compliance").text
+        ledger = officer.get("/compliance/ledger").text
+    assert "internal-only" in dashboard and "<svg" in dashboard
+    with running.runtime.sessions() as session:
+        day = session.scalar(sa.select(DecisionRecord.created_at).where(DecisionRecord.id == 3))
+    assert day is not None and f"<title>{day.date().isoformat()}: 1 drop</title>" in dashboard
+    assert "Ledger intact: 5 records verified." in ledger
+    for content in ("DROPPED-CANARY", "CAROL-PRIVATE", "Quote for 20", "bob@customer", "lunch"):
+        assert content not in dashboard + ledger
+
+
+def test_simulating_a_candidate_policy_reports_what_would_change(running: Running) -> None:
+    mail = file_mail(running)
+    source = running.runtime.pipeline.engine.policy.source
+    candidate = source.replace("outcome: drop", "outcome: hold", 1)
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        csrf = csrf_of(officer.get("/compliance"))
+        result = officer.post("/compliance/simulate", data={"csrf": csrf, "candidate": candidate})
+        broken = officer.post("/compliance/simulate", data={"csrf": csrf, "candidate": "rules: 3"})
+    assert result.status_code == 200
+    assert "5 decisions re-evaluated; 1 would change" in result.text
+    assert broken.status_code == 422 and "not a valid policy" in broken.text
+
+
+def test_an_admin_creates_and_revokes_tokens_without_seeing_mail(running: Running) -> None:
+    mail = file_mail(running)
+    with sign_in(running, mail.carol, Role.ADMIN) as admin:
+        csrf = csrf_of(admin.get("/admin"))
+        made = admin.post(
+            "/admin/tokens",
+            data={"csrf": csrf, "role": "employee", "employee": "alice@example.com"},
+        )
+        assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
+        assert "mr_" in made.text and "CAROL-PRIVATE" not in made.text
+        with running.runtime.sessions() as session:
+            token_id = session.scalar(sa.select(sa.func.max(ApiToken.id)))
+        revoked = admin.post(f"/admin/tokens/{token_id}/revoke", data={"csrf": csrf})
+        assert revoked.status_code == 303, revoked.text
+        assert "revoked" in admin.get("/admin").text
+
+
+def test_the_login_link_command_prints_a_link_that_works(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    env = _env(running.runtime.settings) | {"MAILROOM_PUBLIC_URL": running.api_url}
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "login-link", "alice@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    link = done.stdout.strip()
+    assert link.startswith(f"{running.api_url}/sign-in/link/")
+    unknown = subprocess.run(
+        [sys.executable, "-m", "app.cli", "login-link", "nobody@example.com"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert unknown.returncode == 1 and "no employee" in unknown.stderr
+    with running.client(None) as client:
+        page = client.get(link)
+        token = link.rsplit("/", 1)[1]
+        done_post = client.post("/sign-in/link", data={"csrf": csrf_of(page), "token": token})
+    assert done_post.status_code == 303
