@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
-from email.errors import HeaderParseError
+from email.errors import CharsetError, HeaderParseError
 from email.header import decode_header, make_header
 from email.headerregistry import Address as HeaderAddress
 from email.message import Message
@@ -148,6 +148,12 @@ def normalize_address(raw: str) -> str | None:
 
 def parse_message(raw: bytes) -> ParsedMessage:
     """Parse raw bytes; defects are recorded on the result, never raised."""
+    return parse_message_and_mime(raw)[0]
+
+
+def parse_message_and_mime(raw: bytes) -> tuple[ParsedMessage, Message]:
+    """parse_message, and the MIME tree it read, for extraction (capture.content) without
+    parsing the bytes twice."""
     defects: list[str] = []
     msg = _parse(raw, defects)
     content = message_content(msg)
@@ -160,7 +166,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         attachments=content.attachments,
         defects=(*defects, *content.defects),
         raw=raw,
-    )
+    ), msg
 
 
 def parse_mime(raw: bytes) -> Message:
@@ -261,7 +267,7 @@ def _decoded(value: str, key: str, defects: list[str]) -> str:
         return value
     try:
         return str(make_header(decode_header(value)))
-    except (LookupError, UnicodeError, ValueError, HeaderParseError):
+    except (LookupError, UnicodeError, ValueError, HeaderParseError, CharsetError):
         defects.append(f"undecodable-header:{key.lower()[:40]}")
         return value
 
@@ -278,7 +284,7 @@ def _date(value: str | None) -> datetime | None:
         return None
     try:
         parsed = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 

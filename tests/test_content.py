@@ -108,3 +108,15 @@ def test_every_spamassassin_message_gives_text_without_raising() -> None:
         sources.append(content.source)
     assert sources.count(TextSource.HTML) > 50  # HTML-only mail is common in this corpus
     assert sources.count(TextSource.PLAIN) > 300
+
+
+def test_a_part_with_a_charset_holding_nul_bytes_is_listed_without_raising() -> None:
+    # Found by bench/fuzz_parse.py: reading the payload raised "embedded null character".
+    raw = (
+        b"From: a@example.com\nContent-Type: tex\xff\xfft/plain; "
+        b'charset="x-no-suc\x00\x00\x00\x00arset"\n\n' + b"\xf5" * 200 + b"\n"
+    )
+    content = message_content(parse_mime(raw))
+    assert content.source is TextSource.NONE
+    (part,) = content.attachments
+    assert part.content_type.endswith("t/plain") and part.size == 0

@@ -69,7 +69,7 @@ def test_without_message_ids_a_reply_from_the_other_side_gets_the_same_fallback_
         ("SV: VS: Tilbud", "tilbud"),
         ("Odp: Oferta", "oferta"),
         ("Ответ: привет", "привет"),
-        ("回复：报价", "报价"),  # noqa: RUF001 - the fullwidth colon is the point
+        ("回复\uff1a报价", "报价"),  # a fullwidth colon
         ("RV: Rif: Offerta", "offerta"),
         ("Antw: WG: Angebot", "angebot"),
         ("Info: the meeting", "info: the meeting"),  # not a prefix: kept
