@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.db import make_engine
 from app.server import ProcessRole
 from app.settings import Settings
 from tests.conftest import Running, add_employee, run_service
@@ -97,3 +98,18 @@ def test_an_api_only_process_has_no_smtp_listener(settings: Settings) -> None:
         with api_only.client(None) as client:
             assert client.get("/readyz").json()["checks"] == {"database": True}
             assert client.get("/api/v1/policy").status_code == 401
+
+
+def test_readiness_fails_while_the_database_is_unreachable(running: Running) -> None:
+    reachable = running.runtime.db
+    running.runtime.db = make_engine(f"sqlite:///{running.runtime.settings.data_dir}/gone/x.db")
+    try:
+        with running.client(None) as client:
+            ready = client.get("/readyz")
+            alive = client.get("/healthz")
+    finally:
+        running.runtime.db.dispose()
+        running.runtime.db = reachable
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "checks": {"database": False, "smtp": True}}
+    assert alive.status_code == 200, "alive all the same: a restart would not bring the database"
