@@ -83,7 +83,7 @@ class Service:
         if ProcessRole.IMAP in self.roles:
             await self._start_imap()
         purge = partial(purge_once, self.runtime.sessions)
-        self._schedule(Job("retention-purge", PURGE_EVERY, purge))
+        self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
         log.info(
             "started %s: smtp %s:%s, http %s:%s",
