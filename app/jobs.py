@@ -15,7 +15,7 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
 
 import sqlalchemy as sa
@@ -34,6 +34,7 @@ class Run(StrEnum):
 @dataclass(frozen=True)
 class Job:
     name: str  # kebab-case, stable: it names the lock
+    _: KW_ONLY
     every: float  # seconds between runs
     work: Callable[[], int]  # returns how many things it did, for the log
 

@@ -28,6 +28,12 @@ class Metrics:
             ["channel", "outcome", "rule"],
             registry=self.registry,
         )
+        self.retries = Counter(
+            "mailroom_retries_recognised",
+            "Messages received again, answered from their receipt (stored once, not re-decided).",
+            ["channel"],
+            registry=self.registry,
+        )
         self.time_to_250 = Histogram(
             "mailroom_smtp_time_to_reply_seconds",
             "From the end of DATA to the reply (250 once committed, or a refusal).",
@@ -68,8 +74,14 @@ class Metrics:
             registry=self.registry,
         )
 
-    def count_message(self, *, channel: str, outcome: str, rules: tuple[str, ...]) -> None:
-        """One decided message. `rules` holds the deciding rule (the first that hit), if any."""
+    def count_message(
+        self, *, channel: str, outcome: str, rules: tuple[str, ...], duplicate: bool = False
+    ) -> None:
+        """One committed outcome. `rules` holds the deciding rule (the first that hit), if any;
+        a recognised retry counts as a retry, not as a second message."""
+        if duplicate:
+            self.retries.labels(channel).inc()
+            return
         self.messages.labels(channel, outcome, rules[0] if rules else NO_RULE).inc()
 
     def count_reply(self, code: int) -> None:

@@ -86,7 +86,7 @@ class Service:
         if ProcessRole.IMAP in self.roles:
             await self._start_imap()
         purge = partial(purge_once, self.runtime.sessions)
-        self._schedule(Job("retention-purge", PURGE_EVERY, purge))
+        self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
         self.deliverer = Deliverer(self.runtime.sessions)
         self._schedule(Job("webhook-delivery", settings.webhook_interval, self.deliverer.run))

@@ -57,6 +57,7 @@ class Result:
     counters: Counters  # over the servers' life, warm-up included
     counted_messages: int  # the messages those counters cover
     server_cpu: float  # seconds of CPU the Mailroom processes used during the measured run
+    seq_scans: list[tuple[str, int, int]]  # table, sequential scans, rows they read (life)
 
 
 @contextmanager
@@ -124,6 +125,21 @@ def statements(
         return int(calls), float(ms), costly
 
 
+def seq_scans(url: str) -> list[tuple[str, int, int]]:
+    """Tables read by sequential scans, the rows those scans read (what tup_returned counts)."""
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text(
+                "SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables "
+                "WHERE seq_tup_read > 0 ORDER BY seq_tup_read DESC LIMIT 4"
+            )
+        )
+        found = [(str(t), int(n), int(r)) for t, n, r in rows]
+    engine.dispose()
+    return found
+
+
 def reset_statements(admin: sa.Engine) -> None:
     with admin.connect() as conn:
         conn.execute(sa.text("SELECT pg_stat_statements_reset()"))
@@ -163,6 +179,13 @@ def mailroom_env(url: str, data_dir: Path, port: int) -> dict[str, str]:
     }
 
 
+def serve(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as stderr:
+        return subprocess.Popen(
+            [mailroom(), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=stderr
+        )
+
+
 def mailroom() -> str:
     return shutil.which("mailroom") or str(Path(sys.executable).parent / "mailroom")
 
@@ -189,15 +212,14 @@ def measure(server: str, processes: int, args: argparse.Namespace) -> Result:
         subprocess.run([mailroom(), "employees", "add", "alice@example.com"], env=envs[0],
                        check=True, stdout=subprocess.DEVNULL)  # fmt: skip
         before = counters(admin, name)
-        procs = [
-            subprocess.Popen(
-                [mailroom(), "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            for env in envs
-        ]
+        logs = [Path(tmp) / f"serve-{i}.log" for i in range(processes)]
+        procs = [serve(env, log) for env, log in zip(envs, logs, strict=True)]
         try:
-            for port in ports:
-                wait_listening(port)
+            for port, log in zip(ports, logs, strict=True):
+                try:
+                    wait_listening(port)
+                except RuntimeError:
+                    sys.exit(f"mailroom serve did not start:\n{log.read_text()[-2000:]}")
             asyncio.run(drive_all(ports, warm_up, args.sessions, args.size))
             if have_statements:
                 reset_statements(admin)
@@ -213,11 +235,12 @@ def measure(server: str, processes: int, args: argparse.Namespace) -> Result:
             for proc in procs:
                 proc.wait(timeout=60)
         after = counters(admin, name)  # the servers have exited: their statistics are flushed
+        scans = seq_scans(url)
     admin.dispose()
     spent = Counters(
         *(a - b for a, b in zip(vars(after).values(), vars(before).values(), strict=True))
     )
-    return Result(processes, run, total, db_ms, top, spent, warm_up + run.messages, cpu)
+    return Result(processes, run, total, db_ms, top, spent, warm_up + run.messages, cpu, scans)
 
 
 def report(results: list[Result], args: argparse.Namespace) -> None:
@@ -241,6 +264,12 @@ def report(results: list[Result], args: argparse.Namespace) -> None:
         for calls, ms, query in r.top:
             n = r.run.messages
             print(f"    {calls / n:5.2f} {ms / n:6.3f} ms  {query[:100]}")
+    for r in results:
+        per = r.counted_messages
+        scans = ", ".join(
+            f"{t} {n / per:.2f} scans {rows / per:.0f} rows" for t, n, rows in r.seq_scans
+        )
+        print(f"  sequential scans per message ({r.processes} process): {scans or 'none'}")
     if len(results) == 2:
         print(f"scale={results[1].run.rate / results[0].run.rate:.2f}")
 

@@ -127,7 +127,12 @@ class CaptureHandler:
                 "pipeline failed (%s); answered 451 so the sender retries", type(error).__name__
             )
             return "451 4.3.0 Local error while saving the message, try again later"
-        self.metrics.count_message(channel="smtp", outcome=result.outcome.value, rules=result.rules)
+        self.metrics.count_message(
+            channel="smtp",
+            outcome=result.outcome.value,
+            rules=result.rules,
+            duplicate=result.duplicate,
+        )
         # Ids, outcome and rule only: never an address, subject or any other message value.
         log.debug("decision %d: %s %s", result.decision_id, result.outcome.value, result.rules)
         if result.outcome is Outcome.REJECT:

@@ -33,7 +33,7 @@ def test_on_sqlite_a_job_simply_runs(database_url: str) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("the SQLite case")
     engine = make_engine(database_url)
-    assert run_once(engine, Job("test-job", 60, lambda: 1)) is Run.RAN
+    assert run_once(engine, Job("test-job", every=60, work=lambda: 1)) is Run.RAN
     engine.dispose()
 
 
@@ -54,17 +54,17 @@ def test_a_job_running_in_one_process_is_skipped_by_another(engines: list[sa.Eng
 
     holder_result: list[Run] = []
     holder = threading.Thread(
-        target=lambda: holder_result.append(run_once(first, Job("test-job", 60, hold)))
+        target=lambda: holder_result.append(run_once(first, Job("test-job", every=60, work=hold)))
     )
     holder.start()
     assert entered.wait(30)
     try:
-        meanwhile = run_once(second, Job("test-job", 60, lambda: record(1)))
-        other_job = run_once(second, Job("other-job", 60, lambda: 1))
+        meanwhile = run_once(second, Job("test-job", every=60, work=lambda: record(1)))
+        other_job = run_once(second, Job("other-job", every=60, work=lambda: 1))
     finally:
         release.set()
         holder.join(30)
-    afterwards = run_once(second, Job("test-job", 60, lambda: record(2)))
+    afterwards = run_once(second, Job("test-job", every=60, work=lambda: record(2)))
 
     assert (holder_result, meanwhile, other_job) == ([Run.RAN], Run.SKIPPED, Run.RAN)
     assert (afterwards, second_ran) == (Run.RAN, [2])
@@ -89,7 +89,7 @@ def test_runners_hammering_one_job_never_overlap(database_url: str) -> None:
     def runner() -> None:
         engine = make_engine(database_url)
         for _ in range(25):
-            run_once(engine, Job("hammered", 60, work))
+            run_once(engine, Job("hammered", every=60, work=work))
         engine.dispose()
 
     threads = [threading.Thread(target=runner) for _ in range(4)]
@@ -122,7 +122,7 @@ def test_the_lock_of_a_killed_process_is_released(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
-        assert run_once(engines[0], Job("test-job", 60, lambda: 1)) is Run.SKIPPED
+        assert run_once(engines[0], Job("test-job", every=60, work=lambda: 1)) is Run.SKIPPED
     finally:
         holder.kill()
         holder.wait(10)
@@ -133,5 +133,5 @@ def test_the_lock_of_a_killed_process_is_released(
     result = Run.SKIPPED
     while result is Run.SKIPPED and time.monotonic() < deadline:
         time.sleep(0.05)
-        result = run_once(engines[0], Job("test-job", 60, lambda: 1))
+        result = run_once(engines[0], Job("test-job", every=60, work=lambda: 1))
     assert result is Run.RAN

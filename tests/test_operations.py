@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from app.db import make_engine
 from app.server import ProcessRole
 from app.settings import Settings
 from tests.conftest import Running, add_employee, run_service
@@ -37,6 +38,7 @@ def test_metrics_count_messages_replies_and_commits_without_message_labels(
     assert send(running.smtp_port, internal)[0] == 250
     assert send(running.smtp_port, stranger, mail_from="mallory@elsewhere.example")[0] == 550
     assert send(running.smtp_port, captured, rcpt="someone@example.com")[0] == 550
+    assert send(running.smtp_port, captured)[0] == 250  # a retry, answered from its receipt
 
     with running.client(None) as client:
         samples = _samples(client)
@@ -49,11 +51,12 @@ def test_metrics_count_messages_replies_and_commits_without_message_labels(
     assert samples[(messages, _label(channel="smtp", outcome="reject",
                     rule="submitter-not-employee"))] == 1  # fmt: skip
     assert samples[("mailroom_smtp_refusals_total", _label(code="550"))] == 2
-    assert samples[("mailroom_smtp_sessions_total", _label())] == 4
-    assert samples[("mailroom_smtp_time_to_reply_seconds_count", _label(code="250"))] == 2
+    assert samples[("mailroom_retries_recognised_total", _label(channel="smtp"))] == 1
+    assert samples[("mailroom_smtp_sessions_total", _label())] == 5
+    assert samples[("mailroom_smtp_time_to_reply_seconds_count", _label(code="250"))] == 3
     assert samples[("mailroom_smtp_time_to_reply_seconds_count", _label(code="550"))] == 1
     assert samples[("mailroom_group_commit_batch_size_count", _label())] >= 1
-    assert samples[("mailroom_group_commit_batch_size_sum", _label())] == 3
+    assert samples[("mailroom_group_commit_batch_size_sum", _label())] == 4
     assert samples[("mailroom_writer_queue_depth", _label())] == 0
     for leak in ("alice", "carol", "mallory", "example", "Quote", "ops-"):
         assert leak not in text, f"a metric carries message-derived text: {leak}"
@@ -97,3 +100,18 @@ def test_an_api_only_process_has_no_smtp_listener(settings: Settings) -> None:
         with api_only.client(None) as client:
             assert client.get("/readyz").json()["checks"] == {"database": True}
             assert client.get("/api/v1/policy").status_code == 401
+
+
+def test_readiness_fails_while_the_database_is_unreachable(running: Running) -> None:
+    reachable = running.runtime.db
+    running.runtime.db = make_engine(f"sqlite:///{running.runtime.settings.data_dir}/gone/x.db")
+    try:
+        with running.client(None) as client:
+            ready = client.get("/readyz")
+            alive = client.get("/healthz")
+    finally:
+        running.runtime.db.dispose()
+        running.runtime.db = reachable
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not ready", "checks": {"database": False, "smtp": True}}
+    assert alive.status_code == 200, "alive all the same: a restart would not bring the database"
