@@ -89,7 +89,8 @@ class Service:
         self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
         self.deliverer = Deliverer(self.runtime.sessions)
-        self._schedule(Job("webhook-delivery", settings.webhook_interval, self.deliverer.run))
+        delivery = Job("webhook-delivery", every=settings.webhook_interval, work=self.deliverer.run)
+        self._schedule(delivery)
         log.info(
             "started %s: smtp %s:%s, http %s:%s",
             ",".join(sorted(self.roles)),
