@@ -44,7 +44,26 @@ def message_id_hmac(secret: bytes, message_id: str | None) -> str | None:
     return hmac.new(secret, b"message-id:" + message_id.encode(), hashlib.sha256).hexdigest()
 
 
-def canonical(record: DecisionRecord) -> bytes:
+@dataclass(slots=True)
+class Chained:
+    """One log record as written: a DecisionRecord row's fields, without the ORM's per-object
+    bookkeeping (about 0.1 ms a message on the hot path)."""
+
+    created_at: datetime
+    channel: str
+    employee_id: int | None
+    outcome: str
+    rules: list[str]
+    verdicts: list[dict[str, Any]]
+    facts: dict[str, Any]
+    policy_sha256: str
+    message_id_hmac: str | None
+    id: int = 0
+    prev_hash: str = ""
+    hash: str = ""
+
+
+def canonical(record: DecisionRecord | Chained) -> bytes:
     """The bytes a record's hash covers: every field but the hash itself, in a fixed form."""
     body: dict[str, Any] = {
         "id": record.id,
@@ -62,12 +81,12 @@ def canonical(record: DecisionRecord) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def append(db: Session | sa.Connection, entry: Entry) -> DecisionRecord:
+def append(db: Session | sa.Connection, entry: Entry) -> Chained:
     """Add one record at the head of the chain, inside the caller's transaction."""
     decision = entry.decision
     return _chain(
         db,
-        DecisionRecord(
+        Chained(
             created_at=entry.created_at,
             channel=entry.channel.value,
             employee_id=entry.employee_id,
@@ -93,11 +112,11 @@ class Action:
     facts: dict[str, Any]
 
 
-def append_action(db: Session | sa.Connection, action: Action) -> DecisionRecord:
+def append_action(db: Session | sa.Connection, action: Action) -> Chained:
     """Chain an action into the same log as the decisions, on the `api` channel."""
     return _chain(
         db,
-        DecisionRecord(
+        Chained(
             created_at=action.created_at,
             channel=ACTION_CHANNEL,
             employee_id=action.employee_id,
@@ -111,7 +130,7 @@ def append_action(db: Session | sa.Connection, action: Action) -> DecisionRecord
     )
 
 
-def _chain(db: Session | sa.Connection, record: DecisionRecord) -> DecisionRecord:
+def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
     conn = db.connection() if isinstance(db, Session) else db
     if conn.dialect.name == "postgresql":
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})

@@ -15,7 +15,6 @@ from app import ledger, webhooks
 from app.models import (
     Company,
     Contact,
-    DecisionRecord,
     Message,
     MessageOwner,
     Participant,
@@ -37,7 +36,7 @@ class Request:
 
 @dataclass(frozen=True)
 class Outcome:
-    record: DecisionRecord
+    record: ledger.Chained
     contact_found: bool
     messages_removed: int = 0
     participations_removed: int = 0
@@ -166,7 +165,7 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
     }
 
 
-def log_export(session: Session, contact_id: int, at: Request) -> DecisionRecord:
+def log_export(session: Session, contact_id: int, at: Request) -> ledger.Chained:
     return _log(session, "access-export", {"contact_id": contact_id}, at)
 
 
@@ -198,7 +197,7 @@ def _suppress(session: Session, address: str, kind: str, at: Request, *, replace
     session.execute(statement)
 
 
-def _log(session: Session, kind: str, facts: dict[str, Any], at: Request) -> DecisionRecord:
+def _log(session: Session, kind: str, facts: dict[str, Any], at: Request) -> ledger.Chained:
     return ledger.append_action(
         session,
         ledger.Action(

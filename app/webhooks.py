@@ -26,6 +26,7 @@ from app.models import (
     WebhookDelivery,
     WebhookSubscription,
 )
+from app.prepared import Prepared
 
 log = logging.getLogger("mailroom.webhooks")
 
@@ -38,8 +39,10 @@ EVENT_SCOPES = {
     "decision.recorded": "decisions:read",
 }
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix, not a secret
-_ACTIVE = sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
-    WebhookSubscription.active.is_(True)
+_ACTIVE = Prepared(  # once per message on the hot path
+    sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
+        WebhookSubscription.active.is_(True)
+    )
 )
 _QUEUE = sa.insert(WebhookDelivery)
 _NEW_CONTACTS = (
@@ -67,7 +70,7 @@ def _conn(db: Session | sa.Connection) -> sa.Connection:
 
 def _subscribers(conn: sa.Connection) -> dict[str, list[int]]:
     found: dict[str, list[int]] = defaultdict(list)
-    for sub_id, events in conn.execute(_ACTIVE):
+    for sub_id, events in _ACTIVE.rows(conn):
         for event in events:
             found[event].append(sub_id)
     return found

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -13,6 +14,7 @@ from pathlib import Path
 MODEL_FILE = Path(__file__).resolve().parent / "personal_words.json"
 MAX_CHARS = 12_000  # the opening of a message says enough; a huge body costs no more than this
 WORD = re.compile(r"[a-z][a-z']{1,19}")
+EMOTICON = re.compile(r"[:;]-?[)(dp]|<3", re.IGNORECASE)
 
 # Hand-written lexicons: they carry the model beyond the words of its training corpus.
 LEXICONS: dict[str, frozenset[str]] = {
@@ -59,19 +61,24 @@ def tokens(text: str) -> list[str]:
 def features(subject: str, body: str, *, recipients: int = 1) -> dict[str, float]:
     """Word presence plus lexicon, style and size features; the same for training and use."""
     words = tokens(f"{subject}\n{body}")
-    present = set(words)
+    counts = Counter(words)
     total = max(1, len(words))
     scale = math.log1p(total)
-    found: dict[str, float] = {f"word:{w}": 1.0 for w in present}
+    found: dict[str, float] = {f"word:{w}": 1.0 for w in counts}
     for name, lexicon in LEXICONS.items():
-        found[f"lexicon:{name}"] = sum(1 for w in words if w in lexicon) / scale
+        found[f"lexicon:{name}"] = _occurrences(counts, lexicon) / scale
     text = body[:MAX_CHARS]
     found["style:exclamations"] = text.count("!") / scale
-    found["style:first-person"] = sum(1 for w in words if w in PRONOUNS_I) / total * 10
-    found["style:second-person"] = sum(1 for w in words if w in PRONOUNS_YOU) / total * 10
-    found["style:emoticons"] = float(len(re.findall(r"[:;]-?[)(dp]|<3", text, re.IGNORECASE)))
+    found["style:first-person"] = _occurrences(counts, PRONOUNS_I) / total * 10
+    found["style:second-person"] = _occurrences(counts, PRONOUNS_YOU) / total * 10
+    found["style:emoticons"] = float(len(EMOTICON.findall(text)))
     found["size:recipients"] = math.log1p(max(0, recipients))
     return found
+
+
+def _occurrences(counts: Counter[str], lexicon: frozenset[str]) -> int:
+    """How many of the words are in the lexicon, counting repeats (over distinct words)."""
+    return sum(n for w, n in counts.items() if w in lexicon)
 
 
 @cache
