@@ -8,6 +8,7 @@ import logging
 import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from functools import partial
@@ -58,6 +59,7 @@ class ProcessRole(StrEnum):
     IMAP = "imap"  # the IMAP sync worker
 
 
+SWITCH_INTERVAL = 0.0005  # seconds; see Service._start_smtp
 DEFAULT_ROLES = frozenset(ProcessRole)  # one process does everything unless told otherwise
 
 
@@ -119,6 +121,10 @@ class Service:
         return {name: s is not None and s.is_serving() for name, s in servers.items()}
 
     async def _start_smtp(self) -> None:
+        # The writer thread holds the GIL for milliseconds at a time; each socket send of the
+        # event loop gives it up and waits up to the switch interval to get it back. At the
+        # default 5 ms that was 0.28 ms a send under load; at 0.5 ms, 0.14 ms.
+        sys.setswitchinterval(SWITCH_INTERVAL)
         settings = self.runtime.settings
         metrics = self.runtime.metrics
         self.writer = GroupWriter(self.runtime.pipeline, on_batch=metrics.batch_size.observe)

@@ -23,6 +23,7 @@ from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.smtp")
 
+DISK_CHECK_SECONDS = 1.0  # how stale the free-space figure behind 452 4.3.1 may be
 BANNER = "Mailroom ESMTP"  # no software version: nothing for a scanner to match
 BARE_LINE_END = re.compile(rb"\r(?!\n)|(?<!\r)\n")
 END_OF_HEADERS = re.compile(rb"\r\n\r\n")
@@ -80,16 +81,26 @@ class CaptureHandler:
         self.trust = trust
         self.metrics = metrics or Metrics()
         self.connections = 0  # open sessions on this listener, for the connection cap
+        self._disk_free, self._disk_checked_at = True, -DISK_CHECK_SECONDS
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if shutil.disk_usage(self.limits.data_dir).free < self.limits.min_free_bytes:
+        if not self._disk_ok():
             log.error("disk space below %d bytes; deferring mail", self.limits.min_free_bytes)
             return "452 4.3.1 Insufficient system storage, try again later"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
+
+    def _disk_ok(self) -> bool:
+        """Free space above the limit, looked up at most every DISK_CHECK_SECONDS: statvfs
+        releases the GIL, and taking it back from the writer thread costs more than the call."""
+        now = time.monotonic()
+        if now >= self._disk_checked_at + DISK_CHECK_SECONDS:
+            free = shutil.disk_usage(self.limits.data_dir).free
+            self._disk_free, self._disk_checked_at = free >= self.limits.min_free_bytes, now
+        return self._disk_free
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
