@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, PolicyVersion
+from app.runtime import active_version
 from policies.engine import Engine
 from policies.observe import Observations
 
@@ -27,12 +28,7 @@ def version(session: Session, version_id: int) -> PolicyVersion | None:
 
 
 def active(session: Session) -> PolicyVersion | None:
-    return session.scalar(
-        sa.select(PolicyVersion)
-        .where(PolicyVersion.activated_at.is_not(None))
-        .order_by(PolicyVersion.activated_at.desc(), PolicyVersion.id.desc())
-        .limit(1)
-    )
+    return active_version(session)
 
 
 @dataclass(frozen=True)

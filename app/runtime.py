@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -15,7 +17,10 @@ from app.settings import Settings
 from capture.people import registrable_domain
 from capture.pipeline import Pipeline
 from policies.engine import Engine
-from policies.loader import load_policy
+from policies.loader import load_policy, load_policy_text
+
+log = logging.getLogger("mailroom.runtime")
+POLICY_FOLLOW_SECONDS = 2.0  # how soon a policy published elsewhere applies here
 
 
 @dataclass
@@ -41,7 +46,7 @@ def build_runtime(settings: Settings) -> Runtime:
     db = make_engine(url)
     sessions = session_factory(db)
     with transaction(sessions) as session:
-        publish_policy(session, policy)
+        policy = policy_in_force(session, policy)
     readers = session_factory(db, writer=False)
     registrable_domain("example.com")  # loads the Public Suffix List now, not on first mail
     pipeline = Pipeline(
@@ -55,6 +60,61 @@ def build_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline
     )
+
+
+def policy_in_force(session: Session, from_file: Engine) -> Engine:
+    """The policy a starting process applies. A policy file never seen before is published (an
+    operator edited it, or an upgrade brought a new bundled policy). Otherwise the version in
+    force stays, so a restart never undoes a policy published through the API."""
+    known = session.scalar(
+        sa.select(PolicyVersion.id).where(PolicyVersion.sha256 == from_file.policy.sha256)
+    )
+    current = active_version(session)
+    if known is None or current is None:
+        publish_policy(session, from_file)
+        return from_file
+    if current.sha256 != from_file.policy.sha256:
+        log.warning(
+            "policy file %s is version %d, not the one in force; version %d stays in force "
+            "(PUT /api/v1/policy publishes the file again)",
+            from_file.policy.policy.metadata.name,
+            known,
+            current.id,
+        )
+        return load_policy_text(current.source)
+    return from_file
+
+
+def active_version(session: Session) -> PolicyVersion | None:
+    """The version in force: the one published last."""
+    return session.scalar(
+        sa.select(PolicyVersion)
+        .where(PolicyVersion.activated_at.is_not(None))
+        .order_by(PolicyVersion.activated_at.desc(), PolicyVersion.id.desc())
+        .limit(1)
+    )
+
+
+def follow_policy(runtime: Runtime) -> bool:
+    """Apply the version in force if another process published it; True if it changed."""
+    with runtime.read_sessions() as session:
+        current = active_version(session)
+        if current is None or current.sha256 == runtime.pipeline.engine.policy.sha256:
+            return False
+        engine = load_policy_text(current.source)
+    runtime.pipeline.engine = engine  # replaced whole: a message in flight keeps its engine
+    log.info("policy version %d (%s) now in force here", current.id, current.sha256[:12])
+    return True
+
+
+async def follow_policy_forever(runtime: Runtime, every: float = POLICY_FOLLOW_SECONDS) -> None:
+    """Every process, every few seconds: processes sharing a database apply one policy."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await asyncio.to_thread(follow_policy, runtime)
+        except Exception as error:  # the database is away: try again at the next tick
+            log.error("could not read the policy in force (%s)", type(error).__name__)
 
 
 def publish_policy(session: Session, engine: Engine) -> PolicyVersion:

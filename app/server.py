@@ -19,7 +19,7 @@ from app.api import create_app, create_operations_app
 from app.jobs import Job, run_forever
 from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
-from app.runtime import Runtime
+from app.runtime import Runtime, follow_policy_forever
 from app.settings import Settings
 from app.webhooks import Deliverer
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
@@ -87,6 +87,8 @@ class Service:
         await self._start_http(api=ProcessRole.API in self.roles)
         if ProcessRole.IMAP in self.roles:
             await self._start_imap()
+        # Every process applies the policy in force, whichever process published it.
+        self.jobs.append(asyncio.create_task(follow_policy_forever(self.runtime)))
         purge = partial(purge_once, self.runtime.sessions)
         self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings

@@ -1,0 +1,90 @@
+"""The policy in force: one for every process sharing the database, and kept across restarts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from app.db import transaction
+from app.models import DecisionRecord
+from app.runtime import POLICY_FOLLOW_SECONDS, publish_policy
+from app.security import Role
+from app.settings import Settings
+from policies.loader import load_policy_text
+from tests.conftest import add_employee, issue_token, run_service
+from tests.mail import compose, send
+from tests.test_policy_api import LIST_MAIL_KEPT, PLUMBING
+
+NEWSLETTER = {"List-Id": "<deals.shop.example>", "List-Unsubscribe": "<mailto:u@shop.example>"}
+
+
+def _newsletter_outcome(smtp_port: int, settings: Settings, n: int) -> tuple[str, str]:
+    """Send a list mail (kept by LIST_MAIL_KEPT, dropped by PLUMBING): outcome and policy."""
+    sent = compose(subject=f"Deals {n}", message_id=f"<deals-{n}@example.com>", headers=NEWSLETTER)
+    assert send(smtp_port, sent)[0] == 250
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        row = conn.execute(
+            sa.select(DecisionRecord.outcome, DecisionRecord.policy_sha256)
+            .order_by(DecisionRecord.id.desc())
+            .limit(1)
+        ).one()
+    engine.dispose()
+    return row.outcome, row.policy_sha256
+
+
+def test_a_restart_keeps_the_policy_published_through_the_api(settings: Settings) -> None:
+    kept = load_policy_text(LIST_MAIL_KEPT).policy.sha256
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        token = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+        with running.client(token) as api:
+            put = api.put(
+                "/api/v1/policy",
+                content=LIST_MAIL_KEPT.encode(),
+                headers={"Content-Type": "application/yaml"},
+            )
+        assert put.status_code == 200, put.text
+
+    with run_service(settings) as restarted:  # the same policy file as before
+        with restarted.client(token) as api:
+            in_force = api.get("/api/v1/policy").json()["sha256"]
+        outcome = _newsletter_outcome(restarted.smtp_port, settings, 1)
+
+    assert in_force == kept
+    assert outcome == ("capture", kept)
+
+
+def test_a_new_policy_file_is_published_when_the_service_starts(
+    settings: Settings, tmp_path: Path
+) -> None:
+    edited = tmp_path / "edited-policy.yaml"
+    edited.write_text(LIST_MAIL_KEPT)
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        before = _newsletter_outcome(running.smtp_port, settings, 1)
+    with run_service(settings.model_copy(update={"policy": edited})) as running:
+        after = _newsletter_outcome(running.smtp_port, settings, 2)
+
+    assert before == ("drop", load_policy_text(PLUMBING).policy.sha256)
+    assert after == ("capture", load_policy_text(LIST_MAIL_KEPT).policy.sha256)
+
+
+def test_a_policy_published_by_another_process_applies_here_within_seconds(
+    settings: Settings,
+) -> None:
+    kept = load_policy_text(LIST_MAIL_KEPT)
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        # What another process's PUT /api/v1/policy commits, on the shared database:
+        with transaction(running.runtime.sessions) as session:
+            publish_policy(session, kept)
+        deadline = time.monotonic() + 5 * POLICY_FOLLOW_SECONDS
+        while running.runtime.pipeline.engine.policy.sha256 != kept.policy.sha256:
+            assert time.monotonic() < deadline, "the published policy never applied here"
+            time.sleep(0.1)
+        outcome = _newsletter_outcome(running.smtp_port, settings, 1)
+
+    assert outcome == ("capture", kept.policy.sha256)
