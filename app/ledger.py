@@ -12,7 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app.models import DecisionRecord
+from app.models import DecisionRecord, Message, Receipt
 from app.prepared import Prepared
 from policies.model import Channel, Decision
 
@@ -142,6 +142,59 @@ def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
     return record
 
 
+PURGE_KIND = "ledger-purge"
+
+
+def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now: datetime) -> int:
+    """Remove the log's oldest records, those written before `cutoff`, as one prefix: up to
+    the first record that is younger, or that a stored message still refers to (a kept
+    message keeps its explanation). The purge is itself chained, naming the hash the log now
+    starts from, so `verify` still checks every record that is left."""
+    first_kept = [
+        session.scalar(
+            sa.select(sa.func.min(DecisionRecord.id)).where(DecisionRecord.created_at >= cutoff)
+        ),
+        session.scalar(sa.select(sa.func.min(Message.decision_id))),
+    ]
+    head = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
+    if head is None:
+        return 0
+    through = min([head + 1, *(i for i in first_kept if i is not None)]) - 1
+    oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
+    if oldest is None or through < oldest:
+        return 0
+    last = session.get(DecisionRecord, through)
+    assert last is not None  # ids are contiguous from the oldest to the head
+    through_hash = last.hash
+    session.execute(sa.delete(Receipt).where(Receipt.decision_id <= through))
+    removed = session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id <= through))
+    count = int(removed.rowcount or 0)  # type: ignore[attr-defined]
+    append_action(
+        session,
+        Action(
+            created_at=now,
+            kind=PURGE_KIND,
+            employee_id=None,
+            policy_sha256=policy_sha256,
+            facts={"removed": count, "through_id": through, "through_hash": through_hash},
+        ),
+    )
+    return count
+
+
+def _purged_through(session: Session, through_id: int) -> str | None:
+    """The hash a purge record says the removed records ended with, if one says so."""
+    purges = session.scalars(
+        sa.select(DecisionRecord.facts)
+        .where(DecisionRecord.channel == ACTION_CHANNEL, DecisionRecord.outcome == PURGE_KIND)
+        .order_by(DecisionRecord.id.desc())
+    )
+    for facts in purges:
+        if facts.get("through_id") == through_id:
+            return str(facts.get("through_hash"))
+    return None
+
+
 @dataclass(frozen=True)
 class Verification:
     ok: bool
@@ -151,8 +204,16 @@ class Verification:
 
 
 def verify(session: Session, *, batch: int = 5000) -> Verification:
-    """Walk the whole chain and name the first record whose hash or link does not hold."""
-    expected_prev, checked, last_id = GENESIS, 0, 0
+    """Walk the whole chain and name the first record whose hash or link does not hold. A
+    log whose oldest records were purged starts from the hash its purge record names."""
+    checked, last_id = 0, 0
+    oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
+    if oldest is None or oldest == 1:
+        expected_prev: str | None = GENESIS
+    else:
+        expected_prev = _purged_through(session, oldest - 1)
+        if expected_prev is None:
+            return Verification(False, 0, oldest, "earlier records removed without a purge record")
     while True:
         rows = session.scalars(
             sa.select(DecisionRecord)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import ledger
 from app.models import Message
+from policies.model import LoadedPolicy
 
 PURGE_EVERY = 600.0  # seconds
 
@@ -20,7 +23,14 @@ def purge_expired_holds(session: Session, now: datetime) -> int:
     return int(session.execute(expired).rowcount or 0)  # type: ignore[attr-defined]
 
 
-def purge_once(sessions: sessionmaker[Session]) -> int:
-    """One scheduled run (see app/jobs.py): held messages past their review period."""
+def purge_once(sessions: sessionmaker[Session], policy: Callable[[], LoadedPolicy]) -> int:
+    """One scheduled run (see app/jobs.py): held messages past their review period, then
+    decision records older than the policy in force keeps them (app/ledger.py)."""
+    now = datetime.now(UTC)
+    loaded = policy()
     with sessions() as session, session.begin():
-        return purge_expired_holds(session, datetime.now(UTC))
+        done = purge_expired_holds(session, now)
+    cutoff = now - timedelta(days=loaded.policy.retention.decision_days)
+    with sessions() as session, session.begin():
+        done += ledger.purge_before(session, cutoff, policy_sha256=loaded.sha256, now=now)
+    return done

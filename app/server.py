@@ -89,7 +89,8 @@ class Service:
             await self._start_imap()
         # Every process applies the policy in force, whichever process published it.
         self.jobs.append(asyncio.create_task(follow_policy_forever(self.runtime)))
-        purge = partial(purge_once, self.runtime.sessions)
+        pipeline = self.runtime.pipeline
+        purge = partial(purge_once, self.runtime.sessions, lambda: pipeline.engine.policy)
         self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
         self.deliverer = Deliverer(self.runtime.sessions)

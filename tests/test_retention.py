@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
+from app import ledger
 from app.db import transaction
 from app.models import DecisionRecord, Message
 from app.retention import purge_expired_holds
@@ -32,3 +33,48 @@ def test_a_held_message_is_removed_after_its_review_period(running: Running) -> 
     with running.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
+
+
+def _decide(running: Running, to: str, n: int) -> str:
+    mail = compose(to=to, message_id=f"<purge-{n}@example.com>")
+    result = running.runtime.pipeline.process(
+        mail.as_bytes(), Envelope("alice@example.com"), Channel.BCC
+    )
+    return result.outcome.value
+
+
+def test_old_decision_records_go_as_a_prefix_and_the_rest_still_verifies(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    outcomes = [
+        _decide(running, "Carol <carol@example.com>", 1),  # record 1
+        _decide(running, "Bob <bob@customer.example>", 2),  # record 2, its message kept
+        _decide(running, "Carol <carol@example.com>", 3),  # record 3
+    ]
+    policy = running.runtime.pipeline.engine.policy
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    with transaction(running.runtime.sessions) as session:
+        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    with running.runtime.sessions() as session:
+        left = session.execute(
+            sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
+        ).all()
+        verified = ledger.verify(session)
+        again = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+        session.rollback()
+
+    assert outcomes == ["drop", "capture", "drop"]
+    assert removed == 1  # record 2 explains a stored message, so the prefix stops before it
+    assert [tuple(r) for r in left] == [(2, "capture"), (3, "drop"), (4, "ledger-purge")]
+    assert verified.ok and verified.checked == 3
+    assert again == 0
+
+    # Removing records without a purge record is what verification must catch.
+    with transaction(running.runtime.sessions) as session:
+        session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id == 4))
+    with running.runtime.sessions() as session:
+        tampered = ledger.verify(session)
+    assert (tampered.ok, tampered.first_broken) == (False, 2)
+    assert tampered.problem == "earlier records removed without a purge record"
