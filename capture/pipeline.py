@@ -270,6 +270,8 @@ class Pipeline:
         channel: Channel,
         submitter: Submitter | None,
     ) -> Context:
+        """What the database knows about the participants. Whether From is an employee is
+        left to the callers: they ask it of the message as sent, not as submitted."""
         addresses = [a.address for a in message.participants]
         known = [row[0] for row in _KNOWN.rows(conn, addresses)]
         return Context(
@@ -281,7 +283,6 @@ class Pipeline:
             secret=self.secret,
             consent=self._consent(conn, addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
-            from_employee=self._from_employee(conn, message, submitter),
             replies_to_known=_replies_to_known(conn, message),
         )
 
