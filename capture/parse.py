@@ -310,6 +310,8 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ..
 
 def _utf8(value: str) -> str:
     """A header written in raw UTF-8 (RFC 6532) reaches us with its bytes escaped."""
+    if value.isascii():
+        return value
     try:
         return value.encode("ascii", "surrogateescape").decode("utf-8")
     except UnicodeError:
