@@ -14,10 +14,10 @@ from datetime import datetime
 from pathlib import Path
 
 from capture.parse import parse_message
-from capture.pipeline import Envelope, Pipeline
+from capture.pipeline import Employees, Envelope, Pipeline
 from policies.model import Channel
 
-BATCH = 200  # messages per transaction, each in its own savepoint
+BATCH = 200  # messages per transaction
 
 
 class ArchiveKind(enum.StrEnum):
@@ -84,14 +84,17 @@ def _commit(
     since: datetime | None,
     stats: ImportStats,
 ) -> None:
-    with pipeline.sessions() as session, session.begin():
-        for raw in batch:
-            message = parse_message(raw)
+    # Parsed before the write lock is taken: parsing needs no database.
+    messages = [parse_message(raw) for raw in batch]
+    with pipeline.connections().begin() as conn:
+        employees = Employees(conn)
+        for message in messages:
             if since is not None and message.date is not None and message.date < since:
                 stats.before_horizon += 1
                 continue
-            with session.begin_nested():
-                result = pipeline.process_in(session, message, envelope, Channel.IMPORT)
+            result = pipeline.process_in(
+                conn, message, envelope, Channel.IMPORT, employees=employees
+            )
             if result.duplicate:
                 stats.already_done += 1
                 continue

@@ -37,6 +37,8 @@ class Attachment:
 
 def clean(text: str) -> str:
     """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
+    if text.isascii():  # most header text: nothing to replace
+        return text
     return text.encode("utf-8", "replace").decode("utf-8")
 
 

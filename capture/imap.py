@@ -22,11 +22,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
-from sqlalchemy.orm import Session
 
 from app.models import Mailbox, MailboxFolder
 from capture.parse import ParsedMessage, parse_headers, parse_message
-from capture.pipeline import BodyNeededError, Envelope, Pipeline, find_submitter
+from capture.pipeline import BodyNeededError, Employees, Envelope, Pipeline
 from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.imap")
@@ -163,8 +162,8 @@ class FolderSync:
             if self.progress is not None:
                 self.progress(done, len(uids))
         if not uids and known_validity != uidvalidity:
-            with self.pipeline.sessions() as session, session.begin():
-                self._advance(session, folder, uidvalidity, last_uid, pending=0, before=self.stats)
+            with self.pipeline.connections().begin() as conn:
+                self._advance(conn, folder, uidvalidity, last_uid, pending=0, before=self.stats)
 
     def has_new(self, folder: str) -> bool:
         """Whether the selected folder holds a UID past the committed position."""
@@ -183,39 +182,41 @@ class FolderSync:
         fetched = self.client.fetch(list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
         sent = folder in self.config.sent_folders
         before = replace(self.stats, outcomes={})
-        with self.pipeline.sessions() as session, session.begin():
+        # Parsed before the write lock is taken: parsing needs no database.
+        messages = [(uid, *_parse_fetched(data)) for uid, data in _present(fetched, uids)]
+        with self.pipeline.connections().begin() as conn:
+            employees = Employees(conn)
             needs_body: list[tuple[int, int, list[Envelope]]] = []
-            for uid in uids:
-                data = fetched.get(uid)
-                if data is None:
-                    continue  # expunged since the search
-                header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
-                size = int(data.get(b"RFC822.SIZE") or len(header))
-                message = parse_headers(header, size=size)
-                envelopes = self._envelopes(session, message, sent=sent)
+            for uid, message, size in messages:
+                envelopes = self._envelopes(employees, message, sent=sent)
                 self.stats.messages += 1
-                waiting = self._decide_on_headers(session, message, envelopes)
+                waiting = self._decide_on_headers(employees, message, envelopes)
                 if not waiting:
                     self.stats.bodies_skipped += 1
                 elif size > self.max_bytes:
                     self.stats.over_cap += 1  # never downloaded: decided and filed on headers
                     for envelope in waiting:
-                        self._file(session, message, envelope, headers_only=False)
+                        self._file(employees, message, envelope, headers_only=False)
                 else:
                     needs_body.append((uid, size, waiting))
-            self._decide_with_bodies(session, needs_body)
+            self._decide_with_bodies(employees, needs_body)
             pending = remaining - len(uids)
-            self._advance(session, folder, uidvalidity, uids[-1], pending=pending, before=before)
+            self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
 
     def _decide_on_headers(
-        self, session: Session, message: ParsedMessage, envelopes: list[Envelope]
+        self, employees: Employees, message: ParsedMessage, envelopes: list[Envelope]
     ) -> list[Envelope]:
         """Decide for each envelope on the headers; return those the body could change."""
         waiting = []
         for envelope in envelopes:
             try:  # raised before anything is written: no savepoint needed
                 result = self.pipeline.process_in(
-                    session, message, envelope, Channel.IMAP, headers_only=True
+                    employees.conn,
+                    message,
+                    envelope,
+                    Channel.IMAP,
+                    headers_only=True,
+                    employees=employees,
                 )
                 self.stats.count(result.outcome)
             except BodyNeededError:
@@ -223,7 +224,7 @@ class FolderSync:
         return waiting
 
     def _decide_with_bodies(
-        self, session: Session, needs_body: list[tuple[int, int, list[Envelope]]]
+        self, employees: Employees, needs_body: list[tuple[int, int, list[Envelope]]]
     ) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
             bodies = self.client.fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
@@ -233,29 +234,40 @@ class FolderSync:
                     continue  # expunged meanwhile: nothing left to capture
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
-                dropped = [self._file(session, message, e, headers_only=False) for e in envelopes]
+                dropped = [self._file(employees, message, e, headers_only=False) for e in envelopes]
                 if all(outcome is Outcome.DROP for outcome in dropped):
                     self.stats.bodies_for_dropped += 1
 
     def _file(
-        self, session: Session, message: ParsedMessage, envelope: Envelope, *, headers_only: bool
+        self,
+        employees: Employees,
+        message: ParsedMessage,
+        envelope: Envelope,
+        *,
+        headers_only: bool,
     ) -> Outcome:
         result = self.pipeline.process_in(
-            session, message, envelope, Channel.IMAP, headers_only=headers_only
+            employees.conn,
+            message,
+            envelope,
+            Channel.IMAP,
+            headers_only=headers_only,
+            employees=employees,
         )
         self.stats.count(result.outcome)
         return result.outcome
 
-    def _envelopes(self, session: Session, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
+    def _envelopes(
+        self, employees: Employees, message: ParsedMessage, *, sent: bool
+    ) -> list[Envelope]:
         """Whom the message is captured for: the owner, or in a journal mailbox each employee
         taking part (a sender's copy counts as sent); nobody known gives a refusal record."""
         if not self.config.journal:
             return [Envelope(mail_from=self.config.employee, sent_folder=sent)]
-        conn = session.connection()
         sender = message.sender.address if message.sender else ""
         found: dict[int, Envelope] = {}
         for address in message.participants:
-            submitter = find_submitter(conn, address.address)
+            submitter = employees.find(address.address)
             if submitter is not None and submitter.employee_id not in found:
                 as_sender = address.address == sender
                 found[submitter.employee_id] = Envelope(address.address, sent_folder=as_sender)
@@ -272,7 +284,7 @@ class FolderSync:
 
     def _advance(
         self,
-        session: Session,
+        conn: sa.Connection,
         folder: str,
         uidvalidity: int,
         last_uid: int,
@@ -282,22 +294,17 @@ class FolderSync:
     ) -> None:
         """The folder's position and the mailbox's counters, in the outcomes' transaction."""
         now = datetime.now(UTC)
-        changed = session.execute(
+        position = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now}
+        changed = conn.execute(
             sa.update(MailboxFolder)
             .where(MailboxFolder.mailbox_id == self.config.id, MailboxFolder.name == folder)
-            .values(uidvalidity=uidvalidity, last_uid=last_uid, updated_at=now)
+            .values(position)
         )
-        if not changed.rowcount:  # type: ignore[attr-defined]
-            session.add(
-                MailboxFolder(
-                    mailbox_id=self.config.id,
-                    name=folder,
-                    uidvalidity=uidvalidity,
-                    last_uid=last_uid,
-                    updated_at=now,
-                )
+        if not changed.rowcount:
+            conn.execute(
+                sa.insert(MailboxFolder).values(mailbox_id=self.config.id, name=folder, **position)
             )
-        session.execute(
+        conn.execute(
             sa.update(Mailbox)
             .where(Mailbox.id == self.config.id)
             .values(
@@ -313,18 +320,35 @@ class FolderSync:
         )
 
     def _set_pending(self, count: int) -> None:
-        with self.pipeline.sessions() as session, session.begin():
-            session.execute(
+        with self.pipeline.connections().begin() as conn:
+            conn.execute(
                 sa.update(Mailbox).where(Mailbox.id == self.config.id).values(pending=count)
             )
 
     def _mark_synced(self) -> None:
-        with self.pipeline.sessions() as session, session.begin():
-            session.execute(
+        with self.pipeline.connections().begin() as conn:
+            conn.execute(
                 sa.update(Mailbox)
                 .where(Mailbox.id == self.config.id)
                 .values(last_sync_at=datetime.now(UTC), last_error=None, last_error_at=None)
             )
+
+
+def _present(
+    fetched: dict[int, dict[bytes, Any]], uids: Sequence[int]
+) -> Iterator[tuple[int, dict[bytes, Any]]]:
+    """The fetched messages in UID order; one expunged since the search is simply absent."""
+    for uid in uids:
+        data = fetched.get(uid)
+        if data is not None:
+            yield uid, data
+
+
+def _parse_fetched(data: dict[bytes, Any]) -> tuple[ParsedMessage, int]:
+    """A message from its header section and the size its server reports."""
+    header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
+    size = int(data.get(b"RFC822.SIZE") or len(header))
+    return parse_headers(header, size=size), size
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:

@@ -49,6 +49,9 @@ _MAILBOX = rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+"
 _SIMPLE_MAILBOX = re.compile(
     rf"\s*(?:([A-Za-z0-9][A-Za-z0-9 .'_-]{{0,100}}?)\s*<({_MAILBOX})>|({_MAILBOX}))\s*"
 )
+# Also common: `"Doe, John" <user@host>` and `<user@host>`. A quoted name of printable ASCII
+# without backslashes or encoded words is read by the registry as written, spaces included.
+_QUOTED_MAILBOX = re.compile(rf'\s*(?:"((?:(?!=\?)[ !#-\[\]-~]){{0,100}})"\s*)?<({_MAILBOX})>\s*')
 
 
 class _BoundedCompat32(Compat32):
@@ -307,6 +310,8 @@ def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ..
 
 def _utf8(value: str) -> str:
     """A header written in raw UTF-8 (RFC 6532) reaches us with its bytes escaped."""
+    if value.isascii():
+        return value
     try:
         return value.encode("ascii", "surrogateescape").decode("utf-8")
     except UnicodeError:
@@ -342,6 +347,10 @@ def _mailboxes(value: str, name: str, defects: list[str]) -> list[tuple[str, str
     if simple:
         display, bracketed, bare = simple.groups()
         return [(bracketed or bare, " ".join((display or "").split()))]
+    quoted = _QUOTED_MAILBOX.fullmatch(value)
+    if quoted:
+        display, address = quoted.groups()
+        return [(address, display or "")]
     try:
         header = _ADDRESS_HEADER(name, value)
         mailboxes: tuple[HeaderAddress, ...] = header.addresses

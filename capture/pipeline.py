@@ -98,6 +98,22 @@ class Envelope:
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
 
 
+class Employees:
+    """Who owns an address, asked of the database once per transaction: a mailbox's batch
+    asks about its owner and the same few senders for every message. Read at the first
+    question; an employee changed meanwhile is seen from the next transaction on."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+        self._found: dict[str, Submitter | None] = {}
+
+    def find(self, address: str) -> Submitter | None:
+        wanted = address.strip().lower()
+        if wanted not in self._found:
+            self._found[wanted] = find_submitter(self.conn, wanted)
+        return self._found[wanted]
+
+
 class BodyNeededError(Exception):
     """A header-only decision the body could still change: fetch the body and ask again."""
 
@@ -168,17 +184,20 @@ class Pipeline:
         channel: Channel,
         *,
         headers_only: bool = False,
+        employees: Employees | None = None,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
         Prepared statements on the transaction's connection: this is the SMTP hot path. With
         `headers_only` (a mailbox's message parsed from its header section), a decision the
-        body could change raises BodyNeededError before anything is written."""
+        body could change raises BodyNeededError before anything is written. `employees`,
+        one per transaction, spares a batch the same employee lookups for every message."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
+        employees = employees if employees is not None else Employees(conn)
         outer = message  # as the employee sent it: From is theirs, also for a forward
         message, channel = as_submitted(message, envelope, channel)
-        submitter = find_submitter(conn, envelope.mail_from)
+        submitter = employees.find(envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
         previous = _replay(conn, key)
         if previous is not None:
@@ -187,7 +206,7 @@ class Pipeline:
         context = replace(
             context,
             submitter_proven=self._proven(outer, envelope, submitter),
-            from_employee=self._from_employee(conn, outer, submitter),
+            from_employee=_from_employee(employees, outer, submitter),
             sent_folder=envelope.sent_folder,
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
@@ -251,7 +270,9 @@ class Pipeline:
             conn = session.connection()
             submitter = find_submitter(conn, address) or _hypothetical(address)
             context = self._context(conn, message, channel, submitter)
-            context = replace(context, from_employee=self._from_employee(conn, outer, submitter))
+            context = replace(
+                context, from_employee=_from_employee(Employees(conn), outer, submitter)
+            )
             session.rollback()
         context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
@@ -270,6 +291,8 @@ class Pipeline:
         channel: Channel,
         submitter: Submitter | None,
     ) -> Context:
+        """What the database knows about the participants. Whether From is an employee is
+        left to the callers: they ask it of the message as sent, not as submitted."""
         addresses = [a.address for a in message.participants]
         known = [row[0] for row in _KNOWN.rows(conn, addresses)]
         return Context(
@@ -281,7 +304,6 @@ class Pipeline:
             secret=self.secret,
             consent=self._consent(conn, addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
-            from_employee=self._from_employee(conn, message, submitter),
             replies_to_known=_replies_to_known(conn, message),
         )
 
@@ -297,14 +319,6 @@ class Pipeline:
         domain = message.sender.domain if message.sender else ""
         aligned = any(domain == d or domain.endswith("." + d) for d in envelope.dkim_domains)
         return aligned and is_internal(f"x@{domain}", self.org_domains)
-
-    def _from_employee(
-        self, conn: sa.Connection, message: ParsedMessage, submitter: Submitter | None
-    ) -> bool:
-        sender = message.sender.address.lower() if message.sender else ""
-        if submitter is not None and sender in submitter.addresses:
-            return True
-        return bool(sender) and find_submitter(conn, sender) is not None
 
     def _tokens(self, addresses: list[str]) -> dict[str, str]:
         return {address_token(self.secret, a): a for a in addresses}
@@ -409,6 +423,15 @@ def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:
         family_name=family_name(name),
         private_tags=tuple(private_tags or ()),
     )
+
+
+def _from_employee(
+    employees: Employees, message: ParsedMessage, submitter: Submitter | None
+) -> bool:
+    sender = message.sender.address.lower() if message.sender else ""
+    if submitter is not None and sender in submitter.addresses:
+        return True
+    return bool(sender) and employees.find(sender) is not None
 
 
 def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:

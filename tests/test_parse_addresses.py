@@ -6,6 +6,8 @@ from email import policy
 from email.parser import BytesParser
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from capture.parse import _mailboxes
 from tests.conftest import CORPORA
@@ -26,7 +28,12 @@ def registry(name: str, value: str) -> list[tuple[str, str]]:
         "Alice Example <alice@example.com>",
         "  J. R. O'Brien-Smith   <j.r+crm@sub.example.co.uk>  ",
         "<bare@example.com>",
-        '"Doe, John" <john@example.com>',  # quoted: the registry reads it
+        '"Doe, John" <john@example.com>',
+        '"jobfair24 " <news@example.de>',  # the registry keeps a quoted name's spaces
+        '"Mr. O\'Brien (work) x@y" <ob@example.com>',
+        '"" <empty@example.com>',
+        '"=?utf-8?q?J=C3=BCrgen?=" <jurgen@example.de>',  # decoded: the registry reads it
+        '"a \\"quoted\\" word" <q@example.com>',
         "alice@example.com, bob@example.com",
         "Alice <alice@example.com> (work)",
         "=?utf-8?q?J=C3=BCrgen?= <jurgen@example.de>",
@@ -37,6 +44,12 @@ def registry(name: str, value: str) -> list[tuple[str, str]]:
     ],
 )
 def test_quick_and_registry_parsers_agree(value: str) -> None:
+    assert _mailboxes(value, "to", []) == registry("to", value)
+
+
+@given(st.text(alphabet=[chr(c) for c in range(32, 127)], max_size=110))
+def test_quick_and_registry_parsers_agree_on_quoted_names(name: str) -> None:
+    value = '"' + name.replace("\\", "").replace('"', "") + '" <someone@example.com>'
     assert _mailboxes(value, "to", []) == registry("to", value)
 
 
