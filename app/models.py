@@ -68,6 +68,13 @@ class Company(Base):
 
 class Contact(Base):
     __tablename__ = "contacts"
+    __table_args__ = (  # the likely-job-move lookup (app/freshness.py) for each new contact
+        sa.Index(
+            "ix_contacts_name_lower",
+            sa.func.lower(sa.text("last_name")),
+            sa.func.lower(sa.text("first_name")),
+        ),
+    )
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(sa.String(320), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200), default="")
