@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs import exclusively
-from app.models import Employee, Mailbox
+from app.mailbox_schemas import FolderOut, MailboxOut
+from app.models import Employee, Mailbox, MailboxFolder
 from app.runtime import Runtime
 from app.sealing import seal, unseal
 from capture.imap import FolderSync, MailboxConfig, close, connect
@@ -67,6 +68,44 @@ def add_mailbox(
     session.add(mailbox)
     session.flush()
     return mailbox
+
+
+def describe_mailboxes(session: Session, *, only: int | None = None) -> list[MailboxOut]:
+    """Every mailbox (or one) as the API and the admin page show it: its sync state, never
+    its password."""
+    now = datetime.now(UTC)
+    folders: dict[int, list[FolderOut]] = {}
+    for folder in session.scalars(sa.select(MailboxFolder).order_by(MailboxFolder.id)):
+        folders.setdefault(folder.mailbox_id, []).append(FolderOut.model_validate(folder))
+    query = (
+        sa.select(Mailbox, Employee.email)
+        .outerjoin(Employee, Employee.id == Mailbox.employee_id)
+        .order_by(Mailbox.id)
+    )
+    rows = session.execute(query if only is None else query.where(Mailbox.id == only))
+    return [
+        MailboxOut(
+            id=m.id,
+            employee=email,
+            host=m.host,
+            port=m.port,
+            username=m.username,
+            tls=m.tls,
+            journal=m.journal,
+            folders=list(m.folders),
+            enabled=m.enabled,
+            last_sync_at=m.last_sync_at,
+            lag_seconds=(now - m.last_sync_at).total_seconds() if m.last_sync_at else None,
+            pending=m.pending,
+            synced=m.synced,
+            bodies_fetched=m.bodies_fetched,
+            bodies_skipped=m.bodies_skipped,
+            last_error=m.last_error,
+            last_error_at=m.last_error_at,
+            folder_state=folders.get(m.id, []),
+        )
+        for m, email in rows
+    ]
 
 
 def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConfig:

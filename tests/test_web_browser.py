@@ -10,9 +10,13 @@ import pytest
 import sqlalchemy as sa
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from app.models import DecisionRecord, Message
+from app.db import transaction
+from app.mailboxes import add_mailbox
+from app.models import Contact, DecisionRecord, Message
 from app.security import Role
+from policies.model import Channel
 from tests.conftest import ROOT, Running
+from tests.test_contacts_filing import INBOX, dsn
 from tests.web import file_mail, login_link
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -137,3 +141,38 @@ def test_an_employee_cannot_open_a_colleagues_private_capture(
     screenshot(page, tmp_path, "employee-colleague-private-404")
     shared = page.goto(f"{running.api_url}/mail/messages/{mail.carol_shared}")
     assert shared is not None and shared.status == 200
+
+
+def test_a_contacts_freshness_and_the_admins_mailboxes_fit_a_phone(
+    running: Running, page: Page, tmp_path: Path
+) -> None:
+    mail = file_mail(running)
+    running.runtime.pipeline.process(dsn(failed="bob@customer.example"), INBOX, Channel.IMPORT)
+    with transaction(running.runtime.sessions) as session:
+        add_mailbox(
+            session,
+            running.runtime.pipeline.secret,
+            employee="alice@example.com",
+            host="imap.example.com",
+            port=993,
+            username="alice.imap",
+            password="not-shown",
+            folders=["INBOX", "Sent"],
+            tls="tls",
+        )
+        bob = session.scalar(sa.select(Contact.id).where(Contact.address == "bob@customer.example"))
+    sign_in(page, login_link(running, mail.alice))
+
+    page.goto(f"{running.api_url}/contacts/{bob}")
+
+    expect(page.get_by_role("heading", name="Freshness")).to_be_visible()
+    expect(page.get_by_text("Undeliverable since 2026-11-24")).to_be_visible()
+    assert fits_the_screen(page)
+    screenshot(page, tmp_path, "contact-freshness")
+    page.context.clear_cookies()
+    sign_in(page, login_link(running, mail.carol, Role.ADMIN))
+    page.goto(f"{running.api_url}/admin")
+    expect(page.get_by_role("heading", name="Mailboxes")).to_be_visible()
+    expect(page.get_by_role("heading", name="alice@example.com: alice.imap")).to_be_visible()
+    assert fits_the_screen(page) and "not-shown" not in page.content()
+    screenshot(page, tmp_path, "admin-mailboxes")

@@ -1,4 +1,4 @@
-"""Serve: the administrator's pages: employees and API tokens (never anyone's mail)."""
+"""Serve: the administrator's pages: employees, API tokens, mailboxes (never anyone's mail)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
+from app.mailboxes import describe_mailboxes
 from app.models import ApiToken, Employee, MessageOwner
 from app.routes.pagination import Id
 from app.security import Role, create_token
@@ -38,8 +39,25 @@ def _admin_page(
         .outerjoin(Employee, Employee.id == ApiToken.employee_id)
         .order_by(ApiToken.id.desc())
     ).all()
-    context = {"employees": employees, "tokens": tokens, "roles": list(Role), "new_token": None}
+    context = {
+        "employees": employees,
+        "tokens": tokens,
+        "roles": list(Role),
+        "new_token": None,
+        "mailboxes": describe_mailboxes(session),  # their state only: no field holds a password
+        "ago": ago,
+    }
     return page(request, "admin.html", user, context | extra)
+
+
+def ago(seconds: float | None) -> str:
+    """How long since a mailbox's last sync, in words an admin reads at a glance."""
+    if seconds is None:
+        return "never"
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{max(int(seconds), 0)} s ago"
 
 
 @router.get("/admin", response_class=HTMLResponse)

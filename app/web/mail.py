@@ -10,7 +10,15 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app import crm
-from app.models import Company, Contact, Employee, Message, Participant, Relationship
+from app.models import (
+    Company,
+    Contact,
+    ContactChange,
+    Employee,
+    Message,
+    Participant,
+    Relationship,
+)
 from app.routes.pagination import Id
 from app.web import actions
 from app.web.auth import CsrfChecked, EmployeeUser, WebUser, secret_of
@@ -19,6 +27,7 @@ from capture.parse import normalize_address
 from policies.model import Visibility
 
 router = APIRouter(include_in_schema=False)
+CHANGES_SHOWN = 50
 VISIBILITY_WORDS = {
     Visibility.PRIVATE: "only me",
     Visibility.SUBJECT_ONLY: "team sees who and subject",
@@ -166,6 +175,7 @@ def contact_page(
         .where(Relationship.contact_id == contact_id)
         .order_by(Relationship.last_seen.desc())
     ).all()
+    changes = _changes(session, contact_id)
     return page(
         request,
         "contact.html",
@@ -175,5 +185,29 @@ def contact_page(
             "company": row[1],
             "timeline": crm.render_messages(session, user.principal, messages),
             "known_by": known_by,
+            "changes": changes,
+            "may_open": _visible(session, user, {c.message_id for c in changes}),
+            "changes_shown": CHANGES_SHOWN,
         },
     )
+
+
+def _changes(session: Session, contact_id: int) -> list[ContactChange]:
+    """The contact's newest changes: titles, phones, companies, bounces, merges. Contact data,
+    which any employee may see (as the API's history shows it); never a message's content."""
+    query = (
+        sa.select(ContactChange)
+        .where(ContactChange.contact_id == contact_id)
+        .order_by(ContactChange.observed_at.desc(), ContactChange.id.desc())
+        .limit(CHANGES_SHOWN)
+    )
+    return list(session.scalars(query))
+
+
+def _visible(session: Session, user: WebUser, message_ids: set[int | None]) -> set[int]:
+    """Which of these messages the viewer may open: only those get a link."""
+    wanted = {i for i in message_ids if i is not None}
+    if not wanted:
+        return set()
+    query = crm.visible_messages(user.principal).where(Message.id.in_(wanted))
+    return set(session.scalars(query.with_only_columns(Message.id)))
