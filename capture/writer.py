@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from capture.parse import ParsedMessage, parse_message
-from capture.pipeline import Envelope, Pipeline, Result
+from capture.pipeline import Employees, Envelope, Pipeline, Result
 from policies.model import Channel
 
 log = logging.getLogger("mailroom.writer")
@@ -98,8 +98,11 @@ class GroupWriter:
     def _all_or_nothing(self, batch: list[_Job], messages: list[ParsedMessage]) -> list[Result]:
         """The common case: every message files cleanly, so none needs a savepoint."""
         with self.pipeline.connections().begin() as conn:
+            employees = Employees(conn)  # the batch's submitters, looked up once each
             return [
-                self.pipeline.process_in(conn, message, job.envelope, job.channel)
+                self.pipeline.process_in(
+                    conn, message, job.envelope, job.channel, employees=employees
+                )
                 for job, message in zip(batch, messages, strict=True)
             ]
 
@@ -110,8 +113,9 @@ class GroupWriter:
         a racing duplicate) fails alone and the others still commit together."""
         try:
             with self.pipeline.connections().begin() as conn:
+                employees = Employees(conn)
                 return [
-                    self._one(conn, job, message)
+                    self._one(conn, employees, job, message)
                     for job, message in zip(batch, messages, strict=True)
                 ]
         except Exception as error:  # the commit itself failed: nobody's message is safe
@@ -119,12 +123,14 @@ class GroupWriter:
             return [error] * len(batch)
 
     def _one(
-        self, conn: sa.Connection, job: _Job, message: ParsedMessage
+        self, conn: sa.Connection, employees: Employees, job: _Job, message: ParsedMessage
     ) -> Result | BaseException:
         for attempt in range(2):
             try:
                 with conn.begin_nested():
-                    return self.pipeline.process_in(conn, message, job.envelope, job.channel)
+                    return self.pipeline.process_in(
+                        conn, message, job.envelope, job.channel, employees=employees
+                    )
             except IntegrityError as error:
                 if attempt:  # a racing duplicate would have been found by now
                     return error
