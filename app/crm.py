@@ -4,13 +4,24 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.models import Company, Contact, Employee, Message, MessageOwner, Participant
-from app.schemas import CompanyOut, ContactOut, MessageOut, OwnerOut, ParticipantOut
+from app.schemas import (
+    CompanyOut,
+    CompanyWithContactsOut,
+    ContactOut,
+    MessageOut,
+    OwnerOut,
+    ParticipantOut,
+)
 from app.security import Principal, Role
+
+MAX_COMPANY_CONTACTS = 100
 
 
 def visible_messages(principal: Principal) -> sa.Select[Message]:
@@ -28,13 +39,62 @@ def visible_messages(principal: Principal) -> sa.Select[Message]:
     return sa.select(Message).where(shared)
 
 
+@dataclass(frozen=True)
+class MessageFilter:
+    """Narrow a message list: by a contact or company taking part, an owning employee, a
+    thread, and the time it was sent (`since` <= sent < `until`)."""
+
+    contact_id: int | None = None
+    company_id: int | None = None
+    employee_id: int | None = None
+    thread_id: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
 def list_messages(
-    session: Session, principal: Principal, *, before: int | None, limit: int
+    session: Session,
+    principal: Principal,
+    *,
+    before: int | None,
+    limit: int,
+    where: MessageFilter = MessageFilter(),
 ) -> list[MessageOut]:
-    query = visible_messages(principal).order_by(Message.id.desc()).limit(limit)
+    query = _messages_where(visible_messages(principal), where)
+    query = query.order_by(Message.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Message.id < before)
     return render_messages(session, principal, session.scalars(query).all())
+
+
+def _messages_where(query: sa.Select[Message], f: MessageFilter) -> sa.Select[Message]:
+    if f.contact_id is not None:
+        query = query.where(
+            sa.exists().where(
+                Participant.message_id == Message.id, Participant.contact_id == f.contact_id
+            )
+        )
+    if f.company_id is not None:
+        query = query.where(
+            sa.exists().where(
+                Participant.message_id == Message.id,
+                Participant.contact_id == Contact.id,
+                Contact.company_id == f.company_id,
+            )
+        )
+    if f.employee_id is not None:
+        query = query.where(
+            sa.exists().where(
+                MessageOwner.message_id == Message.id, MessageOwner.employee_id == f.employee_id
+            )
+        )
+    if f.thread_id is not None:
+        query = query.where(Message.thread_id == f.thread_id)
+    if f.since is not None:
+        query = query.where(Message.sent_at >= f.since)
+    if f.until is not None:
+        query = query.where(Message.sent_at < f.until)
+    return query
 
 
 def get_message(session: Session, principal: Principal, message_id: int) -> MessageOut | None:
@@ -130,18 +190,82 @@ def _contact(contact: Contact, company: Company | None) -> ContactOut:
     )
 
 
-def list_contacts(session: Session, *, before: int | None, limit: int) -> list[ContactOut]:
+@dataclass(frozen=True)
+class ContactFilter:
+    """Narrow a contact list: `q` in the name, address or company (case-insensitive), a
+    company, and changed at or after `updated_since` (for integrations that sync)."""
+
+    q: str | None = None
+    company_id: int | None = None
+    updated_since: datetime | None = None
+
+
+def _containing(text: str) -> str:
+    """A LIKE pattern for `text` anywhere, its own % and _ taken literally."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def list_contacts(
+    session: Session, *, before: int | None, limit: int, where: ContactFilter = ContactFilter()
+) -> list[ContactOut]:
     query = sa.select(Contact.id).order_by(Contact.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Contact.id < before)
+    if where.q:
+        pattern = _containing(where.q)
+        query = query.outerjoin(Company, Company.id == Contact.company_id).where(
+            sa.or_(
+                sa.func.lower(Contact.name).like(pattern, escape="\\"),
+                sa.func.lower(Contact.address).like(pattern, escape="\\"),
+                sa.func.lower(Company.name).like(pattern, escape="\\"),
+                Company.domain.like(pattern, escape="\\"),
+            )
+        )
+    if where.company_id is not None:
+        query = query.where(Contact.company_id == where.company_id)
+    if where.updated_since is not None:
+        query = query.where(Contact.updated_at >= where.updated_since)
     return contacts_by_id(session, list(session.scalars(query)))
 
 
-def list_companies(session: Session, *, before: int | None, limit: int) -> list[CompanyOut]:
+def list_companies(
+    session: Session, *, before: int | None, limit: int, q: str | None = None
+) -> list[CompanyOut]:
     query = sa.select(Company).order_by(Company.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Company.id < before)
+    if q:
+        pattern = _containing(q)
+        query = query.where(
+            sa.or_(
+                sa.func.lower(Company.name).like(pattern, escape="\\"),
+                Company.domain.like(pattern, escape="\\"),
+            )
+        )
     return [CompanyOut.model_validate(c) for c in session.scalars(query)]
+
+
+def company_with_contacts(session: Session, company_id: int) -> CompanyWithContactsOut | None:
+    """A company and its contacts (the first MAX_COMPANY_CONTACTS, newest first; the rest
+    through /contacts?company_id=)."""
+    company = session.get(Company, company_id)
+    if company is None:
+        return None
+    ids = session.scalars(
+        sa.select(Contact.id)
+        .where(Contact.company_id == company_id)
+        .order_by(Contact.id.desc())
+        .limit(MAX_COMPANY_CONTACTS)
+    )
+    total = session.scalar(
+        sa.select(sa.func.count()).select_from(Contact).where(Contact.company_id == company_id)
+    )
+    return CompanyWithContactsOut(
+        **CompanyOut.model_validate(company).model_dump(),
+        contact_count=total or 0,
+        contacts=contacts_by_id(session, list(ids)),
+    )
 
 
 VISIBILITY_ORDER = ("shared", "subject_only", "private")  # from most to least seen

@@ -42,6 +42,11 @@ class ContactOut(Out):
     updated_at: datetime
 
 
+class CompanyWithContactsOut(CompanyOut):
+    contact_count: int
+    contacts: list[ContactOut]  # the newest 100; all of them: /contacts?company_id=
+
+
 class ParticipantOut(Out):
     role: str
     address: str

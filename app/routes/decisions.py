@@ -12,7 +12,7 @@ from app import decision_reports, ledger
 from app.access_schemas import AggregatesOut, DecisionOut, EmployeeCount, RuleDayCount
 from app.policy_schemas import VerificationOut
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, IdFilter, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, IdFilter, Limit, aware, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal, Role
 
@@ -41,13 +41,9 @@ def filters(
         rule=rule,
         outcome=outcome,
         employee_id=employee_id,
-        since=_aware(since),
-        until=_aware(until),
+        since=aware(since),
+        until=aware(until),
     )
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 FiltersDep = Annotated[decision_reports.Filters, Depends(filters)]

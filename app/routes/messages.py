@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -9,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from app import crm
 from app.access_schemas import VisibilityIn
 from app.routes.deps import EmployeeDep, SessionDep, allow
-from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, IdFilter, Limit, aware, decode_cursor, encode_cursor
 from app.schemas import MessageOut, Page
 from app.security import Principal, Role
 
@@ -19,10 +20,31 @@ Reader = Annotated[Principal, Depends(allow(Role.EMPLOYEE, scope="messages:read"
 
 @router.get("", response_model=Page[MessageOut])
 def list_messages(
-    session: SessionDep, principal: Reader, limit: Limit = 50, cursor: Cursor = None
+    session: SessionDep,
+    principal: Reader,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    contact_id: IdFilter = None,
+    company_id: IdFilter = None,
+    employee_id: IdFilter = None,
+    thread_id: IdFilter = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
 ) -> Page[MessageOut]:
-    """Captured messages, newest first: an employee's own and colleagues' shared ones."""
-    items = crm.list_messages(session, principal, before=decode_cursor(cursor), limit=limit)
+    """Captured messages, newest first: an employee's own and colleagues' shared ones; by a
+    contact or company taking part, an owning employee, a thread, and sent `since` <= t <
+    `until`."""
+    where = crm.MessageFilter(
+        contact_id=contact_id,
+        company_id=company_id,
+        employee_id=employee_id,
+        thread_id=thread_id,
+        since=aware(since),
+        until=aware(until),
+    )
+    items = crm.list_messages(
+        session, principal, before=decode_cursor(cursor), limit=limit, where=where
+    )
     return Page(items=items, next_cursor=encode_cursor([m.id for m in items], limit))
 
 

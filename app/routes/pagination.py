@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import HTTPException, Path, Query, status
@@ -35,3 +36,8 @@ def encode_cursor(ids: list[int], limit: int) -> str | None:
 MAX_ID = 2**31 - 1  # the widest id every supported database stores as INTEGER
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="An id, as listed.")]
 IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """A time given without a zone is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
