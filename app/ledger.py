@@ -150,15 +150,18 @@ def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now:
     the first record that is younger, or that a stored message still refers to (a kept
     message keeps its explanation). The purge is itself chained, naming the hash the log now
     starts from, so `verify` still checks every record that is left."""
-    first_kept = [
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":  # no append between the reads below and the purge
+        _LOCK.rows(conn, {"key": _LEDGER_LOCK})
+    head = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
+    if head is None:
+        return 0
+    first_kept = [  # read after the head: a record written meanwhile is above it, and stays
         session.scalar(
             sa.select(sa.func.min(DecisionRecord.id)).where(DecisionRecord.created_at >= cutoff)
         ),
         session.scalar(sa.select(sa.func.min(Message.decision_id))),
     ]
-    head = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
-    if head is None:
-        return 0
     through = min([head + 1, *(i for i in first_kept if i is not None)]) - 1
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or through < oldest:
