@@ -316,15 +316,32 @@ def policy_simulate(
 
 
 @ledger_cli.command("verify")
-def ledger_verify() -> None:
-    """Walk the decision log's hash chain and name the first broken record."""
+def ledger_verify(
+    anchor: Annotated[
+        str | None,
+        typer.Option(help="ID:HASH of a head noted earlier (from a previous verify)"),
+    ] = None,
+) -> None:
+    """Walk the decision log's hash chain and name the first broken record; print the head
+    to note outside Mailroom, and check a head noted earlier (--anchor) is still there."""
+    noted = _anchor(anchor) if anchor else None
     with _sessions(Settings())() as session:
-        result = ledger.verify(session)
+        result = ledger.verify(session, anchor=noted)
     if result.ok:
         typer.echo(f"ledger intact: {result.checked} records verified")
+        if result.head_id is not None:
+            typer.echo(f"head: {result.head_id}:{result.head_hash}")
         return
-    typer.echo(f"ledger BROKEN at record {result.first_broken}: {result.problem}")
+    where = f" at record {result.first_broken}" if result.first_broken else ""
+    typer.echo(f"ledger BROKEN{where}: {result.problem}")
     raise typer.Exit(1)
+
+
+def _anchor(value: str) -> ledger.Anchor:
+    record, _, digest = value.partition(":")
+    if not record.isdigit() or len(digest) != 64:
+        raise typer.BadParameter("--anchor takes ID:HASH, as `ledger verify` prints the head")
+    return ledger.Anchor(int(record), digest.lower())
 
 
 def main() -> None:

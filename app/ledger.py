@@ -204,12 +204,24 @@ class Verification:
     checked: int
     first_broken: int | None
     problem: str | None
+    head_id: int | None = None  # the newest record checked: note it outside Mailroom
+    head_hash: str | None = None
 
 
-def verify(session: Session, *, batch: int = 5000) -> Verification:
+@dataclass(frozen=True)
+class Anchor:
+    """A record's id and hash as noted outside Mailroom earlier (e.g. by compliance, daily).
+    The chain proves the records agree with each other; an anchor proves they are still the
+    ones that were there: a log rewritten or cut back behind it no longer matches."""
+
+    id: int
+    hash: str
+
+
+def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
     """Walk the whole chain and name the first record whose hash or link does not hold. A
     log whose oldest records were purged starts from the hash its purge record names."""
-    checked, last_id = 0, 0
+    checked, last_id, head_hash = 0, 0, None
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or oldest == 1:
         expected_prev: str | None = GENESIS
@@ -217,6 +229,7 @@ def verify(session: Session, *, batch: int = 5000) -> Verification:
         expected_prev = _purged_through(session, oldest - 1)
         if expected_prev is None:
             return Verification(False, 0, oldest, "earlier records removed without a purge record")
+    anchored = anchor is None or (oldest is not None and anchor.id < oldest)  # purged since
     while True:
         rows = session.scalars(
             sa.select(DecisionRecord)
@@ -225,11 +238,24 @@ def verify(session: Session, *, batch: int = 5000) -> Verification:
             .limit(batch)
         ).all()
         if not rows:
-            return Verification(True, checked, None, None)
+            break
         for record in rows:
             if record.prev_hash != expected_prev:
                 return Verification(False, checked, record.id, "link to previous record broken")
             if hashlib.sha256(canonical(record)).hexdigest() != record.hash:
                 return Verification(False, checked, record.id, "record altered after writing")
+            if anchor is not None and record.id == anchor.id:
+                if record.hash != anchor.hash:
+                    return Verification(
+                        False, checked, record.id, "record differs from the anchor noted"
+                    )
+                anchored = True
             expected_prev, last_id, checked = record.hash, record.id, checked + 1
+            head_hash = record.hash
         session.expunge_all()
+    head_id = last_id or None
+    if not anchored:
+        return Verification(
+            False, checked, None, "log ends before the anchor noted", head_id, head_hash
+        )
+    return Verification(True, checked, None, None, head_id, head_hash)

@@ -56,6 +56,8 @@ class VerificationOut(BaseModel):
     checked: int
     first_broken: int | None
     problem: str | None
+    head_id: int | None = None  # note these two outside Mailroom; pass them back as the anchor
+    head_hash: str | None = None
 
 
 class VerdictOut(BaseModel):

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import DecisionRecord, Employee, EmployeeAlias
 from app.settings import BUNDLED_POLICY, Settings
-from tests.conftest import TEST_SECRET
+from tests.conftest import TEST_SECRET, add_employee, run_service
 from tests.mail import compose, send
 
 
@@ -222,3 +222,22 @@ def _read_banner(proc: subprocess.Popen[str]) -> str:
         if "/api/v1/messages" in line:
             return "".join(lines)
     pytest.fail("serve ended before printing its banner: " + "".join(lines))
+
+
+def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) -> None:
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        for n in range(2):
+            assert send(running.smtp_port, compose(message_id=f"<l{n}@example.com>"))[0] == 250
+
+    intact = mailroom(settings, "ledger", "verify")
+    head = intact.stdout.splitlines()[-1].removeprefix("head: ")
+    again = mailroom(settings, "ledger", "verify", "--anchor", head)
+    forged = mailroom(settings, "ledger", "verify", "--anchor", "2:" + "0" * 64)
+    garbled = mailroom(settings, "ledger", "verify", "--anchor", "two")
+
+    assert intact.returncode == 0 and "2 records verified" in intact.stdout
+    assert head.startswith("2:") and len(head) == 66
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert forged.returncode == 1 and "differs from the anchor" in forged.stdout
+    assert garbled.returncode == 2 and "ID:HASH" in garbled.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
-from app.models import DecisionRecord
+from app import ledger
+from app.models import DecisionRecord, Message, Receipt
 from app.security import Role
 from app.settings import Settings
 from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token
@@ -129,6 +132,52 @@ def test_ledger_verify_reports_ok_then_names_the_record_edited_behind_its_back(
     assert (intact["ok"], intact["checked"]) == (True, 3)
     assert (broken["ok"], broken["first_broken"]) == (False, 2)
     assert employee.status_code == 403
+
+
+def _rewrite_from(conn: sa.Connection, first: int) -> None:
+    """What someone with write access to the database could do: change a record and re-hash
+    the chain from there, so that every link holds again."""
+    prev = str(conn.scalar(sa.select(DecisionRecord.hash).where(DecisionRecord.id == first - 1)))
+    with Session(bind=conn) as session:
+        records = session.scalars(
+            sa.select(DecisionRecord).where(DecisionRecord.id >= first).order_by(DecisionRecord.id)
+        ).all()
+        records[0].rules = ["rewritten"]
+        for record in records:
+            record.prev_hash = prev
+            record.hash = prev = hashlib.sha256(ledger.canonical(record)).hexdigest()
+        session.flush()
+
+
+def test_an_anchor_noted_outside_catches_a_rewritten_or_shortened_log(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    for n in range(4):
+        assert send(running.smtp_port, compose(message_id=f"<a{n}@example.com>"))[0] == 250
+    with running.client(tokens["compliance"]) as api:
+        noted = api.get("/api/v1/decisions/verify").json()
+        anchor = {"anchor_id": noted["head_id"], "anchor_hash": noted["head_hash"]}
+        still = api.get("/api/v1/decisions/verify", params=anchor).json()
+        half = api.get("/api/v1/decisions/verify", params={"anchor_id": 2}).status_code
+        with running.runtime.db.begin() as conn:
+            _rewrite_from(conn, 2)
+        plain = api.get("/api/v1/decisions/verify").json()
+        rewritten = api.get("/api/v1/decisions/verify", params=anchor).json()
+        with running.runtime.db.begin() as conn:  # cut back: the last two and their traces
+            conn.execute(sa.delete(Receipt).where(Receipt.decision_id >= 3))
+            conn.execute(sa.delete(Message).where(Message.decision_id >= 3))
+            conn.execute(sa.delete(DecisionRecord).where(DecisionRecord.id >= 3))
+        shortened = api.get(
+            "/api/v1/decisions/verify",
+            params={"anchor_id": 4, "anchor_hash": plain["head_hash"]},
+        ).json()
+
+    assert (noted["ok"], noted["head_id"]) == (True, 4) and len(noted["head_hash"]) == 64
+    assert still["ok"] is True and half == 422
+    assert plain["ok"] is True  # the chain alone cannot tell: every link holds again
+    assert (rewritten["ok"], rewritten["first_broken"]) == (False, 4)
+    assert rewritten["problem"] == "record differs from the anchor noted"
+    assert (shortened["ok"], shortened["problem"]) == (False, "log ends before the anchor noted")
 
 
 def test_explain_returns_every_verdict_and_stores_nothing(

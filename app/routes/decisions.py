@@ -92,12 +92,26 @@ def aggregates(session: SessionDep, f: FiltersDep) -> AggregatesOut:
 
 
 @router.get("/verify", response_model=VerificationOut)
-def verify(session: SessionDep, _auditor: Auditor) -> VerificationOut:
-    """Walk the hash chain; name the first record that was altered or removed."""
-    result = ledger.verify(session)
+def verify(
+    session: SessionDep,
+    _auditor: Auditor,
+    anchor_id: IdFilter = None,
+    anchor_hash: Annotated[str | None, Query(pattern="^[0-9a-f]{64}$")] = None,
+) -> VerificationOut:
+    """Walk the hash chain; name the first record that was altered or removed. Note the
+    `head_id` and `head_hash` it returns somewhere outside Mailroom, and pass them back later
+    as `anchor_id` and `anchor_hash`: a log rewritten or cut back behind them is caught."""
+    if (anchor_id is None) != (anchor_hash is None):
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "anchor_id and anchor_hash go together."
+        )
+    anchor = ledger.Anchor(anchor_id, anchor_hash) if anchor_id and anchor_hash else None
+    result = ledger.verify(session, anchor=anchor)
     return VerificationOut(
         ok=result.ok,
         checked=result.checked,
         first_broken=result.first_broken,
         problem=result.problem,
+        head_id=result.head_id,
+        head_hash=result.head_hash,
     )
