@@ -316,6 +316,9 @@ def test_compliance_pages_show_decisions_but_no_content(running: Running) -> Non
         day = session.scalar(sa.select(DecisionRecord.created_at).where(DecisionRecord.id == 3))
     assert day is not None and f"<title>{day.date().isoformat()}: 1 drop</title>" in dashboard
     assert "Ledger intact: 5 records verified." in ledger
+    with running.runtime.sessions() as session:
+        head = session.scalar(sa.select(DecisionRecord.hash).where(DecisionRecord.id == 5))
+    assert f'<code id="ledger-head">5:{head}</code>' in ledger
     for content in ("DROPPED-CANARY", "CAROL-PRIVATE", "Quote for 20", "bob@customer", "lunch"):
         assert content not in dashboard + ledger
 
