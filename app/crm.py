@@ -294,12 +294,11 @@ def change_visibility(
     """An owner may always narrow who sees a message. Widening needs them to be its only
     owner: a colleague who filed the same mail did not agree to share it."""
     widening = VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility)
-    others = session.scalar(
-        sa.select(sa.func.count()).where(
-            MessageOwner.message_id == message.id, MessageOwner.employee_id != employee_id
-        )
-    )
-    if widening and others:
+    if widening and session.scalar(
+        sa.select(MessageOwner.id)
+        .where(MessageOwner.message_id == message.id, MessageOwner.employee_id != employee_id)
+        .limit(1)
+    ):
         raise ValueError("a colleague filed this message too, so it is not yours to share")
     message.visibility = visibility
 

@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session
 
 from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, PolicyVersion
-from app.runtime import active_version
 from policies.engine import Engine
 from policies.observe import Observations
 
@@ -25,10 +24,6 @@ def versions(session: Session) -> list[PolicyVersion]:
 
 def version(session: Session, version_id: int) -> PolicyVersion | None:
     return session.get(PolicyVersion, version_id)
-
-
-def active(session: Session) -> PolicyVersion | None:
-    return active_version(session)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ employee's personal-contacts list since the message was held keeps it from being
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -15,6 +16,9 @@ from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
 from capture.parse import Address
 from policies.observe import address_token, is_internal
+
+if TYPE_CHECKING:
+    from app.runtime import Runtime
 
 
 @dataclass(frozen=True)
@@ -27,11 +31,25 @@ class Reviewer:
     now: datetime
 
 
+def reviewer(runtime: Runtime, employee_id: int) -> Reviewer:
+    """The employee reviewing, under the policy in force now."""
+    policy = runtime.pipeline.engine.policy
+    return Reviewer(
+        employee_id=employee_id,
+        secret=runtime.pipeline.secret,
+        org_domains=frozenset(runtime.settings.org_domains),
+        visibility=policy.policy.default_visibility.value,
+        policy_sha256=policy.sha256,
+        now=datetime.now(UTC),
+    )
+
+
 class BlockedError(Exception):
     """A guardrail forbids capturing this message now."""
 
 
-def _held(employee_id: int) -> sa.Select[Message]:
+def held_by(employee_id: int) -> sa.Select[Message]:
+    """This employee's messages waiting for their review."""
     owned = sa.exists().where(
         MessageOwner.message_id == Message.id, MessageOwner.employee_id == employee_id
     )
@@ -42,7 +60,7 @@ def queue(
     session: Session, employee_id: int, *, before: int | None, limit: int
 ) -> list[tuple[Message, list[str]]]:
     """This employee's held messages, newest first, with their participants' addresses."""
-    query = _held(employee_id).order_by(Message.id.desc()).limit(limit)
+    query = held_by(employee_id).order_by(Message.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Message.id < before)
     messages = list(session.scalars(query))
@@ -57,7 +75,7 @@ def queue(
 
 
 def find_held(session: Session, employee_id: int, message_id: int) -> Message | None:
-    return session.scalars(_held(employee_id).where(Message.id == message_id)).first()
+    return session.scalars(held_by(employee_id).where(Message.id == message_id)).first()
 
 
 def capture(session: Session, message: Message, at: Reviewer) -> None:

@@ -18,7 +18,7 @@ from app.policy_schemas import (
 )
 from app.routes.deps import PrincipalDep, SessionDep, allow, read_body
 from app.routes.pagination import MAX_ID, Id
-from app.runtime import publish_policy
+from app.runtime import active_version, publish_policy
 from app.security import Principal, Role
 from policies.engine import PolicyError
 from policies.guardrails import GUARDRAILS
@@ -31,7 +31,7 @@ MAX_POLICY_BYTES = 256 * 1024
 
 def describe(request: Request, session: SessionDep) -> PolicyOut:
     engine = request.app.state.runtime.pipeline.engine
-    row = policy_versions.active(session)
+    row = active_version(session)
     return PolicyOut(
         sha256=engine.policy.sha256,
         version=engine.policy.policy.metadata.version,
@@ -70,7 +70,7 @@ async def put_policy(request: Request, session: SessionDep, _who: Publisher) -> 
 @router.get("/versions", response_model=list[VersionOut])
 def list_versions(session: SessionDep, _principal: PrincipalDep) -> list[VersionOut]:
     """Every version ever published, newest first."""
-    current = policy_versions.active(session)
+    current = active_version(session)
     return [_version(v, current) for v in policy_versions.versions(session)]
 
 
@@ -78,7 +78,7 @@ def list_versions(session: SessionDep, _principal: PrincipalDep) -> list[Version
 def get_version(session: SessionDep, _principal: PrincipalDep, version_id: Id) -> VersionSourceOut:
     row = _found(session, version_id)
     return VersionSourceOut(
-        **_version(row, policy_versions.active(session)).model_dump(), source=row.source
+        **_version(row, active_version(session)).model_dump(), source=row.source
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app import review
@@ -40,17 +38,8 @@ def get_queue(
 
 
 def _reviewer(request: Request, principal: Principal) -> review.Reviewer:
-    runtime = request.app.state.runtime
-    policy = runtime.pipeline.engine.policy
     assert principal.employee_id is not None
-    return review.Reviewer(
-        employee_id=principal.employee_id,
-        secret=runtime.pipeline.secret,
-        org_domains=frozenset(runtime.settings.org_domains),
-        visibility=policy.policy.default_visibility.value,
-        policy_sha256=policy.sha256,
-        now=datetime.now(UTC),
-    )
+    return review.reviewer(request.app.state.runtime, principal.employee_id)
 
 
 def _held(session: SessionDep, principal: Principal, message_id: Id) -> Message:

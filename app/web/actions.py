@@ -8,14 +8,13 @@ changes go through the same services as the API (app/review.py, app/crm.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import crm, review
 from app.models import DecisionRecord, Employee, Message, MessageOwner, PersonalContact
-from app.runtime import Runtime
 from policies.model import Outcome, Visibility
 from policies.observe import address_token
 
@@ -54,12 +53,7 @@ def captures(session: Session, employee_id: int, *, limit: int = 50) -> list[Mes
 
 
 def held(session: Session, employee_id: int) -> list[Message]:
-    query = (
-        sa.select(Message)
-        .where(_own(employee_id), Message.outcome == Outcome.HOLD_FOR_REVIEW.value)
-        .order_by(Message.held_until)
-    )
-    return list(session.scalars(query))
+    return list(session.scalars(review.held_by(employee_id).order_by(Message.held_until)))
 
 
 def dropped(session: Session, employee_id: int, *, limit: int = 50) -> list[Dropped]:
@@ -96,18 +90,6 @@ def set_visibility(
     except ValueError as refused:
         raise NotAllowedError(str(refused)) from None
     return True
-
-
-def reviewer(runtime: Runtime, employee_id: int) -> review.Reviewer:
-    policy = runtime.pipeline.engine.policy
-    return review.Reviewer(
-        employee_id=employee_id,
-        secret=runtime.pipeline.secret,
-        org_domains=frozenset(runtime.settings.org_domains),
-        visibility=policy.policy.default_visibility.value,
-        policy_sha256=policy.sha256,
-        now=datetime.now(UTC),
-    )
 
 
 def capture_held(session: Session, message_id: int, at: review.Reviewer) -> bool:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
-from app import crm
+from app import crm, review
 from app.models import (
     Company,
     Contact,
@@ -103,9 +103,9 @@ def change_visibility(
 @router.post("/mail/messages/{message_id}/capture", dependencies=[CsrfChecked])
 def capture(request: Request, session: PageSession, user: EmployeeUser, message_id: Id) -> Response:
     assert user.employee_id is not None
-    review = actions.reviewer(request.app.state.runtime, user.employee_id)
+    at = review.reviewer(request.app.state.runtime, user.employee_id)
     try:
-        captured = actions.capture_held(session, message_id, review)
+        captured = actions.capture_held(session, message_id, at)
     except actions.NotAllowedError as refused:
         return _my_mail(request, session, user, f"Not captured: {refused}.")
     if not captured:
@@ -118,8 +118,8 @@ def discard(
     request: Request, session: PageSession, user: EmployeeUser, message_id: Id
 ) -> RedirectResponse:
     assert user.employee_id is not None
-    review = actions.reviewer(request.app.state.runtime, user.employee_id)
-    if not actions.discard_held(session, message_id, review):
+    at = review.reviewer(request.app.state.runtime, user.employee_id)
+    if not actions.discard_held(session, message_id, at):
         raise _not_found()
     return _back("discarded")
 
