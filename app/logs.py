@@ -74,6 +74,3 @@ def configure(
     root.setLevel(level.upper())
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
-    # Its detectors trip over some encoded headers and log each time; we fall back to our own
-    # bounce phrases then (policies/automated.py), so these are noise, not errors.
-    logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)

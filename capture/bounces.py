@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from email import message_from_bytes
 from email import policy as email_policy
 from email.message import Message
@@ -12,6 +13,19 @@ from capture.parse import ParsedMessage, normalize_address
 
 MAX_RECIPIENTS = 50
 
+# flufl.bounce logs every detector that trips over an encoded header, with a traceback: noise
+# (we fall back to our own phrases), costly to format, and an exception's text may quote the
+# message. Quieted here, where it is imported, so every process that scans is quiet.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+
+def detected(parsed: Message) -> set[bytes]:
+    """The addresses flufl.bounce's detectors find in a report; none if one of them fails."""
+    try:
+        return set(scan_message(parsed))
+    except Exception:  # its detectors trip over some encoded headers
+        return set()
+
 
 def bounced_recipients(message: ParsedMessage) -> frozenset[str]:
     """From the report's `message/delivery-status` part (RFC 3464: Final-Recipient of each
@@ -19,10 +33,7 @@ def bounced_recipients(message: ParsedMessage) -> frozenset[str]:
     parsed = message_from_bytes(message.raw, policy=email_policy.compat32)
     found = _from_report(parsed)
     if not found:
-        try:
-            found = {_text(b) for b in scan_message(parsed)}
-        except Exception:  # its detectors trip over some encoded headers: nothing found
-            found = set()
+        found = {_text(b) for b in detected(parsed)}
     normalized = (normalize_address(a) for a in sorted(found)[:MAX_RECIPIENTS])
     return frozenset(a for a in normalized if a)
 

@@ -6,8 +6,7 @@ import re
 from email import message_from_bytes
 from email import policy as email_policy
 
-from flufl.bounce import scan_message
-
+from capture.bounces import detected
 from capture.parse import Address, ParsedMessage
 
 # RFC 3834 and the vendor headers that auto-responders stamp on their replies.
@@ -97,13 +96,9 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     # flufl.bounce knows the non-standard formats; it costs milliseconds, hence the gate. It
     # reads addresses superlinearly (a 2 KB From costs 15 ms, 32 KB half a second), so a
     # message with a longer header is left to our phrases.
-    found: set[bytes] | frozenset[bytes] = set()
-    try:
-        if all(len(value) <= MAX_SCANNED_HEADER for _, value in message.headers):
-            found = scan_message(message_from_bytes(message.raw, policy=email_policy.compat32))
-    except Exception:  # its detectors trip over some encoded headers; fall back to ours
-        found = set()
-    if found:
+    if all(len(value) <= MAX_SCANNED_HEADER for _, value in message.headers) and detected(
+        message_from_bytes(message.raw, policy=email_policy.compat32)
+    ):
         return "detected"
     sender = message.sender.local_part.lower() if message.sender else ""
     said = f"{message.subject}\n{message.text[:8000]}"

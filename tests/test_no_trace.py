@@ -112,3 +112,25 @@ def test_a_logged_exception_keeps_its_type_and_frames_but_not_its_message() -> N
     assert (event["event"], event["error"]) == ("filing failed", "ValueError")
     assert "test_no_trace.py" in event["frames"][-1]
     assert canary not in out.getvalue()
+
+
+def test_bounce_detectors_that_fail_log_nothing_in_any_process(
+    caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """flufl.bounce logs each detector that trips (8-bit headers do it) with a traceback: it is
+    quiet wherever it is imported, not only once the server has configured logging."""
+    from capture.parse import parse_message
+    from policies.automated import bounce_signal
+
+    caplog.set_level(logging.DEBUG)
+    raw = (
+        "From: Mail Delivery Syst\u00e8me <MAILER-DAEMON@mx.example.net>\r\n"
+        "To: alice@example.com\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        "Message-ID: <bounce-8bit@mx.example.net>\r\n\r\n"
+        "This is the mail system. I'm sorry to have to inform you that your message could\r\n"
+        "not be delivered to one or more recipients: <gone@customer.example>\r\n"
+    ).encode()
+
+    assert bounce_signal(parse_message(raw)) == "detected"  # by our own phrases
+    assert not [r for r in caplog.records if r.name.startswith("flufl")]
+    assert capfd.readouterr().err == ""
