@@ -23,6 +23,7 @@ _HEAD = Prepared(
 _COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
 _INSERT = Prepared(sa.insert(DecisionRecord), keys=_COLUMNS)
 _LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger))))
+_HEAD_KEY = "mailroom.ledger.head"  # conn.info: (transaction, (id, hash)) it last appended
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
 ACTION_CHANNEL = "api"  # records of actions on requests, not decisions on messages
 
@@ -41,7 +42,7 @@ class Entry:
 def message_id_hmac(secret: bytes, message_id: str | None) -> str | None:
     if not message_id:
         return None
-    return hmac.new(secret, b"message-id:" + message_id.encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret, b"message-id:" + message_id.encode(), "sha256").hex()
 
 
 @dataclass(slots=True)
@@ -132,13 +133,28 @@ def append_action(db: Session | sa.Connection, action: Action) -> Chained:
 
 def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
     conn = db.connection() if isinstance(db, Session) else db
-    if conn.dialect.name == "postgresql":
-        _LOCK.rows(conn, {"key": _LEDGER_LOCK})
-    head = _HEAD.first(conn)
+    # The head this transaction (or savepoint) wrote last is still the head: the write lock
+    # (SQLite) or the advisory lock (PostgreSQL) is held until it ends. A savepoint is its own
+    # key, so one rolled back never leaves a head behind that was not kept.
+    innermost = conn.get_nested_transaction() or conn.get_transaction()
+    known = conn.info.get(_HEAD_KEY)
+    if (
+        innermost is not None
+        and known is not None
+        and known[0] is innermost
+        and innermost.is_active
+    ):
+        head: tuple[int, str] | None = known[1]
+    else:
+        if conn.dialect.name == "postgresql":
+            _LOCK.rows(conn, {"key": _LEDGER_LOCK})
+        row = _HEAD.first(conn)
+        head = (row[0], row[1]) if row else None
     record.id = (head[0] + 1) if head else 1
     record.prev_hash = head[1] if head else GENESIS
     record.hash = hashlib.sha256(canonical(record)).hexdigest()
     _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS})
+    conn.info[_HEAD_KEY] = (innermost, (record.id, record.hash))
     return record
 
 

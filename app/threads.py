@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import datetime
 
@@ -44,7 +43,7 @@ def file_thread(conn: sa.Connection, message: ParsedMessage, secret: bytes, now:
     key = thread_key(message)
     referenced = [i for i in key.ids if i != message.message_id]
     found = _BY_REFERENCE.rows(conn, referenced) if referenced else []
-    digest = hmac.new(secret, key.key.encode("utf-8", "replace"), hashlib.sha256).hexdigest()
+    digest = hmac.digest(secret, key.key.encode("utf-8", "replace"), "sha256").hex()
     thread = found[0][0] if found else _BY_KEY.scalar(conn, {"key": digest})
     seen = message.date or now
     if thread is None:

@@ -39,7 +39,8 @@ EVENT_SCOPES = {
     "decision.recorded": "decisions:read",
 }
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix, not a secret
-_ACTIVE = Prepared(  # once per message on the hot path
+_SUBSCRIBERS_KEY = "mailroom.webhooks.subscribers"  # conn.info: (transaction, by event)
+_ACTIVE = Prepared(  # once per transaction on the hot path
     sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
         WebhookSubscription.active.is_(True)
     )
@@ -69,10 +70,16 @@ def _conn(db: Session | sa.Connection) -> sa.Connection:
 
 
 def _subscribers(conn: sa.Connection) -> dict[str, list[int]]:
+    """Active subscriptions by event, read once per transaction (a group commit's batch)."""
+    transaction = conn.get_transaction()
+    known = conn.info.get(_SUBSCRIBERS_KEY)
+    if transaction is not None and known is not None and known[0] is transaction:
+        return known[1]  # type: ignore[no-any-return]
     found: dict[str, list[int]] = defaultdict(list)
     for sub_id, events in _ACTIVE.rows(conn):
         for event in events:
             found[event].append(sub_id)
+    conn.info[_SUBSCRIBERS_KEY] = (transaction, found)
     return found
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -342,7 +341,7 @@ class Pipeline:
 
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
-        return hmac.new(self.secret, f"{who}\n{digest}".encode(), hashlib.sha256).hexdigest()
+        return hmac.digest(self.secret, f"{who}\n{digest}".encode(), "sha256").hex()
 
 
 def as_submitted(

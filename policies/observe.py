@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -98,12 +97,12 @@ class Observations:
 
 def domain_token(secret: bytes, domain: str) -> str:
     """A keyed digest of a domain, so that the log can match domain lists without naming them."""
-    return hmac.new(secret, b"domain:" + domain.lower().encode(), hashlib.sha256).hexdigest()[:32]
+    return hmac.digest(secret, b"domain:" + domain.lower().encode(), "sha256").hex()[:32]
 
 
 def address_token(secret: bytes, address: str) -> str:
     """A keyed digest of an address: how suppression and personal-contact lists hold them."""
-    return hmac.new(secret, b"address:" + address.lower().encode(), hashlib.sha256).hexdigest()
+    return hmac.digest(secret, b"address:" + address.lower().encode(), "sha256").hex()
 
 
 def is_internal(address: str, org_domains: frozenset[str]) -> bool:

@@ -28,6 +28,11 @@ def test_migrations_create_exactly_the_tables_the_code_declares(database_url: st
 
 
 def _append(sessions: sessionmaker[Session], n: int) -> None:
+    with transaction(sessions) as session:
+        ledger.append(session.connection(), _entry(n))
+
+
+def _entry(n: int) -> ledger.Entry:
     decision = Decision(
         outcome=Outcome.DROP,
         policy_sha256="a" * 64,
@@ -36,17 +41,13 @@ def _append(sessions: sessionmaker[Session], n: int) -> None:
         visibility=Visibility.SHARED,
         facts={"participants": n, "external_participants": 0},
     )
-    with transaction(sessions) as session:
-        ledger.append(
-            session,
-            ledger.Entry(
-                created_at=datetime.now(UTC),
-                channel=Channel.BCC,
-                employee_id=1,
-                decision=decision,
-                message_id_hmac=None,
-            ),
-        )
+    return ledger.Entry(
+        created_at=datetime.now(UTC),
+        channel=Channel.BCC,
+        employee_id=1,
+        decision=decision,
+        message_id_hmac=None,
+    )
 
 
 def test_ledger_verifies_an_untouched_chain(sessions: sessionmaker[Session]) -> None:
@@ -57,6 +58,35 @@ def test_ledger_verifies_an_untouched_chain(sessions: sessionmaker[Session]) -> 
         result = ledger.verify(session)
 
     assert (result.ok, result.checked, result.first_broken) == (True, 5, None)
+
+
+def test_appends_in_savepoints_rolled_back_or_released_leave_one_unbroken_chain(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The group writer's fallback: one transaction, each message in a savepoint, some rolled
+    back. Appends after a rolled-back savepoint chain to what was kept, not to what was not."""
+    _append(sessions, 0)
+    with sessions() as session, session.begin():
+        conn = session.connection()
+        kept = [ledger.append(conn, _entry(1)).id]
+        with conn.begin_nested():
+            kept.append(ledger.append(conn, _entry(2)).id)
+        savepoint = conn.begin_nested()
+        ledger.append(conn, _entry(3))
+        ledger.append(conn, _entry(4))
+        savepoint.rollback()
+        kept.append(ledger.append(conn, _entry(5)).id)
+        with conn.begin_nested():
+            kept.append(ledger.append(conn, _entry(6)).id)
+            kept.append(ledger.append(conn, _entry(7)).id)
+    _append(sessions, 8)
+
+    with sessions() as session:
+        result = ledger.verify(session)
+        ids = session.scalars(sa.select(DecisionRecord.id).order_by(DecisionRecord.id)).all()
+
+    assert (result.ok, result.checked, result.first_broken) == (True, 7, None)
+    assert kept == [2, 3, 4, 5, 6] and ids == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_ledger_names_the_first_record_edited_behind_its_back(
