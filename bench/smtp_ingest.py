@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 NULL_SERVER = """
@@ -44,6 +44,19 @@ class Run:
     messages: int
     seconds: float
     latencies: list[float]
+    thread_cpu: list[float] = field(default_factory=list)  # the server's, seconds per thread
+
+    def cpu_line(self) -> str:
+        """The server's CPU per message, and how many cores it kept busy: a process whose
+        threads add up to about 1.0 core while the machine has more is bound by its GIL."""
+        if not self.thread_cpu:
+            return "server CPU: not measured (no /proc)"
+        per = sorted((t / self.messages * 1000 for t in self.thread_cpu), reverse=True)
+        busy = [f"{ms:.2f}" for ms in per if ms >= 0.01]
+        return (
+            f"server CPU {sum(per):.2f} ms/msg (busy threads {' + '.join(busy)}), "
+            f"{sum(self.thread_cpu) / self.seconds:.2f} cores"
+        )
 
     @property
     def rate(self) -> float:
@@ -140,6 +153,20 @@ def start_mailroom(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([mailroom, "serve"], env=env, stderr=subprocess.DEVNULL)
 
 
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of each thread of a process, from /proc (Linux)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[task.name] = (int(fields[11]) + int(fields[12])) / ticks
+    return found
+
+
 def measure(kind: str, count: int, sessions: int, size: int) -> Run:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,7 +174,11 @@ def measure(kind: str, count: int, sessions: int, size: int) -> Run:
         try:
             wait_listening(port)
             asyncio.run(drive(port, min(200, count), sessions, size))  # warm up
-            return asyncio.run(drive(port, count, sessions, size))
+            before = thread_cpu(proc.pid)
+            run = asyncio.run(drive(port, count, sessions, size))
+            after = thread_cpu(proc.pid)
+            run.thread_cpu = [after[t] - before.get(t, 0.0) for t in after]
+            return run
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=60)
@@ -172,6 +203,7 @@ def main() -> None:
                 f"{run.percentile(0.5):6.1f} ms  p99 {run.percentile(0.99):6.1f} ms  "
                 f"(mean {mean:.1f})"
             )
+            print(f"    {'':14} {run.cpu_line()}")
         print(f"    ratio {ratio:.2f}")
     print(f"ratio={ratio_2k:.2f}")
 

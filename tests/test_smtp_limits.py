@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
+from capture.smtp import bare_line_end
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
 
@@ -105,6 +109,13 @@ def test_too_many_recipients_gets_452(dialogue: Dialogue) -> None:
     assert dialogue.say(rcpt).startswith(b"250")
     assert dialogue.say(rcpt).startswith(b"250")
     assert dialogue.say(rcpt).startswith(b"452 4.5.3")
+
+
+@given(st.lists(st.sampled_from([b"\r", b"\n", b"\r\n", b"a", b"\n\r"])).map(b"".join))
+def test_bare_line_ends_are_found_wherever_they_are(raw: bytes) -> None:
+    """The byte count agrees with the plain definition: a CR without its LF, an LF without
+    its CR."""
+    assert bare_line_end(raw) == bool(re.search(rb"\r(?!\n)|(?<!\r)\n", raw))
 
 
 @pytest.mark.parametrize("ending", [b"\n", b"\r"], ids=["bare-LF", "bare-CR"])
