@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from app.models import DecisionRecord, Message, Receipt
@@ -21,7 +22,26 @@ _HEAD = Prepared(
     sa.select(DecisionRecord.id, DecisionRecord.hash).order_by(DecisionRecord.id.desc()).limit(1)
 )
 _COLUMNS = tuple(DecisionRecord.__table__.columns.keys())
-_INSERT = Prepared(sa.insert(DecisionRecord), keys=_COLUMNS)
+_JSON_COLUMNS = ("rules", "verdicts", "facts")
+
+
+class _EncodedJSON(sa.TypeDecorator[str]):
+    """A JSON column's value bound as the text `canonical` already encoded for the hash."""
+
+    impl = sa.JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+_INSERT = Prepared(
+    sa.insert(DecisionRecord).values(
+        {c: sa.bindparam(c, type_=_EncodedJSON() if c in _JSON_COLUMNS else None) for c in _COLUMNS}
+    )
+)
+# One encoder for every record: json.dumps with these arguments builds a new one per call.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
 _LOCK = Prepared(sa.select(sa.func.pg_advisory_xact_lock(sa.bindparam("key", type_=sa.BigInteger))))
 _HEAD_KEY = "mailroom.ledger.head"  # conn.info: (transaction, (id, hash)) it last appended
 _LEDGER_LOCK = 0x4D41494C  # "MAIL": serializes appends across PostgreSQL processes
@@ -80,6 +100,20 @@ def canonical(record: DecisionRecord | Chained) -> bytes:
         "prev_hash": record.prev_hash,
     }
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def _canonical_encoded(record: Chained, encoded: dict[str, str]) -> bytes:
+    """`canonical(record)`, built around its JSON fields as already encoded (the same
+    encoder, so the same text): the same bytes, for half the encoding."""
+    e = _ENCODE
+    return (
+        f'{{"channel":{e(record.channel)},'
+        f'"created_at":{e(record.created_at.isoformat(timespec="microseconds"))},'
+        f'"employee_id":{e(record.employee_id)},"facts":{encoded["facts"]},"id":{e(record.id)},'
+        f'"message_id_hmac":{e(record.message_id_hmac)},"outcome":{e(record.outcome)},'
+        f'"policy_sha256":{e(record.policy_sha256)},"prev_hash":{e(record.prev_hash)},'
+        f'"rules":{encoded["rules"]},"verdicts":{encoded["verdicts"]}}}'
+    ).encode()
 
 
 def append(db: Session | sa.Connection, entry: Entry) -> Chained:
@@ -152,8 +186,9 @@ def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
         head = (row[0], row[1]) if row else None
     record.id = (head[0] + 1) if head else 1
     record.prev_hash = head[1] if head else GENESIS
-    record.hash = hashlib.sha256(canonical(record)).hexdigest()
-    _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS})
+    encoded = {c: _ENCODE(getattr(record, c)) for c in _JSON_COLUMNS}
+    record.hash = hashlib.sha256(_canonical_encoded(record, encoded)).hexdigest()
+    _INSERT.run(conn, {c: getattr(record, c) for c in _COLUMNS} | encoded)
     conn.info[_HEAD_KEY] = (innermost, (record.id, record.hash))
     return record
 

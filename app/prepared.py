@@ -64,25 +64,34 @@ class Prepared:
         self._execute(conn, self._form(conn.dialect), params)
 
     def run_many(self, conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute a statement that returns nothing once per row, in one driver call."""
+        if not rows:
+            return
         form = self._form(conn.dialect)
-        for params in rows:
-            self._execute(conn, form, params)
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(form.sql, [self._arguments(form, params) for params in rows])
+        except form.integrity_error as error:
+            raise sa.exc.IntegrityError(form.sql, None, error) from error
 
     def _execute(self, conn: sa.Connection, form: _Form, params: Mapping[str, Any]) -> Any:
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(form.sql, self._arguments(form, params))
+        except form.integrity_error as error:
+            # Callers handle a lost race the same way whichever way the statement ran.
+            raise sa.exc.IntegrityError(form.sql, None, error) from error
+        return cursor
+
+    @staticmethod
+    def _arguments(form: _Form, params: Mapping[str, Any]) -> Any:
         if form.fixed or form.generated:
             made = {key: make(None) for key, make in form.generated.items() if key not in params}
             params = form.fixed | made | dict(params)
         values = [
             p(params[k]) if p else params[k] for p, k in zip(form.binds, form.keys, strict=True)
         ]
-        args: Any = values if form.positional else dict(zip(form.names, values, strict=True))
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(form.sql, args)
-        except form.integrity_error as error:
-            # Callers handle a lost race the same way whichever way the statement ran.
-            raise sa.exc.IntegrityError(form.sql, None, error) from error
-        return cursor
+        return values if form.positional else dict(zip(form.names, values, strict=True))
 
     def _form(self, dialect: Dialect) -> _Form:
         form = self._forms.get(dialect.name)

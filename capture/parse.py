@@ -15,6 +15,7 @@ from email.message import Message
 from email.parser import BytesHeaderParser, BytesParser
 from email.policy import Compat32
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from typing import Any
 
 from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
@@ -35,6 +36,7 @@ MAX_MAILBOX_CHARS = 320  # one mailbox with its display name, as written
 MAX_ADDRESS_HEADER_CHARS = 64_000
 MAX_MULTIPARTS = 60  # boundary declarations in one message
 MAX_DELIMITER_LINES = 2_000  # lines starting "--", where every MIME part starts
+_ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
 _MIME_HEADERS = frozenset(("content-type", "content-disposition", "content-transfer-encoding"))
 _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 _BOUNDARY_PARAM = re.compile(rb"boundary\s*=", re.IGNORECASE)
@@ -110,11 +112,15 @@ class ParsedMessage:
 
     def header(self, name: str) -> str | None:
         """The first value of a header (case-insensitive), or None."""
-        wanted = name.lower()
+        return self._first_values.get(name.lower())
+
+    @cached_property
+    def _first_values(self) -> dict[str, str]:
+        """Each header's first value: the policy asks for some thirty headers per message."""
+        first: dict[str, str] = {}
         for key, value in self.headers:
-            if key == wanted:
-                return value
-        return None
+            first.setdefault(key, value)
+        return first
 
     @property
     def sender(self) -> Address | None:
@@ -225,16 +231,21 @@ def _parsed(
 ) -> ParsedMessage:
     found = [type(d).__name__ for d in msg.defects[:20]]
     headers = _headers(msg, found)
+    addresses: dict[str, list[str]] = {name: [] for name in _ADDRESS_HEADERS}
+    for key, value in msg.raw_items():
+        values = addresses.get(key.lower())
+        if values is not None:
+            values.append(value)
     return ParsedMessage(
         digest=digest,
         size=size,
         message_id=_message_id(_first(headers, "message-id")),
         subject=(_first(headers, "subject") or "")[:998],
         date=_date(_first(headers, "date")),
-        from_=_addresses(msg, "from", found),
-        to=_addresses(msg, "to", found),
-        cc=_addresses(msg, "cc", found),
-        reply_to=_addresses(msg, "reply-to", found),
+        from_=_addresses(addresses["from"], "from", found),
+        to=_addresses(addresses["to"], "to", found),
+        cc=_addresses(addresses["cc"], "cc", found),
+        reply_to=_addresses(addresses["reply-to"], "reply-to", found),
         in_reply_to=_message_id(_first(headers, "in-reply-to")),
         references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
             :100
@@ -292,9 +303,8 @@ def _date(value: str | None) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _addresses(msg: Message, name: str, defects: list[str]) -> tuple[Address, ...]:
+def _addresses(values: list[str], name: str, defects: list[str]) -> tuple[Address, ...]:
     result: dict[str, Address] = {}
-    values = [value for key, value in msg.raw_items() if key.lower() == name]
     for value in values[:10]:
         for piece in _address_pieces(_utf8(value), name, defects):
             for address, display in _mailboxes(piece, name, defects):

@@ -48,10 +48,9 @@ _SUPPRESSED = PreparedIn(
         Suppression.address_token.in_(binds)
     )
 )
-_PERSONAL = PreparedIn(
-    lambda binds: sa.select(PersonalContact.address_token).where(
-        PersonalContact.employee_id == sa.bindparam("employee"),
-        PersonalContact.address_token.in_(binds),
+_PERSONAL = Prepared(
+    sa.select(PersonalContact.address_token).where(
+        PersonalContact.employee_id == sa.bindparam("employee")
     )
 )
 _EMPLOYEE = Prepared(
@@ -105,12 +104,21 @@ class Employees:
     def __init__(self, conn: sa.Connection) -> None:
         self.conn = conn
         self._found: dict[str, Submitter | None] = {}
+        self._personal: dict[int, frozenset[str]] = {}
 
     def find(self, address: str) -> Submitter | None:
         wanted = address.strip().lower()
         if wanted not in self._found:
             self._found[wanted] = find_submitter(self.conn, wanted)
         return self._found[wanted]
+
+    def personal_contacts(self, employee_id: int) -> frozenset[str]:
+        """The address tokens of the contacts this employee marked personal (tens, rarely
+        more than hundreds): read whole once, not asked about each message's participants."""
+        if employee_id not in self._personal:
+            rows = _PERSONAL.rows(self.conn, {"employee": employee_id})
+            self._personal[employee_id] = frozenset(token for (token,) in rows)
+        return self._personal[employee_id]
 
 
 class BodyNeededError(Exception):
@@ -201,7 +209,7 @@ class Pipeline:
         previous = _replay(conn, key)
         if previous is not None:
             return previous
-        context = self._context(conn, message, channel, submitter)
+        context = self._context(employees, message, channel, submitter)
         context = replace(
             context,
             submitter_proven=self._proven(outer, envelope, submitter),
@@ -268,10 +276,9 @@ class Pipeline:
         with self.readers() as session:
             conn = session.connection()
             submitter = find_submitter(conn, address) or _hypothetical(address)
-            context = self._context(conn, message, channel, submitter)
-            context = replace(
-                context, from_employee=_from_employee(Employees(conn), outer, submitter)
-            )
+            employees = Employees(conn)
+            context = self._context(employees, message, channel, submitter)
+            context = replace(context, from_employee=_from_employee(employees, outer, submitter))
             session.rollback()
         context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
@@ -285,19 +292,20 @@ class Pipeline:
 
     def _context(
         self,
-        conn: sa.Connection,
+        employees: Employees,
         message: ParsedMessage,
         channel: Channel,
         submitter: Submitter | None,
     ) -> Context:
         """What the database knows about the participants. Whether From is an employee is
         left to the callers: they ask it of the message as sent, not as submitted."""
+        conn = employees.conn
         addresses = [a.address for a in message.participants]
         known = [row[0] for row in _KNOWN.rows(conn, addresses)]
         return Context(
             channel=channel,
             org_domains=self.org_domains,
-            submitter=submitter and self._with_personal_contacts(conn, submitter, addresses),
+            submitter=submitter and self._with_personal_contacts(employees, submitter, addresses),
             known_contacts=frozenset(known),
             now=self.clock(),
             secret=self.secret,
@@ -331,13 +339,13 @@ class Pipeline:
         return Consent(erased=frozenset(found["erased"]), objected=frozenset(found["objected"]))
 
     def _with_personal_contacts(
-        self, conn: sa.Connection, submitter: Submitter, addresses: list[str]
+        self, employees: Employees, submitter: Submitter, addresses: list[str]
     ) -> Submitter:
-        tokens = self._tokens(addresses)
-        if not tokens:
+        listed = employees.personal_contacts(submitter.employee_id)
+        if not listed:
             return submitter
-        listed = _PERSONAL.rows(conn, list(tokens), {"employee": submitter.employee_id})
-        return replace(submitter, personal_contacts=frozenset(tokens[t] for (t,) in listed))
+        personal = frozenset(a for t, a in self._tokens(addresses).items() if t in listed)
+        return replace(submitter, personal_contacts=personal)
 
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"

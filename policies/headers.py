@@ -16,7 +16,7 @@ from policies.engine import Engine
 from policies.guardrails import GUARDRAILS
 from policies.model import AllOf, AnyOf, Channel, Decision, Expr, NotOf, Outcome, PredicateCall
 from policies.observe import Observations
-from policies.predicates import PREDICATES
+from policies.predicates import PREDICATES, NoParams
 
 # Predicates that read only headers, participants, the size and what the database knows.
 # Not here: personal-content and calendar-only (they read the text and the MIME parts).
@@ -87,10 +87,24 @@ def _evaluate(expr: Expr, obs: Observations, headers: ParsedMessage, secret: byt
 
 def _call(call: PredicateCall, obs: Observations, headers: ParsedMessage, secret: bytes) -> Known:
     spec = PREDICATES[call.name]
-    hit = spec.check(obs, spec.params.model_validate(call.params), secret).hit
+    hit = spec.check(obs, _params(call), secret).hit
     if call.name in HEADER_PREDICATES:
         return hit
     if call.name == "bounce" and (hit or not looks_like_bounce(headers)):
         return hit  # a bounce shown by its headers stays one; the body is only read for
         # messages whose sender or subject look like a bounce
     return None
+
+
+# Each call's parameters, validated once (the engine did so when it compiled the policy);
+# the call itself is kept alongside, so that its id cannot be reused by another while cached.
+_VALIDATED: dict[int, tuple[PredicateCall, NoParams]] = {}
+
+
+def _params(call: PredicateCall) -> NoParams:
+    cached = _VALIDATED.get(id(call))
+    if cached is not None and cached[0] is call:
+        return cached[1]
+    params = PREDICATES[call.name].params.model_validate(call.params)
+    _VALIDATED[id(call)] = (call, params)
+    return params

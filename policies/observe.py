@@ -95,11 +95,15 @@ class Observations:
     notes: dict[str, tuple[str, ...]]
 
 
+# Keyed digests of the addresses and domains seen lately: a mailbox's correspondents recur,
+# and a message asks for several (held in memory only, like the message being decided).
+@lru_cache(maxsize=16_384)
 def domain_token(secret: bytes, domain: str) -> str:
     """A keyed digest of a domain, so that the log can match domain lists without naming them."""
     return hmac.digest(secret, b"domain:" + domain.lower().encode(), "sha256").hex()[:32]
 
 
+@lru_cache(maxsize=16_384)
 def address_token(secret: bytes, address: str) -> str:
     """A keyed digest of an address: how suppression and personal-contact lists hold them."""
     return hmac.digest(secret, b"address:" + address.lower().encode(), "sha256").hex()
@@ -212,13 +216,23 @@ def _personal_facts(
     notes: dict[str, tuple[str, ...]],
 ) -> dict[str, Any]:
     family = context.submitter.family_name.lower() if context.submitter else ""
-    sharing = [a for a in external if family and family_name(a.name) == family]
+    sharing = [a for a in external if family and _shares_family_name(a.name, family)]
     score = score_personal(message.subject, message.text, recipients=len(message.recipients))
     notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
     return {
         "shares_family_name": len(sharing),
         "personal_probability": round(score.probability, 3),
     }
+
+
+def _shares_family_name(display_name: str, family: str) -> bool:
+    """Whether a display name's family name is `family` (lowercased). nameparser builds a
+    family name from the display name's own words, so a name lacking one of `family`'s words
+    cannot have it; most correspondents' names are ruled out without nameparser."""
+    written = display_name.lower()
+    if not all(word in written for word in family.split()):
+        return False
+    return family_name(display_name) == family
 
 
 @lru_cache(maxsize=4096)  # nameparser costs ~0.5 ms; the same few names recur

@@ -5,11 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from capture.parse import parse_message
 from policies.guardrails import GUARDRAILS
 from policies.model import Channel
-from policies.observe import Consent, Context, Observations, Submitter, observe
+from policies.observe import (
+    Consent,
+    Context,
+    Observations,
+    Submitter,
+    _shares_family_name,
+    family_name,
+    observe,
+)
 from policies.predicates import PREDICATES, Finding
 from tests.conftest import FIXTURES
 
@@ -203,3 +213,21 @@ def test_facts_never_hold_an_address_subject_or_text() -> None:
 def test_every_predicate_and_guardrail_has_a_description() -> None:
     assert all(len(p.description) > 20 for p in PREDICATES.values())
     assert all(len(g.description) > 20 for g in GUARDRAILS)
+
+
+NAME_WORDS = ["John", "Doe", "van", "der", "Berg", "Dr.", "Jr.", "III", "Mary-Ann", "O'Neil", "de"]
+NAME_WORDS += ["la", "y", "Ruiz", "(Bob)", '"Bobby"', ",", ".", "Ms.", "Ünal", "İpek", "Straße"]
+
+
+@settings(max_examples=300, deadline=None)
+@example("John van (Bob) John", "Doe")
+@given(
+    st.lists(st.sampled_from([*NAME_WORDS, "  ", "\t"]), min_size=1, max_size=6).map(" ".join),
+    st.lists(st.sampled_from(NAME_WORDS), min_size=1, max_size=3).map(" ".join),
+)
+def test_the_family_name_shortcut_agrees_with_nameparser(display: str, other: str) -> None:
+    """Nicknames dropped ("John van (Bob) John" is "van john"), words rejoined: whatever
+    nameparser makes of a name, skipping it when a word is missing changes no answer."""
+    for family in (family_name(display), family_name(other)):
+        if family:
+            assert _shares_family_name(display, family) == (family_name(display) == family)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
@@ -48,6 +52,63 @@ def _entry(n: int) -> ledger.Entry:
         decision=decision,
         message_id_hmac=None,
     )
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(
+    facts=st.dictionaries(st.text(), JSON, max_size=8),
+    rules=st.lists(st.text(), max_size=3),
+    employee_id=st.none() | st.integers(1, 2**40),
+    message_id_hmac=st.none() | st.text(max_size=64),
+)
+def test_a_record_hashed_from_its_encoded_fields_hashes_as_verify_recomputes_it(
+    facts: dict[str, object], rules: list[str], employee_id: int | None, message_id_hmac: str | None
+) -> None:
+    record = ledger.Chained(
+        created_at=datetime(2026, 11, 23, 15, 4, 5, 6, tzinfo=UTC),
+        channel="imap",
+        employee_id=employee_id,
+        outcome="hold",
+        rules=rules,
+        verdicts=[{"id": r, "hit": True} for r in rules],
+        facts=facts,
+        policy_sha256="b" * 64,
+        message_id_hmac=message_id_hmac,
+        id=7,
+        prev_hash="c" * 64,
+    )
+    encoded = {c: ledger._ENCODE(getattr(record, c)) for c in ledger._JSON_COLUMNS}
+
+    assert ledger._canonical_encoded(record, encoded) == ledger.canonical(record)
+
+
+def test_records_stored_from_their_encoded_fields_read_back_and_verify(
+    sessions: sessionmaker[Session],
+) -> None:
+    awkward: list[dict[str, Any]] = [
+        {"text": 'Grüße, 東京 \u2028 "quoted" \\ back', "nested": {"b": [1.5, None], "a": True}},
+        {"float": 1e-7, "big": 2**53 + 1, "neg": -0.0, "empty": {}, "list": []},
+    ]
+    for facts in awkward:
+        entry = _entry(0)
+        entry = replace(entry, decision=replace(entry.decision, facts=facts))
+        with transaction(sessions) as session:
+            ledger.append(session.connection(), entry)
+
+    with sessions() as session:
+        stored = [
+            r.facts for r in session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id))
+        ]
+        result = ledger.verify(session)
+
+    assert stored == awkward
+    assert (result.ok, result.checked) == (True, 2)
 
 
 def test_ledger_verifies_an_untouched_chain(sessions: sessionmaker[Session]) -> None:
