@@ -63,6 +63,8 @@ _SIMPLE_MAILBOX = re.compile(
 # Also common: `"Doe, John" <user@host>` and `<user@host>`. A quoted name of printable ASCII
 # without backslashes or encoded words is read by the registry as written, spaces included.
 _QUOTED_MAILBOX = re.compile(rf'\s*(?:"((?:(?!=\?)[ !#-\[\]-~]){{0,100}})"\s*)?<({_MAILBOX})>\s*')
+# And the old `user@host (Full Name)`: the registry gives a trailing comment no display name.
+_COMMENTED_MAILBOX = re.compile(rf"\s*({_MAILBOX})\s*\([^()\\]{{0,200}}\)\s*")
 
 
 class _BoundedCompat32(Compat32):
@@ -416,6 +418,9 @@ def _mailboxes(value: str, name: str, defects: list[str]) -> list[tuple[str, str
     if quoted:
         display, address = quoted.groups()
         return [(address, display or "")]
+    commented = _COMMENTED_MAILBOX.fullmatch(value)
+    if commented:
+        return [(commented.group(1), "")]
     try:
         header = _ADDRESS_HEADER(name, value)
         mailboxes: tuple[HeaderAddress, ...] = header.addresses
