@@ -287,26 +287,22 @@ def _parsed(
     raw: bytes,
 ) -> ParsedMessage:
     found = [type(d).__name__ for d in msg.defects[:20]]
-    headers = _headers(msg, found)
-    addresses: dict[str, list[str]] = {name: [] for name in _ADDRESS_HEADERS}
-    for key, value in msg.raw_items():
-        values = addresses.get(key.lower())
-        if values is not None:
-            values.append(value)
+    headers, addresses = _headers(msg, found)
+    first: dict[str, str] = {}
+    for key, value in headers:
+        first.setdefault(key, value)
     return ParsedMessage(
         digest=digest,
         size=size,
-        message_id=_message_id(_first(headers, "message-id")),
-        subject=(_first(headers, "subject") or "")[:998],
-        date=_date(_first(headers, "date")),
+        message_id=_message_id(first.get("message-id")),
+        subject=first.get("subject", "")[:998],
+        date=_date(first.get("date")),
         from_=_addresses(addresses["from"], "from", found),
         to=_addresses(addresses["to"], "to", found),
         cc=_addresses(addresses["cc"], "cc", found),
         reply_to=_addresses(addresses["reply-to"], "reply-to", found),
-        in_reply_to=_message_id(_first(headers, "in-reply-to")),
-        references=tuple(re.findall(r"<[^<>\s]{1,250}>", _first(headers, "references") or ""))[
-            :100
-        ],
+        in_reply_to=_message_id(first.get("in-reply-to")),
+        references=tuple(re.findall(r"<[^<>\s]{1,250}>", first.get("references", "")))[:100],
         headers=headers,
         text=text,
         content_types=content_types,
@@ -316,21 +312,28 @@ def _parsed(
     )
 
 
-def _first(headers: tuple[tuple[str, str], ...], name: str) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
-def _headers(msg: Message, defects: list[str]) -> tuple[tuple[str, str], ...]:
-    """Header values, unfolded and with RFC 2047 words decoded. Only address headers go
-    through the (ten times slower) header registry, in _addresses."""
+def _headers(
+    msg: Message, defects: list[str]
+) -> tuple[tuple[tuple[str, str], ...], dict[str, list[str]]]:
+    """The first 500 header values, unfolded and with RFC 2047 words decoded; and every
+    address header's values as written. Only those go through the (ten times slower) header
+    registry, in _addresses."""
     pairs: list[tuple[str, str]] = []
-    for key, value in itertools.islice(msg.raw_items(), 500):
-        text = _decoded(_utf8(str(value)[:4000]), key, defects)
-        pairs.append((clean(key.lower()[:100]), clean(" ".join(text.split()))))
-    return tuple(pairs)
+    addresses: dict[str, list[str]] = {name: [] for name in _ADDRESS_HEADERS}
+    for number, (key, value) in enumerate(msg.raw_items()):
+        name = key.lower()  # names are printable ASCII: the parser's header line pattern
+        values = addresses.get(name)
+        if values is not None:
+            values.append(value)
+        if number >= 500:
+            continue
+        text = str(value)[:4000]
+        if text.isascii() and "=?" not in text:  # most headers: nothing to decode or clean
+            pairs.append((name[:100], " ".join(text.split())))
+        else:
+            text = _decoded(_utf8(text), key, defects)
+            pairs.append((name[:100], clean(" ".join(text.split()))))
+    return tuple(pairs), addresses
 
 
 def _decoded(value: str, key: str, defects: list[str]) -> str:

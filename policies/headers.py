@@ -60,8 +60,12 @@ def settled_on_headers(
         return False
     if decision.deciding_rule in _GUARDRAIL_IDS:
         return True  # guardrails read participants and headers only
+    asked = {verdict.rule: verdict.hit for verdict in decision.verdicts}
     for rule in engine.policy.policy.rules:
-        if _evaluate(rule.when, observations, headers, secret) is None:
+        # A rule of header predicates alone was answered by the engine already; the others
+        # are asked again, with what reads the body unknown.
+        answered = _reads_headers_only(rule.when) and rule.id in asked
+        if not answered and _evaluate(rule.when, observations, headers, secret) is None:
             return False
         if rule.id == decision.deciding_rule:
             return True
@@ -108,3 +112,25 @@ def _params(call: PredicateCall) -> NoParams:
     params = PREDICATES[call.name].params.model_validate(call.params)
     _VALIDATED[id(call)] = (call, params)
     return params
+
+
+_HEADERS_ONLY: dict[int, tuple[Expr, bool]] = {}  # as _VALIDATED: by id, the rule kept
+
+
+def _reads_headers_only(expr: Expr) -> bool:
+    cached = _HEADERS_ONLY.get(id(expr))
+    if cached is not None and cached[0] is expr:
+        return cached[1]
+    result = _header_predicates_only(expr)
+    _HEADERS_ONLY[id(expr)] = (expr, result)
+    return result
+
+
+def _header_predicates_only(expr: Expr) -> bool:
+    if isinstance(expr, AllOf):
+        return all(_header_predicates_only(e) for e in expr.all)
+    if isinstance(expr, AnyOf):
+        return all(_header_predicates_only(e) for e in expr.any)
+    if isinstance(expr, NotOf):
+        return _header_predicates_only(expr.not_)
+    return expr.name in HEADER_PREDICATES
