@@ -159,10 +159,13 @@ def normalize_address(raw: str) -> str | None:
     local, at, domain = raw.strip().rpartition("@")
     if not at:
         return None
-    try:
-        domain = domain.encode("idna").decode("ascii").lower() if domain else ""
-    except UnicodeError:
-        return None
+    if domain.isascii():  # the idna codec leaves ASCII as it is; _DOMAIN checks the labels
+        domain = domain.lower()
+    else:
+        try:
+            domain = domain.encode("idna").decode("ascii").lower()
+        except UnicodeError:
+            return None
     if not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
         return None
     return f"{local}@{domain}"

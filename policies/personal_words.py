@@ -78,7 +78,7 @@ def features(subject: str, body: str, *, recipients: int = 1) -> dict[str, float
 
 def _occurrences(counts: Counter[str], lexicon: frozenset[str]) -> int:
     """How many of the words are in the lexicon, counting repeats (over distinct words)."""
-    return sum(n for w, n in counts.items() if w in lexicon)
+    return sum(counts[w] for w in lexicon.intersection(counts))
 
 
 @cache

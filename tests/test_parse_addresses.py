@@ -11,7 +11,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from capture.parse import _POLICY, _mailboxes, header_section
+from capture.parse import _DOMAIN, _POLICY, _mailboxes, header_section, normalize_address
 from tests.conftest import CORPORA
 
 ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
@@ -139,3 +139,16 @@ def test_corpus_header_sections_read_as_compat32_reads_them() -> None:
         for header in (raw[: end + 4], raw[: end + 2], raw) if end >= 0 else (raw,):
             assert fields_of(header_section(header)) == stdlib_header_section(header), path.name
     assert len(paths) > 1000
+
+
+@given(st.text(alphabet="aZ09-._\u00e9", max_size=80))
+@example("a" * 64 + ".example")
+@example("example.com.")
+@example("a..example")
+def test_ascii_domains_skip_the_idna_codec_and_normalize_as_it_would(domain: str) -> None:
+    try:
+        encoded: str | None = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError:
+        encoded = None
+    expected = f"x@{encoded}" if encoded is not None and _DOMAIN.match(encoded) else None
+    assert normalize_address(f"x@{domain}") == expected
