@@ -26,10 +26,11 @@ class _Form:
     keys: tuple[str, ...]  # the parameter each placeholder takes
     fixed: dict[str, Any]  # values written into the statement itself (LIMIT 1), and defaults
     generated: dict[str, Callable[[Any], Any]]  # column defaults computed per execution
-    binds: tuple[Processor, ...]
     results: tuple[Processor, ...]
     positional: bool
     integrity_error: type[Exception]
+    converted: tuple[tuple[int, Callable[[Any], Any]], ...]  # (position, processor): few
+    convert_results: bool
 
 
 class Prepared:
@@ -44,7 +45,7 @@ class Prepared:
         form = self._form(conn.dialect)
         cursor = self._execute(conn, form, params or {})
         rows: list[Any] = cursor.fetchall()
-        if any(form.results):
+        if rows and form.convert_results:
             return [
                 tuple(p(v) if p else v for p, v in zip(form.results, row, strict=True))
                 for row in rows
@@ -88,9 +89,9 @@ class Prepared:
         if form.fixed or form.generated:
             made = {key: make(None) for key, make in form.generated.items() if key not in params}
             params = form.fixed | made | dict(params)
-        values = [
-            p(params[k]) if p else params[k] for p, k in zip(form.binds, form.keys, strict=True)
-        ]
+        values = [params[k] for k in form.keys]
+        for position, process in form.converted:
+            values[position] = process(values[position])
         return values if form.positional else dict(zip(form.names, values, strict=True))
 
     def _form(self, dialect: Dialect) -> _Form:
@@ -118,18 +119,21 @@ class Prepared:
                 generated[column.key] = default.arg  # type: ignore[attr-defined]
             else:
                 fixed[column.key] = default.arg  # type: ignore[attr-defined]
+        processors = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
+        results = tuple(
+            c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
+        )
         return _Form(
             sql=compiled.string,
             names=names,
             keys=tuple(bind.key for bind in binds),
             fixed=fixed,
             generated=generated,
-            binds=tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds),
-            results=tuple(
-                c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
-            ),
+            results=results,
             positional=compiled.positional,
             integrity_error=dialect.loaded_dbapi.IntegrityError,
+            converted=tuple((i, p) for i, p in enumerate(processors) if p is not None),
+            convert_results=any(results),
         )
 
 
