@@ -31,7 +31,7 @@ from policies.observe import is_internal
 ROLES = ("from", "to", "cc", "reply-to")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Filing:
     """Who captured the message, through which channel, and what the organization is."""
 

@@ -83,7 +83,7 @@ _INSERT_RECEIPT = Prepared(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """The SMTP envelope, or its equivalent for IMAP and import."""
 
@@ -125,7 +125,7 @@ class BodyNeededError(Exception):
     """A header-only decision the body could still change: fetch the body and ask again."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Result:
     outcome: Outcome
     decision_id: int

@@ -40,7 +40,7 @@ class Visibility(enum.StrEnum):
     PRIVATE = "private"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """One rule's or guardrail's answer about one message."""
 
@@ -50,7 +50,7 @@ class Verdict:
     evidence: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The outcome for one message and every verdict that led to it."""
 

@@ -46,7 +46,7 @@ ESP_HEADERS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Submitter:
     """The employee a message was captured for, as the engine needs to know them."""
 
@@ -58,7 +58,7 @@ class Submitter:
     private_tags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Consent:
     """Participants of this message who were erased or who objected (from the suppression list)."""
 
@@ -66,7 +66,7 @@ class Consent:
     objected: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Context:
     """What is known besides the message itself; loaded by the pipeline, passed in whole."""
 
@@ -86,7 +86,7 @@ class Context:
     trusted_headers: bool = False  # upstream filter headers come from our own mail servers
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Observations:
     """Facts (persisted in the decision log: never an address, subject or text) and notes
     (shown by explain, never persisted)."""

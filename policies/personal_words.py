@@ -48,7 +48,7 @@ PRONOUNS_I = frozenset("i i'm i've i'll me my mine myself".split())
 PRONOUNS_YOU = frozenset("you you're you've your yours yourself".split())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PersonalScore:
     probability: float
     signals: tuple[tuple[str, float], ...]

@@ -12,7 +12,7 @@ from policies.model import Channel
 from policies.observe import Observations, domain_token
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A predicate's answer: hit or miss, a sentence saying why, and the evidence."""
 

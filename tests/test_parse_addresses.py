@@ -8,7 +8,7 @@ from email.message import Message
 from email.parser import BytesParser
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from capture.parse import _DOMAIN, _POLICY, _mailboxes, header_section, normalize_address
@@ -119,9 +119,11 @@ def fields_of(message: Message) -> tuple[object, ...]:
 LINE_PIECES = [b"From ", b"From: a@b.example", b"To", b":", b" ", b"\t", b"\r", b"\n", b"\r\n"]
 LINE_PIECES += [b"X-A", b"Subject: hi", b"\xc3\xa9", b"Content-Type: multipart/mixed; boundary=x"]
 LINE_PIECES += [b"a", b"\x0b", b"\x0c", b"\x85", b"\x00"]
+LINE_PIECES += [b"X: ", b": ", b" \r\n", b"\tfold", b"\r\n\r\n", b"Y:"]
 
 
-@given(st.lists(st.sampled_from(LINE_PIECES), max_size=30).map(b"".join))
+@settings(max_examples=1000)
+@given(st.lists(st.sampled_from(LINE_PIECES), max_size=40).map(b"".join))
 @example(b"")
 @example(b"From me Mon Jan 1\r\n \tfolded first\r\n: no name\r\nFrom here\r\nA: b\r\nFrom x")
 @example(b"A: 1\r\nno colon here\r\nB: 2\r\n")

@@ -66,9 +66,14 @@ JSON = st.recursive(
     rules=st.lists(st.text(), max_size=3),
     employee_id=st.none() | st.integers(1, 2**40),
     message_id_hmac=st.none() | st.text(max_size=64),
+    odd_verdicts=st.lists(st.dictionaries(st.sampled_from(["id", "hit", "x"]), JSON), max_size=3),
 )
 def test_a_record_hashed_from_its_encoded_fields_hashes_as_verify_recomputes_it(
-    facts: dict[str, object], rules: list[str], employee_id: int | None, message_id_hmac: str | None
+    facts: dict[str, object],
+    rules: list[str],
+    employee_id: int | None,
+    message_id_hmac: str | None,
+    odd_verdicts: list[dict[str, Any]],
 ) -> None:
     record = ledger.Chained(
         created_at=datetime(2026, 11, 23, 15, 4, 5, 6, tzinfo=UTC),
@@ -76,16 +81,17 @@ def test_a_record_hashed_from_its_encoded_fields_hashes_as_verify_recomputes_it(
         employee_id=employee_id,
         outcome="hold",
         rules=rules,
-        verdicts=[{"id": r, "hit": True} for r in rules],
+        verdicts=[{"id": r, "hit": n % 2 == 0} for n, r in enumerate(rules)] + odd_verdicts,
         facts=facts,
         policy_sha256="b" * 64,
         message_id_hmac=message_id_hmac,
         id=7,
         prev_hash="c" * 64,
     )
-    encoded = {c: ledger._ENCODE(getattr(record, c)) for c in ledger._JSON_COLUMNS}
+    encoded = ledger._encoded_fields(record)
 
     assert ledger._canonical_encoded(record, encoded) == ledger.canonical(record)
+    assert encoded == {c: ledger._ENCODE(getattr(record, c)) for c in ledger._JSON_COLUMNS}
 
 
 def test_records_stored_from_their_encoded_fields_read_back_and_verify(
