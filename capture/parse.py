@@ -53,8 +53,8 @@ _ADDRESS_HEADER = policy.default.header_factory
 # The one shape most headers take, read without the header registry: `Name <user@host>` or
 # `user@host`, with no quotes, comments, groups or encoded words that could make it ambiguous.
 # The local part as the registry returns it: written as is, apostrophes and the stray dots
-# of obsolete forms (`w..cantrell`, `a.@`, common in old corpora) included.
-_LOCAL = r"[A-Za-z0-9_%+='-][A-Za-z0-9_%+='.-]{0,63}"
+# of obsolete forms (`w..cantrell`, `a.@`, `.hall`, common in old corpora) included.
+_LOCAL = r"[A-Za-z0-9_%+='.-]{1,64}"
 _LABEL = r"[A-Za-z0-9-]{1,63}"
 _MAILBOX = rf"{_LOCAL}@{_LABEL}(?:\.{_LABEL})+"
 _SIMPLE_MAILBOX = re.compile(
