@@ -53,7 +53,8 @@ def settled_on_headers(
     headers: ParsedMessage,
     secret: bytes,
 ) -> bool:
-    """True when this header-only decision keeps no text and the body could not change it."""
+    """True when this header-only decision keeps no text and the body could not change it,
+    or when it drops the message and the body could only change which rule drops it."""
     if decision.outcome is Outcome.CAPTURE:
         return False  # a capture keeps the text: it is filed from the whole message
     if observations.facts.get("channel") not in _MAILBOX_CHANNELS:
@@ -61,14 +62,19 @@ def settled_on_headers(
     if decision.deciding_rule in _GUARDRAIL_IDS:
         return True  # guardrails read participants and headers only
     asked = {verdict.rule: verdict.hit for verdict in decision.verdicts}
+    dropped = decision.outcome is Outcome.DROP
     for rule in engine.policy.policy.rules:
         # A rule of header predicates alone was answered by the engine already; the others
         # are asked again, with what reads the body unknown.
         answered = _reads_headers_only(rule.when) and rule.id in asked
-        if not answered and _evaluate(rule.when, observations, headers, secret) is None:
-            return False
+        unknown = not answered and _evaluate(rule.when, observations, headers, secret) is None
         if rule.id == decision.deciding_rule:
-            return True
+            return not unknown
+        if unknown and not (dropped and rule.outcome is Outcome.DROP):
+            return False
+        # An unanswered rule that would drop the message too, before one that drops it on its
+        # headers: dropped either way, so its body is never downloaded ("never download
+        # what the policy will drop"); the record names the rule the headers show.
     return True  # no rule can match, whatever the body says: the default outcome stands
 
 
