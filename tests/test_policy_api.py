@@ -111,6 +111,7 @@ def test_the_policy_page_shows_every_rule_and_guardrail_without_a_token(
     assert "Newsletters and mailing lists are dropped." in page.text
     assert "Mail with a person whose data was erased" in page.text
     assert "not kept: only a record that a decision was made" in page.text
+    assert "A message that a rule drops\non its headers alone is never downloaded" in page.text
 
 
 def test_ledger_verify_reports_ok_then_names_the_record_edited_behind_its_back(
