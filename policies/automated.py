@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from email import message_from_bytes
 from email import policy as email_policy
 
@@ -49,7 +50,6 @@ BOUNCE_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 
-
 # What delivery-failure notices say, in the words MTAs use.
 DSN_PHRASES = re.compile(
     r"could not be delivered|couldn't be delivered|undeliverable|delivery (?:has )?failed|"
@@ -61,6 +61,25 @@ DSN_PHRASES = re.compile(
     r"mail delivery failed|duplicated message-id|loop alert",
     re.IGNORECASE,
 )
+
+
+def _insensitive(pattern: re.Pattern[str]) -> Callable[[str], bool]:
+    """`pattern.search(text)`, quicker for ASCII text: lowercased once and searched without
+    IGNORECASE, which makes the engine fold every character it compares. For ASCII text the
+    two agree, the pattern's letters being lowercase; other text takes the pattern itself."""
+    assert pattern.flags & re.IGNORECASE and not re.search(r"(?<!\\)[A-Z]", pattern.pattern)
+    folded = re.compile(pattern.pattern)
+
+    def search(text: str) -> bool:
+        if text.isascii():
+            return folded.search(text.lower()) is not None
+        return pattern.search(text) is not None
+
+    return search
+
+
+subject_says_bounce = _insensitive(BOUNCE_SUBJECT)
+says_delivery_failed = _insensitive(DSN_PHRASES)
 
 
 def auto_reply_signal(message: ParsedMessage) -> str | None:
@@ -96,7 +115,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     # Our own sender names and phrases first: they cost microseconds, and most bounces say so.
     sender = message.sender.local_part.lower() if message.sender else ""
     said = f"{message.subject}\n{message.text[:8000]}"
-    if BOUNCE_SENDERS.search(sender) or DSN_PHRASES.search(said):
+    if BOUNCE_SENDERS.search(sender) or says_delivery_failed(said):
         return "detected"
     # flufl.bounce knows the non-standard formats; it costs milliseconds, hence the gates. It
     # reads addresses superlinearly (a 2 KB From costs 15 ms, 32 KB half a second), so a
@@ -113,7 +132,7 @@ def looks_like_bounce(message: ParsedMessage) -> bool:
     text = f"{sender.name} {sender.local_part}".lower() if sender else ""
     if BOUNCE_SENDERS.search(text) or (sender and NOREPLY.match(sender.local_part.lower())):
         return True
-    return bool(BOUNCE_SUBJECT.search(message.subject)) or not message.from_
+    return subject_says_bounce(message.subject) or not message.from_
 
 
 def role_kind(address: Address) -> str | None:

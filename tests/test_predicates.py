@@ -9,6 +9,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from capture.parse import parse_message
+from policies import automated
 from policies.guardrails import GUARDRAILS
 from policies.model import Channel
 from policies.observe import (
@@ -231,3 +232,18 @@ def test_the_family_name_shortcut_agrees_with_nameparser(display: str, other: st
     for family in (family_name(display), family_name(other)):
         if family:
             assert _shares_family_name(display, family) == (family_name(display) == family)
+
+
+BOUNCE_WORDS = ["Undeliverable", "DELIVERY STATUS", "delivery Fail", "Returned MAIL", "ERROR"]
+BOUNCE_WORDS += ["550 5.1.1", "550-5.7.1", "User Unknown", "mailbox Is Full", "is Delayed", "554 "]
+BOUNCE_WORDS += ["Unzustellbar", "non-remise", "エラー", "K", "s", " "]
+BOUNCE_WORDS += ["\u017f", "\u212a", "\u0130"]  # long s, Kelvin sign, dotted capital I
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(BOUNCE_WORDS) | st.text(max_size=5), max_size=8).map("".join))
+@example("Mailbox i\u017f full")  # the case-blind pattern reads the long s as an s
+def test_bounce_phrases_read_ascii_text_lowercased_as_the_case_blind_patterns_do(text: str) -> None:
+    """The long s and the Kelvin sign fold to ASCII letters: such text takes the pattern."""
+    assert automated.subject_says_bounce(text) == bool(automated.BOUNCE_SUBJECT.search(text))
+    assert automated.says_delivery_failed(text) == bool(automated.DSN_PHRASES.search(text))
