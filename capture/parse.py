@@ -84,12 +84,16 @@ _HEADER_LINE = re.compile(r"From |[\041-\071\073-\176]*:|[\t ]")  # feedparser's
 # A header section of fields alone (no unix-from line, nothing before the blank line that is
 # not a field or its continuation, nothing after it), and its fields with their values as
 # compat32 keeps them: leading blanks dropped, folds kept, the last line break dropped.
+# Envelope lines (`From ` without a colon after the word, as mbox files start each message)
+# may stand among the fields, never followed by a continuation line.
 _WELL_FORMED = re.compile(
-    r"(?:[\041-\071\073-\176]+:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*(?:\r\n|\r|\n|$))*"
+    r"(?:[\041-\071\073-\176]+:[^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*(?:\r\n|\r|\n|$)"
+    r"|From [^\r\n]*(?:\r\n|\r|\n|$))*"
     r"(?:\r\n|\r|\n)?"
 )
-_FIELD = re.compile(  # each match ends where the next field starts: no text scanned twice
+_FIELD = re.compile(  # each match ends where the next one starts: no text scanned twice
     r"([\041-\071\073-\176]+):[ \t]*([^\r\n]*(?:(?:\r\n|\r|\n)[ \t][^\r\n]*)*)(?:\r\n|\r|\n)?"
+    r"|(From [^\r\n]*)(?:\r\n|\r|\n)?"
 )
 _PARSER = BytesParser(policy=_POLICY)
 _HEADER_PARSER = BytesHeaderParser(policy=_POLICY)
@@ -250,9 +254,15 @@ def header_section(header: bytes) -> Message:
     feed machinery is built for bodies that arrive in pieces."""
     msg = Message(policy=_POLICY)
     text = header.decode("ascii", "surrogateescape")
-    if _WELL_FORMED.fullmatch(text):  # most: each field read by one pattern, no defects
-        for name, value in _FIELD.findall(text):
-            msg.set_raw(name, value)
+    if _WELL_FORMED.fullmatch(text):  # most: each field read by one pattern
+        found = _FIELD.findall(text)
+        for number, (name, value, envelope) in enumerate(found):
+            if not envelope:
+                msg.set_raw(name, value)
+            elif number == 0:
+                msg.set_unixfrom(envelope)
+            elif number != len(found) - 1:  # the parser leaves a last one to the body
+                msg.defects.append(MisplacedEnvelopeHeaderDefect(envelope))
         return msg
     fields: list[str] = []
     for line in _LINE.findall(text):

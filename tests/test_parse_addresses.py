@@ -120,6 +120,7 @@ LINE_PIECES = [b"From ", b"From: a@b.example", b"To", b":", b" ", b"\t", b"\r", 
 LINE_PIECES += [b"X-A", b"Subject: hi", b"\xc3\xa9", b"Content-Type: multipart/mixed; boundary=x"]
 LINE_PIECES += [b"a", b"\x0b", b"\x0c", b"\x85", b"\x00"]
 LINE_PIECES += [b"X: ", b": ", b" \r\n", b"\tfold", b"\r\n\r\n", b"Y:"]
+LINE_PIECES += [b"From x\r\n", b"From :y", b"\r\nFrom z"]  # mbox envelope lines
 
 
 @settings(max_examples=1000)
