@@ -16,6 +16,7 @@ import logging
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -134,6 +135,7 @@ class FolderSync:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.stats = SyncStats()
+        self._server: ThreadPoolExecutor | None = None  # while a folder syncs
 
     def sync_all(self) -> SyncStats:
         for folder in self.config.folders:
@@ -154,13 +156,27 @@ class FolderSync:
         uids = sorted(u for u in self._new_uids(last_uid) if u > last_uid)
         self._set_pending(len(uids))
         done = 0
-        for batch in _chunks(uids, BATCH):
-            if self.stop.is_set():
-                return
-            self._sync_batch(folder, uidvalidity, batch, remaining=len(uids) - done)
-            done += len(batch)
-            if self.progress is not None:
-                self.progress(done, len(uids))
+        batches = list(_chunks(uids, BATCH))
+        # One thread talks to the server, in order: while a batch is decided, the next
+        # batch's headers are already on their way (a stop waits for them, then returns).
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailroom-imap") as server:
+            self._server = server
+            try:
+                ahead = server.submit(self._fetch_headers, batches[0]) if batches else None
+                for number, batch in enumerate(batches):
+                    if self.stop.is_set() or ahead is None:
+                        return
+                    fetched = ahead.result()
+                    following = batches[number + 1] if number + 1 < len(batches) else None
+                    ahead = server.submit(self._fetch_headers, following) if following else None
+                    self._sync_batch(
+                        folder, uidvalidity, batch, fetched, remaining=len(uids) - done
+                    )
+                    done += len(batch)
+                    if self.progress is not None:
+                        self.progress(done, len(uids))
+            finally:
+                self._server = None
         if not uids and known_validity != uidvalidity:
             with self.pipeline.connections().begin() as conn:
                 self._advance(conn, folder, uidvalidity, last_uid, pending=0, before=self.stats)
@@ -176,10 +192,27 @@ class FolderSync:
             criteria += ["SINCE", self.config.since]  # a date object: imapclient formats it
         return [int(u) for u in self.client.search(criteria)]
 
+    def _fetch_headers(self, uids: Sequence[int]) -> dict[int, dict[bytes, Any]]:
+        fetched: dict[int, dict[bytes, Any]] = self.client.fetch(
+            list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"]
+        )
+        return fetched
+
+    def _fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
+        """A FETCH on the thread that talks to the server, after what it already has to do."""
+        if self._server is None:
+            return self.client.fetch(uids, items)  # type: ignore[no-any-return]
+        return self._server.submit(self.client.fetch, uids, items).result()  # type: ignore[no-any-return]
+
     def _sync_batch(
-        self, folder: str, uidvalidity: int, uids: Sequence[int], *, remaining: int
+        self,
+        folder: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        fetched: dict[int, dict[bytes, Any]],
+        *,
+        remaining: int,
     ) -> None:
-        fetched = self.client.fetch(list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"])
         sent = folder in self.config.sent_folders
         before = replace(self.stats, outcomes={})
         # Parsed before the write lock is taken: parsing needs no database.
@@ -227,7 +260,7 @@ class FolderSync:
         self, employees: Employees, needs_body: list[tuple[int, int, list[Envelope]]]
     ) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
-            bodies = self.client.fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
+            bodies = self._fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
             for uid, _, envelopes in chunk:
                 raw = bodies.get(uid, {}).get(b"BODY[]")
                 if raw is None:
