@@ -1,0 +1,160 @@
+"""Benchmark: CPU instructions per message of a mailbox sync, counted by callgrind.
+
+    python bench/instructions.py [--messages 1000]
+
+Wall-clock rates on these shared machines swing by a fifth for the same code, so a change
+worth 2 % cannot be seen in them. This counts instructions instead, which do not swing: the
+same decide-file-record work as `bench/imap_sync.py` (FolderSync under the bundled policy, on
+an embedded SQLite), with the IMAP server replaced by messages held in memory so that only
+Mailroom's own work is counted. The messages are every tenth of bench/imap_sync.py's 10,000,
+so the mix is the same. Needs valgrind and gcc (`apt-get install valgrind gcc`); the count is
+taken around `sync_all` only, not imports or setup. The last line is `instructions=<M>`
+(millions per message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.db import transaction  # noqa: E402
+from app.mailboxes import add_mailbox, load_config  # noqa: E402
+from app.models import Employee  # noqa: E402
+from app.runtime import build_runtime  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from bench.imap_sync import CORPORA, OWNER, corpus, unique  # noqa: E402
+from capture.imap import FolderSync  # noqa: E402
+
+TOGGLE = """#include <valgrind/callgrind.h>
+void counting(int on) {
+    if (on) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
+    else { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_STOP_INSTRUMENTATION; }
+}
+"""
+
+
+class HeldMailbox:
+    """The few IMAP calls FolderSync makes, answered from messages in memory."""
+
+    def __init__(self, messages: list[bytes]) -> None:
+        self.messages = {uid: raw for uid, raw in enumerate(messages, start=1)}
+
+    def select_folder(self, folder: str, readonly: bool = True) -> dict[bytes, Any]:
+        return {b"UIDVALIDITY": 1}
+
+    def search(self, criteria: list[Any]) -> list[int]:
+        return list(self.messages)
+
+    def fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
+        if "BODY.PEEK[]" in items:
+            return {uid: {b"BODY[]": self.messages[uid]} for uid in uids}
+        found = {}
+        for uid in uids:
+            raw = self.messages[uid]
+            end = raw.find(b"\r\n\r\n")
+            header = raw[: end + 4] if end >= 0 else raw
+            found[uid] = {b"BODY[HEADER]": header, b"RFC822.SIZE": len(raw)}
+        return found
+
+
+def sync(messages: list[bytes], toggle: Any) -> None:
+    work = Path(tempfile.mkdtemp(prefix="mailroom-bench."))
+    try:
+        settings = Settings(
+            data_dir=work, secret_key="bench-secret-key-0123456789", org_domains=["bench.example"]
+        )
+        runtime = build_runtime(settings)
+        with transaction(runtime.sessions) as session:
+            session.add(Employee(email=OWNER, name="Bench Owner"))
+        with transaction(runtime.sessions) as session:
+            mailbox_id = add_mailbox(
+                session,
+                settings.secret(),
+                employee=OWNER,
+                host="127.0.0.1",
+                port=143,
+                username="bench",
+                password="unused",
+                folders=["INBOX"],
+                tls="none",
+            ).id
+        with runtime.sessions() as session:
+            config = load_config(session, settings.secret(), mailbox_id)
+        client: Any = HeldMailbox(messages)
+        folder = FolderSync(
+            client,
+            runtime.pipeline,
+            config,
+            max_bytes=settings.max_message_bytes,
+            stop=threading.Event(),
+        )
+        toggle(1)
+        stats = folder.sync_all()
+        toggle(0)
+        runtime.close()
+        print(f"outcomes: {stats.outcomes}; bodies fetched: {stats.bodies_fetched}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(count: int) -> None:
+    """Run this script again under callgrind and report what it counted."""
+    for tool in ("valgrind", "gcc"):
+        if shutil.which(tool) is None:
+            sys.exit(f"skipped: {tool} is not installed (apt-get install valgrind gcc)")
+    build = Path(tempfile.mkdtemp(prefix="mailroom-callgrind."))
+    try:
+        (build / "toggle.c").write_text(TOGGLE)
+        library = build / "toggle.so"
+        subprocess.run(
+            ["gcc", "-shared", "-fPIC", "-O1", "-o", str(library), str(build / "toggle.c")],
+            check=True,
+        )
+        command = [
+            "valgrind", "--tool=callgrind", "--collect-atstart=no", "--instr-atstart=no",
+            f"--callgrind-out-file={build / 'callgrind.out'}",
+            sys.executable, __file__, "--messages", str(count), "--inside", str(library),
+        ]  # fmt: skip
+        run = subprocess.run(command, capture_output=True, text=True, check=True)
+        print(run.stdout.strip())
+        counted = re.search(r"I\s+refs:\s+([\d,]+)", run.stderr)
+        if counted is None:
+            sys.exit(f"callgrind reported no count:\n{run.stderr[-2000:]}")
+        per_message = int(counted.group(1).replace(",", "")) / count / 1e6
+        print(f"{count} messages: {per_message:.3f} M instructions a message")
+        print(f"instructions={per_message:.3f}")
+    finally:
+        shutil.rmtree(build, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--inside", help=argparse.SUPPRESS)  # the run under callgrind
+    args = parser.parse_args()
+    if not CORPORA.is_dir():
+        sys.exit(f"skipped: {CORPORA} is absent")
+    if args.inside is None:
+        measure(args.messages)
+        return
+    every = max(1, 10_000 // args.messages)
+    messages = list(unique(corpus(), 10_000))[::every][: args.messages]
+    sync(messages, ctypes.CDLL(args.inside).counting)
+    sys.stdout.flush()
+    os._exit(0)  # nothing left to count: skip the interpreter's teardown under valgrind
+
+
+if __name__ == "__main__":
+    main()
