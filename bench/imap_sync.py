@@ -27,9 +27,9 @@ sys.path.insert(0, str(ROOT))
 from app.db import transaction  # noqa: E402
 from app.mailboxes import add_mailbox, load_config, sync_once  # noqa: E402
 from app.models import Employee  # noqa: E402
-from app.runtime import build_runtime  # noqa: E402
+from app.runtime import Runtime, build_runtime  # noqa: E402
 from app.settings import Settings  # noqa: E402
-from capture.imap import SyncStats  # noqa: E402
+from capture.imap import MailboxConfig, SyncStats  # noqa: E402
 from tests.dovecot import PASSWORD, Dovecot, available, run_dovecot  # noqa: E402
 
 CORPORA = ROOT.parent / "shared" / "corpora"
@@ -61,7 +61,8 @@ def raw_fetch(server: Dovecot, items: list[str]) -> tuple[int, float, float]:
         return len(uids), time.perf_counter() - start, time.process_time() - cpu
 
 
-def mailroom_sync(server: Dovecot, data: Path) -> tuple[float, float, SyncStats]:
+def bench_mailbox(data: Path, host: str, port: int) -> tuple[Runtime, MailboxConfig]:
+    """A fresh Mailroom on an embedded SQLite, its owner, and a mailbox on host:port."""
     settings = Settings(
         data_dir=data, secret_key="bench-secret-key-0123456789", org_domains=["bench.example"]
     )
@@ -73,18 +74,25 @@ def mailroom_sync(server: Dovecot, data: Path) -> tuple[float, float, SyncStats]
             session,
             settings.secret(),
             employee=OWNER,
-            host=server.host,
-            port=server.port,
+            host=host,
+            port=port,
             username=USER,
             password=PASSWORD,
             folders=["INBOX"],
             tls="none",
         ).id
     with runtime.sessions() as session:
-        config = load_config(session, settings.secret(), mailbox_id)
+        return runtime, load_config(session, settings.secret(), mailbox_id)
+
+
+def mailroom_sync(server: Dovecot, data: Path) -> tuple[float, float, SyncStats]:
+    runtime, config = bench_mailbox(data, server.host, server.port)
     start, cpu = time.perf_counter(), time.process_time()
     sync = sync_once(
-        runtime.pipeline, config, max_bytes=settings.max_message_bytes, stop=threading.Event()
+        runtime.pipeline,
+        config,
+        max_bytes=runtime.settings.max_message_bytes,
+        stop=threading.Event(),
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     runtime.close()

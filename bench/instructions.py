@@ -29,12 +29,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.db import transaction  # noqa: E402
-from app.mailboxes import add_mailbox, load_config  # noqa: E402
-from app.models import Employee  # noqa: E402
-from app.runtime import build_runtime  # noqa: E402
-from app.settings import Settings  # noqa: E402
-from bench.imap_sync import CORPORA, OWNER, corpus, unique  # noqa: E402
+from bench.imap_sync import CORPORA, bench_mailbox, corpus, unique  # noqa: E402
 from capture.imap import FolderSync  # noqa: E402
 
 TOGGLE = """#include <valgrind/callgrind.h>
@@ -72,32 +67,13 @@ class HeldMailbox:
 def sync(messages: list[bytes], toggle: Any) -> None:
     work = Path(tempfile.mkdtemp(prefix="mailroom-bench."))
     try:
-        settings = Settings(
-            data_dir=work, secret_key="bench-secret-key-0123456789", org_domains=["bench.example"]
-        )
-        runtime = build_runtime(settings)
-        with transaction(runtime.sessions) as session:
-            session.add(Employee(email=OWNER, name="Bench Owner"))
-        with transaction(runtime.sessions) as session:
-            mailbox_id = add_mailbox(
-                session,
-                settings.secret(),
-                employee=OWNER,
-                host="127.0.0.1",
-                port=143,
-                username="bench",
-                password="unused",
-                folders=["INBOX"],
-                tls="none",
-            ).id
-        with runtime.sessions() as session:
-            config = load_config(session, settings.secret(), mailbox_id)
+        runtime, config = bench_mailbox(work, "127.0.0.1", 143)
         client: Any = HeldMailbox(messages)
         folder = FolderSync(
             client,
             runtime.pipeline,
             config,
-            max_bytes=settings.max_message_bytes,
+            max_bytes=runtime.settings.max_message_bytes,
             stop=threading.Event(),
         )
         toggle(1)
