@@ -48,17 +48,27 @@ def build_runtime(settings: Settings) -> Runtime:
     with transaction(sessions) as session:
         policy = policy_in_force(session, policy)
     readers = session_factory(db, writer=False)
+    pipeline = make_pipeline(settings, sessions, readers, policy)
+    return Runtime(
+        settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline
+    )
+
+
+def make_pipeline(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    readers: sessionmaker[Session],
+    policy: Engine,
+) -> Pipeline:
+    """The pipeline of one process, applying `policy`."""
     registrable_domain("example.com")  # loads the Public Suffix List now, not on first mail
-    pipeline = Pipeline(
+    return Pipeline(
         sessions,
         policy,
         org_domains=frozenset(settings.org_domains),
         secret=settings.secret(),
         readers=readers,
         require_proof=settings.require_submitter_proof,
-    )
-    return Runtime(
-        settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline
     )
 
 

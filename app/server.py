@@ -16,16 +16,17 @@ from functools import partial
 import uvicorn
 
 from app.api import create_app, create_operations_app
+from app.ingest import WriterProcess
 from app.jobs import Job, run_forever
 from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
 from app.runtime import Runtime, follow_policy_forever
-from app.settings import Settings
+from app.settings import Settings, WriterMode
 from app.webhooks import Deliverer
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
 from capture.spamd import Spamd
 from capture.submitters import authenticate_app_password
-from capture.writer import GroupWriter
+from capture.writer import GroupWriter, Writer
 
 log = logging.getLogger("mailroom.server")
 
@@ -70,7 +71,7 @@ class Service:
     def __init__(self, runtime: Runtime, *, roles: frozenset[ProcessRole] = DEFAULT_ROLES) -> None:
         self.runtime = runtime
         self.roles = roles
-        self.writer: GroupWriter | None = None
+        self.writer: Writer | None = None
         self.smtp_server: asyncio.Server | None = None
         self.api_server: _Uvicorn | None = None
         self.api_task: asyncio.Task[None] | None = None
@@ -80,6 +81,7 @@ class Service:
         self.smtps_port = 0
         self.jobs: list[asyncio.Task[None]] = []
         self.deliverer: Deliverer | None = None
+        self._stopped = False
 
     async def start(self) -> None:
         if ProcessRole.SMTP in self.roles:
@@ -130,7 +132,7 @@ class Service:
         sys.setswitchinterval(SWITCH_INTERVAL)
         settings = self.runtime.settings
         metrics = self.runtime.metrics
-        self.writer = GroupWriter(self.runtime.pipeline, on_batch=metrics.batch_size.observe)
+        self.writer = await self._writer(metrics.batch_size.observe)
         metrics.watch_queue(lambda: self.writer.queue_depth if self.writer else 0)
         handler = CaptureHandler(
             self.writer,
@@ -169,6 +171,14 @@ class Service:
             )
             self.smtps_port = self.smtps_server.sockets[0].getsockname()[1]
 
+    async def _writer(self, on_batch: Callable[[int], None]) -> Writer:
+        """The group writer: a process of its own (the default), or a thread of this one."""
+        if self.runtime.settings.smtp_writer is WriterMode.THREAD:
+            return GroupWriter(self.runtime.pipeline, on_batch=on_batch)
+        writer = WriterProcess(self.runtime.settings, on_batch=on_batch)
+        await writer.start()
+        return writer
+
     async def _start_http(self, *, api: bool) -> None:
         """The API, or (for a process without the API role) only the operations endpoints."""
         settings = self.runtime.settings
@@ -187,6 +197,9 @@ class Service:
             self.api_task.result()
 
     async def stop(self) -> None:
+        if self._stopped:  # a second stop (a signal during shutdown) has nothing to do
+            return
+        self._stopped = True
         for job in self.jobs:
             job.cancel()
         await asyncio.gather(*self.jobs, return_exceptions=True)
@@ -200,7 +213,7 @@ class Service:
             await self.api_task
         # Messages already handed to the pipeline finish committing before we exit.
         if self.writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
+            await self.writer.aclose()
         self.runtime.close()
 
     async def run_until_signalled(self, *, on_started: Callable[[], None] | None = None) -> None:

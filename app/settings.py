@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
 
 CommaList = Annotated[list[str], NoDecode]
+
+
+class WriterMode(StrEnum):
+    """Where the SMTP listener's group writer runs (app/ingest.py)."""
+
+    PROCESS = "process"  # a process of its own: the listener and the writer each get a core
+    THREAD = "thread"  # a thread of the serving process: one process, one GIL
 
 
 class Settings(BaseSettings):
@@ -35,6 +43,7 @@ class Settings(BaseSettings):
     smtp_max_recipients: int = Field(default=20, gt=0)
     smtp_idle_timeout: float = Field(default=300.0, gt=0)
     smtp_data_timeout: float = Field(default=600.0, gt=0)
+    smtp_writer: WriterMode = WriterMode.PROCESS
     min_free_bytes: int = Field(default=100 * 1024 * 1024, ge=0)
     require_submitter_proof: bool = False
     trusted_relays: CommaList = []

@@ -44,18 +44,23 @@ class Run:
     messages: int
     seconds: float
     latencies: list[float]
-    thread_cpu: list[float] = field(default_factory=list)  # the server's, seconds per thread
+    # the server's CPU seconds, per process (the listener, and its writer process) per thread
+    cpu: dict[int, dict[str, float]] = field(default_factory=dict)
 
     def cpu_line(self) -> str:
-        """The server's CPU per message, and how many cores it kept busy: a process whose
-        threads add up to about 1.0 core while the machine has more is bound by its GIL."""
-        if not self.thread_cpu:
+        """The server's CPU per message, per process and thread, and how many cores it kept
+        busy: a process whose threads add up to about 1.0 core is bound by its GIL."""
+        if not self.cpu:
             return "server CPU: not measured (no /proc)"
-        per = sorted((t / self.messages * 1000 for t in self.thread_cpu), reverse=True)
-        busy = [f"{ms:.2f}" for ms in per if ms >= 0.01]
+        total = sum(sum(threads.values()) for threads in self.cpu.values())
+        parts = []
+        for threads in self.cpu.values():
+            per = sorted((t / self.messages * 1000 for t in threads.values()), reverse=True)
+            busy = " + ".join(f"{ms:.2f}" for ms in per if ms >= 0.01) or "0"
+            parts.append(f"{sum(per):.2f} ({busy})" if len(busy.split()) > 1 else busy)
         return (
-            f"server CPU {sum(per):.2f} ms/msg (busy threads {' + '.join(busy)}), "
-            f"{sum(self.thread_cpu) / self.seconds:.2f} cores"
+            f"server CPU {total / self.messages * 1000:.2f} ms/msg "
+            f"(by process: {', '.join(parts)}), {total / self.seconds:.2f} cores"
         )
 
     @property
@@ -153,17 +158,23 @@ def start_mailroom(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([mailroom, "serve"], env=env, stderr=subprocess.DEVNULL)
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds (user + system) of each thread of a process, from /proc (Linux)."""
+def tree_cpu(pid: int) -> dict[int, dict[str, float]]:
+    """CPU seconds (user + system) of each thread of a process and of its child processes,
+    from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
-    found: dict[str, float] = {}
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            stat = (task / "stat").read_text()
-        except OSError:  # the thread ended
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        found[task.name] = (int(fields[11]) + int(fields[12])) / ticks
+    found: dict[int, dict[str, float]] = {}
+    todo = [pid]
+    while todo:
+        process = todo.pop()
+        threads = found.setdefault(process, {})
+        for task in Path(f"/proc/{process}/task").glob("*"):
+            try:
+                stat = (task / "stat").read_text()
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:  # the thread ended
+                continue
+            fields = stat[stat.rindex(")") + 2 :].split()
+            threads[task.name] = (int(fields[11]) + int(fields[12])) / ticks
     return found
 
 
@@ -174,10 +185,15 @@ def measure(kind: str, count: int, sessions: int, size: int) -> Run:
         try:
             wait_listening(port)
             asyncio.run(drive(port, min(200, count), sessions, size))  # warm up
-            before = thread_cpu(proc.pid)
+            before = tree_cpu(proc.pid)
             run = asyncio.run(drive(port, count, sessions, size))
-            after = thread_cpu(proc.pid)
-            run.thread_cpu = [after[t] - before.get(t, 0.0) for t in after]
+            after = tree_cpu(proc.pid)
+            run.cpu = {
+                process: {
+                    t: cpu - before.get(process, {}).get(t, 0.0) for t, cpu in threads.items()
+                }
+                for process, threads in after.items()
+            }
             return run
         finally:
             proc.send_signal(signal.SIGTERM)

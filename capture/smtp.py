@@ -18,7 +18,7 @@ from app.metrics import Metrics
 from capture.pipeline import Envelope as PipelineEnvelope
 from capture.spamd import Spamd
 from capture.submitters import dkim_domains, is_trusted, strip_our_results
-from capture.writer import GroupWriter
+from capture.writer import Writer
 from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.smtp")
@@ -67,7 +67,7 @@ class CaptureHandler:
 
     def __init__(
         self,
-        writer: GroupWriter,
+        writer: Writer,
         *,
         capture_addresses: frozenset[str],
         limits: Limits,

@@ -7,8 +7,9 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -22,11 +23,30 @@ log = logging.getLogger("mailroom.writer")
 MAX_BATCH = 64
 
 
-@dataclass
-class _Job:
+class Writer(Protocol):
+    """What the SMTP listener hands messages to: a writer thread in this process
+    (`GroupWriter`) or a writer process of its own (`app.ingest.WriterProcess`)."""
+
+    async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result: ...
+
+    @property
+    def queue_depth(self) -> int: ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """One message handed to the writer: its bytes, envelope and channel."""
+
     raw: bytes
     envelope: Envelope
     channel: Channel
+
+
+@dataclass
+class _Job:
+    submission: Submission
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Result] = field(repr=False)
 
@@ -52,7 +72,7 @@ class GroupWriter:
     async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
         """The committed outcome of one message; raises if it could not be committed."""
         loop = asyncio.get_running_loop()
-        job = _Job(raw, envelope, channel, loop, loop.create_future())
+        job = _Job(Submission(raw, envelope, channel), loop, loop.create_future())
         self._queue.put(job)
         return await job.future
 
@@ -61,8 +81,11 @@ class GroupWriter:
         """Messages waiting for the writer thread (approximate, as any queue size)."""
         return self._queue.qsize()
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Finish what was submitted, then stop the thread."""
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    def close(self) -> None:
         self._queue.put(None)
         self._thread.join()
 
@@ -82,62 +105,71 @@ class GroupWriter:
                     break
                 batch.append(job)
             self.on_batch(len(batch))
-            self._commit(batch)
+            outcomes = commit_batch(self.pipeline, [job.submission for job in batch])
+            for job, outcome in zip(batch, outcomes, strict=True):
+                job.loop.call_soon_threadsafe(_settle, job.future, outcome)
 
-    def _commit(self, batch: list[_Job]) -> None:
-        # Parsed before the write lock is taken: parsing needs no database.
-        messages = [parse_message(job.raw) for job in batch]
-        outcomes: list[Result | BaseException]
-        try:
-            outcomes = list(self._all_or_nothing(batch, messages))
-        except Exception:
-            outcomes = self._one_by_one(batch, messages)
-        for job, outcome in zip(batch, outcomes, strict=True):
-            job.loop.call_soon_threadsafe(_settle, job.future, outcome)
 
-    def _all_or_nothing(self, batch: list[_Job], messages: list[ParsedMessage]) -> list[Result]:
-        """The common case: every message files cleanly, so none needs a savepoint."""
-        with self.pipeline.connections().begin() as conn:
-            employees = Employees(conn)  # the batch's submitters, looked up once each
+def commit_batch(pipeline: Pipeline, batch: Sequence[Submission]) -> list[Result | Exception]:
+    """Decide, file and record a batch in one transaction: each message's outcome, or the
+    error that kept it from being committed."""
+    # Parsed before the write lock is taken: parsing needs no database.
+    messages = [parse_message(submission.raw) for submission in batch]
+    try:
+        return list(_all_or_nothing(pipeline, batch, messages))
+    except Exception:
+        return _one_by_one(pipeline, batch, messages)
+
+
+def _all_or_nothing(
+    pipeline: Pipeline, batch: Sequence[Submission], messages: list[ParsedMessage]
+) -> list[Result]:
+    """The common case: every message files cleanly, so none needs a savepoint."""
+    with pipeline.connections().begin() as conn:
+        employees = Employees(conn)  # the batch's submitters, looked up once each
+        return [
+            pipeline.process_in(conn, message, s.envelope, s.channel, employees=employees)
+            for s, message in zip(batch, messages, strict=True)
+        ]
+
+
+def _one_by_one(
+    pipeline: Pipeline, batch: Sequence[Submission], messages: list[ParsedMessage]
+) -> list[Result | Exception]:
+    """After a failure: each message in its own savepoint, so that one bad message (or
+    a racing duplicate) fails alone and the others still commit together."""
+    try:
+        with pipeline.connections().begin() as conn:
+            employees = Employees(conn)
             return [
-                self.pipeline.process_in(
-                    conn, message, job.envelope, job.channel, employees=employees
-                )
-                for job, message in zip(batch, messages, strict=True)
+                _one(pipeline, conn, employees, s, message)
+                for s, message in zip(batch, messages, strict=True)
             ]
+    except Exception as error:  # the commit itself failed: nobody's message is safe
+        log.error("group commit of %d failed (%s)", len(batch), type(error).__name__)
+        return [error] * len(batch)
 
-    def _one_by_one(
-        self, batch: list[_Job], messages: list[ParsedMessage]
-    ) -> list[Result | BaseException]:
-        """After a failure: each message in its own savepoint, so that one bad message (or
-        a racing duplicate) fails alone and the others still commit together."""
+
+def _one(
+    pipeline: Pipeline,
+    conn: sa.Connection,
+    employees: Employees,
+    submission: Submission,
+    message: ParsedMessage,
+) -> Result | Exception:
+    for attempt in range(2):
         try:
-            with self.pipeline.connections().begin() as conn:
-                employees = Employees(conn)
-                return [
-                    self._one(conn, employees, job, message)
-                    for job, message in zip(batch, messages, strict=True)
-                ]
-        except Exception as error:  # the commit itself failed: nobody's message is safe
-            log.error("group commit of %d failed (%s)", len(batch), type(error).__name__)
-            return [error] * len(batch)
-
-    def _one(
-        self, conn: sa.Connection, employees: Employees, job: _Job, message: ParsedMessage
-    ) -> Result | BaseException:
-        for attempt in range(2):
-            try:
-                with conn.begin_nested():
-                    return self.pipeline.process_in(
-                        conn, message, job.envelope, job.channel, employees=employees
-                    )
-            except IntegrityError as error:
-                if attempt:  # a racing duplicate would have been found by now
-                    return error
-            except Exception as error:
-                log.error("message failed in group commit (%s)", type(error).__name__)
+            with conn.begin_nested():
+                return pipeline.process_in(
+                    conn, message, submission.envelope, submission.channel, employees=employees
+                )
+        except IntegrityError as error:
+            if attempt:  # a racing duplicate would have been found by now
                 return error
-        raise AssertionError("unreachable")
+        except Exception as error:
+            log.error("message failed in group commit (%s)", type(error).__name__)
+            return error
+    raise AssertionError("unreachable")
 
 
 def _settle(future: asyncio.Future[Result], outcome: Result | BaseException) -> None:

@@ -22,7 +22,7 @@ from app.models import Base, Employee, EmployeeAlias
 from app.runtime import Runtime, build_runtime
 from app.security import Role, create_token
 from app.server import DEFAULT_ROLES, ProcessRole, Service
-from app.settings import Settings
+from app.settings import Settings, WriterMode
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -86,6 +86,10 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         capture_addresses=[CAPTURE],
         secret_key=TEST_SECRET,
         policy=FIXTURES / "plumbing-policy.yaml",
+        # A writer thread: starting a writer process costs each of the suite's ~150 services
+        # 1.5 s of imports. The process writer has its own tests (test_ingest.py), and every
+        # test that runs `mailroom serve` as a process (test_crash_safety.py) uses it.
+        smtp_writer=WriterMode.THREAD,
     )
 
 

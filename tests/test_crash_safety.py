@@ -1,4 +1,5 @@
-"""Promise 2 under fire: kill -9 the listener mid-load; every 250 is stored exactly once."""
+"""Promise 2 under fire: kill -9 the listener, or its writer process, mid-load; every 250 is
+stored exactly once."""
 
 from __future__ import annotations
 
@@ -82,6 +83,14 @@ class Server:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=10)
 
+    def writers(self) -> list[int]:
+        """The pids of the listener's writer processes (app/ingest.py)."""
+        assert self.proc is not None
+        tasks = Path(f"/proc/{self.proc.pid}/task")
+        return [
+            int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()
+        ]
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -126,15 +135,29 @@ def test_kill_9_under_load_loses_and_duplicates_nothing_that_got_250(
     ]
     for thread in senders:
         thread.start()
+    orphans: list[int] = []
     try:
         for _ in range(KILLS):
             time.sleep(1.0)
+            # The writer process alone: the listener answers 451 and starts another.
+            killed = server.writers()
+            for writer in killed:
+                os.kill(writer, signal.SIGKILL)
+            # The listener, once its new writer is up: the writer finishes the batch in hand
+            # and exits.
+            until = time.monotonic() + 30
+            while not set(server.writers()) - set(killed) and time.monotonic() < until:
+                time.sleep(0.1)
+            time.sleep(1.0)
+            orphans += set(server.writers()) - set(killed)
             server.kill()
             server.start()
         for thread in senders:
             thread.join(timeout=DEADLINE)
     finally:
         server.stop()
+    time.sleep(1.0)
+    left = [pid for pid in orphans if Path(f"/proc/{pid}").exists()]
 
     with sessions() as session:
         stored = [str(m) for m in session.scalars(sa.select(Message.message_id))]
@@ -143,3 +166,4 @@ def test_kill_9_under_load_loses_and_duplicates_nothing_that_got_250(
     assert len(accepted) == SESSIONS * PER_SESSION, "every message is eventually accepted"
     assert sorted(stored) == sorted(accepted), "each accepted message is stored exactly once"
     assert owners == receipts == len(stored)
+    assert orphans and not left, "a writer process exits when its listener dies"

@@ -39,7 +39,7 @@ def tokens(running: Running) -> dict[str, str]:
     }
 
 
-def _put(running: Running, token: str, source: str) -> dict[str, object]:
+def put_policy(running: Running, token: str, source: str) -> dict[str, object]:
     with running.client(token) as api:
         response = api.put(
             "/api/v1/policy", content=source.encode(), headers={"Content-Type": "application/yaml"}
@@ -65,7 +65,7 @@ def test_any_employee_reads_the_policy_in_force_with_its_sha256_and_guardrails(
 def test_compliance_publishes_a_new_version_that_decides_the_next_message(
     running: Running, tokens: dict[str, str]
 ) -> None:
-    put = _put(running, tokens["compliance"], LIST_MAIL_KEPT)
+    put = put_policy(running, tokens["compliance"], LIST_MAIL_KEPT)
     newsletter = compose(headers={"List-Id": "<news.customer.example>"})
 
     assert put["status"] == 200
@@ -89,7 +89,8 @@ def test_an_invalid_policy_is_refused_with_its_problems_and_the_old_one_stays(
 ) -> None:
     before = running.runtime.pipeline.engine.policy.sha256
 
-    put = _put(running, tokens["admin"], PLUMBING.replace("when: bulk-mail", "when: bulk-mial"))
+    misspelt = PLUMBING.replace("when: bulk-mail", "when: bulk-mial")
+    put = put_policy(running, tokens["admin"], misspelt)
 
     assert put["status"] == 422
     problems = put["body"]["problems"]  # type: ignore[index]
@@ -98,7 +99,7 @@ def test_an_invalid_policy_is_refused_with_its_problems_and_the_old_one_stays(
 
 
 def test_an_employee_cannot_publish_a_policy(running: Running, tokens: dict[str, str]) -> None:
-    assert _put(running, tokens["employee"], LIST_MAIL_KEPT)["status"] == 403
+    assert put_policy(running, tokens["employee"], LIST_MAIL_KEPT)["status"] == 403
 
 
 def test_the_policy_page_shows_every_rule_and_guardrail_without_a_token(

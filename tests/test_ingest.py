@@ -1,0 +1,137 @@
+"""The SMTP group writer in a process of its own (app/ingest.py): the same promises as the
+writer thread, across a process boundary that can fail on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.ingest import WriterProcess
+from app.models import DecisionRecord, Message
+from app.security import Role
+from app.settings import Settings, WriterMode
+from policies.loader import load_policy_text
+from tests.conftest import Running, add_employee, issue_token, run_service
+from tests.mail import compose, send
+from tests.test_policy_api import LIST_MAIL_KEPT, put_policy
+from tests.test_policy_in_force import NEWSLETTER
+
+
+@pytest.fixture
+def served(settings: Settings) -> Iterator[Running]:
+    with run_service(settings.model_copy(update={"smtp_writer": WriterMode.PROCESS})) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        yield running
+
+
+def _writer(running: Running) -> WriterProcess:
+    writer = running.service.writer
+    assert isinstance(writer, WriterProcess)
+    return writer
+
+
+def _writer_pid(running: Running) -> int | None:
+    link = _writer(running)._link
+    return link.process.pid if link is not None else None
+
+
+def _until(condition: Callable[[], bool], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _count(running: Running, table: type[Message] | type[DecisionRecord]) -> int:
+    with running.runtime.sessions() as session:
+        return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+
+
+@contextmanager
+def _write_lock(running: Running) -> Iterator[None]:
+    """Hold the database's write lock, so that the writer process waits in its commit."""
+    if running.runtime.db.dialect.name == "sqlite":
+        with running.runtime.db.begin() as conn:  # BEGIN IMMEDIATE
+            yield
+    else:
+        with running.runtime.db.begin() as conn:
+            conn.execute(sa.text("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE"))
+            yield
+
+
+def test_the_writer_is_another_process_and_a_retry_is_answered_from_its_receipt(
+    served: Running,
+) -> None:
+    pid = _writer_pid(served)
+
+    first = send(served.smtp_port, compose())
+    retry = send(served.smtp_port, compose())
+
+    assert pid is not None and pid != os.getpid()
+    assert first[0] == retry[0] == 250
+    assert first[1].split()[-1] == retry[1].split()[-1], "the retry names the same decision"
+    assert _count(served, Message) == 1
+
+
+def test_a_policy_published_through_the_api_decides_the_very_next_message(
+    served: Running,
+) -> None:
+    token = issue_token(served.runtime.sessions, Role.COMPLIANCE)
+    list_mail = compose(subject="Deals", message_id="<deals-1@example.com>", headers=NEWSLETTER)
+    assert put_policy(served, token, LIST_MAIL_KEPT)["status"] == 200
+
+    assert send(served.smtp_port, list_mail)[0] == 250
+
+    with served.runtime.sessions() as session:
+        row = session.execute(sa.select(DecisionRecord.outcome, DecisionRecord.policy_sha256)).one()
+    assert tuple(row) == ("capture", load_policy_text(LIST_MAIL_KEPT).policy.sha256)
+
+
+def test_a_killed_writer_process_answers_451_and_a_new_one_takes_the_retry(
+    served: Running,
+) -> None:
+    killed = _writer_pid(served)
+    assert killed is not None
+    with ThreadPoolExecutor(1) as pool, _write_lock(served):
+        in_flight: Future[tuple[int, bytes]] = pool.submit(send, served.smtp_port, compose())
+        _until(lambda: _writer(served).queue_depth == 1)
+        os.kill(killed, signal.SIGKILL)
+        code, reply = in_flight.result(timeout=30)
+
+    assert (code, reply[:5]) == (451, b"4.3.0")
+    _until(lambda: _writer_pid(served) not in (None, killed))
+    assert send(served.smtp_port, compose())[0] == 250
+    assert _count(served, Message) == 1
+
+
+def test_stopping_commits_every_message_already_handed_to_the_writer(
+    served: Running, sessions: sessionmaker[Session]
+) -> None:
+    pid = _writer_pid(served)
+    with ThreadPoolExecutor(3) as pool:
+        with _write_lock(served):
+            sent = [
+                pool.submit(send, served.smtp_port, compose(message_id=f"<stop-{n}@x.example>"))
+                for n in range(3)
+            ]
+            _until(lambda: _writer(served).queue_depth == 3)
+            stopping = asyncio.run_coroutine_threadsafe(served.service.stop(), served.loop)
+            _until(lambda: _writer(served)._closing)
+        stopping.result(timeout=60)
+        replies = [future.result(timeout=30)[0] for future in sent]
+
+    assert pid is not None
+    assert replies == [250, 250, 250]
+    with sessions() as session:  # the service's own engine is closed by now
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 3
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
