@@ -215,6 +215,9 @@ def parse_mime(raw: bytes) -> Message:
 
 def _parse(raw: bytes, defects: list[str]) -> Message:
     """The MIME tree; for a message nested or split beyond reason, its headers alone."""
+    single = _single_part(raw)
+    if single is not None:
+        return single
     if not _beyond(_BOUNDARY_PARAM, raw, MAX_MULTIPARTS) and not (
         _beyond(_DELIMITER_LINE, raw, MAX_DELIMITER_LINES) and _beyond(_BOUNDARY_PARAM, raw, 0)
     ):
@@ -226,6 +229,29 @@ def _parse(raw: bytes, defects: list[str]) -> Message:
     headers_only = _HEADER_PARSER.parsebytes(raw)
     headers_only.set_payload("")
     return headers_only
+
+
+def _single_part(raw: bytes) -> Message | None:
+    """Most mail is one part with well-formed headers: read as compat32's parser reads it (the
+    same fields, defects and payload) without its feed machinery, which costs as much as the
+    rest of parsing. None for anything else (multiparts, attached messages, a header section
+    that is not fields alone), which the parser reads."""
+    crlf, lf = raw.find(b"\r\n\r\n"), raw.find(b"\n\n")
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        cut = lf + 2
+    elif crlf >= 0:
+        cut = crlf + 4
+    else:
+        return None
+    text = raw.decode("ascii", "surrogateescape")
+    read = _well_formed_fields(text[:cut])
+    if read is None or read[1]:  # the parser would begin the body with an envelope line
+        return None
+    msg = read[0]
+    if msg.get_content_maintype() in ("multipart", "message"):
+        return None
+    msg.set_payload(text[cut:])
+    return msg
 
 
 def _beyond(pattern: re.Pattern[bytes], raw: bytes, limit: int) -> bool:
@@ -252,18 +278,11 @@ def header_section(header: bytes) -> Message:
     """The header fields of a header section, as compat32's parser reads them with
     `headersonly` (the same fields, unix-from line and defects) in a third of its time: its
     feed machinery is built for bodies that arrive in pieces."""
-    msg = Message(policy=_POLICY)
     text = header.decode("ascii", "surrogateescape")
-    if _WELL_FORMED.fullmatch(text):  # most: each field read by one pattern
-        found = _FIELD.findall(text)
-        for number, (name, value, envelope) in enumerate(found):
-            if not envelope:
-                msg.set_raw(name, value)
-            elif number == 0:
-                msg.set_unixfrom(envelope)
-            elif number != len(found) - 1:  # the parser leaves a last one to the body
-                msg.defects.append(MisplacedEnvelopeHeaderDefect(envelope))
-        return msg
+    read = _well_formed_fields(text)  # most: each field read by one pattern
+    if read is not None:
+        return read[0]
+    msg = Message(policy=_POLICY)
     fields: list[str] = []
     for line in _LINE.findall(text):
         if not _HEADER_LINE.match(line):
@@ -296,6 +315,24 @@ def header_section(header: bytes) -> Message:
     if lines:
         msg.set_raw(*_field(lines))
     return msg
+
+
+def _well_formed_fields(text: str) -> tuple[Message, bool] | None:
+    """A header section of fields alone, read by one pattern; None for any other. Also
+    whether a last envelope line was left out: the parser leaves it to the body."""
+    if not _WELL_FORMED.fullmatch(text):
+        return None
+    msg = Message(policy=_POLICY)
+    found = _FIELD.findall(text)
+    last = len(found) - 1
+    for number, (name, value, envelope) in enumerate(found):
+        if not envelope:
+            msg.set_raw(name, value)
+        elif number == 0:
+            msg.set_unixfrom(envelope)
+        elif number != last:
+            msg.defects.append(MisplacedEnvelopeHeaderDefect(envelope))
+    return msg, last > 0 and bool(found[last][2])
 
 
 def _field(lines: list[str]) -> tuple[str, str]:

@@ -11,7 +11,14 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from capture.parse import _DOMAIN, _POLICY, _mailboxes, header_section, normalize_address
+from capture.parse import (
+    _DOMAIN,
+    _POLICY,
+    _mailboxes,
+    _single_part,
+    header_section,
+    normalize_address,
+)
 from tests.conftest import CORPORA
 
 ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
@@ -142,6 +149,55 @@ def test_corpus_header_sections_read_as_compat32_reads_them() -> None:
         for header in (raw[: end + 4], raw[: end + 2], raw) if end >= 0 else (raw,):
             assert fields_of(header_section(header)) == stdlib_header_section(header), path.name
     assert len(paths) > 1000
+
+
+def stdlib_message(raw: bytes) -> tuple[object, ...]:
+    message = BytesParser(policy=_POLICY).parsebytes(raw)
+    return (*fields_of(message), message.is_multipart(), message.get_payload())
+
+
+def single_part(raw: bytes) -> tuple[object, ...] | None:
+    message = _single_part(raw)
+    if message is None:
+        return None
+    return (*fields_of(message), message.is_multipart(), message.get_payload())
+
+
+BODY_PIECES = [b"Hello", b"\r\n", b"\n", b"\r", b"From me", b"--x", b"\xc3\xa9", b" ", b"\r\n\r\n"]
+TYPES = [b"", b"Content-Type: text/plain\r\n", b"Content-Type: multipart/mixed; boundary=x\r\n"]
+TYPES += [b"Content-Type: message/rfc822\r\n", b"Content-Type: TEXT/html; charset=x\r\n"]
+TYPES += [b"Content-Type: message/delivery-status\r\n", b"Content-Type: bogus\r\n"]
+
+
+@settings(max_examples=1000)
+@given(
+    st.lists(st.sampled_from(LINE_PIECES), max_size=20).map(b"".join),
+    st.sampled_from(TYPES),
+    st.lists(st.sampled_from(BODY_PIECES), max_size=20).map(b"".join),
+)
+@example(b"Subject: a\n", b"", b"\nbody\r\n\r\nmore")
+@example(b"From x\r\nA: b\r\nFrom y\r\n", b"", b"\r\nbody")
+def test_single_part_messages_read_as_compat32_reads_them(
+    header: bytes, kind: bytes, body: bytes
+) -> None:
+    raw = kind + header + body
+    quick = single_part(raw)
+    assert quick is None or quick == stdlib_message(raw)
+
+
+def test_corpus_messages_read_as_compat32_reads_them() -> None:
+    if not CORPORA.is_dir():
+        pytest.skip("../shared/corpora is absent (a fresh clone); CI always has it")
+    paths = [*CORPORA.glob("*/messages/**/*.eml"), *CORPORA.glob("*/messages/**/*.txt")]
+    read = 0
+    for path in sorted(paths):
+        raw = path.read_bytes()
+        for form in (raw, raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")):
+            quick = single_part(form)
+            if quick is not None:
+                assert quick == stdlib_message(form), path.name
+                read += 1
+    assert read > 1000, "most corpus messages are one part with well-formed headers"
 
 
 @given(st.text(alphabet="aZ09-._\u00e9", max_size=80))
