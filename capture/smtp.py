@@ -208,6 +208,7 @@ class CaptureSMTP(SMTP):
     ) -> None:
         self.capture = handler
         self.limits = handler.limits
+        self._held = bytearray()  # pipelined replies not yet sent (see push)
         super().__init__(
             handler,
             hostname=hostname,
@@ -252,7 +253,7 @@ class CaptureSMTP(SMTP):
         """Say why, then close; closing the transport still sends what was written."""
         if isinstance(self.transport, asyncio.WriteTransport):
             self.capture.metrics.count_reply(int(reply[:3]))
-            self.transport.write(reply + b"\r\n")
+            self.transport.write(self._unheld(reply + b"\r\n"))
             self.transport.close()
 
     async def push(self, status: str | bytes) -> None:
@@ -260,7 +261,34 @@ class CaptureSMTP(SMTP):
         response = ENHANCED.get(response, response)
         if response[:3].isdigit():
             self.capture.metrics.count_reply(int(response[:3]))
-        await super().push(response)
+        if response[:2] != b"25" or not self._next_command_here():
+            await super().push(self._unheld(response))
+            return
+        # RFC 2920: the replies to a pipelined group (MAIL, RCPT, DATA) may go back together.
+        # A 25x reply is held only while the client's next command is already here, so it
+        # waits for none of them; sent with the next reply, or as soon as this session waits
+        # for input. Never the 220 of STARTTLS (what follows it is another conversation),
+        # 354, 221 or 421, nor an error.
+        if not self._held:
+            self.loop.call_soon(self._send_held)
+        self._held += response + b"\r\n"
+
+    def _next_command_here(self) -> bool:
+        buffered = getattr(self._reader, "_buffer", b"")  # asyncio.StreamReader's own buffer
+        return b"\n" in buffered
+
+    def _unheld(self, response: bytes) -> bytes:
+        if not self._held:
+            return response
+        response, self._held = bytes(self._held) + response, bytearray()
+        return response
+
+    def _send_held(self) -> None:
+        transport = self.transport
+        if self._held and isinstance(transport, asyncio.WriteTransport):
+            held = self._unheld(b"")
+            if not transport.is_closing():
+                transport.write(held)
 
 
 def bare_line_end(raw: bytes) -> bool:

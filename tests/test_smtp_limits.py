@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
 from collections.abc import Iterator
+from email import policy
+from pathlib import Path
+from typing import cast
 
 import pytest
 import sqlalchemy as sa
@@ -14,7 +18,8 @@ from hypothesis import strategies as st
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
-from capture.smtp import bare_line_end
+from capture.smtp import CaptureHandler, Limits, bare_line_end, smtp_factory
+from capture.writer import Writer
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
 
@@ -230,3 +235,99 @@ def test_an_employee_envelope_with_someone_elses_from_is_refused(running: Runnin
     assert (code, reply[:5]) == (550, b"5.7.1")
     with running.runtime.sessions() as session:
         assert session.scalars(sa.select(DecisionRecord.outcome)).all() == ["reject"]
+
+
+class _Recording(asyncio.Transport):
+    """A transport that keeps each write: how many the listener made, and what."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.writes.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 40000), "sockname": ("127.0.0.1", 25)}.get(name, default)
+
+
+async def _writes_for(
+    protocol: asyncio.Protocol, transport: _Recording, data: bytes
+) -> list[bytes]:
+    transport.writes.clear()
+    protocol.data_received(data)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if transport.writes and transport.writes[-1].startswith((b"354", b"220", b"250 HELP")):
+            break
+    return list(transport.writes)
+
+
+def test_a_pipelined_group_gets_its_replies_in_one_write(tmp_path: Path) -> None:
+    handler = CaptureHandler(
+        cast(Writer, None),  # the group ends at DATA's 354: no message reaches a writer
+        capture_addresses=frozenset({CAPTURE}),
+        limits=Limits(data_dir=tmp_path),
+    )
+
+    async def converse() -> list[bytes]:
+        protocol = smtp_factory(handler, hostname="mx.example")()
+        transport = _Recording()
+        protocol.connection_made(transport)
+        await _writes_for(protocol, transport, b"")
+        await _writes_for(protocol, transport, b"EHLO client.example.com\r\n")
+        group = f"MAIL FROM:<alice@example.com>\r\nRCPT TO:<{CAPTURE}>\r\nDATA\r\n".encode()
+        writes = await _writes_for(protocol, transport, group)
+        transport.close()
+        protocol.connection_lost(None)
+        return writes
+
+    writes = asyncio.run(converse())
+
+    assert len(writes) == 1, writes  # RFC 2920 allows it; one segment instead of three
+    assert re.fullmatch(rb"250 2\.1\.0 [^\r]*\r\n250 2\.1\.5 [^\r]*\r\n354 [^\r]*\r\n", writes[0])
+
+
+def test_a_pipelined_group_gets_every_reply_in_order(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    talk = Dialogue(running.smtp_port)
+    talk.reply()
+    talk.say(b"EHLO client.example.com\r\n")
+    group = f"MAIL FROM:<alice@example.com>\r\nRCPT TO:<{CAPTURE}>\r\nDATA\r\n".encode()
+    replies = []
+    for n in range(10):
+        talk.sock.sendall(group)
+        replies += [talk.reply()[:3] for _ in range(3)]
+        body = compose(message_id=f"<pipelined-{n}@example.com>").as_bytes(policy=policy.SMTP)
+        replies.append(talk.say(body + b"\r\n.\r\n")[:3])
+    talk.close()
+
+    assert replies == [b"250", b"250", b"354", b"250"] * 10
+
+
+def test_replies_held_for_a_pipelined_group_go_out_when_the_session_waits(
+    running: Running,
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    talk = Dialogue(running.smtp_port)
+    talk.reply()
+    talk.say(b"EHLO client.example.com\r\n")
+    # The message's first line arrives with the group (a client that did not wait for 354):
+    # the server reads it, then waits for the rest, and must not sit on its replies meanwhile.
+    group = f"MAIL FROM:<alice@example.com>\r\nRCPT TO:<{CAPTURE}>\r\nDATA\r\n".encode()
+    talk.sock.sendall(group + b"From: Alice <alice@example.com>\r\n")
+    replies = [talk.reply() for _ in range(3)]
+    # And a group ending in QUIT gets every reply before the connection closes.
+    talk.sock.sendall(b"Subject: early\r\n\r\nbody\r\n.\r\nRSET\r\nNOOP\r\nQUIT\r\n")
+    after = [talk.reply() for _ in range(4)]
+    talk.close()
+
+    assert [r[:3] for r in replies] == [b"250", b"250", b"354"]
+    assert [r[:3] for r in after] == [b"250", b"250", b"250", b"221"]
