@@ -38,7 +38,7 @@ from app.settings import Settings
 from capture.pipeline import Envelope, Pipeline, Result
 from capture.writer import MAX_BATCH, Submission, commit_batch
 from policies.loader import load_policy_text
-from policies.model import Channel
+from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.ingest")
 
@@ -52,17 +52,21 @@ class CommitError(Exception):
     """The writer could not commit the message; the sender is told 451 and retries."""
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """A message's error, as the writer process reports it: the exception's type only
-    (database errors quote their parameters, which hold message content)."""
-
-    kind: str
-
-
 def _frame(value: object) -> bytes:
+    """Frames carry tuples of plain values: pickling dataclasses costs four times as much.
+    A message's error travels as its exception's type only (database errors quote their
+    parameters, which hold message content)."""
     payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
     return HEADER.pack(len(payload)) + payload
+
+
+def _fields(value: Envelope | Result) -> tuple[Any, ...]:
+    return tuple(getattr(value, name) for name in value.__slots__)
+
+
+def _result(values: tuple[Any, ...]) -> Result:
+    outcome, *rest = values
+    return Result(Outcome(outcome), *rest)
 
 
 @dataclass
@@ -98,16 +102,16 @@ class WriterProcess:
         """Messages handed to the writer process and not yet answered."""
         return len(self._pending)
 
-    async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
-        """The committed outcome of one message; raises if it could not be committed."""
+    def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> asyncio.Future[Result]:
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         link = self._link
         if link is None or link.writer.is_closing() or self._closing:
-            raise CommitError("no writer process is running")
+            future.set_exception(CommitError("no writer process is running"))
+            return future
         job = next(self._ids)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[job] = future
-        link.writer.write(_frame((job, Submission(raw, envelope, channel))))
-        return await future
+        link.writer.write(_frame((job, raw, _fields(envelope), channel.value)))
+        return future
 
     async def aclose(self) -> None:
         """Let the writer process finish what was submitted, then stop it."""
@@ -153,14 +157,14 @@ class WriterProcess:
             except (asyncio.IncompleteReadError, OSError):  # gone: closed, or reset mid-write
                 break
             self.on_batch(len(answers))
-            for job, outcome in answers:
+            for job, failure, result in answers:
                 future = self._pending.pop(job, None)
                 if future is None or future.done():
                     continue  # its session was cancelled; the outcome stands in the database
-                if isinstance(outcome, Failure):
-                    future.set_exception(CommitError(outcome.kind))
+                if failure is not None:
+                    future.set_exception(CommitError(failure))
                 else:
-                    future.set_result(outcome)
+                    future.set_result(_result(result))
         if self._closing:
             return
         code = await link.process.wait()
@@ -291,16 +295,22 @@ def serve(sock: socket.socket) -> None:
             except EOFError:  # the listener is gone: nobody is waiting for an answer
                 return
             stop = batch[-1] is None
-            jobs: list[tuple[int, Submission]] = batch[:-1] if stop else batch
+            jobs: list[Any] = batch[:-1] if stop else batch
             if jobs:
                 try:
                     _follow_policy(db, pipeline)
                 except Exception as error:  # the database is away: the commit will say so
                     log.error("could not read the policy in force (%s)", type(error).__name__)
-                outcomes = commit_batch(pipeline, [submission for _, submission in jobs])
+                submissions = [
+                    Submission(raw, Envelope(*envelope), Channel(channel))
+                    for _, raw, envelope, channel in jobs
+                ]
+                outcomes = commit_batch(pipeline, submissions)
                 answers = [
-                    (job, Failure(type(o).__name__) if isinstance(o, Exception) else o)
-                    for (job, _), o in zip(jobs, outcomes, strict=True)
+                    (job, type(o).__name__, None)
+                    if isinstance(o, Exception)
+                    else (job, None, (o.outcome.value, *_fields(o)[1:]))
+                    for (job, *_), o in zip(jobs, outcomes, strict=True)
                 ]
                 try:
                     sock.sendall(_frame(answers))

@@ -127,10 +127,9 @@ class CaptureHandler:
         if refusal:
             return refusal
         raw, submitted = await self._vouch(raw, session, envelope)
-        work = asyncio.ensure_future(self.writer.submit(raw, submitted, Channel.BCC))
         try:
             # Shielded: a client that hangs up cannot cancel a half-done commit.
-            result = await asyncio.shield(work)
+            result = await asyncio.shield(self.writer.submit(raw, submitted, Channel.BCC))
         except Exception as error:
             # Only the type: database errors quote their parameters, which hold message content.
             log.error(

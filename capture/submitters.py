@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.models import AppPassword, Employee
 
 AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
+AR_ANYWHERE = re.compile(rb"(?:^|\n)authentication-results:", re.IGNORECASE)  # a field's start
 DKIM_PASS = re.compile(r"\bdkim=pass\b[^;]*?\bheader\.(?:d|i)=@?([a-z0-9.-]+)", re.IGNORECASE)
 
 
@@ -46,7 +47,9 @@ def _digest(password: str) -> str:
     return hashlib.sha256(password.encode()).hexdigest()
 
 
-def is_trusted(peer: str, relays: Iterable[str]) -> bool:
+def is_trusted(peer: str, relays: Collection[str]) -> bool:
+    if not relays:
+        return False
     try:
         address = ipaddress.ip_address(peer)
     except ValueError:
@@ -74,6 +77,9 @@ def _claims(block: bytes, authserv_id: str) -> bool:
 
 def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
     """Remove Authentication-Results fields that claim to be ours: only we may write those."""
+    end = raw.find(b"\r\n\r\n")
+    if not AR_ANYWHERE.search(raw, 0, len(raw) if end < 0 else end + 2):
+        return raw  # most mail: no such field at all
     blocks, rest = header_blocks(raw)
     kept = [b for b in blocks if not (AR_HEADER.match(b) and _claims(b, authserv_id))]
     if len(kept) == len(blocks):

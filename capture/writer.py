@@ -27,7 +27,10 @@ class Writer(Protocol):
     """What the SMTP listener hands messages to: a writer thread in this process
     (`GroupWriter`) or a writer process of its own (`app.ingest.WriterProcess`)."""
 
-    async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result: ...
+    def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> asyncio.Future[Result]:
+        """The outcome of one message once committed (or the error that kept it out). The
+        future is settled by the writer whether or not anyone still awaits it."""
+        ...
 
     @property
     def queue_depth(self) -> int: ...
@@ -69,12 +72,11 @@ class GroupWriter:
         self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
         self._thread.start()
 
-    async def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> Result:
-        """The committed outcome of one message; raises if it could not be committed."""
+    def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> asyncio.Future[Result]:
         loop = asyncio.get_running_loop()
         job = _Job(Submission(raw, envelope, channel), loop, loop.create_future())
         self._queue.put(job)
-        return await job.future
+        return job.future
 
     @property
     def queue_depth(self) -> int:
