@@ -21,6 +21,7 @@ import asyncio
 import itertools
 import logging
 import pickle
+import signal
 import socket
 import struct
 import sys
@@ -90,6 +91,7 @@ class WriterProcess:
         self._pending: dict[int, asyncio.Future[Result]] = {}
         self._link: _Link | None = None
         self._receiving: asyncio.Task[None] | None = None
+        self._restarting: asyncio.Task[None] | None = None
         self._closing = False
 
     async def start(self) -> None:
@@ -116,15 +118,17 @@ class WriterProcess:
     async def aclose(self) -> None:
         """Let the writer process finish what was submitted, then stop it."""
         self._closing = True
+        if self._restarting is not None:  # no writer running: none to drain
+            self._restarting.cancel()
+            await asyncio.gather(self._restarting, return_exceptions=True)
         link = self._link
-        if link is not None:
-            link.writer.write(_frame(None))  # commit what came before, then exit
-            await asyncio.gather(*self._pending.values(), return_exceptions=True)
-        if self._receiving is not None:
+        if link is None:
+            return
+        link.writer.write(_frame(None))  # commit what came before, then exit
+        if self._receiving is not None:  # until every answer is in and the socket closes
             await asyncio.gather(self._receiving, return_exceptions=True)
-        if link is not None:
-            link.writer.close()
-            await link.process.wait()
+        link.writer.close()
+        await link.process.wait()
 
     async def _spawn(self) -> _Link:
         ours, theirs = socket.socketpair()
@@ -132,24 +136,32 @@ class WriterProcess:
             process = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "app.ingest", str(theirs.fileno()), pass_fds=[theirs.fileno()]
             )
-        reader, writer = await asyncio.open_unix_connection(sock=ours)
-        writer.write(_frame(self.settings))
+        writer: asyncio.StreamWriter | None = None
         try:
-            size = HEADER.unpack(await asyncio.wait_for(reader.readexactly(4), START_SECONDS))[0]
-            started = pickle.loads(await reader.readexactly(size)) == READY  # noqa: S301
-        except (TimeoutError, asyncio.IncompleteReadError):
-            started = False
-        if not started:
+            reader, writer = await asyncio.open_unix_connection(sock=ours)
+            writer.write(_frame(self.settings))
+            try:
+                size = HEADER.unpack(await asyncio.wait_for(reader.readexactly(4), START_SECONDS))
+                started = pickle.loads(await reader.readexactly(size[0])) == READY  # noqa: S301
+            except (TimeoutError, asyncio.IncompleteReadError):
+                started = False
+            if not started:
+                raise RuntimeError("the writer process did not start")
+        except BaseException:  # not started, or this start was cancelled: leave nothing behind
             if process.returncode is None:
                 process.kill()
-            writer.close()
-            code = await process.wait()
-            raise RuntimeError(f"the writer process did not start (exit status {code})")
+            if writer is not None:
+                writer.close()
+            else:
+                ours.close()
+            await process.wait()
+            raise
         log.info("writer process %d started", process.pid)
         return _Link(process, reader, writer)
 
     async def _receive(self, link: _Link) -> None:
-        """Settle futures as outcomes arrive; restart the writer process if it dies."""
+        """Settle futures as outcomes arrive; when the writer process has gone, fail what it
+        left unanswered and (unless stopping) start another."""
         while True:
             try:
                 size = HEADER.unpack(await link.reader.readexactly(4))[0]
@@ -165,23 +177,21 @@ class WriterProcess:
                     future.set_exception(CommitError(failure))
                 else:
                     future.set_result(_result(result))
-        if self._closing:
-            return
-        code = await link.process.wait()
-        log.error("writer process %d exited (status %s); restarting", link.process.pid, code)
-        self._link = None
-        link.writer.close()
         for future in self._pending.values():  # committed or not: the retry will tell
             if not future.done():
                 future.set_exception(CommitError("the writer process exited"))
         self._pending.clear()
-        await self._restart()
+        if self._closing:
+            return
+        self._link = None
+        link.writer.close()
+        code = await link.process.wait()
+        log.error("writer process %d exited (status %s); restarting", link.process.pid, code)
+        self._restarting = asyncio.create_task(self._restart())
 
     async def _restart(self) -> None:
         for attempt in itertools.count():
             await asyncio.sleep(RESTART_SECONDS[min(attempt, len(RESTART_SECONDS) - 1)])
-            if self._closing:
-                return
             try:
                 link = await self._spawn()
             except Exception as error:  # the database is away, say: try again
@@ -189,6 +199,7 @@ class WriterProcess:
                 continue
             self._link = link
             self._receiving = asyncio.create_task(self._receive(link))
+            self._restarting = None
             return
 
 
@@ -323,6 +334,11 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
+    # The listener decides when this process stops (its stop frame, or its socket closing):
+    # a Ctrl-C in a terminal or a service manager's SIGTERM reaches the whole process group,
+    # and must not cut a batch short while the listener still waits for its answers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
     serve(sock)

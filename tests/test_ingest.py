@@ -135,3 +135,45 @@ def test_stopping_commits_every_message_already_handed_to_the_writer(
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 3
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_message_of_many_megabytes_crosses_to_the_writer_process(served: Running) -> None:
+    big = compose(body="A quote for the licences, line after line.\n" * 300_000)  # ~13 MB
+
+    code, reply = send(served.smtp_port, big)
+
+    assert (code, reply[:5]) == (250, b"2.0.0")
+    with served.runtime.sessions() as session:
+        size = session.scalar(sa.select(Message.size))
+    assert size is not None and size > 12_000_000
+
+
+def test_the_writer_process_outlives_a_signal_to_the_process_group(served: Running) -> None:
+    """Ctrl-C in a terminal, or a service manager's SIGTERM, reaches every process of the
+    group: the writer leaves stopping to the listener, which drains it first."""
+    pid = _writer_pid(served)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    os.kill(pid, signal.SIGINT)
+    time.sleep(0.5)
+
+    assert send(served.smtp_port, compose())[0] == 250
+    assert _writer_pid(served) == pid
+
+
+def test_a_writer_process_killed_while_stopping_leaves_a_451_and_the_stop_completes(
+    served: Running,
+) -> None:
+    pid = _writer_pid(served)
+    assert pid is not None
+    with ThreadPoolExecutor(1) as pool:
+        with _write_lock(served):
+            in_flight = pool.submit(send, served.smtp_port, compose())
+            _until(lambda: _writer(served).queue_depth == 1)
+            stopping = asyncio.run_coroutine_threadsafe(served.service.stop(), served.loop)
+            _until(lambda: _writer(served)._closing)
+            os.kill(pid, signal.SIGKILL)
+            stopping.result(timeout=30)
+        code, reply = in_flight.result(timeout=30)
+
+    assert (code, reply[:5]) == (451, b"4.3.0")
