@@ -122,11 +122,17 @@ def _insert_message(
     return int(_INSERT_MESSAGE.scalar(conn, values))
 
 
+def makes_contacts(outcome: Outcome) -> bool:
+    """Whether filing a message with this outcome makes contacts of its correspondents: a
+    held message waits for its employee first."""
+    return outcome in (Outcome.CAPTURE, Outcome.METADATA_ONLY)
+
+
 def _file_participants(
     conn: sa.Connection, message: ParsedMessage, message_row: int, outcome: Outcome, at: Filing
 ) -> dict[str, int]:
     """Participant rows for every address; contacts only for external ones on kept mail."""
-    make_contacts = outcome in (Outcome.CAPTURE, Outcome.METADATA_ONLY)
+    make_contacts = makes_contacts(outcome)
     contacts: dict[str, int] = {}
     rows = []
     for role, addresses in zip(

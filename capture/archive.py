@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from capture.parse import parse_message
-from capture.pipeline import Employees, Envelope, Pipeline
+from capture.pipeline import Envelope, Pipeline
 from policies.model import Channel
 
 BATCH = 200  # messages per transaction
@@ -87,14 +87,13 @@ def _commit(
     # Parsed before the write lock is taken: parsing needs no database.
     messages = [parse_message(raw) for raw in batch]
     with pipeline.connections().begin() as conn:
-        employees = Employees(conn)
+        lookups = pipeline.lookups(conn)
+        lookups.prefetch(messages)
         for message in messages:
             if since is not None and message.date is not None and message.date < since:
                 stats.before_horizon += 1
                 continue
-            result = pipeline.process_in(
-                conn, message, envelope, Channel.IMPORT, employees=employees
-            )
+            result = pipeline.process_in(conn, message, envelope, Channel.IMPORT, lookups=lookups)
             if result.duplicate:
                 stats.already_done += 1
                 continue

@@ -26,7 +26,7 @@ from imapclient import IMAPClient
 
 from app.models import Mailbox, MailboxFolder
 from capture.parse import ParsedMessage, parse_headers, parse_message
-from capture.pipeline import BodyNeededError, Employees, Envelope, Pipeline
+from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline
 from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.imap")
@@ -218,38 +218,39 @@ class FolderSync:
         # Parsed before the write lock is taken: parsing needs no database.
         messages = [(uid, *_parse_fetched(data)) for uid, data in _present(fetched, uids)]
         with self.pipeline.connections().begin() as conn:
-            employees = Employees(conn)
+            lookups = self.pipeline.lookups(conn)
+            lookups.prefetch(message for _, message, _ in messages)
             needs_body: list[tuple[int, int, list[Envelope]]] = []
             for uid, message, size in messages:
-                envelopes = self._envelopes(employees, message, sent=sent)
+                envelopes = self._envelopes(lookups, message, sent=sent)
                 self.stats.messages += 1
-                waiting = self._decide_on_headers(employees, message, envelopes)
+                waiting = self._decide_on_headers(lookups, message, envelopes)
                 if not waiting:
                     self.stats.bodies_skipped += 1
                 elif size > self.max_bytes:
                     self.stats.over_cap += 1  # never downloaded: decided and filed on headers
                     for envelope in waiting:
-                        self._file(employees, message, envelope, headers_only=False)
+                        self._file(lookups, message, envelope, headers_only=False)
                 else:
                     needs_body.append((uid, size, waiting))
-            self._decide_with_bodies(employees, needs_body)
+            self._decide_with_bodies(lookups, needs_body)
             pending = remaining - len(uids)
             self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
 
     def _decide_on_headers(
-        self, employees: Employees, message: ParsedMessage, envelopes: list[Envelope]
+        self, lookups: Lookups, message: ParsedMessage, envelopes: list[Envelope]
     ) -> list[Envelope]:
         """Decide for each envelope on the headers; return those the body could change."""
         waiting = []
         for envelope in envelopes:
             try:  # raised before anything is written: no savepoint needed
                 result = self.pipeline.process_in(
-                    employees.conn,
+                    lookups.conn,
                     message,
                     envelope,
                     Channel.IMAP,
                     headers_only=True,
-                    employees=employees,
+                    lookups=lookups,
                 )
                 self.stats.count(result.outcome)
             except BodyNeededError:
@@ -257,7 +258,7 @@ class FolderSync:
         return waiting
 
     def _decide_with_bodies(
-        self, employees: Employees, needs_body: list[tuple[int, int, list[Envelope]]]
+        self, lookups: Lookups, needs_body: list[tuple[int, int, list[Envelope]]]
     ) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
             bodies = self._fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
@@ -267,32 +268,30 @@ class FolderSync:
                     continue  # expunged meanwhile: nothing left to capture
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
-                dropped = [self._file(employees, message, e, headers_only=False) for e in envelopes]
+                dropped = [self._file(lookups, message, e, headers_only=False) for e in envelopes]
                 if all(outcome is Outcome.DROP for outcome in dropped):
                     self.stats.bodies_for_dropped += 1
 
     def _file(
         self,
-        employees: Employees,
+        lookups: Lookups,
         message: ParsedMessage,
         envelope: Envelope,
         *,
         headers_only: bool,
     ) -> Outcome:
         result = self.pipeline.process_in(
-            employees.conn,
+            lookups.conn,
             message,
             envelope,
             Channel.IMAP,
             headers_only=headers_only,
-            employees=employees,
+            lookups=lookups,
         )
         self.stats.count(result.outcome)
         return result.outcome
 
-    def _envelopes(
-        self, employees: Employees, message: ParsedMessage, *, sent: bool
-    ) -> list[Envelope]:
+    def _envelopes(self, lookups: Lookups, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
         """Whom the message is captured for: the owner, or in a journal mailbox each employee
         taking part (a sender's copy counts as sent); nobody known gives a refusal record."""
         if not self.config.journal:
@@ -300,7 +299,7 @@ class FolderSync:
         sender = message.sender.address if message.sender else ""
         found: dict[int, Envelope] = {}
         for address in message.participants:
-            submitter = employees.find(address.address)
+            submitter = lookups.find(address.address)
             if submitter is not None and submitter.employee_id not in found:
                 as_sender = address.address == sender
                 found[submitter.employee_id] = Envelope(address.address, sent_folder=as_sender)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger, webhooks
-from app.filing import Filing, file_message
+from app.filing import Filing, file_message, makes_contacts
 from app.freshness import mark_undeliverable
 from app.models import (
     Contact,
@@ -96,15 +96,22 @@ class Envelope:
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
 
 
-class Employees:
-    """Who owns an address, asked of the database once per transaction: a mailbox's batch
-    asks about its owner and the same few senders for every message. Read at the first
-    question; an employee changed meanwhile is seen from the next transaction on."""
+class Lookups:
+    """What one transaction asks the database about people, each question asked once: who
+    owns an address (a mailbox's batch asks about its owner and the same few senders for
+    every message), which participants are known contacts, and whose consent is withdrawn.
+    A batch asks about all its participants in a few statements (`prefetch`) rather than two
+    a message. Lookups and consent are read at the first question; an employee or an
+    erasure changed meanwhile is seen from the next transaction on. Contacts filed by this
+    transaction are asked again (`forget`)."""
 
-    def __init__(self, conn: sa.Connection) -> None:
+    def __init__(self, conn: sa.Connection, secret: bytes) -> None:
         self.conn = conn
+        self.secret = secret
         self._found: dict[str, Submitter | None] = {}
         self._personal: dict[int, frozenset[str]] = {}
+        self._known: dict[str, bool] = {}  # address: a contact or not
+        self._withdrawn: dict[str, frozenset[str]] = {}  # address: erased/objected, or none
 
     def find(self, address: str) -> Submitter | None:
         wanted = address.strip().lower()
@@ -119,6 +126,44 @@ class Employees:
             rows = _PERSONAL.rows(self.conn, {"employee": employee_id})
             self._personal[employee_id] = frozenset(token for (token,) in rows)
         return self._personal[employee_id]
+
+    def prefetch(self, messages: Iterable[ParsedMessage]) -> None:
+        """Ask about every participant of a batch at once."""
+        addresses = [a.address for message in messages for a in message.participants]
+        self.known_contacts(addresses)
+        self.consent(addresses)
+
+    def known_contacts(self, addresses: Iterable[str]) -> frozenset[str]:
+        wanted = list(dict.fromkeys(addresses))
+        unasked = [a for a in wanted if a not in self._known]
+        if unasked:
+            found = {row[0] for row in _KNOWN.rows(self.conn, unasked)}
+            self._known.update((a, a in found) for a in unasked)
+        return frozenset(a for a in wanted if self._known[a])
+
+    def consent(self, addresses: Iterable[str]) -> Consent:
+        wanted = list(dict.fromkeys(addresses))
+        tokens: dict[str, list[str]] = {}  # one token for each spelling of an address
+        for address in wanted:
+            if address not in self._withdrawn:
+                tokens.setdefault(address_token(self.secret, address), []).append(address)
+        if tokens:
+            kinds: dict[str, set[str]] = {token: set() for token in tokens}
+            for token, kind in _SUPPRESSED.rows(self.conn, list(tokens)):
+                kinds[token].add(kind)
+            for token, spellings in tokens.items():
+                self._withdrawn.update((a, frozenset(kinds[token])) for a in spellings)
+        return Consent(
+            erased=frozenset(a for a in wanted if "erased" in self._withdrawn[a]),
+            objected=frozenset(a for a in wanted if "objected" in self._withdrawn[a]),
+        )
+
+    def forget(self, addresses: Iterable[str]) -> None:
+        """Filing may have made these addresses contacts: ask again next time about those
+        that were not (filing never unmakes a contact)."""
+        for address in addresses:
+            if self._known.get(address) is False:
+                del self._known[address]
 
 
 class BodyNeededError(Exception):
@@ -177,6 +222,10 @@ class Pipeline:
             with self.sessions() as session, session.begin():
                 return self.process_in(session, message, envelope, channel)
 
+    def lookups(self, conn: sa.Connection) -> Lookups:
+        """The lookups of one transaction on `conn` (see Lookups)."""
+        return Lookups(conn, self.secret)
+
     def connections(self) -> sa.Engine:
         """Connections that write: what the group writer runs its transactions on."""
         bind = self.sessions.kw["bind"]
@@ -191,29 +240,29 @@ class Pipeline:
         channel: Channel,
         *,
         headers_only: bool = False,
-        employees: Employees | None = None,
+        lookups: Lookups | None = None,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
         Prepared statements on the transaction's connection: this is the SMTP hot path. With
         `headers_only` (a mailbox's message parsed from its header section), a decision the
-        body could change raises BodyNeededError before anything is written. `employees`,
-        one per transaction, spares a batch the same employee lookups for every message."""
+        body could change raises BodyNeededError before anything is written. `lookups`, one
+        per transaction, spares a batch the same questions about people for every message."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
-        employees = employees if employees is not None else Employees(conn)
+        lookups = lookups if lookups is not None else self.lookups(conn)
         outer = message  # as the employee sent it: From is theirs, also for a forward
         message, channel = as_submitted(message, envelope, channel)
-        submitter = employees.find(envelope.mail_from)
+        submitter = lookups.find(envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
         previous = _replay(conn, key)
         if previous is not None:
             return previous
-        context = self._context(employees, message, channel, submitter)
+        context = self._context(lookups, message, channel, submitter)
         context = replace(
             context,
             submitter_proven=self._proven(outer, envelope, submitter),
-            from_employee=_from_employee(employees, outer, submitter),
+            from_employee=_from_employee(lookups, outer, submitter),
             sent_folder=envelope.sent_folder,
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
@@ -246,6 +295,9 @@ class Pipeline:
                 secret=self.secret,
             )
             stored = file_message(conn, message, decision, decision_id=record.id, at=filing)
+            if makes_contacts(decision.outcome):  # of external correspondents only
+                external = (a.address for a in message.participants)
+                lookups.forget(a for a in external if not is_internal(a, self.org_domains))
         if submitter is not None and decision.facts.get("bounce"):
             # Whatever becomes of the report itself, the contacts it names are marked.
             when = message.date or now
@@ -276,9 +328,9 @@ class Pipeline:
         with self.readers() as session:
             conn = session.connection()
             submitter = find_submitter(conn, address) or _hypothetical(address)
-            employees = Employees(conn)
-            context = self._context(employees, message, channel, submitter)
-            context = replace(context, from_employee=_from_employee(employees, outer, submitter))
+            lookups = self.lookups(conn)
+            context = self._context(lookups, message, channel, submitter)
+            context = replace(context, from_employee=_from_employee(lookups, outer, submitter))
             session.rollback()
         context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
@@ -292,26 +344,24 @@ class Pipeline:
 
     def _context(
         self,
-        employees: Employees,
+        lookups: Lookups,
         message: ParsedMessage,
         channel: Channel,
         submitter: Submitter | None,
     ) -> Context:
         """What the database knows about the participants. Whether From is an employee is
         left to the callers: they ask it of the message as sent, not as submitted."""
-        conn = employees.conn
         addresses = [a.address for a in message.participants]
-        known = [row[0] for row in _KNOWN.rows(conn, addresses)]
         return Context(
             channel=channel,
             org_domains=self.org_domains,
-            submitter=submitter and self._with_personal_contacts(employees, submitter, addresses),
-            known_contacts=frozenset(known),
+            submitter=submitter and self._with_personal_contacts(lookups, submitter, addresses),
+            known_contacts=lookups.known_contacts(addresses),
             now=self.clock(),
             secret=self.secret,
-            consent=self._consent(conn, addresses),
+            consent=lookups.consent(addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
-            replies_to_known=_replies_to_known(conn, message),
+            replies_to_known=_replies_to_known(lookups.conn, message),
         )
 
     def _proven(
@@ -330,18 +380,10 @@ class Pipeline:
     def _tokens(self, addresses: list[str]) -> dict[str, str]:
         return {address_token(self.secret, a): a for a in addresses}
 
-    def _consent(self, conn: sa.Connection, addresses: list[str]) -> Consent:
-        tokens = self._tokens(addresses)
-        rows = _SUPPRESSED.rows(conn, list(tokens))
-        found: dict[str, set[str]] = {"erased": set(), "objected": set()}
-        for token, kind in rows:
-            found.setdefault(kind, set()).add(tokens[token])
-        return Consent(erased=frozenset(found["erased"]), objected=frozenset(found["objected"]))
-
     def _with_personal_contacts(
-        self, employees: Employees, submitter: Submitter, addresses: list[str]
+        self, lookups: Lookups, submitter: Submitter, addresses: list[str]
     ) -> Submitter:
-        listed = employees.personal_contacts(submitter.employee_id)
+        listed = lookups.personal_contacts(submitter.employee_id)
         if not listed:
             return submitter
         personal = frozenset(a for t, a in self._tokens(addresses).items() if t in listed)
@@ -432,13 +474,11 @@ def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:
     )
 
 
-def _from_employee(
-    employees: Employees, message: ParsedMessage, submitter: Submitter | None
-) -> bool:
+def _from_employee(lookups: Lookups, message: ParsedMessage, submitter: Submitter | None) -> bool:
     sender = message.sender.address.lower() if message.sender else ""
     if submitter is not None and sender in submitter.addresses:
         return True
-    return bool(sender) and employees.find(sender) is not None
+    return bool(sender) and lookups.find(sender) is not None
 
 
 def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:

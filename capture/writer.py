@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from capture.parse import ParsedMessage, parse_message
-from capture.pipeline import Employees, Envelope, Pipeline, Result
+from capture.pipeline import Envelope, Lookups, Pipeline, Result
 from policies.model import Channel
 
 log = logging.getLogger("mailroom.writer")
@@ -128,9 +128,10 @@ def _all_or_nothing(
 ) -> list[Result]:
     """The common case: every message files cleanly, so none needs a savepoint."""
     with pipeline.connections().begin() as conn:
-        employees = Employees(conn)  # the batch's submitters, looked up once each
+        lookups = pipeline.lookups(conn)  # the batch's participants, looked up once each
+        lookups.prefetch(messages)
         return [
-            pipeline.process_in(conn, message, s.envelope, s.channel, employees=employees)
+            pipeline.process_in(conn, message, s.envelope, s.channel, lookups=lookups)
             for s, message in zip(batch, messages, strict=True)
         ]
 
@@ -142,9 +143,10 @@ def _one_by_one(
     a racing duplicate) fails alone and the others still commit together."""
     try:
         with pipeline.connections().begin() as conn:
-            employees = Employees(conn)
+            lookups = pipeline.lookups(conn)
+            lookups.prefetch(messages)
             return [
-                _one(pipeline, conn, employees, s, message)
+                _one(pipeline, conn, lookups, s, message)
                 for s, message in zip(batch, messages, strict=True)
             ]
     except Exception as error:  # the commit itself failed: nobody's message is safe
@@ -155,7 +157,7 @@ def _one_by_one(
 def _one(
     pipeline: Pipeline,
     conn: sa.Connection,
-    employees: Employees,
+    lookups: Lookups,
     submission: Submission,
     message: ParsedMessage,
 ) -> Result | Exception:
@@ -163,7 +165,7 @@ def _one(
         try:
             with conn.begin_nested():
                 return pipeline.process_in(
-                    conn, message, submission.envelope, submission.channel, employees=employees
+                    conn, message, submission.envelope, submission.channel, lookups=lookups
                 )
         except IntegrityError as error:
             if attempt:  # a racing duplicate would have been found by now

@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from email.policy import SMTP as policy_smtp
+from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.models import Attachment, Company, Contact, ContactChange, MessageOwner, Participant
+from app.models import (
+    Attachment,
+    Company,
+    Contact,
+    ContactChange,
+    MessageOwner,
+    Participant,
+    Suppression,
+)
+from app.runtime import build_runtime
 from app.security import Role
-from capture.pipeline import Envelope
+from app.settings import Settings
+from capture.pipeline import Envelope, Result
+from capture.writer import Submission, commit_batch
 from policies.model import Channel
-from tests.conftest import Running, add_employee, issue_token
+from policies.observe import address_token
+from tests.conftest import FIXTURES, Running, add_employee, issue_token
 from tests.mail import CAPTURE, compose, send
 
 INBOX = Envelope(mail_from="alice@example.com")  # what IMAP sync and import say of Alice's mail
@@ -195,3 +209,47 @@ def test_a_forward_as_attachment_files_the_attached_messages_sender(running: Run
         ).all()
         channel = session.scalar(sa.select(MessageOwner.channel))
     assert senders == ["jane@acme.example"] and channel == "forward"
+
+
+KNOWN_FIRST = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        "rules:\n",
+        "rules:\n  - id: known-correspondent\n    description: Mail with a contact is captured.\n"
+        "    when: known-contact\n    outcome: capture\n",
+        1,
+    )
+)
+
+
+def test_one_batch_sees_the_contacts_and_erasures_its_own_messages_and_others_made(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """A batch asks about all its participants at once; a contact filed by an earlier
+    message of the batch is still known to a later one, and an erasure stops its mail."""
+    policy = tmp_path / "known-first.yaml"
+    policy.write_text(KNOWN_FIRST)
+    runtime = build_runtime(settings.model_copy(update={"policy": policy}))
+    try:
+        add_employee(runtime.sessions, "alice@example.com")
+        with runtime.sessions() as session, session.begin():
+            erased = address_token(settings.secret(), "Gone@Customer.example")
+            session.add(Suppression(address_token=erased, kind="erased"))
+        mails = [
+            compose(message_id="<first@example.com>"),
+            compose(subject="Again", message_id="<again@example.com>"),
+            compose(to="Gone <gone@customer.example>", message_id="<gone@example.com>"),
+        ]
+        envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+        batch = [Submission(m.as_bytes(policy=policy_smtp), envelope, Channel.BCC) for m in mails]
+
+        results = commit_batch(runtime.pipeline, batch)
+    finally:
+        runtime.close()
+
+    assert [r.rules[:1] for r in results if isinstance(r, Result)] == [
+        ("external-business-correspondent",),
+        ("known-correspondent",),
+        ("contact-erased",),
+    ]
