@@ -104,10 +104,15 @@ class WriterProcess:
         """Messages handed to the writer process and not yet answered."""
         return len(self._pending)
 
+    @property
+    def running(self) -> bool:
+        link = self._link
+        return link is not None and not link.writer.is_closing() and not self._closing
+
     def submit(self, raw: bytes, envelope: Envelope, channel: Channel) -> asyncio.Future[Result]:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         link = self._link
-        if link is None or link.writer.is_closing() or self._closing:
+        if not self.running or link is None:
             future.set_exception(CommitError("no writer process is running"))
             return future
         job = next(self._ids)

@@ -117,13 +117,17 @@ class Service:
         self.jobs.append(asyncio.create_task(run_forever(self.runtime.db, job, metrics)))
 
     def listeners_bound(self) -> dict[str, bool]:
-        """For /readyz: each listener of this process, and whether it is serving."""
+        """For /readyz: each listener of this process, and whether it is serving; and
+        whether the SMTP writer is."""
         if ProcessRole.SMTP not in self.roles:
             return {}
         servers = {"smtp": self.smtp_server}
         if self.smtps_server is not None:
             servers["smtps"] = self.smtps_server
-        return {name: s is not None and s.is_serving() for name, s in servers.items()}
+        checks = {name: s is not None and s.is_serving() for name, s in servers.items()}
+        # Without its writer the listener answers every message 451: send it no mail.
+        checks["smtp-writer"] = self.writer is not None and self.writer.running
+        return checks
 
     async def _start_smtp(self) -> None:
         # The writer thread holds the GIL for milliseconds at a time; each socket send of the

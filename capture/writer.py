@@ -35,6 +35,11 @@ class Writer(Protocol):
     @property
     def queue_depth(self) -> int: ...
 
+    @property
+    def running(self) -> bool:
+        """Whether a message submitted now would reach a writer (for /readyz)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -82,6 +87,10 @@ class GroupWriter:
     def queue_depth(self) -> int:
         """Messages waiting for the writer thread (approximate, as any queue size)."""
         return self._queue.qsize()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     async def aclose(self) -> None:
         """Finish what was submitted, then stop the thread."""

@@ -177,3 +177,18 @@ def test_a_writer_process_killed_while_stopping_leaves_a_451_and_the_stop_comple
         code, reply = in_flight.result(timeout=30)
 
     assert (code, reply[:5]) == (451, b"4.3.0")
+
+
+def test_readiness_fails_while_the_writer_process_is_gone(served: Running) -> None:
+    killed = _writer_pid(served)
+    assert killed is not None
+    with served.client(None) as client:
+        assert client.get("/readyz").json()["checks"]["smtp-writer"] is True
+        os.kill(killed, signal.SIGKILL)
+        _until(lambda: _writer_pid(served) is None)
+        gone = client.get("/readyz")
+        _until(lambda: _writer_pid(served) not in (None, killed))
+        back = client.get("/readyz")
+
+    assert (gone.status_code, gone.json()["checks"]["smtp-writer"]) == (503, False)
+    assert back.status_code == 200

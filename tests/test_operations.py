@@ -67,7 +67,8 @@ def test_health_and_readiness_over_http(running: Running) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"database": True, "smtp": True}}
+    checks = {"database": True, "smtp": True, "smtp-writer": True}
+    assert ready.json() == {"status": "ready", "checks": checks}
 
 
 def test_readiness_fails_when_the_smtp_listener_is_closed(running: Running) -> None:
@@ -77,7 +78,8 @@ def test_readiness_fails_when_the_smtp_listener_is_closed(running: Running) -> N
     with running.client(None) as client:
         ready = client.get("/readyz")
     assert ready.status_code == 503
-    assert ready.json() == {"status": "not ready", "checks": {"database": True, "smtp": False}}
+    checks = {"database": True, "smtp": False, "smtp-writer": True}
+    assert ready.json() == {"status": "not ready", "checks": checks}
 
 
 def test_an_smtp_only_process_serves_operations_endpoints_but_not_the_api(
@@ -113,5 +115,6 @@ def test_readiness_fails_while_the_database_is_unreachable(running: Running) -> 
         running.runtime.db.dispose()
         running.runtime.db = reachable
     assert ready.status_code == 503
-    assert ready.json() == {"status": "not ready", "checks": {"database": False, "smtp": True}}
+    checks = {"database": False, "smtp": True, "smtp-writer": True}
+    assert ready.json() == {"status": "not ready", "checks": checks}
     assert alive.status_code == 200, "alive all the same: a restart would not bring the database"
