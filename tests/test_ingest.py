@@ -15,6 +15,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import make_engine
 from app.ingest import WriterProcess
 from app.models import DecisionRecord, Message
 from app.security import Role
@@ -58,14 +59,16 @@ def _count(running: Running, table: type[Message] | type[DecisionRecord]) -> int
 
 @contextmanager
 def _write_lock(running: Running) -> Iterator[None]:
-    """Hold the database's write lock, so that the writer process waits in its commit."""
-    if running.runtime.db.dialect.name == "sqlite":
-        with running.runtime.db.begin() as conn:  # BEGIN IMMEDIATE
+    """Hold the database's write lock, so that the writer process waits in its commit. On an
+    engine of its own: the service's is closed when the service stops, lock or no lock."""
+    engine = make_engine(running.runtime.settings.resolved_database_url)
+    try:
+        with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE"))
             yield
-    else:
-        with running.runtime.db.begin() as conn:
-            conn.execute(sa.text("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE"))
-            yield
+    finally:
+        engine.dispose()
 
 
 def test_the_writer_is_another_process_and_a_retry_is_answered_from_its_receipt(
