@@ -33,7 +33,7 @@ if not __package__:  # run as a script: make `bench` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.db import migrate
-from bench.smtp_ingest import Run, drive, free_port, wait_listening
+from bench.smtp_ingest import Run, descendants, drive, free_port, wait_listening
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_CLUSTER = ROOT / "scripts" / "pg-cluster"
@@ -159,11 +159,12 @@ def counters(admin: sa.Engine, database: str) -> Counters:
 
 
 def cpu_seconds(procs: list[subprocess.Popen[bytes]]) -> float:
-    """User plus system CPU time of these processes so far (Linux /proc)."""
+    """User plus system CPU time of these processes and their writer processes so far
+    (Linux /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
     total = 0
-    for proc in procs:
-        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    for pid in (p for proc in procs for p in descendants(proc.pid)):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / ticks
 

@@ -158,19 +158,30 @@ def start_mailroom(port: int, data_dir: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen([mailroom, "serve"], env=env, stderr=subprocess.DEVNULL)
 
 
+def descendants(pid: int) -> list[int]:
+    """A process and every process under it (its writer process), from /proc (Linux)."""
+    found, todo = [], [pid]
+    while todo:
+        process = todo.pop()
+        found.append(process)
+        for task in Path(f"/proc/{process}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:  # the thread ended
+                continue
+    return found
+
+
 def tree_cpu(pid: int) -> dict[int, dict[str, float]]:
     """CPU seconds (user + system) of each thread of a process and of its child processes,
     from /proc (Linux)."""
     ticks = os.sysconf("SC_CLK_TCK")
     found: dict[int, dict[str, float]] = {}
-    todo = [pid]
-    while todo:
-        process = todo.pop()
+    for process in descendants(pid):
         threads = found.setdefault(process, {})
         for task in Path(f"/proc/{process}/task").glob("*"):
             try:
                 stat = (task / "stat").read_text()
-                todo += [int(child) for child in (task / "children").read_text().split()]
             except OSError:  # the thread ended
                 continue
             fields = stat[stat.rindex(")") + 2 :].split()
