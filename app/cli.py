@@ -17,7 +17,7 @@ from app.db import make_engine, migrate, session_factory, transaction
 from app.logs import LogFormat, configure
 from app.models import Employee, EmployeeAlias
 from app.policy_versions import simulate
-from app.runtime import build_runtime
+from app.runtime import build_runtime, settle_heap
 from app.security import Role, create_token, revoke_token
 from app.server import DEFAULT_ROLES, ProcessRole, Service
 from app.settings import Settings
@@ -84,6 +84,7 @@ def serve(
             typer.echo(f"{settings.policy}: {problem}", err=True)
         raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
     token = _seed_demo(runtime.sessions) if demo else None
+    settle_heap()
 
     service = Service(runtime, roles=roles)
     asyncio.run(service.run_until_signalled(on_started=lambda: _print_banner(service, token)))

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from app.db import make_engine, session_factory
 from app.logs import LogFormat, configure
 from app.models import PolicyVersion
-from app.runtime import active_version, make_pipeline
+from app.runtime import active_version, make_pipeline, settle_heap
 from app.settings import Settings
 from capture.pipeline import Envelope, Pipeline, Result
 from capture.writer import MAX_BATCH, Submission, commit_batch
@@ -300,6 +300,7 @@ def serve(sock: socket.socket) -> None:
     if current is None:
         raise RuntimeError("no policy is in force; the listener publishes one before starting")
     pipeline = make_pipeline(settings, sessions, readers, load_policy_text(current.source))
+    settle_heap()
     try:
         sock.sendall(_frame(READY))
     except OSError:  # the listener died while this process started
