@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from app.db import transaction  # noqa: E402
 from app.mailboxes import add_mailbox, load_config, sync_once  # noqa: E402
 from app.models import Employee  # noqa: E402
-from app.runtime import Runtime, build_runtime  # noqa: E402
+from app.runtime import Runtime, build_runtime, settle_heap  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from capture.imap import MailboxConfig, SyncStats  # noqa: E402
 from tests.dovecot import PASSWORD, Dovecot, available, run_dovecot  # noqa: E402
@@ -62,7 +62,8 @@ def raw_fetch(server: Dovecot, items: list[str]) -> tuple[int, float, float]:
 
 
 def bench_mailbox(data: Path, host: str, port: int) -> tuple[Runtime, MailboxConfig]:
-    """A fresh Mailroom on an embedded SQLite, its owner, and a mailbox on host:port."""
+    """A fresh Mailroom on an embedded SQLite, its owner, and a mailbox on host:port; its
+    heap settled as `mailroom serve` settles it once started."""
     settings = Settings(
         data_dir=data, secret_key="bench-secret-key-0123456789", org_domains=["bench.example"]
     )
@@ -82,7 +83,9 @@ def bench_mailbox(data: Path, host: str, port: int) -> tuple[Runtime, MailboxCon
             tls="none",
         ).id
     with runtime.sessions() as session:
-        return runtime, load_config(session, settings.secret(), mailbox_id)
+        config = load_config(session, settings.secret(), mailbox_id)
+    settle_heap()
+    return runtime, config
 
 
 def mailroom_sync(server: Dovecot, data: Path) -> tuple[float, float, SyncStats]:
