@@ -29,14 +29,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
 from app.db import make_engine, session_factory
 from app.logs import LogFormat, configure
-from app.models import PolicyVersion
-from app.runtime import active_version, make_pipeline, settle_heap
+from app.runtime import active_version, follow_policy, make_pipeline, settle_heap
 from app.settings import Settings
-from capture.pipeline import Envelope, Pipeline, Result
+from capture.pipeline import Envelope, Result
 from capture.writer import MAX_BATCH, Submission, commit_batch
 from policies.loader import load_policy_text
 from policies.model import Channel, Outcome
@@ -264,29 +261,6 @@ class _Frames:
 _NONE = object()
 
 
-def _in_force(db: sa.Engine) -> str | None:
-    """The digest of the policy version in force, read without taking the write lock."""
-    with db.execution_options(writer=False).connect() as conn:
-        return conn.scalar(
-            sa.select(PolicyVersion.sha256)
-            .where(PolicyVersion.activated_at.is_not(None))
-            .order_by(PolicyVersion.activated_at.desc(), PolicyVersion.id.desc())
-            .limit(1)
-        )
-
-
-def _follow_policy(db: sa.Engine, pipeline: Pipeline) -> None:
-    """Apply the policy published last: checked before every batch, so that a message
-    submitted after a publish is decided under the new version, as in one process."""
-    if _in_force(db) in (None, pipeline.engine.policy.sha256):
-        return
-    with session_factory(db, writer=False)() as session:
-        current = active_version(session)
-        if current is not None:
-            pipeline.engine = load_policy_text(current.source)
-            log.info("policy version %d now in force in the writer process", current.id)
-
-
 def serve(sock: socket.socket) -> None:
     """The writer process: batches in, outcomes out, until the listener says stop or goes."""
     frames = _Frames(sock)
@@ -314,8 +288,8 @@ def serve(sock: socket.socket) -> None:
             stop = batch[-1] is None
             jobs: list[Any] = batch[:-1] if stop else batch
             if jobs:
-                try:
-                    _follow_policy(db, pipeline)
+                try:  # the policy published last decides, as in one process
+                    follow_policy(readers, pipeline)
                 except Exception as error:  # the database is away: the commit will say so
                     log.error("could not read the policy in force (%s)", type(error).__name__)
                 submissions = [

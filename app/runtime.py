@@ -7,6 +7,7 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -21,6 +22,7 @@ from policies.engine import Engine
 from policies.loader import load_policy, load_policy_text
 
 log = logging.getLogger("mailroom.runtime")
+_Row = TypeVar("_Row")
 POLICY_FOLLOW_SECONDS = 2.0  # how soon a policy published elsewhere applies here
 
 
@@ -106,24 +108,35 @@ def policy_in_force(session: Session, from_file: Engine) -> Engine:
     return from_file
 
 
-def active_version(session: Session) -> PolicyVersion | None:
-    """The version in force: the one published last."""
-    return session.scalar(
-        sa.select(PolicyVersion)
-        .where(PolicyVersion.activated_at.is_not(None))
+def _in_force(query: sa.Select[_Row]) -> sa.Select[_Row]:
+    """`query` narrowed to the version in force: the one published last."""
+    return (
+        query.where(PolicyVersion.activated_at.is_not(None))
         .order_by(PolicyVersion.activated_at.desc(), PolicyVersion.id.desc())
         .limit(1)
     )
 
 
-def follow_policy(runtime: Runtime) -> bool:
-    """Apply the version in force if another process published it; True if it changed."""
-    with runtime.read_sessions() as session:
+def active_version(session: Session) -> PolicyVersion | None:
+    """The version in force: the one published last."""
+    return session.scalar(_in_force(sa.select(PolicyVersion)))
+
+
+def follow_policy(readers: sessionmaker[Session], pipeline: Pipeline) -> bool:
+    """Apply the version in force if another process published it; True if it changed.
+    Cheap when nothing changed (one digest read): the SMTP writer process asks before every
+    batch."""
+    with readers() as session:
+        if session.scalar(_in_force(sa.select(PolicyVersion.sha256))) in (
+            None,
+            pipeline.engine.policy.sha256,
+        ):
+            return False
         current = active_version(session)
-        if current is None or current.sha256 == runtime.pipeline.engine.policy.sha256:
+        if current is None:
             return False
         engine = load_policy_text(current.source)
-    runtime.pipeline.engine = engine  # replaced whole: a message in flight keeps its engine
+    pipeline.engine = engine  # replaced whole: a message in flight keeps its engine
     log.info("policy version %d (%s) now in force here", current.id, current.sha256[:12])
     return True
 
@@ -133,7 +146,7 @@ async def follow_policy_forever(runtime: Runtime, every: float = POLICY_FOLLOW_S
     while True:
         await asyncio.sleep(every)
         try:
-            await asyncio.to_thread(follow_policy, runtime)
+            await asyncio.to_thread(follow_policy, runtime.read_sessions, runtime.pipeline)
         except Exception as error:  # the database is away: try again at the next tick
             log.error("could not read the policy in force (%s)", type(error).__name__)
 
