@@ -321,7 +321,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     sock.setblocking(True)
-    serve(sock)
+    try:
+        serve(sock)
+    except Exception as error:  # the type only, as every log line: no traceback's values
+        log.error("writer process failed (%s)", type(error).__name__)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

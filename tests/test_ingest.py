@@ -195,3 +195,22 @@ def test_readiness_fails_while_the_writer_process_is_gone(served: Running) -> No
 
     assert (gone.status_code, gone.json()["checks"]["smtp-writer"]) == (503, False)
     assert back.status_code == 200
+
+
+def test_a_failing_database_write_in_the_writer_process_answers_451_and_the_retry_succeeds(
+    served: Running, sessions: sessionmaker[Session]
+) -> None:
+    with served.runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts RENAME TO receipts_away"))
+
+    failed = send(served.smtp_port, compose())
+
+    with served.runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts_away RENAME TO receipts"))
+    retried = send(served.smtp_port, compose())
+
+    assert (failed[0], failed[1][:5]) == (451, b"4.3.0")
+    assert retried[0] == 250
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1

@@ -85,6 +85,7 @@ def test_the_servers_logs_hold_no_subject_body_or_address_of_dropped_or_captured
     lines = log.read_text().splitlines()
     events = [json.loads(line) for line in lines]  # every line is one JSON object
     assert any(e["event"].startswith("started") for e in events), "control: the log is captured"
+    assert any(e["event"].startswith("writer process") for e in events), "control: its writer"
     assert sum(e["event"].startswith("decision ") for e in events) == 3, "control: at DEBUG"
     with sessions() as session:
         stored = list(
