@@ -6,19 +6,20 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email import policy
 from pathlib import Path
 from typing import cast
 
 import pytest
 import sqlalchemy as sa
+from aiosmtpd.smtp import SMTP
 from hypothesis import given
 from hypothesis import strategies as st
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
-from capture.smtp import CaptureHandler, Limits, bare_line_end, smtp_factory
+from capture.smtp import CaptureHandler, CaptureSMTP, Limits, bare_line_end, smtp_factory
 from capture.writer import Writer
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
@@ -331,3 +332,59 @@ def test_replies_held_for_a_pipelined_group_go_out_when_the_session_waits(
 
     assert [r[:3] for r in replies] == [b"250", b"250", b"354"]
     assert [r[:3] for r in after] == [b"250", b"250", b"250", b"221"]
+
+
+def _listener(tmp_path: Path) -> CaptureSMTP:
+    handler = CaptureHandler(
+        cast(Writer, None),
+        capture_addresses=frozenset({CAPTURE}),
+        limits=Limits(data_dir=tmp_path),
+    )
+
+    async def make() -> CaptureSMTP:
+        return CaptureSMTP(handler, hostname="mx.example")
+
+    return asyncio.run(make())
+
+
+MAIL_ARGUMENTS = st.one_of(
+    st.text(alphabet='<>@ ."\\()[]abcXYZ09=,;:é\t-', max_size=60),
+    st.builds(
+        "<{}@{}>{}".format,
+        st.text(alphabet='abc."\\ @é', max_size=70),
+        st.sampled_from(["example.com", "[127.0.0.1]", "x", ""]),
+        st.sampled_from(["", " SIZE=100", " BODY=8BITMIME SMTPUTF8", "  "]),
+    ),
+)
+
+
+@given(st.lists(MAIL_ARGUMENTS, max_size=6))
+def test_addresses_in_mail_and_rcpt_read_as_aiosmtpd_reads_them_also_when_remembered(
+    arguments: list[str],
+) -> None:
+    listener = _listener(Path("var"))
+    for argument in arguments + arguments:  # the second time from memory
+        assert _reading(listener._getaddr, argument) == _reading(
+            lambda a: SMTP._getaddr(listener, a), argument
+        )
+
+
+def _reading(
+    getaddr: Callable[[str], tuple[str | None, str | None]], argument: str
+) -> tuple[str | None, str | None] | str:
+    """The address read, or the error raised (the header parser has its own bugs: an
+    IndexError on some hostile arguments, which the listener answers with 451)."""
+    try:
+        return getaddr(argument)
+    except Exception as error:
+        return type(error).__name__
+
+
+def test_a_remembered_address_still_meets_the_local_part_limit() -> None:
+    listener = _listener(Path("var"))
+    assert listener._getaddr("<abcd@example.com>") == ("abcd@example.com", "")
+
+    listener.local_part_limit = 3
+
+    assert listener._getaddr("<abcd@example.com>") == (None, None)
+    assert listener._getaddr("<abc@example.com>") == ("abc@example.com", "")
