@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.db import make_engine, migrate, session_factory, transaction
 from app.metrics import Metrics
 from app.models import PolicyVersion
+from app.prepared import Prepared
 from app.settings import Settings
 from capture.people import registrable_domain
 from capture.pipeline import Pipeline
@@ -123,21 +124,31 @@ def active_version(session: Session) -> PolicyVersion | None:
 
 
 def follow_policy(readers: sessionmaker[Session], pipeline: Pipeline) -> bool:
-    """Apply the version in force if another process published it; True if it changed.
-    Cheap when nothing changed (one digest read): the SMTP writer process asks before every
-    batch."""
+    """Apply the version in force if another process published it; True if it changed."""
     with readers() as session:
-        if session.scalar(_in_force(sa.select(PolicyVersion.sha256))) in (
-            None,
-            pipeline.engine.policy.sha256,
-        ):
-            return False
-        current = active_version(session)
-        if current is None:
-            return False
-        engine = load_policy_text(current.source)
+        return follow_policy_in(session.connection(), pipeline)
+
+
+_DIGEST_IN_FORCE = Prepared(_in_force(sa.select(PolicyVersion.sha256)))
+_VERSION = Prepared(
+    sa.select(PolicyVersion.id, PolicyVersion.source).where(
+        PolicyVersion.sha256 == sa.bindparam("sha256")
+    )
+)
+
+
+def follow_policy_in(conn: sa.Connection, pipeline: Pipeline) -> bool:
+    """`follow_policy` inside the caller's transaction. The SMTP writer process asks this
+    at the start of every batch, so that the batch is decided under the version in force in
+    the snapshot it writes to: one prepared digest read when nothing changed (a session and
+    an ORM query here took a tenth of the writer's time)."""
+    digest = _DIGEST_IN_FORCE.scalar(conn)
+    if digest in (None, pipeline.engine.policy.sha256):
+        return False
+    version_id, source = _VERSION.first(conn, {"sha256": digest})
+    engine = load_policy_text(source)
     pipeline.engine = engine  # replaced whole: a message in flight keeps its engine
-    log.info("policy version %d (%s) now in force here", current.id, current.sha256[:12])
+    log.info("policy version %d (%s) now in force here", version_id, digest[:12])
     return True
 
 

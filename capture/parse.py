@@ -166,6 +166,53 @@ class ParsedMessage:
         return tuple(seen.values())
 
 
+def message_fields(message: ParsedMessage) -> tuple[Any, ...]:
+    """A parsed message as plain values, its raw bytes left out: what the SMTP listener sends
+    its writer process. Pickled, the dataclasses cost four times as much as these tuples,
+    and a datetime (its time zone pickled as an object) costs more than the rest together."""
+    m = message
+    return (
+        m.digest,
+        m.size,
+        m.message_id,
+        m.subject,
+        m.date and m.date.isoformat(),
+        *(tuple((a.address, a.name) for a in found) for found in (m.from_, m.to, m.cc, m.reply_to)),
+        m.in_reply_to,
+        m.references,
+        m.headers,
+        m.text,
+        m.content_types,
+        tuple((a.filename, a.content_type, a.size) for a in m.attachments),
+        m.defects,
+    )
+
+
+def message_from_fields(fields: tuple[Any, ...], raw: bytes) -> ParsedMessage:
+    """The parsed message that `message_fields` gave these values for, with its raw bytes."""
+    (digest, size, message_id, subject, date, from_, to, cc, reply_to, *rest) = fields
+    in_reply_to, references, headers, text, content_types, attachments, defects = rest
+    return ParsedMessage(
+        digest=digest,
+        size=size,
+        message_id=message_id,
+        subject=subject,
+        date=date and datetime.fromisoformat(date),
+        from_=tuple(Address(*a) for a in from_),
+        to=tuple(Address(*a) for a in to),
+        cc=tuple(Address(*a) for a in cc),
+        reply_to=tuple(Address(*a) for a in reply_to),
+        in_reply_to=in_reply_to,
+        references=references,
+        headers=headers,
+        text=text,
+        content_types=content_types,
+        attachments=tuple(Attachment(*a) for a in attachments),
+        defects=defects,
+        raw=raw,
+    )
+
+
 def normalize_address(raw: str) -> str | None:
     """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
     if clean(raw) != raw:

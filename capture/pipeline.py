@@ -40,6 +40,7 @@ from policies.observe import (
     family_name,
     is_internal,
 )
+from policies.personal_words import ScoredText
 
 # Statements prepared once and run on the DB-API cursor: this is the SMTP hot path.
 _KNOWN = PreparedIn(lambda binds: sa.select(Contact.address).where(Contact.address.in_(binds)))
@@ -241,13 +242,15 @@ class Pipeline:
         *,
         headers_only: bool = False,
         lookups: Lookups | None = None,
+        scored: ScoredText | None = None,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
         Prepared statements on the transaction's connection: this is the SMTP hot path. With
         `headers_only` (a mailbox's message parsed from its header section), a decision the
         body could change raises BodyNeededError before anything is written. `lookups`, one
-        per transaction, spares a batch the same questions about people for every message."""
+        per transaction, spares a batch the same questions about people for every message.
+        `scored`: a personal score worked out ahead, used only if it is this text's."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
         lookups = lookups if lookups is not None else self.lookups(conn)
@@ -267,7 +270,7 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
-        decision, observations = engine.decide(message, context)
+        decision, observations = engine.decide(message, context, scored=scored)
         if headers_only:
             if not settled_on_headers(engine, decision, observations, message, self.secret):
                 raise BodyNeededError

@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import Envelope, Lookups, Pipeline, Result
 from policies.model import Channel
+from policies.personal_words import ScoredText
 
 log = logging.getLogger("mailroom.writer")
 
@@ -45,11 +46,14 @@ class Writer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Submission:
-    """One message handed to the writer: its bytes, envelope and channel."""
+    """One message handed to the writer: its bytes, envelope and channel; and what the
+    listener already worked out from them, if it did (small messages, for a writer process)."""
 
     raw: bytes
     envelope: Envelope
     channel: Channel
+    parsed: ParsedMessage | None = None  # parse_message(raw)
+    scored: ScoredText | None = None  # a personal score, used only where its text matches
 
 
 @dataclass
@@ -121,37 +125,53 @@ class GroupWriter:
                 job.loop.call_soon_threadsafe(_settle, job.future, outcome)
 
 
-def commit_batch(pipeline: Pipeline, batch: Sequence[Submission]) -> list[Result | Exception]:
+def commit_batch(
+    pipeline: Pipeline,
+    batch: Sequence[Submission],
+    *,
+    on_begin: Callable[[sa.Connection], object] = lambda conn: None,
+) -> list[Result | Exception]:
     """Decide, file and record a batch in one transaction: each message's outcome, or the
-    error that kept it from being committed."""
+    error that kept it from being committed. `on_begin` runs first in the transaction (the
+    writer process reads the policy in force there)."""
     # Parsed before the write lock is taken: parsing needs no database.
-    messages = [parse_message(submission.raw) for submission in batch]
+    messages = [parse_message(s.raw) if s.parsed is None else s.parsed for s in batch]
     try:
-        return list(_all_or_nothing(pipeline, batch, messages))
+        return list(_all_or_nothing(pipeline, batch, messages, on_begin))
     except Exception:
-        return _one_by_one(pipeline, batch, messages)
+        return _one_by_one(pipeline, batch, messages, on_begin)
 
 
 def _all_or_nothing(
-    pipeline: Pipeline, batch: Sequence[Submission], messages: list[ParsedMessage]
+    pipeline: Pipeline,
+    batch: Sequence[Submission],
+    messages: list[ParsedMessage],
+    on_begin: Callable[[sa.Connection], object],
 ) -> list[Result]:
     """The common case: every message files cleanly, so none needs a savepoint."""
     with pipeline.connections().begin() as conn:
+        on_begin(conn)
         lookups = pipeline.lookups(conn)  # the batch's participants, looked up once each
         lookups.prefetch(messages)
         return [
-            pipeline.process_in(conn, message, s.envelope, s.channel, lookups=lookups)
+            pipeline.process_in(
+                conn, message, s.envelope, s.channel, lookups=lookups, scored=s.scored
+            )
             for s, message in zip(batch, messages, strict=True)
         ]
 
 
 def _one_by_one(
-    pipeline: Pipeline, batch: Sequence[Submission], messages: list[ParsedMessage]
+    pipeline: Pipeline,
+    batch: Sequence[Submission],
+    messages: list[ParsedMessage],
+    on_begin: Callable[[sa.Connection], object],
 ) -> list[Result | Exception]:
     """After a failure: each message in its own savepoint, so that one bad message (or
     a racing duplicate) fails alone and the others still commit together."""
     try:
         with pipeline.connections().begin() as conn:
+            on_begin(conn)
             lookups = pipeline.lookups(conn)
             lookups.prefetch(messages)
             return [
@@ -174,7 +194,12 @@ def _one(
         try:
             with conn.begin_nested():
                 return pipeline.process_in(
-                    conn, message, submission.envelope, submission.channel, lookups=lookups
+                    conn,
+                    message,
+                    submission.envelope,
+                    submission.channel,
+                    lookups=lookups,
+                    scored=submission.scored,
                 )
         except IntegrityError as error:
             if attempt:  # a racing duplicate would have been found by now

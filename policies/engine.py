@@ -22,6 +22,7 @@ from policies.model import (
     Verdict,
 )
 from policies.observe import Context, Observations, observe
+from policies.personal_words import ScoredText
 from policies.predicates import PREDICATES, Finding
 
 Compiled = Callable[[Observations, bytes], Finding]
@@ -57,8 +58,10 @@ class Engine:
             raise PolicyError(problems)
         return cls(loaded, tuple(rules))
 
-    def decide(self, message: ParsedMessage, context: Context) -> tuple[Decision, Observations]:
-        observations = observe(message, context)
+    def decide(
+        self, message: ParsedMessage, context: Context, *, scored: ScoredText | None = None
+    ) -> tuple[Decision, Observations]:
+        observations = observe(message, context, scored=scored)
         return self.decide_observed(observations, context.secret), observations
 
     def decide_observed(self, obs: Observations, secret: bytes) -> Decision:

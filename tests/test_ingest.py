@@ -5,26 +5,46 @@ from __future__ import annotations
 
 import asyncio
 import os
+import pickle
 import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine
-from app.ingest import WriterProcess
+from app.ingest import WORK_OUT_BYTES, WriterProcess, _fields, _submission, worked_out
 from app.models import DecisionRecord, Message
+from app.runtime import build_runtime
 from app.security import Role
 from app.settings import Settings, WriterMode
+from capture.parse import message_fields, message_from_fields, parse_message
+from capture.pipeline import Envelope
+from capture.writer import Submission, commit_batch
+from policies import observe as observe_module
 from policies.loader import load_policy_text
-from tests.conftest import Running, add_employee, issue_token, run_service
+from policies.model import Channel
+from policies.personal_words import PersonalScore, score_personal
+from tests.conftest import (
+    CAPTURE,
+    CORPORA,
+    FIXTURES,
+    TEST_SECRET,
+    Running,
+    add_employee,
+    issue_token,
+    run_service,
+)
 from tests.mail import compose, send
 from tests.test_policy_api import LIST_MAIL_KEPT, put_policy
 from tests.test_policy_in_force import NEWSLETTER
+
+PERSONAL_AND_NOT = ("personal.eml", "business.eml", "family.eml", "newsletter.eml", "private.eml")
 
 
 @pytest.fixture
@@ -214,3 +234,87 @@ def test_a_failing_database_write_in_the_writer_process_answers_451_and_the_retr
     with sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
+
+
+def _wire(raw: bytes, envelope: Envelope, channel: Channel) -> Submission:
+    """A submission as the writer process gets it: the listener's frame, pickled and back."""
+    ahead = worked_out(raw, envelope) if len(raw) <= WORK_OUT_BYTES else None
+    frame = pickle.loads(pickle.dumps((raw, _fields(envelope), channel.value, ahead)))
+    return _submission(*frame)
+
+
+def test_a_parsed_message_crosses_to_the_writer_process_unchanged() -> None:
+    paths = sorted(FIXTURES.glob("*.eml"))
+    if CORPORA.is_dir():
+        paths += sorted(CORPORA.glob("*/messages/**/*.txt"))[:3000]
+    for path in paths:
+        raw = path.read_bytes()
+        message = parse_message(raw)
+        back = message_from_fields(pickle.loads(pickle.dumps(message_fields(message))), raw)
+        assert back == message and back.raw is raw, path
+        assert repr(back.date) == repr(message.date), path  # the same offset, not just instant
+
+
+def test_what_the_listener_works_out_leaves_every_decision_as_the_writer_makes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same messages decided twice on fresh databases: as the writer process gets them
+    from the listener (parsed and scored ahead), and from their bytes alone."""
+    forward = compose(
+        to=CAPTURE,
+        subject="Fwd: Delivery dates",
+        body="Please file this.\n\n---------- Forwarded message ---------\n"
+        "From: Dana Seller <dana@supplier.example>\nSubject: Delivery dates\n\n"
+        "We can deliver the 20 units on 1 December. Love to the kids!\n",
+        message_id="<fwd-dana@example.com>",
+    )
+    raws = [
+        *((FIXTURES / n).read_bytes().replace(b"\n", b"\r\n") for n in PERSONAL_AND_NOT),
+        forward.as_bytes().replace(b"\n", b"\r\n"),
+        compose(body="Quote attached.\n" + "x" * 40_000 + "\n").as_bytes(),  # left to the writer
+    ]
+    envelope = Envelope("alice@example.com", (CAPTURE,))
+    scorings: list[str] = []
+
+    def counted(subject: str, text: str, *, recipients: int = 1) -> PersonalScore:
+        scorings.append(subject)
+        return score_personal(subject, text, recipients=recipients)
+
+    monkeypatch.setattr(observe_module, "score_personal", counted)
+
+    decided = {}
+    for way, submit in (("ahead", _wire), ("plain", Submission)):
+        settings = Settings(
+            data_dir=tmp_path / way,
+            org_domains=["example.com"],
+            capture_addresses=[CAPTURE],
+            secret_key=TEST_SECRET,
+        )
+        runtime = build_runtime(settings)
+        try:
+            add_employee(runtime.sessions, "alice@example.com")
+            submissions = [submit(raw, envelope, Channel.BCC) for raw in raws]
+            scorings.clear()
+            outcomes = commit_batch(runtime.pipeline, submissions)
+            assert not [o for o in outcomes if isinstance(o, Exception)]
+            with runtime.sessions() as session:
+                rows = session.execute(
+                    sa.select(
+                        DecisionRecord.channel,
+                        DecisionRecord.outcome,
+                        DecisionRecord.rules,
+                        DecisionRecord.verdicts,
+                        DecisionRecord.facts,
+                    ).order_by(DecisionRecord.id)
+                )
+                decided[way] = ([tuple(row) for row in rows], list(scorings))
+        finally:
+            runtime.close()
+
+    (ahead, scored_in_writer), (plain, scored_plain) = decided["ahead"], decided["plain"]
+    assert ahead == plain
+    kinds = [row[1] for row in plain]
+    assert "drop" in kinds and len(set(kinds)) >= 3, kinds
+    assert len(scored_plain) == len(raws)
+    # Ahead, the writer scored only the forward (its original's text) and the large message.
+    assert scored_in_writer == ["Delivery dates", "Quote for 20 licences"]

@@ -21,6 +21,7 @@ from policies.observe import (
     family_name,
     observe,
 )
+from policies.personal_words import ScoredText
 from policies.predicates import PREDICATES, Finding
 from tests.conftest import FIXTURES
 
@@ -28,7 +29,7 @@ SECRET = b"predicate-tests"
 ALICE = Submitter(employee_id=1, addresses=frozenset({"alice@example.com"}), family_name="example")
 
 
-def observed(name: str, **context: object) -> Observations:
+def observed(name: str, scored_: ScoredText | None = None, **context: object) -> Observations:
     raw = (FIXTURES / name).read_bytes().replace(b"\n", b"\r\n")
     settings: dict[str, object] = {
         "channel": Channel.BCC,
@@ -40,7 +41,7 @@ def observed(name: str, **context: object) -> Observations:
         "private_tags": ("[private]",),
         "from_employee": True,
     } | context
-    return observe(parse_message(raw), Context(**settings))  # type: ignore[arg-type]
+    return observe(parse_message(raw), Context(**settings), scored=scored_)  # type: ignore[arg-type]
 
 
 def check(predicate: str, obs: Observations, **params: object) -> Finding:
