@@ -109,6 +109,7 @@ def address_token(secret: bytes, address: str) -> str:
     return hmac.digest(secret, b"address:" + address.lower().encode(), "sha256").hex()
 
 
+@lru_cache(maxsize=16_384)  # asked for every participant, several times a message
 def is_internal(address: str, org_domains: frozenset[str]) -> bool:
     domain = address.rpartition("@")[2]
     return any(domain == org or domain.endswith("." + org) for org in org_domains)
