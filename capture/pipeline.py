@@ -261,9 +261,11 @@ class Pipeline:
         previous = _replay(conn, key)
         if previous is not None:
             return previous
-        context = self._context(lookups, message, channel, submitter)
-        context = replace(
-            context,
+        context = self._context(
+            lookups,
+            message,
+            channel,
+            submitter,
             submitter_proven=self._proven(outer, envelope, submitter),
             from_employee=_from_employee(lookups, outer, submitter),
             sent_folder=envelope.sent_folder,
@@ -332,10 +334,15 @@ class Pipeline:
             conn = session.connection()
             submitter = find_submitter(conn, address) or _hypothetical(address)
             lookups = self.lookups(conn)
-            context = self._context(lookups, message, channel, submitter)
-            context = replace(context, from_employee=_from_employee(lookups, outer, submitter))
+            context = self._context(
+                lookups,
+                message,
+                channel,
+                submitter,
+                from_employee=_from_employee(lookups, outer, submitter),
+                sent_folder=envelope.sent_folder,
+            )
             session.rollback()
-        context = replace(context, sent_folder=envelope.sent_folder)
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
             a.address
@@ -351,9 +358,17 @@ class Pipeline:
         message: ParsedMessage,
         channel: Channel,
         submitter: Submitter | None,
+        *,
+        from_employee: bool,
+        sent_folder: bool,
+        submitter_proven: bool = True,
+        spamd_score: float | None = None,
+        trusted_headers: bool = False,
     ) -> Context:
-        """What the database knows about the participants. Whether From is an employee is
-        left to the callers: they ask it of the message as sent, not as submitted."""
+        """What the database knows about the participants, with what the callers know of the
+        envelope (one Context built, not copied: a message at a time). Whether From is an
+        employee is left to the callers: they ask it of the message as sent, not as
+        submitted."""
         addresses = [a.address for a in message.participants]
         return Context(
             channel=channel,
@@ -365,6 +380,11 @@ class Pipeline:
             consent=lookups.consent(addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
             replies_to_known=_replies_to_known(lookups.conn, message),
+            from_employee=from_employee,
+            sent_folder=sent_folder,
+            submitter_proven=submitter_proven,
+            spamd_score=spamd_score,
+            trusted_headers=trusted_headers,
         )
 
     def _proven(
@@ -455,7 +475,10 @@ def without_capture_addresses(message: ParsedMessage, envelope: Envelope) -> Par
     def keep(addresses: tuple[Address, ...]) -> tuple[Address, ...]:
         return tuple(a for a in addresses if a.address.lower() not in capture)
 
-    return replace(message, to=keep(message.to), cc=keep(message.cc))
+    to, cc = keep(message.to), keep(message.cc)
+    if len(to) == len(message.to) and len(cc) == len(message.cc):
+        return message  # a BCC: nothing to take out, and no copy to make
+    return replace(message, to=to, cc=cc)
 
 
 def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:

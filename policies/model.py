@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -40,9 +40,9 @@ class Visibility(enum.StrEnum):
     PRIVATE = "private"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """One rule's or guardrail's answer about one message."""
+class Verdict(NamedTuple):
+    """One rule's or guardrail's answer about one message. A named tuple: a message gets
+    some twenty, and a frozen dataclass takes twice as long to build."""
 
     rule: str
     hit: bool
