@@ -23,7 +23,6 @@ import logging
 import pickle
 import signal
 import socket
-import struct
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from app.db import make_engine, session_factory
 from app.logs import LogFormat, configure
 from app.runtime import active_version, follow_policy_in, make_pipeline, settle_heap
 from app.settings import Settings
+from capture.frames import HEADER, frame
 from capture.parse import message_fields, message_from_fields, parse_message
 from capture.pipeline import Envelope, Result, without_capture_addresses
 from capture.writer import MAX_BATCH, Submission, commit_batch
@@ -42,7 +42,6 @@ from policies.personal_words import PersonalScore, ScoredText, score_personal
 
 log = logging.getLogger("mailroom.ingest")
 
-HEADER = struct.Struct("!I")  # each frame: its length, then a pickle
 READY = "ready"
 START_SECONDS = 120.0  # how long the writer process may take to import and open the database
 RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits between restarts after it died
@@ -76,14 +75,6 @@ def _submission(raw: bytes, envelope: tuple[Any, ...], channel: str, ahead: Any)
 
 class CommitError(Exception):
     """The writer could not commit the message; the sender is told 451 and retries."""
-
-
-def _frame(value: object) -> bytes:
-    """Frames carry tuples of plain values: pickling dataclasses costs four times as much.
-    A message's error travels as its exception's type only (database errors quote their
-    parameters, which hold message content)."""
-    payload = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return HEADER.pack(len(payload)) + payload
 
 
 def _fields(value: Envelope | Result) -> tuple[Any, ...]:
@@ -143,7 +134,7 @@ class WriterProcess:
         job = next(self._ids)
         self._pending[job] = future
         ahead = worked_out(raw, envelope) if len(raw) <= WORK_OUT_BYTES else None
-        link.writer.write(_frame((job, raw, _fields(envelope), channel.value, ahead)))
+        link.writer.write(frame((job, raw, _fields(envelope), channel.value, ahead)))
         return future
 
     async def aclose(self) -> None:
@@ -155,7 +146,7 @@ class WriterProcess:
         link = self._link
         if link is None:
             return
-        link.writer.write(_frame(None))  # commit what came before, then exit
+        link.writer.write(frame(None))  # commit what came before, then exit
         if self._receiving is not None:  # until every answer is in and the socket closes
             await asyncio.gather(self._receiving, return_exceptions=True)
         link.writer.close()
@@ -170,7 +161,7 @@ class WriterProcess:
         writer: asyncio.StreamWriter | None = None
         try:
             reader, writer = await asyncio.open_unix_connection(sock=ours)
-            writer.write(_frame(self.settings))
+            writer.write(frame(self.settings))
             try:
                 size = HEADER.unpack(await asyncio.wait_for(reader.readexactly(4), START_SECONDS))
                 started = pickle.loads(await reader.readexactly(size[0])) == READY  # noqa: S301
@@ -305,7 +296,7 @@ def serve(sock: socket.socket) -> None:
     pipeline = make_pipeline(settings, sessions, readers, load_policy_text(current.source))
     settle_heap()
     try:
-        sock.sendall(_frame(READY))
+        sock.sendall(frame(READY))
     except OSError:  # the listener died while this process started
         return
     try:
@@ -323,6 +314,8 @@ def serve(sock: socket.socket) -> None:
                 outcomes = commit_batch(
                     pipeline, submissions, on_begin=lambda conn: follow_policy_in(conn, pipeline)
                 )
+                # An error travels as its type only: database errors quote their parameters,
+                # which hold message content.
                 answers = [
                     (job, type(o).__name__, None)
                     if isinstance(o, Exception)
@@ -330,7 +323,7 @@ def serve(sock: socket.socket) -> None:
                     for (job, *_), o in zip(jobs, outcomes, strict=True)
                 ]
                 try:
-                    sock.sendall(_frame(answers))
+                    sock.sendall(frame(answers))
                 except OSError:  # the listener is gone; what was committed stays committed
                     return
             if stop:

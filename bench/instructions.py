@@ -7,9 +7,11 @@ worth 2 % cannot be seen in them. This counts instructions instead, which do not
 same decide-file-record work as `bench/imap_sync.py` (FolderSync under the bundled policy, on
 an embedded SQLite), with the IMAP server replaced by messages held in memory so that only
 Mailroom's own work is counted. The messages are every tenth of bench/imap_sync.py's 10,000,
-so the mix is the same. Needs valgrind and gcc (`apt-get install valgrind gcc`); the count is
-taken around `sync_all` only, not imports or setup. The last line is `instructions=<M>`
-(millions per message).
+so the mix is the same. Header sections are parsed in this process, not in the sync's helper
+process (which callgrind would not follow): the count is all the work, wherever it runs.
+Needs valgrind and gcc (`apt-get install valgrind gcc`); the count is taken around
+`sync_all` only, not imports or setup. The last line is `instructions=<M>` (millions per
+message).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +33,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.imap_sync import CORPORA, bench_mailbox, corpus, unique  # noqa: E402
+from capture import header_helper  # noqa: E402
 from capture.imap import FolderSync  # noqa: E402
+from capture.parse import ParsedMessage  # noqa: E402
 
 TOGGLE = """#include <valgrind/callgrind.h>
 void counting(int on) {
     if (on) { CALLGRIND_START_INSTRUMENTATION; CALLGRIND_TOGGLE_COLLECT; }
     else { CALLGRIND_TOGGLE_COLLECT; CALLGRIND_STOP_INSTRUMENTATION; }
 }
+void collecting(void) { CALLGRIND_TOGGLE_COLLECT; } /* this thread's count, on or off */
 """
 
 
@@ -64,7 +70,9 @@ class HeldMailbox:
         return found
 
 
-def sync(messages: list[bytes], toggle: Any) -> None:
+def sync(messages: list[bytes], library: Any) -> None:
+    header_helper.PARSE_ELSEWHERE = len(messages) + 1  # no batch leaves this process
+    toggle = library.counting
     work = Path(tempfile.mkdtemp(prefix="mailroom-bench."))
     try:
         runtime, config = bench_mailbox(work, "127.0.0.1", 143)
@@ -76,6 +84,18 @@ def sync(messages: list[bytes], toggle: Any) -> None:
             max_bytes=runtime.settings.max_message_bytes,
             stop=threading.Event(),
         )
+        # callgrind counts each thread only while its own count is on: the thread that
+        # fetches and parses the next batch turns its on while it does.
+        fetch = folder._fetch_headers
+
+        def counted(uids: Sequence[int]) -> list[tuple[int, ParsedMessage, int]]:
+            library.collecting()
+            try:
+                return fetch(uids)
+            finally:
+                library.collecting()
+
+        folder._fetch_headers = counted  # type: ignore[method-assign]
         toggle(1)
         stats = folder.sync_all()
         toggle(0)
@@ -127,7 +147,7 @@ def main() -> None:
         return
     every = max(1, 10_000 // args.messages)
     messages = list(unique(corpus(), 10_000))[::every][: args.messages]
-    sync(messages, ctypes.CDLL(args.inside).counting)
+    sync(messages, ctypes.CDLL(args.inside))
     sys.stdout.flush()
     os._exit(0)  # nothing left to count: skip the interpreter's teardown under valgrind
 

@@ -25,7 +25,8 @@ import sqlalchemy as sa
 from imapclient import IMAPClient
 
 from app.models import Mailbox, MailboxFolder
-from capture.parse import ParsedMessage, parse_headers, parse_message
+from capture.header_helper import HEADER_PARSING
+from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline
 from policies.model import Channel, Outcome
 
@@ -192,11 +193,15 @@ class FolderSync:
             criteria += ["SINCE", self.config.since]  # a date object: imapclient formats it
         return [int(u) for u in self.client.search(criteria)]
 
-    def _fetch_headers(self, uids: Sequence[int]) -> dict[int, dict[bytes, Any]]:
+    def _fetch_headers(self, uids: Sequence[int]) -> list[tuple[int, ParsedMessage, int]]:
+        """A batch's messages from their header sections, in UID order, with the size the
+        server reports; one expunged since the search is simply absent. Parsed here, on the
+        thread that talks to the server, while the batch before is decided."""
         fetched: dict[int, dict[bytes, Any]] = self.client.fetch(
             list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"]
         )
-        return fetched
+        sections = [(uid, *_section(data)) for uid, data in _present(fetched, uids)]
+        return HEADER_PARSING.parse(sections)
 
     def _fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
         """A FETCH on the thread that talks to the server, after what it already has to do."""
@@ -209,14 +214,12 @@ class FolderSync:
         folder: str,
         uidvalidity: int,
         uids: Sequence[int],
-        fetched: dict[int, dict[bytes, Any]],
+        messages: list[tuple[int, ParsedMessage, int]],
         *,
         remaining: int,
     ) -> None:
         sent = folder in self.config.sent_folders
         before = replace(self.stats, outcomes={})
-        # Parsed before the write lock is taken: parsing needs no database.
-        messages = [(uid, *_parse_fetched(data)) for uid, data in _present(fetched, uids)]
         with self.pipeline.connections().begin() as conn:
             lookups = self.pipeline.lookups(conn)
             lookups.prefetch(message for _, message, _ in messages)
@@ -376,11 +379,10 @@ def _present(
             yield uid, data
 
 
-def _parse_fetched(data: dict[bytes, Any]) -> tuple[ParsedMessage, int]:
-    """A message from its header section and the size its server reports."""
+def _section(data: dict[bytes, Any]) -> tuple[bytes, int]:
+    """A message's header section and the size its server reports."""
     header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
-    size = int(data.get(b"RFC822.SIZE") or len(header))
-    return parse_headers(header, size=size), size
+    return header, int(data.get(b"RFC822.SIZE") or len(header))
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
