@@ -110,15 +110,19 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
-    while True:
-        try:
-            sections = read_frame(sock)
-        except EOFError:
-            return
-        try:
-            sock.sendall(frame(header_fields(sections)))
-        except OSError:  # the parent is gone
-            return
+    try:
+        while True:
+            try:
+                sections = read_frame(sock)
+            except EOFError:
+                return
+            try:
+                sock.sendall(frame(header_fields(sections)))
+            except OSError:  # the parent is gone
+                return
+    except Exception as error:  # its type only: a traceback could quote a header
+        print(f"header parsing helper failed ({type(error).__name__})", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

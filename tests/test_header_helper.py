@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from capture.frames import frame
 from capture.header_helper import PARSE_ELSEWHERE, HeaderParsing, Sections
 from capture.parse import parse_headers
 from tests.conftest import CORPORA, FIXTURES
@@ -89,3 +90,22 @@ def test_closing_stops_the_helper(parsing: HeaderParsing) -> None:
 
     assert helper[0].poll() == 0, "the helper exits when its socket closes"
     assert parsing._helper is None
+
+
+def test_a_helper_that_fails_says_only_what_kind_of_error_and_the_batch_is_parsed_here(
+    parsing: HeaderParsing, capfd: pytest.CaptureFixture[str]
+) -> None:
+    sections = _sections()
+    parsing.parse(sections)
+    helper = parsing._helper
+    assert helper is not None
+    secret = "Subject: do not log me"
+    helper[1].sendall(frame([(secret, "not a size")]))  # what no batch ever is
+
+    assert helper[0].wait(timeout=30) == 1
+    parsed = parsing.parse(sections)  # the unread answer is gone with the helper
+
+    assert [m for _, m, _ in parsed] == [parse_headers(h, size=n) for _, h, n in sections]
+    errors = capfd.readouterr().err
+    assert "header parsing helper failed (" in errors
+    assert "do not log me" not in errors and "Traceback" not in errors
