@@ -32,7 +32,7 @@ from app.db import make_engine, session_factory
 from app.logs import LogFormat, configure
 from app.runtime import active_version, follow_policy_in, make_pipeline, settle_heap
 from app.settings import Settings
-from capture.frames import HEADER, frame
+from capture.frames import HEADER, frame, read_frame_from
 from capture.parse import message_fields, message_from_fields, parse_message
 from capture.pipeline import Envelope, Result, without_capture_addresses
 from capture.writer import MAX_BATCH, Submission, commit_batch
@@ -163,8 +163,7 @@ class WriterProcess:
             reader, writer = await asyncio.open_unix_connection(sock=ours)
             writer.write(frame(self.settings))
             try:
-                size = HEADER.unpack(await asyncio.wait_for(reader.readexactly(4), START_SECONDS))
-                started = pickle.loads(await reader.readexactly(size[0])) == READY  # noqa: S301
+                started = await asyncio.wait_for(read_frame_from(reader), START_SECONDS) == READY
             except (TimeoutError, asyncio.IncompleteReadError):
                 started = False
             if not started:
@@ -186,8 +185,7 @@ class WriterProcess:
         left unanswered and (unless stopping) start another."""
         while True:
             try:
-                size = HEADER.unpack(await link.reader.readexactly(4))[0]
-                answers = pickle.loads(await link.reader.readexactly(size))  # noqa: S301
+                answers = await read_frame_from(link.reader)
             except (asyncio.IncompleteReadError, OSError):  # gone: closed, or reset mid-write
                 break
             self.on_batch(len(answers))

@@ -7,6 +7,7 @@ dataclasses costs four times as much."""
 
 from __future__ import annotations
 
+import asyncio
 import pickle
 import socket
 import struct
@@ -24,6 +25,12 @@ def read_frame(sock: socket.socket) -> Any:
     """The next value, read blocking; EOFError when the other end has gone."""
     (size,) = HEADER.unpack(_exactly(sock, HEADER.size))
     return pickle.loads(_exactly(sock, size))  # noqa: S301
+
+
+async def read_frame_from(reader: asyncio.StreamReader) -> Any:
+    """The next value from an asyncio stream; IncompleteReadError when the other end has gone."""
+    (size,) = HEADER.unpack(await reader.readexactly(HEADER.size))
+    return pickle.loads(await reader.readexactly(size))  # noqa: S301
 
 
 def _exactly(sock: socket.socket, size: int) -> bytes:
