@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from app.metrics import Metrics
 from capture.pipeline import Envelope as PipelineEnvelope
@@ -241,15 +241,60 @@ class CaptureSMTP(SMTP):
         finally:
             self.capture.connections -= 1
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
-        # A deadline for the whole DATA phase: the idle timer alone lets a sender drip forever.
+        """aiosmtpd's DATA, with the message read as it arrives rather than line by line
+        (see DataText), and a deadline for the whole phase: the idle timer alone lets a
+        sender drip forever."""
         deadline = self.loop.call_later(
             self.limits.data_timeout, self._hang_up, b"421 4.4.2 DATA took too long, closing"
         )
         try:
-            await super().smtp_DATA(arg)
+            await self._data(arg)
         finally:
             deadline.cancel()
+
+    async def _data(self, arg: str) -> None:
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        text = await self._read_data()
+        if text.problem is not None:
+            await self.push(text.problem)
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            return
+        self.envelope.content = self.envelope.original_content = text.content()
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
+
+    async def _read_data(self) -> DataText:
+        """Everything that has arrived, in one read, until the end-of-data line. What the
+        client sent after that line (pipelined commands) goes back to the reader, in order:
+        the read emptied its buffer and nothing can arrive before the next await."""
+        text = DataText(size_limit=self.data_size_limit, line_limit=self.line_length_limit)
+        reader = self._reader
+        try:
+            while True:
+                chunk = await reader.read(READ_ALL)
+                if not chunk:  # the connection ended; aiosmtpd cancels the session then
+                    raise ConnectionResetError("connection closed during DATA")
+                if text.add(chunk):
+                    break
+        except asyncio.CancelledError:
+            log.info("connection lost during DATA")
+            self._writer.close()
+            raise
+        if text.rest and not reader.at_eof():
+            reader.feed_data(text.rest)
+        return text
 
     def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
         """aiosmtpd's reading of the address in MAIL FROM and RCPT TO, remembered. It defines
@@ -310,6 +355,94 @@ class CaptureSMTP(SMTP):
             held = self._unheld(b"")
             if not transport.is_closing():
                 transport.write(held)
+
+
+READ_ALL = 1 << 40  # StreamReader.read(n) returns what has arrived, up to n bytes
+TOO_LONG = "500 Line too long (see RFC5321 4.5.3.1.6)"  # aiosmtpd's words, see ENHANCED
+TOO_MUCH = "552 Error: Too much mail data"
+
+
+class DataText:
+    """The text of one DATA as it arrives, judged exactly as aiosmtpd judges it line by line.
+
+    aiosmtpd awaits one line at a time: 34 awaits for a 2 KB message, 60 us, and 400 us for
+    20 KB, where this reads what arrived and searches it (5 and 30 us). The end is the first
+    line that is a lone dot; a line starts the data and follows each CRLF. Refused, in the
+    order aiosmtpd finds them: a line of more than `line_limit` octets with its CRLF (500),
+    more than `size_limit` octets in all (552). Once refused, the text is dropped as it
+    comes; until then at most `size_limit` octets are kept, as aiosmtpd keeps them."""
+
+    def __init__(self, *, size_limit: int | None, line_limit: int) -> None:
+        self.size_limit = size_limit or None  # aiosmtpd reads 0 as no limit
+        self.line_limit = line_limit
+        self.problem: str | None = None
+        self.rest = b""  # what followed the end of the data
+        self._text = bytearray(b"\r\n")  # the CRLF before the first line: a line starts here
+        self._judging = False  # past the size limit: lines are judged one by one as they come
+        self._counted = 0  # octets of the lines judged
+
+    def add(self, chunk: bytes) -> bool:
+        """Take what arrived; True once the end-of-data line is in."""
+        text = self._text
+        start = max(len(text) - 4, 0)
+        text += chunk
+        end = text.find(b"\r\n.\r\n", start)
+        if end >= 0:
+            self.rest = bytes(text[end + 5 :])
+            del text[end + 2 :]
+            if self.problem is None and (self._judging or not self._fits()):
+                self._judge()
+            return True
+        if self.problem is None and self.size_limit and len(text) - 4 > self.size_limit:
+            self._judging = True  # past the limit, wherever the end: which refusal comes first
+        if self._judging and self.problem is None:
+            self._judge()
+        if self.problem is not None:
+            del text[:-4]  # only what could still be the start of the end-of-data line
+        return False
+
+    def content(self) -> bytes:
+        """The message, without the dot that starts a line beginning with one (RFC 5321
+        4.5.2: the client doubled it)."""
+        assert self.problem is None and not self._judging  # judged text is dropped
+        text = self._text
+        if text.find(b"\r\n.") >= 0:
+            text = text.replace(b"\r\n.", b"\r\n")
+        return bytes(memoryview(text)[2:])
+
+    @property
+    def held(self) -> int:
+        """Octets held now: the message so far, or a few once it is refused."""
+        return len(self._text)
+
+    def _fits(self) -> bool:
+        """The common case, on complete text: within the size and every line short."""
+        text = self._text
+        if self.size_limit and len(text) - 2 > self.size_limit:
+            return False
+        return max(map(len, text.split(b"\r\n"))) + 2 <= self.line_limit
+
+    def _judge(self) -> None:
+        """Line by line, as aiosmtpd counts: a line too long for its stream reader is
+        refused before it is counted; one just over the line limit after."""
+        text = self._text
+        lines = bytes(text[2:]).split(b"\r\n")
+        partial = lines.pop()  # after the last CRLF: a line still arriving
+        for line in lines:
+            if len(line) > self.line_limit:
+                self.problem = TOO_LONG
+                return
+            self._counted += len(line) + 2
+            if self.size_limit and self._counted > self.size_limit:
+                self.problem = TOO_MUCH
+                return
+            if len(line) + 2 > self.line_limit:
+                self.problem = TOO_LONG
+                return
+        if len(partial) > self.line_limit:
+            self.problem = TOO_LONG
+            return
+        del text[2 : len(text) - len(partial)]  # judged; the line still arriving stays
 
 
 def bare_line_end(raw: bytes) -> bool:
