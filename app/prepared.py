@@ -16,6 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
+from app.models import UTCDateTime
+
 Processor = Callable[[Any], Any] | None
 
 
@@ -119,7 +121,7 @@ class Prepared:
                 generated[column.key] = default.arg  # type: ignore[attr-defined]
             else:
                 fixed[column.key] = default.arg  # type: ignore[attr-defined]
-        processors = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
+        processors = tuple(_bind_processor(b, dialect) for b in binds)
         results = tuple(
             c.type.dialect_impl(dialect).result_processor(dialect, None) for c in columns
         )
@@ -135,6 +137,40 @@ class Prepared:
             converted=tuple((i, p) for i, p in enumerate(processors) if p is not None),
             convert_results=any(results),
         )
+
+
+def _bind_processor(bind: sa.BindParameter[Any], dialect: Dialect) -> Processor:
+    process: Processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+    if process is None or not isinstance(bind.type, UTCDateTime):
+        return process
+    return _timestamps(dialect.name, process)
+
+
+_TIMESTAMPS: dict[str, Callable[[Any], Any]] = {}
+
+
+def _timestamps(dialect: str, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A timestamp's conversion, remembered: to UTC and then (SQLite) to text costs 2.6 us,
+    and a message binds about ten timestamps, most of them the same instant (its `now`, its
+    Date). Shared by every UTCDateTime column of the dialect, as their conversion is one and
+    the same; equal instants convert alike, whatever their offset. At most 256 remembered,
+    in memory only."""
+    remembered = _TIMESTAMPS.get(dialect)
+    if remembered is not None:
+        return remembered
+    memory: dict[Any, Any] = {}
+
+    def convert(value: Any) -> Any:
+        found = memory.get(value, memory)
+        if found is memory:  # not remembered (a naive datetime raises here, every time)
+            found = process(value)
+            if len(memory) >= 256:
+                memory.clear()
+            memory[value] = found
+        return found
+
+    remembered = _TIMESTAMPS[dialect] = convert
+    return remembered
 
 
 class PreparedIn:
