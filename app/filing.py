@@ -186,7 +186,7 @@ def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None
         "created_at": now,
         "updated_at": now,
     }
-    contact_id = _get_or_create(conn, values, "address")
+    contact_id = _get_or_create(conn, values, "address", looked=True)  # _CONTACT above
     note_job_move(conn, contact_id, found, company_id, now)
     return contact_id
 
@@ -255,11 +255,13 @@ def _statements(dialect: str) -> _Statements:
     table = Relationship.__table__.c
     return _Statements(
         insert_company=Prepared(
-            insert(Company).on_conflict_do_nothing(index_elements=["domain"]),
+            insert(Company).on_conflict_do_nothing(index_elements=["domain"]).returning(Company.id),
             keys=("domain", "name", "created_at"),
         ),
         insert_contact=Prepared(
-            insert(Contact).on_conflict_do_nothing(index_elements=["address"]),
+            insert(Contact)
+            .on_conflict_do_nothing(index_elements=["address"])
+            .returning(Contact.id),
             keys=(
                 "address",
                 "name",
@@ -332,13 +334,17 @@ _FIND = {
 }
 
 
-def _get_or_create(conn: sa.Connection, values: dict[str, Any], unique: str) -> int:
-    """The id of the company (unique "domain") or contact (unique "address"), made if new."""
+def _get_or_create(
+    conn: sa.Connection, values: dict[str, Any], unique: str, *, looked: bool = False
+) -> int:
+    """The id of the company (unique "domain") or contact (unique "address"), made if new.
+    `looked`: the caller has just found none, so the insert comes first."""
     find = {"value": values[unique]}
-    found = _FIND[unique].scalar(conn, find)
-    if found is not None:
-        return int(found)
+    if not looked:
+        found = _FIND[unique].scalar(conn, find)
+        if found is not None:
+            return int(found)
     statements = _statements(conn.dialect.name)
     insert = statements.insert_company if unique == "domain" else statements.insert_contact
-    insert.run(conn, values)
-    return int(_FIND[unique].scalar(conn, find))
+    made = insert.scalar(conn, values)  # none if another writer made it first (PostgreSQL)
+    return int(made if made is not None else _FIND[unique].scalar(conn, find))

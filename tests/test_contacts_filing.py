@@ -7,7 +7,9 @@ from email.policy import SMTP as policy_smtp
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
+from app.filing import _get_or_create
 from app.models import (
     Attachment,
     Company,
@@ -253,3 +255,32 @@ def test_one_batch_sees_the_contacts_and_erasures_its_own_messages_and_others_ma
         ("known-correspondent",),
         ("contact-erased",),
     ]
+
+
+def test_a_contact_or_company_another_writer_made_first_is_found_not_made_twice(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The insert comes first when the caller has just looked; a writer on another
+    connection (PostgreSQL scale-out) may have made the row in between."""
+    now = datetime(2026, 11, 23, tzinfo=UTC)
+    company = {"domain": "acme.example", "name": "Acme", "created_at": now}
+    contact = {
+        "address": "jane@acme.example",
+        "name": "Jane Doe",
+        "first_name": "Jane",
+        "last_name": "Doe",
+        "company_id": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+    with sessions() as session, session.begin():
+        conn = session.connection()
+        made = [_get_or_create(conn, dict(company), "domain") for _ in range(2)]
+        made += [_get_or_create(conn, dict(contact), "address", looked=True) for _ in range(2)]
+        ids = (
+            session.scalars(sa.select(Company.id)).all(),
+            session.scalars(sa.select(Contact.id)).all(),
+        )
+
+    assert made[0] == made[1] and made[2] == made[3]
+    assert ids == ([made[0]], [made[2]])
