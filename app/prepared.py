@@ -110,7 +110,9 @@ class Prepared:
         names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(by_name)
         binds = [by_name[name] for name in names]
         columns = getattr(self.statement, "exported_columns", ())
-        fixed = {b.key: b.effective_value for b in binds if b.value is not None}
+        # A value given in the statement itself (LIMIT 1); not the REQUIRED marker of an
+        # INSERT column left to the caller.
+        fixed = {b.key: b.effective_value for b in binds if b.value is not None and not b.required}
         generated: dict[str, Callable[[Any], Any]] = {}
         # Columns left out of an INSERT get their Python-side defaults, as SQLAlchemy would.
         for column in [*compiled.insert_prefetch, *compiled.update_prefetch]:

@@ -58,3 +58,9 @@ def test_a_naive_timestamp_is_refused_every_time(conn: sa.Connection) -> None:
     for n in range(2):
         with pytest.raises(ValueError, match="naive"):
             INSERT.run(conn, {"id": n, "at": naive, "until": None})
+
+
+def test_a_column_the_caller_must_give_is_named_when_missing(conn: sa.Connection) -> None:
+    at = datetime(2026, 11, 23, tzinfo=UTC)
+    with pytest.raises(KeyError, match="until"):
+        INSERT.run(conn, {"id": 1, "at": at})
