@@ -99,7 +99,9 @@ def _measures(counts: Counter[str], words: int, body: str, recipients: int) -> d
     found["style:exclamations"] = text.count("!") / scale
     found["style:first-person"] = _occurrences(counts, PRONOUNS_I) / total * 10
     found["style:second-person"] = _occurrences(counts, PRONOUNS_YOU) / total * 10
-    found["style:emoticons"] = float(len(EMOTICON.findall(text)))
+    # Every emoticon has one of these; most texts have none, and finding none is quicker.
+    marked = ":" in text or ";" in text or "<" in text
+    found["style:emoticons"] = float(len(EMOTICON.findall(text))) if marked else 0.0
     found["size:recipients"] = math.log1p(max(0, recipients))
     return found
 

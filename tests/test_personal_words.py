@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 
 import pytest
 from hypothesis import example, given
@@ -48,6 +49,9 @@ def model_over_features(subject: str, body: str, recipients: int) -> PersonalSco
 @example(":) :-( ;D :p <3 <<3 :-- ;;P")
 def test_the_emoticon_pattern_counts_as_the_case_blind_one(text: str) -> None:
     assert EMOTICON.findall(text) == CASE_BLIND_EMOTICON.findall(text)
+    # And the feature counts them, also where it skips the pattern for text without : ; <
+    counted = personal_words._measures(Counter(), 0, text, 1)["style:emoticons"]
+    assert counted == len(CASE_BLIND_EMOTICON.findall(text))
 
 
 @given(st.text(max_size=40), TEXT, st.integers(min_value=0, max_value=60))
