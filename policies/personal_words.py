@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 
 MODEL_FILE = Path(__file__).resolve().parent / "personal_words.json"
@@ -152,7 +153,7 @@ def score_personal(subject: str, body: str, *, recipients: int = 1) -> PersonalS
     )
     logit = float(model["intercept"]) + sum(contributions.values())  # type: ignore[arg-type]
     probability = 1.0 / (1.0 + math.exp(-max(-40.0, min(40.0, logit))))
-    strongest = sorted(contributions.items(), key=lambda item: -item[1])[:5]
+    strongest = sorted(contributions.items(), key=itemgetter(1), reverse=True)[:5]  # stable
     return PersonalScore(probability, tuple((n, round(v, 2)) for n, v in strongest if v > 0))
 
 
