@@ -38,39 +38,37 @@ from capture.pipeline import Envelope, Result, without_capture_addresses
 from capture.writer import MAX_BATCH, Submission, commit_batch
 from policies.loader import load_policy_text
 from policies.model import Channel, Outcome
-from policies.personal_words import PersonalScore, ScoredText, score_personal
+from policies.observe import Ahead, work_ahead
 
 log = logging.getLogger("mailroom.ingest")
 
 READY = "ready"
 START_SECONDS = 120.0  # how long the writer process may take to import and open the database
 RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits between restarts after it died
-# Messages up to this size are parsed and scored by the listener (see worked_out): at most
+# Messages up to this size are parsed and observed by the listener (see worked_out): at most
 # a millisecond or two of its event loop. Larger ones are left whole to the writer process.
 WORK_OUT_BYTES = 32 * 1024
 
 
 def worked_out(raw: bytes, envelope: Envelope) -> tuple[Any, ...]:
     """The listener's share of a small message's work, done before it is handed over: its
-    parse, and its personal score. Both need no database, and take a fifth of the writer's
-    time, so the two processes' loads come out about even (the writer process alone was the
-    bottleneck). Sent as plain values; the writer uses the score only for the same text."""
+    parse, and what observe reads from the message alone (its automation facts and personal
+    score). None of it needs the database, and it took a quarter of the writer's time, so the
+    two processes' loads come out about even (the writer process alone was the bottleneck).
+    Sent as plain values; the writer uses them only for the very message they came from."""
     message = parse_message(raw)
     basis = without_capture_addresses(message, envelope)  # what a BCC is decided on
-    recipients = len(basis.recipients)
-    score = score_personal(basis.subject, basis.text, recipients=recipients)
-    return message_fields(message), (recipients, score.probability, score.signals)
+    return message_fields(message), work_ahead(basis).values()
 
 
 def _submission(raw: bytes, envelope: tuple[Any, ...], channel: str, ahead: Any) -> Submission:
     """A submission as the writer process rebuilds it from the listener's frame."""
     if ahead is None:
         return Submission(raw, Envelope(*envelope), Channel(channel))
-    fields, (recipients, probability, signals) = ahead
+    fields, values = ahead
     message = message_from_fields(fields, raw)
-    score = PersonalScore(probability, signals)
-    scored = ScoredText(message.subject, message.text, recipients, score)
-    return Submission(raw, Envelope(*envelope), Channel(channel), message, scored)
+    worked = Ahead.from_values(message, values)
+    return Submission(raw, Envelope(*envelope), Channel(channel), message, worked)
 
 
 class CommitError(Exception):

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.imap_sync import CORPORA, bench_mailbox, corpus, unique  # noqa: E402
 from capture import header_helper  # noqa: E402
+from capture.header_helper import Parsed  # noqa: E402
 from capture.imap import FolderSync  # noqa: E402
-from capture.parse import ParsedMessage  # noqa: E402
 
 TOGGLE = """#include <valgrind/callgrind.h>
 void counting(int on) {
@@ -88,7 +88,7 @@ def sync(messages: list[bytes], library: Any) -> None:
         # fetches and parses the next batch turns its on while it does.
         fetch = folder._fetch_headers
 
-        def counted(uids: Sequence[int]) -> list[tuple[int, ParsedMessage, int]]:
+        def counted(uids: Sequence[int]) -> list[Parsed]:
             library.collecting()
             try:
                 return fetch(uids)

@@ -25,7 +25,8 @@ import threading
 from typing import Any
 
 from capture.frames import frame, read_frame
-from capture.parse import ParsedMessage, header_fields, message_from_fields, parse_headers
+from capture.parse import ParsedMessage, message_fields, message_from_fields, parse_headers
+from policies.observe import Ahead, work_ahead
 
 log = logging.getLogger("mailroom.imap")
 
@@ -33,6 +34,8 @@ PARSE_ELSEWHERE = 64  # header sections a batch needs to be sent to the helper
 BUFFER_BYTES = 4 * 1024 * 1024  # a batch of headers in as few system calls as the kernel allows
 
 Sections = list[tuple[int, bytes, int]]  # (UID, header section, size the server reports)
+# (UID, message, size, and what the helper worked out from the message alone, if it parsed it)
+Parsed = tuple[int, ParsedMessage, int, Ahead | None]
 
 
 class HeaderParsing:
@@ -43,18 +46,21 @@ class HeaderParsing:
         self._helper: tuple[subprocess.Popen[bytes], socket.socket] | None = None
         atexit.register(self.close)
 
-    def parse(self, sections: Sections) -> list[tuple[int, ParsedMessage, int]]:
+    def parse(self, sections: Sections) -> list[Parsed]:
         if len(sections) >= PARSE_ELSEWHERE and self._lock.acquire(blocking=False):
             try:
-                fields = self._parse_in_helper([(header, size) for _, header, size in sections])
+                parsed = self._parse_in_helper([(header, size) for _, header, size in sections])
             finally:
                 self._lock.release()
-            if fields is not None:
-                return [
-                    (uid, message_from_fields(values, header), size)
-                    for (uid, header, size), values in zip(sections, fields, strict=True)
-                ]
-        return [(uid, parse_headers(header, size=size), size) for uid, header, size in sections]
+            if parsed is not None:
+                found: list[Parsed] = []
+                for (uid, header, size), (fields, worked) in zip(sections, parsed, strict=True):
+                    message = message_from_fields(fields, header)
+                    found.append((uid, message, size, Ahead.from_values(message, worked)))
+                return found
+        return [
+            (uid, parse_headers(header, size=size), size, None) for uid, header, size in sections
+        ]
 
     def close(self) -> None:
         """Stop the helper, if one runs (a later large batch starts another)."""
@@ -87,6 +93,17 @@ class HeaderParsing:
             process.wait()
 
 
+def worked_out(sections: list[tuple[bytes, int]]) -> list[tuple[Any, ...]]:
+    """The helper's answer: each message's fields, and observe's work on the message alone
+    (`Ahead`: its automation facts and the personal score of its subject, which is all the
+    text a header section has), as plain values."""
+    answers = []
+    for header, size in sections:
+        message = parse_headers(header, size=size)
+        answers.append((message_fields(message), work_ahead(message).values()))
+    return answers
+
+
 def _start() -> tuple[subprocess.Popen[bytes], socket.socket]:
     ours, theirs = socket.socketpair()
     for end in (ours, theirs):
@@ -104,7 +121,7 @@ HEADER_PARSING = HeaderParsing()  # one helper for every mailbox this process sy
 
 
 def main() -> None:
-    """The helper: batches of (header section, size) in, their messages' fields out."""
+    """The helper: batches of (header section, size) in, their messages out (see worked_out)."""
     # This process's parent decides when it stops (by closing the socket): a Ctrl-C or a
     # service manager's SIGTERM reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -117,7 +134,7 @@ def main() -> None:
             except EOFError:
                 return
             try:
-                sock.sendall(frame(header_fields(sections)))
+                sock.sendall(frame(worked_out(sections)))
             except OSError:  # the parent is gone
                 return
     except Exception as error:  # its type only: a traceback could quote a header

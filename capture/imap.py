@@ -25,10 +25,11 @@ import sqlalchemy as sa
 from imapclient import IMAPClient
 
 from app.models import Mailbox, MailboxFolder
-from capture.header_helper import HEADER_PARSING
+from capture.header_helper import HEADER_PARSING, Parsed
 from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline
 from policies.model import Channel, Outcome
+from policies.observe import Ahead
 
 log = logging.getLogger("mailroom.imap")
 
@@ -193,7 +194,7 @@ class FolderSync:
             criteria += ["SINCE", self.config.since]  # a date object: imapclient formats it
         return [int(u) for u in self.client.search(criteria)]
 
-    def _fetch_headers(self, uids: Sequence[int]) -> list[tuple[int, ParsedMessage, int]]:
+    def _fetch_headers(self, uids: Sequence[int]) -> list[Parsed]:
         """A batch's messages from their header sections, in UID order, with the size the
         server reports; one expunged since the search is simply absent. Parsed here, on the
         thread that talks to the server, while the batch before is decided."""
@@ -214,7 +215,7 @@ class FolderSync:
         folder: str,
         uidvalidity: int,
         uids: Sequence[int],
-        messages: list[tuple[int, ParsedMessage, int]],
+        messages: list[Parsed],
         *,
         remaining: int,
     ) -> None:
@@ -222,12 +223,12 @@ class FolderSync:
         before = replace(self.stats, outcomes={})
         with self.pipeline.connections().begin() as conn:
             lookups = self.pipeline.lookups(conn)
-            lookups.prefetch(message for _, message, _ in messages)
+            lookups.prefetch(message for _, message, _, _ in messages)
             needs_body: list[tuple[int, int, list[Envelope]]] = []
-            for uid, message, size in messages:
+            for uid, message, size, ahead in messages:
                 envelopes = self._envelopes(lookups, message, sent=sent)
                 self.stats.messages += 1
-                waiting = self._decide_on_headers(lookups, message, envelopes)
+                waiting = self._decide_on_headers(lookups, message, envelopes, ahead)
                 if not waiting:
                     self.stats.bodies_skipped += 1
                 elif size > self.max_bytes:
@@ -241,9 +242,14 @@ class FolderSync:
             self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
 
     def _decide_on_headers(
-        self, lookups: Lookups, message: ParsedMessage, envelopes: list[Envelope]
+        self,
+        lookups: Lookups,
+        message: ParsedMessage,
+        envelopes: list[Envelope],
+        ahead: Ahead | None,
     ) -> list[Envelope]:
-        """Decide for each envelope on the headers; return those the body could change."""
+        """Decide for each envelope on the headers; return those the body could change.
+        `ahead`: the header helper's work on the message alone."""
         waiting = []
         for envelope in envelopes:
             try:  # raised before anything is written: no savepoint needed
@@ -254,6 +260,7 @@ class FolderSync:
                     Channel.IMAP,
                     headers_only=True,
                     lookups=lookups,
+                    ahead=ahead,
                 )
                 self.stats.count(result.outcome)
             except BodyNeededError:

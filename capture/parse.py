@@ -321,12 +321,6 @@ def parse_headers(header: bytes, *, size: int) -> ParsedMessage:
     )
 
 
-def header_fields(sections: list[tuple[bytes, int]]) -> list[tuple[Any, ...]]:
-    """`parse_headers` of each (header section, size), as `message_fields`: what a mailbox
-    sync's helper process sends back (capture.imap.HeaderParsing)."""
-    return [message_fields(parse_headers(header, size=size)) for header, size in sections]
-
-
 def header_section(header: bytes) -> Message:
     """The header fields of a header section, as compat32's parser reads them with
     `headersonly` (the same fields, unix-from line and defects) in a third of its time: its

@@ -32,6 +32,7 @@ from policies.engine import Engine
 from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
 from policies.observe import (
+    Ahead,
     Consent,
     Context,
     Observations,
@@ -40,7 +41,6 @@ from policies.observe import (
     family_name,
     is_internal,
 )
-from policies.personal_words import ScoredText
 
 # Statements prepared once and run on the DB-API cursor: this is the SMTP hot path.
 _KNOWN = PreparedIn(lambda binds: sa.select(Contact.address).where(Contact.address.in_(binds)))
@@ -242,7 +242,7 @@ class Pipeline:
         *,
         headers_only: bool = False,
         lookups: Lookups | None = None,
-        scored: ScoredText | None = None,
+        ahead: Ahead | None = None,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
@@ -250,7 +250,7 @@ class Pipeline:
         `headers_only` (a mailbox's message parsed from its header section), a decision the
         body could change raises BodyNeededError before anything is written. `lookups`, one
         per transaction, spares a batch the same questions about people for every message.
-        `scored`: a personal score worked out ahead, used only if it is this text's."""
+        `ahead`: observe's work on the message alone, if done ahead (used if it is this one's)."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
         lookups = lookups if lookups is not None else self.lookups(conn)
@@ -272,7 +272,7 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
-        decision, observations = engine.decide(message, context, scored=scored)
+        decision, observations = engine.decide(message, context, ahead=ahead)
         if headers_only:
             if not settled_on_headers(engine, decision, observations, message, self.secret):
                 raise BodyNeededError

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import Envelope, Lookups, Pipeline, Result
 from policies.model import Channel
-from policies.personal_words import ScoredText
+from policies.observe import Ahead
 
 log = logging.getLogger("mailroom.writer")
 
@@ -53,7 +53,7 @@ class Submission:
     envelope: Envelope
     channel: Channel
     parsed: ParsedMessage | None = None  # parse_message(raw)
-    scored: ScoredText | None = None  # a personal score, used only where its text matches
+    ahead: Ahead | None = None  # observe's work on the message alone, done by the listener
 
 
 @dataclass
@@ -155,7 +155,7 @@ def _all_or_nothing(
         lookups.prefetch(messages)
         return [
             pipeline.process_in(
-                conn, message, s.envelope, s.channel, lookups=lookups, scored=s.scored
+                conn, message, s.envelope, s.channel, lookups=lookups, ahead=s.ahead
             )
             for s, message in zip(batch, messages, strict=True)
         ]
@@ -199,7 +199,7 @@ def _one(
                     submission.envelope,
                     submission.channel,
                     lookups=lookups,
-                    scored=submission.scored,
+                    ahead=submission.ahead,
                 )
         except IntegrityError as error:
             if attempt:  # a racing duplicate would have been found by now

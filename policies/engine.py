@@ -21,8 +21,7 @@ from policies.model import (
     Rule,
     Verdict,
 )
-from policies.observe import Context, Observations, observe
-from policies.personal_words import ScoredText
+from policies.observe import Ahead, Context, Observations, observe
 from policies.predicates import PREDICATES, Finding
 
 Compiled = Callable[[Observations, bytes], Finding]
@@ -59,9 +58,9 @@ class Engine:
         return cls(loaded, tuple(rules))
 
     def decide(
-        self, message: ParsedMessage, context: Context, *, scored: ScoredText | None = None
+        self, message: ParsedMessage, context: Context, *, ahead: Ahead | None = None
     ) -> tuple[Decision, Observations]:
-        observations = observe(message, context, scored=scored)
+        observations = observe(message, context, ahead=ahead)
         return self.decide_observed(observations, context.secret), observations
 
     def decide_observed(self, obs: Observations, secret: bytes) -> Decision:

@@ -14,7 +14,7 @@ from nameparser import HumanName
 from capture.parse import Address, ParsedMessage
 from policies import automated
 from policies.model import Channel
-from policies.personal_words import ScoredText, score_personal
+from policies.personal_words import PersonalScore, score_personal
 
 BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 LIST_HEADERS = (
@@ -95,6 +95,83 @@ class Observations:
     notes: dict[str, tuple[str, ...]]
 
 
+@dataclass(frozen=True, slots=True)
+class Ahead:
+    """What `observe` reads from the message alone, worked out before the message reaches
+    the process that decides it, on the other core: the SMTP listener does it for its writer
+    process, a mailbox sync's header helper for the sync. The automation facts (all but what
+    the context adds) and the personal score. It stands only for a message with the very
+    same fields it was worked out from: a forward is decided on the message it carries, which
+    is observed afresh. The decider's message shares the field objects, so the comparison
+    costs next to nothing."""
+
+    headers: tuple[tuple[str, str], ...]
+    from_: tuple[Address, ...]
+    subject: str
+    text: str
+    content_types: tuple[str, ...]
+    raw: bytes
+    recipients: int
+    automation: dict[str, Any]  # see _message_automation
+    precedence: str
+    score: PersonalScore
+
+    def stands_for(self, message: ParsedMessage) -> bool:
+        return (
+            len(message.recipients) == self.recipients
+            and message.subject == self.subject
+            and message.text == self.text
+            and message.from_ == self.from_
+            and message.headers == self.headers
+            and message.content_types == self.content_types
+            and message.raw == self.raw
+        )
+
+    def values(self) -> tuple[Any, ...]:
+        """Plain values for another process; the message's own fields travel beside them."""
+        score = self.score
+        return (self.recipients, self.automation, self.precedence, score.probability, score.signals)
+
+    @classmethod
+    def from_values(cls, message: ParsedMessage, values: tuple[Any, ...]) -> Ahead:
+        """The other side of `values`: for `message`, as rebuilt from its fields (its
+        recipients as worked out, after the capture addresses were left out)."""
+        recipients, automation, precedence, probability, signals = values
+        score = PersonalScore(probability, signals)
+        return cls.of(message, recipients, automation, precedence, score)
+
+    @classmethod
+    def of(
+        cls,
+        message: ParsedMessage,
+        recipients: int,
+        automation: dict[str, Any],
+        precedence: str,
+        score: PersonalScore,
+    ) -> Ahead:
+        """This work, for the message whose fields it was worked out from."""
+        return cls(
+            headers=message.headers,
+            from_=message.from_,
+            subject=message.subject,
+            text=message.text,
+            content_types=message.content_types,
+            raw=message.raw,
+            recipients=recipients,
+            automation=automation,
+            precedence=precedence,
+            score=score,
+        )
+
+
+def work_ahead(message: ParsedMessage) -> Ahead:
+    """observe's work on the message alone (see Ahead), for the message as it is decided."""
+    automation, precedence = _message_automation(message)
+    recipients = len(message.recipients)
+    score = score_personal(message.subject, message.text, recipients=recipients)
+    return Ahead.of(message, recipients, automation, precedence, score)
+
+
 # Keyed digests of the addresses and domains seen lately: a mailbox's correspondents recur,
 # and a message asks for several (held in memory only, like the message being decided).
 @lru_cache(maxsize=16_384)
@@ -116,10 +193,13 @@ def is_internal(address: str, org_domains: frozenset[str]) -> bool:
 
 
 def observe(
-    message: ParsedMessage, context: Context, *, scored: ScoredText | None = None
+    message: ParsedMessage, context: Context, *, ahead: Ahead | None = None
 ) -> Observations:
     """Everything the policy may ask about, as content-free facts plus explanatory notes.
-    `scored`: the personal score, if it was worked out ahead for this text."""
+    `ahead`: the work on the message alone, if it was done ahead (used if it is this
+    message's)."""
+    if ahead is not None and not ahead.stands_for(message):
+        ahead = None
     own = context.submitter.addresses if context.submitter else frozenset()
     external = [
         a
@@ -148,8 +228,8 @@ def observe(
         "text_chars": len(message.text),
     }
     facts |= _consent_facts(message, context)
-    facts |= _automation_facts(message, context, notes)
-    facts |= _personal_facts(message, context, external, notes, scored)
+    facts |= _automation_facts(message, context, notes, ahead)
+    facts |= _personal_facts(message, context, external, notes, ahead)
     return Observations(facts=facts, notes=notes)
 
 
@@ -187,11 +267,27 @@ def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
 
 
 def _automation_facts(
-    message: ParsedMessage, context: Context, notes: dict[str, tuple[str, ...]]
+    message: ParsedMessage,
+    context: Context,
+    notes: dict[str, tuple[str, ...]],
+    ahead: Ahead | None,
 ) -> dict[str, Any]:
-    precedence = (message.header("precedence") or "").strip().lower()
+    found, precedence = (
+        (ahead.automation, ahead.precedence) if ahead else _message_automation(message)
+    )
     if precedence:
         notes["precedence"] = (precedence,)
+    # The upstream filter's verdict counts only in headers our own servers wrote.
+    return found | {
+        "spam_flag": context.trusted_headers and found["spam_flag"],
+        "spamd_score": context.spamd_score,
+    }
+
+
+def _message_automation(message: ParsedMessage) -> tuple[dict[str, Any], str]:
+    """The automation facts, from the message alone ("spam_flag": what its headers say),
+    and its Precedence."""
+    precedence = (message.header("precedence") or "").strip().lower()
     sender = message.sender
     return {
         "list_headers": [h for h in LIST_HEADERS if message.header(h) is not None],
@@ -202,9 +298,8 @@ def _automation_facts(
         "bounce": automated.bounce_signal(message),
         "sender_kind": automated.role_kind(sender) if sender else "missing",
         "calendar_only": automated.calendar_only(message),
-        "spam_flag": context.trusted_headers and _spam_flag(message),
-        "spamd_score": context.spamd_score,
-    }
+        "spam_flag": _spam_flag(message),
+    }, precedence
 
 
 def _spam_flag(message: ParsedMessage) -> bool:
@@ -218,14 +313,15 @@ def _personal_facts(
     context: Context,
     external: list[Address],
     notes: dict[str, tuple[str, ...]],
-    scored: ScoredText | None,
+    ahead: Ahead | None,
 ) -> dict[str, Any]:
     family = context.submitter.family_name.lower() if context.submitter else ""
     sharing = [a for a in external if family and _shares_family_name(a.name, family)]
-    recipients = len(message.recipients)
-    score = scored.score_of(message.subject, message.text, recipients) if scored else None
-    if score is None:
-        score = score_personal(message.subject, message.text, recipients=recipients)
+    score = (
+        ahead.score
+        if ahead
+        else score_personal(message.subject, message.text, recipients=len(message.recipients))
+    )
     notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
     return {
         "shares_family_name": len(sharing),

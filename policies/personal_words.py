@@ -58,25 +58,6 @@ class PersonalScore:
     signals: tuple[tuple[str, float], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class ScoredText:
-    """A score worked out ahead (the SMTP listener scores small messages for its writer
-    process), with what it was worked out from: it stands for `score_personal` only on the
-    very same subject, text and number of recipients."""
-
-    subject: str
-    text: str
-    recipients: int
-    score: PersonalScore
-
-    def score_of(self, subject: str, text: str, recipients: int) -> PersonalScore | None:
-        """The score, if these are the inputs it was worked out from (the same string objects
-        compare at once: the writer's message shares them)."""
-        if recipients == self.recipients and subject == self.subject and text == self.text:
-            return self.score
-        return None
-
-
 def tokens(text: str) -> list[str]:
     return WORD.findall(text[:MAX_CHARS].lower())
 

@@ -12,6 +12,7 @@ import pytest
 from capture.frames import frame
 from capture.header_helper import PARSE_ELSEWHERE, HeaderParsing, Sections
 from capture.parse import parse_headers
+from policies.observe import work_ahead
 from tests.conftest import CORPORA, FIXTURES
 
 
@@ -48,11 +49,16 @@ def test_the_helper_gives_the_messages_parsed_here(parsing: HeaderParsing) -> No
     pid = _helper_pid(parsing)
     assert pid is not None and pid != os.getpid()
     assert len(parsed) == len(sections)
-    for (uid, header, size), (got_uid, message, got_size) in zip(sections, parsed, strict=True):
+    for (uid, header, size), (got_uid, message, got_size, ahead) in zip(
+        sections, parsed, strict=True
+    ):
         assert (got_uid, got_size) == (uid, size)
         expected = parse_headers(header, size=size)
         assert message == expected and message.raw == header, uid
         assert repr(message.date) == repr(expected.date), uid
+        # And what it worked out from the message alone is what observe works out here.
+        assert ahead is not None and ahead.stands_for(message), uid
+        assert ahead.values() == work_ahead(expected).values(), uid
 
 
 def test_a_small_batch_is_parsed_here(parsing: HeaderParsing) -> None:
@@ -61,7 +67,7 @@ def test_a_small_batch_is_parsed_here(parsing: HeaderParsing) -> None:
     parsed = parsing.parse(sections)
 
     assert _helper_pid(parsing) is None
-    assert [m for _, m, _ in parsed] == [parse_headers(h, size=n) for _, h, n in sections]
+    assert [m for _, m, _, _ in parsed] == [parse_headers(h, size=n) for _, h, n in sections]
 
 
 def test_a_helper_that_died_costs_one_batch_parsed_here_then_another_starts(
@@ -77,7 +83,7 @@ def test_a_helper_that_died_costs_one_batch_parsed_here_then_another_starts(
     after_death = parsing.parse(sections)
     again = parsing.parse(sections)
 
-    assert [m for _, m, _ in after_death] == expected == [m for _, m, _ in again]
+    assert [m for _, m, _, _ in after_death] == expected == [m for _, m, _, _ in again]
     assert _helper_pid(parsing) not in (None, first)
 
 
@@ -105,7 +111,7 @@ def test_a_helper_that_fails_says_only_what_kind_of_error_and_the_batch_is_parse
     assert helper[0].wait(timeout=30) == 1
     parsed = parsing.parse(sections)  # the unread answer is gone with the helper
 
-    assert [m for _, m, _ in parsed] == [parse_headers(h, size=n) for _, h, n in sections]
+    assert [m for _, m, _, _ in parsed] == [parse_headers(h, size=n) for _, h, n in sections]
     errors = capfd.readouterr().err
     assert "header parsing helper failed (" in errors
     assert "do not log me" not in errors and "Traceback" not in errors

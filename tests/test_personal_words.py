@@ -16,7 +16,6 @@ from policies import personal_words
 from policies.personal_words import (
     EMOTICON,
     PersonalScore,
-    ScoredText,
     features,
     score_personal,
 )
@@ -69,27 +68,6 @@ def test_the_score_is_the_model_over_its_features_on_fixtures_and_corpus() -> No
         for n in (0, len(message.recipients)):
             expected = model_over_features(message.subject, message.text, n)
             assert score_personal(message.subject, message.text, recipients=n) == expected, path
-
-
-def test_a_score_worked_out_ahead_stands_only_for_its_own_text() -> None:
-    plain = observed("personal.eml")
-    message = parse_message((FIXTURES / "personal.eml").read_bytes().replace(b"\n", b"\r\n"))
-    made_up = PersonalScore(0.123, (("word:made-up", 9.99),))
-    n = len(message.recipients)
-
-    own = ScoredText(message.subject, message.text, n, made_up)
-    others = [
-        ScoredText(message.subject, message.text + " ", n, made_up),
-        ScoredText(message.subject + "!", message.text, n, made_up),
-        ScoredText(message.subject, message.text, n + 1, made_up),
-    ]
-
-    assert own.score_of(message.subject, message.text, n) is made_up
-    assert observed("personal.eml", scored_=own).facts["personal_probability"] == 0.123
-    for other in others:
-        assert other.score_of(message.subject, message.text, n) is None
-        assert observed("personal.eml", scored_=other).facts == plain.facts
-    assert plain.facts["personal_probability"] > 0.5
 
 
 @pytest.mark.parametrize("name", ["personal.eml", "business.eml", "family.eml"])

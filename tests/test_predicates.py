@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +14,7 @@ from policies import automated
 from policies.guardrails import GUARDRAILS
 from policies.model import Channel
 from policies.observe import (
+    Ahead,
     Consent,
     Context,
     Observations,
@@ -20,17 +22,17 @@ from policies.observe import (
     _shares_family_name,
     family_name,
     observe,
+    work_ahead,
 )
-from policies.personal_words import ScoredText
+from policies.personal_words import PersonalScore
 from policies.predicates import PREDICATES, Finding
-from tests.conftest import FIXTURES
+from tests.conftest import CORPORA, FIXTURES
 
 SECRET = b"predicate-tests"
 ALICE = Submitter(employee_id=1, addresses=frozenset({"alice@example.com"}), family_name="example")
 
 
-def observed(name: str, scored_: ScoredText | None = None, **context: object) -> Observations:
-    raw = (FIXTURES / name).read_bytes().replace(b"\n", b"\r\n")
+def _context(**changes: object) -> Context:
     settings: dict[str, object] = {
         "channel": Channel.BCC,
         "org_domains": frozenset({"example.com"}),
@@ -38,10 +40,14 @@ def observed(name: str, scored_: ScoredText | None = None, **context: object) ->
         "known_contacts": frozenset(),
         "now": datetime(2026, 11, 23, tzinfo=UTC),
         "secret": SECRET,
-        "private_tags": ("[private]",),
-        "from_employee": True,
-    } | context
-    return observe(parse_message(raw), Context(**settings), scored=scored_)  # type: ignore[arg-type]
+    } | changes
+    return Context(**settings)  # type: ignore[arg-type]
+
+
+def observed(name: str, ahead: Ahead | None = None, **context: object) -> Observations:
+    raw = (FIXTURES / name).read_bytes().replace(b"\n", b"\r\n")
+    settings = {"private_tags": ("[private]",), "from_employee": True} | context
+    return observe(parse_message(raw), _context(**settings), ahead=ahead)
 
 
 def check(predicate: str, obs: Observations, **params: object) -> Finding:
@@ -248,3 +254,50 @@ def test_bounce_phrases_read_ascii_text_lowercased_as_the_case_blind_patterns_do
     """The long s and the Kelvin sign fold to ASCII letters: such text takes the pattern."""
     assert automated.subject_says_bounce(text) == bool(automated.BOUNCE_SUBJECT.search(text))
     assert automated.says_delivery_failed(text) == bool(automated.DSN_PHRASES.search(text))
+
+
+def test_observing_with_the_work_done_ahead_gives_the_same_facts_and_notes() -> None:
+    """Fixtures and corpus messages (bounces, lists, auto-replies, spam among them), each
+    observed in contexts that change what the automation facts say."""
+    paths = sorted(FIXTURES.glob("*.eml"))
+    if CORPORA.is_dir():
+        paths += sorted(CORPORA.glob("*/messages/**/*.txt"))[::7][:1500]
+    contexts = [_context(), _context(trusted_headers=True, spamd_score=7.5)]
+    for path in paths:
+        message = parse_message(path.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
+        ahead = work_ahead(message)
+        assert ahead.stands_for(message)
+        for context in contexts:
+            assert observe(message, context, ahead=ahead) == observe(message, context), path
+
+
+def test_work_done_ahead_stands_only_for_its_own_message() -> None:
+    plain = observed("personal.eml")
+    message = parse_message((FIXTURES / "personal.eml").read_bytes().replace(b"\n", b"\r\n"))
+    made_up = replace(
+        work_ahead(message),
+        automation=work_ahead(message).automation | {"auto_reply": "made-up"},
+        score=PersonalScore(0.123, (("word:made-up", 9.99),)),
+    )
+    changed = [  # each field it was worked out from, changed
+        replace(made_up, headers=(*made_up.headers, ("x-other", "1"))),
+        replace(made_up, from_=()),
+        replace(made_up, subject=made_up.subject + "!"),
+        replace(made_up, text=made_up.text + " "),
+        replace(made_up, content_types=("text/html",)),
+        replace(made_up, raw=made_up.raw + b" "),
+        replace(made_up, recipients=made_up.recipients + 1),
+    ]
+
+    used = observed("personal.eml", ahead=made_up).facts
+    assert (used["personal_probability"], used["auto_reply"]) == (0.123, "made-up")
+    for other in changed:
+        assert not other.stands_for(message)
+        assert observed("personal.eml", ahead=other).facts == plain.facts
+    assert plain.facts["personal_probability"] > 0.5
+
+
+def test_work_done_ahead_crosses_to_another_process_unchanged() -> None:
+    message = parse_message((FIXTURES / "personal.eml").read_bytes().replace(b"\n", b"\r\n"))
+    ahead = work_ahead(message)
+    assert Ahead.from_values(message, ahead.values()) == ahead
