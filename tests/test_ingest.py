@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,7 +24,7 @@ from app.models import DecisionRecord, Message
 from app.runtime import build_runtime
 from app.security import Role
 from app.settings import Settings, WriterMode
-from capture.parse import message_fields, message_from_fields, parse_message
+from capture.parse import ParsedMessage, message_fields, message_from_fields, parse_message
 from capture.pipeline import Envelope
 from capture.writer import Submission, commit_batch
 from policies import observe as observe_module
@@ -259,7 +260,7 @@ def test_what_the_listener_works_out_leaves_every_decision_as_the_writer_makes_i
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The same messages decided twice on fresh databases: as the writer process gets them
-    from the listener (parsed and scored ahead), and from their bytes alone."""
+    from the listener (parsed and observed ahead), and from their bytes alone."""
     forward = compose(
         to=CAPTURE,
         subject="Fwd: Delivery dates",
@@ -281,6 +282,14 @@ def test_what_the_listener_works_out_leaves_every_decision_as_the_writer_makes_i
         return score_personal(subject, text, recipients=recipients)
 
     monkeypatch.setattr(observe_module, "score_personal", counted)
+    automations: list[str] = []
+    automation = observe_module._message_automation
+
+    def counted_automation(message: ParsedMessage) -> tuple[dict[str, Any], str]:
+        automations.append(message.subject)
+        return automation(message)
+
+    monkeypatch.setattr(observe_module, "_message_automation", counted_automation)
 
     decided = {}
     for way, submit in (("ahead", _wire), ("plain", Submission)):
@@ -295,6 +304,7 @@ def test_what_the_listener_works_out_leaves_every_decision_as_the_writer_makes_i
             add_employee(runtime.sessions, "alice@example.com")
             submissions = [submit(raw, envelope, Channel.BCC) for raw in raws]
             scorings.clear()
+            automations.clear()
             outcomes = commit_batch(runtime.pipeline, submissions)
             assert not [o for o in outcomes if isinstance(o, Exception)]
             with runtime.sessions() as session:
@@ -307,14 +317,18 @@ def test_what_the_listener_works_out_leaves_every_decision_as_the_writer_makes_i
                         DecisionRecord.facts,
                     ).order_by(DecisionRecord.id)
                 )
-                decided[way] = ([tuple(row) for row in rows], list(scorings))
+                decided[way] = ([tuple(row) for row in rows], list(scorings), list(automations))
         finally:
             runtime.close()
 
-    (ahead, scored_in_writer), (plain, scored_plain) = decided["ahead"], decided["plain"]
+    (ahead, scored_in_writer, observed_in_writer), (plain, scored_plain, observed_plain) = (
+        decided["ahead"],
+        decided["plain"],
+    )
     assert ahead == plain
     kinds = [row[1] for row in plain]
     assert "drop" in kinds and len(set(kinds)) >= 3, kinds
-    assert len(scored_plain) == len(raws)
-    # Ahead, the writer scored only the forward (its original's text) and the large message.
+    assert len(scored_plain) == len(observed_plain) == len(raws)
+    # Ahead, the writer observed only the forward (its original) and the large message.
     assert scored_in_writer == ["Delivery dates", "Quote for 20 licences"]
+    assert observed_in_writer == scored_in_writer
