@@ -57,6 +57,42 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
+class DanglingReferenceError(RuntimeError):
+    """A migration left rows referring to rows that are not there."""
+
+
+def migration_engine(url: str) -> sa.Engine:
+    """The engine migrations run on. On SQLite a change ALTER TABLE cannot make is made by
+    building the table anew and dropping the old one (Alembic's batch mode). With foreign
+    keys enforced, that drop first deletes the old table's rows, and ON DELETE CASCADE takes
+    every row referring to them along (an employee's aliases, tokens, relationships,
+    messages). So migrations run with enforcement off, as SQLite's own procedure for such
+    changes says, and `check_references` runs before the commit."""
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine, "connect", _foreign_keys_off)
+    return engine
+
+
+def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+    # After make_engine's own settings, outside any transaction: where SQLite honours it.
+    dbapi_connection.execute("PRAGMA foreign_keys=OFF")
+
+
+def check_references(connection: sa.Connection) -> None:
+    """Fail (so that the migration's transaction rolls back, changing nothing) if any row
+    refers to a row that is not there. SQLite only: PostgreSQL enforces references itself."""
+    if connection.dialect.name != "sqlite":
+        return
+    dangling = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+    if dangling:
+        tables = ", ".join(sorted({row[0] for row in dangling}))
+        raise DanglingReferenceError(
+            f"the migration would leave {len(dangling)} rows referring to missing rows "
+            f"(in {tables}); nothing was changed"
+        )
+
+
 def alembic_config(url: str) -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))

@@ -64,15 +64,26 @@ def database_url(template_database: str, tmp_path: Path) -> Iterator[str]:
         shutil.copy(template_database, data / "mailroom.db")
         yield f"sqlite:///{data / 'mailroom.db'}"
         return
+    with scratch_database(server, template=template_database) as url:
+        yield url
+
+
+@contextmanager
+def scratch_database(server: str, *, template: str | None = None) -> Iterator[str]:
+    """A new PostgreSQL database on the server (a copy of `template`, else empty), dropped
+    afterwards."""
     url = sa.make_url(server)
     name = f"mailroom_test_{uuid.uuid4().hex[:12]}"
     admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    copying = f' TEMPLATE "{template}"' if template else ""
     with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'))
-    yield url.set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"{copying}'))
+    try:
+        yield url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 @pytest.fixture
