@@ -173,7 +173,7 @@ class DecisionRecord(Base):
     policy_sha256: Mapped[str] = mapped_column(sa.String(64))
     message_id_hmac: Mapped[str | None] = mapped_column(sa.String(64))
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
-    hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    hash: Mapped[str] = mapped_column(sa.String(64))  # covers the id: unique by the key
 
 
 class Receipt(Base):
