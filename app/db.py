@@ -89,7 +89,8 @@ def check_references(connection: sa.Connection) -> None:
         tables = ", ".join(sorted({row[0] for row in dangling}))
         raise DanglingReferenceError(
             f"the migration would leave {len(dangling)} rows referring to missing rows "
-            f"(in {tables}); nothing was changed"
+            f"(in {tables}); nothing was changed. `PRAGMA foreign_key_check` in the sqlite3 "
+            "shell lists them"
         )
 
 
