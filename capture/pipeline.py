@@ -306,7 +306,8 @@ class Pipeline:
         if submitter is not None and decision.facts.get("bounce"):
             # Whatever becomes of the report itself, the contacts it names are marked.
             when = message.date or now
-            mark_undeliverable(conn, bounced_recipients(message), when=when, now=now)
+            named = bounced_recipients(message, headers_only=headers_only)
+            mark_undeliverable(conn, named, when=when, now=now)
         _INSERT_RECEIPT.run(
             conn, {"key": key, "decision_id": record.id, "message_id": stored, "created_at": now}
         )
