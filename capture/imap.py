@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from imapclient import IMAPClient
 
 from app.models import Mailbox, MailboxFolder
+from capture.header_fetch import fetch_header_sections
 from capture.header_helper import HEADER_PARSING, Parsed
 from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline
@@ -198,9 +199,7 @@ class FolderSync:
         """A batch's messages from their header sections, in UID order, with the size the
         server reports; one expunged since the search is simply absent. Parsed here, on the
         thread that talks to the server, while the batch before is decided."""
-        fetched: dict[int, dict[bytes, Any]] = self.client.fetch(
-            list(uids), ["BODY.PEEK[HEADER]", "RFC822.SIZE"]
-        )
+        fetched = fetch_header_sections(self.client, uids)
         sections = [(uid, *_section(data)) for uid, data in _present(fetched, uids)]
         return HEADER_PARSING.parse(sections)
 
