@@ -13,8 +13,16 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.script import ScriptDirectory
 
-from app.db import DanglingReferenceError, alembic_config, make_engine
+from app import ledger
+from app.db import (
+    DanglingReferenceError,
+    alembic_config,
+    make_engine,
+    session_factory,
+    transaction,
+)
 from tests.conftest import scratch_database, server_url
+from tests.test_schema_and_ledger import _entry
 
 
 @pytest.fixture
@@ -76,7 +84,7 @@ def _counts(engine: sa.Engine, names: list[str]) -> dict[str, int]:
 
 # Reflected to fill the tables: SQLite's reflection skips expression indexes, with a warning.
 @pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
-def test_each_upgrade_and_downgrade_keeps_the_rows_already_there(
+def test_each_upgrade_and_downgrade_keeps_the_rows_already_there_and_can_run_again(
     empty_database_url: str,
 ) -> None:
     url = empty_database_url
@@ -96,6 +104,11 @@ def test_each_upgrade_and_downgrade_keeps_the_rows_already_there(
             engine.dispose()
             expected = {name: count for name, count in after.items() if name in before}
             assert _counts(engine, list(expected)) == expected, f"down to {revision} lost rows"
+        # And up again: each upgrade also runs on what its own downgrade left.
+        first = dict(history[0][1])
+        command.upgrade(config, "head")
+        engine.dispose()
+        assert _counts(engine, list(first)) == first, "upgrading again lost rows"
     finally:
         engine.dispose()
 
@@ -121,3 +134,30 @@ def test_a_migration_that_would_leave_a_dangling_reference_changes_nothing(
     with engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == previous
     engine.dispose()
+
+
+def test_the_decision_log_still_verifies_after_its_table_is_rebuilt(
+    empty_database_url: str,
+) -> None:
+    """Migration 0011 rebuilds the decisions table on SQLite: every record, hash and link
+    comes through, and an anchor noted before still matches after."""
+    url = empty_database_url
+    config = alembic_config(url)
+    command.upgrade(config, "head")
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    for n in range(5):
+        with transaction(sessions) as session:
+            ledger.append(session.connection(), _entry(n))
+    with sessions() as session:
+        before = ledger.verify(session)
+    engine.dispose()
+
+    command.downgrade(config, "0010")
+    command.upgrade(config, "head")
+
+    with sessions() as session:
+        assert before.head_id is not None and before.head_hash is not None
+        after = ledger.verify(session, anchor=ledger.Anchor(before.head_id, before.head_hash))
+    engine.dispose()
+    assert (after.ok, after.checked, after.head_hash) == (True, 5, before.head_hash)

@@ -11,6 +11,7 @@ Revises: 0010
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0011"
@@ -18,14 +19,22 @@ down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# SQLite's constraint has no name: batch mode finds it under this convention's name.
+# The constraint as 0001 made it has no name on SQLite: batch mode finds it under this
+# convention's name. One a downgrade made again has a name, and is found under that.
 NAMING = {"uq": "uq_%(table_name)s_%(column_0_name)s"}
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "sqlite":
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite":
+        on_hash = [
+            c["name"]
+            for c in sa.inspect(bind).get_unique_constraints("decisions")
+            if c["column_names"] == ["hash"]
+        ]
         with op.batch_alter_table("decisions", naming_convention=NAMING) as batch:
-            batch.drop_constraint("uq_decisions_hash", type_="unique")
+            for name in on_hash:
+                batch.drop_constraint(name or "uq_decisions_hash", type_="unique")
     else:
         op.drop_constraint("decisions_hash_key", "decisions", type_="unique")
 
