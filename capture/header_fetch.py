@@ -22,7 +22,7 @@ from imapclient.exceptions import IMAPClientError
 from imapclient.response_parser import parse_fetch_response
 
 ITEMS = ["BODY.PEEK[HEADER]", "RFC822.SIZE"]
-_REQUEST = "(BODY.PEEK[HEADER] RFC822.SIZE)"
+_REQUEST = f"({' '.join(ITEMS)})"
 # Numbers as servers write them: imapclient reads one with a leading zero ("007") as bytes.
 _N = rb"(0|[1-9][0-9]*)"
 _USUAL = re.compile(rb"%s \(UID %s RFC822\.SIZE %s BODY\[HEADER\] \{%s\}" % (_N, _N, _N, _N))
