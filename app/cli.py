@@ -1,33 +1,32 @@
-"""Serve: the `mailroom` command line."""
+"""Serve: the `mailroom` command line.
+
+Commands import what they need when they run: the server, the API and the mail pipeline
+take a second and a half to import, which an `employees add` or `tokens create` should not
+pay. Only what option types need is imported here.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
 
-from app import ledger
 from app.cli_mail import import_cli, mailboxes_cli
 from app.db import make_engine, migrate, session_factory, transaction
-from app.logs import LogFormat, configure
-from app.models import Employee, EmployeeAlias
-from app.policy_versions import simulate
-from app.runtime import build_runtime, settle_heap
-from app.security import Role, create_token, revoke_token
-from app.server import DEFAULT_ROLES, ProcessRole, Service
+from app.security import Role
 from app.settings import Settings
 from app.web.login_cli import login_link
-from capture.parse import normalize_address
-from capture.pipeline import Envelope, Pipeline
-from capture.submitters import new_app_password
-from policies.engine import Engine, PolicyError
-from policies.loader import load_policy
 from policies.model import Channel
+
+if TYPE_CHECKING:
+    from app import ledger
+    from app.server import Service
+    from capture.pipeline import Pipeline
+    from policies.engine import Engine
 
 cli = typer.Typer(
     help="Mailroom: business mail into the CRM, personal mail never kept.",
@@ -73,6 +72,13 @@ def serve(
 ) -> None:
     """Run this process's roles until SIGINT or SIGTERM: by default all of them (SMTP, API,
     IMAP sync); name roles to run only those (several processes can share one PostgreSQL)."""
+    import asyncio
+
+    from app.logs import LogFormat, configure
+    from app.runtime import build_runtime, settle_heap
+    from app.server import DEFAULT_ROLES, ProcessRole, Service
+    from policies.engine import PolicyError
+
     settings = Settings()
     configure(LogFormat(settings.log_format), level=settings.log_level)
     chosen = {ProcessRole.SMTP: smtp, ProcessRole.API: api, ProcessRole.IMAP: imap}
@@ -91,6 +97,8 @@ def serve(
 
 
 def _print_banner(service: Service, token: str | None) -> None:
+    from app.server import DEFAULT_ROLES, ProcessRole
+
     s = service.runtime.settings
     capture = s.capture_addresses[0] if s.capture_addresses else "(none configured)"
     lines = [
@@ -125,6 +133,9 @@ def _print_banner(service: Service, token: str | None) -> None:
 
 
 def _seed_demo(sessions: sa.orm.sessionmaker[sa.orm.Session]) -> str:
+    from app.models import Employee
+    from app.security import create_token
+
     with transaction(sessions) as session:
         employee = session.scalar(sa.select(Employee).where(Employee.email == DEMO_EMPLOYEE))
         if employee is None:
@@ -150,6 +161,9 @@ def employees_add(
     alias: Annotated[list[str] | None, typer.Option(help="Another address of theirs.")] = None,
 ) -> None:
     """Add an employee (and aliases) who may submit mail."""
+    from app.models import Employee, EmployeeAlias
+    from capture.parse import normalize_address
+
     addresses = [normalize_address(a) for a in [email, *(alias or [])]]
     if any(a is None for a in addresses):
         raise _fail("not a valid email address")
@@ -171,6 +185,9 @@ def employees_app_password(
     label: Annotated[str, typer.Option(help="Which mail client it is for.")] = "",
 ) -> None:
     """Create an SMTP AUTH app password for an employee and print it (alone): shown once."""
+    from app.models import Employee
+    from capture.submitters import new_app_password
+
     with transaction(_sessions(Settings())) as session:
         employee_id = session.scalar(
             sa.select(Employee.id).where(Employee.email == email.strip().lower())
@@ -193,6 +210,9 @@ def tokens_create(
     label: Annotated[str, typer.Option(help="A note saying what the token is for.")] = "",
 ) -> None:
     """Create an API token and print it (alone, on stdout): it is shown only this once."""
+    from app.models import Employee
+    from app.security import create_token
+
     with transaction(_sessions(Settings())) as session:
         employee_id = None
         if employee is not None:
@@ -213,6 +233,8 @@ def tokens_create(
 @tokens_cli.command("revoke")
 def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
     """Revoke an API token at once; requests with it get 401 from then on."""
+    from app.security import revoke_token
+
     with transaction(_sessions(Settings())) as session:
         if revoke_token(session, token_id, datetime.now(UTC)) is None:
             raise _fail(f"no token {token_id}")
@@ -227,6 +249,8 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
     """Say what the policy decides for each file, and why; nothing is stored."""
+    from app.runtime import build_runtime
+
     runtime = build_runtime(Settings())
     try:
         for path in paths:
@@ -243,6 +267,8 @@ def _explain_one(
     except OSError as error:
         result: dict[str, object] = {"path": str(path), "error": error.strerror or str(error)}
         return json.dumps(result)
+    from capture.pipeline import Envelope
+
     explanation = pipeline.explain(raw, Envelope(mail_from=employee or ""), channel)
     decision = explanation.decision
     result = {
@@ -265,6 +291,9 @@ def _explain_one(
 
 def _load_or_exit(path: Path) -> Engine:
     """The compiled policy, or every problem with it printed and exit status 1."""
+    from policies.engine import PolicyError
+    from policies.loader import load_policy
+
     try:
         return load_policy(path)
     except PolicyError as error:
@@ -287,6 +316,8 @@ def policy_simulate(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Re-decide past decisions from their stored facts under a candidate policy."""
+    from app.policy_versions import simulate
+
     engine = _load_or_exit(candidate)
     settings = Settings()
     moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
@@ -325,6 +356,8 @@ def ledger_verify(
 ) -> None:
     """Walk the decision log's hash chain and name the first broken record; print the head
     to note outside Mailroom, and check a head noted earlier (--anchor) is still there."""
+    from app import ledger
+
     noted = _anchor(anchor) if anchor else None
     with _sessions(Settings())() as session:
         result = ledger.verify(session, anchor=noted)
@@ -339,6 +372,8 @@ def ledger_verify(
 
 
 def _anchor(value: str) -> ledger.Anchor:
+    from app import ledger
+
     record, _, digest = value.partition(":")
     if not record.isdigit() or len(digest) != 64:
         raise typer.BadParameter("--anchor takes ID:HASH, as `ledger verify` prints the head")

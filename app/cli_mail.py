@@ -6,7 +6,7 @@ import os
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
@@ -15,12 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.db import transaction
-from app.mailboxes import add_mailbox, load_config
 from app.models import Employee, Mailbox
-from app.runtime import Runtime, build_runtime
 from app.settings import Settings
-from capture.archive import ArchiveKind, import_messages, open_archive
-from capture.imap import FolderSync, close, connect
+
+if TYPE_CHECKING:  # the pipeline's modules are imported by the commands that run it
+    from app.runtime import Runtime
+    from capture.archive import ArchiveKind
 
 mailboxes_cli = typer.Typer(help="IMAP mailboxes Mailroom reads.", no_args_is_help=True)
 import_cli = typer.Typer(help="Import history from mail archives.", no_args_is_help=True)
@@ -29,6 +29,8 @@ err = Console(stderr=True)
 
 
 def _runtime() -> Runtime:
+    from app.runtime import build_runtime
+
     return build_runtime(Settings())
 
 
@@ -83,6 +85,8 @@ def mailboxes_add(
 ) -> None:
     """Add a mailbox to sync. The password is read from an environment variable (never from
     the command line, where other users could see it) and stored encrypted."""
+    from app.mailboxes import add_mailbox
+
     if sum((tls, starttls, plain)) > 1:
         raise _fail("choose one of --tls, --starttls and --plain")
     if journal == (employee is not None):
@@ -143,6 +147,9 @@ def mailboxes_list() -> None:
 def mailboxes_sync(mailbox_id: int) -> None:
     """Bring one mailbox up to date now (a backfill), with a progress bar; `serve` keeps
     every mailbox up to date by itself."""
+    from app.mailboxes import load_config
+    from capture.imap import FolderSync, close, connect
+
     runtime = _runtime()
     settings = runtime.settings
     try:
@@ -182,6 +189,8 @@ def _outcomes(outcomes: dict[str, int]) -> str:
 
 
 def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sent: bool) -> None:
+    from capture.archive import import_messages, open_archive
+
     horizon = _since(since)
     try:
         total, messages = open_archive(path, kind)
@@ -220,6 +229,8 @@ def import_mbox(
     path: Path, employee: EmployeeOption, since: SinceOption = None, sent: SentOption = False
 ) -> None:
     """Import an mbox file; a rerun skips what is already imported."""
+    from capture.archive import ArchiveKind
+
     _import(ArchiveKind.MBOX, path, employee.lower(), since, sent)
 
 
@@ -228,4 +239,6 @@ def import_maildir(
     path: Path, employee: EmployeeOption, since: SinceOption = None, sent: SentOption = False
 ) -> None:
     """Import a Maildir folder (with cur/ and new/); a rerun skips what is already imported."""
+    from capture.archive import ArchiveKind
+
     _import(ArchiveKind.MAILDIR, path, employee.lower(), since, sent)

@@ -241,3 +241,18 @@ def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) 
     assert again.returncode == 0, again.stdout + again.stderr
     assert forged.returncode == 1 and "differs from the anchor" in forged.stdout
     assert garbled.returncode == 2 and "ID:HASH" in garbled.stderr
+
+
+def test_the_command_line_imports_no_server_until_a_command_needs_one() -> None:
+    """`employees add` or `tokens create` should not pay for importing the server, the API
+    and the mail pipeline (a second or more on this machine): `serve`, `explain`, the
+    mailbox and import commands import them when they run."""
+    probe = (
+        "import sys, app.cli; "
+        "print(sorted(m for m in ('fastapi', 'uvicorn', 'aiosmtpd', 'imapclient', 'alembic', "
+        "'app.server', 'app.api', 'app.runtime', 'capture.pipeline') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "[]"

@@ -12,7 +12,6 @@ from app.db import make_engine, migrate, session_factory, transaction
 from app.models import Employee
 from app.security import Role
 from app.settings import Settings
-from app.web.auth import LINK_LIFETIME, create_login_link
 
 
 def login_link(
@@ -24,6 +23,8 @@ def login_link(
     ] = None,
 ) -> None:
     """Print a sign-in link (alone, on stdout): it works once, within 15 minutes."""
+    from app.web.auth import LINK_LIFETIME, create_login_link  # FastAPI: imported when used
+
     if role is Role.INTEGRATION:
         typer.echo("error: integrations use API tokens, not the pages", err=True)
         raise typer.Exit(1)
