@@ -47,7 +47,8 @@ class Filing:
 def dedupe_key(message: ParsedMessage) -> str:
     """Message-ID with the sender, date and subject: the same mail from two employees, or by
     BCC and from a mailbox (where only its headers may have been read), is one message; a
-    different message that reuses a Message-ID is not."""
+    different message that reuses a Message-ID is not. A copy whose text differs from the
+    text kept joins only its own submitter's message (`_may_join`)."""
     if message.message_id:
         sender = message.sender.address if message.sender else ""
         date = message.date.isoformat() if message.date else ""
@@ -63,7 +64,11 @@ def file_message(
     """Store a kept message (capture, metadata only or hold) and link it; returns its id."""
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
     key = dedupe_key(message)
-    existing = _MESSAGE_BY_KEY.scalar(conn, {"key": key})
+    row = _MESSAGE_BY_KEY.first(conn, {"key": key})
+    if row is not None and not _may_join(conn, row, message, at.employee_id):
+        key = hashlib.sha256(f"{key}\ncopy:{message.digest}".encode()).hexdigest()
+        row = _MESSAGE_BY_KEY.first(conn, {"key": key})  # this copy's own, filed before
+    existing = row[0] if row is not None else None
     if existing is None:
         thread = file_thread(conn, message, at.secret, at.now)
         existing = _insert_message(
@@ -84,6 +89,19 @@ def file_message(
         },
     )
     return int(existing)
+
+
+def _may_join(conn: sa.Connection, row: Any, message: ParsedMessage, employee_id: int) -> bool:
+    """Whether this copy may join the message filed under its key. The key is made of headers
+    a colleague may have been shown (a subject-only capture shows them all), so matching it
+    proves nothing, and joining makes the submitter an owner, who reads the text. A copy
+    joins a message that keeps text only if it already is the submitter's, or if the copy's
+    text is that text."""
+    message_id, text = row
+    if text is None or text == message.text:
+        return True
+    owner = _OWNER.scalar(conn, {"message_id": message_id, "employee_id": employee_id})
+    return owner is not None
 
 
 def _insert_message(
@@ -327,7 +345,15 @@ _INSERT_ATTACHMENT = Prepared(
 _CONTACT = Prepared(
     sa.select(Contact.id, Contact.merged_into_id).where(Contact.address == sa.bindparam("address"))
 )
-_MESSAGE_BY_KEY = Prepared(sa.select(Message.id).where(Message.dedupe_key == sa.bindparam("key")))
+_MESSAGE_BY_KEY = Prepared(
+    sa.select(Message.id, Message.body_text).where(Message.dedupe_key == sa.bindparam("key"))
+)
+_OWNER = Prepared(
+    sa.select(MessageOwner.id).where(
+        MessageOwner.message_id == sa.bindparam("message_id"),
+        MessageOwner.employee_id == sa.bindparam("employee_id"),
+    )
+)
 _FIND = {
     "domain": Prepared(sa.select(Company.id).where(Company.domain == sa.bindparam("value"))),
     "address": Prepared(sa.select(Contact.id).where(Contact.address == sa.bindparam("value"))),

@@ -77,6 +77,51 @@ def test_two_employees_bccing_one_mail_make_one_message_with_two_owners(
         assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 1
 
 
+def test_a_look_alike_of_a_colleagues_message_does_not_make_its_sender_an_owner(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    """A subject-only capture shows colleagues its Message-ID, sender, date and subject: all
+    that the same-mail key is made of. A copy with those headers and another text is filed
+    apart, and Alice's text stays hers; a copy with her very text joins hers (it proves
+    nothing Carol did not have)."""
+    alice_id, alice_token = alice
+    carol = add_employee(running.runtime.sessions, "carol@example.com")
+    carol_token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=carol)
+    original = compose(body="Our floor price for you is 41k.\n")
+    assert send(running.smtp_port, original)[0] == 250
+    with running.client(alice_token) as api:
+        (mine,) = api.get("/api/v1/messages").json()["items"]
+        shown = {"visibility": "subject_only"}
+        assert api.patch(f"/api/v1/messages/{mine['id']}", json=shown).status_code == 200
+    with running.client(carol_token) as api:
+        seen = api.get(f"/api/v1/messages/{mine['id']}").json()
+    assert seen["body_text"] is None
+
+    look_alike = compose(body="Anything at all.\n")
+    for name in ("Message-ID", "Date", "Subject", "From"):
+        assert look_alike[name] == original[name]  # all that Carol was shown
+    assert send(running.smtp_port, look_alike, mail_from="carol@example.com")[0] == 250
+
+    with running.client(carol_token) as api:
+        assert api.get(f"/api/v1/messages/{mine['id']}").json()["body_text"] is None
+        items = api.get("/api/v1/messages").json()["items"]
+    (hers,) = [m for m in items if m["id"] != mine["id"]]
+    assert hers["body_text"] == "Anything at all.\n"
+    with running.runtime.sessions() as session:
+        owners = session.scalars(
+            sa.select(MessageOwner.employee_id).where(MessageOwner.message_id == mine["id"])
+        ).all()
+    assert owners == [alice_id]
+
+    # The very same text from Carol (she was sent it) joins Alice's message.
+    assert send(running.smtp_port, original, mail_from="carol@example.com")[0] == 250
+    with running.runtime.sessions() as session:
+        owners = session.scalars(
+            sa.select(MessageOwner.employee_id).where(MessageOwner.message_id == mine["id"])
+        ).all()
+    assert sorted(owners) == sorted([alice_id, carol])
+
+
 def test_submitter_who_is_not_an_employee_is_refused_and_recorded(running: Running) -> None:
     code, reply = send(
         running.smtp_port, compose(sender="mallory@evil.example"), mail_from="mallory@evil.example"
