@@ -8,6 +8,7 @@ pay. Only what option types need is imported here.
 from __future__ import annotations
 
 import json
+import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -32,6 +33,9 @@ cli = typer.Typer(
     help="Mailroom: business mail into the CRM, personal mail never kept.",
     no_args_is_help=True,
     add_completion=False,
+    # Typer's own tracebacks print every frame's variables: the mail being read. `main`
+    # reports a fault by where it happened instead.
+    pretty_exceptions_enable=False,
 )
 employees_cli = typer.Typer(help="Manage employees.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="Manage API tokens.", no_args_is_help=True)
@@ -381,7 +385,26 @@ def _anchor(value: str) -> ledger.Anchor:
 
 
 def main() -> None:
-    cli(prog_name="mailroom")
+    try:
+        cli(prog_name="mailroom")
+    except Exception as error:  # a fault or a bug: say where, never what
+        typer.echo(fault_report(error), err=True)
+        raise SystemExit(1) from None
+
+
+def fault_report(error: BaseException) -> str:
+    """An unexpected error as its type and the frames it came through. Not its message, nor
+    any variable: a database error quotes the values it was given, which may be mail."""
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames[:-1] if "site-packages" not in f.filename] + frames[-1:]
+    where = [f"  {frame.filename}:{frame.lineno} in {frame.name}" for frame in ours]
+    return "\n".join(
+        [
+            f"error: {type(error).__module__}.{type(error).__qualname__} (its text is left out: "
+            "it may quote mail); it came through:",
+            *where,
+        ]
+    )
 
 
 if __name__ == "__main__":

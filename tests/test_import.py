@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
@@ -111,3 +112,49 @@ def test_import_refuses_what_is_not_an_archive(settings: Settings, tmp_path: Pat
     assert "is not a Maildir" in done.stderr
     missing = _mailroom(settings, "import", "mbox", str(tmp_path / "nope"), "--employee", ALICE)
     assert missing.returncode == 1 and "does not exist" in missing.stderr
+
+
+FAULT_TRIGGER = {  # stands for any database fault mid-import: disk full, I/O error
+    "sqlite": [
+        "CREATE TRIGGER fault BEFORE INSERT ON receipts "
+        "BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION fault() RETURNS trigger AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk I/O error'; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER fault BEFORE INSERT ON receipts FOR EACH ROW EXECUTE FUNCTION fault()",
+    ],
+}
+
+
+def test_a_fault_mid_import_says_where_and_never_prints_the_mail(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """An unexpected error is reported by its type and the frames it came through: no
+    variables (Typer's tracebacks print them all, the mail being read among them) and no
+    message (a database error quotes the values it was given)."""
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.begin() as conn:
+        for statement in FAULT_TRIGGER[conn.dialect.name]:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+    add_employee(sessions, ALICE)
+    path = tmp_path / "alice.mbox"
+    box = mailbox.mbox(path)
+    box.add(
+        compose(
+            to="canary-home@example.com",  # internal only: the policy drops it
+            subject="Dinner canary-subject",
+            body="Love you canary-body\n",
+            message_id="<canary-id@example.com>",
+        ).as_bytes()
+    )
+    box.close()
+
+    done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+
+    assert done.returncode == 1
+    output = done.stdout + done.stderr
+    assert "canary" not in output and "disk I/O error" not in output
+    assert "error: sqlalchemy.exc." in done.stderr
+    assert "in import_messages" in done.stderr  # where it happened
