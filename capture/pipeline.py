@@ -322,18 +322,24 @@ class Pipeline:
         )
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
-    def explain(self, raw: bytes, envelope: Envelope, channel: Channel) -> Explanation:
+    def explain(
+        self, raw: bytes, envelope: Envelope, channel: Channel, *, as_employee: bool = True
+    ) -> Explanation:
         """The decision this message would get now; reads the database, writes nothing.
 
         The submitter is the envelope sender, else the From address; one who is not (yet) an
         employee is assumed to be one, so that the policy itself is what gets explained.
+        Without `as_employee` the submitter is such an assumed employee even if the address
+        is a real one's: their own settings (personal contacts, paused capture) are theirs
+        to see, not the asker's.
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
         message, channel = as_submitted(outer, envelope, channel)
         with self.readers() as session:
             conn = session.connection()
-            submitter = find_submitter(conn, address) or _hypothetical(address)
+            found = find_submitter(conn, address) if as_employee else None
+            submitter = found or _hypothetical(address)
             lookups = self.lookups(conn)
             context = self._context(
                 lookups,

@@ -200,6 +200,40 @@ def test_explain_returns_every_verdict_and_stores_nothing(
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
 
 
+def test_explain_shows_an_employees_own_settings_to_them_alone(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """Alice's personal contacts are kept as keyed digests so that no one can read the list;
+    an explanation "as Alice" asked by anyone else must not answer whether an address is on
+    it. They get the policy's answer for an employee with her address and no settings."""
+    with running.client(tokens["employee"]) as api:
+        added = api.post("/api/v1/me/personal-contacts", json={"address": "dr@clinic.example"})
+        assert added.status_code == 201
+    raw = compose(to="Dr <dr@clinic.example>").as_bytes()
+    rfc822 = {"Content-Type": "message/rfc822"}
+    integration = issue_token(running.runtime.sessions, Role.INTEGRATION)
+
+    answers = {}
+    for who in ("employee", "compliance", "admin", "integration"):
+        token = integration if who == "integration" else tokens[who]
+        asked = {} if who == "employee" else {"employee": "alice@example.com"}
+        with running.client(token) as api:
+            response = api.post("/api/v1/explain", content=raw, params=asked, headers=rfc822)
+            assert response.status_code == 200, (who, response.text)
+            answers[who] = response.json()["deciding_rule"]
+        # Without ?employee= the From address (Alice's) is the submitter: the same answer.
+        with running.client(token) as api:
+            unnamed = api.post("/api/v1/explain", content=raw, headers=rfc822).json()
+        assert unnamed["deciding_rule"] == answers[who]
+
+    assert answers == {
+        "employee": "personal-contact",
+        "compliance": "external-business-correspondent",
+        "admin": "external-business-correspondent",
+        "integration": "external-business-correspondent",
+    }
+
+
 def test_simulate_counts_what_a_candidate_would_change(
     running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, status
@@ -35,14 +36,21 @@ async def explain(
     employee: Annotated[str | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
 ) -> ExplanationOut:
-    """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes)."""
-    if principal.role is Role.EMPLOYEE and employee is not None:
+    """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
+    Employees explain as themselves, their own settings included; other tokens explain as
+    an employee with the given (or the From) address and no settings of their own, so that
+    no one learns a colleague's personal contacts or paused capture from the answer."""
+    as_employee = principal.role is Role.EMPLOYEE
+    if as_employee and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     runtime = request.app.state.runtime
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
-        runtime.pipeline.explain, raw, Envelope(submitter or ""), channel
+        functools.partial(runtime.pipeline.explain, as_employee=as_employee),
+        raw,
+        Envelope(submitter or ""),
+        channel,
     )
     decision = explained.decision
     return ExplanationOut(
