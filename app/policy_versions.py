@@ -90,6 +90,14 @@ class Simulation:
     not_replayable: int  # recorded before a fact the candidate asks about existed
 
 
+# Outcomes whose mail was kept. The domains of any other message's correspondents are kept
+# out of a replay: a candidate with a `domain-in` rule would otherwise tell whoever runs the
+# simulation whether mail that was dropped (or held, and perhaps discarded) as personal went
+# to a domain of their choosing. A candidate that must read them counts it as not replayable.
+KEPT_OUTCOMES = frozenset({"capture", "metadata_only"})
+UNKEPT_BLIND = ("external_domain_tokens",)
+
+
 def simulate(
     session: Session, candidate: Engine, secret: bytes, *, since: datetime | None = None
 ) -> Simulation:
@@ -104,6 +112,8 @@ def simulate(
     evaluated, changed, unknown = 0, 0, 0
     transitions: Counter[tuple[str, str, str]] = Counter()
     for outcome, facts in session.execute(query.execution_options(yield_per=2000)):
+        if outcome not in KEPT_OUTCOMES:
+            facts = {k: v for k, v in facts.items() if k not in UNKEPT_BLIND}
         try:
             decision = candidate.decide_observed(Observations(facts=facts, notes={}), secret)
         except KeyError:

@@ -28,6 +28,14 @@ LIST_MAIL_KEPT = PLUMBING.replace(
 ).replace('version: "test"', 'version: "test-2"')
 
 
+DOMAIN_PROBE = PLUMBING.replace(
+    "rules:\n",
+    "rules:\n  - id: probe\n    description: Keeps all mail with one domain.\n"
+    "    when: {domain-in: {domains: [customer.example]}}\n    outcome: capture\n",
+    1,
+).replace('version: "test"', 'version: "probe"')
+
+
 @pytest.fixture
 def tokens(running: Running) -> dict[str, str]:
     sessions = running.runtime.sessions
@@ -180,6 +188,40 @@ def test_an_anchor_noted_outside_catches_a_rewritten_or_shortened_log(
     assert (rewritten["ok"], rewritten["first_broken"]) == (False, 4)
     assert rewritten["problem"] == "record differs from the anchor noted"
     assert (shortened["ok"], shortened["problem"]) == (False, "log ends before the anchor noted")
+
+
+def test_simulate_does_not_tell_the_domains_of_mail_that_was_not_kept(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """Every decision keeps keyed digests of its external domains, so that `domain-in` rules
+    can be replayed. For mail that was dropped (or held) they stay out of a replay: a
+    candidate with a rule of its own choosing would otherwise say whether someone's personal
+    mail went to a domain guessed by whoever simulates."""
+    dropped = compose(headers={"List-Id": "<news.customer.example>"})
+    assert send(running.smtp_port, dropped)[0] == 250
+    assert send(running.smtp_port, compose(message_id="<kept@example.com>"))[0] == 250
+    candidate = tmp_path / "probe.yaml"
+    candidate.write_text(DOMAIN_PROBE)
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "policy", "simulate", str(candidate), "--json"],
+        env={
+            "MAILROOM_DATA_DIR": str(settings.data_dir),
+            "PATH": "/usr/bin:/bin",
+            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+            "MAILROOM_SECRET_KEY": TEST_SECRET,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # The kept message is replayed (the probe keeps it, as before); the dropped one is not.
+    assert (result["evaluated"], result["changed"], result["not_replayable"]) == (1, 0, 1)
+    assert result["transitions"] == []
 
 
 def test_explain_returns_every_verdict_and_stores_nothing(
