@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -41,21 +42,22 @@ class Filing:
     org_domains: frozenset[str]
     now: datetime
     hold_days: int
-    secret: bytes = b""  # keys thread digests, so that a subject cannot be guessed from one
+    secret: bytes = b""  # keys thread and same-mail digests: no subject is guessed from one
 
 
-def dedupe_key(message: ParsedMessage) -> str:
+def dedupe_key(message: ParsedMessage, secret: bytes) -> str:
     """Message-ID with the sender, date and subject: the same mail from two employees, or by
     BCC and from a mailbox (where only its headers may have been read), is one message; a
     different message that reuses a Message-ID is not. A copy whose text differs from the
-    text kept joins only its own submitter's message (`_may_join`)."""
+    text kept joins only its own submitter's message (`_may_join`). Keyed, since a message
+    kept as metadata keeps its Message-ID, sender and date but not its subject."""
     if message.message_id:
         sender = message.sender.address if message.sender else ""
         date = message.date.isoformat() if message.date else ""
         basis = f"mid:{message.message_id}\n{sender}\n{date}\n{message.subject}"
     else:
         basis = f"raw:{message.digest}"
-    return hashlib.sha256(basis.encode("utf-8", "replace")).hexdigest()
+    return hmac.digest(secret, basis.encode("utf-8", "replace"), "sha256").hex()
 
 
 def file_message(
@@ -63,7 +65,7 @@ def file_message(
 ) -> int:
     """Store a kept message (capture, metadata only or hold) and link it; returns its id."""
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
-    key = dedupe_key(message)
+    key = dedupe_key(message, at.secret)
     row = _MESSAGE_BY_KEY.first(conn, {"key": key})
     if row is not None and not _may_join(conn, row, message, at.employee_id):
         key = hashlib.sha256(f"{key}\ncopy:{message.digest}".encode()).hexdigest()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import sqlalchemy as sa
 
+from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
+from capture.parse import parse_message
 from tests.conftest import Running, add_employee, issue_token
 from tests.mail import compose, send
 
@@ -120,6 +124,23 @@ def test_a_look_alike_of_a_colleagues_message_does_not_make_its_sender_an_owner(
             sa.select(MessageOwner.employee_id).where(MessageOwner.message_id == mine["id"])
         ).all()
     assert sorted(owners) == sorted([alice_id, carol])
+
+
+def test_the_same_mail_key_is_keyed_so_no_subject_can_be_tested_against_it(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    """A message kept as metadata keeps its Message-ID, sender and date, not its subject: an
+    unkeyed digest of the four would let whoever reads the database test guessed subjects."""
+    raw = compose().as_bytes()
+    assert send(running.smtp_port, compose())[0] == 250
+    with running.runtime.sessions() as session:
+        stored = session.scalar(sa.select(Message.dedupe_key))
+    basis = (
+        "mid:<quote-1@example.com>\nalice@example.com\n2026-11-23T09:00:00+00:00\n"
+        "Quote for 20 licences"
+    )
+    assert stored != hashlib.sha256(basis.encode()).hexdigest()
+    assert stored == dedupe_key(parse_message(raw), running.runtime.pipeline.secret)
 
 
 def test_submitter_who_is_not_an_employee_is_refused_and_recorded(running: Running) -> None:
