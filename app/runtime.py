@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import sqlalchemy as sa
@@ -162,9 +162,20 @@ async def follow_policy_forever(runtime: Runtime, every: float = POLICY_FOLLOW_S
             log.error("could not read the policy in force (%s)", type(error).__name__)
 
 
-def publish_policy(session: Session, engine: Engine) -> PolicyVersion:
-    """Store this policy as a version (once per digest) and mark it the one in force."""
+def publish_policy(
+    session: Session, engine: Engine, *, now: datetime | None = None
+) -> PolicyVersion:
+    """Store this policy as a version (once per digest) and mark it the one in force.
+
+    The version in force is the one activated last. Processes on several hosts publish, and
+    their clocks differ: a version is activated no earlier than just after the one in force,
+    so that a host whose clock is behind cannot publish a version that is not then in force
+    (and that its own follow loop would undo within seconds)."""
     loaded = engine.policy
+    moment = now or datetime.now(UTC)
+    latest = session.scalar(sa.select(sa.func.max(PolicyVersion.activated_at)))
+    if latest is not None and moment <= latest:
+        moment = latest + timedelta(milliseconds=1)
     row = session.scalar(sa.select(PolicyVersion).where(PolicyVersion.sha256 == loaded.sha256))
     if row is None:
         row = PolicyVersion(
@@ -174,6 +185,6 @@ def publish_policy(session: Session, engine: Engine) -> PolicyVersion:
             source=loaded.source,
         )
         session.add(row)
-    row.activated_at = datetime.now(UTC)
+    row.activated_at = moment
     session.flush()
     return row

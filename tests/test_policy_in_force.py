@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from app.db import transaction
 from app.models import DecisionRecord
-from app.runtime import POLICY_FOLLOW_SECONDS, publish_policy
+from app.runtime import POLICY_FOLLOW_SECONDS, active_version, publish_policy
 from app.security import Role
 from app.settings import Settings
 from policies.loader import load_policy_text
@@ -88,3 +89,30 @@ def test_a_policy_published_by_another_process_applies_here_within_seconds(
         outcome = _newsletter_outcome(running.smtp_port, settings, 1)
 
     assert outcome == ("capture", kept.policy.sha256)
+
+
+def test_the_version_published_last_is_in_force_whatever_the_publishers_clocks_say(
+    settings: Settings,
+) -> None:
+    """Two processes on two hosts share the database. Host A's clock runs a minute ahead
+    and it publishes the plumbing policy; then host B, whose clock is right, publishes
+    another. B's version is in force, and B's own process keeps it."""
+    kept = load_policy_text(LIST_MAIL_KEPT)
+    right_now = datetime.now(UTC)
+    with run_service(settings) as running:
+        sessions = running.runtime.sessions
+        with transaction(sessions) as session:
+            publish_policy(
+                session, load_policy_text(PLUMBING), now=right_now + timedelta(minutes=1)
+            )
+        with transaction(sessions) as session:
+            publish_policy(session, kept, now=right_now)
+        with sessions() as session:
+            current = active_version(session)
+            assert current is not None and current.sha256 == kept.policy.sha256
+        deadline = time.monotonic() + 5 * POLICY_FOLLOW_SECONDS
+        while running.runtime.pipeline.engine.policy.sha256 != kept.policy.sha256:
+            assert time.monotonic() < deadline, "the version published last never applied"
+            time.sleep(0.1)
+        time.sleep(2 * POLICY_FOLLOW_SECONDS)  # and it stays
+        assert running.runtime.pipeline.engine.policy.sha256 == kept.policy.sha256
