@@ -138,7 +138,9 @@ def _render(
     contacts: dict[int, ContactOut],
     owners: list[OwnerOut],
 ) -> MessageOut:
-    own = any(o.employee_id == principal.employee_id for o in owners)
+    own = principal.role is Role.EMPLOYEE and any(
+        o.employee_id == principal.employee_id for o in owners
+    )
     show_subject = own or message.visibility in ("shared", "subject_only")
     show_body = own or message.visibility == "shared"
     linked = dict.fromkeys(p.contact_id for p in participants if p.contact_id)

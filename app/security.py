@@ -48,6 +48,9 @@ def create_token(
     """Issue a token; only its hash is stored, so this is the one time it can be shown."""
     if role is Role.EMPLOYEE and employee_id is None:
         raise ValueError("an employee token belongs to an employee")
+    if role is not Role.EMPLOYEE and employee_id is not None:
+        # Whoever holds it would be that employee for every rule that asks "is it theirs?"
+        raise ValueError(f"a {role.value} token belongs to no employee")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
         ApiToken(

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import ApiToken, Message
-from app.security import Role
+from app.security import Role, hash_token
 from app.settings import Settings
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
@@ -271,6 +271,38 @@ def test_mass_assignment_is_rejected(world: World) -> None:
         settings = alice.get("/api/v1/me/settings").json()
     assert (message["visibility"], message["outcome"]) == ("shared", "capture")
     assert settings["capture_paused"] is False
+
+
+def test_only_an_employee_token_acts_as_an_employee(world: World) -> None:
+    """A token of another role tied to Alice would be Alice wherever a rule asks "is it
+    theirs?": an integration would read the text of her subject-only captures. No such token
+    is issued, and one stored by an earlier release does not count as hers."""
+    running = world.running
+    with running.client(world.tokens["admin"]) as admin:
+        refused = [
+            admin.post("/api/v1/tokens", json={"role": role, "employee_id": world.alice})
+            for role in ("integration", "compliance", "admin")
+        ]
+    assert [r.status_code for r in refused] == [422] * 3
+    with running.client(world.tokens["alice"]) as alice:
+        shown = {"visibility": "subject_only"}
+        assert alice.patch(f"/api/v1/messages/{world.shared}", json=shown).status_code == 200
+
+    old = "mr_" + "x" * 43  # as issued before this release: an integration tied to Alice
+    with running.runtime.sessions() as session:
+        session.add(
+            ApiToken(
+                token_hash=hash_token(old),
+                role="integration",
+                employee_id=world.alice,
+                scopes=["messages:read"],
+            )
+        )
+        session.commit()
+    with running.client(old) as integration:
+        seen = integration.get(f"/api/v1/messages/{world.shared}")
+    assert seen.status_code == 200 and seen.json()["subject"].startswith(SUBJECT)
+    assert seen.json()["body_text"] is None
 
 
 def test_a_revoked_token_is_refused_at_once_and_last_use_is_kept(world: World) -> None:
