@@ -18,9 +18,11 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import crm
 from app.models import (
     ApiToken,
     Contact,
+    Message,
     Participant,
     WebhookAttempt,
     WebhookDelivery,
@@ -53,6 +55,10 @@ _NEW_CONTACTS = (
         Participant.message_id == sa.bindparam("message"), Contact.created_at == sa.bindparam("now")
     )
     .distinct()
+)
+# message.captured goes only where GET /messages/{id} would answer an integration.
+_SHOWN_TO_INTEGRATIONS = sa.select(Message.id).where(
+    Message.id == sa.bindparam("message"), crm.shared_capture()
 )
 
 
@@ -149,12 +155,15 @@ def captured(
     now: datetime,
     subscribers: dict[str, list[int]] | None = None,
 ) -> None:
-    """message.captured, and contact.created for each contact this message brought in."""
+    """message.captured when integrations may read the message, and contact.created for each
+    contact this message brought in."""
     conn = _conn(db)
     if subscribers is None:
         subscribers = _subscribers(conn)
-    data = {"message_id": message_id, "employee_id": employee_id, "channel": channel}
-    _queue(conn, subscribers.get("message.captured", []), "message.captured", data, now)
+    readers = subscribers.get("message.captured", [])
+    if readers and conn.scalar(_SHOWN_TO_INTEGRATIONS, {"message": message_id}) is not None:
+        data = {"message_id": message_id, "employee_id": employee_id, "channel": channel}
+        _queue(conn, readers, "message.captured", data, now)
     if subscribers.get("contact.created", []):
         for contact_id in conn.scalars(_NEW_CONTACTS, {"message": message_id, "now": now}):
             _queue(

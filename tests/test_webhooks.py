@@ -20,10 +20,16 @@ from app.models import WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
 from app.webhooks import DeliveryPolicy, deliver_due
-from tests.conftest import Running, add_employee, issue_token, run_service
+from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 
 ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
+PRIVATE_CAPTURES = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace('version: "test"', 'version: "private"')
+    .replace("default_outcome: hold", "default_outcome: hold\ndefault_visibility: private")
+)
 
 
 @dataclass
@@ -112,6 +118,32 @@ def test_a_capture_is_delivered_signed_and_content_free(
     captured = next(json.loads(b) for _, b in receiver.received if b"message.captured" in b)
     assert set(captured["data"]) == {"message_id", "employee_id", "channel"}
     assert _deliver(running, datetime.now(UTC)) == 0, "a delivered event is not sent again"
+
+
+def test_a_private_capture_is_not_announced_to_integrations(
+    running: Running, receiver: Receiver
+) -> None:
+    """An integration may not read a private capture (the API answers 404), so it is not told
+    that one was made either; the decision itself is still recorded."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    with running.client(admin) as api:
+        published = api.put(
+            "/api/v1/policy",
+            content=PRIVATE_CAPTURES,
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert published.status_code == 200, published.text
+    token, _ = _subscribe(running, receiver, ["message.captured", "decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    _deliver(running, datetime.now(UTC))
+
+    with running.client(token) as api:
+        assert api.get("/api/v1/messages").json()["items"] == []  # control: it may not read it
+    assert receiver.events() == ["decision.recorded"]
+    decided = json.loads(receiver.received[0][1])["data"]
+    assert decided["outcome"] == "capture"
 
 
 def test_failures_back_off_exponentially_and_disable_the_subscription(
