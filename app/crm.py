@@ -24,12 +24,17 @@ from app.security import Principal, Role
 MAX_COMPANY_CONTACTS = 100
 
 
-def visible_messages(principal: Principal) -> sa.Select[Message]:
-    """Messages this principal may see: an employee's own, and colleagues' shared captures."""
-    shared = sa.and_(
+def shared_capture() -> sa.ColumnElement[bool]:
+    """A capture shared in full or by subject: what colleagues and integrations may see."""
+    return sa.and_(
         Message.visibility.in_(("shared", "subject_only")),
         Message.outcome.in_(("capture", "metadata_only")),
     )
+
+
+def visible_messages(principal: Principal) -> sa.Select[Message]:
+    """Messages this principal may see: an employee's own, and colleagues' shared captures."""
+    shared = shared_capture()
     if principal.role is Role.EMPLOYEE:
         own = sa.exists().where(
             MessageOwner.message_id == Message.id,

@@ -22,7 +22,7 @@ from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
 from app.runtime import Runtime, follow_policy_forever
 from app.settings import Settings, WriterMode
-from app.webhooks import Deliverer
+from app.webhooks import Deliverer, DeliveryPolicy
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
 from capture.spamd import Spamd
 from capture.submitters import authenticate_app_password
@@ -95,7 +95,8 @@ class Service:
         purge = partial(purge_once, self.runtime.sessions, lambda: pipeline.engine.policy)
         self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
-        self.deliverer = Deliverer(self.runtime.sessions)
+        allowed = tuple(settings.webhook_allow_networks)
+        self.deliverer = Deliverer(self.runtime.sessions, DeliveryPolicy(allowed_networks=allowed))
         delivery = Job("webhook-delivery", every=settings.webhook_interval, work=self.deliverer.run)
         self._schedule(delivery)
         log.info(

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
@@ -56,10 +56,18 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     api_rate_per_minute: int = Field(default=600, gt=0)
     webhook_interval: float = Field(default=2.0, gt=0)
+    # Webhooks go to public addresses only, and to these networks (for internal receivers).
+    webhook_allow_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("org_domains", "capture_addresses", "trusted_relays", mode="before")
+    @field_validator(
+        "org_domains",
+        "capture_addresses",
+        "trusted_relays",
+        "webhook_allow_networks",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

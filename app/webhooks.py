@@ -18,9 +18,11 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app import crm, webhook_targets
 from app.models import (
     ApiToken,
     Contact,
+    Message,
     Participant,
     WebhookAttempt,
     WebhookDelivery,
@@ -38,6 +40,7 @@ EVENT_SCOPES = {
     "contact.erased": "contacts:read",
     "decision.recorded": "decisions:read",
 }
+REFUSED_ADDRESS = "refused: the host does not resolve to public addresses only"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix, not a secret
 _SUBSCRIBERS_KEY = "mailroom.webhooks.subscribers"  # conn.info: (transaction, by event)
 _ACTIVE = Prepared(  # once per transaction on the hot path
@@ -53,6 +56,10 @@ _NEW_CONTACTS = (
         Participant.message_id == sa.bindparam("message"), Contact.created_at == sa.bindparam("now")
     )
     .distinct()
+)
+# message.captured goes only where GET /messages/{id} would answer an integration.
+_SHOWN_TO_INTEGRATIONS = sa.select(Message.id).where(
+    Message.id == sa.bindparam("message"), crm.shared_capture()
 )
 
 
@@ -149,12 +156,15 @@ def captured(
     now: datetime,
     subscribers: dict[str, list[int]] | None = None,
 ) -> None:
-    """message.captured, and contact.created for each contact this message brought in."""
+    """message.captured when integrations may read the message, and contact.created for each
+    contact this message brought in."""
     conn = _conn(db)
     if subscribers is None:
         subscribers = _subscribers(conn)
-    data = {"message_id": message_id, "employee_id": employee_id, "channel": channel}
-    _queue(conn, subscribers.get("message.captured", []), "message.captured", data, now)
+    readers = subscribers.get("message.captured", [])
+    if readers and conn.scalar(_SHOWN_TO_INTEGRATIONS, {"message": message_id}) is not None:
+        data = {"message_id": message_id, "employee_id": employee_id, "channel": channel}
+        _queue(conn, readers, "message.captured", data, now)
     if subscribers.get("contact.created", []):
         for contact_id in conn.scalars(_NEW_CONTACTS, {"message": message_id, "now": now}):
             _queue(
@@ -177,6 +187,8 @@ class DeliveryPolicy:
     disable_after: int = 20  # consecutive failed attempts before a subscription is disabled
     timeout: float = 10.0
     batch: int = 50
+    # Networks webhooks may reach besides public ones (MAILROOM_WEBHOOK_ALLOW_NETWORKS)
+    allowed_networks: tuple[webhook_targets.Network, ...] = ()
 
     def delay(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.base_delay * 2 ** (attempts - 1), self.max_delay))
@@ -209,7 +221,10 @@ def deliver_due(
     with sessions() as session, session.begin():
         due = _due(session, now, policy.batch)
     for item in due:
-        code, error = _post(client, item, policy.timeout)
+        if webhook_targets.may_send_to(item.url, policy.allowed_networks):
+            code, error = _post(client, item, policy.timeout)
+        else:  # what the name resolves to may have changed since it was subscribed
+            code, error = None, REFUSED_ADDRESS
         with sessions() as session, session.begin():
             _record(session, item, code, error, now, policy)
     return len(due)

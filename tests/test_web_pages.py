@@ -111,6 +111,24 @@ def test_another_sessions_csrf_token_does_not_work_in_mine(running: Running) -> 
     assert refused.status_code == 403
 
 
+def test_a_planted_pre_sign_in_cookie_does_not_forge_signed_in_forms(running: Running) -> None:
+    """Anyone can get /sign-in's token for a pre-sign-in cookie of their choosing; whoever can
+    plant that cookie in a signed-in browser must still not be able to post its forms."""
+    mail = file_mail(running)
+    planted = "attacker-chosen-pre-sign-in-value"
+    with running.client(None) as attacker:
+        attacker.cookies.set("mailroom_presession", planted)
+        forged = csrf_of(attacker.get("/sign-in"))
+    with sign_in(running, mail.alice) as victim:
+        victim.cookies.set("mailroom_presession", planted)
+        refused = victim.post("/mail/pause", data={"csrf": forged, "paused": "true"})
+        signed_out = victim.post("/sign-out", data={"csrf": forged})
+        assert (refused.status_code, signed_out.status_code) == (403, 403)
+        assert victim.get("/mail").status_code == 200  # still signed in
+    with running.runtime.sessions() as session:
+        assert session.get(Employee, mail.alice).capture_paused is False  # type: ignore[union-attr]
+
+
 def test_the_token_sign_in_form_needs_its_csrf_token(running: Running) -> None:
     alice = add_employee(running.runtime.sessions, "alice@example.com")
     token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)

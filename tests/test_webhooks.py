@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -19,11 +20,20 @@ import sqlalchemy as sa
 from app.models import WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
-from app.webhooks import DeliveryPolicy, deliver_due
-from tests.conftest import Running, add_employee, issue_token, run_service
+from app.webhook_targets import REFUSED
+from app.webhooks import REFUSED_ADDRESS, DeliveryPolicy, deliver_due
+from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 
 ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
+# The receiver listens on 127.0.0.1, which webhooks may reach only when the operator allows it.
+LOOPBACK_ALLOWED = {"webhook_allow_networks": [ipaddress.ip_network("127.0.0.0/8")]}
+PRIVATE_CAPTURES = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace('version: "test"', 'version: "private"')
+    .replace("default_outcome: hold", "default_outcome: hold\ndefault_visibility: private")
+)
 
 
 @dataclass
@@ -42,8 +52,9 @@ class Receiver:
 @pytest.fixture
 def running(settings: Settings) -> Iterator[Running]:
     """The service with its own delivery task idle, so that each test delivers by the clock
-    it chooses (the last test runs the task itself)."""
-    with run_service(settings.model_copy(update={"webhook_interval": 3600.0})) as service:
+    it chooses (the last test runs the task itself); loopback receivers allowed."""
+    idle = settings.model_copy(update={"webhook_interval": 3600.0, **LOOPBACK_ALLOWED})
+    with run_service(idle) as service:
         yield service
 
 
@@ -83,8 +94,12 @@ def _subscribe(
 
 
 def _deliver(running: Running, now: datetime, policy: DeliveryPolicy = DeliveryPolicy()) -> int:
+    """Deliver what is due, to the networks the service's settings allow, as its job does."""
+    allowed = tuple(running.runtime.settings.webhook_allow_networks)
     with httpx.Client(trust_env=False) as client:
-        return deliver_due(running.runtime.sessions, client, now, policy)
+        return deliver_due(
+            running.runtime.sessions, client, now, replace(policy, allowed_networks=allowed)
+        )
 
 
 def test_a_capture_is_delivered_signed_and_content_free(
@@ -112,6 +127,32 @@ def test_a_capture_is_delivered_signed_and_content_free(
     captured = next(json.loads(b) for _, b in receiver.received if b"message.captured" in b)
     assert set(captured["data"]) == {"message_id", "employee_id", "channel"}
     assert _deliver(running, datetime.now(UTC)) == 0, "a delivered event is not sent again"
+
+
+def test_a_private_capture_is_not_announced_to_integrations(
+    running: Running, receiver: Receiver
+) -> None:
+    """An integration may not read a private capture (the API answers 404), so it is not told
+    that one was made either; the decision itself is still recorded."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    with running.client(admin) as api:
+        published = api.put(
+            "/api/v1/policy",
+            content=PRIVATE_CAPTURES,
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert published.status_code == 200, published.text
+    token, _ = _subscribe(running, receiver, ["message.captured", "decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    _deliver(running, datetime.now(UTC))
+
+    with running.client(token) as api:
+        assert api.get("/api/v1/messages").json()["items"] == []  # control: it may not read it
+    assert receiver.events() == ["decision.recorded"]
+    decided = json.loads(receiver.received[0][1])["data"]
+    assert decided["outcome"] == "capture"
 
 
 def test_failures_back_off_exponentially_and_disable_the_subscription(
@@ -219,9 +260,82 @@ def test_contact_updates_and_erasures_are_events_too(running: Running, receiver:
 
 
 def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
-    with run_service(settings.model_copy(update={"webhook_interval": 0.2})) as running:
+    busy = settings.model_copy(update={"webhook_interval": 0.2, **LOOPBACK_ALLOWED})
+    with run_service(busy) as running:
         add_employee(running.runtime.sessions, "alice@example.com")
         _subscribe(running, receiver, ["decision.recorded"])
         assert send(running.smtp_port, compose())[0] == 250
         assert receiver.arrived.wait(timeout=30), "the delivery task never sent the event"
     assert receiver.events() == ["decision.recorded"]
+
+
+def test_webhooks_to_this_host_or_private_networks_are_refused(settings: Settings) -> None:
+    """A delivery's status code can be read back, so these would let an integration probe the
+    host's own services and the network behind it (SSRF)."""
+    with run_service(settings) as running:
+        token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+        with running.client(token) as api:
+
+            def subscribe(url: str) -> httpx.Response:
+                return api.post(
+                    "/api/v1/webhooks", json={"url": url, "events": ["decision.recorded"]}
+                )
+
+            refused = {
+                url: subscribe(url)
+                for url in (
+                    "http://127.0.0.1:5432/",
+                    "http://localhost:8080/hook",
+                    "http://169.254.169.254/latest/meta-data/",
+                    "http://10.0.0.1/admin",
+                    "http://192.168.1.1/",
+                    "http://0.0.0.0:8000/",
+                    "http://224.0.0.1/",
+                    "http://[::1]/",
+                    "http://[fd00::1]/",
+                    "http://[::ffff:127.0.0.1]/",
+                )
+            }
+            public = subscribe("https://93.184.215.14/hook")  # an IP literal: nothing is sent
+            listed = api.get("/api/v1/webhooks").json()
+    assert {url: r.status_code for url, r in refused.items()} == dict.fromkeys(refused, 422)
+    assert all(r.json()["title"] == REFUSED for r in refused.values())
+    assert public.status_code == 201
+    assert [hook["url"] for hook in listed] == ["https://93.184.215.14/hook"]
+
+
+def test_allowed_networks_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILROOM_WEBHOOK_ALLOW_NETWORKS", "127.0.0.0/8, fd00::/8,10.1.2.3")
+    assert [str(n) for n in Settings().webhook_allow_networks] == [
+        "127.0.0.0/8",
+        "fd00::/8",
+        "10.1.2.3/32",
+    ]
+
+
+def test_an_allowed_network_admits_only_itself(running: Running) -> None:
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    with running.client(token) as api:
+        lan = api.post(
+            "/api/v1/webhooks", json={"url": "http://10.0.0.1/", "events": ["decision.recorded"]}
+        )
+    assert lan.status_code == 422, "127.0.0.0/8 is allowed here, 10.0.0.0/8 is not"
+
+
+def test_a_delivery_to_a_host_no_longer_allowed_is_refused_and_logged(
+    running: Running, receiver: Receiver
+) -> None:
+    """Checked again at delivery: a name may resolve elsewhere by then, or the operator may
+    have withdrawn the network from MAILROOM_WEBHOOK_ALLOW_NETWORKS."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    with httpx.Client(trust_env=False) as client:
+        deliver_due(running.runtime.sessions, client, datetime.now(UTC), DeliveryPolicy())
+
+    assert receiver.received == []
+    with running.client(token) as api:
+        (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    assert (logged["status"], logged["attempts"]) == ("pending", 1)
+    assert [(a["status_code"], a["error"]) for a in logged["log"]] == [(None, REFUSED_ADDRESS)]

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from fastapi import APIRouter, HTTPException, Response, status
+from fastapi import APIRouter, HTTPException, Request, Response, status
 
-from app import webhooks
+from app import webhook_targets, webhooks
 from app.access_schemas import (
     AttemptOut,
     DeliveryOut,
@@ -32,16 +32,20 @@ def _own(session: SessionDep, principal: Principal, webhook_id: Id) -> WebhookSu
 
 @router.post("", response_model=NewWebhookOut, status_code=status.HTTP_201_CREATED)
 def create_webhook(
-    session: SessionDep, principal: WebhookWriterDep, body: WebhookIn
+    request: Request, session: SessionDep, principal: WebhookWriterDep, body: WebhookIn
 ) -> NewWebhookOut:
     """Subscribe a URL to events. Each event needs the scope that reads its subject
-    (`messages:read`, `contacts:read`, `decisions:read`); payloads carry only ids."""
+    (`messages:read`, `contacts:read`, `decisions:read`); payloads carry only ids. The URL's
+    host must resolve to public addresses only (or to networks the operator allows)."""
     events = sorted(set(body.events))
     missing = webhooks.missing_scopes(list(events), principal.scopes)
     if missing:
         raise HTTPException(
             status.HTTP_403_FORBIDDEN, f"This token lacks the scopes {', '.join(missing)}."
         )
+    allowed = request.app.state.runtime.settings.webhook_allow_networks
+    if not webhook_targets.may_send_to(str(body.url), allowed):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, webhook_targets.REFUSED)
     row = WebhookSubscription(
         token_id=principal.token_id, url=str(body.url), secret=webhooks.new_secret(), events=events
     )

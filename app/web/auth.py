@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -219,16 +219,24 @@ ComplianceUser = Annotated[WebUser, Depends(require(Role.COMPLIANCE, Role.ADMIN)
 AdminUser = Annotated[WebUser, Depends(require(Role.ADMIN))]
 
 
-async def check_csrf(request: Request) -> None:
-    """Every POST carries the token derived from the cookie it arrived with."""
-    form = await request.form()
-    sent = form.get(CSRF_FIELD)
-    if not isinstance(sent, str) or not sent:
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is missing.")
-    cookies = [request.cookies.get(name) for name in (SESSION_COOKIE, PRESESSION_COOKIE)]
-    expected = [csrf_token(secret_of(request), c) for c in cookies if c]
-    if not any(hmac.compare_digest(sent, e) for e in expected):
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is wrong.")
+def _csrf_check(cookie_name: str) -> Callable[[Request], Awaitable[None]]:
+    """A dependency requiring, on every POST, the token derived from this one cookie."""
+
+    async def check(request: Request) -> None:
+        form = await request.form()
+        sent = form.get(CSRF_FIELD)
+        if not isinstance(sent, str) or not sent:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is missing.")
+        cookie = request.cookies.get(cookie_name)
+        expected = csrf_token(secret_of(request), cookie) if cookie else ""
+        if not expected or not hmac.compare_digest(sent, expected):
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is wrong.")
+
+    return check
 
 
-CsrfChecked = Depends(check_csrf)
+# Signed-in forms take only the session's token: the pre-sign-in cookie is one anyone can get a
+# token for from /sign-in, so whoever could plant it in a browser could forge signed-in POSTs.
+CsrfChecked = Depends(_csrf_check(SESSION_COOKIE))
+# The sign-in forms themselves, posted before there is a session.
+PresessionCsrfChecked = Depends(_csrf_check(PRESESSION_COOKIE))

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.security import Role
 from app.web import auth
-from app.web.auth import CsrfChecked, OptionalUser, UserDep
+from app.web.auth import CsrfChecked, OptionalUser, PresessionCsrfChecked, UserDep
 from app.web.render import PageSession, harden, templates
 
 router = APIRouter(include_in_schema=False)
@@ -49,7 +49,7 @@ def sign_in_page(request: Request) -> HTMLResponse:
     return _presession_page(request, "sign_in.html", {"problem": None})
 
 
-@router.post("/sign-in", dependencies=[CsrfChecked])
+@router.post("/sign-in", dependencies=[PresessionCsrfChecked])
 def sign_in_with_token(
     request: Request, session: PageSession, token: Annotated[str, Form()] = ""
 ) -> Response:
@@ -67,7 +67,7 @@ def login_link_page(request: Request, token: str) -> HTMLResponse:
     return _presession_page(request, "sign_in_link.html", {"token": token})
 
 
-@router.post("/sign-in/link", dependencies=[CsrfChecked])
+@router.post("/sign-in/link", dependencies=[PresessionCsrfChecked])
 def redeem_link(request: Request, session: PageSession, token: Annotated[str, Form()]) -> Response:
     now = datetime.now(UTC)
     link = auth.redeem_login_link(session, token, now)
