@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 
 from app.models import Contact, DecisionRecord, Message, PersonalContact
 from app.security import Role
-from app.settings import Settings
-from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
+from tests.conftest import Running, add_employee, everything_stored, issue_token
 from tests.mail import compose, send
-
-HOLD_EXTERNAL = (
-    (FIXTURES / "plumbing-policy.yaml")
-    .read_text()
-    .replace(
-        "description: Mail with someone outside the company is captured.\n"
-        "    when: external-participant\n    outcome: capture",
-        "description: Mail with someone outside the company waits for review.\n"
-        "    when: external-participant\n    outcome: hold",
-    )
-)
-
-
-@pytest.fixture
-def holding(settings: Settings, tmp_path: Path) -> Iterator[Running]:
-    policy = tmp_path / "hold.yaml"
-    policy.write_text(HOLD_EXTERNAL)
-    with run_service(settings.model_copy(update={"policy": policy})) as running:
-        yield running
 
 
 def _tokens(running: Running) -> tuple[str, str]:
@@ -93,6 +69,23 @@ def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     last = _last_decision(holding)
     assert last.outcome == "review-discard" and "SECRET" not in repr(last.facts)
+
+
+def test_a_discarded_held_message_leaves_no_text_in_the_database_files(
+    holding: Running,
+) -> None:
+    """SQLite keeps deleted pages in its write-ahead log until a checkpoint truncates it."""
+    alice, _ = _tokens(holding)
+    held = compose(
+        to="Partner CANARY-NAME <canary-addr@customer.example>",
+        subject="Dinner CANARY-SUBJECT",
+        body="Love you CANARY-BODY\n",
+    )
+    assert send(holding.smtp_port, held)[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/discard").status_code == 204
+    assert b"CANARY" not in everything_stored(holding).upper()
 
 
 def test_a_personal_contact_added_while_held_blocks_the_capture(holding: Running) -> None:

@@ -156,6 +156,19 @@ def test_an_objection_drops_future_mail_and_keeps_what_was_filed(
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
 
 
+def test_held_mail_an_objection_removes_leaves_no_text_in_the_database_files(
+    holding: Running,
+) -> None:
+    add_employee(holding.runtime.sessions, "alice@example.com")
+    officer = issue_token(holding.runtime.sessions, Role.COMPLIANCE)
+    held = compose(subject="Dinner CANARY-SUBJECT", body="Love you CANARY-BODY\n")
+    assert send(holding.smtp_port, held)[0] == 250
+    with holding.client(officer) as api:
+        done = api.post("/api/v1/objections", json={"address": BOB})
+    assert done.status_code == 201 and done.json()["held_removed"] == 1
+    assert b"CANARY" not in everything_stored(holding)
+
+
 def test_an_access_export_holds_everything_but_message_text_and_is_logged(
     running: Running, officer: str
 ) -> None:

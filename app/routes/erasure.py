@@ -73,6 +73,8 @@ def post_objection(
     """Record an objection: future mail with this address is dropped by the guardrail."""
     at = _request(request)
     done = rights.object_to(session, _external(body.address, at), at)
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
     return _receipt("objection", done, at.now, suppressed=True)
 
 
@@ -89,7 +91,10 @@ def post_contact_objection(
     if address is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
     at = _request(request)
-    return _receipt("objection", rights.object_to(session, address, at), at.now, suppressed=True)
+    done = rights.object_to(session, address, at)
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
+    return _receipt("objection", done, at.now, suppressed=True)
 
 
 @router.get("/contacts/{contact_id}/export", response_model=ExportOut)

@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app import review
 from app.access_schemas import ReviewItemOut
+from app.db import scrub_wal
 from app.models import Message
 from app.routes.deps import EmployeeDep, SessionDep
 from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
@@ -73,4 +74,6 @@ def post_discard(
 ) -> Response:
     """Let a held message go now; only a content-free record of the choice remains."""
     review.discard(session, _held(session, principal, message_id), _reviewer(request, principal))
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
