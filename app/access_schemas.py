@@ -121,6 +121,12 @@ class ReceiptOut(Out):
     participations_removed: int = 0
     held_removed: int = 0
     suppressed: bool
+    wal_truncated: bool | None = Field(
+        default=None,
+        description="SQLite: whether its write-ahead log, which still held the removed rows, was "
+        "truncated (false: another connection was reading; the retention job retries every "
+        "10 minutes). Null on PostgreSQL.",
+    )
 
 
 class ExportOut(Out):

@@ -29,7 +29,8 @@ def purge_once(
 ) -> int:
     """One scheduled run (see app/jobs.py): held messages past their review period, then
     decision records older than the policy in force keeps them (app/ledger.py); then what
-    they left in SQLite's write-ahead log goes too."""
+    they left in SQLite's write-ahead log goes too, and so does what an earlier removal left
+    there while another connection kept the log (app/db.py scrub_wal)."""
     now = datetime.now(UTC)
     loaded = policy()
     with sessions() as session, session.begin():

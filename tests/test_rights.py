@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from app.models import Contact, DecisionRecord, Message, Participant, Suppression
+from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
-from tests.conftest import CAPTURE, Running, add_employee, everything_stored, issue_token
+from tests.conftest import (
+    CAPTURE,
+    Running,
+    add_employee,
+    everything_stored,
+    issue_token,
+    server_url,
+)
 from tests.dovecot import Dovecot
 from tests.mail import compose, send
 from tests.test_imap import new_mailbox, sync
@@ -65,6 +76,7 @@ def test_erasure_removes_the_person_everywhere_and_no_channel_brings_them_back(
         1,
         1,
     )
+    assert body["wal_truncated"] is (None if server_url() else True)
     with running.runtime.sessions() as session:
         record = session.get(DecisionRecord, body["ledger_record"])
         assert record is not None and (record.outcome, record.hash) == (
@@ -128,6 +140,31 @@ def test_an_erased_person_is_not_brought_back_by_imap_or_import(
         ("import", "drop", ("contact-erased",)),
     ]
     assert _contacts(running) == ["carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
+
+
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's write-ahead log")
+def test_an_erasure_says_when_a_reader_kept_the_log_and_the_retention_job_scrubs_it(
+    running: Running, officer: str
+) -> None:
+    reader = sqlite3.connect(Path(running.runtime.settings.data_dir) / "mailroom.db")
+    reader.isolation_level = None
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # a read in progress
+    try:
+        started = time.monotonic()
+        with running.client(officer) as api:
+            receipt = api.post("/api/v1/erasures", json={"address": BOB})
+        waited = time.monotonic() - started
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert receipt.status_code == 201, receipt.text
+    assert receipt.json()["wal_truncated"] is False and waited < 5
+    assert BOB.encode() in everything_stored(running)  # in the log, no longer in the tables
+
+    runtime = running.runtime
+    purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy)
     assert BOB.encode() not in everything_stored(running)
 
 

@@ -39,7 +39,14 @@ def _external(address: str, at: rights.Request) -> str:
     return address
 
 
-def _receipt(action: str, done: rights.Outcome, now: datetime, *, suppressed: bool) -> ReceiptOut:
+def _receipt(
+    action: str,
+    done: rights.Outcome,
+    now: datetime,
+    *,
+    suppressed: bool,
+    wal_truncated: bool | None,
+) -> ReceiptOut:
     return ReceiptOut(
         action=action,
         ledger_record=done.record.id,
@@ -50,6 +57,7 @@ def _receipt(action: str, done: rights.Outcome, now: datetime, *, suppressed: bo
         participations_removed=done.participations_removed,
         held_removed=done.held_removed,
         suppressed=suppressed,
+        wal_truncated=wal_truncated,
     )
 
 
@@ -62,8 +70,8 @@ def post_erasure(
     at = _request(request)
     done = rights.erase(session, _external(body.address, at), at)
     session.commit()
-    scrub_wal(request.app.state.runtime.db)
-    return _receipt("erasure", done, at.now, suppressed=True)
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("erasure", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.post("/objections", response_model=ReceiptOut, status_code=status.HTTP_201_CREATED)
@@ -74,8 +82,8 @@ def post_objection(
     at = _request(request)
     done = rights.object_to(session, _external(body.address, at), at)
     session.commit()
-    scrub_wal(request.app.state.runtime.db)
-    return _receipt("objection", done, at.now, suppressed=True)
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.post(
@@ -93,8 +101,8 @@ def post_contact_objection(
     at = _request(request)
     done = rights.object_to(session, address, at)
     session.commit()
-    scrub_wal(request.app.state.runtime.db)
-    return _receipt("objection", done, at.now, suppressed=True)
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.get("/contacts/{contact_id}/export", response_model=ExportOut)
