@@ -52,22 +52,16 @@ def contact_address(session: Session, contact_id: int) -> str | None:
 
 
 def erase(session: Session, address: str, at: Request) -> Outcome:
-    """Art. 17: the contact goes, the messages they alone stood for go, they leave the others'
-    participants, and a keyed digest of the address joins the suppression list."""
+    """Art. 17: the contact goes, mail waiting for review with them goes, the messages they
+    alone stood for go, they leave the others' participants, and a keyed digest of the
+    address joins the suppression list."""
     contact = session.scalars(sa.select(Contact).where(_same_address(Contact.address, address)))
     found = contact.first()
-    removed, left = 0, 0
-    for message_id in _messages_with(session, address):
-        external = {
-            a.lower()
-            for a in session.scalars(
-                sa.select(Participant.address).where(Participant.message_id == message_id)
-            )
-            if not is_internal(a.lower(), at.org_domains)
-        }
-        if external <= {address.strip().lower()}:
+    removed, held, left = 0, 0, 0
+    for message_id, outcome in _messages_with(session, address):
+        if outcome == "hold" or _stood_alone(session, message_id, address, at):
             session.execute(sa.delete(Message).where(Message.id == message_id))
-            removed += 1
+            removed, held = removed + 1, held + (outcome == "hold")
         else:
             gone = session.execute(
                 sa.delete(Participant).where(
@@ -83,21 +77,36 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
     facts = {
         "contact_found": found is not None,
         "messages_removed": removed,
+        "held_removed": held,
         "participations_removed": left,
     }
     record = _log(session, "erasure", facts, at)
-    return Outcome(record, found is not None, messages_removed=removed, participations_removed=left)
+    return Outcome(
+        record,
+        found is not None,
+        messages_removed=removed,
+        participations_removed=left,
+        held_removed=held,
+    )
+
+
+def _stood_alone(session: Session, message_id: int, address: str, at: Request) -> bool:
+    """Whether the address is the message's only participant from outside the organization."""
+    external = {
+        a.lower()
+        for a in session.scalars(
+            sa.select(Participant.address).where(Participant.message_id == message_id)
+        )
+        if not is_internal(a.lower(), at.org_domains)
+    }
+    return external <= {address.strip().lower()}
 
 
 def object_to(session: Session, address: str, at: Request) -> Outcome:
     """Art. 21: the guardrail drops their future mail; mail still waiting for review goes.
     What was filed before stays until compliance decides on erasure."""
     found = session.scalar(sa.select(Contact.id).where(_same_address(Contact.address, address)))
-    held = [
-        m
-        for m in _messages_with(session, address)
-        if session.scalar(sa.select(Message.outcome).where(Message.id == m)) == "hold"
-    ]
+    held = [m for m, outcome in _messages_with(session, address) if outcome == "hold"]
     if held:
         session.execute(sa.delete(Message).where(Message.id.in_(held)))
     _suppress(session, address, "objected", at, replace=False)
@@ -169,14 +178,15 @@ def log_export(session: Session, contact_id: int, at: Request) -> ledger.Chained
     return _log(session, "access-export", {"contact_id": contact_id}, at)
 
 
-def _messages_with(session: Session, address: str) -> list[int]:
-    return list(
-        session.scalars(
-            sa.select(Participant.message_id)
-            .where(_same_address(Participant.address, address))
-            .distinct()
-        )
+def _messages_with(session: Session, address: str) -> list[tuple[int, str]]:
+    """The messages the address takes part in, with their outcomes."""
+    query = (
+        sa.select(Message.id, Message.outcome)
+        .join(Participant, Participant.message_id == Message.id)
+        .where(_same_address(Participant.address, address))
+        .distinct()
     )
+    return [(message_id, outcome) for message_id, outcome in session.execute(query)]
 
 
 def _suppress(session: Session, address: str, kind: str, at: Request, *, replace: bool) -> None:

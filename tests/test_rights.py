@@ -143,6 +143,35 @@ def test_an_erased_person_is_not_brought_back_by_imap_or_import(
     assert BOB.encode() not in everything_stored(running)
 
 
+def test_erasure_removes_held_mail_the_person_wrote_to_others_too(holding: Running) -> None:
+    """Without them among its participants, the guardrail at review would no longer see
+    them, and their words could be captured."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    employee = issue_token(holding.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    officer = issue_token(holding.runtime.sessions, Role.COMPLIANCE)
+    body = (
+        "Please file this.\n\n"
+        "---------- Forwarded message ---------\n"
+        f"From: Bob Builder <{BOB}>\n"
+        "Date: Mon, 23 Nov 2026 at 08:00\n"
+        "Subject: My private matter\n"
+        "To: Alice <alice@example.com>\n"
+        "Cc: Carol <carol@partner.example>\n\n"
+        "This is Bob writing: my BOBS-OWN-WORDS ...\n"
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: My private matter", body=body)
+    assert send(holding.smtp_port, forward)[0] == 250
+    with holding.runtime.sessions() as session:
+        assert session.scalars(sa.select(Message.outcome)).all() == ["hold"]
+
+    with holding.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": BOB}).json()
+    with holding.client(employee) as api:
+        queue = api.get("/api/v1/review").json()["items"]
+    assert (receipt["messages_removed"], receipt["held_removed"], queue) == (1, 1, [])
+    assert b"BOBS-OWN-WORDS" not in everything_stored(holding)
+
+
 @pytest.mark.skipif(server_url() is not None, reason="SQLite's write-ahead log")
 def test_an_erasure_says_when_a_reader_kept_the_log_and_the_retention_job_scrubs_it(
     running: Running, officer: str
