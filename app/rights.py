@@ -71,8 +71,7 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
             )
             left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
     if found is not None:
-        webhooks.emit(session, "contact.erased", {"contact_id": found.id}, at.now)
-        session.execute(sa.delete(Contact).where(Contact.id == found.id))
+        _forget_contacts(session, [found], at)
     _suppress(session, address, "erased", at, replace=True)
     facts = {
         "contact_found": found is not None,
@@ -88,6 +87,17 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
         participations_removed=left,
         held_removed=held,
     )
+
+
+def _forget_contacts(session: Session, contacts: list[Contact], at: Request) -> None:
+    """Delete the contacts (their relationships and history go with them), and each one's
+    company once no other contact is at it: one made for a person's own domain names them."""
+    for contact in contacts:
+        webhooks.emit(session, "contact.erased", {"contact_id": contact.id}, at.now)
+    companies = {c.company_id for c in contacts if c.company_id is not None}
+    session.execute(sa.delete(Contact).where(Contact.id.in_([c.id for c in contacts])))
+    still_used = sa.exists().where(Contact.company_id == Company.id)
+    session.execute(sa.delete(Company).where(Company.id.in_(companies), ~still_used))
 
 
 def _stood_alone(session: Session, message_id: int, address: str, at: Request) -> bool:

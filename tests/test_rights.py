@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.models import Contact, DecisionRecord, Message, Participant, Suppression
+from app.models import Company, Contact, DecisionRecord, Message, Participant, Suppression
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
@@ -141,6 +141,20 @@ def test_an_erased_person_is_not_brought_back_by_imap_or_import(
     ]
     assert _contacts(running) == ["carol@partner.example"]
     assert BOB.encode() not in everything_stored(running)
+
+
+def test_erasure_removes_the_company_that_was_made_only_for_the_person(
+    running: Running, officer: str
+) -> None:
+    jane = "jane@janedoe-consulting.example"
+    assert send(running.smtp_port, compose(to=f"Jane Doe <{jane}>"))[0] == 250
+    with running.client(officer) as api:
+        for address in (jane, BOB):
+            assert api.post("/api/v1/erasures", json={"address": address}).status_code == 201
+    with running.runtime.sessions() as session:
+        companies = session.scalars(sa.select(Company.domain)).all()
+    assert companies == ["partner.example"]  # Bob's customer.example went with its last contact
+    assert b"janedoe" not in everything_stored(running)
 
 
 def test_erasure_removes_held_mail_the_person_wrote_to_others_too(holding: Running) -> None:
