@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from app.models import Company, Contact, DecisionRecord, Message, Participant, Suppression
+from app.models import (
+    Company,
+    Contact,
+    ContactChange,
+    DecisionRecord,
+    Message,
+    Participant,
+    Suppression,
+)
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
@@ -155,6 +163,50 @@ def test_erasure_removes_the_company_that_was_made_only_for_the_person(
         companies = session.scalars(sa.select(Company.domain)).all()
     assert companies == ["partner.example"]  # Bob's customer.example went with its last contact
     assert b"janedoe" not in everything_stored(running)
+
+
+def test_erasure_leaves_no_history_entry_naming_the_erased_address(
+    running: Running, officer: str
+) -> None:
+    """A likely job move is noted on the new contact, with the old address."""
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        noted = session.execute(sa.select(ContactChange.field, ContactChange.old_value)).all()
+    assert [tuple(n) for n in noted] == [("likely-job-move", BOB)]
+
+    with running.client(officer) as api:
+        assert api.post("/api/v1/erasures", json={"address": BOB}).status_code == 201
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(ContactChange.field)).all() == []
+    assert _contacts(running) == [new, "carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
+
+
+def test_erasing_a_contact_erases_the_contacts_merged_into_it(
+    running: Running, officer: str
+) -> None:
+    """Two addresses of one person merged into one contact; the erasure names the one the
+    CRM shows. The other goes too, with the mail it alone stood for, and stays out."""
+    alice = add_employee(running.runtime.sessions, "alice2@example.com")
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        ids = {address: i for address, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with running.client(employee) as api:
+        merged = api.post(f"/api/v1/contacts/{ids[BOB]}/merge", json={"into": ids[new]})
+    assert merged.status_code == 200, merged.text
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": new}).json()
+    assert (receipt["messages_removed"], receipt["participations_removed"]) == (2, 1)
+    assert send(running.smtp_port, compose(message_id="<again@example.com>"))[0] == 250
+    assert _contacts(running) == ["carol@partner.example"]
+    stored = everything_stored(running)
+    assert BOB.encode() not in stored and new.encode() not in stored and b"Builder" not in stored
 
 
 def test_erasure_removes_held_mail_the_person_wrote_to_others_too(holding: Running) -> None:
