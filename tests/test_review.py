@@ -124,6 +124,16 @@ def test_a_private_tag_of_ones_own_drops_tagged_mail(running: Running) -> None:
     assert (dropped.outcome, dropped.rules) == ("drop", ["marked-private"])
 
 
+def test_a_personal_contact_with_a_unicode_domain_drops_their_mail(running: Running) -> None:
+    alice, _ = _tokens(running)
+    with running.client(alice) as api:
+        added = api.post("/api/v1/me/personal-contacts", json={"address": "hans@bücher.example"})
+        refused = api.post("/api/v1/me/personal-contacts", json={"address": "hans@-.example"})
+    assert (added.status_code, refused.status_code) == (201, 422)
+    assert send(running.smtp_port, compose(to="Hans <hans@bücher.example>"))[0] == 250
+    assert _last_decision(running).rules == ["personal-contact"]
+
+
 def test_personal_contacts_are_kept_as_digests_and_drop_their_mail(running: Running) -> None:
     alice, bob = _tokens(running)
     with running.client(alice) as api:

@@ -263,6 +263,23 @@ def test_an_erasure_says_when_a_reader_kept_the_log_and_the_retention_job_scrubs
     assert BOB.encode() not in everything_stored(running)
 
 
+def test_an_erasure_asked_with_a_unicode_domain_finds_the_person_and_keeps_them_out(
+    running: Running, officer: str
+) -> None:
+    """The person writes their address as they know it; mail carries it in punycode."""
+    written = "hans@bücher.example"
+    assert send(running.smtp_port, compose(to=f"Hans Müller <{written}>"))[0] == 250
+    assert "hans@xn--bcher-kva.example" in _contacts(running)
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": written})
+        refused = api.post("/api/v1/erasures", json={"address": "hans@bücher..example"})
+    assert receipt.status_code == 201 and receipt.json()["contact_found"] is True
+    assert refused.status_code == 422 and "not a mailbox address" in refused.text
+    later = compose(to=f"Hans Müller <{written}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+
+
 def test_an_organization_address_cannot_be_erased(running: Running, officer: str) -> None:
     with running.client(officer) as api:
         refused = api.post("/api/v1/erasures", json={"address": "alice@example.com"})
