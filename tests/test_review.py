@@ -54,6 +54,32 @@ def test_a_held_message_waits_for_its_owner_who_captures_it(holding: Running) ->
     assert (last.outcome, last.facts) == ("review-capture", {"message_id": item["id"]})
 
 
+def test_capturing_mail_a_colleague_filed_too_keeps_it_to_its_owners(holding: Running) -> None:
+    """Sharing it is not one owner's choice: PATCH /messages refuses to widen it as well."""
+    alice, bob = _tokens(holding)
+    carol = issue_token(
+        holding.runtime.sessions,
+        Role.EMPLOYEE,
+        employee_id=add_employee(holding.runtime.sessions, "carol@example.com"),
+    )
+    mail = compose(
+        sender="Alice <alice@example.com>",
+        to="Dan <dan@customer.example>, Bob <bob@example.com>",
+        subject="About my health",
+    )
+    assert send(holding.smtp_port, mail, mail_from="alice@example.com")[0] == 250
+    assert send(holding.smtp_port, mail, mail_from="bob@example.com")[0] == 250
+    with holding.client(bob) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+
+    with holding.client(alice) as api:
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+        seen = api.get(f"/api/v1/messages/{item['id']}").json()
+    with holding.client(carol) as api:
+        hidden = api.get(f"/api/v1/messages/{item['id']}")
+    assert (seen["outcome"], seen["visibility"], hidden.status_code) == ("capture", "private", 404)
+
+
 def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
     holding: Running,
 ) -> None:

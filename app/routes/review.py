@@ -59,7 +59,8 @@ def _held(session: SessionDep, principal: Principal, message_id: Id) -> Message:
 def post_capture(
     request: Request, session: SessionDep, principal: EmployeeDep, message_id: Id
 ) -> Response:
-    """Keep a held message: it is filed like a captured one, with the policy's visibility."""
+    """Keep a held message: it is filed like a captured one, with the policy's visibility,
+    or private (its owners only) if a colleague filed the same mail too."""
     message = _held(session, principal, message_id)
     try:
         review.capture(session, message, _reviewer(request, principal))
