@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.schemas import Out
 from app.security import Role
+from capture.parse import normalize_address
 from policies.model import Visibility
 
 Address = Annotated[
@@ -21,6 +22,20 @@ Address = Annotated[
         strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"
     ),
 ]
+
+
+def _as_stored(address: str) -> str:
+    """The address as Mailroom stores and digests it (a Unicode domain in punycode)."""
+    normalized = normalize_address(address)
+    if normalized is None:
+        raise ValueError("not a mailbox address (local-part@domain)")
+    return normalized
+
+
+# An address looked up or digested is normalized as capture normalizes what it stores: else
+# `hans@bücher.example` would match nothing stored as `hans@xn--bcher-kva.example`.
+Mailbox = Annotated[Address, AfterValidator(_as_stored)]
+
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z]+$", max_length=40)]
 EventName = Literal[
@@ -92,7 +107,7 @@ class SettingsIn(In):
 
 
 class PersonalContactIn(In):
-    address: Address
+    address: Mailbox
 
 
 class PersonalContactOut(Out):
@@ -106,7 +121,7 @@ class PersonalContactOut(Out):
 
 
 class AddressIn(In):
-    address: Address
+    address: Mailbox
 
 
 class ReceiptOut(Out):
@@ -121,6 +136,12 @@ class ReceiptOut(Out):
     participations_removed: int = 0
     held_removed: int = 0
     suppressed: bool
+    wal_truncated: bool | None = Field(
+        default=None,
+        description="SQLite: whether its write-ahead log, which still held the removed rows, was "
+        "truncated (false: another connection was reading; the retention job retries every "
+        "10 minutes). Null on PostgreSQL.",
+    )
 
 
 class ExportOut(Out):

@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for SQLite's locks
+SCRUB_WAIT_MS = 2_000  # how long scrub_wal waits for readers: a request is waiting on it
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -34,7 +36,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     # Deleted rows are overwritten, not left in free pages: purged and erased data must go.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
@@ -113,13 +115,19 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
-def scrub_wal(engine: sa.Engine) -> None:
+def scrub_wal(engine: sa.Engine) -> bool | None:
     """SQLite keeps old page images in its write-ahead log until a checkpoint: fold it in and
-    truncate it, so that erased data leaves the disk. A no-op elsewhere."""
+    truncate it, so that removed data leaves the disk. A connection still reading an older
+    snapshot (or writing) keeps the log; after waiting SCRUB_WAIT_MS for it this gives up.
+    Whether the log was truncated; None on other databases, which have no such step here."""
     if engine.dialect.name != "sqlite":
-        return
+        return None
     raw = engine.raw_connection()
     try:
-        raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        cursor = raw.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={SCRUB_WAIT_MS}")
+        busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
+        raw.cursor().execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         raw.close()
+    return bool(busy == 0)

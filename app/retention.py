@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
+from app.db import scrub_wal
 from app.models import Message
 from policies.model import LoadedPolicy
 
@@ -23,9 +24,13 @@ def purge_expired_holds(session: Session, now: datetime) -> int:
     return int(session.execute(expired).rowcount or 0)  # type: ignore[attr-defined]
 
 
-def purge_once(sessions: sessionmaker[Session], policy: Callable[[], LoadedPolicy]) -> int:
+def purge_once(
+    db: sa.Engine, sessions: sessionmaker[Session], policy: Callable[[], LoadedPolicy]
+) -> int:
     """One scheduled run (see app/jobs.py): held messages past their review period, then
-    decision records older than the policy in force keeps them (app/ledger.py)."""
+    decision records older than the policy in force keeps them (app/ledger.py); then what
+    they left in SQLite's write-ahead log goes too, and so does what an earlier removal left
+    there while another connection kept the log (app/db.py scrub_wal)."""
     now = datetime.now(UTC)
     loaded = policy()
     with sessions() as session, session.begin():
@@ -33,4 +38,5 @@ def purge_once(sessions: sessionmaker[Session], policy: Callable[[], LoadedPolic
     cutoff = now - timedelta(days=loaded.policy.retention.decision_days)
     with sessions() as session, session.begin():
         done += ledger.purge_before(session, cutoff, policy_sha256=loaded.sha256, now=now)
+    scrub_wal(db)
     return done

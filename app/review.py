@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
 from capture.parse import Address
+from policies.model import Visibility
 from policies.observe import address_token, is_internal
 
 if TYPE_CHECKING:
@@ -106,7 +107,7 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
             )
     with_text = message.subject is not None or message.body_text is not None
     message.outcome = "capture" if with_text else "metadata_only"
-    message.visibility, message.held_until = at.visibility, None
+    message.visibility, message.held_until = _visibility(session, message, at), None
     session.flush()
     _log(session, "review-capture", message.id, at)
     webhooks.captured(
@@ -129,6 +130,17 @@ def discard(session: Session, message: Message, at: Reviewer) -> None:
     if not others:
         session.execute(sa.delete(Message).where(Message.id == message.id))
     _log(session, "review-discard", message.id, at)
+
+
+def _visibility(session: Session, message: Message, at: Reviewer) -> str:
+    """The policy's default, unless a colleague filed the same mail: then owners only, as
+    PATCH /messages rules (app/crm.py), since they did not agree to share it."""
+    other_owner = session.scalar(
+        sa.select(MessageOwner.id)
+        .where(MessageOwner.message_id == message.id, MessageOwner.employee_id != at.employee_id)
+        .limit(1)
+    )
+    return Visibility.PRIVATE.value if other_owner is not None else at.visibility
 
 
 def _check_guardrails(session: Session, addresses: list[str], at: Reviewer) -> None:

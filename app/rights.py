@@ -15,6 +15,7 @@ from app import ledger, webhooks
 from app.models import (
     Company,
     Contact,
+    ContactChange,
     Message,
     MessageOwner,
     Participant,
@@ -47,57 +48,102 @@ def _same_address(column: InstrumentedAttribute[str], address: str) -> sa.Column
     return sa.func.lower(column) == address.strip().lower()
 
 
+def _any_address(column: InstrumentedAttribute[str], addresses: set[str]) -> sa.ColumnElement[bool]:
+    return sa.func.lower(column).in_(sorted(addresses))
+
+
 def contact_address(session: Session, contact_id: int) -> str | None:
     return session.scalar(sa.select(Contact.address).where(Contact.id == contact_id))
 
 
 def erase(session: Session, address: str, at: Request) -> Outcome:
-    """Art. 17: the contact goes, the messages they alone stood for go, they leave the others'
-    participants, and a keyed digest of the address joins the suppression list."""
-    contact = session.scalars(sa.select(Contact).where(_same_address(Contact.address, address)))
-    found = contact.first()
-    removed, left = 0, 0
-    for message_id in _messages_with(session, address):
-        external = {
-            a.lower()
-            for a in session.scalars(
-                sa.select(Participant.address).where(Participant.message_id == message_id)
-            )
-            if not is_internal(a.lower(), at.org_domains)
-        }
-        if external <= {address.strip().lower()}:
+    """Art. 17: the contact goes, with the contacts merged into it (the same person's other
+    addresses) and any history naming one of their addresses; mail waiting for review with
+    them goes, the messages they alone stood for go, they leave the others' participants,
+    and a keyed digest of each address joins the suppression list."""
+    found = list(session.scalars(sa.select(Contact).where(_same_address(Contact.address, address))))
+    merged = session.scalars(
+        sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
+    ).all()
+    people = [*found, *merged]
+    addresses = {address.strip().lower(), *(c.address.lower() for c in people)}
+    removed, held, left = _leave_messages(session, addresses, at)
+    _forget_contacts(session, people, addresses, at)
+    for each in sorted(addresses):
+        _suppress(session, each, "erased", at, replace=True)
+    facts = {
+        "contact_found": bool(found),
+        "messages_removed": removed,
+        "held_removed": held,
+        "participations_removed": left,
+    }
+    record = _log(session, "erasure", facts, at)
+    return Outcome(
+        record,
+        bool(found),
+        messages_removed=removed,
+        participations_removed=left,
+        held_removed=held,
+    )
+
+
+def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple[int, int, int]:
+    """Remove the messages with the person that wait for review or that they alone stood
+    for, and the person from the others. How many messages, of them held, participations."""
+    removed, held, left = 0, 0, 0
+    for message_id, outcome in _messages_with(session, addresses):
+        if outcome == "hold" or _stood_alone(session, message_id, addresses, at):
             session.execute(sa.delete(Message).where(Message.id == message_id))
-            removed += 1
+            removed, held = removed + 1, held + (outcome == "hold")
         else:
             gone = session.execute(
                 sa.delete(Participant).where(
                     Participant.message_id == message_id,
-                    _same_address(Participant.address, address),
+                    _any_address(Participant.address, addresses),
                 )
             )
             left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
-    if found is not None:
-        webhooks.emit(session, "contact.erased", {"contact_id": found.id}, at.now)
-        session.execute(sa.delete(Contact).where(Contact.id == found.id))
-    _suppress(session, address, "erased", at, replace=True)
-    facts = {
-        "contact_found": found is not None,
-        "messages_removed": removed,
-        "participations_removed": left,
+    return removed, held, left
+
+
+def _forget_contacts(
+    session: Session, contacts: list[Contact], addresses: set[str], at: Request
+) -> None:
+    """Delete the contacts (their relationships and history go with them), other contacts'
+    history naming one of the addresses (a likely job move, a merge), and each contact's
+    company once no other contact is at it: one made for a person's own domain names them."""
+    session.execute(
+        sa.delete(ContactChange).where(
+            _any_address(ContactChange.old_value, addresses)
+            | _any_address(ContactChange.new_value, addresses)
+        )
+    )
+    for contact in contacts:
+        webhooks.emit(session, "contact.erased", {"contact_id": contact.id}, at.now)
+    companies = {c.company_id for c in contacts if c.company_id is not None}
+    session.execute(sa.delete(Contact).where(Contact.id.in_([c.id for c in contacts])))
+    still_used = sa.exists().where(Contact.company_id == Company.id)
+    session.execute(sa.delete(Company).where(Company.id.in_(companies), ~still_used))
+
+
+def _stood_alone(session: Session, message_id: int, addresses: set[str], at: Request) -> bool:
+    """Whether the person is the message's only participant from outside the organization."""
+    external = {
+        a.lower()
+        for a in session.scalars(
+            sa.select(Participant.address).where(Participant.message_id == message_id)
+        )
+        if not is_internal(a.lower(), at.org_domains)
     }
-    record = _log(session, "erasure", facts, at)
-    return Outcome(record, found is not None, messages_removed=removed, participations_removed=left)
+    return external <= addresses
 
 
 def object_to(session: Session, address: str, at: Request) -> Outcome:
     """Art. 21: the guardrail drops their future mail; mail still waiting for review goes.
     What was filed before stays until compliance decides on erasure."""
     found = session.scalar(sa.select(Contact.id).where(_same_address(Contact.address, address)))
-    held = [
-        m
-        for m in _messages_with(session, address)
-        if session.scalar(sa.select(Message.outcome).where(Message.id == m)) == "hold"
-    ]
+    mine = _messages_with(session, {address.strip().lower()})
+    held = [m for m, outcome in mine if outcome == "hold"]
     if held:
         session.execute(sa.delete(Message).where(Message.id.in_(held)))
     _suppress(session, address, "objected", at, replace=False)
@@ -169,14 +215,15 @@ def log_export(session: Session, contact_id: int, at: Request) -> ledger.Chained
     return _log(session, "access-export", {"contact_id": contact_id}, at)
 
 
-def _messages_with(session: Session, address: str) -> list[int]:
-    return list(
-        session.scalars(
-            sa.select(Participant.message_id)
-            .where(_same_address(Participant.address, address))
-            .distinct()
-        )
+def _messages_with(session: Session, addresses: set[str]) -> list[tuple[int, str]]:
+    """The messages any of the (lowercased) addresses takes part in, with their outcomes."""
+    query = (
+        sa.select(Message.id, Message.outcome)
+        .join(Participant, Participant.message_id == Message.id)
+        .where(_any_address(Participant.address, addresses))
+        .distinct()
     )
+    return [(message_id, outcome) for message_id, outcome in session.execute(query)]
 
 
 def _suppress(session: Session, address: str, kind: str, at: Request, *, replace: bool) -> None:

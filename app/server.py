@@ -92,7 +92,9 @@ class Service:
         # Every process applies the policy in force, whichever process published it.
         self.jobs.append(asyncio.create_task(follow_policy_forever(self.runtime)))
         pipeline = self.runtime.pipeline
-        purge = partial(purge_once, self.runtime.sessions, lambda: pipeline.engine.policy)
+        purge = partial(
+            purge_once, self.runtime.db, self.runtime.sessions, lambda: pipeline.engine.policy
+        )
         self._schedule(Job("retention-purge", every=PURGE_EVERY, work=purge))
         settings = self.runtime.settings
         allowed = tuple(settings.webhook_allow_networks)

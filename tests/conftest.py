@@ -104,6 +104,27 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
     )
 
 
+HOLD_EXTERNAL = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        "description: Mail with someone outside the company is captured.\n"
+        "    when: external-participant\n    outcome: capture",
+        "description: Mail with someone outside the company waits for review.\n"
+        "    when: external-participant\n    outcome: hold",
+    )
+)
+
+
+@pytest.fixture
+def holding(settings: Settings, tmp_path: Path) -> Iterator[Running]:
+    """The real service under a policy that holds mail with outsiders for review."""
+    policy = tmp_path / "hold.yaml"
+    policy.write_text(HOLD_EXTERNAL)
+    with run_service(settings.model_copy(update={"policy": policy})) as running:
+        yield running
+
+
 @pytest.fixture
 def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
     engine = make_engine(database_url)

@@ -9,10 +9,10 @@ import sqlalchemy as sa
 from app import ledger
 from app.db import transaction
 from app.models import DecisionRecord, Message
-from app.retention import purge_expired_holds
+from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
 from policies.model import Channel
-from tests.conftest import Running, add_employee
+from tests.conftest import Running, add_employee, everything_stored
 from tests.mail import compose
 
 
@@ -33,6 +33,23 @@ def test_a_held_message_is_removed_after_its_review_period(running: Running) -> 
     with running.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
+
+
+def test_a_purged_hold_leaves_no_text_in_the_database_files(running: Running) -> None:
+    """SQLite keeps deleted pages in its write-ahead log until a checkpoint truncates it:
+    the scheduled run does that after it purges."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    note = compose(to="Alice <alice@example.com>", subject="CANARY-SUBJECT", body="CANARY-BODY\n")
+    result = running.runtime.pipeline.process(
+        note.as_bytes(), Envelope("alice@example.com"), Channel.BCC
+    )
+    assert result.outcome.value == "hold"
+    with transaction(running.runtime.sessions) as session:  # its review period is over
+        session.execute(sa.update(Message).values(held_until=datetime.now(UTC) - timedelta(1)))
+
+    runtime = running.runtime
+    assert purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy) == 1
+    assert b"CANARY" not in everything_stored(running)
 
 
 def _decide(running: Running, to: str, n: int) -> str:

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 import sqlalchemy as sa
 
 from app.models import Contact, DecisionRecord, Message, PersonalContact
 from app.security import Role
-from app.settings import Settings
-from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
+from tests.conftest import Running, add_employee, everything_stored, issue_token
 from tests.mail import compose, send
-
-HOLD_EXTERNAL = (
-    (FIXTURES / "plumbing-policy.yaml")
-    .read_text()
-    .replace(
-        "description: Mail with someone outside the company is captured.\n"
-        "    when: external-participant\n    outcome: capture",
-        "description: Mail with someone outside the company waits for review.\n"
-        "    when: external-participant\n    outcome: hold",
-    )
-)
-
-
-@pytest.fixture
-def holding(settings: Settings, tmp_path: Path) -> Iterator[Running]:
-    policy = tmp_path / "hold.yaml"
-    policy.write_text(HOLD_EXTERNAL)
-    with run_service(settings.model_copy(update={"policy": policy})) as running:
-        yield running
 
 
 def _tokens(running: Running) -> tuple[str, str]:
@@ -78,6 +54,32 @@ def test_a_held_message_waits_for_its_owner_who_captures_it(holding: Running) ->
     assert (last.outcome, last.facts) == ("review-capture", {"message_id": item["id"]})
 
 
+def test_capturing_mail_a_colleague_filed_too_keeps_it_to_its_owners(holding: Running) -> None:
+    """Sharing it is not one owner's choice: PATCH /messages refuses to widen it as well."""
+    alice, bob = _tokens(holding)
+    carol = issue_token(
+        holding.runtime.sessions,
+        Role.EMPLOYEE,
+        employee_id=add_employee(holding.runtime.sessions, "carol@example.com"),
+    )
+    mail = compose(
+        sender="Alice <alice@example.com>",
+        to="Dan <dan@customer.example>, Bob <bob@example.com>",
+        subject="About my health",
+    )
+    assert send(holding.smtp_port, mail, mail_from="alice@example.com")[0] == 250
+    assert send(holding.smtp_port, mail, mail_from="bob@example.com")[0] == 250
+    with holding.client(bob) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+
+    with holding.client(alice) as api:
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+        seen = api.get(f"/api/v1/messages/{item['id']}").json()
+    with holding.client(carol) as api:
+        hidden = api.get(f"/api/v1/messages/{item['id']}")
+    assert (seen["outcome"], seen["visibility"], hidden.status_code) == ("capture", "private", 404)
+
+
 def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
     holding: Running,
 ) -> None:
@@ -93,6 +95,23 @@ def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
     last = _last_decision(holding)
     assert last.outcome == "review-discard" and "SECRET" not in repr(last.facts)
+
+
+def test_a_discarded_held_message_leaves_no_text_in_the_database_files(
+    holding: Running,
+) -> None:
+    """SQLite keeps deleted pages in its write-ahead log until a checkpoint truncates it."""
+    alice, _ = _tokens(holding)
+    held = compose(
+        to="Partner CANARY-NAME <canary-addr@customer.example>",
+        subject="Dinner CANARY-SUBJECT",
+        body="Love you CANARY-BODY\n",
+    )
+    assert send(holding.smtp_port, held)[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/discard").status_code == 204
+    assert b"CANARY" not in everything_stored(holding).upper()
 
 
 def test_a_personal_contact_added_while_held_blocks_the_capture(holding: Running) -> None:
@@ -129,6 +148,16 @@ def test_a_private_tag_of_ones_own_drops_tagged_mail(running: Running) -> None:
     dropped = _last_decision(running)
     assert tags["private_tags"] == ["#mine"]
     assert (dropped.outcome, dropped.rules) == ("drop", ["marked-private"])
+
+
+def test_a_personal_contact_with_a_unicode_domain_drops_their_mail(running: Running) -> None:
+    alice, _ = _tokens(running)
+    with running.client(alice) as api:
+        added = api.post("/api/v1/me/personal-contacts", json={"address": "hans@bücher.example"})
+        refused = api.post("/api/v1/me/personal-contacts", json={"address": "hans@-.example"})
+    assert (added.status_code, refused.status_code) == (201, 422)
+    assert send(running.smtp_port, compose(to="Hans <hans@bücher.example>"))[0] == 250
+    assert _last_decision(running).rules == ["personal-contact"]
 
 
 def test_personal_contacts_are_kept_as_digests_and_drop_their_mail(running: Running) -> None:

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from email.message import EmailMessage
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from app.models import Contact, DecisionRecord, Message, Participant, Suppression
+from app.models import (
+    Company,
+    Contact,
+    ContactChange,
+    DecisionRecord,
+    Message,
+    Participant,
+    Suppression,
+)
+from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
-from tests.conftest import CAPTURE, Running, add_employee, everything_stored, issue_token
+from tests.conftest import (
+    CAPTURE,
+    Running,
+    add_employee,
+    everything_stored,
+    issue_token,
+    server_url,
+)
 from tests.dovecot import Dovecot
 from tests.mail import compose, send
 from tests.test_imap import new_mailbox, sync
@@ -65,6 +84,7 @@ def test_erasure_removes_the_person_everywhere_and_no_channel_brings_them_back(
         1,
         1,
     )
+    assert body["wal_truncated"] is (None if server_url() else True)
     with running.runtime.sessions() as session:
         record = session.get(DecisionRecord, body["ledger_record"])
         assert record is not None and (record.outcome, record.hash) == (
@@ -131,6 +151,135 @@ def test_an_erased_person_is_not_brought_back_by_imap_or_import(
     assert BOB.encode() not in everything_stored(running)
 
 
+def test_erasure_removes_the_company_that_was_made_only_for_the_person(
+    running: Running, officer: str
+) -> None:
+    jane = "jane@janedoe-consulting.example"
+    assert send(running.smtp_port, compose(to=f"Jane Doe <{jane}>"))[0] == 250
+    with running.client(officer) as api:
+        for address in (jane, BOB):
+            assert api.post("/api/v1/erasures", json={"address": address}).status_code == 201
+    with running.runtime.sessions() as session:
+        companies = session.scalars(sa.select(Company.domain)).all()
+    assert companies == ["partner.example"]  # Bob's customer.example went with its last contact
+    assert b"janedoe" not in everything_stored(running)
+
+
+def test_erasure_leaves_no_history_entry_naming_the_erased_address(
+    running: Running, officer: str
+) -> None:
+    """A likely job move is noted on the new contact, with the old address."""
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        noted = session.execute(sa.select(ContactChange.field, ContactChange.old_value)).all()
+    assert [tuple(n) for n in noted] == [("likely-job-move", BOB)]
+
+    with running.client(officer) as api:
+        assert api.post("/api/v1/erasures", json={"address": BOB}).status_code == 201
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(ContactChange.field)).all() == []
+    assert _contacts(running) == [new, "carol@partner.example"]
+    assert BOB.encode() not in everything_stored(running)
+
+
+def test_erasing_a_contact_erases_the_contacts_merged_into_it(
+    running: Running, officer: str
+) -> None:
+    """Two addresses of one person merged into one contact; the erasure names the one the
+    CRM shows. The other goes too, with the mail it alone stood for, and stays out."""
+    alice = add_employee(running.runtime.sessions, "alice2@example.com")
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        ids = {address: i for address, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with running.client(employee) as api:
+        merged = api.post(f"/api/v1/contacts/{ids[BOB]}/merge", json={"into": ids[new]})
+    assert merged.status_code == 200, merged.text
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": new}).json()
+    assert (receipt["messages_removed"], receipt["participations_removed"]) == (2, 1)
+    assert send(running.smtp_port, compose(message_id="<again@example.com>"))[0] == 250
+    assert _contacts(running) == ["carol@partner.example"]
+    stored = everything_stored(running)
+    assert BOB.encode() not in stored and new.encode() not in stored and b"Builder" not in stored
+
+
+def test_erasure_removes_held_mail_the_person_wrote_to_others_too(holding: Running) -> None:
+    """Without them among its participants, the guardrail at review would no longer see
+    them, and their words could be captured."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    employee = issue_token(holding.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    officer = issue_token(holding.runtime.sessions, Role.COMPLIANCE)
+    body = (
+        "Please file this.\n\n"
+        "---------- Forwarded message ---------\n"
+        f"From: Bob Builder <{BOB}>\n"
+        "Date: Mon, 23 Nov 2026 at 08:00\n"
+        "Subject: My private matter\n"
+        "To: Alice <alice@example.com>\n"
+        "Cc: Carol <carol@partner.example>\n\n"
+        "This is Bob writing: my BOBS-OWN-WORDS ...\n"
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: My private matter", body=body)
+    assert send(holding.smtp_port, forward)[0] == 250
+    with holding.runtime.sessions() as session:
+        assert session.scalars(sa.select(Message.outcome)).all() == ["hold"]
+
+    with holding.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": BOB}).json()
+    with holding.client(employee) as api:
+        queue = api.get("/api/v1/review").json()["items"]
+    assert (receipt["messages_removed"], receipt["held_removed"], queue) == (1, 1, [])
+    assert b"BOBS-OWN-WORDS" not in everything_stored(holding)
+
+
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's write-ahead log")
+def test_an_erasure_says_when_a_reader_kept_the_log_and_the_retention_job_scrubs_it(
+    running: Running, officer: str
+) -> None:
+    reader = sqlite3.connect(Path(running.runtime.settings.data_dir) / "mailroom.db")
+    reader.isolation_level = None
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM messages").fetchone()  # a read in progress
+    try:
+        started = time.monotonic()
+        with running.client(officer) as api:
+            receipt = api.post("/api/v1/erasures", json={"address": BOB})
+        waited = time.monotonic() - started
+    finally:
+        reader.execute("COMMIT")
+        reader.close()
+    assert receipt.status_code == 201, receipt.text
+    assert receipt.json()["wal_truncated"] is False and waited < 5
+    assert BOB.encode() in everything_stored(running)  # in the log, no longer in the tables
+
+    runtime = running.runtime
+    purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy)
+    assert BOB.encode() not in everything_stored(running)
+
+
+def test_an_erasure_asked_with_a_unicode_domain_finds_the_person_and_keeps_them_out(
+    running: Running, officer: str
+) -> None:
+    """The person writes their address as they know it; mail carries it in punycode."""
+    written = "hans@bücher.example"
+    assert send(running.smtp_port, compose(to=f"Hans Müller <{written}>"))[0] == 250
+    assert "hans@xn--bcher-kva.example" in _contacts(running)
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": written})
+        refused = api.post("/api/v1/erasures", json={"address": "hans@bücher..example"})
+    assert receipt.status_code == 201 and receipt.json()["contact_found"] is True
+    assert refused.status_code == 422 and "not a mailbox address" in refused.text
+    later = compose(to=f"Hans Müller <{written}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+
+
 def test_an_organization_address_cannot_be_erased(running: Running, officer: str) -> None:
     with running.client(officer) as api:
         refused = api.post("/api/v1/erasures", json={"address": "alice@example.com"})
@@ -154,6 +303,19 @@ def test_an_objection_drops_future_mail_and_keeps_what_was_filed(
         last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
         assert last is not None and (last.outcome, last.rules) == ("drop", ["contact-objected"])
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 2
+
+
+def test_held_mail_an_objection_removes_leaves_no_text_in_the_database_files(
+    holding: Running,
+) -> None:
+    add_employee(holding.runtime.sessions, "alice@example.com")
+    officer = issue_token(holding.runtime.sessions, Role.COMPLIANCE)
+    held = compose(subject="Dinner CANARY-SUBJECT", body="Love you CANARY-BODY\n")
+    assert send(holding.smtp_port, held)[0] == 250
+    with holding.client(officer) as api:
+        done = api.post("/api/v1/objections", json={"address": BOB})
+    assert done.status_code == 201 and done.json()["held_removed"] == 1
+    assert b"CANARY" not in everything_stored(holding)
 
 
 def test_an_access_export_holds_everything_but_message_text_and_is_logged(

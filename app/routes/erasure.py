@@ -39,7 +39,14 @@ def _external(address: str, at: rights.Request) -> str:
     return address
 
 
-def _receipt(action: str, done: rights.Outcome, now: datetime, *, suppressed: bool) -> ReceiptOut:
+def _receipt(
+    action: str,
+    done: rights.Outcome,
+    now: datetime,
+    *,
+    suppressed: bool,
+    wal_truncated: bool | None,
+) -> ReceiptOut:
     return ReceiptOut(
         action=action,
         ledger_record=done.record.id,
@@ -50,6 +57,7 @@ def _receipt(action: str, done: rights.Outcome, now: datetime, *, suppressed: bo
         participations_removed=done.participations_removed,
         held_removed=done.held_removed,
         suppressed=suppressed,
+        wal_truncated=wal_truncated,
     )
 
 
@@ -62,8 +70,8 @@ def post_erasure(
     at = _request(request)
     done = rights.erase(session, _external(body.address, at), at)
     session.commit()
-    scrub_wal(request.app.state.runtime.db)
-    return _receipt("erasure", done, at.now, suppressed=True)
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("erasure", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.post("/objections", response_model=ReceiptOut, status_code=status.HTTP_201_CREATED)
@@ -73,7 +81,9 @@ def post_objection(
     """Record an objection: future mail with this address is dropped by the guardrail."""
     at = _request(request)
     done = rights.object_to(session, _external(body.address, at), at)
-    return _receipt("objection", done, at.now, suppressed=True)
+    session.commit()
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.post(
@@ -89,7 +99,10 @@ def post_contact_objection(
     if address is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
     at = _request(request)
-    return _receipt("objection", rights.object_to(session, address, at), at.now, suppressed=True)
+    done = rights.object_to(session, address, at)
+    session.commit()
+    scrubbed = scrub_wal(request.app.state.runtime.db)
+    return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
 
 
 @router.get("/contacts/{contact_id}/export", response_model=ExportOut)

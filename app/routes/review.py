@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from app import review
 from app.access_schemas import ReviewItemOut
+from app.db import scrub_wal
 from app.models import Message
 from app.routes.deps import EmployeeDep, SessionDep
 from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
@@ -58,7 +59,8 @@ def _held(session: SessionDep, principal: Principal, message_id: Id) -> Message:
 def post_capture(
     request: Request, session: SessionDep, principal: EmployeeDep, message_id: Id
 ) -> Response:
-    """Keep a held message: it is filed like a captured one, with the policy's visibility."""
+    """Keep a held message: it is filed like a captured one, with the policy's visibility,
+    or private (its owners only) if a colleague filed the same mail too."""
     message = _held(session, principal, message_id)
     try:
         review.capture(session, message, _reviewer(request, principal))
@@ -73,4 +75,6 @@ def post_discard(
 ) -> Response:
     """Let a held message go now; only a content-free record of the choice remains."""
     review.discard(session, _held(session, principal, message_id), _reviewer(request, principal))
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

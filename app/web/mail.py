@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.orm import Session
 
 from app import crm, review
+from app.db import scrub_wal
 from app.models import (
     Company,
     Contact,
@@ -121,6 +122,8 @@ def discard(
     at = review.reviewer(request.app.state.runtime, user.employee_id)
     if not actions.discard_held(session, message_id, at):
         raise _not_found()
+    session.commit()
+    scrub_wal(request.app.state.runtime.db)
     return _back("discarded")
 
 
