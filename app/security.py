@@ -37,6 +37,12 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+ISSUED_ON_THE_SERVER = (
+    "Employee tokens are issued on the server (`mailroom tokens create --role employee`, "
+    "`mailroom login-link`), not by admins: whoever holds one reads that employee's mail."
+)
+
+
 def create_token(
     session: Session,
     *,

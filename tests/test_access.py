@@ -283,7 +283,12 @@ def test_only_an_employee_token_acts_as_an_employee(world: World) -> None:
             admin.post("/api/v1/tokens", json={"role": role, "employee_id": world.alice})
             for role in ("integration", "compliance", "admin")
         ]
+        as_alice = admin.post(
+            "/api/v1/tokens", json={"role": "employee", "employee_id": world.alice}
+        )
     assert [r.status_code for r in refused] == [422] * 3
+    # Nor does an admin issue Alice's own: it would read her mail (admins never see mail).
+    assert as_alice.status_code == 403 and "on the server" in as_alice.json()["detail"]
     with running.client(world.tokens["alice"]) as alice:
         shown = {"visibility": "subject_only"}
         assert alice.patch(f"/api/v1/messages/{world.shared}", json=shown).status_code == 200

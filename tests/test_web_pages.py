@@ -355,13 +355,16 @@ def test_simulating_a_candidate_policy_reports_what_would_change(running: Runnin
 
 
 def test_an_admin_creates_and_revokes_tokens_without_seeing_mail(running: Running) -> None:
+    """Not an employee's token: whoever holds one reads that employee's mail, and admins
+    never see mail. Those are issued on the server (`mailroom tokens create`, `login-link`)."""
     mail = file_mail(running)
     with sign_in(running, mail.carol, Role.ADMIN) as admin:
+        page = admin.get("/admin").text
         csrf = csrf_of(admin.get("/admin"))
-        made = admin.post(
-            "/admin/tokens",
-            data={"csrf": csrf, "role": "employee", "employee": "alice@example.com"},
-        )
+        as_alice = admin.post("/admin/tokens", data={"csrf": csrf, "role": "employee"})
+        assert as_alice.status_code == 403 and "on the server" in as_alice.text
+        assert '<option value="employee">' not in page
+        made = admin.post("/admin/tokens", data={"csrf": csrf, "role": "integration"})
         assert made.status_code == 200 and made.headers["cache-control"] == "no-store"
         assert "mr_" in made.text and "CAROL-PRIVATE" not in made.text
         with running.runtime.sessions() as session:

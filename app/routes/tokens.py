@@ -12,7 +12,14 @@ from app.models import ApiToken, Employee
 from app.routes.deps import AdminDep, PrincipalDep, SessionDep
 from app.routes.pagination import Cursor, Id, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
-from app.security import Role, create_token, hash_token, list_tokens, revoke_token
+from app.security import (
+    ISSUED_ON_THE_SERVER,
+    Role,
+    create_token,
+    hash_token,
+    list_tokens,
+    revoke_token,
+)
 
 router = APIRouter(prefix="/tokens", tags=["tokens"])
 
@@ -29,7 +36,10 @@ def get_tokens(
 
 @router.post("", response_model=NewTokenOut, status_code=status.HTTP_201_CREATED)
 def post_token(session: SessionDep, _admin: AdminDep, body: TokenIn) -> NewTokenOut:
-    """Issue a token; the response is the only place it is ever shown."""
+    """Issue a token; the response is the only place it is ever shown. Not an employee's:
+    admins never see message content, and an employee token would show them someone's."""
+    if body.role is Role.EMPLOYEE:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, ISSUED_ON_THE_SERVER)
     if body.employee_id is not None and session.get(Employee, body.employee_id) is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "No such employee.")
     if body.role is not Role.INTEGRATION and body.scopes:
