@@ -241,6 +241,7 @@ class Pipeline:
         channel: Channel,
         *,
         headers_only: bool = False,
+        body_on_request: bool = True,
         lookups: Lookups | None = None,
         ahead: Ahead | None = None,
     ) -> Result:
@@ -248,7 +249,9 @@ class Pipeline:
 
         Prepared statements on the transaction's connection: this is the SMTP hot path. With
         `headers_only` (a mailbox's message parsed from its header section), a decision the
-        body could change raises BodyNeededError before anything is written. `lookups`, one
+        body could change raises BodyNeededError before anything is written, unless the body
+        cannot be had (`body_on_request` False: over the size cap); either way the record says
+        `body_read: false`. `lookups`, one
         per transaction, spares a batch the same questions about people for every message.
         `ahead`: observe's work on the message alone, if done ahead (used if it is this one's)."""
         engine = self.engine
@@ -272,7 +275,9 @@ class Pipeline:
         )
         decision, observations = engine.decide(message, context, ahead=ahead)
         if headers_only:
-            if not settled_on_headers(engine, decision, observations, message, self.secret):
+            if body_on_request and not settled_on_headers(
+                engine, decision, observations, message, self.secret
+            ):
                 raise BodyNeededError
             decision = replace(decision, facts=decision.facts | {"body_read": False})
         now = context.now
