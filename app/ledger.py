@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,7 +104,7 @@ def canonical(record: DecisionRecord | Chained) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _encoded_fields(record: Chained) -> dict[str, str]:
+def _encoded_fields(record: DecisionRecord | Chained) -> dict[str, str]:
     """The JSON columns as `canonical` writes them. A decision's verdicts are all
     `{"hit": bool, "id": str}`: those are written out directly (the encoder would sort the
     keys of each), any other form goes to the encoder."""
@@ -300,9 +300,32 @@ class Anchor:
     hash: str
 
 
+# Each record as the database holds it, for what SQL reads (a rule filter matches the text of
+# `rules`; SQLite compares `created_at` as text): the JSON columns' text (the JSON type keeps
+# it verbatim, on PostgreSQL too, where JSONB would not), and `created_at` as the driver reads
+# it (SQLite's text; PostgreSQL's is an instant, written one way only).
+_STORED = (
+    sa.type_coerce(DecisionRecord.created_at, sa.types.NullType()).label("stored_created_at"),
+    *(sa.cast(DecisionRecord.__table__.c[c], sa.Text).label(f"stored_{c}") for c in _JSON_COLUMNS),
+)
+
+
+def _stored_as_written(
+    record: DecisionRecord, stored: Sequence[Any], write_time: Callable[[Any], Any] | None
+) -> bool:
+    """Whether the database holds `record` in the form it was written and hashed in: the
+    same value in another form (a JSON escape, a UTC offset) hashes alike once parsed, yet
+    SQL filters read the form."""
+    at, *texts = stored
+    encoded = _encoded_fields(record)
+    written_at = write_time(record.created_at) if write_time else record.created_at
+    return at == written_at and texts == [encoded[c] for c in _JSON_COLUMNS]
+
+
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
-    """Walk the whole chain and name the first record whose hash or link does not hold. A
-    log whose oldest records were purged starts from the hash its purge record names."""
+    """Walk the whole chain and name the first record whose hash, link or stored form does
+    not hold. A log whose oldest records were purged starts from the hash its purge record
+    names."""
     checked, last_id, head_hash = 0, 0, None
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or oldest == 1:
@@ -312,20 +335,29 @@ def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None)
         if expected_prev is None:
             return Verification(False, 0, oldest, "earlier records removed without a purge record")
     anchored = anchor is None or (oldest is not None and anchor.id < oldest)  # purged since
+    dialect = session.get_bind().dialect
+    write_time = DecisionRecord.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(
+        dialect
+    )
     while True:
-        rows = session.scalars(
-            sa.select(DecisionRecord)
+        rows = session.execute(
+            sa.select(DecisionRecord, *_STORED)
             .where(DecisionRecord.id > last_id)
             .order_by(DecisionRecord.id)
             .limit(batch)
         ).all()
         if not rows:
             break
-        for record in rows:
+        for row in rows:
+            record, stored = row[0], tuple[Any, ...](row[1:])
             if record.prev_hash != expected_prev:
                 return Verification(False, checked, record.id, "link to previous record broken")
             if hashlib.sha256(canonical(record)).hexdigest() != record.hash:
                 return Verification(False, checked, record.id, "record altered after writing")
+            if not _stored_as_written(record, stored, write_time):
+                return Verification(
+                    False, checked, record.id, "record stored in another form than written"
+                )
             if anchor is not None and record.id == anchor.id:
                 if record.hash != anchor.hash:
                     return Verification(
