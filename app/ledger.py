@@ -178,8 +178,11 @@ class Action:
     facts: dict[str, Any]
 
 
-def append_action(db: Session | sa.Connection, action: Action) -> Chained:
-    """Chain an action into the same log as the decisions, on the `api` channel."""
+def append_action(
+    db: Session | sa.Connection, action: Action, *, after: tuple[int, str] | None = None
+) -> Chained:
+    """Chain an action into the same log as the decisions, on the `api` channel (after the
+    head, or after `after`: see _chain)."""
     return _chain(
         db,
         Chained(
@@ -193,23 +196,30 @@ def append_action(db: Session | sa.Connection, action: Action) -> Chained:
             policy_sha256=action.policy_sha256,
             message_id_hmac=None,
         ),
+        after=after,
     )
 
 
-def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
+def _chain(
+    db: Session | sa.Connection, record: Chained, *, after: tuple[int, str] | None = None
+) -> Chained:
+    """Chain `record` to the head: the newest record, or `after` (the id and hash of the
+    newest record there was, when a purge has just removed it)."""
     conn = db.connection() if isinstance(db, Session) else db
     # The head this transaction (or savepoint) wrote last is still the head: the write lock
     # (SQLite) or the advisory lock (PostgreSQL) is held until it ends. A savepoint is its own
     # key, so one rolled back never leaves a head behind that was not kept.
     innermost = conn.get_nested_transaction() or conn.get_transaction()
     known = conn.info.get(_HEAD_KEY)
-    if (
+    if after is not None:
+        head: tuple[int, str] | None = after
+    elif (
         innermost is not None
         and known is not None
         and known[0] is innermost
         and innermost.is_active
     ):
-        head: tuple[int, str] | None = known[1]
+        head = known[1]
     else:
         if conn.dialect.name == "postgresql":
             _LOCK.rows(conn, {"key": _LEDGER_LOCK})
@@ -231,13 +241,16 @@ def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now:
     """Remove the log's oldest records, those written before `cutoff`, as one prefix: up to
     the first record that is younger, or that a stored message still refers to (a kept
     message keeps its explanation). The purge is itself chained, naming the hash the log now
-    starts from, so `verify` still checks every record that is left."""
+    starts from, so `verify` still checks every record that is left. It is chained to the
+    head as it was, also when it removed the head itself: ids are never used again, and the
+    chain goes on from the hash it names."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":  # no append between the reads below and the purge
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})
-    head = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
-    if head is None:
+    newest = _HEAD.first(conn)
+    if newest is None:
         return 0
+    head = int(newest[0])
     first_kept = [  # read after the head: a record written meanwhile is above it, and stays
         session.scalar(
             sa.select(sa.func.min(DecisionRecord.id)).where(DecisionRecord.created_at >= cutoff)
@@ -263,6 +276,7 @@ def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now:
             policy_sha256=policy_sha256,
             facts={"removed": count, "through_id": through, "through_hash": through_hash},
         ),
+        after=(head, str(newest[1])),
     )
     return count
 
@@ -325,7 +339,7 @@ def _stored_as_written(
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
     """Walk the whole chain and name the first record whose hash, link or stored form does
     not hold. A log whose oldest records were purged starts from the hash its purge record
-    names."""
+    names; an anchor among them is checked against it where a purge names its hash."""
     checked, last_id, head_hash = 0, 0, None
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or oldest == 1:
@@ -334,7 +348,11 @@ def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None)
         expected_prev = _purged_through(session, oldest - 1)
         if expected_prev is None:
             return Verification(False, 0, oldest, "earlier records removed without a purge record")
-    anchored = anchor is None or (oldest is not None and anchor.id < oldest)  # purged since
+    anchored = anchor is None
+    if anchor is not None and oldest is not None and anchor.id < oldest:  # purged since
+        if _purged_through(session, anchor.id) not in (None, anchor.hash):
+            return Verification(False, 0, anchor.id, "record differs from the anchor noted")
+        anchored = True
     dialect = session.get_bind().dialect
     write_time = DecisionRecord.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(
         dialect
