@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,7 +104,7 @@ def canonical(record: DecisionRecord | Chained) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _encoded_fields(record: Chained) -> dict[str, str]:
+def _encoded_fields(record: DecisionRecord | Chained) -> dict[str, str]:
     """The JSON columns as `canonical` writes them. A decision's verdicts are all
     `{"hit": bool, "id": str}`: those are written out directly (the encoder would sort the
     keys of each), any other form goes to the encoder."""
@@ -178,8 +178,11 @@ class Action:
     facts: dict[str, Any]
 
 
-def append_action(db: Session | sa.Connection, action: Action) -> Chained:
-    """Chain an action into the same log as the decisions, on the `api` channel."""
+def append_action(
+    db: Session | sa.Connection, action: Action, *, after: tuple[int, str] | None = None
+) -> Chained:
+    """Chain an action into the same log as the decisions, on the `api` channel (after the
+    head, or after `after`: see _chain)."""
     return _chain(
         db,
         Chained(
@@ -193,23 +196,30 @@ def append_action(db: Session | sa.Connection, action: Action) -> Chained:
             policy_sha256=action.policy_sha256,
             message_id_hmac=None,
         ),
+        after=after,
     )
 
 
-def _chain(db: Session | sa.Connection, record: Chained) -> Chained:
+def _chain(
+    db: Session | sa.Connection, record: Chained, *, after: tuple[int, str] | None = None
+) -> Chained:
+    """Chain `record` to the head: the newest record, or `after` (the id and hash of the
+    newest record there was, when a purge has just removed it)."""
     conn = db.connection() if isinstance(db, Session) else db
     # The head this transaction (or savepoint) wrote last is still the head: the write lock
     # (SQLite) or the advisory lock (PostgreSQL) is held until it ends. A savepoint is its own
     # key, so one rolled back never leaves a head behind that was not kept.
     innermost = conn.get_nested_transaction() or conn.get_transaction()
     known = conn.info.get(_HEAD_KEY)
-    if (
+    if after is not None:
+        head: tuple[int, str] | None = after
+    elif (
         innermost is not None
         and known is not None
         and known[0] is innermost
         and innermost.is_active
     ):
-        head: tuple[int, str] | None = known[1]
+        head = known[1]
     else:
         if conn.dialect.name == "postgresql":
             _LOCK.rows(conn, {"key": _LEDGER_LOCK})
@@ -231,13 +241,16 @@ def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now:
     """Remove the log's oldest records, those written before `cutoff`, as one prefix: up to
     the first record that is younger, or that a stored message still refers to (a kept
     message keeps its explanation). The purge is itself chained, naming the hash the log now
-    starts from, so `verify` still checks every record that is left."""
+    starts from, so `verify` still checks every record that is left. It is chained to the
+    head as it was, also when it removed the head itself: ids are never used again, and the
+    chain goes on from the hash it names."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":  # no append between the reads below and the purge
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})
-    head = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
-    if head is None:
+    newest = _HEAD.first(conn)
+    if newest is None:
         return 0
+    head = int(newest[0])
     first_kept = [  # read after the head: a record written meanwhile is above it, and stays
         session.scalar(
             sa.select(sa.func.min(DecisionRecord.id)).where(DecisionRecord.created_at >= cutoff)
@@ -263,6 +276,7 @@ def purge_before(session: Session, cutoff: datetime, *, policy_sha256: str, now:
             policy_sha256=policy_sha256,
             facts={"removed": count, "through_id": through, "through_hash": through_hash},
         ),
+        after=(head, str(newest[1])),
     )
     return count
 
@@ -300,9 +314,32 @@ class Anchor:
     hash: str
 
 
+# Each record as the database holds it, for what SQL reads (a rule filter matches the text of
+# `rules`; SQLite compares `created_at` as text): the JSON columns' text (the JSON type keeps
+# it verbatim, on PostgreSQL too, where JSONB would not), and `created_at` as the driver reads
+# it (SQLite's text; PostgreSQL's is an instant, written one way only).
+_STORED = (
+    sa.type_coerce(DecisionRecord.created_at, sa.types.NullType()).label("stored_created_at"),
+    *(sa.cast(DecisionRecord.__table__.c[c], sa.Text).label(f"stored_{c}") for c in _JSON_COLUMNS),
+)
+
+
+def _stored_as_written(
+    record: DecisionRecord, stored: Sequence[Any], write_time: Callable[[Any], Any] | None
+) -> bool:
+    """Whether the database holds `record` in the form it was written and hashed in: the
+    same value in another form (a JSON escape, a UTC offset) hashes alike once parsed, yet
+    SQL filters read the form."""
+    at, *texts = stored
+    encoded = _encoded_fields(record)
+    written_at = write_time(record.created_at) if write_time else record.created_at
+    return at == written_at and texts == [encoded[c] for c in _JSON_COLUMNS]
+
+
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
-    """Walk the whole chain and name the first record whose hash or link does not hold. A
-    log whose oldest records were purged starts from the hash its purge record names."""
+    """Walk the whole chain and name the first record whose hash, link or stored form does
+    not hold. A log whose oldest records were purged starts from the hash its purge record
+    names; an anchor among them is checked against it where a purge names its hash."""
     checked, last_id, head_hash = 0, 0, None
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or oldest == 1:
@@ -311,21 +348,34 @@ def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None)
         expected_prev = _purged_through(session, oldest - 1)
         if expected_prev is None:
             return Verification(False, 0, oldest, "earlier records removed without a purge record")
-    anchored = anchor is None or (oldest is not None and anchor.id < oldest)  # purged since
+    anchored = anchor is None
+    if anchor is not None and oldest is not None and anchor.id < oldest:  # purged since
+        if _purged_through(session, anchor.id) not in (None, anchor.hash):
+            return Verification(False, 0, anchor.id, "record differs from the anchor noted")
+        anchored = True
+    dialect = session.get_bind().dialect
+    write_time = DecisionRecord.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(
+        dialect
+    )
     while True:
-        rows = session.scalars(
-            sa.select(DecisionRecord)
+        rows = session.execute(
+            sa.select(DecisionRecord, *_STORED)
             .where(DecisionRecord.id > last_id)
             .order_by(DecisionRecord.id)
             .limit(batch)
         ).all()
         if not rows:
             break
-        for record in rows:
+        for row in rows:
+            record, stored = row[0], tuple[Any, ...](row[1:])
             if record.prev_hash != expected_prev:
                 return Verification(False, checked, record.id, "link to previous record broken")
             if hashlib.sha256(canonical(record)).hexdigest() != record.hash:
                 return Verification(False, checked, record.id, "record altered after writing")
+            if not _stored_as_written(record, stored, write_time):
+                return Verification(
+                    False, checked, record.id, "record stored in another form than written"
+                )
             if anchor is not None and record.id == anchor.id:
                 if record.hash != anchor.hash:
                     return Verification(

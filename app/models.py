@@ -167,6 +167,7 @@ class DecisionRecord(Base):
     channel: Mapped[str] = mapped_column(sa.String(16))
     employee_id: Mapped[int | None] = mapped_column(index=True)
     outcome: Mapped[str] = mapped_column(sa.String(16), index=True)
+    # JSON, not JSONB: the text is kept as written, and verify requires the hashed text.
     rules: Mapped[list[Any]] = mapped_column()
     verdicts: Mapped[list[Any]] = mapped_column()
     facts: Mapped[dict[str, Any]] = mapped_column()

@@ -233,7 +233,7 @@ class FolderSync:
                 elif size > self.max_bytes:
                     self.stats.over_cap += 1  # never downloaded: decided and filed on headers
                     for envelope in waiting:
-                        self._file(lookups, message, envelope, headers_only=False)
+                        self._file(lookups, message, envelope, body_read=False)
                 else:
                     needs_body.append((uid, size, waiting))
             self._decide_with_bodies(lookups, needs_body)
@@ -277,7 +277,7 @@ class FolderSync:
                     continue  # expunged meanwhile: nothing left to capture
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
-                dropped = [self._file(lookups, message, e, headers_only=False) for e in envelopes]
+                dropped = [self._file(lookups, message, e, body_read=True) for e in envelopes]
                 if all(outcome is Outcome.DROP for outcome in dropped):
                     self.stats.bodies_for_dropped += 1
 
@@ -287,14 +287,17 @@ class FolderSync:
         message: ParsedMessage,
         envelope: Envelope,
         *,
-        headers_only: bool,
+        body_read: bool,
     ) -> Outcome:
+        """File `message`, read whole (`body_read`) or its header section alone: over the size
+        cap, decided on its headers whatever its body says, and recorded as such."""
         result = self.pipeline.process_in(
             lookups.conn,
             message,
             envelope,
             Channel.IMAP,
-            headers_only=headers_only,
+            headers_only=not body_read,
+            body_on_request=False,
             lookups=lookups,
         )
         self.stats.count(result.outcome)

@@ -241,6 +241,7 @@ class Pipeline:
         channel: Channel,
         *,
         headers_only: bool = False,
+        body_on_request: bool = True,
         lookups: Lookups | None = None,
         ahead: Ahead | None = None,
     ) -> Result:
@@ -248,7 +249,9 @@ class Pipeline:
 
         Prepared statements on the transaction's connection: this is the SMTP hot path. With
         `headers_only` (a mailbox's message parsed from its header section), a decision the
-        body could change raises BodyNeededError before anything is written. `lookups`, one
+        body could change raises BodyNeededError before anything is written, unless the body
+        cannot be had (`body_on_request` False: over the size cap); either way the record says
+        `body_read: false`. `lookups`, one
         per transaction, spares a batch the same questions about people for every message.
         `ahead`: observe's work on the message alone, if done ahead (used if it is this one's)."""
         engine = self.engine
@@ -266,15 +269,15 @@ class Pipeline:
             message,
             channel,
             submitter,
+            envelope,
             submitter_proven=self._proven(outer, envelope, submitter),
             from_employee=_from_employee(lookups, outer, submitter),
-            sent_folder=envelope.sent_folder,
-            spamd_score=envelope.spamd_score,
-            trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
         decision, observations = engine.decide(message, context, ahead=ahead)
         if headers_only:
-            if not settled_on_headers(engine, decision, observations, message, self.secret):
+            if body_on_request and not settled_on_headers(
+                engine, decision, observations, message, self.secret
+            ):
                 raise BodyNeededError
             decision = replace(decision, facts=decision.facts | {"body_read": False})
         now = context.now
@@ -328,10 +331,10 @@ class Pipeline:
         """The decision this message would get now; reads the database, writes nothing.
 
         The submitter is the envelope sender, else the From address; one who is not (yet) an
-        employee is assumed to be one, so that the policy itself is what gets explained.
-        Without `as_employee` the submitter is such an assumed employee even if the address
-        is a real one's: their own settings (personal contacts, paused capture) are theirs
-        to see, not the asker's.
+        employee is assumed to be one (and proven, where proof is required), so that the policy
+        itself is what gets explained. Without `as_employee` the submitter is such an assumed
+        employee even if the address is a real one's: their own settings (personal contacts,
+        paused capture) are theirs to see, not the asker's.
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
@@ -346,8 +349,8 @@ class Pipeline:
                 message,
                 channel,
                 submitter,
+                envelope,
                 from_employee=_from_employee(lookups, outer, submitter),
-                sent_folder=envelope.sent_folder,
             )
             session.rollback()
         decision, observations = self.engine.decide(message, context)
@@ -365,17 +368,15 @@ class Pipeline:
         message: ParsedMessage,
         channel: Channel,
         submitter: Submitter | None,
+        envelope: Envelope,
         *,
         from_employee: bool,
-        sent_folder: bool,
         submitter_proven: bool = True,
-        spamd_score: float | None = None,
-        trusted_headers: bool = False,
     ) -> Context:
-        """What the database knows about the participants, with what the callers know of the
-        envelope (one Context built, not copied: a message at a time). Whether From is an
-        employee is left to the callers: they ask it of the message as sent, not as
-        submitted."""
+        """What the database knows about the participants, with what the envelope says (one
+        Context built, not copied: a message at a time), alike for a decision and for its
+        explanation. Whether From is an employee is left to the callers: they ask it of the
+        message as sent, not as submitted."""
         addresses = [a.address for a in message.participants]
         return Context(
             channel=channel,
@@ -388,10 +389,11 @@ class Pipeline:
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
             replies_to_known=_replies_to_known(lookups.conn, message),
             from_employee=from_employee,
-            sent_folder=sent_folder,
+            sent_folder=envelope.sent_folder,
             submitter_proven=submitter_proven,
-            spamd_score=spamd_score,
-            trusted_headers=trusted_headers,
+            spamd_score=envelope.spamd_score,
+            # A mailbox's own headers were written by our own servers, as a trusted relay's.
+            trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
         )
 
     def _proven(

@@ -41,6 +41,9 @@ ROLE_MAILBOXES = frozenset(
         *("privacy", "root", "bounce", "bounces"),
     )
 )
+# The report types (RFC 3464 delivery status, RFC 5965 abuse feedback, RFC 8098 read receipts)
+# a decision's facts may name; any other is "other".
+REPORT_TYPES = frozenset(("delivery-status", "feedback-report", "disposition-notification"))
 MAX_SCANNED_HEADER = 2_000  # characters of one header value that flufl.bounce is given
 BOUNCE_SENDERS = re.compile(r"mailer.daemon|postmaster|post_master|mail delivery|bounce")
 BOUNCE_SUBJECT = re.compile(
@@ -97,12 +100,16 @@ def auto_reply_signal(message: ParsedMessage) -> str | None:
 
 
 def report_type(message: ParsedMessage) -> str | None:
-    """`delivery-status` or `feedback-report` for RFC 3464/5965 reports, else None."""
+    """Which kind of multipart/report (one of REPORT_TYPES, else `other`), or None. The
+    parameter is the sender's own words and facts outlive a dropped message, so only the
+    registered kinds are kept."""
     content_type = (message.header("content-type") or "").lower()
     if not content_type.startswith("multipart/report"):
         return None
     match = re.search(r"report-type\s*=\s*\"?([a-z-]+)", content_type)
-    return match.group(1) if match else "unknown"
+    if match is None:
+        return "unknown"
+    return match.group(1) if match.group(1) in REPORT_TYPES else "other"
 
 
 def bounce_signal(message: ParsedMessage) -> str | None:

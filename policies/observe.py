@@ -325,7 +325,9 @@ def _personal_facts(
     notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
     return {
         "shares_family_name": len(sharing),
-        "personal_probability": round(score.probability, 3),
+        # Unrounded: a rule decides on the fact as stored (and replayed), and "at least P"
+        # must not hit a probability that rounds up to P.
+        "personal_probability": score.probability,
     }
 
 

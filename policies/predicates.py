@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -222,9 +223,10 @@ def spamd_score(obs: Observations, params: Score, _secret: bytes) -> Finding:
     score = obs.facts.get("spamd_score")
     if score is None:
         return Finding(False, "no spamd score (spamd not configured or not answering)")
+    shown = _cut(score, params.above, places=1)
     if score >= params.above:
-        return Finding(True, f"spamd scores it {score:.1f} ≥ {params.above}")
-    return Finding(False, f"spamd scores it {score:.1f} < {params.above}")
+        return Finding(True, f"spamd scores it {shown} ≥ {params.above}")
+    return Finding(False, f"spamd scores it {shown} < {params.above}")
 
 
 @predicate("channel-in", "It arrived through one of the given channels.", params=Channels)
@@ -243,6 +245,16 @@ def channel_in(obs: Observations, params: Channels, _secret: bytes) -> Finding:
 def personal_content(obs: Observations, params: Threshold, _secret: bytes) -> Finding:
     probability = obs.facts["personal_probability"]
     signals = obs.notes.get("personal_signals", ())
+    shown = _cut(probability, params.above, places=2)
     if probability >= params.above:
-        return Finding(True, f"reads as personal: {probability:.2f} ≥ {params.above}", signals)
-    return Finding(False, f"reads as business: {probability:.2f} < {params.above}", signals)
+        return Finding(True, f"reads as personal: {shown} ≥ {params.above}", signals)
+    return Finding(False, f"reads as business: {shown} < {params.above}", signals)
+
+
+def _cut(value: float, threshold: float, *, places: int) -> str:
+    """`value` to as many decimals as `threshold` has (at least `places`), cut rather than
+    rounded, so the reason compares as the decision did: 0.8636 < 0.864 never reads 0.864."""
+    exponent = Decimal(repr(threshold)).as_tuple().exponent
+    digits = max(places, -exponent if isinstance(exponent, int) else 0)
+    cut = Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
+    return str(cut)

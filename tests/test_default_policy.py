@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import DecisionRecord
+from app.security import Role
 from app.settings import BUNDLED_POLICY, Settings
 from capture.pipeline import Envelope
 from policies.model import Channel
@@ -20,6 +21,7 @@ from tests.conftest import (
     Running,
     add_employee,
     everything_stored,
+    issue_token,
     run_service,
 )
 from tests.mail import compose, send
@@ -90,6 +92,31 @@ def test_a_clear_business_message_is_kept_and_filed(published: Running) -> None:
     result = published.runtime.pipeline.process(raw, Envelope("alice@example.com"), Channel.BCC)
     assert result.outcome.value in ("capture", "metadata_only")
     assert result.message_id is not None
+
+
+@pytest.mark.parametrize("channel", [Channel.IMAP, Channel.IMPORT, Channel.BCC])
+def test_explain_says_what_a_message_from_that_channel_is_decided(
+    published: Running, channel: Channel
+) -> None:
+    """A mailbox's spam verdict counts (our own servers wrote it); a BCC'd copy's does not."""
+    raw = compose(
+        sender="Bob Builder <bob@customer.example>",
+        to="Alice Example <alice@example.com>",
+        headers={"X-Spam-Flag": "YES", "X-Spam-Status": "Yes, score=9.1"},
+        message_id=f"<spam-{channel.value}@customer.example>",
+    ).as_bytes()
+    token = issue_token(published.runtime.sessions, Role.COMPLIANCE)
+    with published.client(token) as api:
+        explained = api.post(
+            "/api/v1/explain",
+            content=raw,
+            params={"employee": "alice@example.com", "channel": channel.value},
+            headers={"Content-Type": "message/rfc822"},
+        ).json()
+    live = published.runtime.pipeline.process(raw, Envelope("alice@example.com"), channel)
+
+    assert (explained["outcome"], tuple(explained["rules"])) == (live.outcome.value, live.rules)
+    assert ("upstream-spam" in live.rules) == (channel is not Channel.BCC)
 
 
 def _enron(category: str) -> Iterator[bytes]:

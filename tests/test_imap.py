@@ -226,6 +226,8 @@ def test_message_over_the_size_cap_is_decided_on_headers_alone(
     with runtime.sessions() as session:
         text = session.scalar(sa.select(Message.body_text))
         assert text is not None and "CANARY-BODY-TEXT" not in text
+        facts = session.scalar(sa.select(DecisionRecord.facts))
+        assert facts is not None and facts["body_read"] is False, "its facts are the headers'"
 
 
 def test_serve_syncs_mailboxes_and_idle_delivers_a_new_message(

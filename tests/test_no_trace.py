@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import smtplib
 import uuid
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.logs import LogFormat, configure
 from app.models import DecisionRecord
 from app.settings import Settings
-from tests.conftest import Running, add_employee, everything_stored
+from tests.conftest import CAPTURE, Running, add_employee, everything_stored
 from tests.mail import compose, send
 from tests.test_crash_safety import Server, free_port
 
@@ -135,3 +136,38 @@ def test_bounce_detectors_that_fail_log_nothing_in_any_process(
     assert bounce_signal(parse_message(raw)) == "detected"  # by our own phrases
     assert not [r for r in caplog.records if r.name.startswith("flufl")]
     assert capfd.readouterr().err == ""
+
+
+def test_a_dropped_reports_own_report_type_words_are_not_kept_in_its_facts(
+    running: Running,
+) -> None:
+    """The report-type parameter is the sender's to write: only the registered kinds are kept."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    canary = f"d{uuid.uuid4().hex}"
+    raw = (
+        "From: Alice <alice@example.com>\r\nTo: Carol <carol@example.com>\r\n"
+        "Subject: tonight\r\nDate: Mon, 23 Nov 2026 09:00:00 +0000\r\n"
+        "Message-ID: <report-words@example.com>\r\nMIME-Version: 1.0\r\n"
+        f'Content-Type: multipart/report; report-type=dinner-{canary}; boundary="b1"\r\n'
+        "\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee you\r\n--b1--\r\n"
+    ).encode()
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=30) as client:
+        client.sendmail("alice@example.com", [CAPTURE], raw)
+
+    with running.runtime.sessions() as session:
+        record = session.scalars(sa.select(DecisionRecord)).one()
+    assert (record.outcome, record.facts["report_type"]) == ("drop", "other")
+    assert canary.encode() not in everything_stored(running)
+
+
+def test_a_registered_report_type_is_kept_as_written() -> None:
+    from capture.parse import parse_message
+    from policies.automated import report_type
+
+    def reported(kind: str) -> str | None:
+        raw = f"From: a@b.example\r\nContent-Type: multipart/report; report-type={kind}\r\n\r\n"
+        return report_type(parse_message(raw.encode()))
+
+    assert reported("Feedback-Report") == "feedback-report"
+    assert reported('"disposition-notification"') == "disposition-notification"
+    assert reported("delivery-status") == "delivery-status"

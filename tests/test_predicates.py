@@ -161,6 +161,39 @@ def test_personal_content_hits_a_love_note_and_misses_a_quote() -> None:
     assert not business.hit, business.reason
 
 
+def _scored(probability: float) -> Observations:
+    """business.eml, as if the model had given it `probability`."""
+    message = parse_message((FIXTURES / "business.eml").read_bytes().replace(b"\n", b"\r\n"))
+    ahead = replace(work_ahead(message), score=PersonalScore(probability, ()))
+    return observed("business.eml", ahead=ahead)
+
+
+@pytest.mark.parametrize(
+    ("probability", "above", "hit", "reason"),
+    [
+        (0.8636, 0.864, False, "reads as business: 0.863 < 0.864"),
+        (0.864, 0.864, True, "reads as personal: 0.864 ≥ 0.864"),
+        (0.005, 0.0065, False, "reads as business: 0.0050 < 0.0065"),
+        (0.00649, 0.0065, False, "reads as business: 0.0064 < 0.0065"),
+        (0.0065, 0.0065, True, "reads as personal: 0.0065 ≥ 0.0065"),
+    ],
+)
+def test_personal_content_at_its_threshold_hits_at_least_p_and_says_so(
+    probability: float, above: float, hit: bool, reason: str
+) -> None:
+    obs = _scored(probability)
+    found = check("personal-content", obs, above=above)
+
+    assert obs.facts["personal_probability"] == probability, "stored as decided on"
+    assert (found.hit, found.reason) == (hit, reason)
+
+
+def test_spamd_score_just_under_its_threshold_does_not_read_as_reaching_it() -> None:
+    found = check("spamd-score", observed("spam.eml", spamd_score=4.96), above=5.0)
+
+    assert (found.hit, found.reason) == (False, "spamd scores it 4.9 < 5.0")
+
+
 @pytest.mark.parametrize(
     ("guardrail", "hit_on", "reason"),
     [

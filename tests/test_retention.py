@@ -95,3 +95,34 @@ def test_old_decision_records_go_as_a_prefix_and_the_rest_still_verifies(
         tampered = ledger.verify(session)
     assert (tampered.ok, tampered.first_broken) == (False, 2)
     assert tampered.problem == "earlier records removed without a purge record"
+
+
+def test_a_purge_of_the_whole_log_goes_on_from_its_ids_and_hashes(running: Running) -> None:
+    """A quiet deployment whose every old decision dropped its message: the purge removes the
+    whole log, and its own record comes next (id 3, not 1 again), chained from the hash it
+    names, so a head noted before the purge still verifies and a forged one does not."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    assert [_decide(running, "Carol <carol@example.com>", n) for n in (1, 2)] == ["drop"] * 2
+    with running.runtime.sessions() as session:
+        noted = ledger.verify(session)
+    assert noted.head_id == 2 and noted.head_hash is not None
+    policy = running.runtime.pipeline.engine.policy
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    with transaction(running.runtime.sessions) as session:
+        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    _decide(running, "Carol <carol@example.com>", 3)
+    with running.runtime.sessions() as session:
+        left = session.execute(
+            sa.select(DecisionRecord.id, DecisionRecord.outcome, DecisionRecord.prev_hash).order_by(
+                DecisionRecord.id
+            )
+        ).all()
+        still = ledger.verify(session, anchor=ledger.Anchor(2, noted.head_hash))
+        forged = ledger.verify(session, anchor=ledger.Anchor(2, "0" * 64))
+
+    assert removed == 2
+    assert [tuple(r)[:2] for r in left] == [(3, "ledger-purge"), (4, "drop")]
+    assert left[0].prev_hash == noted.head_hash
+    assert (still.ok, still.checked, still.head_id) == (True, 2, 4)
+    assert (forged.ok, forged.problem) == (False, "record differs from the anchor noted")

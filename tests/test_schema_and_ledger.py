@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger
+from app import decision_reports, ledger
 from app.db import transaction
 from app.models import Base, DecisionRecord
 from policies.model import Channel, Decision, Outcome, Verdict, Visibility
@@ -171,6 +171,64 @@ def test_ledger_names_the_first_record_edited_behind_its_back(
 
     assert (result.ok, result.first_broken) == (False, 3)
     assert result.problem == "record altered after writing"
+
+
+def test_ledger_names_a_record_whose_rules_were_rewritten_as_the_same_json(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The same list in other text parses (and hashes) alike, but a rule filter reads the
+    text: `["intern\\u0061l-only"]` is no longer found by ?rule=internal-only."""
+    for n in range(3):
+        _append(sessions, n)
+    with transaction(sessions) as session:
+        session.execute(
+            sa.text("UPDATE decisions SET rules = :rules WHERE id = 2"),
+            {"rules": '["intern\\u0061l-only"]'},
+        )
+
+    with sessions() as session:
+        rewritten = session.get(DecisionRecord, 2)
+        assert rewritten is not None and rewritten.rules == ["internal-only"]
+        found = decision_reports.decisions(
+            session, decision_reports.Filters(rule="internal-only"), before=None, limit=50
+        )
+        result = ledger.verify(session)
+
+    assert [r.id for r in found] == [3, 1]
+    assert (result.ok, result.first_broken) == (False, 2)
+    assert result.problem == "record stored in another form than written"
+
+
+def test_ledger_names_a_record_whose_time_was_rewritten_at_another_utc_offset(
+    sessions: sessionmaker[Session],
+) -> None:
+    """The same instant written with +12:00 reads back alike, but SQLite compares the text:
+    the record leaves the since/until window (and the retention cutoff) it belongs to."""
+    for n in range(3):
+        _append(sessions, n)
+    with sessions() as session:
+        written = session.get(DecisionRecord, 2)
+        assert written is not None
+        at = written.created_at
+    shifted = (at + timedelta(hours=12)).replace(tzinfo=None).isoformat(" ") + "+12:00"
+    with transaction(sessions) as session:
+        session.execute(
+            sa.text("UPDATE decisions SET created_at = :at WHERE id = 2"), {"at": shifted}
+        )
+
+    window = decision_reports.Filters(since=at - timedelta(hours=1), until=at + timedelta(hours=1))
+    with sessions() as session:
+        rewritten = session.get(DecisionRecord, 2)
+        assert rewritten is not None and rewritten.created_at == at
+        found = {r.id for r in decision_reports.decisions(session, window, before=None, limit=50)}
+        result = ledger.verify(session)
+
+    if sessions.kw["bind"].dialect.name == "sqlite":
+        assert 2 not in found
+        assert (result.ok, result.first_broken) == (False, 2)
+        assert result.problem == "record stored in another form than written"
+    else:  # PostgreSQL keeps the instant, not the text: nothing was changed
+        assert 2 in found and result.ok
 
 
 def test_ledger_notices_a_deleted_record(sessions: sessionmaker[Session]) -> None:
