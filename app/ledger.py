@@ -329,11 +329,15 @@ def _stored_as_written(
 ) -> bool:
     """Whether the database holds `record` in the form it was written and hashed in: the
     same value in another form (a JSON escape, a UTC offset) hashes alike once parsed, yet
-    SQL filters read the form."""
+    SQL filters read the form. Records written before 2026-11-23 hold their JSON as the
+    JSON type wrote it then (`json.dumps` with its default separators), which is as good."""
     at, *texts = stored
     encoded = _encoded_fields(record)
     written_at = write_time(record.created_at) if write_time else record.created_at
-    return at == written_at and texts == [encoded[c] for c in _JSON_COLUMNS]
+    return at == written_at and all(
+        text in (encoded[c], json.dumps(getattr(record, c)))
+        for c, text in zip(_JSON_COLUMNS, texts, strict=True)
+    )
 
 
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:

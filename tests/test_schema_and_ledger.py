@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -197,6 +198,35 @@ def test_ledger_names_a_record_whose_rules_were_rewritten_as_the_same_json(
     assert [r.id for r in found] == [3, 1]
     assert (result.ok, result.first_broken) == (False, 2)
     assert result.problem == "record stored in another form than written"
+
+
+def test_ledger_verifies_records_whose_json_was_written_as_releases_before_2026_11_23_did(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Those wrote the JSON columns through SQLAlchemy's JSON type: `json.dumps` with its
+    default separators. The same values, the same hash, and nothing a filter reads is lost."""
+    for n in range(3):
+        _append(sessions, n)
+    with transaction(sessions) as session:
+        for record in session.scalars(sa.select(DecisionRecord)):
+            session.execute(
+                sa.text(
+                    "UPDATE decisions SET rules = :rules, verdicts = :verdicts, facts = :facts "
+                    "WHERE id = :id"
+                ),
+                {
+                    "id": record.id,
+                    "rules": json.dumps(record.rules),
+                    "verdicts": json.dumps(record.verdicts),
+                    "facts": json.dumps(record.facts),
+                },
+            )
+    with sessions() as session:
+        stored = session.execute(sa.text("SELECT CAST(facts AS TEXT) FROM decisions")).scalars()
+        assert all(", " in text for text in stored)  # control: the old form is what is there
+        result = ledger.verify(session)
+
+    assert result.ok and result.checked == 3
 
 
 def test_ledger_names_a_record_whose_time_was_rewritten_at_another_utc_offset(
