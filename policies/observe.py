@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import ROUND_FLOOR, Decimal
 from functools import lru_cache
 from typing import Any
 
@@ -325,10 +326,21 @@ def _personal_facts(
     notes["personal_signals"] = tuple(f"{name} ({weight:+.2f})" for name, weight in score.signals)
     return {
         "shares_family_name": len(sharing),
-        # Unrounded: a rule decides on the fact as stored (and replayed), and "at least P"
-        # must not hit a probability that rounds up to P.
-        "personal_probability": score.probability,
+        "personal_probability": probability_fact(score.probability),
     }
+
+
+PROBABILITY_PLACES = 4  # thresholds have at most these decimals (policies/predicates.py)
+
+
+def probability_fact(probability: float) -> float:
+    """The personal probability as decided on and stored: cut (never rounded up) to
+    PROBABILITY_PLACES decimals. A rule decides on the fact as stored, so that a replay
+    agrees; cut, so that "at least P" never hits a probability just under P; and coarse,
+    since a probability to sixteen digits would let whoever reads the log confirm a
+    guess at a dropped message's words."""
+    step = Decimal(1).scaleb(-PROBABILITY_PLACES)
+    return float(Decimal(repr(probability)).quantize(step, rounding=ROUND_FLOOR))
 
 
 def _shares_family_name(display_name: str, family: str) -> bool:

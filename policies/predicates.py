@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from policies.model import Channel
-from policies.observe import Observations, domain_token
+from policies.observe import PROBABILITY_PLACES, Observations, domain_token
 
 
 class Finding(NamedTuple):
@@ -136,6 +136,16 @@ def larger_than(obs: Observations, params: SizeLimit, _secret: bytes) -> Finding
 
 class Threshold(NoParams):
     above: float = Field(ge=0.0, le=1.0)
+
+    @field_validator("above")
+    @classmethod
+    def _decimals(cls, value: float) -> float:
+        """The probability is decided on cut to PROBABILITY_PLACES decimals: a threshold with
+        more would not mean "at least P"."""
+        exponent = Decimal(repr(value)).as_tuple().exponent
+        if isinstance(exponent, int) and -exponent > PROBABILITY_PLACES:
+            raise ValueError(f"at most {PROBABILITY_PLACES} decimals")
+        return value
 
 
 class SenderKinds(NoParams):

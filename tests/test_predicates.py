@@ -9,9 +9,12 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from app.settings import BUNDLED_POLICY
 from capture.parse import parse_message
 from policies import automated
+from policies.engine import PolicyError
 from policies.guardrails import GUARDRAILS
+from policies.loader import load_policy_text
 from policies.model import Channel
 from policies.observe import (
     Ahead,
@@ -22,6 +25,7 @@ from policies.observe import (
     _shares_family_name,
     family_name,
     observe,
+    probability_fact,
     work_ahead,
 )
 from policies.personal_words import PersonalScore
@@ -184,8 +188,24 @@ def test_personal_content_at_its_threshold_hits_at_least_p_and_says_so(
     obs = _scored(probability)
     found = check("personal-content", obs, above=above)
 
-    assert obs.facts["personal_probability"] == probability, "stored as decided on"
+    assert obs.facts["personal_probability"] == probability_fact(probability), "as decided on"
     assert (found.hit, found.reason) == (hit, reason)
+
+
+def test_the_probability_is_kept_to_four_decimals_cut_and_thresholds_have_no_more() -> None:
+    """Cut, not rounded: 0.86399 is under 0.864 however it is stored. Coarse: a probability
+    to sixteen digits would confirm a guess at a dropped message's words."""
+    assert probability_fact(0.86399) == 0.8639
+    assert probability_fact(0.123456789) == 0.1234
+    assert probability_fact(0.0065) == 0.0065
+    assert not check("personal-content", _scored(0.86399), above=0.864).hit
+    source = BUNDLED_POLICY.read_text().replace("above: 0.864}", "above: 0.86395}")
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(source)
+    assert any(
+        "personal-content.above: Value error, at most 4 decimals" in p
+        for p in refused.value.problems
+    ), refused.value.problems
 
 
 def test_spamd_score_just_under_its_threshold_does_not_read_as_reaching_it() -> None:
