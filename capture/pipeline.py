@@ -270,7 +270,7 @@ class Pipeline:
             channel,
             submitter,
             envelope,
-            submitter_proven=self._proven(outer, envelope, submitter),
+            submitter_proven=self._proven(outer, envelope, submitter, channel),
             from_employee=_from_employee(lookups, outer, submitter),
         )
         decision, observations = engine.decide(message, context, ahead=ahead)
@@ -397,11 +397,17 @@ class Pipeline:
         )
 
     def _proven(
-        self, message: ParsedMessage, envelope: Envelope, submitter: Submitter | None
+        self,
+        message: ParsedMessage,
+        envelope: Envelope,
+        submitter: Submitter | None,
+        channel: Channel,
     ) -> bool:
         """Whether the submitter is who they say: always, unless proof is required; then by
-        SMTP AUTH as that employee, or by a trusted relay's DKIM pass aligned with From."""
-        if not self.require_proof:
+        SMTP AUTH as that employee, or by a trusted relay's DKIM pass aligned with From. Mail
+        read from a mailbox or imported is the employee's by configuration: an admin added
+        the mailbox for them, the operator ran the import."""
+        if not self.require_proof or channel in (Channel.IMAP, Channel.IMPORT):
             return True
         if submitter is not None and envelope.authenticated_as in submitter.addresses:
             return True

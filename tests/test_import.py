@@ -29,10 +29,12 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
-def _mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+def _mailroom(
+    settings: Settings, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        env=_env(settings),
+        env=_env(settings) | (env or {}),
         capture_output=True,
         text=True,
         timeout=120,
@@ -80,6 +82,33 @@ def test_import_mbox_files_messages_and_a_rerun_skips_them(
     assert again.returncode == 0, again.stderr
     assert "0 imported" in again.stdout and "7 already imported" in again.stdout
     assert _count(settings, DecisionRecord) == 7
+
+
+def test_an_import_is_the_employees_mail_where_submitters_must_prove_who_they_are(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
+) -> None:
+    """REQUIRE_SUBMITTER_PROOF asks SMTP submitters for AUTH or a trusted relay's DKIM. An
+    archive the operator imports for Alice is hers by that act, as a mailbox an admin added
+    for her is: its mail is decided, not refused as from someone who is not an employee."""
+    add_employee(sessions, ALICE)
+    path = tmp_path / "alice.mbox"
+    box = mailbox.mbox(path)
+    for raw in _messages():
+        box.add(raw)
+    box.close()
+
+    done = _mailroom(
+        settings,
+        "import",
+        "mbox",
+        str(path),
+        "--employee",
+        ALICE,
+        env={"MAILROOM_REQUIRE_SUBMITTER_PROOF": "true"},
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "7 read: 7 imported (6 capture, 1 drop)" in done.stdout
 
 
 def test_import_maildir_with_a_date_horizon(
