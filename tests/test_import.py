@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -185,5 +186,6 @@ def test_a_fault_mid_import_says_where_and_never_prints_the_mail(
     assert done.returncode == 1
     output = done.stdout + done.stderr
     assert "canary" not in output and "disk I/O error" not in output
-    assert "error: sqlalchemy.exc." in done.stderr
+    # sqlalchemy.exc.IntegrityError on SQLite, the driver's own error on PostgreSQL
+    assert re.search(r"error: [\w.]+(Error|Exception) \(its text is left out", done.stderr)
     assert "in import_messages" in done.stderr  # where it happened
