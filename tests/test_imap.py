@@ -32,7 +32,7 @@ from app.settings import Settings
 from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
-from tests.mail import compose
+from tests.mail import UNSTORABLE, compose
 
 ALICE = "alice@example.com"
 
@@ -209,6 +209,22 @@ def test_malformed_message_is_decided_and_breaks_nothing(
     assert count(runtime, DecisionRecord) == 2
     with runtime.sessions() as session:
         assert session.scalar(sa.select(MailboxFolder.last_uid)) == 2
+
+
+@pytest.mark.parametrize("kind", UNSTORABLE)
+def test_a_value_no_database_stores_as_written_does_not_stop_the_folder(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str, kind: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), UNSTORABLE[kind], business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.outcomes == {"capture": 3}
+    assert count(runtime, Message) == 3
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(MailboxFolder.last_uid)) == 3
 
 
 def test_message_over_the_size_cap_is_decided_on_headers_alone(

@@ -8,13 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
 from tests.conftest import TEST_SECRET, add_employee
-from tests.mail import compose
+from tests.mail import UNSTORABLE, compose
 
 ALICE = "alice@example.com"
 
@@ -104,6 +105,25 @@ def test_import_maildir_with_a_date_horizon(
     assert done.returncode == 0, done.stderr
     assert "1 before --since" in done.stdout
     assert _count(settings, Message) == 5
+
+
+@pytest.mark.parametrize("kind", UNSTORABLE)
+def test_a_value_no_database_stores_as_written_costs_the_import_nothing(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path, kind: str
+) -> None:
+    add_employee(sessions, ALICE)
+    path = tmp_path / "alice.mbox"
+    box = mailbox.mbox(path)
+    kept = _messages()[:2]
+    for raw in (kept[0], UNSTORABLE[kind], kept[1]):
+        box.add(raw)
+    box.close()
+
+    done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+
+    assert done.returncode == 0, done.stderr
+    assert "3 read: 3 imported (3 capture)" in done.stdout
+    assert _count(settings, Message) == 3
 
 
 def test_import_refuses_what_is_not_an_archive(settings: Settings, tmp_path: Path) -> None:
