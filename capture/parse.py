@@ -446,7 +446,7 @@ def _headers(
         if number >= 500:
             continue
         text = str(value)[:4000]
-        if text.isascii() and "=?" not in text:  # most headers: nothing to decode or clean
+        if text.isascii() and "=?" not in text and "\x00" not in text:  # most: nothing to do
             pairs.append((name[:100], " ".join(text.split())))
         else:
             text = _decoded(_utf8(text), key, defects)

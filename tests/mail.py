@@ -55,8 +55,20 @@ def _dated(date: str) -> bytes:
     return msg.as_bytes(policy=policy.SMTP)
 
 
+def _with_nul() -> bytes:
+    msg = compose(
+        to="Ca@NUL@rol <carol@customer.example>",
+        subject="Quote @NUL@ 20 licences",
+        body="Hi Carol,\n\nthe quote@NUL@.\n",
+        message_id="<unstorable@example.com>",
+    )
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="q@NUL@.pdf")
+    return msg.as_bytes(policy=policy.SMTP).replace(b"@NUL@", b"\x00")
+
+
 # Business mail carrying a value that no database column holds as written: parsing must make
 # each storable, or filing fails on every channel and on every retry.
 UNSTORABLE = {
     "date-in-utc-year-10000": _dated("Fri, 31 Dec 9999 23:00:00 -1200"),
+    "nul-in-its-text": _with_nul(),  # PostgreSQL refuses NUL in text; SQLite keeps it
 }

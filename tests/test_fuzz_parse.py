@@ -94,10 +94,15 @@ def understand(raw: bytes) -> ParsedMessage:
 
 def assert_storable(message: ParsedMessage) -> None:
     """What filing stores, any database can: an instant in Python's range in UTC and in any
-    time zone (a day either way)."""
+    time zone (a day either way); and text without NUL, which PostgreSQL refuses."""
     if message.date is not None:
         for offset in (-DAY, timedelta(0), DAY):
             message.date.astimezone(timezone(offset))
+    texts = [message.subject, message.text, message.message_id or "", message.in_reply_to or ""]
+    texts += [*message.references, *(value for _, value in message.headers)]
+    texts += [f"{a.address}{a.name}" for a in message.participants]
+    texts += [f"{a.filename}{a.content_type}" for a in message.attachments]
+    assert not [text for text in texts if "\x00" in text]
 
 
 def safe(text: str) -> bytes:
@@ -264,6 +269,21 @@ def test_a_date_beyond_what_databases_store_is_no_date_and_a_defect(written: str
     message = understand(f"From: a@example.com\r\nDate: {written}\r\n\r\nhi".encode())
     assert message.date is None
     assert "date-out-of-range" in message.defects
+
+
+def test_nul_in_any_text_kept_becomes_a_replacement_character() -> None:
+    raw = (
+        b"From: =?utf-8?q?Bo=00b?= <bob@example.com>\r\nTo: Ca\x00rol <carol@example.com>\r\n"
+        b"Subject: a\x00b\r\nMessage-ID: <n\x00ul@example.com>\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nbo\x00dy\r\n--b\r\n"
+        b'Content-Disposition: attachment; filename="q\x00.pdf"\r\n\r\n%PDF\r\n--b--\r\n'
+    )
+    message = understand(raw)
+    assert (message.subject, message.text.strip()) == ("a\ufffdb", "bo\ufffddy")
+    assert [a.name for a in message.participants] == ["Bo\ufffdb", "Ca\ufffdrol"]
+    assert message.message_id == "<n\ufffdul@example.com>"
+    assert message.attachments[0].filename == "q\ufffd.pdf"
 
 
 def test_the_earliest_date_the_stdlib_reads_is_kept() -> None:

@@ -215,6 +215,7 @@ def test_malformed_message_is_decided_and_breaks_nothing(
 def test_a_value_no_database_stores_as_written_does_not_stop_the_folder(
     runtime: Runtime, dovecot: Dovecot, imap_user: str, kind: str
 ) -> None:
+    # (Dovecot serves a NUL as 0x80, as IMAP wants: other servers may not.)
     add_employee(runtime.sessions, ALICE)
     dovecot.append(imap_user, "INBOX", [business(1), UNSTORABLE[kind], business(2)])
     mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
