@@ -217,6 +217,8 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
         f"{stats.read} read: {stats.imported} imported ({_outcomes(stats.outcomes)}), "
         f"{stats.already_done} already imported, {stats.before_horizon} before --since"
     )
+    if stats.failed:  # each logged by its error's type; nothing of the mail is printed
+        raise _fail(f"{stats.failed} could not be filed and were left out; a rerun tries again")
 
 
 EmployeeOption = Annotated[str, typer.Option(help="The employee whose mail this is.")]

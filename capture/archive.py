@@ -11,9 +11,11 @@ import mailbox
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
-from capture.parse import parse_message
+from capture.alone import Alone, message_fault
+from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import Envelope, Pipeline
 from policies.model import Channel
 
@@ -31,7 +33,20 @@ class ImportStats:
     imported: int = 0
     already_done: int = 0  # committed by an earlier run
     before_horizon: int = 0  # older than --since: not read into the pipeline at all
+    failed: int = 0  # left out by a fault of their own (capture.alone); a rerun tries again
     outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str, n: int = 1) -> None:
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + n
+
+    def add(self, batch: ImportStats) -> None:
+        """A committed batch's counts (`read` is counted as messages are read)."""
+        self.imported += batch.imported
+        self.already_done += batch.already_done
+        self.before_horizon += batch.before_horizon
+        self.failed += batch.failed
+        for outcome, n in batch.outcomes.items():
+            self.count(outcome, n)
 
 
 def open_archive(path: Path, kind: ArchiveKind) -> tuple[int, Iterator[bytes]]:
@@ -84,18 +99,48 @@ def _commit(
     since: datetime | None,
     stats: ImportStats,
 ) -> None:
+    """One transaction; if a message's own values fail it, the batch again with each message
+    in a savepoint of its own (`capture.alone`): that one is left out, counted as failed and
+    without a receipt, so that a rerun tries it again, and the rest is imported."""
     # Parsed before the write lock is taken: parsing needs no database.
     messages = [parse_message(raw) for raw in batch]
+    try:
+        done = _file(pipeline, messages, envelope, since, alone=False)
+    except Exception as error:
+        if not message_fault(error, pipeline.connections().dialect):
+            raise
+        done = _file(pipeline, messages, envelope, since, alone=True)
+    stats.add(done)
+
+
+def _file(
+    pipeline: Pipeline,
+    messages: list[ParsedMessage],
+    envelope: Envelope,
+    since: datetime | None,
+    *,
+    alone: bool,
+) -> ImportStats:
+    done = ImportStats()
     with pipeline.connections().begin() as conn:
         lookups = pipeline.lookups(conn)
         lookups.prefetch(messages)
+        isolated = Alone(conn) if alone else None
         for message in messages:
             if since is not None and message.date is not None and message.date < since:
-                stats.before_horizon += 1
+                done.before_horizon += 1
                 continue
-            result = pipeline.process_in(conn, message, envelope, Channel.IMPORT, lookups=lookups)
-            if result.duplicate:
-                stats.already_done += 1
-                continue
-            stats.imported += 1
-            stats.outcomes[result.outcome.value] = stats.outcomes.get(result.outcome.value, 0) + 1
+            run = partial(
+                pipeline.process_in, conn, message, envelope, Channel.IMPORT, lookups=lookups
+            )
+            result = isolated.file(run) if isolated else run()
+            if result is None:
+                done.failed += 1
+            elif result.duplicate:
+                done.already_done += 1
+            else:
+                done.imported += 1
+                done.count(result.outcome.value)
+        if isolated is not None:
+            isolated.settle()
+    return done

@@ -36,7 +36,10 @@ class Attachment:
 
 
 def clean(text: str) -> str:
-    """Text that any database can store: undecodable bytes (lone surrogates) become '?'."""
+    """Text that any database can store: undecodable bytes (lone surrogates) become '?', and
+    NUL, which PostgreSQL refuses in text (SQLite keeps it), becomes U+FFFD on either."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
     if text.isascii():  # most header text: nothing to replace
         return text
     return text.encode("utf-8", "replace").decode("utf-8")

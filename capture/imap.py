@@ -17,18 +17,21 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
 
 from app.models import Mailbox, MailboxFolder
+from capture.alone import Alone, message_fault
 from capture.header_fetch import fetch_header_sections
 from capture.header_helper import HEADER_PARSING, Parsed
 from capture.parse import ParsedMessage, parse_message
-from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline
+from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline, Result
 from policies.model import Channel, Outcome
 from policies.observe import Ahead
 
@@ -69,6 +72,7 @@ class SyncStats:
     bodies_skipped: int = 0  # decided on headers alone: the body never left the server
     bodies_for_dropped: int = 0  # bodies read whose message the policy then dropped
     over_cap: int = 0
+    failed: int = 0  # left out by a fault of their own (capture.alone)
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: Outcome) -> None:
@@ -139,6 +143,7 @@ class FolderSync:
         self.progress = progress
         self.stats = SyncStats()
         self._server: ThreadPoolExecutor | None = None  # while a folder syncs
+        self._alone: Alone | None = None  # while a batch is filed one message at a time
 
     def sync_all(self) -> SyncStats:
         for folder in self.config.folders:
@@ -218,9 +223,34 @@ class FolderSync:
         *,
         remaining: int,
     ) -> None:
+        """The batch in one transaction; if a message's own values fail it, again with each
+        message in a savepoint of its own (`capture.alone`, bodies fetched again), so that
+        the folder moves past the one left out. A fault of the database rolls it back."""
+        counted = deepcopy(self.stats)
+        try:
+            self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining)
+        except Exception as error:
+            if not message_fault(error, self.pipeline.connections().dialect):
+                raise
+            self.stats = counted
+            self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining, alone=True)
+        finally:
+            self._alone = None
+
+    def _record_batch(
+        self,
+        folder: str,
+        uidvalidity: int,
+        uids: Sequence[int],
+        messages: list[Parsed],
+        *,
+        remaining: int,
+        alone: bool = False,
+    ) -> None:
         sent = folder in self.config.sent_folders
         before = replace(self.stats, outcomes={})
         with self.pipeline.connections().begin() as conn:
+            self._alone = Alone(conn) if alone else None
             lookups = self.pipeline.lookups(conn)
             lookups.prefetch(message for _, message, _, _ in messages)
             needs_body: list[tuple[int, int, list[Envelope]]] = []
@@ -237,6 +267,8 @@ class FolderSync:
                 else:
                     needs_body.append((uid, size, waiting))
             self._decide_with_bodies(lookups, needs_body)
+            if self._alone is not None:
+                self._alone.settle()
             pending = remaining - len(uids)
             self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
 
@@ -252,16 +284,9 @@ class FolderSync:
         waiting = []
         for envelope in envelopes:
             try:  # raised before anything is written: no savepoint needed
-                result = self.pipeline.process_in(
-                    lookups.conn,
-                    message,
-                    envelope,
-                    Channel.IMAP,
-                    headers_only=True,
-                    lookups=lookups,
-                    ahead=ahead,
-                )
-                self.stats.count(result.outcome)
+                result = self._process(lookups, message, envelope, headers_only=True, ahead=ahead)
+                if result is not None:
+                    self.stats.count(result.outcome)
             except BodyNeededError:
                 waiting.append(envelope)
         return waiting
@@ -288,20 +313,45 @@ class FolderSync:
         envelope: Envelope,
         *,
         body_read: bool,
-    ) -> Outcome:
+    ) -> Outcome | None:
         """File `message`, read whole (`body_read`) or its header section alone: over the size
         cap, decided on its headers whatever its body says, and recorded as such."""
-        result = self.pipeline.process_in(
+        result = self._process(
+            lookups, message, envelope, headers_only=not body_read, body_on_request=False
+        )
+        if result is None:
+            return None
+        self.stats.count(result.outcome)
+        return result.outcome
+
+    def _process(
+        self,
+        lookups: Lookups,
+        message: ParsedMessage,
+        envelope: Envelope,
+        *,
+        headers_only: bool,
+        body_on_request: bool = True,
+        ahead: Ahead | None = None,
+    ) -> Result | None:
+        """The pipeline's result; None for a message left out by a fault of its own."""
+        run = partial(
+            self.pipeline.process_in,
             lookups.conn,
             message,
             envelope,
             Channel.IMAP,
-            headers_only=not body_read,
-            body_on_request=False,
+            headers_only=headers_only,
+            body_on_request=body_on_request,
             lookups=lookups,
+            ahead=ahead,
         )
-        self.stats.count(result.outcome)
-        return result.outcome
+        if self._alone is None:
+            return run()
+        result = self._alone.file(run)
+        if result is None:
+            self.stats.failed += 1
+        return result
 
     def _envelopes(self, lookups: Lookups, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
         """Whom the message is captured for: the owner, or in a journal mailbox each employee

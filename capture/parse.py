@@ -65,6 +65,12 @@ _SIMPLE_MAILBOX = re.compile(
 _QUOTED_MAILBOX = re.compile(rf'\s*(?:"((?:(?!=\?)[ !#-\[\]-~]){{0,100}})"\s*)?<({_MAILBOX})>\s*')
 # And the old `user@host (Full Name)`: the registry gives a trailing comment no display name.
 _COMMENTED_MAILBOX = re.compile(rf"\s*({_MAILBOX})\s*\([^()\\]{{0,200}}\)\s*")
+# The instants a Date may name: those Python holds in UTC (years 1 to 9999; PostgreSQL's
+# timestamptz reaches far beyond, SQLite stores ISO text), a day short of each end, so that
+# the same instant also reads as a date in any time zone (an offset is under a day). A date
+# written late on 31 Dec 9999 west of UTC falls outside: it is no date, as an unreadable one.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 30, tzinfo=UTC)
 
 
 class _BoundedCompat32(Compat32):
@@ -408,7 +414,7 @@ def _parsed(
         size=size,
         message_id=_message_id(first.get("message-id")),
         subject=first.get("subject", "")[:998],
-        date=_date(first.get("date")),
+        date=_date(first.get("date"), found),
         from_=_addresses(addresses["from"], "from", found),
         to=_addresses(addresses["to"], "to", found),
         cc=_addresses(addresses["cc"], "cc", found),
@@ -440,7 +446,7 @@ def _headers(
         if number >= 500:
             continue
         text = str(value)[:4000]
-        if text.isascii() and "=?" not in text:  # most headers: nothing to decode or clean
+        if text.isascii() and "=?" not in text and "\x00" not in text:  # most: nothing to do
             pairs.append((name[:100], " ".join(text.split())))
         else:
             text = _decoded(_utf8(text), key, defects)
@@ -465,14 +471,18 @@ def _message_id(value: str | None) -> str | None:
     return match.group(0) if match else value.strip()[:250] or None
 
 
-def _date(value: str | None) -> datetime | None:
+def _date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         return None
     try:
         parsed = parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if not _EARLIEST <= parsed <= _LATEST:  # compared as instants: no conversion to overflow
+        defects.append("date-out-of-range")
+        return None
+    return parsed
 
 
 def _addresses(values: list[str], name: str, defects: list[str]) -> tuple[Address, ...]:

@@ -32,7 +32,11 @@ def compose(
 
 
 def send(
-    port: int, msg: EmailMessage, *, mail_from: str = "alice@example.com", rcpt: str = CAPTURE
+    port: int,
+    msg: EmailMessage | bytes,
+    *,
+    mail_from: str = "alice@example.com",
+    rcpt: str = CAPTURE,
 ) -> tuple[int, bytes]:
     """Send with a BCC to the capture address; returns the reply to DATA."""
     with smtplib.SMTP("127.0.0.1", port, timeout=30) as client:
@@ -41,4 +45,30 @@ def send(
         code, reply = client.rcpt(rcpt)
         if code >= 400:
             return code, reply
-        return client.data(msg.as_bytes(policy=policy.SMTP))
+        raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=policy.SMTP)
+        return client.data(raw)
+
+
+def _dated(date: str) -> bytes:
+    msg = compose(to="Carol <carol@customer.example>", message_id="<unstorable@example.com>")
+    msg.replace_header("Date", date)
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+def _with_nul() -> bytes:
+    msg = compose(
+        to="Ca@NUL@rol <carol@customer.example>",
+        subject="Quote @NUL@ 20 licences",
+        body="Hi Carol,\n\nthe quote@NUL@.\n",
+        message_id="<unstorable@example.com>",
+    )
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="q@NUL@.pdf")
+    return msg.as_bytes(policy=policy.SMTP).replace(b"@NUL@", b"\x00")
+
+
+# Business mail carrying a value that no database column holds as written: parsing must make
+# each storable, or filing fails on every channel and on every retry.
+UNSTORABLE = {
+    "date-in-utc-year-10000": _dated("Fri, 31 Dec 9999 23:00:00 -1200"),
+    "nul-in-its-text": _with_nul(),  # PostgreSQL refuses NUL in text; SQLite keeps it
+}

@@ -12,7 +12,7 @@ from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
 from capture.parse import parse_message
 from tests.conftest import Running, add_employee, issue_token
-from tests.mail import compose, send
+from tests.mail import UNSTORABLE, compose, send
 
 
 @pytest.fixture
@@ -291,4 +291,17 @@ def test_a_message_without_message_id_is_captured_and_its_retry_is_not_duplicate
     with running.runtime.sessions() as session:
         (stored,) = session.scalars(sa.select(Message)).all()
     assert stored.message_id is None
+    assert stored.outcome == "capture"
+
+
+@pytest.mark.parametrize("kind", UNSTORABLE)
+def test_a_value_no_database_stores_as_written_is_tamed_and_the_message_filed(
+    running: Running, alice: tuple[int, str], kind: str
+) -> None:
+    # A 451 here would be for ever: the sender's server retries for days, failing alike.
+    code, reply = send(running.smtp_port, UNSTORABLE[kind])
+
+    assert code == 250, reply
+    with running.runtime.sessions() as session:
+        (stored,) = session.scalars(sa.select(Message)).all()
     assert stored.outcome == "capture"

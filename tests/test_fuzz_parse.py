@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from functools import cache
 
+import pytest
 from hypothesis import Phase, example, given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +29,7 @@ from policies.observe import Context, Submitter
 from tests.conftest import CORPORA, FIXTURES
 
 DEADLINE = timedelta(seconds=2)
+DAY = timedelta(hours=23, minutes=59)  # the largest time zone offset there is, nearly
 # MAILROOM_FUZZ_EXAMPLES=5000 explores further, with fresh random examples each run.
 EXPLORE = int(os.environ.get("MAILROOM_FUZZ_EXAMPLES", "0"))
 FUZZ = settings(
@@ -86,7 +88,21 @@ def understand(raw: bytes) -> ParsedMessage:
     )
     decision, _ = engine().decide(message, context)
     assert decision.outcome is not None
+    assert_storable(message)
     return message
+
+
+def assert_storable(message: ParsedMessage) -> None:
+    """What filing stores, any database can: an instant in Python's range in UTC and in any
+    time zone (a day either way); and text without NUL, which PostgreSQL refuses."""
+    if message.date is not None:
+        for offset in (-DAY, timedelta(0), DAY):
+            message.date.astimezone(timezone(offset))
+    texts = [message.subject, message.text, message.message_id or "", message.in_reply_to or ""]
+    texts += [*message.references, *(value for _, value in message.headers)]
+    texts += [f"{a.address}{a.name}" for a in message.participants]
+    texts += [f"{a.filename}{a.content_type}" for a in message.attachments]
+    assert not [text for text in texts if "\x00" in text]
 
 
 def safe(text: str) -> bytes:
@@ -240,3 +256,36 @@ def test_a_date_beyond_any_calendar_is_no_date() -> None:
     # Found by bench/fuzz_parse.py: parsedate_to_datetime raised OverflowError.
     raw = b"From: a@example.com\r\nDate: Mon, 23 Nov 99999999999999999999 09:00:00 +0000\r\n\r\nhi"
     assert understand(raw).date is None
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Fri, 31 Dec 9999 23:00:00 -1200",  # 1 Jan 10000 in UTC: stored, it overflowed
+        "Fri, 31 Dec 9999 00:00:00 +0000",  # the last day: some time zones cannot show it
+    ],
+)
+def test_a_date_beyond_what_databases_store_is_no_date_and_a_defect(written: str) -> None:
+    message = understand(f"From: a@example.com\r\nDate: {written}\r\n\r\nhi".encode())
+    assert message.date is None
+    assert "date-out-of-range" in message.defects
+
+
+def test_nul_in_any_text_kept_becomes_a_replacement_character() -> None:
+    raw = (
+        b"From: =?utf-8?q?Bo=00b?= <bob@example.com>\r\nTo: Ca\x00rol <carol@example.com>\r\n"
+        b"Subject: a\x00b\r\nMessage-ID: <n\x00ul@example.com>\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nbo\x00dy\r\n--b\r\n"
+        b'Content-Disposition: attachment; filename="q\x00.pdf"\r\n\r\n%PDF\r\n--b--\r\n'
+    )
+    message = understand(raw)
+    assert (message.subject, message.text.strip()) == ("a\ufffdb", "bo\ufffddy")
+    assert [a.name for a in message.participants] == ["Bo\ufffdb", "Ca\ufffdrol"]
+    assert message.message_id == "<n\ufffdul@example.com>"
+    assert message.attachments[0].filename == "q\ufffd.pdf"
+
+
+def test_the_earliest_date_the_stdlib_reads_is_kept() -> None:
+    raw = b"From: a@example.com\r\nDate: Mon, 1 Jan 0100 00:00:00 +0100\r\n\r\nhi"
+    assert understand(raw).date == datetime(99, 12, 31, 23, tzinfo=UTC)

@@ -32,7 +32,8 @@ from app.settings import Settings
 from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
-from tests.mail import compose
+from tests.mail import UNSTORABLE, compose
+from tests.test_import import POISON_TRIGGER, poison, run_sql
 
 ALICE = "alice@example.com"
 
@@ -209,6 +210,57 @@ def test_malformed_message_is_decided_and_breaks_nothing(
     assert count(runtime, DecisionRecord) == 2
     with runtime.sessions() as session:
         assert session.scalar(sa.select(MailboxFolder.last_uid)) == 2
+
+
+@pytest.mark.parametrize("kind", UNSTORABLE)
+def test_a_value_no_database_stores_as_written_does_not_stop_the_folder(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str, kind: str
+) -> None:
+    # (Dovecot serves a NUL as 0x80, as IMAP wants: other servers may not.)
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), UNSTORABLE[kind], business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.outcomes == {"capture": 3}
+    assert count(runtime, Message) == 3
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(MailboxFolder.last_uid)) == 3
+
+
+def test_a_message_that_fails_to_file_alone_is_left_out_and_the_folder_moves_on(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    run_sql(settings.resolved_database_url, POISON_TRIGGER)
+    dovecot.append(imap_user, "INBOX", [business(1), poison(), business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert (done.stats.failed, done.stats.outcomes) == (1, {"capture": 2})
+    assert count(runtime, Message) == 2
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(MailboxFolder.last_uid)) == 3
+
+
+def test_a_fault_of_the_database_skips_no_message_of_the_folder(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    with runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts RENAME TO receipts_away"))
+
+    with pytest.raises((sa.exc.DBAPIError, runtime.db.dialect.loaded_dbapi.Error)):
+        sync(runtime, mailbox_id)  # raised as the driver raises it, and retried later
+
+    with runtime.db.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE receipts_away RENAME TO receipts"))
+    assert count(runtime, Message) == 0 and count(runtime, MailboxFolder) == 0
+    assert sync(runtime, mailbox_id).stats.outcomes == {"capture": 2}
 
 
 def test_message_over_the_size_cap_is_decided_on_headers_alone(
