@@ -55,6 +55,11 @@ rules:
     description: An id that is not kebab-case.
     when: internal-only
     outcome: drop
+  - id: too-deep
+    description: Nests further than anyone could read.
+    when: {not: {not: {not: {not: {not: {not:
+          {not: {not: {not: {not: {not: {not: bulk-mail}}}}}}}}}}}}
+    outcome: drop
 """
 
 
@@ -162,7 +167,19 @@ def test_policy_check_names_the_rule_and_field_of_each_problem(
     assert "rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'" in done.stdout
     assert "rule 'by-size': when: larger-than.bytes" in done.stdout
     assert "rule 'Not-Kebab': id" in done.stdout
+    assert "rule 'too-deep': when: Value error, an expression nests at most 12" in done.stdout
     assert "surprise" in done.stdout
+
+
+def test_policy_check_refuses_yaml_anchors_and_aliases(settings: Settings, tmp_path: Path) -> None:
+    aliased = tmp_path / "aliased.yaml"
+    tags = 'private_subject_tags: ["[private]", "[personal]"]'
+    aliased.write_text(BUNDLED_POLICY.read_text().replace(tags, tags.replace(": ", ": &tags ")))
+
+    done = mailroom(settings, "policy", "check", str(aliased))
+
+    assert done.returncode == 1
+    assert "a policy may not use YAML anchors or aliases" in done.stdout
 
 
 def test_policy_check_accepts_the_bundled_policy(settings: Settings) -> None:
