@@ -184,7 +184,7 @@ class Metadata(_Strict):
 
 class Retention(_Strict):
     hold_days: int = Field(default=7, ge=1, le=90)
-    decision_days: int = Field(default=730, ge=30)
+    decision_days: int = Field(default=730, ge=30, le=36_500)  # a century at most
 
 
 class Policy(_Strict):

@@ -37,6 +37,7 @@ def _env(settings: Settings) -> dict[str, str]:
 BAD_POLICY = """
 metadata: {name: Bad, version: "1", owner: Us, contact: us@example.com, purpose: Testing,
            lawful_basis: Testing, effective: 2026-11-23}
+retention: {decision_days: 1000000}
 surprise: true
 rules:
   - id: keep-customers
@@ -168,6 +169,7 @@ def test_policy_check_names_the_rule_and_field_of_each_problem(
     assert "rule 'by-size': when: larger-than.bytes" in done.stdout
     assert "rule 'Not-Kebab': id" in done.stdout
     assert "rule 'too-deep': when: Value error, an expression nests at most 12" in done.stdout
+    assert "retention.decision_days: Input should be less than or equal to 36500" in done.stdout
     assert "surprise" in done.stdout
 
 
