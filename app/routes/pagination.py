@@ -22,7 +22,7 @@ def decode_cursor(cursor: str | None) -> int | None:
         value = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
     except (ValueError, UnicodeError):
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Malformed cursor.") from None
-    if value < 1:
+    if not 1 <= value <= MAX_ID:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, "Malformed cursor.")
     return value
 
