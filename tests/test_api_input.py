@@ -1,4 +1,4 @@
-"""Bad input through the real API gets a clear 4xx problem, never a 500: cursors."""
+"""Bad input through the real API gets a clear 4xx problem, never a 500: cursors, times."""
 
 from __future__ import annotations
 
@@ -49,3 +49,39 @@ def test_a_cursor_past_the_ids_a_database_holds_is_a_400(
     assert past.headers["content-type"] == "application/problem+json"
     assert past.json()["detail"] == "Malformed cursor."
     assert last.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "params"),
+    [
+        ("employee", "/api/v1/messages", {"since": "0001-01-01T00:00:00+10:00"}),
+        ("employee", "/api/v1/messages", {"until": "9999-12-31T23:59:59-10:00"}),
+        ("employee", "/api/v1/contacts", {"updated_since": "0001-01-01T00:00:00+10:00"}),
+        ("compliance", "/api/v1/decisions", {"since": "0001-01-01T00:00:00+10:00"}),
+        ("compliance", "/api/v1/decisions/aggregates", {"until": "0001-01-02T00:00:00Z"}),
+    ],
+)
+def test_a_time_at_the_edge_of_the_calendar_is_a_422_that_says_which_years(
+    running: Running, tokens: dict[str, str], role: str, path: str, params: dict[str, str]
+) -> None:
+    with running.client(tokens[role]) as api:
+        response = api.get(path, params=params)
+
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["query", *params]
+    assert "give a time in the years 0002 to 9998" in problem["msg"]
+
+
+def test_times_inside_the_calendar_and_without_a_zone_are_answered(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    earliest, latest = "0002-01-01T00:00:00", "9998-12-31T23:59:59+00:00"
+    with running.client(tokens["compliance"]) as api:
+        listed = api.get("/api/v1/decisions", params={"since": earliest, "until": latest})
+        counted = api.get("/api/v1/decisions/aggregates", params={"until": "0002-01-02"})
+    with running.client(tokens["employee"]) as api:
+        messages = api.get("/api/v1/messages", params={"since": earliest, "until": latest})
+
+    assert (listed.status_code, counted.status_code, messages.status_code) == (200, 200, 200)
+    assert counted.json()["since"] == "0001-12-03T00:00:00Z"

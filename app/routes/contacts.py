@@ -11,7 +11,7 @@ from app import crm, webhooks
 from app.access_schemas import ContactPatchIn
 from app.models import Contact
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, Id, IdFilter, Limit, aware, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, IdFilter, Limit, Time, decode_cursor, encode_cursor
 from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page
 from app.security import Principal, Role
 
@@ -36,11 +36,11 @@ def list_contacts(
     cursor: Cursor = None,
     q: Search = None,
     company_id: IdFilter = None,
-    updated_since: datetime | None = None,
+    updated_since: Time = None,
 ) -> Page[ContactOut]:
     """Contacts, newest first, each with its company; `q` searches name, address and company
     (case-insensitive), `updated_since` keeps those changed since (for syncing)."""
-    where = crm.ContactFilter(q=q, company_id=company_id, updated_since=aware(updated_since))
+    where = crm.ContactFilter(q=q, company_id=company_id, updated_since=updated_since)
     items = crm.list_contacts(session, before=decode_cursor(cursor), limit=limit, where=where)
     return Page(items=items, next_cursor=encode_cursor([c.id for c in items], limit))
 
