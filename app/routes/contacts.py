@@ -12,7 +12,7 @@ from app.access_schemas import ContactPatchIn
 from app.models import Contact
 from app.routes.deps import SessionDep, allow
 from app.routes.pagination import Cursor, Id, IdFilter, Limit, Time, decode_cursor, encode_cursor
-from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page
+from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page, Text
 from app.security import Principal, Role
 
 router = APIRouter(tags=["contacts"])
@@ -23,7 +23,7 @@ Writer = Annotated[Principal, Depends(allow(Role.EMPLOYEE, scope="contacts:write
 
 
 Search = Annotated[
-    str | None,
+    Text | None,
     Query(min_length=1, max_length=200, description="Text in the name, address or company."),
 ]
 
