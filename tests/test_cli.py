@@ -97,6 +97,58 @@ def test_employees_add_stores_a_lowercased_address_and_aliases(
     assert aliases == ["sales@example.com"]
 
 
+@pytest.mark.parametrize(
+    ("existing", "new"),
+    [
+        (("alice@example.com", ()), ("bob@example.com", "--alias", "alice@example.com")),
+        (("alice@example.com", ("a.smith@example.com",)), ("A.Smith@example.com",)),
+        (
+            ("alice@example.com", ("sales@example.com",)),
+            ("bob@example.com", "--alias", "sales@example.com"),
+        ),
+    ],
+    ids=["alias-is-an-email", "email-is-an-alias", "alias-is-an-alias"],
+)
+def test_employees_add_refuses_an_address_that_is_already_an_employees_as_the_api_does(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    existing: tuple[str, tuple[str, ...]],
+    new: tuple[str, ...],
+) -> None:
+    email, aliases = existing
+    add_employee(sessions, email, aliases=aliases)
+
+    done = mailroom(settings, "employees", "add", *new)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "is already an employee's address" in done.stderr
+    assert "Traceback" not in done.stderr
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Employee)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(EmployeeAlias)) == len(aliases)
+
+
+def test_employees_add_keeps_an_address_given_twice_once(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    done = mailroom(
+        settings,
+        "employees",
+        "add",
+        "dana@example.com",
+        "--alias",
+        "Dana@Example.com",
+        "--alias",
+        "d@example.com",
+        "--alias",
+        "d@example.com",
+    )
+
+    assert done.returncode == 0, done.stderr
+    with sessions() as session:
+        assert session.scalars(sa.select(EmployeeAlias.address)).all() == ["d@example.com"]
+
+
 def test_tokens_create_prints_only_the_token(settings: Settings) -> None:
     assert mailroom(settings, "employees", "add", "dana@example.com").returncode == 0
 
