@@ -18,6 +18,7 @@ import typer
 
 from app.cli_mail import import_cli, mailboxes_cli
 from app.db import make_engine, migrate, session_factory, transaction
+from app.models import MAX_ID
 from app.security import Role
 from app.settings import Settings
 from app.web.login_cli import login_link
@@ -230,7 +231,9 @@ def tokens_create(
 
 
 @tokens_cli.command("revoke")
-def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The token's id.")],
+) -> None:
     """Revoke an API token at once; requests with it get 401 from then on."""
     from app.security import revoke_token
 

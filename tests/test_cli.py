@@ -167,6 +167,16 @@ def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
     assert "employee" in done.stderr
 
 
+def test_an_id_no_database_holds_is_a_usage_error_not_a_traceback(settings: Settings) -> None:
+    for args in (("tokens", "revoke", str(2**63)), ("mailboxes", "sync", str(2**31))):
+        done = mailroom(settings, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Invalid value" in done.stderr and "1<=x<=2147483647" in done.stderr
+        assert "Traceback" not in done.stderr
+    missing = mailroom(settings, "tokens", "revoke", str(2**31 - 1))
+    assert missing.returncode == 1 and "no token 2147483647" in missing.stderr
+
+
 def test_explain_prints_one_decision_per_file_and_stores_nothing(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -10,6 +10,8 @@ from typing import Annotated
 from fastapi import HTTPException, Path, Query, status
 from pydantic import AfterValidator
 
+from app.models import MAX_ID
+
 MAX_PAGE = 100
 
 Limit = Annotated[int, Query(ge=1, le=MAX_PAGE, description="Page size, at most 100.")]
@@ -35,7 +37,6 @@ def encode_cursor(ids: list[int], limit: int) -> str | None:
     return base64.urlsafe_b64encode(str(ids[-1]).encode()).decode().rstrip("=")
 
 
-MAX_ID = 2**31 - 1  # the widest id every supported database stores as INTEGER
 Id = Annotated[int, Path(ge=1, le=MAX_ID, description="An id, as listed.")]
 IdFilter = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from app import policy_versions
-from app.models import PolicyVersion
+from app.models import MAX_ID, PolicyVersion
 from app.policy_schemas import (
     DiffOut,
     GuardrailOut,
@@ -17,7 +17,7 @@ from app.policy_schemas import (
     VersionSourceOut,
 )
 from app.routes.deps import PrincipalDep, SessionDep, allow, read_body
-from app.routes.pagination import MAX_ID, Id
+from app.routes.pagination import Id
 from app.runtime import active_version, publish_policy
 from app.security import Principal, Role
 from policies.engine import Engine, PolicyError
