@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.schemas import Out
+from app.schemas import Out, Printable, Text
 from app.security import Role
 from capture.parse import normalize_address
 from policies.model import Visibility
@@ -21,6 +21,12 @@ Address = Annotated[
     StringConstraints(
         strip_whitespace=True, min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$"
     ),
+    Printable,
+]
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=50),
+    Printable,
 ]
 
 
@@ -36,7 +42,6 @@ def _as_stored(address: str) -> str:
 # `hans@bücher.example` would match nothing stored as `hans@xn--bcher-kva.example`.
 Mailbox = Annotated[Address, AfterValidator(_as_stored)]
 
-Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=50)]
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z]+$", max_length=40)]
 EventName = Literal[
     "message.captured", "contact.created", "contact.updated", "contact.erased", "decision.recorded"
@@ -54,7 +59,7 @@ class TokenIn(In):
     role: Role
     employee_id: int | None = Field(default=None, ge=1, le=2**31 - 1)
     scopes: list[Scope] = Field(default_factory=list, max_length=20)
-    label: str = Field(default="", max_length=200)
+    label: Text = Field(default="", max_length=200)
 
 
 class TokenOut(Out):
@@ -80,7 +85,7 @@ class VisibilityIn(In):
 
 
 class ContactPatchIn(In):
-    name: str = Field(max_length=200)
+    name: Text = Field(max_length=200)
 
 
 class ReviewItemOut(Out):
@@ -236,7 +241,7 @@ class DeliveryOut(Out):
 
 class EmployeeIn(In):
     email: Address
-    name: str = Field(default="", max_length=200)
+    name: Text = Field(default="", max_length=200)
     aliases: list[Address] = Field(default_factory=list, max_length=20)
 
 

@@ -18,6 +18,7 @@ import typer
 
 from app.cli_mail import import_cli, mailboxes_cli
 from app.db import make_engine, migrate, session_factory, transaction
+from app.models import MAX_ID
 from app.security import Role
 from app.settings import Settings
 from app.web.login_cli import login_link
@@ -165,21 +166,16 @@ def employees_add(
     alias: Annotated[list[str] | None, typer.Option(help="Another address of theirs.")] = None,
 ) -> None:
     """Add an employee (and aliases) who may submit mail."""
-    from app.models import Employee, EmployeeAlias
-    from capture.parse import normalize_address
+    from app import employees
 
-    addresses = [normalize_address(a) for a in [email, *(alias or [])]]
-    if any(a is None for a in addresses):
-        raise _fail("not a valid email address")
-    primary, *others = [str(a).lower() for a in addresses]
-    with transaction(_sessions(Settings())) as session:
-        if session.scalar(sa.select(Employee.id).where(Employee.email == primary)) is not None:
-            raise _fail(f"{primary} is already an employee")
-        employee = Employee(email=primary, name=name)
-        session.add(employee)
-        session.flush()
-        session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
-        employee_id = employee.id
+    try:
+        with transaction(_sessions(Settings())) as session:
+            employee = employees.add_employee(session, email, name=name, aliases=alias or [])
+            employee_id, primary = employee.id, employee.email
+    except (employees.InvalidAddressError, employees.AddressTakenError) as error:
+        raise _fail(str(error)) from None
+    except sa.exc.IntegrityError:  # added by someone else since it was checked
+        raise _fail("an address is already an employee's") from None
     typer.echo(f"employee {employee_id}: {primary}")
 
 
@@ -235,7 +231,9 @@ def tokens_create(
 
 
 @tokens_cli.command("revoke")
-def tokens_revoke(token_id: Annotated[int, typer.Argument(help="The token's id.")]) -> None:
+def tokens_revoke(
+    token_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The token's id.")],
+) -> None:
     """Revoke an API token at once; requests with it get 401 from then on."""
     from app.security import revoke_token
 

@@ -15,12 +15,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from app.db import transaction
-from app.models import Employee, Mailbox
+from app.models import MAX_ID, Employee, Mailbox
 from app.settings import Settings
 
 if TYPE_CHECKING:  # the pipeline's modules are imported by the commands that run it
     from app.runtime import Runtime
     from capture.archive import ArchiveKind
+    from capture.imap import MailboxConfig, SyncStats
 
 mailboxes_cli = typer.Typer(help="IMAP mailboxes Mailroom reads.", no_args_is_help=True)
 import_cli = typer.Typer(help="Import history from mail archives.", no_args_is_help=True)
@@ -144,21 +145,39 @@ def mailboxes_list() -> None:
 
 
 @mailboxes_cli.command("sync")
-def mailboxes_sync(mailbox_id: int) -> None:
+def mailboxes_sync(
+    mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
+) -> None:
     """Bring one mailbox up to date now (a backfill), with a progress bar; `serve` keeps
     every mailbox up to date by itself."""
-    from app.mailboxes import load_config
-    from capture.imap import FolderSync, close, connect
+    from imapclient.exceptions import IMAPClientError
+
+    from app.mailboxes import describe_error, load_config, record_error
 
     runtime = _runtime()
-    settings = runtime.settings
     try:
         with runtime.sessions() as session:
-            config = load_config(session, settings.secret(), mailbox_id)
+            config = load_config(session, runtime.settings.secret(), mailbox_id)
+        stats = _sync(runtime, config)
     except LookupError as error:
-        runtime.close()
         raise _fail(str(error)) from None
-    client = connect(config, max_bytes=settings.max_message_bytes)
+    except (OSError, IMAPClientError) as error:
+        # The kind of error and the server's words, as `mailboxes list` shows them: they
+        # name no message, since nothing from a message goes into a command.
+        record_error(runtime.sessions, mailbox_id, error)
+        raise _fail(f"mailbox {mailbox_id}: {describe_error(error)}") from None
+    finally:
+        runtime.close()
+    typer.echo(
+        f"{stats.messages} messages: {_outcomes(stats.outcomes)}; "
+        f"{stats.bodies_skipped} decided on headers alone, {stats.bodies_fetched} bodies read"
+    )
+
+
+def _sync(runtime: Runtime, config: MailboxConfig) -> SyncStats:
+    from capture.imap import FolderSync, close, connect
+
+    client = connect(config, max_bytes=runtime.settings.max_message_bytes)
     try:
         with _progress() as progress:
             task = progress.add_task("syncing", total=None)
@@ -170,18 +189,13 @@ def mailboxes_sync(mailbox_id: int) -> None:
                 client,
                 runtime.pipeline,
                 config,
-                max_bytes=settings.max_message_bytes,
+                max_bytes=runtime.settings.max_message_bytes,
                 stop=threading.Event(),
                 progress=advance,
             )
-            stats = sync.sync_all()
+            return sync.sync_all()
     finally:
         close(client)
-        runtime.close()
-    typer.echo(
-        f"{stats.messages} messages: {_outcomes(stats.outcomes)}; "
-        f"{stats.bodies_skipped} decided on headers alone, {stats.bodies_fetched} bodies read"
-    )
 
 
 def _outcomes(outcomes: dict[str, int]) -> str:

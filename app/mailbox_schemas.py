@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from app.schemas import Out
+from app.schemas import Out, Text
 
 
 class MailboxIn(BaseModel):
@@ -15,13 +15,13 @@ class MailboxIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    employee: str | None = None
+    employee: Text | None = None
     journal: bool = False
-    host: str = Field(min_length=1, max_length=253)
+    host: Text = Field(min_length=1, max_length=253)
     port: int = Field(default=993, ge=1, le=65535)
-    username: str = Field(min_length=1, max_length=320)
+    username: Text = Field(min_length=1, max_length=320)
     password: SecretStr
-    folders: list[str] = Field(default=["INBOX", "Sent"], min_length=1, max_length=50)
+    folders: list[Text] = Field(default=["INBOX", "Sent"], min_length=1, max_length=50)
     tls: Literal["tls", "starttls", "none"] = "tls"
     since: date | None = None
 

@@ -128,10 +128,15 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
     )
 
 
+def describe_error(error: BaseException) -> str:
+    """The kind of error and the server's words, which name no message (nothing from a
+    message goes into a command)."""
+    return f"{type(error).__name__}: {str(error)[:300]}"
+
+
 def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseException) -> None:
-    """What went wrong, as the API shows it: the kind of error and the server's words, which
-    name no message (nothing from a message goes into a command)."""
-    text = f"{type(error).__name__}: {str(error)[:300]}"
+    """What went wrong, as the API shows it (`describe_error`)."""
+    text = describe_error(error)
     with sessions() as session, session.begin():
         session.execute(
             sa.update(Mailbox)

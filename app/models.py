@@ -9,6 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+MAX_ID = 2**31 - 1  # the widest id every supported database stores as INTEGER
+
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Timestamps stored as UTC and always read back timezone-aware, on SQLite too."""

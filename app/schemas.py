@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Annotated, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def without_control_characters(value: str) -> str:
+    """No text the API takes holds NUL, a line break or another control character: none
+    belongs in a name, address, label or search, and PostgreSQL cannot store NUL at all."""
+    if CONTROL_CHARACTERS.search(value):
+        raise ValueError("control characters (NUL, tab, line breaks...) are not allowed here")
+    return value
+
+
+# Every string the API reads, from a body or the query, is Text or ends with Printable.
+Printable = AfterValidator(without_control_characters)
+Text = Annotated[str, Printable]
 
 
 class Out(BaseModel):

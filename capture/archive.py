@@ -63,6 +63,11 @@ def open_archive(path: Path, kind: ArchiveKind) -> tuple[int, Iterator[bytes]]:
             raise ValueError(f"{path} is not a Maildir (no cur/ or new/)")
         box = mailbox.Maildir(path, factory=None, create=False)
     keys = sorted(box.keys(), key=str)
+    if not keys and kind is ArchiveKind.MBOX and path.stat().st_size > 0:
+        raise ValueError(
+            f"{path} holds no message: an mbox starts each one with a 'From ' line"
+            " (a single .eml is not an mbox)"
+        )
     return len(keys), (box.get_bytes(key) for key in keys)
 
 

@@ -12,13 +12,51 @@ from pydantic import ValidationError
 from policies.engine import Engine, PolicyError, compile_rule
 from policies.model import LoadedPolicy, Policy, Rule
 
+MAX_YAML_DEPTH = 64  # far deeper than any expression may nest (model.MAX_EXPR_DEPTH)
+
+
+class PolicyYamlLoader(yaml.SafeLoader):
+    """Safe YAML without anchors or aliases, nested at most MAX_YAML_DEPTH deep: a kilobyte
+    of aliases can stand for millions of nodes, and deep nesting exhausts the recursion."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event: yaml.Event = self.peek_event()  # type: ignore[no-untyped-call]
+        line = f"line {event.start_mark.line + 1}" if event.start_mark else "policy"
+        if isinstance(event, yaml.NodeEvent) and (
+            isinstance(event, yaml.AliasEvent) or event.anchor is not None
+        ):
+            raise PolicyError([f"{line}: a policy may not use YAML anchors or aliases"])
+        if self._depth >= MAX_YAML_DEPTH:
+            raise PolicyError([f"{line}: a policy nests at most {MAX_YAML_DEPTH} levels deep"])
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def parse_yaml(source: str) -> Any:
+    """The policy's YAML as plain data; PolicyError if it is not YAML a policy may use."""
+    loader = PolicyYamlLoader(source)
+    try:
+        return loader.get_single_data()
+    except PolicyError:  # refused by PolicyYamlLoader, already saying why
+        raise
+    except yaml.YAMLError as error:
+        raise PolicyError([f"not valid YAML: {error}"]) from error
+    except ValueError as error:  # 2024-02-30, or an integer of more than 4300 digits
+        raise PolicyError([f"a number or date cannot be read: {error}"]) from error
+    finally:
+        loader.dispose()
+
 
 def load_policy_text(source: str) -> Engine:
     """Parse, validate and compile a policy; raise PolicyError naming every problem."""
-    try:
-        raw = yaml.safe_load(source)
-    except yaml.YAMLError as error:
-        raise PolicyError([f"not valid YAML: {error}"]) from error
+    raw = parse_yaml(source)
     if not isinstance(raw, dict):
         raise PolicyError(["a policy is a YAML mapping with metadata and rules"])
     try:

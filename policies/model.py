@@ -97,29 +97,52 @@ for _combinator in (AllOf, AnyOf, NotOf):
     _combinator.model_rebuild()
 
 
+MAX_EXPR_DEPTH = 12  # `not`, `all` and `any` inside one another
+MAX_EXPR_NODES = 200  # predicates and combinators in one rule's `when`
+
+
 def parse_expr(raw: Any) -> Expr:
     """Turn the YAML form of `when` into an expression tree.
 
     A bare string names a predicate without parameters; a one-key mapping is either a
-    combinator (`all`, `any`, `not`) or a predicate with its parameters.
+    combinator (`all`, `any`, `not`) or a predicate with its parameters. An expression nests
+    at most MAX_EXPR_DEPTH deep and has at most MAX_EXPR_NODES parts, so that a rule stays
+    readable and deciding a message stays cheap.
     """
+    return _parse(raw, depth=1)[0]
+
+
+def _parse(raw: Any, *, depth: int) -> tuple[Expr, int]:
+    """The expression and how many parts it has."""
+    if depth > MAX_EXPR_DEPTH:
+        raise ValueError(f"an expression nests at most {MAX_EXPR_DEPTH} levels deep")
     if isinstance(raw, str):
-        return PredicateCall(name=raw)
+        return PredicateCall(name=raw), 1
     if not isinstance(raw, dict) or len(raw) != 1:
         raise ValueError("an expression is a predicate name or a mapping with exactly one key")
     ((key, value),) = raw.items()
     if key in ("all", "any"):
         if not isinstance(value, list) or not value:
             raise ValueError(f"'{key}' takes a non-empty list of expressions")
-        items = [parse_expr(item) for item in value]
-        return AllOf(all=items) if key == "all" else AnyOf(any=items)
+        items: list[Expr] = []
+        size = 1
+        for item in value:
+            expr, parts = _parse(item, depth=depth + 1)
+            items.append(expr)
+            size += parts
+            if size > MAX_EXPR_NODES:
+                raise ValueError(
+                    f"an expression has at most {MAX_EXPR_NODES} predicates and combinators"
+                )
+        return (AllOf(all=items) if key == "all" else AnyOf(any=items)), size
     if key == "not":
-        return NotOf.model_validate({"not": parse_expr(value)})
+        inner, parts = _parse(value, depth=depth + 1)
+        return NotOf.model_validate({"not": inner}), parts + 1
     if value is None:
         value = {}
     if not isinstance(value, dict):
         raise ValueError(f"parameters of predicate '{key}' must be a mapping")
-    return PredicateCall(name=str(key), params=value)
+    return PredicateCall(name=str(key), params=value), 1
 
 
 class Rule(_Strict):
@@ -161,7 +184,7 @@ class Metadata(_Strict):
 
 class Retention(_Strict):
     hold_days: int = Field(default=7, ge=1, le=90)
-    decision_days: int = Field(default=730, ge=30)
+    decision_days: int = Field(default=730, ge=30, le=36_500)  # a century at most
 
 
 class Policy(_Strict):

@@ -31,7 +31,7 @@ class DomainList(NoParams):
 
 
 class SizeLimit(NoParams):
-    bytes: int = Field(gt=0)
+    bytes: int = Field(gt=0, le=2**40)  # a terabyte: no message is larger
 
 
 Check = Callable[[Observations, Any, bytes], Finding]
@@ -225,7 +225,7 @@ def spam(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
 
 
 class Score(NoParams):
-    above: float
+    above: float = Field(ge=-1000.0, le=1000.0)  # spamd scores lie well within
 
 
 @predicate("spamd-score", "SpamAssassin's spamd (where configured) scores it at least this.", Score)

@@ -37,6 +37,7 @@ def _env(settings: Settings) -> dict[str, str]:
 BAD_POLICY = """
 metadata: {name: Bad, version: "1", owner: Us, contact: us@example.com, purpose: Testing,
            lawful_basis: Testing, effective: 2026-11-23}
+retention: {decision_days: 1000000}
 surprise: true
 rules:
   - id: keep-customers
@@ -54,6 +55,11 @@ rules:
   - id: Not-Kebab
     description: An id that is not kebab-case.
     when: internal-only
+    outcome: drop
+  - id: too-deep
+    description: Nests further than anyone could read.
+    when: {not: {not: {not: {not: {not: {not:
+          {not: {not: {not: {not: {not: {not: bulk-mail}}}}}}}}}}}}
     outcome: drop
 """
 
@@ -91,6 +97,58 @@ def test_employees_add_stores_a_lowercased_address_and_aliases(
     assert aliases == ["sales@example.com"]
 
 
+@pytest.mark.parametrize(
+    ("existing", "new"),
+    [
+        (("alice@example.com", ()), ("bob@example.com", "--alias", "alice@example.com")),
+        (("alice@example.com", ("a.smith@example.com",)), ("A.Smith@example.com",)),
+        (
+            ("alice@example.com", ("sales@example.com",)),
+            ("bob@example.com", "--alias", "sales@example.com"),
+        ),
+    ],
+    ids=["alias-is-an-email", "email-is-an-alias", "alias-is-an-alias"],
+)
+def test_employees_add_refuses_an_address_that_is_already_an_employees_as_the_api_does(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    existing: tuple[str, tuple[str, ...]],
+    new: tuple[str, ...],
+) -> None:
+    email, aliases = existing
+    add_employee(sessions, email, aliases=aliases)
+
+    done = mailroom(settings, "employees", "add", *new)
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and "is already an employee's address" in done.stderr
+    assert "Traceback" not in done.stderr
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Employee)) == 1
+        assert session.scalar(sa.select(sa.func.count()).select_from(EmployeeAlias)) == len(aliases)
+
+
+def test_employees_add_keeps_an_address_given_twice_once(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    done = mailroom(
+        settings,
+        "employees",
+        "add",
+        "dana@example.com",
+        "--alias",
+        "Dana@Example.com",
+        "--alias",
+        "d@example.com",
+        "--alias",
+        "d@example.com",
+    )
+
+    assert done.returncode == 0, done.stderr
+    with sessions() as session:
+        assert session.scalars(sa.select(EmployeeAlias.address)).all() == ["d@example.com"]
+
+
 def test_tokens_create_prints_only_the_token(settings: Settings) -> None:
     assert mailroom(settings, "employees", "add", "dana@example.com").returncode == 0
 
@@ -107,6 +165,16 @@ def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
 
     assert done.returncode == 1
     assert "employee" in done.stderr
+
+
+def test_an_id_no_database_holds_is_a_usage_error_not_a_traceback(settings: Settings) -> None:
+    for args in (("tokens", "revoke", str(2**63)), ("mailboxes", "sync", str(2**31))):
+        done = mailroom(settings, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Invalid value" in done.stderr and "1<=x<=2147483647" in done.stderr
+        assert "Traceback" not in done.stderr
+    missing = mailroom(settings, "tokens", "revoke", str(2**31 - 1))
+    assert missing.returncode == 1 and "no token 2147483647" in missing.stderr
 
 
 def test_explain_prints_one_decision_per_file_and_stores_nothing(
@@ -162,7 +230,20 @@ def test_policy_check_names_the_rule_and_field_of_each_problem(
     assert "rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'" in done.stdout
     assert "rule 'by-size': when: larger-than.bytes" in done.stdout
     assert "rule 'Not-Kebab': id" in done.stdout
+    assert "rule 'too-deep': when: Value error, an expression nests at most 12" in done.stdout
+    assert "retention.decision_days: Input should be less than or equal to 36500" in done.stdout
     assert "surprise" in done.stdout
+
+
+def test_policy_check_refuses_yaml_anchors_and_aliases(settings: Settings, tmp_path: Path) -> None:
+    aliased = tmp_path / "aliased.yaml"
+    tags = 'private_subject_tags: ["[private]", "[personal]"]'
+    aliased.write_text(BUNDLED_POLICY.read_text().replace(tags, tags.replace(": ", ": &tags ")))
+
+    done = mailroom(settings, "policy", "check", str(aliased))
+
+    assert done.returncode == 1
+    assert "a policy may not use YAML anchors or aliases" in done.stdout
 
 
 def test_policy_check_accepts_the_bundled_policy(settings: Settings) -> None:

@@ -222,6 +222,24 @@ def test_import_refuses_what_is_not_an_archive(settings: Settings, tmp_path: Pat
     assert missing.returncode == 1 and "does not exist" in missing.stderr
 
 
+def test_import_mbox_of_a_file_that_is_no_mbox_says_so_and_an_empty_one_is_empty(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    add_employee(sessions, ALICE)
+    eml, junk, empty = tmp_path / "message.eml", tmp_path / "junk.bin", tmp_path / "empty.mbox"
+    eml.write_bytes(compose().as_bytes())
+    junk.write_bytes(bytes(range(256)) * 4)
+    empty.write_bytes(b"")
+
+    for path in (eml, junk):
+        done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+        assert done.returncode == 1, done.stdout
+        assert done.stderr.startswith(f"error: {path} holds no message"), done.stderr
+        assert "Quote for 20 licences" not in done.stderr
+    nothing = _mailroom(settings, "import", "mbox", str(empty), "--employee", ALICE)
+    assert nothing.returncode == 0 and "0 read" in nothing.stdout
+
+
 FAULT_TRIGGER = {  # stands for any database fault mid-import: disk full, I/O error
     "sqlite": [
         "CREATE TRIGGER fault BEFORE INSERT ON receipts "

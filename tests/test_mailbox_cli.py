@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -74,3 +75,24 @@ def test_mailboxes_add_refuses_a_missing_password_or_an_unknown_employee(
     assert missing.returncode == 1 and "NOT_SET_ANYWHERE is not set" in missing.stderr
     assert unknown.returncode == 1 and "no employee zed@example.com" in unknown.stderr
     assert both.returncode == 1 and "choose one of" in both.stderr
+
+
+def test_mailboxes_sync_of_an_unreachable_server_says_so_and_records_it(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    with socket.socket() as probe:  # a loopback port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "127.0.0.1", "--port", str(port)]
+    added = _mailroom(settings, *args, "--user", "a", "--password-env", "PW", "--plain", PW=SECRET)
+    assert added.returncode == 0, added.stderr
+
+    done = _mailroom(settings, "mailboxes", "sync", "1")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: mailbox 1: ConnectionRefusedError"), done.stderr
+    assert "Traceback" not in done.stderr
+    with sessions() as session:
+        mailbox = session.scalars(sa.select(Mailbox)).one()
+    assert (mailbox.last_error or "").startswith("ConnectionRefusedError")

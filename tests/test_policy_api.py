@@ -6,6 +6,8 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,79 @@ def test_an_invalid_policy_is_refused_with_its_problems_and_the_old_one_stays(
     problems = put["body"]["problems"]  # type: ignore[index]
     assert problems == ["rule 'bulk-list-mail': when: unknown predicate 'bulk-mial'"]
     assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def _aliased_policy(levels: int, width: int = 10) -> str:
+    """About 1.2 KB of YAML whose anchors and aliases stand for width**levels predicates."""
+    inline = "&a0 internal-only"
+    for i in range(1, levels + 1):
+        inline = f"&a{i} {{any: [{', '.join([inline] + [f'*a{i - 1}'] * (width - 1))}]}}"
+    return PLUMBING.replace("    when: internal-only", "    when: " + inline, 1)
+
+
+def test_a_policy_of_yaml_aliases_is_refused_at_once_and_nothing_else_waits(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    before = running.runtime.pipeline.engine.policy.sha256
+    answers: list[dict[str, object]] = []
+    publisher = threading.Thread(
+        target=lambda: answers.append(put_policy(running, tokens["compliance"], _aliased_policy(6)))
+    )
+
+    publisher.start()
+    started = time.monotonic()
+    with running.client(None) as probe:
+        assert probe.get("/healthz").status_code == 200
+    waited = time.monotonic() - started
+    publisher.join()
+
+    assert waited < 2, f"/healthz waited {waited:.1f} s for a policy being validated"
+    assert answers[0]["status"] == 422
+    assert answers[0]["body"]["problems"] == [  # type: ignore[index]
+        "line 16: a policy may not use YAML anchors or aliases"
+    ]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+@pytest.mark.parametrize(
+    ("when", "problem"),
+    [
+        ("{not: " * 301 + "bulk-mail" + "}" * 301, "a policy nests at most 64 levels deep"),
+        ("{not: " * 12 + "bulk-mail" + "}" * 12, "an expression nests at most 12 levels deep"),
+        (
+            "{any: [" + ", ".join(["bulk-mail"] * 200) + "]}",
+            "an expression has at most 200 predicates and combinators",
+        ),
+        ("{larger-than: {bytes: " + "9" * 5000 + "}}", "a number or date cannot be read"),
+    ],
+    ids=["yaml-depth", "expression-depth", "expression-size", "number-size"],
+)
+def test_a_when_nested_too_deep_or_too_large_is_refused_and_the_policy_stays_readable(
+    running: Running, tokens: dict[str, str], when: str, problem: str
+) -> None:
+    before = running.runtime.pipeline.engine.policy.sha256
+    source = PLUMBING.replace("    when: bulk-mail", "    when: " + when, 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422
+    assert problem in " ".join(put["body"]["problems"])  # type: ignore[index]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+    with running.client(tokens["employee"]) as api:
+        assert api.get("/api/v1/policy").json()["sha256"] == before
+
+
+def test_a_when_at_the_limits_is_published_and_read_back(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    deepest = "{not: " * 10 + "{any: [" + ", ".join(["bulk-mail"] * 189) + "]}" + "}" * 10
+    source = PLUMBING.replace("    when: bulk-mail", "    when: " + deepest, 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 200, put["body"]
+    with running.client(tokens["employee"]) as api:
+        assert api.get("/api/v1/policy").json()["sha256"] == put["body"]["sha256"]  # type: ignore[index]
 
 
 def test_an_employee_cannot_publish_a_policy(running: Running, tokens: dict[str, str]) -> None:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.db import transaction
 from app.models import DecisionRecord, Message
 from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
+from policies.engine import PolicyError
+from policies.loader import load_policy_text
 from policies.model import Channel
-from tests.conftest import Running, add_employee, everything_stored
+from tests.conftest import FIXTURES, Running, add_employee, everything_stored
 from tests.mail import compose
+
+PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
 
 
 def test_a_held_message_is_removed_after_its_review_period(running: Running) -> None:
@@ -126,3 +132,34 @@ def test_a_purge_of_the_whole_log_goes_on_from_its_ids_and_hashes(running: Runni
     assert left[0].prev_hash == noted.head_hash
     assert (still.ok, still.checked, still.head_id) == (True, 2, 4)
     assert (forged.ok, forged.problem) == (False, "record differs from the anchor noted")
+
+
+def _keeping_decisions(days: int) -> str:
+    return PLUMBING.replace("metadata:", f"retention:\n  decision_days: {days}\nmetadata:", 1)
+
+
+def test_the_longest_decision_retention_a_policy_may_set_is_applied(
+    sessions: sessionmaker[Session],
+) -> None:
+    longest = load_policy_text(_keeping_decisions(36_500))
+
+    assert purge_once(sessions.kw["bind"], sessions, lambda: longest.policy) == 0
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(_keeping_decisions(1_000_000))
+    assert refused.value.problems == [
+        "retention.decision_days: Input should be less than or equal to 36500"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("when", "problem"),
+    [
+        ("{larger-than: {bytes: %s}}" % (2**41), "larger-than.bytes"),
+        ("{spamd-score: {above: .inf}}", "spamd-score.above"),
+        ("{spamd-score: {above: .nan}}", "spamd-score.above"),
+    ],
+)
+def test_a_predicate_number_no_message_could_reach_is_refused(when: str, problem: str) -> None:
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(PLUMBING.replace("when: bulk-mail", f"when: {when}", 1))
+    assert problem in refused.value.problems[0]

@@ -11,8 +11,8 @@ from app import crm, webhooks
 from app.access_schemas import ContactPatchIn
 from app.models import Contact
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, Id, IdFilter, Limit, aware, decode_cursor, encode_cursor
-from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page
+from app.routes.pagination import Cursor, Id, IdFilter, Limit, Time, decode_cursor, encode_cursor
+from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page, Text
 from app.security import Principal, Role
 
 router = APIRouter(tags=["contacts"])
@@ -23,7 +23,7 @@ Writer = Annotated[Principal, Depends(allow(Role.EMPLOYEE, scope="contacts:write
 
 
 Search = Annotated[
-    str | None,
+    Text | None,
     Query(min_length=1, max_length=200, description="Text in the name, address or company."),
 ]
 
@@ -36,11 +36,11 @@ def list_contacts(
     cursor: Cursor = None,
     q: Search = None,
     company_id: IdFilter = None,
-    updated_since: datetime | None = None,
+    updated_since: Time = None,
 ) -> Page[ContactOut]:
     """Contacts, newest first, each with its company; `q` searches name, address and company
     (case-insensitive), `updated_since` keeps those changed since (for syncing)."""
-    where = crm.ContactFilter(q=q, company_id=company_id, updated_since=aware(updated_since))
+    where = crm.ContactFilter(q=q, company_id=company_id, updated_since=updated_since)
     items = crm.list_contacts(session, before=decode_cursor(cursor), limit=limit, where=where)
     return Page(items=items, next_cursor=encode_cursor([c.id for c in items], limit))
 

@@ -12,7 +12,7 @@ from app import decision_reports, ledger
 from app.access_schemas import AggregatesOut, DecisionOut, EmployeeCount, RuleDayCount
 from app.policy_schemas import VerificationOut
 from app.routes.deps import SessionDep, allow
-from app.routes.pagination import Cursor, IdFilter, Limit, aware, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, IdFilter, Limit, Time, decode_cursor, encode_cursor
 from app.schemas import Page
 from app.security import Principal, Role
 
@@ -29,8 +29,8 @@ def filters(
     rule: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z0-9-]+$")] = None,
     outcome: Annotated[str | None, Query(max_length=16, pattern=r"^[a-z_]+$")] = None,
     employee_id: IdFilter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Time = None,
+    until: Time = None,
 ) -> decision_reports.Filters:
     """Query filters; an employee's are always narrowed to their own decisions."""
     if principal.role is Role.EMPLOYEE:
@@ -41,8 +41,8 @@ def filters(
         rule=rule,
         outcome=outcome,
         employee_id=employee_id,
-        since=aware(since),
-        until=aware(until),
+        since=since,
+        until=until,
     )
 
 

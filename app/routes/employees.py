@@ -7,12 +7,12 @@ from collections import defaultdict
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, status
 
+from app import employees
 from app.access_schemas import EmployeeIn, EmployeeOut
 from app.models import Employee, EmployeeAlias
 from app.routes.deps import AdminDep, SessionDep
 from app.routes.pagination import Cursor, Limit, decode_cursor, encode_cursor
 from app.schemas import Page
-from capture.parse import normalize_address
 
 router = APIRouter(prefix="/employees", tags=["employees"])
 
@@ -49,24 +49,12 @@ def list_employees(
 @router.post("", response_model=EmployeeOut, status_code=status.HTTP_201_CREATED)
 def add_employee(session: SessionDep, _admin: AdminDep, body: EmployeeIn) -> EmployeeOut:
     """Add an employee who may submit mail, with the other addresses they write from."""
-    addresses = [normalize_address(a) for a in [body.email, *body.aliases]]
-    if any(a is None for a in addresses):
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "Not a valid email address.")
-    primary, *others = dict.fromkeys(str(a).lower() for a in addresses)
-    taken = session.scalar(
-        sa.select(sa.func.count())
-        .select_from(Employee)
-        .where(Employee.email.in_([primary, *others]))
-    ) or session.scalar(
-        sa.select(sa.func.count())
-        .select_from(EmployeeAlias)
-        .where(EmployeeAlias.address.in_([primary, *others]))
-    )
-    if taken:
-        raise HTTPException(status.HTTP_409_CONFLICT, "An address is already an employee's.")
-    employee = Employee(email=primary, name=body.name)
-    session.add(employee)
-    session.flush()
-    session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
-    session.flush()
+    try:
+        employee = employees.add_employee(session, body.email, name=body.name, aliases=body.aliases)
+    except employees.InvalidAddressError:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Not a valid email address."
+        ) from None
+    except employees.AddressTakenError as error:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{error}.") from None
     return _out(session, [employee])[0]

@@ -12,6 +12,7 @@ from app.models import Employee
 from app.policy_schemas import ExplanationOut, VerdictOut
 from app.routes.deps import PrincipalDep, read_body
 from app.runtime import Runtime
+from app.schemas import Text
 from app.security import Role
 from capture.pipeline import Envelope
 from policies.model import Channel
@@ -33,7 +34,7 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 async def explain(
     request: Request,
     principal: PrincipalDep,
-    employee: Annotated[str | None, Query(max_length=320)] = None,
+    employee: Annotated[Text | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
 ) -> ExplanationOut:
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).

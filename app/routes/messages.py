@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, status
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from app import crm
 from app.access_schemas import VisibilityIn
 from app.routes.deps import EmployeeDep, SessionDep, allow
-from app.routes.pagination import Cursor, Id, IdFilter, Limit, aware, decode_cursor, encode_cursor
+from app.routes.pagination import Cursor, Id, IdFilter, Limit, Time, decode_cursor, encode_cursor
 from app.schemas import MessageOut, Page
 from app.security import Principal, Role
 
@@ -28,8 +27,8 @@ def list_messages(
     company_id: IdFilter = None,
     employee_id: IdFilter = None,
     thread_id: IdFilter = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Time = None,
+    until: Time = None,
 ) -> Page[MessageOut]:
     """Captured messages, newest first: an employee's own and colleagues' shared ones; by a
     contact or company taking part, an owning employee, a thread, and sent `since` <= t <
@@ -39,8 +38,8 @@ def list_messages(
         company_id=company_id,
         employee_id=employee_id,
         thread_id=thread_id,
-        since=aware(since),
-        until=aware(until),
+        since=since,
+        until=until,
     )
     items = crm.list_messages(
         session, principal, before=decode_cursor(cursor), limit=limit, where=where

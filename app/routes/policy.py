@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from app import policy_versions
-from app.models import PolicyVersion
+from app.models import MAX_ID, PolicyVersion
 from app.policy_schemas import (
     DiffOut,
     GuardrailOut,
@@ -17,10 +17,10 @@ from app.policy_schemas import (
     VersionSourceOut,
 )
 from app.routes.deps import PrincipalDep, SessionDep, allow, read_body
-from app.routes.pagination import MAX_ID, Id
+from app.routes.pagination import Id
 from app.runtime import active_version, publish_policy
 from app.security import Principal, Role
-from policies.engine import PolicyError
+from policies.engine import Engine, PolicyError
 from policies.guardrails import GUARDRAILS
 from policies.loader import load_policy_text
 
@@ -29,9 +29,8 @@ Publisher = Annotated[Principal, Depends(allow(Role.COMPLIANCE, Role.ADMIN))]
 MAX_POLICY_BYTES = 256 * 1024
 
 
-def describe(request: Request, session: SessionDep) -> PolicyOut:
-    engine = request.app.state.runtime.pipeline.engine
-    row = active_version(session)
+def describe(engine: Engine, row: PolicyVersion | None) -> PolicyOut:
+    """The policy `engine` applies; `row` is the version in force, if it is stored."""
     return PolicyOut(
         sha256=engine.policy.sha256,
         version=engine.policy.policy.metadata.version,
@@ -47,24 +46,37 @@ def describe(request: Request, session: SessionDep) -> PolicyOut:
 @router.get("", response_model=PolicyOut)
 def get_policy(request: Request, session: SessionDep, _principal: PrincipalDep) -> PolicyOut:
     """The policy in force, with its sha256 (cited by every decision) and the guardrails."""
-    return describe(request, session)
+    return describe(request.app.state.runtime.pipeline.engine, active_version(session))
+
+
+async def policy_body(request: Request) -> bytes:
+    return await read_body(request, MAX_POLICY_BYTES)
 
 
 @router.put("", response_model=PolicyOut, responses={422: {"description": "Invalid policy"}})
-async def put_policy(request: Request, session: SessionDep, _who: Publisher) -> PolicyOut:
+def put_policy(
+    request: Request,
+    session: SessionDep,
+    _who: Publisher,
+    body: Annotated[bytes, Depends(policy_body)],
+) -> PolicyOut:
     """Publish a new version (YAML body). It applies to the next message once stored."""
-    source = (await read_body(request, MAX_POLICY_BYTES)).decode("utf-8", "replace")
+    # A plain `def`: FastAPI runs it in a worker thread, so that validating a policy never
+    # holds up the event loop the SMTP listener and every other request share.
     try:
-        engine = load_policy_text(source)
+        engine = load_policy_text(body.decode("utf-8", "replace"))
     except PolicyError as error:
         raise HTTPException(
             422, {"title": "The policy is not valid.", "problems": error.problems}
         ) from None
-    publish_policy(session, engine)
+    row = publish_policy(session, engine)
+    # Built, to its JSON, before the commit: a response that cannot be made changes nothing.
+    out = describe(engine, row)
+    out.model_dump_json()
     session.commit()
     # Swapped only now that the version is committed: no decision cites an unstored policy.
     request.app.state.runtime.pipeline.engine = engine
-    return describe(request, session)
+    return out
 
 
 @router.get("/versions", response_model=list[VersionOut])

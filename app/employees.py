@@ -1,0 +1,52 @@
+"""Serve: adding an employee and the addresses they write from, each one person's only.
+
+Shared by `POST /api/v1/employees` and `mailroom employees add`, so that both refuse the
+same addresses. It never commits: the request or the command does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from app.models import Employee, EmployeeAlias
+from capture.parse import normalize_address
+
+
+class InvalidAddressError(ValueError):
+    """An address that is not a mailbox."""
+
+
+class AddressTakenError(ValueError):
+    """An address that is already an employee's, as their email or an alias."""
+
+
+def add_employee(
+    session: Session, email: str, *, name: str = "", aliases: Sequence[str] = ()
+) -> Employee:
+    """A new employee; the addresses given twice are kept once."""
+    addresses = [normalize_address(a.strip()) for a in [email, *aliases]]
+    if any(a is None for a in addresses):
+        raise InvalidAddressError("not a valid email address")
+    primary, *others = dict.fromkeys(str(a).lower() for a in addresses)
+    taken = _taken(session, [primary, *others])
+    if taken is not None:
+        raise AddressTakenError(f"{taken} is already an employee's address")
+    employee = Employee(email=primary, name=name)
+    session.add(employee)
+    session.flush()
+    session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
+    session.flush()
+    return employee
+
+
+def _taken(session: Session, addresses: list[str]) -> str | None:
+    """The first of these addresses that is already an employee's email or alias."""
+    return session.scalars(
+        sa.union(
+            sa.select(Employee.email).where(Employee.email.in_(addresses)),
+            sa.select(EmployeeAlias.address).where(EmployeeAlias.address.in_(addresses)),
+        ).limit(1)
+    ).first()

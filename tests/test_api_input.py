@@ -1,0 +1,162 @@
+"""Bad input through the real API gets a clear 4xx problem, never a 500: cursors, times, and
+control characters (PostgreSQL cannot store NUL)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from app.security import Role
+from tests.conftest import Running, add_employee, issue_token
+from tests.mail import compose, send
+
+
+@pytest.fixture
+def tokens(running: Running) -> dict[str, str]:
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com")
+    return {
+        "employee": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
+        "compliance": issue_token(sessions, Role.COMPLIANCE),
+        "admin": issue_token(sessions, Role.ADMIN),
+    }
+
+
+def _cursor(n: int) -> str:
+    return base64.urlsafe_b64encode(str(n).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("role", "path"),
+    [
+        ("admin", "/api/v1/employees"),
+        ("admin", "/api/v1/tokens"),
+        ("employee", "/api/v1/messages"),
+        ("employee", "/api/v1/contacts"),
+        ("employee", "/api/v1/companies"),
+        ("employee", "/api/v1/review"),
+        ("employee", "/api/v1/me/personal-contacts"),
+        ("compliance", "/api/v1/decisions"),
+    ],
+)
+def test_a_cursor_past_the_ids_a_database_holds_is_a_400(
+    running: Running, tokens: dict[str, str], role: str, path: str
+) -> None:
+    with running.client(tokens[role]) as api:
+        past = api.get(path, params={"cursor": _cursor(2**63)})
+        last = api.get(path, params={"cursor": _cursor(2**31 - 1)})
+
+    assert past.status_code == 400, past.text
+    assert past.headers["content-type"] == "application/problem+json"
+    assert past.json()["detail"] == "Malformed cursor."
+    assert last.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "params"),
+    [
+        ("employee", "/api/v1/messages", {"since": "0001-01-01T00:00:00+10:00"}),
+        ("employee", "/api/v1/messages", {"until": "9999-12-31T23:59:59-10:00"}),
+        ("employee", "/api/v1/contacts", {"updated_since": "0001-01-01T00:00:00+10:00"}),
+        ("compliance", "/api/v1/decisions", {"since": "0001-01-01T00:00:00+10:00"}),
+        ("compliance", "/api/v1/decisions/aggregates", {"until": "0001-01-02T00:00:00Z"}),
+    ],
+)
+def test_a_time_at_the_edge_of_the_calendar_is_a_422_that_says_which_years(
+    running: Running, tokens: dict[str, str], role: str, path: str, params: dict[str, str]
+) -> None:
+    with running.client(tokens[role]) as api:
+        response = api.get(path, params=params)
+
+    assert response.status_code == 422, response.text
+    (problem,) = response.json()["detail"]
+    assert problem["loc"] == ["query", *params]
+    assert "give a time in the years 0002 to 9998" in problem["msg"]
+
+
+def test_times_inside_the_calendar_and_without_a_zone_are_answered(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    earliest, latest = "0002-01-01T00:00:00", "9998-12-31T23:59:59+00:00"
+    with running.client(tokens["compliance"]) as api:
+        listed = api.get("/api/v1/decisions", params={"since": earliest, "until": latest})
+        counted = api.get("/api/v1/decisions/aggregates", params={"until": "0002-01-02"})
+    with running.client(tokens["employee"]) as api:
+        messages = api.get("/api/v1/messages", params={"since": earliest, "until": latest})
+
+    assert (listed.status_code, counted.status_code, messages.status_code) == (200, 200, 200)
+    assert counted.json()["since"] == "0001-12-03T00:00:00Z"
+
+
+MAILBOX = {"employee": "alice@example.com", "host": "h", "username": "u", "password": "p"}
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "params", "body"),
+    [
+        ("admin", "POST", "/api/v1/employees", None, {"email": "a\x00b@example.com"}),
+        ("admin", "POST", "/api/v1/employees", None, {"email": "c@example.com", "name": "x\x00"}),
+        (
+            "admin",
+            "POST",
+            "/api/v1/employees",
+            None,
+            {"email": "d@x.com", "aliases": ["e\x00@x.com"]},
+        ),
+        ("admin", "POST", "/api/v1/tokens", None, {"role": "admin", "label": "\x00"}),
+        ("admin", "POST", "/api/v1/mailboxes", None, MAILBOX | {"host": "h\x00"}),
+        ("admin", "POST", "/api/v1/mailboxes", None, MAILBOX | {"username": "u\x00"}),
+        ("admin", "POST", "/api/v1/mailboxes", None, MAILBOX | {"folders": ["IN\x00BOX"]}),
+        ("admin", "POST", "/api/v1/mailboxes", None, MAILBOX | {"employee": "alice\x00@x.com"}),
+        ("employee", "GET", "/api/v1/contacts", {"q": "a\x00b"}, None),
+        ("employee", "GET", "/api/v1/companies", {"q": "a\x00b"}, None),
+        ("employee", "PATCH", "/api/v1/me/settings", None, {"private_tags": ["[pri\x00]"]}),
+        ("employee", "POST", "/api/v1/me/personal-contacts", None, {"address": "m\x00@x.com"}),
+        ("compliance", "POST", "/api/v1/erasures", None, {"address": "a\x00@b.example"}),
+        ("compliance", "POST", "/api/v1/objections", None, {"address": "a\x01@b.example"}),
+    ],
+)
+def test_a_control_character_in_a_string_is_a_422_that_says_so(
+    running: Running,
+    tokens: dict[str, str],
+    role: str,
+    method: str,
+    path: str,
+    params: dict[str, str] | None,
+    body: dict[str, object] | None,
+) -> None:
+    with running.client(tokens[role]) as api:
+        response = api.request(method, path, params=params, json=body)
+
+    assert response.status_code == 422, response.text[:300]
+    (problem,) = response.json()["detail"]
+    assert "control characters (NUL, tab, line breaks...) are not allowed" in problem["msg"]
+
+
+def test_a_contact_name_with_a_nul_is_refused_and_the_name_stays(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    assert send(running.smtp_port, compose())[0] == 250
+    with running.client(tokens["employee"]) as api:
+        (contact,) = api.get("/api/v1/contacts").json()["items"]
+        renamed = api.patch(f"/api/v1/contacts/{contact['id']}", json={"name": "Bob\x00"})
+        after = api.get(f"/api/v1/contacts/{contact['id']}").json()
+
+    assert renamed.status_code == 422
+    assert after["name"] == contact["name"]
+
+
+def test_explaining_as_an_employee_named_with_a_nul_is_a_422(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    raw = b"From: bob@customer.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\nhi\r\n"
+    with running.client(tokens["compliance"]) as api:
+        response = api.post(
+            "/api/v1/explain",
+            params={"employee": "alice\x00@example.com"},
+            content=raw,
+            headers={"Content-Type": "message/rfc822"},
+        )
+
+    assert response.status_code == 422, response.text[:300]
