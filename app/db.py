@@ -19,13 +19,21 @@ SCRUB_WAIT_MS = 2_000  # how long scrub_wal waits for readers: a request is wait
 
 
 def make_engine(url: str) -> sa.Engine:
-    """An engine; SQLite gets WAL, synchronous=FULL, foreign keys and a busy timeout."""
+    """An engine; SQLite gets WAL, synchronous=FULL, foreign keys and a busy timeout. Its
+    errors never quote a statement's values (`hide_parameters`): those may be mail, and an
+    error's text travels (logs, a mailbox's last error)."""
     if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(
+            url,
+            connect_args={"timeout": 30, "check_same_thread": False},
+            hide_parameters=True,
+        )
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         sa.event.listen(engine, "begin", _sqlite_begin_immediate)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return sa.create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

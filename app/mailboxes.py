@@ -10,6 +10,7 @@ from contextlib import nullcontext
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
+from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs import exclusively
@@ -129,9 +130,13 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
 
 
 def describe_error(error: BaseException) -> str:
-    """The kind of error and the server's words, which name no message (nothing from a
-    message goes into a command)."""
-    return f"{type(error).__name__}: {str(error)[:300]}"
+    """The kind of error, with the words of the server or the network where those are what
+    failed: they name no message, since nothing from a message goes into a command. Any
+    other error (the database refusing to file a message, a bug) is named by its kind
+    alone: its text may quote the mail being filed, and admins never see mail."""
+    if isinstance(error, (OSError, IMAPClientError)):
+        return f"{type(error).__name__}: {str(error)[:300]}"
+    return type(error).__name__
 
 
 def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseException) -> None:

@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import sqlalchemy as sa
 
+from app import employees
 from app.api import create_app
 from app.db import transaction
+from app.mailboxes import record_error
 from app.models import (
     ApiToken,
     Contact,
@@ -26,6 +28,7 @@ from app.security import Role
 from app.web.auth import create_login_link
 from tests.conftest import Running, add_employee, issue_token
 from tests.test_cli import _env
+from tests.test_web_freshness import _mailbox
 from tests.web import csrf_of, file_mail, login_link, sign_in
 
 
@@ -398,3 +401,104 @@ def test_the_login_link_command_prints_a_link_that_works(running: Running) -> No
         token = link.rsplit("/", 1)[1]
         done_post = client.post("/sign-in/link", data={"csrf": csrf_of(page), "token": token})
     assert done_post.status_code == 303
+
+
+def test_admin_page_refuses_an_address_that_is_already_an_employees_alias(
+    running: Running,
+) -> None:
+    """README: an address that is already an employee's, as email or alias, is refused (as by
+    the API). The admin page's form checks only primary emails."""
+    with transaction(running.runtime.sessions) as session:
+        employees.add_employee(session, "alice@example.com", aliases=["sales@example.com"])
+    admin = add_employee(running.runtime.sessions, "root@example.com")
+    with sign_in(running, admin, Role.ADMIN) as client:
+        csrf = csrf_of(client.get("/admin"))
+        done = client.post(
+            "/admin/employees", data={"csrf": csrf, "email": "sales@example.com", "name": "Bob"}
+        )
+    assert done.status_code == 303
+    with running.runtime.sessions() as session:
+        taken = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(Employee)
+            .where(Employee.email == "sales@example.com")
+        )
+    assert done.headers["location"] == "/admin?note=employee-exists"
+    assert taken == 0
+
+
+def test_pages_showing_mail_are_not_stored_by_browsers_or_proxies(running: Running) -> None:
+    """A message's text, my mail and a contact's timeline must not stay in a browser's or a
+    shared proxy's cache after sign-out (the admin token page already says no-store)."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        shown = alice.get(f"/mail/messages/{mail.captured}")
+        mine = alice.get("/mail")
+    assert shown.status_code == 200 and "here is the quote" in shown.text
+    for response in (shown, mine):
+        assert "no-store" in response.headers.get("cache-control", ""), response.url
+
+
+def test_a_policy_diff_with_an_id_beyond_any_database_is_refused_not_an_error(
+    running: Running,
+) -> None:
+    huge = "9" * 30
+    with running.client(None) as client:
+        diff = client.get(f"/policy/diff?from={huge}&to=1")
+        version = client.get(f"/policy/versions/{huge}")
+    assert version.status_code == 422
+    assert diff.status_code in (404, 422), diff.status_code
+
+
+def test_policy_pages_are_hardened_like_every_other_page(running: Running) -> None:
+    """README: pages load nothing but their own stylesheet, and no other site may frame them."""
+    with running.client(None) as client:
+        policy = client.get("/policy")
+    assert policy.status_code == 200
+    assert "frame-ancestors 'none'" in policy.headers.get("content-security-policy", "")
+
+
+def test_a_mailbox_error_never_shows_mail_on_the_admin_page(running: Running) -> None:
+    """The IMAP worker records *any* exception of a sync (app/mailboxes.py `_mailbox`:
+    `except Exception`) with str(error). A database error while filing a message (SQLite
+    'database is locked', a PostgreSQL deadlock) quotes the statement's parameters: the
+    subject and text of the message. The admin page then shows them to admins."""
+    admin = add_employee(running.runtime.sessions, "root@example.com")
+    add_employee(running.runtime.sessions, "alice@example.com")
+    box = _mailbox(running, employee="alice@example.com", username="alice.imap")
+    with running.runtime.db.connect() as conn:
+        try:
+            conn.execute(
+                sa.text("INSERT INTO messages (subject, body_text) VALUES (:s, :b)"),
+                {"s": "SUBJECT-CANARY merger talks", "b": "BODY-CANARY"},
+            )
+        except sa.exc.DBAPIError as error:
+            failure = error
+        else:  # pragma: no cover
+            raise AssertionError("the insert was expected to fail")
+    record_error(running.runtime.sessions, box, failure)
+    with sign_in(running, admin, Role.ADMIN) as client:
+        page = client.get("/admin").text
+    assert "IntegrityError" in page  # what went wrong, by its kind
+    assert "SUBJECT-CANARY" not in page and "BODY-CANARY" not in page
+
+
+def test_review_choices_are_not_counted_as_decisions_per_employee(running: Running) -> None:
+    """The consistency table counts 'how each person's mail was decided'. A review choice is
+    an action chained on the `api` channel (outcome 'review-capture'), not a decision on a
+    message, yet reports.consistency counts it: Alice's 3 decisions become 4 and her share of
+    unkept mail changes although no mail was decided again."""
+    mail = file_mail(running)
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        before = officer.get("/compliance").text
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        assert (
+            alice.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf}).status_code
+            == 303
+        )
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        after = officer.get("/compliance").text
+    row = "<tr><td>alice@example.com</td><td>3</td>"
+    assert row in before
+    assert row in after, after.split("alice@example.com</td>")[1][:200]

@@ -10,13 +10,13 @@ from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
+from app import employees
 from app.mailboxes import describe_mailboxes
 from app.models import ApiToken, Employee, MessageOwner
 from app.routes.pagination import Id
 from app.security import ISSUED_ON_THE_SERVER, Role, create_token
 from app.web.auth import AdminUser, CsrfChecked, WebUser
 from app.web.render import PageSession, page
-from capture.parse import normalize_address
 
 router = APIRouter(include_in_schema=False)
 
@@ -72,13 +72,14 @@ def add_employee(
     email: Annotated[str, Form()],
     name: Annotated[str, Form(max_length=200)] = "",
 ) -> RedirectResponse:
-    address = normalize_address(email.strip())
-    if address is None:
+    """As the API and the command line add one (app/employees.py): an address that is
+    already an employee's, as their email or an alias, is refused."""
+    try:
+        employees.add_employee(session, email, name=name.strip())
+    except employees.InvalidAddressError:
         return RedirectResponse("/admin?note=employee-invalid", status_code=303)
-    address = address.lower()
-    if session.scalar(sa.select(Employee.id).where(Employee.email == address)) is not None:
+    except employees.AddressTakenError:
         return RedirectResponse("/admin?note=employee-exists", status_code=303)
-    session.add(Employee(email=address, name=name.strip()))
     return RedirectResponse("/admin?note=employee-added", status_code=303)
 
 

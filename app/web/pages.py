@@ -8,10 +8,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, status
 from fastapi.responses import HTMLResponse
 
 from app import policy_versions
+from app.models import MAX_ID
 from app.routes.deps import SessionDep
 from app.routes.pagination import Id
 from app.web import admin, compliance, mail, render, signin
-from app.web.render import templates
+from app.web.render import public_page
 from policies.guardrails import GUARDRAILS
 from policies.model import Outcome
 
@@ -32,7 +33,7 @@ IN_PLAIN_WORDS = {
 def policy_page(request: Request, session: SessionDep) -> HTMLResponse:
     """The policy in force, in the order it is applied, for everyone in the company."""
     engine = request.app.state.runtime.pipeline.engine
-    return templates.TemplateResponse(
+    return public_page(
         request,
         "policy.html",
         {
@@ -50,20 +51,20 @@ def version_page(request: Request, session: SessionDep, version_id: Id) -> HTMLR
     row = policy_versions.version(session, version_id)
     if row is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such policy version.")
-    return templates.TemplateResponse(request, "version.html", {"version": row})
+    return public_page(request, "version.html", {"version": row})
 
 
 @router.get("/policy/diff", response_class=HTMLResponse)
 def diff_page(
     request: Request,
     session: SessionDep,
-    from_id: Annotated[int, Query(alias="from")],
-    to_id: Annotated[int, Query(alias="to")],
+    from_id: Annotated[int, Query(alias="from", ge=1, le=MAX_ID)],
+    to_id: Annotated[int, Query(alias="to", ge=1, le=MAX_ID)],
 ) -> HTMLResponse:
     old, new = policy_versions.version(session, from_id), policy_versions.version(session, to_id)
     if old is None or new is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such policy version.")
-    return templates.TemplateResponse(
+    return public_page(
         request,
         "diff.html",
         {

@@ -55,10 +55,19 @@ def harden(response: HTMLResponse) -> HTMLResponse:
 def page(
     request: Request, name: str, user: WebUser, context: dict[str, Any], *, status_code: int = 200
 ) -> HTMLResponse:
-    """A signed-in page: every form on it gets the session's CSRF token."""
+    """A signed-in page: every form on it gets the session's CSRF token. Kept by no cache:
+    it may show mail, which must not stay in a shared proxy, or in a browser's history
+    for the next person at the machine after sign-out."""
     note = NOTES.get(request.query_params.get("note", ""))
     full = {"user": user, "csrf": user.csrf, "note": note, **context}
-    return harden(templates.TemplateResponse(request, name, full, status_code=status_code))
+    response = harden(templates.TemplateResponse(request, name, full, status_code=status_code))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def public_page(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
+    """A page anyone inside may read (the policy and its versions), hardened alike."""
+    return harden(templates.TemplateResponse(request, name, context))
 
 
 @router.get("/web.css")

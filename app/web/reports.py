@@ -9,6 +9,7 @@ from datetime import date, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, Employee
 from policies.model import Outcome
 
@@ -24,7 +25,8 @@ COLOURS = {
 
 @dataclass
 class Activity:
-    """Decisions per day and outcome, and per deciding rule, over a window."""
+    """Decisions per day and outcome, and per deciding rule, over a window (decisions on
+    messages: not the actions chained into the same log, such as review choices)."""
 
     days: list[date]
     per_day: dict[date, Counter[str]]
@@ -36,7 +38,7 @@ def activity(session: Session, now: datetime, *, days: int = 30) -> Activity:
     start = datetime.combine(since, datetime.min.time(), tzinfo=now.tzinfo)
     query = (
         sa.select(DecisionRecord.created_at, DecisionRecord.outcome, DecisionRecord.rules)
-        .where(DecisionRecord.created_at >= start)
+        .where(DecisionRecord.created_at >= start, DecisionRecord.channel != ACTION_CHANNEL)
         .execution_options(yield_per=2000)
     )
     result = Activity(
@@ -104,6 +106,7 @@ def consistency(session: Session) -> list[Consistency]:
     query = (
         sa.select(Employee.email, DecisionRecord.outcome, sa.func.count())
         .join(Employee, Employee.id == DecisionRecord.employee_id)
+        .where(DecisionRecord.channel != ACTION_CHANNEL)  # a review choice decides no message
         .group_by(Employee.email, DecisionRecord.outcome)
     )
     counts: dict[str, Counter[str]] = {}
