@@ -3,7 +3,8 @@
 Every stdlib logger (ours, uvicorn's, aiosmtpd's) goes through the same formatter. What keeps
 message content out: our log calls pass ids, counts and exception *types*, never values;
 exception tracebacks are reduced to type and frames (a database error quotes its parameters);
-aiosmtpd's protocol log stays at warnings (capture/smtp.py); SQLAlchemy never logs statements.
+aiosmtpd's protocol log stays at warnings, without the client's words (capture/smtp.py);
+SQLAlchemy never logs statements.
 """
 
 from __future__ import annotations

@@ -455,19 +455,39 @@ def bare_line_end(raw: bytes) -> bool:
     return raw.count(b"\r") != pairs or raw.count(b"\n") != pairs
 
 
-class _WarningsOnly(logging.Filter):
+PLACEHOLDER = re.compile(r"%[-#0 +\d.]*[a-zA-Z]")
+
+
+class _ContentFree(logging.Filter):
+    """aiosmtpd's protocol log, kept to warnings that carry no word a client sent.
+
+    Its warnings name the peer first (`%r`, the socket's address) and some go on to quote
+    the client: `unrecognised: %s` logs the first word of a line read as a command, which is
+    a message line when a client pipelines its message behind a refused DATA. Every argument
+    after the peer is withheld, whatever the warning."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING
+        if record.levelno < logging.WARNING:
+            return False
+        if isinstance(record.msg, str) and isinstance(record.args, tuple) and record.args:
+            peer = record.msg.startswith("%r")
+            rest = record.msg[2:] if peer else record.msg
+            record.msg = ("%r" if peer else "") + PLACEHOLDER.sub("(withheld)", rest)
+            record.args = record.args[:1] if peer else ()
+        elif record.args:
+            record.msg, record.args = "aiosmtpd warning (withheld)", ()
+        return True
 
 
 def quiet_protocol_log() -> None:
-    """aiosmtpd logs protocol lines, message lines included, at INFO and DEBUG: keep them out.
+    """aiosmtpd logs protocol lines, message lines included, at INFO and DEBUG: keep them out,
+    and what it quotes from the client out of its warnings.
 
     A filter rather than a level, so that raising the root log level cannot let them back in.
     """
     protocol_log = logging.getLogger("mail.log")
-    if not any(isinstance(f, _WarningsOnly) for f in protocol_log.filters):
-        protocol_log.addFilter(_WarningsOnly())
+    if not any(isinstance(f, _ContentFree) for f in protocol_log.filters):
+        protocol_log.addFilter(_ContentFree())
 
 
 def smtp_factory(

@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import smtplib
+import socket
 import uuid
 from pathlib import Path
 
@@ -94,6 +95,31 @@ def test_the_servers_logs_hold_no_subject_body_or_address_of_dropped_or_captured
         )
     assert stored == ["capture", "drop", "reject"]
     assert canary not in log.read_text()
+
+
+def test_message_lines_pipelined_behind_a_refused_data_reach_no_log(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that pipelines its message behind DATA (wrongly) when RCPT was refused: each
+    message line is read as a command, and aiosmtpd warns of its first word."""
+    caplog.set_level(logging.DEBUG)
+    add_employee(running.runtime.sessions, "alice@example.com")
+    canary = f"c{uuid.uuid4().hex}"
+    with socket.create_connection(("127.0.0.1", running.smtp_port), timeout=10) as sock:
+        sock.sendall(
+            b"EHLO client.example.com\r\nMAIL FROM:<alice@example.com>\r\n"
+            b"RCPT TO:<wrong@mailroom.example.com>\r\nDATA\r\n"
+            + f"From: alice@example.com\r\nTo: {canary}to@customer.example\r\n"
+            f"Subject: {canary}SUBJ\r\n\r\n{canary}BODY at 40 per share\r\n.\r\n".encode()
+            + b"QUIT\r\n"
+        )
+        replies = b""
+        while chunk := sock.recv(4096):  # until the server hangs up
+            replies += chunk
+    assert b" not recognized" in replies, "control: the lines were read as commands"
+    logged = [r.getMessage() for r in caplog.records if r.name == "mail.log"]
+    assert any("unrecognised" in line for line in logged), "control: the warning is kept"
+    assert canary.lower() not in "\n".join(r.getMessage() for r in caplog.records).lower()
 
 
 def test_a_logged_exception_keeps_its_type_and_frames_but_not_its_message() -> None:
