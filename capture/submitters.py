@@ -88,11 +88,13 @@ def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
 
 
 def dkim_domains(raw: bytes, authserv_id: str) -> set[str]:
-    """Domains that our authserv-id's Authentication-Results say passed DKIM."""
+    """Domains that the topmost Authentication-Results under our authserv-id say passed DKIM.
+
+    Only the topmost: the trusted relay prepends its own verdict (RFC 8601 section 5), and a
+    field below it under the same id, if the relay did not strip it, came from the sender."""
     blocks, _ = header_blocks(raw)
-    found: set[str] = set()
     for block in blocks:
         if AR_HEADER.match(block) and _claims(block, authserv_id):
             text = block.decode("utf-8", "replace").replace("\r\n", " ")
-            found.update(d.lower().rstrip(".") for d in DKIM_PASS.findall(text))
-    return found
+            return {d.lower().rstrip(".") for d in DKIM_PASS.findall(text)}
+    return set()

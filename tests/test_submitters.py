@@ -157,6 +157,25 @@ def test_a_trusted_relays_dkim_pass_aligned_with_from_proves_the_submitter(
         assert send(running.smtp_port, other_id)[0] == 550
 
 
+def test_a_forged_dkim_pass_below_the_trusted_relays_own_results_proves_nothing(
+    settings: Settings,
+) -> None:
+    """The relay prepends its verdict (no signature) and passes along, below it, a field the
+    sender wrote under our authserv-id: only the topmost is the relay's (RFC 8601)."""
+    relay = settings.model_copy(
+        update={"require_submitter_proof": True, "trusted_relays": ["127.0.0.0/8"]}
+    )
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        raw = compose().as_bytes(policy=policy.SMTP)
+        relays_own = b"Authentication-Results: mailroom.example.com; dkim=none; spf=softfail\r\n"
+        received = b"Received: from attacker.example.net by relay.example.com\r\n"
+        forged = relays_own + received + FORGED.encode() + b"\r\n" + raw
+
+        assert send(running.smtp_port, forged)[0] == 550
+        assert _outcomes(running) == ["reject"]
+
+
 def test_only_our_authserv_ids_results_are_stripped() -> None:
     raw = (
         b"Authentication-Results: mailroom.example.com;\r\n dkim=pass header.d=example.com\r\n"
