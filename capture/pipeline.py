@@ -403,13 +403,18 @@ class Pipeline:
         submitter: Submitter | None,
         channel: Channel,
     ) -> bool:
-        """Whether the submitter is who they say: always, unless proof is required; then by
-        SMTP AUTH as that employee, or by a trusted relay's DKIM pass aligned with From. Mail
-        read from a mailbox or imported is the employee's by configuration: an admin added
-        the mailbox for them, the operator ran the import."""
+        """Whether the submitter is who they say: always, unless proof is required; then the
+        From address (a forward's: the forwarder's) must be the submitter's own, proven by
+        SMTP AUTH as that employee or by a trusted relay's DKIM pass aligned with From. Each
+        proves one thing: AUTH the envelope sender, DKIM the From domain. Mail read from a
+        mailbox or imported is the employee's by configuration: an admin added the mailbox
+        for them, the operator ran the import."""
         if not self.require_proof or channel in (Channel.IMAP, Channel.IMPORT):
             return True
-        if submitter is not None and envelope.authenticated_as in submitter.addresses:
+        sender = message.sender.address.lower() if message.sender else ""
+        if submitter is None or sender not in submitter.addresses:
+            return False
+        if envelope.authenticated_as in submitter.addresses:
             return True
         domain = message.sender.domain if message.sender else ""
         aligned = any(domain == d or domain.endswith("." + d) for d in envelope.dkim_domains)

@@ -33,7 +33,9 @@ def _submitter_not_employee(obs: Observations) -> Finding:
     if submitted and not obs.facts.get("from_is_employee", True):
         return Finding(True, "the From address is not an employee address or alias")
     if not obs.facts.get("submitter_proven", True):
-        return Finding(True, "the submitter did not prove who they are (SMTP AUTH or DKIM)")
+        return Finding(
+            True, "the submitter did not prove the From address is theirs (SMTP AUTH or DKIM)"
+        )
     return Finding(False, "the submitter is an employee")
 
 

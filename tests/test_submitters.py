@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import transaction
-from app.models import DecisionRecord
+from app.models import DecisionRecord, Message
 from app.settings import Settings
 from capture.submitters import dkim_domains, new_app_password, strip_our_results
 from tests.conftest import Running, add_employee, run_service
@@ -174,6 +174,45 @@ def test_a_forged_dkim_pass_below_the_trusted_relays_own_results_proves_nothing(
 
         assert send(running.smtp_port, forged)[0] == 550
         assert _outcomes(running) == ["reject"]
+
+
+def test_an_app_password_proves_only_its_own_employees_from_address(
+    strict: tuple[Running, str],
+) -> None:
+    """Authenticated as alice, MAIL FROM alice, From the CEO: the CRM would show the CEO
+    writing to the customer."""
+    running, password = strict
+    add_employee(running.runtime.sessions, "ceo@example.com", name="The CEO")
+    ceo = compose(sender="The CEO <ceo@example.com>", subject="We agree to the 90% discount")
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.login("alice@example.com", password)
+        client.mail("alice@example.com")
+        client.rcpt(CAPTURE)
+        code, _ = client.data(ceo.as_bytes(policy=policy.SMTP))
+
+    assert code == 550
+    assert _outcomes(running) == ["reject"]
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(Message.id)).all() == []
+
+
+def test_a_relays_dkim_pass_for_alices_from_does_not_make_bob_its_owner(
+    settings: Settings,
+) -> None:
+    """DKIM vouches for the From domain, not for the envelope: alice's signed message,
+    replayed with bob's envelope, would be filed with bob as its owner."""
+    relay = settings.model_copy(
+        update={"require_submitter_proof": True, "trusted_relays": ["127.0.0.0/8"]}
+    )
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        add_employee(running.runtime.sessions, "bob@example.com")
+        vouched = compose(headers={"Authentication-Results": FORGED.split(": ", 1)[1]})
+
+        assert send(running.smtp_port, vouched, mail_from="bob@example.com")[0] == 550
+        assert send(running.smtp_port, vouched, mail_from="alice@example.com")[0] == 250
+        assert _outcomes(running) == ["reject", "capture"]
 
 
 def test_only_our_authserv_ids_results_are_stripped() -> None:
