@@ -541,9 +541,16 @@ def _hypothetical(address: str) -> Submitter | None:
 
 
 def _replay(conn: sa.Connection, key: str) -> Result | None:
-    """The committed outcome of a message already received from this submitter, if any."""
+    """The committed outcome of a message already received from this submitter, if any.
+
+    Not a refusal: what refused it (no proof yet, an address not yet an employee's) can be
+    put right, and the sender's retry then deserves a fresh decision, not 550 for ever. Its
+    receipt goes, so that the new decision's can take the key."""
     row = _RECEIPT.first(conn, {"key": key})
     if row is None:
         return None
     message_id, decision_id, outcome, rules = row
+    if Outcome(outcome) is Outcome.REJECT:
+        conn.execute(sa.delete(Receipt).where(Receipt.key == key))
+        return None
     return Result(Outcome(outcome), decision_id, message_id, tuple(rules), True)

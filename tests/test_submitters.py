@@ -126,6 +126,30 @@ def test_without_proof_a_correct_envelope_is_not_enough(strict: tuple[Running, s
     assert _outcomes(running) == ["reject"]
 
 
+def test_a_message_refused_for_want_of_proof_is_accepted_when_sent_again_with_auth(
+    strict: tuple[Running, str],
+) -> None:
+    """A refusal's receipt does not answer the retry: what refused it can be put right."""
+    running, password = strict
+    raw = compose().as_bytes(policy=policy.SMTP)
+    assert send(running.smtp_port, raw)[0] == 550
+    assert send(running.smtp_port, raw)[0] == 550
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.login("alice@example.com", password)
+        client.mail("alice@example.com")
+        client.rcpt(CAPTURE)
+        assert client.data(raw)[0] == 250
+        client.rset()
+        client.mail("alice@example.com")
+        client.rcpt(CAPTURE)
+        assert client.data(raw)[0] == 250  # and this retry is answered from its receipt
+
+    assert _outcomes(running) == ["reject", "reject", "capture"]
+    with running.runtime.sessions() as session:
+        assert len(session.scalars(sa.select(Message.id)).all()) == 1
+
+
 def test_forged_authentication_results_from_an_untrusted_peer_prove_nothing(
     strict: tuple[Running, str],
 ) -> None:
