@@ -278,7 +278,10 @@ class CaptureSMTP(SMTP):
     async def _read_data(self) -> DataText:
         """Everything that has arrived, in one read, until the end-of-data line. What the
         client sent after that line (pipelined commands) goes back to the reader, in order:
-        the read emptied its buffer and nothing can arrive before the next await."""
+        the read emptied its buffer and nothing can arrive before the next await.
+
+        Each chunk restarts the idle timer, which aiosmtpd restarts per command only: an
+        upload still sending is not idle, and the DATA deadline is what bounds it."""
         text = DataText(size_limit=self.data_size_limit, line_limit=self.line_length_limit)
         reader = self._reader
         try:
@@ -286,6 +289,7 @@ class CaptureSMTP(SMTP):
                 chunk = await reader.read(READ_ALL)
                 if not chunk:  # the connection ended; aiosmtpd cancels the session then
                     raise ConnectionResetError("connection closed during DATA")
+                self._reset_timeout()
                 if text.add(chunk):
                     break
         except asyncio.CancelledError:

@@ -197,6 +197,32 @@ def test_a_dripping_data_phase_is_cut_off_with_421(settings: Settings) -> None:
         assert reply.startswith(b"421 4.4.2")
 
 
+def test_a_data_phase_still_sending_outlasts_the_idle_timeout(settings: Settings) -> None:
+    """aiosmtpd restarts its idle timer per command: a DATA upload longer than the idle
+    timeout, though never idle, was cut off. The DATA deadline bounds it; a stall does not."""
+    tuned = settings.model_copy(update={"smtp_idle_timeout": 0.4, "smtp_data_timeout": 10.0})
+    with run_service(tuned) as service:
+        add_employee(service.runtime.sessions, "alice@example.com")
+        raw = compose(body="line of text\n" * 400).as_bytes(policy=policy.SMTP)
+        talk = Dialogue(service.smtp_port)
+        try:
+            talk.ready_for_data()
+            step = len(raw) // 10 + 1
+            for start in range(0, len(raw), step):  # 1.5 s in all, never 0.4 s without a byte
+                talk.sock.sendall(raw[start : start + step])
+                time.sleep(0.15)
+            assert talk.say(b"\r\n.\r\n").startswith(b"250 2.0.0")
+
+            assert talk.say(b"MAIL FROM:<alice@example.com>\r\n").startswith(b"250")
+            assert talk.say(f"RCPT TO:<{CAPTURE}>\r\n".encode()).startswith(b"250")
+            assert talk.say(b"DATA\r\n").startswith(b"354")
+            talk.sock.sendall(raw[:step])
+            time.sleep(0.8)  # a stall in DATA is idleness all the same
+            assert talk.reply().startswith(b"421 4.4.2 Idle")
+        finally:
+            talk.close()
+
+
 def test_low_disk_space_defers_at_mail_from_with_452(settings: Settings) -> None:
     with run_service(settings.model_copy(update={"min_free_bytes": 10**18})) as service:
         talk = Dialogue(service.smtp_port)
