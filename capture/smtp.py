@@ -23,6 +23,7 @@ from policies.model import Channel, Outcome
 
 log = logging.getLogger("mailroom.smtp")
 
+MAX_AUTH_FAILURES = 3  # AUTH commands on one connection that did not authenticate
 DISK_CHECK_SECONDS = 1.0  # how stale the free-space figure behind 452 4.3.1 may be
 BANNER = "Mailroom ESMTP"  # no software version: nothing for a scanner to match
 END_OF_HEADERS = re.compile(rb"\r\n\r\n")
@@ -214,6 +215,7 @@ class CaptureSMTP(SMTP):
         self.capture = handler
         self.limits = handler.limits
         self._held = bytearray()  # pipelined replies not yet sent (see push)
+        self._auth_failures = 0
         super().__init__(
             handler,
             hostname=hostname,
@@ -240,6 +242,18 @@ class CaptureSMTP(SMTP):
             await super()._handle_client()
         finally:
             self.capture.connections -= 1
+
+    @syntax("AUTH <mechanism>")
+    async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
+        """aiosmtpd's AUTH, with a hang-up after MAX_AUTH_FAILURES that did not authenticate:
+        one connection may not guess app passwords for ever."""
+        await super().smtp_AUTH(arg)
+        assert self.session is not None
+        if self.session.authenticated:
+            return
+        self._auth_failures += 1
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self._hang_up(b"421 4.7.0 Too many failed AUTH attempts, closing connection")
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 import subprocess
@@ -103,6 +104,32 @@ def test_a_wrong_app_password_is_refused_with_535(strict: tuple[Running, str]) -
         with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
             client.login("alice@example.com", "not-the-password")
     assert refused.value.smtp_code == 535
+
+
+def test_a_connection_is_closed_after_three_failed_auth_attempts(
+    strict: tuple[Running, str],
+) -> None:
+    """One connection may not guess app passwords for ever; two slips are forgiven."""
+    running, password = strict
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        for attempt in range(2):
+            assert client.docmd("AUTH", _plain("alice@example.com", f"guess{attempt}"))[0] == 535
+        assert client.docmd("AUTH", _plain("alice@example.com", password))[0] == 235
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        for attempt in range(3):
+            assert client.docmd("AUTH", _plain("alice@example.com", f"guess{attempt}"))[0] == 535
+        code, reply = client.getreply()
+        assert (code, reply[:5]) == (421, b"4.7.0")
+        with pytest.raises(smtplib.SMTPServerDisconnected):
+            client.docmd("AUTH", _plain("alice@example.com", password))
+
+
+def _plain(login: str, password: str) -> str:
+    return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
 
 def test_the_implicit_tls_port_offers_auth_at_once(strict: tuple[Running, str]) -> None:
