@@ -17,12 +17,14 @@ from app.models import (
     Attachment,
     Company,
     Contact,
+    Employee,
+    EmployeeAlias,
     Message,
     MessageOwner,
     Participant,
     Relationship,
 )
-from app.prepared import Prepared
+from app.prepared import Prepared, PreparedIn
 from app.threads import file_thread
 from capture.parse import Address, ParsedMessage
 from capture.people import person
@@ -43,6 +45,11 @@ class Filing:
     now: datetime
     hold_days: int
     secret: bytes = b""  # keys thread and same-mail digests: no subject is guessed from one
+
+    def owns(self, address: str) -> bool:
+        """Whether the address is the submitter's. Employee addresses are stored lowercased;
+        mail often is not ("Alice@example.com" from Outlook)."""
+        return address.lower() in self.employee_addresses
 
 
 def dedupe_key(message: ParsedMessage, secret: bytes) -> str:
@@ -122,7 +129,7 @@ def _insert_message(
     submitted = at.channel in (Channel.BCC, Channel.FORWARD)
     with_content = decision.outcome is Outcome.CAPTURE or (held and submitted)
     sender = message.sender
-    outbound = sender is not None and sender.address in at.employee_addresses
+    outbound = sender is not None and at.owns(sender.address)
     values: dict[str, Any] = {
         "dedupe_key": key,
         "message_id": message.message_id,
@@ -151,15 +158,18 @@ def makes_contacts(outcome: Outcome) -> bool:
 def _file_participants(
     conn: sa.Connection, message: ParsedMessage, message_row: int, outcome: Outcome, at: Filing
 ) -> dict[str, int]:
-    """Participant rows for every address; contacts only for external ones on kept mail."""
+    """Participant rows for every address; contacts only for external ones on kept mail:
+    never an employee's address or alias (the submitter's or a colleague's), in any case."""
     make_contacts = makes_contacts(outcome)
+    employees = _employees(conn, message, at)
     contacts: dict[str, int] = {}
     rows = []
     for role, addresses in zip(
         ROLES, (message.from_, message.to, message.cc, message.reply_to), strict=True
     ):
         for addr in addresses:
-            own = addr.address in at.employee_addresses or is_internal(addr.address, at.org_domains)
+            employee = employees.get(addr.address.lower())
+            own = employee is not None or is_internal(addr.address, at.org_domains)
             if make_contacts and not own and addr.address not in contacts:
                 contact = _contact_id(conn, addr, at.now)
                 if contact is not None:
@@ -171,13 +181,19 @@ def _file_participants(
                     "address": addr.address,
                     "name": addr.name,
                     "contact_id": contacts.get(addr.address),
-                    "employee_id": at.employee_id
-                    if addr.address in at.employee_addresses
-                    else None,
+                    "employee_id": employee,
                 }
             )
     _INSERT_PARTICIPANT.run_many(conn, rows)
     return contacts
+
+
+def _employees(conn: sa.Connection, message: ParsedMessage, at: Filing) -> dict[str, int]:
+    """The employee of each participant address that is one's (lowercased, as stored)."""
+    found = {address: at.employee_id for address in at.employee_addresses}
+    others = {a.address.lower() for a in message.participants} - found.keys()
+    found.update((address, employee) for address, employee in _EMPLOYEE.rows(conn, list(others)))
+    return found
 
 
 def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None:
@@ -234,7 +250,7 @@ def _touch_relationships(
     sender = message.sender.address if message.sender else None
     seen = message.date or at.now
     for address, contact_id in contacts.items():
-        sent = sender in at.employee_addresses and address != sender
+        sent = sender is not None and at.owns(sender) and address != sender
         received = address == sender
         if not (sent or received):
             continue
@@ -354,6 +370,14 @@ _OWNER = Prepared(
     sa.select(MessageOwner.id).where(
         MessageOwner.message_id == sa.bindparam("message_id"),
         MessageOwner.employee_id == sa.bindparam("employee_id"),
+    )
+)
+_EMPLOYEE = PreparedIn(
+    lambda binds: sa.union_all(
+        sa.select(Employee.email, Employee.id).where(Employee.email.in_(binds)),
+        sa.select(EmployeeAlias.address, EmployeeAlias.employee_id).where(
+            EmployeeAlias.address.in_(binds)
+        ),
     )
 )
 _FIND = {

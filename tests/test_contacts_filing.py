@@ -71,6 +71,31 @@ def test_a_captured_message_files_named_people_with_their_company(running: Runni
     assert "support@acme.co.uk" in roles  # kept as an address, never made a person
 
 
+def test_no_employee_address_or_alias_becomes_a_contact_in_any_case(running: Running) -> None:
+    """Aliases on a domain that is not the organization's (a consultancy, a former
+    company's) are an employee's too: the submitter's, written in capitals as Outlook
+    does, and a colleague's."""
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com", aliases=("alice@alice-co.example",))
+    bob = add_employee(sessions, "bob@example.com", aliases=("bob@bob-co.example",))
+    mail = compose(
+        sender="Alice Smith <Alice@Alice-Co.example>",
+        to="Jane Doe <jane@acme.example>",
+        headers={"Cc": "Bob Example <bob@bob-co.example>"},
+    )
+
+    running.runtime.pipeline.process(
+        mail.as_bytes(), Envelope(mail_from="alice@example.com", sent_folder=True), Channel.IMPORT
+    )
+
+    assert set(contacts(running)) == {"jane@acme.example"}
+    with running.runtime.sessions() as session:
+        employees = session.execute(
+            sa.select(Participant.address, Participant.employee_id).order_by(Participant.id)
+        ).all()
+    assert [e for _, e in employees] == [alice, None, bob]
+
+
 def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
     first = compose(
