@@ -360,8 +360,11 @@ _INSERT_PARTICIPANT = Prepared(
 _INSERT_ATTACHMENT = Prepared(
     sa.insert(Attachment), keys=("message_id", "filename", "content_type", "size")
 )
-_CONTACT = Prepared(
-    sa.select(Contact.id, Contact.merged_into_id).where(Contact.address == sa.bindparam("address"))
+_CONTACT = Prepared(  # one person writes Jane.Doe@ and jane.doe@: the oldest such contact
+    sa.select(Contact.id, Contact.merged_into_id)
+    .where(sa.func.lower(Contact.address) == sa.func.lower(sa.bindparam("address")))
+    .order_by(Contact.id)
+    .limit(1)
 )
 _MESSAGE_BY_KEY = Prepared(
     sa.select(Message.id, Message.body_text).where(Message.dedupe_key == sa.bindparam("key"))

@@ -96,6 +96,26 @@ def test_no_employee_address_or_alias_becomes_a_contact_in_any_case(running: Run
     assert [e for _, e in employees] == [alice, None, bob]
 
 
+def test_one_address_written_in_two_cases_is_one_contact(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    first = compose(to="Jane Doe <Jane.Doe@acme.example>", message_id="<a1@example.com>")
+    again = compose(to="Jane Doe <jane.doe@ACME.example>", message_id="<a2@example.com>")
+
+    for msg in (first, again):
+        running.runtime.pipeline.process(
+            msg.as_bytes(),
+            Envelope(mail_from="alice@example.com", sent_folder=True),
+            Channel.IMPORT,
+        )
+
+    assert list(contacts(running)) == ["Jane.Doe@acme.example"]  # as first written
+    with running.runtime.sessions() as session:
+        linked = session.scalars(
+            sa.select(Participant.contact_id).where(Participant.role == "to").distinct()
+        ).all()
+    assert linked == [contacts(running)["Jane.Doe@acme.example"].id]
+
+
 def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
     first = compose(
