@@ -78,25 +78,27 @@ def file_message(
         key = hashlib.sha256(f"{key}\ncopy:{message.digest}".encode()).hexdigest()
         row = _MESSAGE_BY_KEY.first(conn, {"key": key})  # this copy's own, filed before
     existing = row[0] if row is not None else None
+    contacts: dict[str, int] | None = None
     if existing is None:
         thread = file_thread(conn, message, at.secret, at.now)
         existing = _insert_message(
             conn, message, decision, key=key, decision_id=decision_id, thread=thread, at=at
         )
         contacts = _file_participants(conn, message, existing, decision.outcome, at)
-        _touch_relationships(conn, message, contacts, at)
         if decision.outcome is Outcome.CAPTURE:
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
-    _statements(conn.dialect.name).add_owner.run(
-        conn,
-        {
-            "message_id": existing,
-            "employee_id": at.employee_id,
-            "channel": at.channel.value,
-            "created_at": at.now,
-        },
-    )
+    owner = {
+        "message_id": existing,
+        "employee_id": at.employee_id,
+        "channel": at.channel.value,
+        "created_at": at.now,
+    }
+    # Each owner's relationships count the message once, whichever copy was filed first.
+    if _statements(conn.dialect.name).add_owner.scalar(conn, owner) is not None:
+        if contacts is None:
+            contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": existing})}
+        _touch_relationships(conn, message, contacts, at)
     return int(existing)
 
 
@@ -246,12 +248,18 @@ def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row
 def _touch_relationships(
     conn: sa.Connection, message: ParsedMessage, contacts: dict[str, int], at: Filing
 ) -> None:
-    """Employee↔contact counts: sent when the employee wrote, received when the contact did."""
-    sender = message.sender.address if message.sender else None
-    seen = message.date or at.now
+    """The owner's counts with each contact: sent when one of the owner's addresses wrote,
+    received when the contact did. Once a message for each contact, however many of its
+    addresses (merged into it, or in other cases) the message names."""
+    sender = message.sender.address.lower() if message.sender else ""
+    outbound = bool(sender) and at.owns(sender)
+    exchanged: dict[int, tuple[bool, bool]] = {}
     for address, contact_id in contacts.items():
-        sent = sender is not None and at.owns(sender) and address != sender
-        received = address == sender
+        wrote = address.lower() == sender
+        sent, received = exchanged.get(contact_id, (False, False))
+        exchanged[contact_id] = (sent or (outbound and not wrote), received or wrote)
+    seen = message.date or at.now
+    for contact_id, (sent, received) in exchanged.items():
         if not (sent or received):
             continue
         _bump_relationship(
@@ -309,9 +317,9 @@ def _statements(dialect: str) -> _Statements:
             ),
         ),
         add_owner=Prepared(
-            insert(MessageOwner).on_conflict_do_nothing(
-                index_elements=["message_id", "employee_id"]
-            ),
+            insert(MessageOwner)
+            .on_conflict_do_nothing(index_elements=["message_id", "employee_id"])
+            .returning(MessageOwner.id),  # none for an owner already there
             keys=("message_id", "employee_id", "channel", "created_at"),
         ),
         bump_relationship=Prepared(
@@ -365,6 +373,11 @@ _CONTACT = Prepared(  # one person writes Jane.Doe@ and jane.doe@: the oldest su
     .where(sa.func.lower(Contact.address) == sa.func.lower(sa.bindparam("address")))
     .order_by(Contact.id)
     .limit(1)
+)
+_FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since followed
+    sa.select(Participant.address, sa.func.coalesce(Contact.merged_into_id, Contact.id))
+    .join(Contact, Contact.id == Participant.contact_id)
+    .where(Participant.message_id == sa.bindparam("message_id"))
 )
 _MESSAGE_BY_KEY = Prepared(
     sa.select(Message.id, Message.body_text).where(Message.dedupe_key == sa.bindparam("key"))

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.policy import SMTP as policy_smtp
 
 import pytest
 import sqlalchemy as sa
 
+from app.duplicates import merge
 from app.models import Contact, Message, Relationship
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings
@@ -16,6 +18,8 @@ from capture.pipeline import Envelope
 from policies.model import Channel
 from tests.conftest import add_employee
 from tests.mail import CAPTURE, compose
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -59,3 +63,54 @@ def test_mail_from_the_employees_address_in_capitals_is_outbound_and_counts_as_s
     with runtime.sessions() as session:
         assert session.scalars(sa.select(Message.direction)).all() == ["outbound"]
     assert relationships(runtime) == [(alice, "bob@customer.example", 1, 0)]
+
+
+def test_the_senders_relationship_counts_when_a_cc_colleagues_copy_came_first(
+    runtime: Runtime,
+) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bob = add_employee(runtime.sessions, "bob@example.com")
+    quote = compose(to="Jane Doe <jane@acme.example>", headers={"Cc": "Bob <bob@example.com>"})
+
+    imported(runtime, quote, "bob@example.com")  # Bob's inbox synced before Alice's BCC came
+    bcc(runtime, quote)
+    bcc(runtime, quote)  # a retry, or the same mail by BCC and from her mailbox: counted once
+
+    assert relationships(runtime) == [(alice, "jane@acme.example", 1, 0)]
+    assert bob  # Bob neither wrote to Jane nor heard from her
+
+
+def test_each_employee_the_customer_wrote_to_received_the_mail(runtime: Runtime) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bob = add_employee(runtime.sessions, "bob@example.com")
+    order = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>, Bob <bob@example.com>",
+        message_id="<order-9@acme.example>",
+    )
+
+    imported(runtime, order, "alice@example.com")
+    imported(runtime, order, "bob@example.com")
+
+    assert relationships(runtime) == [
+        (alice, "jane@acme.example", 0, 1),
+        (bob, "jane@acme.example", 0, 1),
+    ]
+
+
+def test_one_mail_to_two_addresses_of_a_merged_contact_counts_once(runtime: Runtime) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bcc(runtime, compose(to="Jane Doe <jane@acme.example>", message_id="<m1@example.com>"))
+    bcc(runtime, compose(to="Jane Doe <jane.doe@acme.example>", message_id="<m2@example.com>"))
+    with runtime.sessions() as session, session.begin():
+        ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+        merge(session, ids["jane.doe@acme.example"], ids["jane@acme.example"], NOW)
+
+    both = compose(
+        to="Jane Doe <jane@acme.example>",
+        headers={"Cc": "Jane Doe <jane.doe@acme.example>"},
+        message_id="<m3@example.com>",
+    )
+    bcc(runtime, both)
+
+    assert relationships(runtime) == [(alice, "jane@acme.example", 3, 0)]
