@@ -114,3 +114,28 @@ def test_one_mail_to_two_addresses_of_a_merged_contact_counts_once(runtime: Runt
     bcc(runtime, both)
 
     assert relationships(runtime) == [(alice, "jane@acme.example", 3, 0)]
+
+
+def test_a_reply_forwarded_as_attachment_and_synced_from_the_inbox_is_one_exchange(
+    runtime: Runtime,
+) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bcc(runtime, compose(to="Jane Doe <jane@acme.example>"))  # <quote-1@example.com>
+    reply = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        subject="Re: Quote for 20 licences",
+        body="Accepted.\n",
+        message_id="<reply-1@acme.example>",
+        headers={"In-Reply-To": "<quote-1@example.com>", "References": "<quote-1@example.com>"},
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: Re: Quote", body="FYI\n", message_id="<f@x>")
+    forward.add_attachment(reply)
+
+    imported(runtime, reply, "alice@example.com")
+    bcc(runtime, forward)
+
+    with runtime.sessions() as session:
+        threads = session.scalars(sa.select(Message.thread_id)).all()
+    assert len(threads) == 2 and len(set(threads)) == 1  # the quote, and the one reply
+    assert relationships(runtime) == [(alice, "jane@acme.example", 1, 1)]
