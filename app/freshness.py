@@ -36,6 +36,11 @@ _SIGNED = Prepared(
         Contact.id == sa.bindparam("contact")
     )
 )
+_NAME = Prepared(
+    sa.select(Contact.first_name + " " + Contact.last_name).where(
+        Contact.id == sa.bindparam("contact")
+    )
+)
 _NAMESAKES = Prepared(
     sa.select(Contact.id, Contact.address)
     .where(
@@ -115,15 +120,17 @@ def read_signature(
     now: datetime,
 ) -> None:
     """The sender's newest signature updates their title, phone and organization; an older
-    message than the signature read last changes nothing."""
-    sender = message.sender.address if message.sender else ""
-    contact = contacts.get(sender)
+    message than the signature read last changes nothing, and neither does a signature in
+    another's name (an assistant writing for the sender, a colleague's card)."""
+    if message.sender is None:
+        return
+    contact = contacts.get(message.sender.address)
     if contact is None:
         return
-    found = extract_signature(
-        message.text, sender_name=message.sender.name if message.sender else ""
-    )
-    if found is None:
+    # A sender without a display name is known by the contact's name (from first.last@).
+    name = message.sender.name or _NAME.scalar(conn, {"contact": contact}) or ""
+    found = extract_signature(message.text, sender_name=name)
+    if found is None or not found.matches_sender:
         return
     signed = message.date or now
     current = _SIGNED.first(conn, {"contact": contact})

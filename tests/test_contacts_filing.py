@@ -155,6 +155,26 @@ def test_a_signature_updates_title_phone_and_organization_with_history(running: 
     assert titles == ["Head of Procurement", "Chief Operating Officer"]
 
 
+def test_only_the_senders_own_signature_updates_their_contact(running: Running) -> None:
+    """An assistant signing for Bob changes nothing of Bob's; Jane, whose From has no
+    display name, is known by the name her address gives."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    for_bob = SIGNED.replace("Jane Doe", "Carol Jones").replace("Head of Procurement", "PA")
+    mails = [
+        compose(sender="Bob Builder <bob@acme.example>", body=for_bob, message_id="<b@acme>"),
+        compose(sender="jane.doe@acme.example", body=SIGNED, message_id="<j@acme>"),
+    ]
+
+    for msg in mails:
+        msg.replace_header("To", "Alice <alice@example.com>")
+        running.runtime.pipeline.process(msg.as_bytes(), INBOX, Channel.IMPORT)
+
+    found = contacts(running)
+    bob, jane = found["bob@acme.example"], found["jane.doe@acme.example"]
+    assert (bob.title, bob.phone) == ("", "")
+    assert (jane.title, jane.phone) == ("Head of Procurement", "+442079460958")
+
+
 def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Running) -> None:
     alice = add_employee(running.runtime.sessions, "alice@example.com")
     token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
