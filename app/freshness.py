@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from app.models import Contact, ContactChange
 from app.prepared import Prepared, PreparedIn
 from capture.parse import ParsedMessage
-from capture.people import Person
+from capture.people import Person, is_role_name
 from capture.signatures import extract_signature
 
 SIGNED_FIELDS = ("title", "phone", "organization")
@@ -158,6 +158,8 @@ def note_job_move(
     """A new contact with the name of one at another company is flagged as a likely job
     move (on both), never merged silently: `GET /api/v1/contacts/duplicates` lists it."""
     if company is None or not found.first or not found.last or found.name_from_address:
+        return
+    if is_role_name(f"{found.first} {found.last}"):  # "Accounts Payable" at two customers
         return
     namesakes = _NAMESAKES.rows(
         conn,

@@ -201,6 +201,27 @@ def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Ru
     assert set(linked) == {new}  # old messages moved, and new mail follows the merge
 
 
+def test_a_team_named_alike_at_two_customers_is_no_job_move(running: Running) -> None:
+    """accounts.payable@ and accounts-payable@ are role mailboxes; a team's mailbox that is
+    not (ap-team@) still has a team's name, which is no person's."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    teams = [
+        "Accounts Payable <accounts.payable@acme.example>",
+        "Accounts Payable <accounts-payable@globex.example>",
+        "Accounts Payable <ap-team@initech.example>",
+        "Accounts Payable <payables@umbrella.example>",
+    ]
+    for number, team in enumerate(teams):
+        send(running.smtp_port, compose(to=team, message_id=f"<inv-{number}@example.com>"))
+
+    with running.runtime.sessions() as session:
+        moves = session.scalars(
+            sa.select(ContactChange.id).where(ContactChange.field == "likely-job-move")
+        ).all()
+    assert moves == []
+    assert set(contacts(running)) == {"ap-team@initech.example", "payables@umbrella.example"}
+
+
 def test_a_bounce_marks_the_contact_undeliverable_and_creates_no_contact(
     running: Running,
 ) -> None:
