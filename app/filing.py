@@ -17,12 +17,14 @@ from app.models import (
     Attachment,
     Company,
     Contact,
+    Employee,
+    EmployeeAlias,
     Message,
     MessageOwner,
     Participant,
     Relationship,
 )
-from app.prepared import Prepared
+from app.prepared import Prepared, PreparedIn
 from app.threads import file_thread
 from capture.parse import Address, ParsedMessage
 from capture.people import person
@@ -43,6 +45,11 @@ class Filing:
     now: datetime
     hold_days: int
     secret: bytes = b""  # keys thread and same-mail digests: no subject is guessed from one
+
+    def owns(self, address: str) -> bool:
+        """Whether the address is the submitter's. Employee addresses are stored lowercased;
+        mail often is not ("Alice@example.com" from Outlook)."""
+        return address.lower() in self.employee_addresses
 
 
 def dedupe_key(message: ParsedMessage, secret: bytes) -> str:
@@ -71,25 +78,27 @@ def file_message(
         key = hashlib.sha256(f"{key}\ncopy:{message.digest}".encode()).hexdigest()
         row = _MESSAGE_BY_KEY.first(conn, {"key": key})  # this copy's own, filed before
     existing = row[0] if row is not None else None
+    contacts: dict[str, int] | None = None
     if existing is None:
         thread = file_thread(conn, message, at.secret, at.now)
         existing = _insert_message(
             conn, message, decision, key=key, decision_id=decision_id, thread=thread, at=at
         )
         contacts = _file_participants(conn, message, existing, decision.outcome, at)
-        _touch_relationships(conn, message, contacts, at)
         if decision.outcome is Outcome.CAPTURE:
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
-    _statements(conn.dialect.name).add_owner.run(
-        conn,
-        {
-            "message_id": existing,
-            "employee_id": at.employee_id,
-            "channel": at.channel.value,
-            "created_at": at.now,
-        },
-    )
+    owner = {
+        "message_id": existing,
+        "employee_id": at.employee_id,
+        "channel": at.channel.value,
+        "created_at": at.now,
+    }
+    # Each owner's relationships count the message once, whichever copy was filed first.
+    if _statements(conn.dialect.name).add_owner.scalar(conn, owner) is not None:
+        if contacts is None:
+            contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": existing})}
+        _touch_relationships(conn, message, contacts, at)
     return int(existing)
 
 
@@ -122,7 +131,7 @@ def _insert_message(
     submitted = at.channel in (Channel.BCC, Channel.FORWARD)
     with_content = decision.outcome is Outcome.CAPTURE or (held and submitted)
     sender = message.sender
-    outbound = sender is not None and sender.address in at.employee_addresses
+    outbound = sender is not None and at.owns(sender.address)
     values: dict[str, Any] = {
         "dedupe_key": key,
         "message_id": message.message_id,
@@ -151,15 +160,18 @@ def makes_contacts(outcome: Outcome) -> bool:
 def _file_participants(
     conn: sa.Connection, message: ParsedMessage, message_row: int, outcome: Outcome, at: Filing
 ) -> dict[str, int]:
-    """Participant rows for every address; contacts only for external ones on kept mail."""
+    """Participant rows for every address; contacts only for external ones on kept mail:
+    never an employee's address or alias (the submitter's or a colleague's), in any case."""
     make_contacts = makes_contacts(outcome)
+    employees = _employees(conn, message, at)
     contacts: dict[str, int] = {}
     rows = []
     for role, addresses in zip(
         ROLES, (message.from_, message.to, message.cc, message.reply_to), strict=True
     ):
         for addr in addresses:
-            own = addr.address in at.employee_addresses or is_internal(addr.address, at.org_domains)
+            employee = employees.get(addr.address.lower())
+            own = employee is not None or is_internal(addr.address, at.org_domains)
             if make_contacts and not own and addr.address not in contacts:
                 contact = _contact_id(conn, addr, at.now)
                 if contact is not None:
@@ -171,13 +183,19 @@ def _file_participants(
                     "address": addr.address,
                     "name": addr.name,
                     "contact_id": contacts.get(addr.address),
-                    "employee_id": at.employee_id
-                    if addr.address in at.employee_addresses
-                    else None,
+                    "employee_id": employee,
                 }
             )
     _INSERT_PARTICIPANT.run_many(conn, rows)
     return contacts
+
+
+def _employees(conn: sa.Connection, message: ParsedMessage, at: Filing) -> dict[str, int]:
+    """The employee of each participant address that is one's (lowercased, as stored)."""
+    found = {address: at.employee_id for address in at.employee_addresses}
+    others = {a.address.lower() for a in message.participants} - found.keys()
+    found.update((address, employee) for address, employee in _EMPLOYEE.rows(conn, list(others)))
+    return found
 
 
 def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None:
@@ -230,12 +248,18 @@ def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row
 def _touch_relationships(
     conn: sa.Connection, message: ParsedMessage, contacts: dict[str, int], at: Filing
 ) -> None:
-    """Employee↔contact counts: sent when the employee wrote, received when the contact did."""
-    sender = message.sender.address if message.sender else None
-    seen = message.date or at.now
+    """The owner's counts with each contact: sent when one of the owner's addresses wrote,
+    received when the contact did. Once a message for each contact, however many of its
+    addresses (merged into it, or in other cases) the message names."""
+    sender = message.sender.address.lower() if message.sender else ""
+    outbound = bool(sender) and at.owns(sender)
+    exchanged: dict[int, tuple[bool, bool]] = {}
     for address, contact_id in contacts.items():
-        sent = sender in at.employee_addresses and address != sender
-        received = address == sender
+        wrote = address.lower() == sender
+        sent, received = exchanged.get(contact_id, (False, False))
+        exchanged[contact_id] = (sent or (outbound and not wrote), received or wrote)
+    seen = message.date or at.now
+    for contact_id, (sent, received) in exchanged.items():
         if not (sent or received):
             continue
         _bump_relationship(
@@ -293,9 +317,9 @@ def _statements(dialect: str) -> _Statements:
             ),
         ),
         add_owner=Prepared(
-            insert(MessageOwner).on_conflict_do_nothing(
-                index_elements=["message_id", "employee_id"]
-            ),
+            insert(MessageOwner)
+            .on_conflict_do_nothing(index_elements=["message_id", "employee_id"])
+            .returning(MessageOwner.id),  # none for an owner already there
             keys=("message_id", "employee_id", "channel", "created_at"),
         ),
         bump_relationship=Prepared(
@@ -344,8 +368,16 @@ _INSERT_PARTICIPANT = Prepared(
 _INSERT_ATTACHMENT = Prepared(
     sa.insert(Attachment), keys=("message_id", "filename", "content_type", "size")
 )
-_CONTACT = Prepared(
-    sa.select(Contact.id, Contact.merged_into_id).where(Contact.address == sa.bindparam("address"))
+_CONTACT = Prepared(  # one person writes Jane.Doe@ and jane.doe@: the oldest such contact
+    sa.select(Contact.id, Contact.merged_into_id)
+    .where(sa.func.lower(Contact.address) == sa.func.lower(sa.bindparam("address")))
+    .order_by(Contact.id)
+    .limit(1)
+)
+_FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since followed
+    sa.select(Participant.address, sa.func.coalesce(Contact.merged_into_id, Contact.id))
+    .join(Contact, Contact.id == Participant.contact_id)
+    .where(Participant.message_id == sa.bindparam("message_id"))
 )
 _MESSAGE_BY_KEY = Prepared(
     sa.select(Message.id, Message.body_text).where(Message.dedupe_key == sa.bindparam("key"))
@@ -354,6 +386,14 @@ _OWNER = Prepared(
     sa.select(MessageOwner.id).where(
         MessageOwner.message_id == sa.bindparam("message_id"),
         MessageOwner.employee_id == sa.bindparam("employee_id"),
+    )
+)
+_EMPLOYEE = PreparedIn(
+    lambda binds: sa.union_all(
+        sa.select(Employee.email, Employee.id).where(Employee.email.in_(binds)),
+        sa.select(EmployeeAlias.address, EmployeeAlias.employee_id).where(
+            EmployeeAlias.address.in_(binds)
+        ),
     )
 )
 _FIND = {

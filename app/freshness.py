@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from app.models import Contact, ContactChange
 from app.prepared import Prepared, PreparedIn
 from capture.parse import ParsedMessage
-from capture.people import Person
+from capture.people import Person, is_role_name
 from capture.signatures import extract_signature
 
 SIGNED_FIELDS = ("title", "phone", "organization")
@@ -33,6 +33,11 @@ _CHANGE = Prepared(
 )
 _SIGNED = Prepared(
     sa.select(Contact.title, Contact.phone, Contact.organization, Contact.signature_at).where(
+        Contact.id == sa.bindparam("contact")
+    )
+)
+_NAME = Prepared(
+    sa.select(Contact.first_name + " " + Contact.last_name).where(
         Contact.id == sa.bindparam("contact")
     )
 )
@@ -115,15 +120,17 @@ def read_signature(
     now: datetime,
 ) -> None:
     """The sender's newest signature updates their title, phone and organization; an older
-    message than the signature read last changes nothing."""
-    sender = message.sender.address if message.sender else ""
-    contact = contacts.get(sender)
+    message than the signature read last changes nothing, and neither does a signature in
+    another's name (an assistant writing for the sender, a colleague's card)."""
+    if message.sender is None:
+        return
+    contact = contacts.get(message.sender.address)
     if contact is None:
         return
-    found = extract_signature(
-        message.text, sender_name=message.sender.name if message.sender else ""
-    )
-    if found is None:
+    # A sender without a display name is known by the contact's name (from first.last@).
+    name = message.sender.name or _NAME.scalar(conn, {"contact": contact}) or ""
+    found = extract_signature(message.text, sender_name=name)
+    if found is None or not found.matches_sender:
         return
     signed = message.date or now
     current = _SIGNED.first(conn, {"contact": contact})
@@ -151,6 +158,8 @@ def note_job_move(
     """A new contact with the name of one at another company is flagged as a likely job
     move (on both), never merged silently: `GET /api/v1/contacts/duplicates` lists it."""
     if company is None or not found.first or not found.last or found.name_from_address:
+        return
+    if is_role_name(f"{found.first} {found.last}"):  # "Accounts Payable" at two customers
         return
     namesakes = _NAMESAKES.rows(
         conn,

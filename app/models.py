@@ -70,12 +70,15 @@ class Company(Base):
 
 class Contact(Base):
     __tablename__ = "contacts"
-    __table_args__ = (  # the likely-job-move lookup (app/freshness.py) for each new contact
+    __table_args__ = (
+        # the likely-job-move lookup (app/freshness.py) for each new contact
         sa.Index(
             "ix_contacts_name_lower",
             sa.func.lower(sa.text("last_name")),
             sa.func.lower(sa.text("first_name")),
         ),
+        # filing's lookup of each address, in whatever case it is written (app/filing.py)
+        sa.Index("ix_contacts_address_lower", sa.func.lower(sa.text("address"))),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(sa.String(320), unique=True)

@@ -471,6 +471,11 @@ def _message_id(value: str | None) -> str | None:
     return match.group(0) if match else value.strip()[:250] or None
 
 
+def parse_date(value: str | None) -> datetime | None:
+    """A date as a Date header writes it (RFC 5322), else None: as `ParsedMessage.date`."""
+    return _date(value, [])
+
+
 def _date(value: str | None, defects: list[str]) -> datetime | None:
     if not value:
         return None

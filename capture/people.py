@@ -15,8 +15,10 @@ from publicsuffixlist import PublicSuffixList
 from capture.parse import Address, ParsedMessage
 
 # Mailboxes that a team, a machine or a list answers, not one person. Matched against the
-# local part, lowercased, without a "+tag". A superset of policies.automated.ROLE_MAILBOXES
-# (tests/test_people.py keeps it so), so that a sender the policy calls a role is never a person.
+# local part, lowercased, without a "+tag", and also without its separators (accounts.payable,
+# accounts-payable and accounts_payable are accountspayable). A superset of
+# policies.automated.ROLE_MAILBOXES (tests/test_people.py keeps it so), so that a sender the
+# policy calls a role is never a person.
 ROLE_MAILBOXES = frozenset(
     (
         *("info", "information", "support", "help", "helpdesk", "service", "services"),
@@ -32,6 +34,19 @@ ROLE_MAILBOXES = frozenset(
         *("jobs", "careers", "recruiting", "recruitment", "hr", "press", "media", "pr"),
         *("feedback", "bounce", "bounces", "calendar", "mail", "email", "list", "lists"),
         *("listserv", "majordomo", "owner", "daemon", "system", "robot", "auto"),
+        *("accounts-payable", "accounts-receivable", "ap", "ar", "payable", "receivable"),
+        *("customer-service", "customer-support", "customer-care", "tech-support"),
+        *("purchasing", "procurement", "reservation", "frontdesk", "front-desk"),
+    )
+)
+_SEPARATORS = re.compile(r"[-_.]")
+_ROLE_COMPACT = frozenset(_SEPARATORS.sub("", role) for role in ROLE_MAILBOXES)
+# A display name made only of these is a team's ("Accounts Payable", "Customer Service"):
+# two of them at two companies are no person who moved.
+_ROLE_WORDS = frozenset(
+    (
+        *(word for role in ROLE_MAILBOXES for word in _SEPARATORS.split(role) if len(word) > 2),
+        *("customer", "department", "dept", "desk", "front", "group", "tech", "the", "us"),
     )
 )
 # No-reply, list-request, list-owner and VERP bounce mailboxes, whatever else they say.
@@ -128,7 +143,15 @@ def people(message: ParsedMessage, *, exclude: frozenset[str] = frozenset()) -> 
 def is_role(local_part: str) -> bool:
     local = local_part.lower()
     base = local.split("+", 1)[0]
-    return base in ROLE_MAILBOXES or bool(_MACHINE_LOCAL.match(local))
+    if base in ROLE_MAILBOXES or _SEPARATORS.sub("", base) in _ROLE_COMPACT:
+        return True
+    return bool(_MACHINE_LOCAL.match(local))
+
+
+def is_role_name(name: str) -> bool:
+    """Whether a name is only role words: a team's ("Accounts Payable"), never a person's."""
+    words = re.findall(r"[^\W\d_]+", name.lower())
+    return bool(words) and all(word in _ROLE_WORDS for word in words)
 
 
 def is_freemail(domain: str) -> bool:

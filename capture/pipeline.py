@@ -27,7 +27,7 @@ from app.models import (
 from app.prepared import Prepared, PreparedIn
 from capture.bounces import bounced_recipients
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
-from capture.parse import Address, ParsedMessage, parse_message
+from capture.parse import Address, ParsedMessage, parse_date, parse_message
 from policies.engine import Engine
 from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
@@ -468,15 +468,22 @@ def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMess
         cc=mailboxes(forwarded.cc),
         reply_to=(),
         subject=forwarded.subject or message.subject,
+        date=parse_date(forwarded.date) or message.date,  # else no later than forwarded
         text=forwarded.body or message.text,
     )
 
 
 def _attached(message: ParsedMessage, attached: ParsedMessage, envelope: Envelope) -> ParsedMessage:
-    """A forward "as attachment" stands for the attached message, as an inline one does."""
+    """A forward "as attachment" stands for the attached message, as an inline one does: its
+    date and Message-IDs too, so that it is the same message as a copy of it from a mailbox
+    and joins its thread."""
     attached = without_capture_addresses(attached, envelope)
     return replace(
         message,
+        message_id=attached.message_id or message.message_id,
+        date=attached.date or message.date,
+        in_reply_to=attached.in_reply_to,
+        references=attached.references,
         from_=attached.from_,
         to=attached.to,
         cc=attached.cc,

@@ -201,11 +201,11 @@ def observe(
     message's)."""
     if ahead is not None and not ahead.stands_for(message):
         ahead = None
-    own = context.submitter.addresses if context.submitter else frozenset()
+    own = context.submitter.addresses if context.submitter else frozenset()  # lowercased
     external = [
         a
         for a in message.participants
-        if a.address not in own and not is_internal(a.address, context.org_domains)
+        if a.address.lower() not in own and not is_internal(a.address, context.org_domains)
     ]
     domains = sorted({a.domain for a in external})
     notes: dict[str, tuple[str, ...]] = {"external_domains": tuple(domains)}
@@ -217,7 +217,7 @@ def observe(
         "external_domain_tokens": [domain_token(context.secret, d) for d in domains],
         "external_freemail_domains": sum(1 for d in domains if is_freemail(d)),
         "known_contacts": sum(1 for a in external if a.address in context.known_contacts),
-        "correspondents": len([a for a in message.participants if a.address not in own]),
+        "correspondents": len([a for a in message.participants if a.address.lower() not in own]),
         "inbound": _inbound(message, context, own),
         "sender_known_contact": bool(
             message.sender and message.sender.address in context.known_contacts
@@ -242,7 +242,9 @@ def _inbound(message: ParsedMessage, context: Context, own: frozenset[str]) -> b
     sender = message.sender
     if sender is None:
         return True
-    return sender.address not in own and not is_internal(sender.address, context.org_domains)
+    return sender.address.lower() not in own and not is_internal(
+        sender.address, context.org_domains
+    )
 
 
 def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:

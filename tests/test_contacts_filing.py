@@ -71,6 +71,51 @@ def test_a_captured_message_files_named_people_with_their_company(running: Runni
     assert "support@acme.co.uk" in roles  # kept as an address, never made a person
 
 
+def test_no_employee_address_or_alias_becomes_a_contact_in_any_case(running: Running) -> None:
+    """Aliases on a domain that is not the organization's (a consultancy, a former
+    company's) are an employee's too: the submitter's, written in capitals as Outlook
+    does, and a colleague's."""
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com", aliases=("alice@alice-co.example",))
+    bob = add_employee(sessions, "bob@example.com", aliases=("bob@bob-co.example",))
+    mail = compose(
+        sender="Alice Smith <Alice@Alice-Co.example>",
+        to="Jane Doe <jane@acme.example>",
+        headers={"Cc": "Bob Example <bob@bob-co.example>"},
+    )
+
+    running.runtime.pipeline.process(
+        mail.as_bytes(), Envelope(mail_from="alice@example.com", sent_folder=True), Channel.IMPORT
+    )
+
+    assert set(contacts(running)) == {"jane@acme.example"}
+    with running.runtime.sessions() as session:
+        employees = session.execute(
+            sa.select(Participant.address, Participant.employee_id).order_by(Participant.id)
+        ).all()
+    assert [e for _, e in employees] == [alice, None, bob]
+
+
+def test_one_address_written_in_two_cases_is_one_contact(running: Running) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    first = compose(to="Jane Doe <Jane.Doe@acme.example>", message_id="<a1@example.com>")
+    again = compose(to="Jane Doe <jane.doe@ACME.example>", message_id="<a2@example.com>")
+
+    for msg in (first, again):
+        running.runtime.pipeline.process(
+            msg.as_bytes(),
+            Envelope(mail_from="alice@example.com", sent_folder=True),
+            Channel.IMPORT,
+        )
+
+    assert list(contacts(running)) == ["Jane.Doe@acme.example"]  # as first written
+    with running.runtime.sessions() as session:
+        linked = session.scalars(
+            sa.select(Participant.contact_id).where(Participant.role == "to").distinct()
+        ).all()
+    assert linked == [contacts(running)["Jane.Doe@acme.example"].id]
+
+
 def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
     first = compose(
@@ -110,6 +155,26 @@ def test_a_signature_updates_title_phone_and_organization_with_history(running: 
     assert titles == ["Head of Procurement", "Chief Operating Officer"]
 
 
+def test_only_the_senders_own_signature_updates_their_contact(running: Running) -> None:
+    """An assistant signing for Bob changes nothing of Bob's; Jane, whose From has no
+    display name, is known by the name her address gives."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    for_bob = SIGNED.replace("Jane Doe", "Carol Jones").replace("Head of Procurement", "PA")
+    mails = [
+        compose(sender="Bob Builder <bob@acme.example>", body=for_bob, message_id="<b@acme>"),
+        compose(sender="jane.doe@acme.example", body=SIGNED, message_id="<j@acme>"),
+    ]
+
+    for msg in mails:
+        msg.replace_header("To", "Alice <alice@example.com>")
+        running.runtime.pipeline.process(msg.as_bytes(), INBOX, Channel.IMPORT)
+
+    found = contacts(running)
+    bob, jane = found["bob@acme.example"], found["jane.doe@acme.example"]
+    assert (bob.title, bob.phone) == ("", "")
+    assert (jane.title, jane.phone) == ("Head of Procurement", "+442079460958")
+
+
 def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Running) -> None:
     alice = add_employee(running.runtime.sessions, "alice@example.com")
     token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
@@ -134,6 +199,27 @@ def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Ru
             sa.select(Participant.contact_id).where(Participant.address == "john@acme.example")
         ).all()
     assert set(linked) == {new}  # old messages moved, and new mail follows the merge
+
+
+def test_a_team_named_alike_at_two_customers_is_no_job_move(running: Running) -> None:
+    """accounts.payable@ and accounts-payable@ are role mailboxes; a team's mailbox that is
+    not (ap-team@) still has a team's name, which is no person's."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    teams = [
+        "Accounts Payable <accounts.payable@acme.example>",
+        "Accounts Payable <accounts-payable@globex.example>",
+        "Accounts Payable <ap-team@initech.example>",
+        "Accounts Payable <payables@umbrella.example>",
+    ]
+    for number, team in enumerate(teams):
+        send(running.smtp_port, compose(to=team, message_id=f"<inv-{number}@example.com>"))
+
+    with running.runtime.sessions() as session:
+        moves = session.scalars(
+            sa.select(ContactChange.id).where(ContactChange.field == "likely-job-move")
+        ).all()
+    assert moves == []
+    assert set(contacts(running)) == {"ap-team@initech.example", "payables@umbrella.example"}
 
 
 def test_a_bounce_marks_the_contact_undeliverable_and_creates_no_contact(

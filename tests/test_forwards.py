@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
 from bench.forwards import CORPORA, forward_cases, matches, reply_cases, run
 from capture.forwards import ForwardedAddress, find_forwarded
+from capture.parse import parse_message
+from capture.pipeline import Envelope, as_submitted
+from policies.model import Channel
+from tests.mail import CAPTURE, compose
 
 CUSTOMER = ForwardedAddress("ines.moreau@example.com", "Ines Moreau")
 
@@ -31,6 +37,47 @@ def test_gmail_forward_gives_original_sender_recipients_subject_and_date() -> No
     )
     assert (found.subject, found.date) == ("Quote for 40 pallets", "Tue, Mar 5, 2024 at 10:02 AM")
     assert found.body == "Hello, could you send a quote?"
+
+
+def test_an_inline_forward_stands_for_the_original_with_its_date_when_that_reads() -> None:
+    def forwarding(date: str) -> bytes:
+        block = f"From: Jane Doe <jane@acme.example>\nDate: {date}\nSubject: Order 1234\n"
+        body = f"Please file.\n\n---------- Forwarded message ---------\n{block}\nShip it.\n"
+        return compose(to=CAPTURE, subject="Fwd: Order 1234", body=body).as_bytes()
+
+    envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+    rfc, gmail = (
+        as_submitted(parse_message(forwarding(date)), envelope, Channel.BCC)[0]
+        for date in ("Mon, 5 Jan 2026 09:00:00 +0000", "Mon, Jan 5, 2026 at 9:00 AM")
+    )
+
+    assert rfc.date == datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert gmail.date == datetime(2026, 11, 23, 9, tzinfo=UTC)  # unread: the forward's, no later
+    assert rfc.message_id == "<quote-1@example.com>"  # the original's is not written inline
+
+
+def test_a_forward_as_attachment_stands_for_the_attached_message_with_its_date_and_ids() -> None:
+    reply = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        subject="Re: Quote",
+        message_id="<reply-1@acme.example>",
+        headers={"In-Reply-To": "<quote-1@example.com>", "References": "<quote-1@example.com>"},
+    )
+    reply.replace_header("Date", "Mon, 05 Jan 2026 09:00:00 +0000")
+    forward = compose(to=CAPTURE, subject="Fwd: Re: Quote", body="FYI\n", message_id="<f@x>")
+    forward.add_attachment(reply)
+    envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+
+    original, channel = as_submitted(parse_message(forward.as_bytes()), envelope, Channel.BCC)
+
+    assert channel is Channel.FORWARD
+    assert original.date == datetime(2026, 1, 5, 9, tzinfo=UTC)
+    assert (original.message_id, original.in_reply_to, original.references) == (
+        "<reply-1@acme.example>",
+        "<quote-1@example.com>",
+        ("<quote-1@example.com>",),
+    )
 
 
 def test_outlook_original_message_block_gives_original_sender() -> None:

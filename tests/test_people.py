@@ -70,6 +70,10 @@ def test_no_reply_senders_are_role_mailboxes_not_people() -> None:
         "list-request",
         "bounces+12345=x",
         "owner-announce",
+        "accounts.payable",
+        "Accounts_Payable",
+        "customer-service",
+        "ap",
     ],
 )
 def test_role_mailboxes(local: str) -> None:

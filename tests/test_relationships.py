@@ -1,0 +1,141 @@
+"""File: employee↔contact relationships, whoever's copy of a message comes first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.policy import SMTP as policy_smtp
+
+import pytest
+import sqlalchemy as sa
+
+from app.duplicates import merge
+from app.models import Contact, Message, Relationship
+from app.runtime import Runtime, build_runtime
+from app.settings import Settings
+from capture.pipeline import Envelope
+from policies.model import Channel
+from tests.conftest import add_employee
+from tests.mail import CAPTURE, compose
+
+NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+
+
+@pytest.fixture
+def runtime(settings: Settings) -> Iterator[Runtime]:
+    """The pipeline without its listeners: these tests hand it mail as BCC or import would."""
+    built = build_runtime(settings)
+    try:
+        yield built
+    finally:
+        built.close()
+
+
+def bcc(runtime: Runtime, msg: EmailMessage, sender: str = "alice@example.com") -> None:
+    envelope = Envelope(mail_from=sender, rcpt_tos=(CAPTURE,))
+    runtime.pipeline.process(msg.as_bytes(policy=policy_smtp), envelope, Channel.BCC)
+
+
+def imported(runtime: Runtime, msg: EmailMessage, owner: str) -> None:
+    envelope = Envelope(mail_from=owner)
+    runtime.pipeline.process(msg.as_bytes(policy=policy_smtp), envelope, Channel.IMPORT)
+
+
+def relationships(runtime: Runtime) -> list[tuple[int, str, int, int]]:
+    """(employee, contact address, sent, received) of each relationship."""
+    with runtime.sessions() as session:
+        found = session.execute(
+            sa.select(Relationship, Contact.address)
+            .join(Contact, Contact.id == Relationship.contact_id)
+            .order_by(Relationship.id)
+        )
+        return [(r.employee_id, a, r.sent_count, r.received_count) for r, a in found]
+
+
+def test_mail_from_the_employees_address_in_capitals_is_outbound_and_counts_as_sent(
+    runtime: Runtime,
+) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+
+    bcc(runtime, compose(sender="Alice Example <Alice@Example.com>"))  # as Outlook writes it
+
+    with runtime.sessions() as session:
+        assert session.scalars(sa.select(Message.direction)).all() == ["outbound"]
+    assert relationships(runtime) == [(alice, "bob@customer.example", 1, 0)]
+
+
+def test_the_senders_relationship_counts_when_a_cc_colleagues_copy_came_first(
+    runtime: Runtime,
+) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bob = add_employee(runtime.sessions, "bob@example.com")
+    quote = compose(to="Jane Doe <jane@acme.example>", headers={"Cc": "Bob <bob@example.com>"})
+
+    imported(runtime, quote, "bob@example.com")  # Bob's inbox synced before Alice's BCC came
+    bcc(runtime, quote)
+    bcc(runtime, quote)  # a retry, or the same mail by BCC and from her mailbox: counted once
+
+    assert relationships(runtime) == [(alice, "jane@acme.example", 1, 0)]
+    assert bob  # Bob neither wrote to Jane nor heard from her
+
+
+def test_each_employee_the_customer_wrote_to_received_the_mail(runtime: Runtime) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bob = add_employee(runtime.sessions, "bob@example.com")
+    order = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>, Bob <bob@example.com>",
+        message_id="<order-9@acme.example>",
+    )
+
+    imported(runtime, order, "alice@example.com")
+    imported(runtime, order, "bob@example.com")
+
+    assert relationships(runtime) == [
+        (alice, "jane@acme.example", 0, 1),
+        (bob, "jane@acme.example", 0, 1),
+    ]
+
+
+def test_one_mail_to_two_addresses_of_a_merged_contact_counts_once(runtime: Runtime) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bcc(runtime, compose(to="Jane Doe <jane@acme.example>", message_id="<m1@example.com>"))
+    bcc(runtime, compose(to="Jane Doe <jane.doe@acme.example>", message_id="<m2@example.com>"))
+    with runtime.sessions() as session, session.begin():
+        ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+        merge(session, ids["jane.doe@acme.example"], ids["jane@acme.example"], NOW)
+
+    both = compose(
+        to="Jane Doe <jane@acme.example>",
+        headers={"Cc": "Jane Doe <jane.doe@acme.example>"},
+        message_id="<m3@example.com>",
+    )
+    bcc(runtime, both)
+
+    assert relationships(runtime) == [(alice, "jane@acme.example", 3, 0)]
+
+
+def test_a_reply_forwarded_as_attachment_and_synced_from_the_inbox_is_one_exchange(
+    runtime: Runtime,
+) -> None:
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    bcc(runtime, compose(to="Jane Doe <jane@acme.example>"))  # <quote-1@example.com>
+    reply = compose(
+        sender="Jane Doe <jane@acme.example>",
+        to="Alice <alice@example.com>",
+        subject="Re: Quote for 20 licences",
+        body="Accepted.\n",
+        message_id="<reply-1@acme.example>",
+        headers={"In-Reply-To": "<quote-1@example.com>", "References": "<quote-1@example.com>"},
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: Re: Quote", body="FYI\n", message_id="<f@x>")
+    forward.add_attachment(reply)
+
+    imported(runtime, reply, "alice@example.com")
+    bcc(runtime, forward)
+
+    with runtime.sessions() as session:
+        threads = session.scalars(sa.select(Message.thread_id)).all()
+    assert len(threads) == 2 and len(set(threads)) == 1  # the quote, and the one reply
+    assert relationships(runtime) == [(alice, "jane@acme.example", 1, 1)]
