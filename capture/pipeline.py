@@ -43,7 +43,11 @@ from policies.observe import (
 )
 
 # Statements prepared once and run on the DB-API cursor: this is the SMTP hot path.
-_KNOWN = PreparedIn(lambda binds: sa.select(Contact.address).where(Contact.address.in_(binds)))
+_KNOWN = PreparedIn(  # in any case, as filing finds a contact (ix_contacts_address_lower)
+    lambda binds: sa.select(sa.func.lower(Contact.address)).where(
+        sa.func.lower(Contact.address).in_(binds)
+    )
+)
 _SUPPRESSED = PreparedIn(
     lambda binds: sa.select(Suppression.address_token, Suppression.kind).where(
         Suppression.address_token.in_(binds)
@@ -138,8 +142,9 @@ class Lookups:
         wanted = list(dict.fromkeys(addresses))
         unasked = [a for a in wanted if a not in self._known]
         if unasked:
-            found = {row[0] for row in _KNOWN.rows(self.conn, unasked)}
-            self._known.update((a, a in found) for a in unasked)
+            lowered = list(dict.fromkeys(a.lower() for a in unasked))
+            found = {row[0] for row in _KNOWN.rows(self.conn, lowered)}
+            self._known.update((a, a.lower() in found) for a in unasked)
         return frozenset(a for a in wanted if self._known[a])
 
     def consent(self, addresses: Iterable[str]) -> Consent:

@@ -15,6 +15,7 @@ from app.models import (
     Company,
     Contact,
     ContactChange,
+    DecisionRecord,
     MessageOwner,
     Participant,
     Suppression,
@@ -114,6 +115,9 @@ def test_one_address_written_in_two_cases_is_one_contact(running: Running) -> No
             sa.select(Participant.contact_id).where(Participant.role == "to").distinct()
         ).all()
     assert linked == [contacts(running)["Jane.Doe@acme.example"].id]
+    with running.runtime.sessions() as session:  # and the policy knows her in either case
+        facts = session.scalars(sa.select(DecisionRecord.facts).order_by(DecisionRecord.id))
+        assert [f["known_contacts"] for f in facts] == [0, 1]
 
 
 def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
