@@ -263,7 +263,7 @@ class Pipeline:
         conn = db.connection() if isinstance(db, Session) else db
         lookups = lookups if lookups is not None else self.lookups(conn)
         outer = message  # as the employee sent it: From is theirs, also for a forward
-        message, channel = as_submitted(message, envelope, channel)
+        message, channel = as_submitted(message, envelope, channel, self.org_domains)
         submitter = lookups.find(envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, message.digest)
         previous = _replay(conn, key)
@@ -343,7 +343,7 @@ class Pipeline:
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
-        message, channel = as_submitted(outer, envelope, channel)
+        message, channel = as_submitted(outer, envelope, channel, self.org_domains)
         with self.readers() as session:
             conn = session.connection()
             found = find_submitter(conn, address) if as_employee else None
@@ -443,15 +443,24 @@ class Pipeline:
 
 
 def as_submitted(
-    message: ParsedMessage, envelope: Envelope, channel: Channel
+    message: ParsedMessage,
+    envelope: Envelope,
+    channel: Channel,
+    org_domains: frozenset[str] = frozenset(),
 ) -> tuple[ParsedMessage, Channel]:
     """What an employee sent us stands for: a forward (the capture address visible in To or
     Cc, forwarded content inside) stands for the message it carries, whose sender and
-    recipients become the participants; capture only in the envelope is a BCC."""
+    recipients become the participants; capture only in the envelope is a BCC. So is mail
+    the employee sends to someone outside with the capture address copied in: forwarding a
+    customer's mail to another customer is their own message to that customer, and its
+    participants are theirs, not the forwarded mail's."""
     capture = {address.lower() for address in envelope.rcpt_tos}
     visible = any(a.address.lower() in capture for a in message.recipients)
     message = without_capture_addresses(message, envelope)
+    outside = any(not is_internal(a.address.lower(), org_domains) for a in message.recipients)
     if channel is not Channel.FORWARD and not (channel is Channel.BCC and visible):
+        return message, channel
+    if channel is Channel.BCC and outside:
         return message, channel
     forwarded = find_forwarded(message.text, subject=message.subject)
     if forwarded is not None:

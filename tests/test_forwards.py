@@ -56,6 +56,29 @@ def test_an_inline_forward_stands_for_the_original_with_its_date_when_that_reads
     assert rfc.message_id == "<quote-1@example.com>"  # the original's is not written inline
 
 
+def test_mail_to_someone_outside_with_the_capture_address_copied_is_the_employees_own() -> None:
+    """Alice forwards Jane's order to Dan at another customer and copies the capture
+    address: that is her message to Dan (a BCC), not Jane's order filed again without Dan."""
+    block = "From: Jane Doe <jane@acme.example>\nDate: Mon, 5 Jan 2026 09:00:00 +0000\n"
+    body = f"Dan, see below.\n\n---------- Forwarded message ---------\n{block}\nShip it.\n"
+    to_dan = compose(to="Dan <dan@other.example>", subject="Fwd: Order", body=body)
+    to_dan["Cc"] = CAPTURE
+    to_colleague = compose(to="Bob <bob@example.com>", subject="Fwd: Order", body=body)
+    to_colleague["Cc"] = CAPTURE
+    envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+    org = frozenset({"example.com"})
+
+    own, channel = as_submitted(parse_message(to_dan.as_bytes()), envelope, Channel.BCC, org)
+    filed, as_forward = as_submitted(
+        parse_message(to_colleague.as_bytes()), envelope, Channel.BCC, org
+    )
+
+    assert channel is Channel.BCC
+    assert [a.address for a in own.participants] == ["alice@example.com", "dan@other.example"]
+    assert as_forward is Channel.FORWARD  # to a colleague: still a forward to be filed
+    assert filed.sender is not None and filed.sender.address == "jane@acme.example"
+
+
 def test_a_forward_as_attachment_stands_for_the_attached_message_with_its_date_and_ids() -> None:
     reply = compose(
         sender="Jane Doe <jane@acme.example>",
