@@ -46,6 +46,11 @@ class MailboxError(Exception):
     """The server refused or broke the protocol; the sync retries later."""
 
 
+class FolderError(MailboxError):
+    """One folder could not be synced this time; the connection still works, so the
+    mailbox's other folders go on. Its text names no message."""
+
+
 @dataclass(frozen=True)
 class MailboxConfig:
     """What a sync needs to know about a mailbox; the password is never in its repr."""
@@ -214,6 +219,14 @@ class FolderSync:
             return self.client.fetch(uids, items)  # type: ignore[no-any-return]
         return self._server.submit(self.client.fetch, uids, items).result()  # type: ignore[no-any-return]
 
+    def _still_there(self, uids: list[int]) -> list[int]:
+        """Those of `uids` the folder still holds (`UID SEARCH UID …`), asked on the thread
+        that talks to the server."""
+        criteria = ["UID", ",".join(str(int(uid)) for uid in uids)]
+        if self._server is None:
+            return [int(u) for u in self.client.search(criteria)]
+        return [int(u) for u in self._server.submit(self.client.search, criteria).result()]
+
     def _sync_batch(
         self,
         folder: str,
@@ -296,10 +309,15 @@ class FolderSync:
     ) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
             bodies = self._fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
+            missing = [uid for uid, _, _ in chunk if bodies.get(uid, {}).get(b"BODY[]") is None]
+            if missing and self._still_there(missing):
+                # Not expunged: the server failed to answer. Skipping would move the folder
+                # past mail never decided; the batch rolls back and is tried again.
+                raise FolderError("the server left out the body of a message still there")
             for uid, _, envelopes in chunk:
                 raw = bodies.get(uid, {}).get(b"BODY[]")
                 if raw is None:
-                    continue  # expunged meanwhile: nothing left to capture
+                    continue  # expunged meanwhile (the search above says so)
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
                 dropped = [self._file(lookups, message, e, body_read=True) for e in envelopes]

@@ -29,7 +29,7 @@ from app.models import (
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
-from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
+from capture.imap import FolderError, FolderSync, MailboxConfig, MailboxError, close, connect
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
@@ -565,3 +565,84 @@ def test_a_server_announcing_a_huge_literal_is_refused_before_reading_it() -> No
         close(client)
         server.close()
         thread.join(timeout=10)
+
+
+def _body_left_out_server(header: bytes, size: int, *, still_there: bool) -> socket.socket:
+    """A server (on loopback) that answers the header FETCH of message 1 but leaves its body
+    out of the FETCH answer; asked again, its search says whether the message is still there."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        searches = 0
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            for line in lines:
+                tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
+                verb = command.upper()
+                if verb in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif verb == b"UID" and rest[0].upper() == b"SEARCH":
+                    searches += 1
+                    found = searches == 1 or still_there
+                    conn.sendall(b"* SEARCH" + (b" 1" if found else b"") + b"\r\n")
+                    conn.sendall(tag + b" OK done\r\n")
+                elif verb == b"UID" and b"HEADER" in line.upper():
+                    conn.sendall(
+                        b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[HEADER] {%d}\r\n%s)\r\n"
+                        % (size, len(header), header)
+                    )
+                    conn.sendall(tag + b" OK done\r\n")
+                elif verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif verb == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:  # LOGIN, and the body's FETCH: answered with no message in it
+                    conn.sendall(tag + b" OK done\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("still_there", [True, False])
+def test_a_body_left_out_of_the_answer_is_tried_again_unless_the_message_is_gone(
+    runtime: Runtime, still_there: bool
+) -> None:
+    """A body missing from a FETCH answer is taken for expunged only if a search agrees;
+    otherwise the batch rolls back, the folder stays where it was, and the next sync tries."""
+    add_employee(runtime.sessions, ALICE)
+    raw = business(1)
+    header = raw.split(b"\n\n", 1)[0].replace(b"\n", b"\r\n") + b"\r\n\r\n"
+    server = _body_left_out_server(header, len(raw), still_there=still_there)
+    port = server.getsockname()[1]
+    with transaction(runtime.sessions) as session:
+        mailbox = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=ALICE,
+            host="127.0.0.1",
+            port=port,
+            username="u",
+            password="p",
+            folders=["INBOX"],
+            tls="none",
+        )
+        config = load_config(session, TEST_SECRET.encode(), mailbox.id)
+    client = connect(config, max_bytes=1 << 20, timeout=10)
+    try:
+        sync = FolderSync(client, runtime.pipeline, config, max_bytes=1 << 20)
+        if still_there:
+            with pytest.raises(FolderError, match="left out the body"):
+                sync.sync_all()
+        else:
+            sync.sync_all()
+    finally:
+        close(client)
+        server.close()
+
+    assert count(runtime, DecisionRecord) == 0
+    with runtime.sessions() as session:
+        position = session.scalar(sa.select(MailboxFolder.last_uid))
+    assert position == (None if still_there else 1)
