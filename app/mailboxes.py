@@ -18,7 +18,7 @@ from app.mailbox_schemas import FolderOut, MailboxOut
 from app.models import Employee, Mailbox, MailboxFolder
 from app.runtime import Runtime
 from app.sealing import seal, unseal
-from capture.imap import FolderSync, MailboxConfig, close, connect
+from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from capture.pipeline import Pipeline
 
 log = logging.getLogger("mailroom.mailboxes")
@@ -131,10 +131,11 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
 
 def describe_error(error: BaseException) -> str:
     """The kind of error, with the words of the server or the network where those are what
-    failed: they name no message, since nothing from a message goes into a command. Any
+    failed (or this sync's own, `MailboxError`, which names folders and sizes, never mail):
+    they name no message, since nothing from a message goes into a command. Any
     other error (the database refusing to file a message, a bug) is named by its kind
     alone: its text may quote the mail being filed, and admins never see mail."""
-    if isinstance(error, (OSError, IMAPClientError)):
+    if isinstance(error, (OSError, IMAPClientError, MailboxError)):
         return f"{type(error).__name__}: {str(error)[:300]}"
     return type(error).__name__
 

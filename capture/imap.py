@@ -25,6 +25,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from app.models import Mailbox, MailboxFolder
 from capture.alone import Alone, message_fault
@@ -151,10 +152,24 @@ class FolderSync:
         self._alone: Alone | None = None  # while a batch is filed one message at a time
 
     def sync_all(self) -> SyncStats:
+        """Every folder in turn. One the server cannot give this time (gone, renamed, a body
+        left out) stops not the others: the failures are raised together at the end, so the
+        mailbox shows its error. A broken connection or a database fault stops at once."""
+        failed: list[str] = []
         for folder in self.config.folders:
             if self.stop.is_set():
                 break
-            self.sync_folder(folder)
+            try:
+                self.sync_folder(folder)
+            except (FolderError, IMAPClientError) as error:
+                if isinstance(error, imaplib.IMAP4.abort):
+                    raise  # the connection is gone: no other folder can be read on it
+                log.warning("mailbox %d, folder %r: %s", self.config.id, folder, _kind(error))
+                failed.append(f"{folder}: {_kind(error)}")
+        if failed:
+            raise FolderError(
+                f"{len(failed)} of {len(self.config.folders)} folders failed: " + "; ".join(failed)
+            )
         self._mark_synced()
         return self.stats
 
@@ -243,9 +258,9 @@ class FolderSync:
         try:
             self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining)
         except Exception as error:
+            self.stats = counted  # the batch rolled back: none of it counts
             if not message_fault(error, self.pipeline.connections().dialect):
                 raise
-            self.stats = counted
             self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining, alone=True)
         finally:
             self._alone = None
@@ -444,6 +459,11 @@ class FolderSync:
                 .where(Mailbox.id == self.config.id)
                 .values(last_sync_at=datetime.now(UTC), last_error=None, last_error_at=None)
             )
+
+
+def _kind(error: Exception) -> str:
+    """A folder's failure in the words of the server or of this module: no message's."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
 
 
 def _present(

@@ -16,7 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import transaction
-from app.mailboxes import add_mailbox, load_config, sync_once
+from app.mailboxes import add_mailbox, describe_error, load_config, sync_once
 from app.models import (
     Base,
     DecisionRecord,
@@ -646,3 +646,22 @@ def test_a_body_left_out_of_the_answer_is_tried_again_unless_the_message_is_gone
     with runtime.sessions() as session:
         position = session.scalar(sa.select(MailboxFolder.last_uid))
     assert position == (None if still_there else 1)
+
+
+def test_a_missing_folder_does_not_stop_the_other_folders_and_is_reported(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["Archive2024", "INBOX"])
+
+    with pytest.raises(FolderError, match="1 of 2 folders failed: Archive2024: ") as failed:
+        sync(runtime, mailbox_id)
+
+    assert count(runtime, Message) == 1, "INBOX was read all the same"
+    with runtime.sessions() as session:
+        folders = session.execute(sa.select(MailboxFolder.name, MailboxFolder.last_uid)).all()
+        assert [tuple(row) for row in folders] == [("INBOX", 1)]
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None and mailbox.last_sync_at is None  # not all of it synced
+    assert describe_error(failed.value).startswith("FolderError: 1 of 2 folders failed")
