@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import re
 import ssl
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -96,7 +97,7 @@ def connect(config: MailboxConfig, *, max_bytes: int, timeout: float = 60.0) -> 
         timeout=timeout,
     )
     try:
-        _bound_literals(client, max_bytes + HEADER_CAP)
+        _Bounds(client._imap, max_bytes).install(client._imap)
         if config.tls == "starttls":
             client.starttls(context)
         client.login(config.username, config.password)
@@ -115,17 +116,50 @@ def close(client: IMAPClient) -> None:
             client.shutdown()
 
 
-def _bound_literals(client: IMAPClient, limit: int) -> None:
-    """imaplib reads whatever literal size the server announces; refuse absurd ones."""
-    connection: imaplib.IMAP4 = client._imap
-    read = connection.read
+class _Bounds:
+    """imaplib reads whatever the server sends: every literal it announces, and any number
+    of lines and literals before the tagged answer. This bounds what one command's answer
+    may hold: a header section at HEADER_CAP, any other literal at the size cap (plus a
+    header section's worth), and all lines and literals of one answer together at a body
+    chunk plus one message. An honest answer is always within; past a bound the
+    connection is given up (`MailboxError`), its answer half read."""
 
-    def bounded(size: int) -> bytes:
-        if size > limit:
-            raise MailboxError(f"the server announced a {size}-byte literal")
-        return read(size)
+    _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\] \{[0-9]+\}\r\n\Z", re.IGNORECASE)
 
-    connection.read = bounded  # type: ignore[method-assign]
+    def __init__(self, connection: imaplib.IMAP4, max_bytes: int) -> None:
+        self.literal = max_bytes + HEADER_CAP
+        self.answer = BODY_CHUNK_BYTES + self.literal
+        self.used = 0
+        self.line = b""
+        self._read, self._readline = connection.read, connection.readline
+        self._command = connection._command
+
+    def install(self, connection: imaplib.IMAP4) -> None:
+        connection.read = self.read  # type: ignore[method-assign]
+        connection.readline = self.readline  # type: ignore[method-assign]
+        connection._command = self.command  # type: ignore[attr-defined]
+
+    def command(self, name: str, *args: Any) -> Any:
+        self.used = 0  # a new command: a new answer to bound
+        return self._command(name, *args)
+
+    def readline(self) -> bytes:
+        self.line = self._readline()
+        self._spend(len(self.line))
+        return self.line
+
+    def read(self, size: int) -> bytes:
+        header = self._HEADER_LITERAL.search(self.line) is not None
+        if size > (HEADER_CAP if header else self.literal):
+            kind = "header-section literal" if header else "literal"
+            raise MailboxError(f"the server announced a {size}-byte {kind}")
+        self._spend(size)
+        return self._read(size)
+
+    def _spend(self, size: int) -> None:
+        self.used += size
+        if self.used > self.answer:
+            raise MailboxError(f"the server's answer to one command passed {self.answer} bytes")
 
 
 class FolderSync:

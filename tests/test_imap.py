@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,7 +30,17 @@ from app.models import (
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
-from capture.imap import FolderError, FolderSync, MailboxConfig, MailboxError, close, connect
+from capture.header_fetch import fetch_header_sections
+from capture.imap import (
+    BODY_CHUNK_BYTES,
+    HEADER_CAP,
+    FolderError,
+    FolderSync,
+    MailboxConfig,
+    MailboxError,
+    close,
+    connect,
+)
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
@@ -559,7 +570,7 @@ def test_a_server_announcing_a_huge_literal_is_refused_before_reading_it() -> No
     client = connect(config, max_bytes=1 << 20, timeout=10)
     try:
         client.select_folder("INBOX", readonly=True)
-        with pytest.raises(MailboxError, match="999999999999-byte literal"):
+        with pytest.raises(MailboxError, match="999999999999-byte header-section literal"):
             client.fetch([1], ["BODY.PEEK[HEADER]"])
     finally:
         close(client)
@@ -665,3 +676,74 @@ def test_a_missing_folder_does_not_stop_the_other_folders_and_is_reported(
         mailbox = session.get(Mailbox, mailbox_id)
         assert mailbox is not None and mailbox.last_sync_at is None  # not all of it synced
     assert describe_error(failed.value).startswith("FolderError: 1 of 2 folders failed")
+
+
+def _hostile(answer_uid_command: Any) -> socket.socket:
+    """A hostile server on loopback (it stands for a machine we do not control): it logs in
+    and opens INBOX, then answers the first UID command with `answer_uid_command(conn, tag)`."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] hostile ready\r\n")
+            for line in lines:
+                tag, command = line.split(b" ", 2)[:2]
+                if command.upper() in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif command.upper() == b"UID":
+                    with contextlib.suppress(OSError):
+                        answer_uid_command(conn, tag)
+                    return
+                else:  # LOGIN
+                    conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1] done\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _fetch_headers_from(server: socket.socket, *, max_bytes: int) -> None:
+    port = server.getsockname()[1]
+    config = MailboxConfig(
+        id=1,
+        host="127.0.0.1",
+        port=port,
+        username="u",
+        password="p",
+        folders=("INBOX",),
+        tls="none",
+    )
+    client = connect(config, max_bytes=max_bytes, timeout=10)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        fetch_header_sections(client, [1])
+    finally:
+        close(client)
+        server.close()
+
+
+def test_a_header_section_over_its_cap_is_refused_before_it_is_read() -> None:
+    def oversized(conn: socket.socket, tag: bytes) -> None:
+        size = HEADER_CAP + 1
+        conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % size)
+        conn.sendall(b"x" * size + b")\r\n" + tag + b" OK done\r\n")
+
+    with pytest.raises(MailboxError, match=f"{HEADER_CAP + 1}-byte header-section literal"):
+        _fetch_headers_from(_hostile(oversized), max_bytes=1 << 24)
+
+
+def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_bound() -> None:
+    """Each literal allowed, their sum not: one command's answer holds at most a body chunk
+    and one message, whatever the server sends."""
+    literal = 1_000_000
+
+    def flood(conn: socket.socket, tag: bytes) -> None:
+        for _ in range(60):
+            conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % literal)
+            conn.sendall(b"x" * literal + b")\r\n")
+        conn.sendall(tag + b" OK done\r\n")
+
+    bound = BODY_CHUNK_BYTES + (1 << 16) + HEADER_CAP
+    with pytest.raises(MailboxError, match=f"answer to one command passed {bound} bytes"):
+        _fetch_headers_from(_hostile(flood), max_bytes=1 << 16)
