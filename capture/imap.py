@@ -422,12 +422,14 @@ class FolderSync:
 
     def _envelopes(self, lookups: Lookups, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
         """Whom the message is captured for: the owner, or in a journal mailbox each employee
-        taking part (a sender's copy counts as sent); nobody known gives a refusal record."""
+        taking part, in From, To or Cc (a sender's copy counts as sent; Reply-To is the
+        sender's to write, and names no one who took part); nobody known gives a refusal
+        record."""
         if not self.config.journal:
             return [Envelope(mail_from=self.config.employee, sent_folder=sent)]
         sender = message.sender.address if message.sender else ""
         found: dict[int, Envelope] = {}
-        for address in message.participants:
+        for address in message.from_ + message.to + message.cc:
             submitter = lookups.find(address.address)
             if submitter is not None and submitter.employee_id not in found:
                 as_sender = address.address == sender

@@ -21,6 +21,7 @@ from app.mailboxes import add_mailbox, describe_error, load_config, sync_once
 from app.models import (
     Base,
     DecisionRecord,
+    Employee,
     Mailbox,
     MailboxFolder,
     Message,
@@ -747,3 +748,38 @@ def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_boun
     bound = BODY_CHUNK_BYTES + (1 << 16) + HEADER_CAP
     with pytest.raises(MailboxError, match=f"answer to one command passed {bound} bytes"):
         _fetch_headers_from(_hostile(flood), max_bytes=1 << 16)
+
+
+def test_journal_files_no_mail_for_an_employee_named_only_in_reply_to(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Reply-To is written by the sender: an employee named there took no part."""
+    add_employee(runtime.sessions, ALICE)
+    add_employee(runtime.sessions, "dave@example.com")
+    inbound = compose(
+        sender="Eve <eve@other.example>",
+        to="dave@example.com",
+        headers={"Reply-To": ALICE},
+        message_id="<reply-to@other.example>",
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [inbound])
+    with transaction(runtime.sessions) as session:
+        mailbox_id = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=None,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=imap_user,
+            password=PASSWORD,
+            folders=["INBOX"],
+            tls="none",
+        ).id
+
+    sync(runtime, mailbox_id)
+
+    with runtime.sessions() as session:
+        owners = session.scalars(
+            sa.select(Employee.email).join(MessageOwner, MessageOwner.employee_id == Employee.id)
+        ).all()
+    assert owners == ["dave@example.com"]
