@@ -22,7 +22,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
@@ -160,6 +160,15 @@ class _Bounds:
         self.used += size
         if self.used > self.answer:
             raise MailboxError(f"the server's answer to one command passed {self.answer} bytes")
+
+
+class _Waiting(NamedTuple):
+    """A message whose body the decision waits for, and what its receipt is keyed by."""
+
+    uid: int
+    size: int
+    envelopes: list[Envelope]
+    header_digest: str
 
 
 class FolderSync:
@@ -315,7 +324,7 @@ class FolderSync:
             self._alone = Alone(conn) if alone else None
             lookups = self.pipeline.lookups(conn)
             lookups.prefetch(message for _, message, _, _ in messages)
-            needs_body: list[tuple[int, int, list[Envelope]]] = []
+            needs_body: list[_Waiting] = []
             for uid, message, size, ahead in messages:
                 envelopes = self._envelopes(lookups, message, sent=sent)
                 self.stats.messages += 1
@@ -325,9 +334,9 @@ class FolderSync:
                 elif size > self.max_bytes:
                     self.stats.over_cap += 1  # never downloaded: decided and filed on headers
                     for envelope in waiting:
-                        self._file(lookups, message, envelope, body_read=False)
+                        self._file(lookups, message, envelope, header_digest=None)
                 else:
-                    needs_body.append((uid, size, waiting))
+                    needs_body.append(_Waiting(uid, size, waiting, message.digest))
             self._decide_with_bodies(lookups, needs_body)
             if self._alone is not None:
                 self._alone.settle()
@@ -353,23 +362,24 @@ class FolderSync:
                 waiting.append(envelope)
         return waiting
 
-    def _decide_with_bodies(
-        self, lookups: Lookups, needs_body: list[tuple[int, int, list[Envelope]]]
-    ) -> None:
+    def _decide_with_bodies(self, lookups: Lookups, needs_body: list[_Waiting]) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
-            bodies = self._fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
-            missing = [uid for uid, _, _ in chunk if bodies.get(uid, {}).get(b"BODY[]") is None]
+            bodies = self._fetch([w.uid for w in chunk], ["BODY.PEEK[]"])
+            missing = [w.uid for w in chunk if bodies.get(w.uid, {}).get(b"BODY[]") is None]
             if missing and self._still_there(missing):
                 # Not expunged: the server failed to answer. Skipping would move the folder
                 # past mail never decided; the batch rolls back and is tried again.
                 raise FolderError("the server left out the body of a message still there")
-            for uid, _, envelopes in chunk:
-                raw = bodies.get(uid, {}).get(b"BODY[]")
+            for waiting in chunk:
+                raw = bodies.get(waiting.uid, {}).get(b"BODY[]")
                 if raw is None:
                     continue  # expunged meanwhile (the search above says so)
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
-                dropped = [self._file(lookups, message, e, body_read=True) for e in envelopes]
+                dropped = [
+                    self._file(lookups, message, e, header_digest=waiting.header_digest)
+                    for e in waiting.envelopes
+                ]
                 if all(outcome is Outcome.DROP for outcome in dropped):
                     self.stats.bodies_for_dropped += 1
 
@@ -379,12 +389,18 @@ class FolderSync:
         message: ParsedMessage,
         envelope: Envelope,
         *,
-        body_read: bool,
+        header_digest: str | None,
     ) -> Outcome | None:
-        """File `message`, read whole (`body_read`) or its header section alone: over the size
-        cap, decided on its headers whatever its body says, and recorded as such."""
+        """File `message`, read whole (given its `header_digest`, which keys its receipt) or
+        its header section alone (None): over the size cap, decided on its headers whatever
+        its body says, and recorded as such."""
         result = self._process(
-            lookups, message, envelope, headers_only=not body_read, body_on_request=False
+            lookups,
+            message,
+            envelope,
+            headers_only=header_digest is None,
+            body_on_request=False,
+            header_digest=header_digest,
         )
         if result is None:
             return None
@@ -400,6 +416,7 @@ class FolderSync:
         headers_only: bool,
         body_on_request: bool = True,
         ahead: Ahead | None = None,
+        header_digest: str | None = None,
     ) -> Result | None:
         """The pipeline's result; None for a message left out by a fault of its own."""
         run = partial(
@@ -412,6 +429,7 @@ class FolderSync:
             body_on_request=body_on_request,
             lookups=lookups,
             ahead=ahead,
+            header_digest=header_digest,
         )
         if self._alone is None:
             return run()
@@ -523,16 +541,14 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
-def _by_size(
-    items: list[tuple[int, int, list[Envelope]]], limit: int
-) -> Iterator[list[tuple[int, int, list[Envelope]]]]:
-    chunk: list[tuple[int, int, list[Envelope]]] = []
+def _by_size(items: list[_Waiting], limit: int) -> Iterator[list[_Waiting]]:
+    chunk: list[_Waiting] = []
     total = 0
     for item in items:
-        if chunk and total + item[1] > limit:
+        if chunk and total + item.size > limit:
             yield chunk
             chunk, total = [], 0
         chunk.append(item)
-        total += item[1]
+        total += item.size
     if chunk:
         yield chunk

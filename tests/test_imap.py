@@ -191,6 +191,24 @@ def test_uidvalidity_change_resyncs_without_duplicates(
     assert count(runtime, Receipt) == 4
 
 
+def test_a_message_read_whole_then_settled_on_its_headers_is_decided_once(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Its receipt is keyed by its header section's digest however it was read: after a new
+    UIDVALIDITY, a lower size cap (or a new policy) that settles it on its headers finds it."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Projects", [business(1, body="The quote we discussed.\n" * 200)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["Projects"])
+    assert sync(runtime, mailbox_id).stats.bodies_fetched == 1
+    dovecot.reset_uidvalidity(imap_user, "Projects")
+
+    again = sync(runtime, mailbox_id, max_bytes=2000)
+
+    assert (again.stats.messages, again.stats.bodies_fetched) == (1, 0)
+    assert count(runtime, DecisionRecord) == 1
+    assert count(runtime, Receipt) == 1
+
+
 def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_user: str) -> None:
     add_employee(runtime.sessions, ALICE)
     dovecot.append(imap_user, "Sent", [business(1)])
