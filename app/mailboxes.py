@@ -29,6 +29,15 @@ POLL_SECONDS = 60.0  # servers without IDLE
 RELOAD_SECONDS = 30.0  # new or removed mailboxes are noticed this fast
 MAX_BACKOFF = 300.0
 LEASE_RETRY_SECONDS = 10.0  # how soon another process's mailbox is tried again
+SENT_NAMES = frozenset({"sent", "sent items", "sent messages", "sent mail"})
+
+
+def named_sent(folder: str) -> bool:
+    """Whether a folder's name says it holds sent mail: a usual English name, whole or as
+    the last level after "/" (after "." in a name without "/": a server whose levels are
+    split by dots). Whatever its name, a folder the server flags `\\Sent` counts too."""
+    last = folder.rsplit("/", 1)[-1] if "/" in folder else folder.rsplit(".", 1)[-1]
+    return last.casefold() in SENT_NAMES
 
 
 def add_mailbox(
@@ -61,7 +70,7 @@ def add_mailbox(
         username=username,
         password_sealed=seal(secret, password),
         folders=folders,
-        sent_folders=[f for f in folders if f.rsplit("/", 1)[-1].rsplit(".", 1)[-1] == "Sent"],
+        sent_folders=[f for f in folders if named_sent(f)],
         tls=tls,
         journal=employee is None,
         since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,

@@ -191,6 +191,7 @@ class FolderSync:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.stats = SyncStats()
+        self.sent_folders = config.sent_folders  # and those the server flags \Sent
         self._server: ThreadPoolExecutor | None = None  # while a folder syncs
         self._alone: Alone | None = None  # while a batch is filed one message at a time
 
@@ -199,6 +200,7 @@ class FolderSync:
         left out) stops not the others: the failures are raised together at the end, so the
         mailbox shows its error. A broken connection or a database fault stops at once."""
         failed: list[str] = []
+        self.sent_folders = self.config.sent_folders | self._flagged_sent()
         for folder in self.config.folders:
             if self.stop.is_set():
                 break
@@ -215,6 +217,19 @@ class FolderSync:
             )
         self._mark_synced()
         return self.stats
+
+    def _flagged_sent(self) -> frozenset[str]:
+        """The configured folders the server's LIST flags `\\Sent` (RFC 6154 special use),
+        whatever their names: "Gesendete Elemente", "[Gmail]/Sent Mail"."""
+        try:
+            listed = self.client.list_folders()
+        except IMAPClientError as error:
+            if isinstance(error, imaplib.IMAP4.abort):
+                raise
+            log.warning("mailbox %d: LIST refused: %s", self.config.id, _kind(error))
+            return frozenset()
+        flagged = {name for flags, _, name in listed if any(f.lower() == b"\\sent" for f in flags)}
+        return frozenset(flagged.intersection(self.config.folders))
 
     def sync_folder(self, folder: str) -> None:
         selected = self.client.select_folder(folder, readonly=True)
@@ -318,7 +333,7 @@ class FolderSync:
         remaining: int,
         alone: bool = False,
     ) -> None:
-        sent = folder in self.config.sent_folders
+        sent = folder in self.sent_folders
         before = replace(self.stats, outcomes={})
         with self.pipeline.connections().begin() as conn:
             self._alone = Alone(conn) if alone else None

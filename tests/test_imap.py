@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import transaction
-from app.mailboxes import add_mailbox, describe_error, load_config, sync_once
+from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
 from app.models import (
     Base,
     DecisionRecord,
@@ -220,6 +220,37 @@ def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_u
         inbound = session.scalars(sa.select(DecisionRecord.facts)).one()["inbound"]
         assert inbound is False
         assert session.scalar(sa.select(Message.direction)) == "outbound"
+
+
+def test_a_folder_the_server_flags_sent_is_outbound_whatever_its_name(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Gesendete Elemente", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX", "Gesendete Elemente"])
+
+    sync(runtime, mailbox_id)
+
+    with runtime.sessions() as session:
+        assert session.scalars(sa.select(DecisionRecord.facts)).one()["inbound"] is False
+
+
+@pytest.mark.parametrize(
+    ("folder", "sent"),
+    [
+        ("Sent", True),
+        ("sent", True),
+        ("Sent Items", True),
+        ("Sent Messages", True),
+        ("[Gmail]/Sent Mail", True),
+        ("INBOX.Sent", True),
+        ("Customers/Acme.Sent", False),  # one level of a "/" server, named "Acme.Sent"
+        ("Sentinel", False),
+        ("Gesendete Elemente", False),  # known by the server's \Sent flag alone
+    ],
+)
+def test_a_folder_named_as_sent_mail_is_outbound(folder: str, sent: bool) -> None:
+    assert named_sent(folder) is sent
 
 
 def test_malformed_message_is_decided_and_breaks_nothing(
