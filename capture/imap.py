@@ -16,6 +16,7 @@ import logging
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
@@ -42,6 +43,7 @@ log = logging.getLogger("mailroom.imap")
 BATCH = 500
 BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
 HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
+COMMAND_TIMEOUTS = 10  # one command's whole answer may take this many socket timeouts
 
 
 class MailboxError(Exception):
@@ -97,7 +99,7 @@ def connect(config: MailboxConfig, *, max_bytes: int, timeout: float = 60.0) -> 
         timeout=timeout,
     )
     try:
-        _Bounds(client._imap, max_bytes).install(client._imap)
+        _Bounds(client._imap, max_bytes, seconds=COMMAND_TIMEOUTS * timeout).install(client._imap)
         if config.tls == "starttls":
             client.starttls(context)
         client.login(config.username, config.password)
@@ -121,15 +123,19 @@ class _Bounds:
     of lines and literals before the tagged answer. This bounds what one command's answer
     may hold: a header section at HEADER_CAP, any other literal at the size cap (plus a
     header section's worth), and all lines and literals of one answer together at a body
-    chunk plus one message. An honest answer is always within; past a bound the
-    connection is given up (`MailboxError`), its answer half read."""
+    chunk plus one message and at `seconds` (each line resets the socket's timeout: a server
+    chattering untagged lines would otherwise hold the sync forever; IDLE, one command,
+    lasts at most `app.mailboxes.IDLE_SECONDS`, well within). An honest answer is always
+    within; past a bound the connection is given up (`MailboxError`), its answer half read."""
 
     _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\] \{[0-9]+\}\r\n\Z", re.IGNORECASE)
 
-    def __init__(self, connection: imaplib.IMAP4, max_bytes: int) -> None:
+    def __init__(self, connection: imaplib.IMAP4, max_bytes: int, *, seconds: float) -> None:
         self.literal = max_bytes + HEADER_CAP
         self.answer = BODY_CHUNK_BYTES + self.literal
+        self.seconds = seconds
         self.used = 0
+        self.deadline = time.monotonic() + seconds  # the greeting's
         self.line = b""
         self._read, self._readline = connection.read, connection.readline
         self._command = connection._command
@@ -141,6 +147,7 @@ class _Bounds:
 
     def command(self, name: str, *args: Any) -> Any:
         self.used = 0  # a new command: a new answer to bound
+        self.deadline = time.monotonic() + self.seconds
         return self._command(name, *args)
 
     def readline(self) -> bytes:
@@ -160,6 +167,8 @@ class _Bounds:
         self.used += size
         if self.used > self.answer:
             raise MailboxError(f"the server's answer to one command passed {self.answer} bytes")
+        if time.monotonic() > self.deadline:
+            raise MailboxError(f"the server's answer to one command took over {self.seconds:g} s")
 
 
 class _Waiting(NamedTuple):

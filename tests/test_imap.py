@@ -753,7 +753,7 @@ def _hostile(answer_uid_command: Any) -> socket.socket:
     return server
 
 
-def _fetch_headers_from(server: socket.socket, *, max_bytes: int) -> None:
+def _fetch_headers_from(server: socket.socket, *, max_bytes: int, timeout: float = 10) -> None:
     port = server.getsockname()[1]
     config = MailboxConfig(
         id=1,
@@ -764,7 +764,7 @@ def _fetch_headers_from(server: socket.socket, *, max_bytes: int) -> None:
         folders=("INBOX",),
         tls="none",
     )
-    client = connect(config, max_bytes=max_bytes, timeout=10)
+    client = connect(config, max_bytes=max_bytes, timeout=timeout)
     try:
         client.select_folder("INBOX", readonly=True)
         fetch_header_sections(client, [1])
@@ -832,3 +832,20 @@ def test_journal_files_no_mail_for_an_employee_named_only_in_reply_to(
             sa.select(Employee.email).join(MessageOwner, MessageOwner.employee_id == Employee.id)
         ).all()
     assert owners == ["dave@example.com"]
+
+
+def test_a_server_that_chatters_but_never_answers_is_given_up_after_a_deadline() -> None:
+    """Each untagged line resets the socket's timeout; the command's deadline does not."""
+    given_up = threading.Event()
+
+    def chatter(conn: socket.socket, tag: bytes) -> None:
+        while not given_up.wait(0.05):
+            conn.sendall(b"* OK still working\r\n")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(MailboxError, match="one command took over 3 s"):
+            _fetch_headers_from(_hostile(chatter), max_bytes=1 << 16, timeout=0.3)
+    finally:
+        given_up.set()
+    assert time.monotonic() - started < 10
