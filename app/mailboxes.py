@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -52,10 +53,18 @@ def add_mailbox(
     folders: list[str],
     tls: str,
     since: date | None = None,
+    plain_remote: bool = False,
 ) -> Mailbox:
-    """A mailbox to sync: an employee's, or (employee None) a journal of all company mail."""
+    """A mailbox to sync: an employee's, or (employee None) a journal of all company mail.
+    Without TLS the password crosses the network in clear: refused for a host that is not
+    loopback unless `plain_remote` says the operator means it."""
     if tls not in TLS_MODES:
         raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
+    if tls == "none" and not plain_remote and not _loopback(host):
+        raise ValueError("without TLS only a loopback host: the password would cross in clear")
+    if not (username.isascii() and password.isascii()):
+        # imaplib's LOGIN sends ASCII alone: such a password could never log in.
+        raise ValueError("the user name and password must be ASCII (IMAP LOGIN takes no other)")
     employee_id = None
     if employee is not None:
         employee_id = session.scalar(sa.select(Employee.id).where(Employee.email == employee))
@@ -78,6 +87,16 @@ def add_mailbox(
     session.add(mailbox)
     session.flush()
     return mailbox
+
+
+def _loopback(host: str) -> bool:
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def describe_mailboxes(session: Session, *, only: int | None = None) -> list[MailboxOut]:
