@@ -79,6 +79,13 @@ def mailboxes_add(
     plain: Annotated[
         bool, typer.Option("--plain", help="No TLS at all: loopback test servers only.")
     ] = False,
+    plain_remote: Annotated[
+        bool,
+        typer.Option(
+            "--plain-remote",
+            help="With --plain, allow a host that is not loopback: the password goes in clear.",
+        ),
+    ] = False,
     journal: Annotated[
         bool, typer.Option(help="A journal mailbox: copies of all company mail.")
     ] = False,
@@ -111,6 +118,7 @@ def mailboxes_add(
                 folders=[f.strip() for f in folders.split(",") if f.strip()],
                 tls=mode,
                 since=horizon.date() if horizon else None,
+                plain_remote=plain_remote,
             )
             typer.echo(f"mailbox {mailbox.id} added")
     except ValueError as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +19,7 @@ from app.mailbox_schemas import FolderOut, MailboxOut
 from app.models import Employee, Mailbox, MailboxFolder
 from app.runtime import Runtime
 from app.sealing import seal, unseal
-from capture.imap import FolderSync, MailboxConfig, close, connect
+from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from capture.pipeline import Pipeline
 
 log = logging.getLogger("mailroom.mailboxes")
@@ -29,6 +30,15 @@ POLL_SECONDS = 60.0  # servers without IDLE
 RELOAD_SECONDS = 30.0  # new or removed mailboxes are noticed this fast
 MAX_BACKOFF = 300.0
 LEASE_RETRY_SECONDS = 10.0  # how soon another process's mailbox is tried again
+SENT_NAMES = frozenset({"sent", "sent items", "sent messages", "sent mail"})
+
+
+def named_sent(folder: str) -> bool:
+    """Whether a folder's name says it holds sent mail: a usual English name, whole or as
+    the last level after "/" (after "." in a name without "/": a server whose levels are
+    split by dots). Whatever its name, a folder the server flags `\\Sent` counts too."""
+    last = folder.rsplit("/", 1)[-1] if "/" in folder else folder.rsplit(".", 1)[-1]
+    return last.casefold() in SENT_NAMES
 
 
 def add_mailbox(
@@ -43,10 +53,18 @@ def add_mailbox(
     folders: list[str],
     tls: str,
     since: date | None = None,
+    plain_remote: bool = False,
 ) -> Mailbox:
-    """A mailbox to sync: an employee's, or (employee None) a journal of all company mail."""
+    """A mailbox to sync: an employee's, or (employee None) a journal of all company mail.
+    Without TLS the password crosses the network in clear: refused for a host that is not
+    loopback unless `plain_remote` says the operator means it."""
     if tls not in TLS_MODES:
         raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
+    if tls == "none" and not plain_remote and not _loopback(host):
+        raise ValueError("without TLS only a loopback host: the password would cross in clear")
+    if not (username.isascii() and password.isascii()):
+        # imaplib's LOGIN sends ASCII alone: such a password could never log in.
+        raise ValueError("the user name and password must be ASCII (IMAP LOGIN takes no other)")
     employee_id = None
     if employee is not None:
         employee_id = session.scalar(sa.select(Employee.id).where(Employee.email == employee))
@@ -61,7 +79,7 @@ def add_mailbox(
         username=username,
         password_sealed=seal(secret, password),
         folders=folders,
-        sent_folders=[f for f in folders if f.rsplit("/", 1)[-1].rsplit(".", 1)[-1] == "Sent"],
+        sent_folders=[f for f in folders if named_sent(f)],
         tls=tls,
         journal=employee is None,
         since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
@@ -69,6 +87,16 @@ def add_mailbox(
     session.add(mailbox)
     session.flush()
     return mailbox
+
+
+def _loopback(host: str) -> bool:
+    name = host.strip("[]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def describe_mailboxes(session: Session, *, only: int | None = None) -> list[MailboxOut]:
@@ -131,10 +159,11 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
 
 def describe_error(error: BaseException) -> str:
     """The kind of error, with the words of the server or the network where those are what
-    failed: they name no message, since nothing from a message goes into a command. Any
+    failed (or this sync's own, `MailboxError`, which names folders and sizes, never mail):
+    they name no message, since nothing from a message goes into a command. Any
     other error (the database refusing to file a message, a bug) is named by its kind
     alone: its text may quote the mail being filed, and admins never see mail."""
-    if isinstance(error, (OSError, IMAPClientError)):
+    if isinstance(error, (OSError, IMAPClientError, MailboxError)):
         return f"{type(error).__name__}: {str(error)[:300]}"
     return type(error).__name__
 

@@ -13,18 +13,21 @@ from __future__ import annotations
 import contextlib
 import imaplib
 import logging
+import re
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
 
 from app.models import Mailbox, MailboxFolder
 from capture.alone import Alone, message_fault
@@ -40,10 +43,16 @@ log = logging.getLogger("mailroom.imap")
 BATCH = 500
 BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
 HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
+COMMAND_TIMEOUTS = 10  # one command's whole answer may take this many socket timeouts
 
 
 class MailboxError(Exception):
     """The server refused or broke the protocol; the sync retries later."""
+
+
+class FolderError(MailboxError):
+    """One folder could not be synced this time; the connection still works, so the
+    mailbox's other folders go on. Its text names no message."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +99,7 @@ def connect(config: MailboxConfig, *, max_bytes: int, timeout: float = 60.0) -> 
         timeout=timeout,
     )
     try:
-        _bound_literals(client, max_bytes + HEADER_CAP)
+        _Bounds(client._imap, max_bytes, seconds=COMMAND_TIMEOUTS * timeout).install(client._imap)
         if config.tls == "starttls":
             client.starttls(context)
         client.login(config.username, config.password)
@@ -109,17 +118,66 @@ def close(client: IMAPClient) -> None:
             client.shutdown()
 
 
-def _bound_literals(client: IMAPClient, limit: int) -> None:
-    """imaplib reads whatever literal size the server announces; refuse absurd ones."""
-    connection: imaplib.IMAP4 = client._imap
-    read = connection.read
+class _Bounds:
+    """imaplib reads whatever the server sends: every literal it announces, and any number
+    of lines and literals before the tagged answer. This bounds what one command's answer
+    may hold: a header section at HEADER_CAP, any other literal at the size cap (plus a
+    header section's worth), and all lines and literals of one answer together at a body
+    chunk plus one message and at `seconds` (each line resets the socket's timeout: a server
+    chattering untagged lines would otherwise hold the sync forever; IDLE, one command,
+    lasts at most `app.mailboxes.IDLE_SECONDS`, well within). An honest answer is always
+    within; past a bound the connection is given up (`MailboxError`), its answer half read."""
 
-    def bounded(size: int) -> bytes:
-        if size > limit:
-            raise MailboxError(f"the server announced a {size}-byte literal")
-        return read(size)
+    _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\] \{[0-9]+\}\r\n\Z", re.IGNORECASE)
 
-    connection.read = bounded  # type: ignore[method-assign]
+    def __init__(self, connection: imaplib.IMAP4, max_bytes: int, *, seconds: float) -> None:
+        self.literal = max_bytes + HEADER_CAP
+        self.answer = BODY_CHUNK_BYTES + self.literal
+        self.seconds = seconds
+        self.used = 0
+        self.deadline = time.monotonic() + seconds  # the greeting's
+        self.line = b""
+        self._read, self._readline = connection.read, connection.readline
+        self._command = connection._command
+
+    def install(self, connection: imaplib.IMAP4) -> None:
+        connection.read = self.read  # type: ignore[method-assign]
+        connection.readline = self.readline  # type: ignore[method-assign]
+        connection._command = self.command  # type: ignore[attr-defined]
+
+    def command(self, name: str, *args: Any) -> Any:
+        self.used = 0  # a new command: a new answer to bound
+        self.deadline = time.monotonic() + self.seconds
+        return self._command(name, *args)
+
+    def readline(self) -> bytes:
+        self.line = self._readline()
+        self._spend(len(self.line))
+        return self.line
+
+    def read(self, size: int) -> bytes:
+        header = self._HEADER_LITERAL.search(self.line) is not None
+        if size > (HEADER_CAP if header else self.literal):
+            kind = "header-section literal" if header else "literal"
+            raise MailboxError(f"the server announced a {size}-byte {kind}")
+        self._spend(size)
+        return self._read(size)
+
+    def _spend(self, size: int) -> None:
+        self.used += size
+        if self.used > self.answer:
+            raise MailboxError(f"the server's answer to one command passed {self.answer} bytes")
+        if time.monotonic() > self.deadline:
+            raise MailboxError(f"the server's answer to one command took over {self.seconds:g} s")
+
+
+class _Waiting(NamedTuple):
+    """A message whose body the decision waits for, and what its receipt is keyed by."""
+
+    uid: int
+    size: int
+    envelopes: list[Envelope]
+    header_digest: str
 
 
 class FolderSync:
@@ -142,16 +200,45 @@ class FolderSync:
         self.stop = stop or threading.Event()
         self.progress = progress
         self.stats = SyncStats()
+        self.sent_folders = config.sent_folders  # and those the server flags \Sent
         self._server: ThreadPoolExecutor | None = None  # while a folder syncs
         self._alone: Alone | None = None  # while a batch is filed one message at a time
 
     def sync_all(self) -> SyncStats:
+        """Every folder in turn. One the server cannot give this time (gone, renamed, a body
+        left out) stops not the others: the failures are raised together at the end, so the
+        mailbox shows its error. A broken connection or a database fault stops at once."""
+        failed: list[str] = []
+        self.sent_folders = self.config.sent_folders | self._flagged_sent()
         for folder in self.config.folders:
             if self.stop.is_set():
                 break
-            self.sync_folder(folder)
+            try:
+                self.sync_folder(folder)
+            except (FolderError, IMAPClientError) as error:
+                if isinstance(error, imaplib.IMAP4.abort):
+                    raise  # the connection is gone: no other folder can be read on it
+                log.warning("mailbox %d, folder %r: %s", self.config.id, folder, _kind(error))
+                failed.append(f"{folder}: {_kind(error)}")
+        if failed:
+            raise FolderError(
+                f"{len(failed)} of {len(self.config.folders)} folders failed: " + "; ".join(failed)
+            )
         self._mark_synced()
         return self.stats
+
+    def _flagged_sent(self) -> frozenset[str]:
+        """The configured folders the server's LIST flags `\\Sent` (RFC 6154 special use),
+        whatever their names: "Gesendete Elemente", "[Gmail]/Sent Mail"."""
+        try:
+            listed = self.client.list_folders()
+        except IMAPClientError as error:
+            if isinstance(error, imaplib.IMAP4.abort):
+                raise
+            log.warning("mailbox %d: LIST refused: %s", self.config.id, _kind(error))
+            return frozenset()
+        flagged = {name for flags, _, name in listed if any(f.lower() == b"\\sent" for f in flags)}
+        return frozenset(flagged.intersection(self.config.folders))
 
     def sync_folder(self, folder: str) -> None:
         selected = self.client.select_folder(folder, readonly=True)
@@ -214,6 +301,14 @@ class FolderSync:
             return self.client.fetch(uids, items)  # type: ignore[no-any-return]
         return self._server.submit(self.client.fetch, uids, items).result()  # type: ignore[no-any-return]
 
+    def _still_there(self, uids: list[int]) -> list[int]:
+        """Those of `uids` the folder still holds (`UID SEARCH UID …`), asked on the thread
+        that talks to the server."""
+        criteria = ["UID", ",".join(str(int(uid)) for uid in uids)]
+        if self._server is None:
+            return [int(u) for u in self.client.search(criteria)]
+        return [int(u) for u in self._server.submit(self.client.search, criteria).result()]
+
     def _sync_batch(
         self,
         folder: str,
@@ -230,9 +325,9 @@ class FolderSync:
         try:
             self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining)
         except Exception as error:
+            self.stats = counted  # the batch rolled back: none of it counts
             if not message_fault(error, self.pipeline.connections().dialect):
                 raise
-            self.stats = counted
             self._record_batch(folder, uidvalidity, uids, messages, remaining=remaining, alone=True)
         finally:
             self._alone = None
@@ -247,13 +342,13 @@ class FolderSync:
         remaining: int,
         alone: bool = False,
     ) -> None:
-        sent = folder in self.config.sent_folders
+        sent = folder in self.sent_folders
         before = replace(self.stats, outcomes={})
         with self.pipeline.connections().begin() as conn:
             self._alone = Alone(conn) if alone else None
             lookups = self.pipeline.lookups(conn)
             lookups.prefetch(message for _, message, _, _ in messages)
-            needs_body: list[tuple[int, int, list[Envelope]]] = []
+            needs_body: list[_Waiting] = []
             for uid, message, size, ahead in messages:
                 envelopes = self._envelopes(lookups, message, sent=sent)
                 self.stats.messages += 1
@@ -263,9 +358,9 @@ class FolderSync:
                 elif size > self.max_bytes:
                     self.stats.over_cap += 1  # never downloaded: decided and filed on headers
                     for envelope in waiting:
-                        self._file(lookups, message, envelope, body_read=False)
+                        self._file(lookups, message, envelope, header_digest=None)
                 else:
-                    needs_body.append((uid, size, waiting))
+                    needs_body.append(_Waiting(uid, size, waiting, message.digest))
             self._decide_with_bodies(lookups, needs_body)
             if self._alone is not None:
                 self._alone.settle()
@@ -291,18 +386,24 @@ class FolderSync:
                 waiting.append(envelope)
         return waiting
 
-    def _decide_with_bodies(
-        self, lookups: Lookups, needs_body: list[tuple[int, int, list[Envelope]]]
-    ) -> None:
+    def _decide_with_bodies(self, lookups: Lookups, needs_body: list[_Waiting]) -> None:
         for chunk in _by_size(needs_body, BODY_CHUNK_BYTES):
-            bodies = self._fetch([uid for uid, _, _ in chunk], ["BODY.PEEK[]"])
-            for uid, _, envelopes in chunk:
-                raw = bodies.get(uid, {}).get(b"BODY[]")
+            bodies = self._fetch([w.uid for w in chunk], ["BODY.PEEK[]"])
+            missing = [w.uid for w in chunk if bodies.get(w.uid, {}).get(b"BODY[]") is None]
+            if missing and self._still_there(missing):
+                # Not expunged: the server failed to answer. Skipping would move the folder
+                # past mail never decided; the batch rolls back and is tried again.
+                raise FolderError("the server left out the body of a message still there")
+            for waiting in chunk:
+                raw = bodies.get(waiting.uid, {}).get(b"BODY[]")
                 if raw is None:
-                    continue  # expunged meanwhile: nothing left to capture
+                    continue  # expunged meanwhile (the search above says so)
                 self.stats.bodies_fetched += 1
                 message = parse_message(bytes(raw))
-                dropped = [self._file(lookups, message, e, body_read=True) for e in envelopes]
+                dropped = [
+                    self._file(lookups, message, e, header_digest=waiting.header_digest)
+                    for e in waiting.envelopes
+                ]
                 if all(outcome is Outcome.DROP for outcome in dropped):
                     self.stats.bodies_for_dropped += 1
 
@@ -312,12 +413,18 @@ class FolderSync:
         message: ParsedMessage,
         envelope: Envelope,
         *,
-        body_read: bool,
+        header_digest: str | None,
     ) -> Outcome | None:
-        """File `message`, read whole (`body_read`) or its header section alone: over the size
-        cap, decided on its headers whatever its body says, and recorded as such."""
+        """File `message`, read whole (given its `header_digest`, which keys its receipt) or
+        its header section alone (None): over the size cap, decided on its headers whatever
+        its body says, and recorded as such."""
         result = self._process(
-            lookups, message, envelope, headers_only=not body_read, body_on_request=False
+            lookups,
+            message,
+            envelope,
+            headers_only=header_digest is None,
+            body_on_request=False,
+            header_digest=header_digest,
         )
         if result is None:
             return None
@@ -333,6 +440,7 @@ class FolderSync:
         headers_only: bool,
         body_on_request: bool = True,
         ahead: Ahead | None = None,
+        header_digest: str | None = None,
     ) -> Result | None:
         """The pipeline's result; None for a message left out by a fault of its own."""
         run = partial(
@@ -345,6 +453,7 @@ class FolderSync:
             body_on_request=body_on_request,
             lookups=lookups,
             ahead=ahead,
+            header_digest=header_digest,
         )
         if self._alone is None:
             return run()
@@ -355,12 +464,14 @@ class FolderSync:
 
     def _envelopes(self, lookups: Lookups, message: ParsedMessage, *, sent: bool) -> list[Envelope]:
         """Whom the message is captured for: the owner, or in a journal mailbox each employee
-        taking part (a sender's copy counts as sent); nobody known gives a refusal record."""
+        taking part, in From, To or Cc (a sender's copy counts as sent; Reply-To is the
+        sender's to write, and names no one who took part); nobody known gives a refusal
+        record."""
         if not self.config.journal:
             return [Envelope(mail_from=self.config.employee, sent_folder=sent)]
         sender = message.sender.address if message.sender else ""
         found: dict[int, Envelope] = {}
-        for address in message.participants:
+        for address in message.from_ + message.to + message.cc:
             submitter = lookups.find(address.address)
             if submitter is not None and submitter.employee_id not in found:
                 as_sender = address.address == sender
@@ -428,6 +539,11 @@ class FolderSync:
             )
 
 
+def _kind(error: Exception) -> str:
+    """A folder's failure in the words of the server or of this module: no message's."""
+    return f"{type(error).__name__}: {str(error)[:200]}"
+
+
 def _present(
     fetched: dict[int, dict[bytes, Any]], uids: Sequence[int]
 ) -> Iterator[tuple[int, dict[bytes, Any]]]:
@@ -449,16 +565,14 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
         yield items[start : start + size]
 
 
-def _by_size(
-    items: list[tuple[int, int, list[Envelope]]], limit: int
-) -> Iterator[list[tuple[int, int, list[Envelope]]]]:
-    chunk: list[tuple[int, int, list[Envelope]]] = []
+def _by_size(items: list[_Waiting], limit: int) -> Iterator[list[_Waiting]]:
+    chunk: list[_Waiting] = []
     total = 0
     for item in items:
-        if chunk and total + item[1] > limit:
+        if chunk and total + item.size > limit:
             yield chunk
             chunk, total = [], 0
         chunk.append(item)
-        total += item[1]
+        total += item.size
     if chunk:
         yield chunk

@@ -249,6 +249,7 @@ class Pipeline:
         body_on_request: bool = True,
         lookups: Lookups | None = None,
         ahead: Ahead | None = None,
+        header_digest: str | None = None,
     ) -> Result:
         """Decide, file and record one message inside the caller's transaction.
 
@@ -258,15 +259,22 @@ class Pipeline:
         cannot be had (`body_on_request` False: over the size cap); either way the record says
         `body_read: false`. `lookups`, one
         per transaction, spares a batch the same questions about people for every message.
-        `ahead`: observe's work on the message alone, if done ahead (used if it is this one's)."""
+        `ahead`: observe's work on the message alone, if done ahead (used if it is this one's).
+        `header_digest`, for a mailbox's message read whole: its header section's digest, which
+        keys its receipt as when its headers settle it, so that it is recognised however it
+        is read next time (a receipt keyed by the whole message's digest, from another
+        channel or an earlier version, still answers)."""
         engine = self.engine
         conn = db.connection() if isinstance(db, Session) else db
         lookups = lookups if lookups is not None else self.lookups(conn)
         outer = message  # as the employee sent it: From is theirs, also for a forward
         message, channel = as_submitted(message, envelope, channel, self.org_domains)
         submitter = lookups.find(envelope.mail_from)
-        key = self._receipt_key(envelope.mail_from, submitter, message.digest)
+        key = self._receipt_key(envelope.mail_from, submitter, header_digest or message.digest)
         previous = _replay(conn, key)
+        if previous is None and header_digest is not None:
+            whole = self._receipt_key(envelope.mail_from, submitter, message.digest)
+            previous = _replay(conn, whole)
         if previous is not None:
             return previous
         context = self._context(

@@ -53,6 +53,9 @@ namespace inbox {{
     auto = create
     special_use = \\Sent
   }}
+  mailbox "Gesendete Elemente" {{
+    special_use = \\Sent
+  }}
 }}
 service anvil {{
   chroot =

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -16,10 +17,11 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import transaction
-from app.mailboxes import add_mailbox, load_config, sync_once
+from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
 from app.models import (
     Base,
     DecisionRecord,
+    Employee,
     Mailbox,
     MailboxFolder,
     Message,
@@ -29,7 +31,17 @@ from app.models import (
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
-from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
+from capture.header_fetch import fetch_header_sections
+from capture.imap import (
+    BODY_CHUNK_BYTES,
+    HEADER_CAP,
+    FolderError,
+    FolderSync,
+    MailboxConfig,
+    MailboxError,
+    close,
+    connect,
+)
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
@@ -179,6 +191,24 @@ def test_uidvalidity_change_resyncs_without_duplicates(
     assert count(runtime, Receipt) == 4
 
 
+def test_a_message_read_whole_then_settled_on_its_headers_is_decided_once(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Its receipt is keyed by its header section's digest however it was read: after a new
+    UIDVALIDITY, a lower size cap (or a new policy) that settles it on its headers finds it."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Projects", [business(1, body="The quote we discussed.\n" * 200)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["Projects"])
+    assert sync(runtime, mailbox_id).stats.bodies_fetched == 1
+    dovecot.reset_uidvalidity(imap_user, "Projects")
+
+    again = sync(runtime, mailbox_id, max_bytes=2000)
+
+    assert (again.stats.messages, again.stats.bodies_fetched) == (1, 0)
+    assert count(runtime, DecisionRecord) == 1
+    assert count(runtime, Receipt) == 1
+
+
 def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_user: str) -> None:
     add_employee(runtime.sessions, ALICE)
     dovecot.append(imap_user, "Sent", [business(1)])
@@ -190,6 +220,37 @@ def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_u
         inbound = session.scalars(sa.select(DecisionRecord.facts)).one()["inbound"]
         assert inbound is False
         assert session.scalar(sa.select(Message.direction)) == "outbound"
+
+
+def test_a_folder_the_server_flags_sent_is_outbound_whatever_its_name(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "Gesendete Elemente", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX", "Gesendete Elemente"])
+
+    sync(runtime, mailbox_id)
+
+    with runtime.sessions() as session:
+        assert session.scalars(sa.select(DecisionRecord.facts)).one()["inbound"] is False
+
+
+@pytest.mark.parametrize(
+    ("folder", "sent"),
+    [
+        ("Sent", True),
+        ("sent", True),
+        ("Sent Items", True),
+        ("Sent Messages", True),
+        ("[Gmail]/Sent Mail", True),
+        ("INBOX.Sent", True),
+        ("Customers/Acme.Sent", False),  # one level of a "/" server, named "Acme.Sent"
+        ("Sentinel", False),
+        ("Gesendete Elemente", False),  # known by the server's \Sent flag alone
+    ],
+)
+def test_a_folder_named_as_sent_mail_is_outbound(folder: str, sent: bool) -> None:
+    assert named_sent(folder) is sent
 
 
 def test_malformed_message_is_decided_and_breaks_nothing(
@@ -559,9 +620,232 @@ def test_a_server_announcing_a_huge_literal_is_refused_before_reading_it() -> No
     client = connect(config, max_bytes=1 << 20, timeout=10)
     try:
         client.select_folder("INBOX", readonly=True)
-        with pytest.raises(MailboxError, match="999999999999-byte literal"):
+        with pytest.raises(MailboxError, match="999999999999-byte header-section literal"):
             client.fetch([1], ["BODY.PEEK[HEADER]"])
     finally:
         close(client)
         server.close()
         thread.join(timeout=10)
+
+
+def _body_left_out_server(header: bytes, size: int, *, still_there: bool) -> socket.socket:
+    """A server (on loopback) that answers the header FETCH of message 1 but leaves its body
+    out of the FETCH answer; asked again, its search says whether the message is still there."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        searches = 0
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            for line in lines:
+                tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
+                verb = command.upper()
+                if verb in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif verb == b"UID" and rest[0].upper() == b"SEARCH":
+                    searches += 1
+                    found = searches == 1 or still_there
+                    conn.sendall(b"* SEARCH" + (b" 1" if found else b"") + b"\r\n")
+                    conn.sendall(tag + b" OK done\r\n")
+                elif verb == b"UID" and b"HEADER" in line.upper():
+                    conn.sendall(
+                        b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[HEADER] {%d}\r\n%s)\r\n"
+                        % (size, len(header), header)
+                    )
+                    conn.sendall(tag + b" OK done\r\n")
+                elif verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif verb == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:  # LOGIN, and the body's FETCH: answered with no message in it
+                    conn.sendall(tag + b" OK done\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+@pytest.mark.parametrize("still_there", [True, False])
+def test_a_body_left_out_of_the_answer_is_tried_again_unless_the_message_is_gone(
+    runtime: Runtime, still_there: bool
+) -> None:
+    """A body missing from a FETCH answer is taken for expunged only if a search agrees;
+    otherwise the batch rolls back, the folder stays where it was, and the next sync tries."""
+    add_employee(runtime.sessions, ALICE)
+    raw = business(1)
+    header = raw.split(b"\n\n", 1)[0].replace(b"\n", b"\r\n") + b"\r\n\r\n"
+    server = _body_left_out_server(header, len(raw), still_there=still_there)
+    port = server.getsockname()[1]
+    with transaction(runtime.sessions) as session:
+        mailbox = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=ALICE,
+            host="127.0.0.1",
+            port=port,
+            username="u",
+            password="p",
+            folders=["INBOX"],
+            tls="none",
+        )
+        config = load_config(session, TEST_SECRET.encode(), mailbox.id)
+    client = connect(config, max_bytes=1 << 20, timeout=10)
+    try:
+        sync = FolderSync(client, runtime.pipeline, config, max_bytes=1 << 20)
+        if still_there:
+            with pytest.raises(FolderError, match="left out the body"):
+                sync.sync_all()
+        else:
+            sync.sync_all()
+    finally:
+        close(client)
+        server.close()
+
+    assert count(runtime, DecisionRecord) == 0
+    with runtime.sessions() as session:
+        position = session.scalar(sa.select(MailboxFolder.last_uid))
+    assert position == (None if still_there else 1)
+
+
+def test_a_missing_folder_does_not_stop_the_other_folders_and_is_reported(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["Archive2024", "INBOX"])
+
+    with pytest.raises(FolderError, match="1 of 2 folders failed: Archive2024: ") as failed:
+        sync(runtime, mailbox_id)
+
+    assert count(runtime, Message) == 1, "INBOX was read all the same"
+    with runtime.sessions() as session:
+        folders = session.execute(sa.select(MailboxFolder.name, MailboxFolder.last_uid)).all()
+        assert [tuple(row) for row in folders] == [("INBOX", 1)]
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None and mailbox.last_sync_at is None  # not all of it synced
+    assert describe_error(failed.value).startswith("FolderError: 1 of 2 folders failed")
+
+
+def _hostile(answer_uid_command: Any) -> socket.socket:
+    """A hostile server on loopback (it stands for a machine we do not control): it logs in
+    and opens INBOX, then answers the first UID command with `answer_uid_command(conn, tag)`."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] hostile ready\r\n")
+            for line in lines:
+                tag, command = line.split(b" ", 2)[:2]
+                if command.upper() in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif command.upper() == b"UID":
+                    with contextlib.suppress(OSError):
+                        answer_uid_command(conn, tag)
+                    return
+                else:  # LOGIN
+                    conn.sendall(tag + b" OK [CAPABILITY IMAP4rev1] done\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _fetch_headers_from(server: socket.socket, *, max_bytes: int, timeout: float = 10) -> None:
+    port = server.getsockname()[1]
+    config = MailboxConfig(
+        id=1,
+        host="127.0.0.1",
+        port=port,
+        username="u",
+        password="p",
+        folders=("INBOX",),
+        tls="none",
+    )
+    client = connect(config, max_bytes=max_bytes, timeout=timeout)
+    try:
+        client.select_folder("INBOX", readonly=True)
+        fetch_header_sections(client, [1])
+    finally:
+        close(client)
+        server.close()
+
+
+def test_a_header_section_over_its_cap_is_refused_before_it_is_read() -> None:
+    def oversized(conn: socket.socket, tag: bytes) -> None:
+        size = HEADER_CAP + 1
+        conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % size)
+        conn.sendall(b"x" * size + b")\r\n" + tag + b" OK done\r\n")
+
+    with pytest.raises(MailboxError, match=f"{HEADER_CAP + 1}-byte header-section literal"):
+        _fetch_headers_from(_hostile(oversized), max_bytes=1 << 24)
+
+
+def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_bound() -> None:
+    """Each literal allowed, their sum not: one command's answer holds at most a body chunk
+    and one message, whatever the server sends."""
+    literal = 1_000_000
+
+    def flood(conn: socket.socket, tag: bytes) -> None:
+        for _ in range(60):
+            conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % literal)
+            conn.sendall(b"x" * literal + b")\r\n")
+        conn.sendall(tag + b" OK done\r\n")
+
+    bound = BODY_CHUNK_BYTES + (1 << 16) + HEADER_CAP
+    with pytest.raises(MailboxError, match=f"answer to one command passed {bound} bytes"):
+        _fetch_headers_from(_hostile(flood), max_bytes=1 << 16)
+
+
+def test_journal_files_no_mail_for_an_employee_named_only_in_reply_to(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Reply-To is written by the sender: an employee named there took no part."""
+    add_employee(runtime.sessions, ALICE)
+    add_employee(runtime.sessions, "dave@example.com")
+    inbound = compose(
+        sender="Eve <eve@other.example>",
+        to="dave@example.com",
+        headers={"Reply-To": ALICE},
+        message_id="<reply-to@other.example>",
+    ).as_bytes()
+    dovecot.append(imap_user, "INBOX", [inbound])
+    with transaction(runtime.sessions) as session:
+        mailbox_id = add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=None,
+            host=dovecot.host,
+            port=dovecot.port,
+            username=imap_user,
+            password=PASSWORD,
+            folders=["INBOX"],
+            tls="none",
+        ).id
+
+    sync(runtime, mailbox_id)
+
+    with runtime.sessions() as session:
+        owners = session.scalars(
+            sa.select(Employee.email).join(MessageOwner, MessageOwner.employee_id == Employee.id)
+        ).all()
+    assert owners == ["dave@example.com"]
+
+
+def test_a_server_that_chatters_but_never_answers_is_given_up_after_a_deadline() -> None:
+    """Each untagged line resets the socket's timeout; the command's deadline does not."""
+    given_up = threading.Event()
+
+    def chatter(conn: socket.socket, tag: bytes) -> None:
+        while not given_up.wait(0.05):
+            conn.sendall(b"* OK still working\r\n")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(MailboxError, match="one command took over 3 s"):
+            _fetch_headers_from(_hostile(chatter), max_bytes=1 << 16, timeout=0.3)
+    finally:
+        given_up.set()
+    assert time.monotonic() - started < 10

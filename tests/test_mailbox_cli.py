@@ -96,3 +96,37 @@ def test_mailboxes_sync_of_an_unreachable_server_says_so_and_records_it(
     with sessions() as session:
         mailbox = session.scalars(sa.select(Mailbox)).one()
     assert (mailbox.last_error or "").startswith("ConnectionRefusedError")
+
+
+def test_mailboxes_add_refuses_plain_text_to_a_remote_host_unless_forced(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com", "--port", "143"]
+    args += ["--user", "a", "--password-env", "PW", "--plain"]
+
+    refused = _mailroom(settings, *args, PW=SECRET)
+    forced = _mailroom(settings, *args, "--plain-remote", PW=SECRET)
+
+    assert refused.returncode == 1 and "only a loopback host" in refused.stderr
+    assert forced.returncode == 0, forced.stderr
+    with sessions() as session:
+        assert session.scalars(sa.select(Mailbox.tls)).all() == ["none"]
+
+
+def test_mailboxes_add_refuses_a_password_imap_login_cannot_send(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com"]
+
+    added = _mailroom(settings, *args, "--user", "a", "--password-env", "PW", PW="Kennwort-für-Ä")
+
+    assert added.returncode == 1 and "must be ASCII" in added.stderr
+    assert "für" not in added.stderr and "\\xfc" not in added.stderr
+    assert count_mailboxes(sessions) == 0
+
+
+def count_mailboxes(sessions: sa.orm.sessionmaker[sa.orm.Session]) -> int:
+    with sessions() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) or 0
