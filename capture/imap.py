@@ -23,7 +23,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
@@ -39,6 +39,7 @@ from policies.model import Channel, Outcome
 from policies.observe import Ahead
 
 log = logging.getLogger("mailroom.imap")
+T = TypeVar("T")
 
 BATCH = 500
 BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
@@ -297,17 +298,20 @@ class FolderSync:
 
     def _fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
         """A FETCH on the thread that talks to the server, after what it already has to do."""
-        if self._server is None:
-            return self.client.fetch(uids, items)  # type: ignore[no-any-return]
-        return self._server.submit(self.client.fetch, uids, items).result()  # type: ignore[no-any-return]
+        return self._on_server(self.client.fetch, uids, items)
 
     def _still_there(self, uids: list[int]) -> list[int]:
         """Those of `uids` the folder still holds (`UID SEARCH UID …`), asked on the thread
         that talks to the server."""
         criteria = ["UID", ",".join(str(int(uid)) for uid in uids)]
+        return [int(u) for u in self._on_server(self.client.search, criteria)]
+
+    def _on_server(self, command: Callable[..., T], *args: Any) -> T:
+        """`command(*args)` on the thread that talks to the server, after what it already
+        has to do (here, when no folder is syncing)."""
         if self._server is None:
-            return [int(u) for u in self.client.search(criteria)]
-        return [int(u) for u in self._server.submit(self.client.search, criteria).result()]
+            return command(*args)
+        return self._server.submit(command, *args).result()
 
     def _sync_batch(
         self,
