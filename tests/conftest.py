@@ -209,3 +209,15 @@ def everything_stored(running: Running) -> bytes:
         for table in Base.metadata.sorted_tables:
             blobs += [repr(tuple(row)).encode() for row in conn.execute(sa.select(table))]
     return b"\n".join(blobs)
+
+
+@pytest.fixture
+def tokens(running: Running) -> dict[str, str]:
+    """Alice's employee token, and a compliance and an admin token, on the running service."""
+    sessions = running.runtime.sessions
+    alice = add_employee(sessions, "alice@example.com")
+    return {
+        "employee": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
+        "compliance": issue_token(sessions, Role.COMPLIANCE),
+        "admin": issue_token(sessions, Role.ADMIN),
+    }

@@ -7,20 +7,8 @@ import base64
 
 import pytest
 
-from app.security import Role
-from tests.conftest import Running, add_employee, issue_token
+from tests.conftest import Running
 from tests.mail import compose, send
-
-
-@pytest.fixture
-def tokens(running: Running) -> dict[str, str]:
-    sessions = running.runtime.sessions
-    alice = add_employee(sessions, "alice@example.com")
-    return {
-        "employee": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
-        "compliance": issue_token(sessions, Role.COMPLIANCE),
-        "admin": issue_token(sessions, Role.ADMIN),
-    }
 
 
 def _cursor(n: int) -> str:

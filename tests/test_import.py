@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ def _mailroom(
     )
 
 
+def _mbox(path: Path, raws: Iterable[bytes]) -> Path:
+    box = mailbox.mbox(path)
+    for raw in raws:
+        box.add(raw)
+    box.close()
+    return path
+
+
 def _messages() -> list[bytes]:
     kept = [
         compose(to=f"bob{n}@customer.example", message_id=f"<m{n}@example.com>").as_bytes()
@@ -69,11 +78,7 @@ def test_import_mbox_files_messages_and_a_rerun_skips_them(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
 ) -> None:
     add_employee(sessions, ALICE)
-    path = tmp_path / "alice.mbox"
-    box = mailbox.mbox(path)
-    for raw in _messages():
-        box.add(raw)
-    box.close()
+    path = _mbox(tmp_path / "alice.mbox", _messages())
 
     first = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
     assert first.returncode == 0, first.stderr
@@ -93,11 +98,7 @@ def test_an_import_is_the_employees_mail_where_submitters_must_prove_who_they_ar
     archive the operator imports for Alice is hers by that act, as a mailbox an admin added
     for her is: its mail is decided, not refused as from someone who is not an employee."""
     add_employee(sessions, ALICE)
-    path = tmp_path / "alice.mbox"
-    box = mailbox.mbox(path)
-    for raw in _messages():
-        box.add(raw)
-    box.close()
+    path = _mbox(tmp_path / "alice.mbox", _messages())
 
     done = _mailroom(
         settings,
@@ -142,12 +143,8 @@ def test_a_value_no_database_stores_as_written_costs_the_import_nothing(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path, kind: str
 ) -> None:
     add_employee(sessions, ALICE)
-    path = tmp_path / "alice.mbox"
-    box = mailbox.mbox(path)
     kept = _messages()[:2]
-    for raw in (kept[0], UNSTORABLE[kind], kept[1]):
-        box.add(raw)
-    box.close()
+    path = _mbox(tmp_path / "alice.mbox", (kept[0], UNSTORABLE[kind], kept[1]))
 
     done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
 
@@ -195,11 +192,8 @@ def test_a_message_that_fails_to_file_alone_is_left_out_and_a_rerun_tries_it_aga
     add_employee(sessions, ALICE)
     run_sql(settings.resolved_database_url, POISON_TRIGGER)
     path = tmp_path / "alice.mbox"
-    box = mailbox.mbox(path)
     kept = _messages()[:2]
-    for raw in (kept[0], poison(), kept[1]):
-        box.add(raw)
-    box.close()
+    _mbox(path, (kept[0], poison(), kept[1]))
 
     done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
 

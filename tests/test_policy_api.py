@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,7 @@ from app import ledger
 from app.models import DecisionRecord, Message, Receipt
 from app.security import Role
 from app.settings import Settings
-from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token
+from tests.conftest import FIXTURES, TEST_SECRET, Running, issue_token
 from tests.mail import compose, send
 
 PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
@@ -38,15 +39,24 @@ DOMAIN_PROBE = PLUMBING.replace(
 ).replace('version: "test"', 'version: "probe"')
 
 
-@pytest.fixture
-def tokens(running: Running) -> dict[str, str]:
-    sessions = running.runtime.sessions
-    alice = add_employee(sessions, "alice@example.com")
-    return {
-        "employee": issue_token(sessions, Role.EMPLOYEE, employee_id=alice),
-        "compliance": issue_token(sessions, Role.COMPLIANCE),
-        "admin": issue_token(sessions, Role.ADMIN),
-    }
+def simulate(settings: Settings, candidate: Path) -> dict[str, Any]:
+    """`mailroom policy simulate CANDIDATE --json`, run as a user would."""
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "policy", "simulate", str(candidate), "--json"],
+        env={
+            "MAILROOM_DATA_DIR": str(settings.data_dir),
+            "PATH": "/usr/bin:/bin",
+            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
+            "MAILROOM_SECRET_KEY": TEST_SECRET,
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def put_policy(running: Running, token: str, source: str) -> dict[str, object]:
@@ -278,22 +288,7 @@ def test_simulate_does_not_tell_the_domains_of_mail_that_was_not_kept(
     candidate = tmp_path / "probe.yaml"
     candidate.write_text(DOMAIN_PROBE)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "policy", "simulate", str(candidate), "--json"],
-        env={
-            "MAILROOM_DATA_DIR": str(settings.data_dir),
-            "PATH": "/usr/bin:/bin",
-            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
-            "MAILROOM_SECRET_KEY": TEST_SECRET,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = simulate(settings, candidate)
     # The kept message is replayed (the probe keeps it, as before); the dropped one is not.
     assert (result["evaluated"], result["changed"], result["not_replayable"]) == (1, 0, 1)
     assert result["transitions"] == []
@@ -359,22 +354,7 @@ def test_simulate_counts_what_a_candidate_would_change(
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(LIST_MAIL_KEPT)
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "policy", "simulate", str(candidate), "--json"],
-        env={
-            "MAILROOM_DATA_DIR": str(settings.data_dir),
-            "PATH": "/usr/bin:/bin",
-            "MAILROOM_DATABASE_URL": settings.resolved_database_url,
-            "MAILROOM_SECRET_KEY": TEST_SECRET,
-        },
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    result = simulate(settings, candidate)
     assert (result["evaluated"], result["changed"]) == (2, 1)
     assert result["transitions"] == [
         {"from": "drop", "to": "capture", "rule": "bulk-list-mail", "count": 1}
