@@ -152,6 +152,22 @@ def mailboxes_list() -> None:
     Console().print(table)
 
 
+@mailboxes_cli.command("reseal")
+def mailboxes_reseal() -> None:
+    """Once after upgrading from a release before 2026-11-24: seal each mailbox password
+    again, for its own mailbox (employee, server, port, user, TLS mode), so that a password
+    moved in the database to another server or employee no longer unseals."""
+    from app.sealing import seal_unbound_passwords
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session, session.begin():
+            resealed = seal_unbound_passwords(session, runtime.settings.secret())
+    finally:
+        runtime.close()
+    typer.echo(f"{resealed} mailbox passwords sealed again, each for its own mailbox")
+
+
 @mailboxes_cli.command("sync")
 def mailboxes_sync(
     mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
@@ -161,6 +177,7 @@ def mailboxes_sync(
     from imapclient.exceptions import IMAPClientError
 
     from app.mailboxes import describe_error, load_config, record_error
+    from capture.imap import MailboxError
 
     runtime = _runtime()
     try:
@@ -169,9 +186,10 @@ def mailboxes_sync(
         stats = _sync(runtime, config)
     except LookupError as error:
         raise _fail(str(error)) from None
-    except (OSError, IMAPClientError) as error:
-        # The kind of error and the server's words, as `mailboxes list` shows them: they
-        # name no message, since nothing from a message goes into a command.
+    except (OSError, IMAPClientError, MailboxError) as error:
+        # The kind of error and the server's words (or this sync's own), as `mailboxes
+        # list` shows them: they name no message, since nothing from a message goes into a
+        # command.
         record_error(runtime.sessions, mailbox_id, error)
         raise _fail(f"mailbox {mailbox_id}: {describe_error(error)}") from None
     finally:

@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from datetime import UTC, date, datetime
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -18,7 +19,7 @@ from app.jobs import exclusively
 from app.mailbox_schemas import FolderOut, MailboxOut
 from app.models import Employee, Mailbox, MailboxFolder
 from app.runtime import Runtime
-from app.sealing import seal, unseal
+from app.sealing import UnboundError, seal, sealed_for, unseal
 from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from capture.pipeline import Pipeline
 
@@ -77,13 +78,14 @@ def add_mailbox(
         host=host,
         port=port,
         username=username,
-        password_sealed=seal(secret, password),
+        password_sealed="",
         folders=folders,
         sent_folders=[f for f in folders if named_sent(f)],
         tls=tls,
         journal=employee is None,
         since=datetime(since.year, since.month, since.day, tzinfo=UTC) if since else None,
     )
+    mailbox.password_sealed = seal(secret, password, bound_to=sealed_for(mailbox))
     session.add(mailbox)
     session.flush()
     return mailbox
@@ -142,12 +144,25 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
     if row is None:
         raise LookupError(f"no mailbox {mailbox_id}")
     employee = session.get(Employee, row.employee_id) if row.employee_id else None
+    try:
+        password = unseal(secret, row.password_sealed, bound_to=sealed_for(row))
+    except UnboundError:
+        raise MailboxError(
+            f"mailbox {row.id}: its stored password was sealed by a release before "
+            "2026-11-24: run `mailroom mailboxes reseal` once"
+        ) from None
+    except InvalidToken:
+        raise MailboxError(
+            f"mailbox {row.id}: its stored password does not unseal: the secret key changed, "
+            "or its employee, server, port, user or TLS mode was changed in the database "
+            "(Mailroom never changes them); add the mailbox again"
+        ) from None
     return MailboxConfig(
         id=row.id,
         host=row.host,
         port=row.port,
         username=row.username,
-        password=unseal(secret, row.password_sealed),
+        password=password,
         folders=tuple(row.folders),
         sent_folders=frozenset(row.sent_folders),
         tls=row.tls,

@@ -7,10 +7,15 @@ import socket
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
+from app import sealing
+from app.db import transaction
+from app.mailboxes import load_config
 from app.models import Mailbox
 from app.settings import Settings
+from capture.imap import MailboxError
 from tests.conftest import TEST_SECRET, add_employee
 
 ALICE = "alice@example.com"
@@ -130,3 +135,78 @@ def test_mailboxes_add_refuses_a_password_imap_login_cannot_send(
 def count_mailboxes(sessions: sa.orm.sessionmaker[sa.orm.Session]) -> int:
     with sessions() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) or 0
+
+
+def test_a_password_moved_to_another_server_or_employee_in_the_table_is_never_sent(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    """Whoever can write the mailboxes table, without the secret key, cannot point a mailbox
+    at a server of their own to collect its password, nor hand it to another employee."""
+    add_employee(sessions, ALICE)
+    bob = add_employee(sessions, "bob@example.com")
+    for user in ("alice", "bob"):
+        args = ["mailboxes", "add", "--employee", ALICE, "--host", "127.0.0.1", "--port", "1"]
+        added = _mailroom(settings, *args, "--user", user, "--password-env", "PW", PW=SECRET)
+        assert added.returncode == 0, added.stderr
+    with socket.create_server(("127.0.0.1", 0)) as theirs, sessions() as session:
+        theirs.setblocking(False)
+        alice, other = session.scalars(sa.select(Mailbox).order_by(Mailbox.id)).all()
+        assert load_config(session, settings.secret(), alice.id).password == SECRET
+        tampering = [
+            {"port": theirs.getsockname()[1]},
+            {"host": "localhost"},
+            {"employee_id": bob},
+            {"username": "bob"},
+            {"tls": "starttls"},
+            {"password_sealed": other.password_sealed},  # another mailbox's, sealed by us
+        ]
+        for change in tampering:
+            original = {name: getattr(alice, name) for name in change}
+            session.execute(sa.update(Mailbox).where(Mailbox.id == alice.id).values(change))
+            session.commit()
+
+            synced = _mailroom(settings, "mailboxes", "sync", str(alice.id))
+
+            assert synced.returncode == 1, change
+            assert "stored password does not unseal" in synced.stderr, change
+            with pytest.raises(BlockingIOError):  # nobody ever connected to their server
+                theirs.accept()
+            session.execute(sa.update(Mailbox).where(Mailbox.id == alice.id).values(original))
+            session.commit()
+        session.expire_all()
+        assert load_config(session, settings.secret(), alice.id).password == SECRET
+    listed = _mailroom(settings, "mailboxes", "list", COLUMNS="300")
+    assert "does not unseal" in listed.stdout  # what the last failed sync recorded
+
+
+def test_a_password_sealed_by_an_earlier_release_is_sealed_for_its_mailbox_by_reseal(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    employee = add_employee(sessions, ALICE)
+    unbound = sealing._fernet(settings.secret(), sealing.INFO).encrypt(SECRET.encode()).decode()
+    with transaction(sessions) as session:
+        mailbox = Mailbox(
+            employee_id=employee,
+            host="127.0.0.1",
+            port=143,
+            username="alice",
+            password_sealed=unbound,
+            folders=["INBOX"],
+            tls="none",
+        )
+        session.add(mailbox)
+        session.flush()
+        mailbox_id = mailbox.id
+    with sessions() as session, pytest.raises(MailboxError, match="mailboxes reseal"):
+        load_config(session, settings.secret(), mailbox_id)  # no start reads it by itself
+
+    resealed = _mailroom(settings, "mailboxes", "reseal")
+
+    assert resealed.returncode == 0, resealed.stderr
+    assert resealed.stdout.startswith("1 mailbox passwords sealed again")
+    with sessions() as session:
+        assert load_config(session, settings.secret(), mailbox_id).password == SECRET
+        session.execute(sa.update(Mailbox).values(port=993))
+        with pytest.raises(MailboxError, match="does not unseal"):
+            load_config(session, settings.secret(), mailbox_id)
+    assert _mailroom(settings, "mailboxes", "reseal").stdout.startswith("0 mailbox")
