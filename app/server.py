@@ -148,6 +148,7 @@ class Service:
                 max_message_bytes=settings.max_message_bytes,
                 max_recipients=settings.smtp_max_recipients,
                 max_connections=settings.smtp_max_connections,
+                max_connections_per_client=settings.smtp_max_connections_per_client,
                 idle_timeout=settings.smtp_idle_timeout,
                 data_timeout=settings.smtp_data_timeout,
                 min_free_bytes=settings.min_free_bytes,

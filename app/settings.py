@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     hostname: str = "mailroom.example.com"
     max_message_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     smtp_max_connections: int = Field(default=200, gt=0)
+    smtp_max_connections_per_client: int = Field(default=50, gt=0)
     smtp_max_recipients: int = Field(default=20, gt=0)
     smtp_idle_timeout: float = Field(default=300.0, gt=0)
     smtp_data_timeout: float = Field(default=600.0, gt=0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import shutil
 import ssl
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +55,9 @@ class Limits:
     max_header_bytes: int = 256 * 1024
     max_recipients: int = 20
     max_connections: int = 200
+    # From one client (an IPv4 address, an IPv6 /64); trusted relays carry everyone's mail
+    # and are not counted. One client alone cannot hold every session open.
+    max_connections_per_client: int = 50
     idle_timeout: float = 300.0
     data_timeout: float = 600.0
     min_free_bytes: int = 100 * 1024 * 1024
@@ -87,6 +92,7 @@ class CaptureHandler:
         self.trust = trust
         self.metrics = metrics or Metrics()
         self.connections = 0  # open sessions on this listener, for the connection cap
+        self.by_client: Counter[str] = Counter()  # open sessions per client (client_key)
         self._disk_free, self._disk_checked_at = True, -DISK_CHECK_SECONDS
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
@@ -231,17 +237,42 @@ class CaptureSMTP(SMTP):
         )
 
     async def _handle_client(self) -> None:
-        if self.capture.connections >= self.limits.max_connections:
-            await self.push("421 4.7.0 Too many connections, try again later")
-            assert self.transport is not None
-            self.transport.close()
+        capture = self.capture
+        client = self._client()
+        if capture.connections >= self.limits.max_connections:
+            await self._refuse_session("421 4.7.0 Too many connections, try again later")
             return
-        self.capture.connections += 1
-        self.capture.metrics.smtp_sessions.inc()
+        if client and capture.by_client[client] >= self.limits.max_connections_per_client:
+            await self._refuse_session(
+                "421 4.7.0 Too many connections from your address, try again later"
+            )
+            return
+        capture.connections += 1
+        if client:
+            capture.by_client[client] += 1
+        capture.metrics.smtp_sessions.inc()
         try:
             await super()._handle_client()
         finally:
-            self.capture.connections -= 1
+            capture.connections -= 1
+            if client:
+                capture.by_client[client] -= 1
+                if not capture.by_client[client]:
+                    del capture.by_client[client]
+
+    def _client(self) -> str | None:
+        """Whom this session counts against for the per-client cap: its address (an IPv6
+        one by its /64, which one host commonly holds whole); None for a trusted relay."""
+        peer = self.session.peer if self.session is not None else None
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        if is_trusted(host, self.capture.trust.trusted_relays):
+            return None
+        return client_key(host)
+
+    async def _refuse_session(self, reply: str) -> None:
+        await self.push(reply)
+        assert self.transport is not None
+        self.transport.close()
 
     @syntax("AUTH <mechanism>")
     async def smtp_AUTH(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name
@@ -373,6 +404,20 @@ class CaptureSMTP(SMTP):
             held = self._unheld(b"")
             if not transport.is_closing():
                 transport.write(held)
+
+
+def client_key(host: str) -> str:
+    """An IPv4 address as it is (also one mapped into IPv6), an IPv6 address by its /64;
+    anything else (a Unix socket, say) as it is."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 READ_ALL = 1 << 40  # StreamReader.read(n) returns what has arrived, up to n bytes

@@ -19,7 +19,14 @@ from hypothesis import strategies as st
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
-from capture.smtp import CaptureHandler, CaptureSMTP, Limits, bare_line_end, smtp_factory
+from capture.smtp import (
+    CaptureHandler,
+    CaptureSMTP,
+    Limits,
+    bare_line_end,
+    client_key,
+    smtp_factory,
+)
 from capture.writer import Writer
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
@@ -42,8 +49,10 @@ def strict(settings: Settings) -> Iterator[Running]:
 class Dialogue:
     """A raw SMTP conversation over a socket, for what smtplib would not send."""
 
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    def __init__(self, port: int, *, source: str = "127.0.0.1") -> None:
+        self.sock = socket.create_connection(
+            ("127.0.0.1", port), timeout=10, source_address=(source, 0)
+        )
         self.buffer = b""
 
     def reply(self) -> bytes:
@@ -169,6 +178,58 @@ def test_connections_over_the_cap_get_421(strict: Running) -> None:
     assert extra.reply().startswith(b"421 4.7.0")
     for talk in [*held, extra]:
         talk.close()
+
+
+def test_one_client_cannot_hold_every_session_but_a_trusted_relay_is_not_counted(
+    settings: Settings,
+) -> None:
+    """Each loopback address (127.0.0.0/8) is a client of its own here."""
+    limited = settings.model_copy(
+        update={
+            "smtp_max_connections": 10,
+            "smtp_max_connections_per_client": 2,
+            "trusted_relays": ["127.0.0.3/32"],
+        }
+    )
+    with run_service(limited) as service:
+        port = service.smtp_port
+        mine = [Dialogue(port, source="127.0.0.2") for _ in range(2)]
+        for talk in mine:
+            assert talk.reply().startswith(b"220")
+        third = Dialogue(port, source="127.0.0.2")
+        other = Dialogue(port, source="127.0.0.1")
+        relay = [Dialogue(port, source="127.0.0.3") for _ in range(3)]
+
+        assert third.reply() == b"421 4.7.0 Too many connections from your address, try again later"
+        assert other.reply().startswith(b"220")
+        assert all(talk.reply().startswith(b"220") for talk in relay)
+
+        mine.pop().close()
+        deadline = time.monotonic() + 10
+        while True:  # until the listener has seen that session end
+            again = Dialogue(port, source="127.0.0.2")
+            if again.reply().startswith(b"220") or time.monotonic() > deadline:
+                break
+            again.close()
+            time.sleep(0.05)
+        assert again.say(b"NOOP\r\n").startswith(b"250")
+        for talk in [*mine, third, other, *relay, again]:
+            talk.close()
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("192.0.2.7", "192.0.2.7"),
+        ("::ffff:192.0.2.7", "192.0.2.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9%eth0", "2001:db8:1:2::/64"),
+        ("2001:db8:1:3::1", "2001:db8:1:3::/64"),
+        ("", ""),
+    ],
+)
+def test_a_client_is_its_ipv4_address_or_its_ipv6_64(host: str, key: str) -> None:
+    assert client_key(host) == key
 
 
 def test_an_idle_session_is_closed_with_421(settings: Settings) -> None:
