@@ -22,7 +22,8 @@ from app.models import (
     Relationship,
     Suppression,
 )
-from policies.observe import address_token, is_internal
+from capture.parse import earlier_spelling
+from policies.observe import address_token, address_tokens, is_internal
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,16 @@ class Outcome:
     held_removed: int = 0
 
 
-def _same_address(column: InstrumentedAttribute[str], address: str) -> sa.ColumnElement[bool]:
-    return sa.func.lower(column) == address.strip().lower()
-
-
 def _any_address(column: InstrumentedAttribute[str], addresses: set[str]) -> sa.ColumnElement[bool]:
     return sa.func.lower(column).in_(sorted(addresses))
+
+
+def _spellings(*addresses: str) -> set[str]:
+    """The addresses as stored now, and as releases before 2026-11-24 stored them in
+    participants and history where that differs (capture.parse.earlier_spelling). Rows of
+    the old spelling cannot tell its two domains apart: they go too, the cautious side."""
+    lowered = {a.strip().lower() for a in addresses}
+    return lowered | {e for a in lowered if (e := earlier_spelling(a)) is not None}
 
 
 def contact_address(session: Session, contact_id: int) -> str | None:
@@ -61,15 +66,17 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
     addresses) and any history naming one of their addresses; mail waiting for review with
     them goes, the messages they alone stood for go, they leave the others' participants,
     and a keyed digest of each address joins the suppression list."""
-    found = list(session.scalars(sa.select(Contact).where(_same_address(Contact.address, address))))
+    wanted = address.strip().lower()
+    found = list(session.scalars(sa.select(Contact).where(_any_address(Contact.address, {wanted}))))
     merged = session.scalars(
         sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
     ).all()
     people = [*found, *merged]
-    addresses = {address.strip().lower(), *(c.address.lower() for c in people)}
-    removed, held, left = _leave_messages(session, addresses, at)
-    _forget_contacts(session, people, addresses, at)
-    for each in sorted(addresses):
+    addresses = {wanted, *(c.address.lower() for c in people)}
+    spellings = _spellings(*addresses)  # with the rows an earlier release spelled otherwise
+    removed, held, left = _leave_messages(session, spellings, at)
+    _forget_contacts(session, people, spellings, at)
+    for each in sorted(addresses):  # the old spellings' digests are checked as well anyway
         _suppress(session, each, "erased", at, replace=True)
     facts = {
         "contact_found": bool(found),
@@ -141,8 +148,10 @@ def _stood_alone(session: Session, message_id: int, addresses: set[str], at: Req
 def object_to(session: Session, address: str, at: Request) -> Outcome:
     """Art. 21: the guardrail drops their future mail; mail still waiting for review goes.
     What was filed before stays until compliance decides on erasure."""
-    found = session.scalar(sa.select(Contact.id).where(_same_address(Contact.address, address)))
-    mine = _messages_with(session, {address.strip().lower()})
+    found = session.scalar(
+        sa.select(Contact.id).where(_any_address(Contact.address, {address.strip().lower()}))
+    )
+    mine = _messages_with(session, _spellings(address))
     held = [m for m, outcome in mine if outcome == "hold"]
     if held:
         session.execute(sa.delete(Message).where(Message.id.in_(held)))
@@ -188,12 +197,14 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
         for message, role, name in session.execute(
             sa.select(Message, Participant.role, Participant.name)
             .join(Participant, Participant.message_id == Message.id)
-            .where(_same_address(Participant.address, contact.address))
+            .where(_any_address(Participant.address, _spellings(contact.address)))
             .order_by(Message.id)
         )
     ]
-    token = address_token(at.secret, contact.address)
-    objected = session.scalar(sa.select(Suppression.kind).where(Suppression.address_token == token))
+    tokens = address_tokens(at.secret, contact.address)
+    objected = session.scalar(
+        sa.select(Suppression.kind).where(Suppression.address_token.in_(tokens)).limit(1)
+    )
     return {
         "contact": {
             "id": contact.id,

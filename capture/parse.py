@@ -25,6 +25,8 @@ from email.utils import parsedate_to_datetime
 from functools import cached_property
 from typing import Any
 
+import idna
+
 from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from capture.content import Attachment as Attachment
 from capture.content import clean as clean
@@ -226,16 +228,31 @@ def normalize_address(raw: str) -> str | None:
     local, at, domain = raw.strip().rpartition("@")
     if not at:
         return None
-    if domain.isascii():  # the idna codec leaves ASCII as it is; _DOMAIN checks the labels
+    if domain.isascii():  # IDNA leaves ASCII as it is; _DOMAIN checks the labels
         domain = domain.lower()
     else:
-        try:
-            domain = domain.encode("idna").decode("ascii").lower()
-        except UnicodeError:
+        try:  # IDNA 2008 with UTS 46 mapping, as email-validator and mail servers have it
+            domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii").lower()
+        except (idna.IDNAError, UnicodeError):
             return None
     if not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
         return None
     return f"{local}@{domain}"
+
+
+def earlier_spelling(address: str) -> str | None:
+    """How releases before 2026-11-24 stored this (normalized) address, where that differs.
+    They encoded a Unicode domain by IDNA 2003, which maps some letters away (straße.example
+    became strasse.example, another domain): suppression and personal-contact digests, and
+    rows, made then hold that spelling. None for all other addresses (any ASCII domain)."""
+    local, _, domain = address.rpartition("@")
+    if "xn--" not in domain:
+        return None
+    try:
+        earlier = idna.decode(domain).encode("idna").decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        return None
+    return f"{local}@{earlier}" if earlier != domain else None
 
 
 def parse_message(raw: bytes) -> ParsedMessage:

@@ -37,7 +37,7 @@ from policies.observe import (
     Context,
     Observations,
     Submitter,
-    address_token,
+    address_tokens,
     family_name,
     is_internal,
 )
@@ -149,16 +149,17 @@ class Lookups:
 
     def consent(self, addresses: Iterable[str]) -> Consent:
         wanted = list(dict.fromkeys(addresses))
-        tokens: dict[str, list[str]] = {}  # one token for each spelling of an address
+        tokens: dict[str, list[str]] = {}  # the addresses each token stands for
         for address in wanted:
             if address not in self._withdrawn:
-                tokens.setdefault(address_token(self.secret, address), []).append(address)
+                for token in address_tokens(self.secret, address):
+                    tokens.setdefault(token, []).append(address)
         if tokens:
-            kinds: dict[str, set[str]] = {token: set() for token in tokens}
+            withdrawn: dict[str, set[str]] = {a: set() for a in wanted if a not in self._withdrawn}
             for token, kind in _SUPPRESSED.rows(self.conn, list(tokens)):
-                kinds[token].add(kind)
-            for token, spellings in tokens.items():
-                self._withdrawn.update((a, frozenset(kinds[token])) for a in spellings)
+                for address in tokens[token]:
+                    withdrawn[address].add(kind)
+            self._withdrawn.update((a, frozenset(kinds)) for a, kinds in withdrawn.items())
         return Consent(
             erased=frozenset(a for a in wanted if "erased" in self._withdrawn[a]),
             objected=frozenset(a for a in wanted if "objected" in self._withdrawn[a]),
@@ -434,7 +435,7 @@ class Pipeline:
         return aligned and is_internal(f"x@{domain}", self.org_domains)
 
     def _tokens(self, addresses: list[str]) -> dict[str, str]:
-        return {address_token(self.secret, a): a for a in addresses}
+        return {t: a for a in addresses for t in address_tokens(self.secret, a)}
 
     def _with_personal_contacts(
         self, lookups: Lookups, submitter: Submitter, addresses: list[str]

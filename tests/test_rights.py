@@ -22,6 +22,7 @@ from app.models import (
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
+from policies.observe import address_token
 from tests.conftest import (
     CAPTURE,
     Running,
@@ -278,6 +279,38 @@ def test_an_erasure_asked_with_a_unicode_domain_finds_the_person_and_keeps_them_
     later = compose(to=f"Hans Müller <{written}>", message_id="<later@example.com>")
     assert send(running.smtp_port, later)[0] == 250
     assert _contacts(running) == [BOB, "carol@partner.example"]
+
+
+def test_a_domain_idna_2003_spelled_otherwise_is_one_spelling_and_old_erasures_still_hold(
+    running: Running, officer: str
+) -> None:
+    """straße.de is not strasse.de (IDNA 2008, as mail servers have it). Releases before
+    2026-11-24 stored it as strasse.de in participants and digests, while filing made the
+    contact xn--strae-oqa.de: an erasure found one and missed the other."""
+    written = "hans@straße.de"
+    assert send(running.smtp_port, compose(to=f"Hans <{written}>", message_id="<a@x>"))[0] == 250
+    with running.runtime.sessions() as session:
+        named = set(session.scalars(sa.select(Participant.address)))
+    assert "hans@xn--strae-oqa.de" in named and "hans@strasse.de" not in named
+    assert "hans@xn--strae-oqa.de" in _contacts(running)
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": written})
+    assert receipt.status_code == 201 and receipt.json()["contact_found"] is True
+    with running.runtime.sessions() as session:
+        named = set(session.scalars(sa.select(Participant.address)))
+    assert not {"hans@xn--strae-oqa.de", "hans@strasse.de"} & named
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+
+    # An objection recorded by an earlier release holds the digest of the old spelling.
+    with running.runtime.sessions() as session, session.begin():
+        old = address_token(running.runtime.settings.secret(), "greta@strasse.de")
+        session.add(Suppression(address_token=old, kind="objected"))
+    later = compose(to="Greta <greta@straße.de>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+    assert last is not None and (last.outcome, last.rules) == ("drop", ["contact-objected"])
+    assert "greta@xn--strae-oqa.de" not in _contacts(running)
 
 
 def test_an_organization_address_cannot_be_erased(running: Running, officer: str) -> None:
