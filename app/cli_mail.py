@@ -152,6 +152,25 @@ def mailboxes_list() -> None:
     Console().print(table)
 
 
+@mailboxes_cli.command("remove")
+def mailboxes_remove(
+    mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
+) -> None:
+    """Forget a mailbox (its password, where each folder's sync stands); `mailroom serve`
+    stops syncing it within half a minute. What it filed stays."""
+    from app.mailboxes import remove_mailbox
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session, session.begin():
+            removed = remove_mailbox(session, mailbox_id)
+    finally:
+        runtime.close()
+    if not removed:
+        raise _fail(f"no mailbox {mailbox_id}")
+    typer.echo(f"mailbox {mailbox_id} removed; the mail it filed stays")
+
+
 @mailboxes_cli.command("reseal")
 def mailboxes_reseal() -> None:
     """Once after upgrading from a release before 2026-11-24: seal each mailbox password

@@ -91,6 +91,14 @@ def add_mailbox(
     return mailbox
 
 
+def remove_mailbox(session: Session, mailbox_id: int) -> bool:
+    """Forget a mailbox: its password and where each folder's sync stands. `mailroom serve`
+    stops its sync within half a minute, after the batch in hand. What it filed stays (the
+    employee's mail, under the policy); whether it was found."""
+    removed = session.execute(sa.delete(Mailbox).where(Mailbox.id == mailbox_id))
+    return bool(removed.rowcount)  # type: ignore[attr-defined]
+
+
 def _loopback(host: str) -> bool:
     name = host.strip("[]").rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
@@ -261,34 +269,42 @@ class MailboxRunner:
         self.pipeline = pipeline
         self.secret = secret
         self.max_bytes = max_bytes
-        self.stop = threading.Event()
         self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.stops: dict[int, threading.Event] = {}  # each task's: set, it ends after its batch
 
     async def run(self) -> None:
-        """Start and reap mailbox tasks until cancelled; then let each finish its batch."""
+        """Start mailbox tasks, and stop those of mailboxes removed, until cancelled; then let
+        each finish its batch."""
         try:
             while True:
-                for mailbox_id in await asyncio.to_thread(self._enabled):
+                enabled = await asyncio.to_thread(self._enabled)
+                for mailbox_id, running in self.tasks.items():
+                    if mailbox_id not in enabled and not running.done():
+                        self.stops[mailbox_id].set()
+                for mailbox_id in enabled:
                     task = self.tasks.get(mailbox_id)
                     if task is None or task.done():
+                        self.stops[mailbox_id] = threading.Event()
                         self.tasks[mailbox_id] = asyncio.create_task(self._mailbox(mailbox_id))
                 await asyncio.sleep(RELOAD_SECONDS)
         except asyncio.CancelledError:
-            self.stop.set()
+            for stop in self.stops.values():
+                stop.set()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             raise
 
-    def _enabled(self) -> list[int]:
+    def _enabled(self) -> set[int]:
         with self.pipeline.readers() as session:
-            return list(session.scalars(sa.select(Mailbox.id).where(Mailbox.enabled)))
+            return set(session.scalars(sa.select(Mailbox.id).where(Mailbox.enabled)))
 
     async def _mailbox(self, mailbox_id: int) -> None:
         backoff = 1.0
         loop = asyncio.get_running_loop()
+        stop = self.stops[mailbox_id]
         with ThreadPoolExecutor(1, thread_name_prefix=f"imap-{mailbox_id}") as thread:
-            while not self.stop.is_set():
+            while not stop.is_set():
                 try:
-                    await loop.run_in_executor(thread, self._follow, mailbox_id)
+                    await loop.run_in_executor(thread, self._follow, mailbox_id, stop)
                     backoff = 1.0
                 except LookupError:
                     return  # the mailbox was removed
@@ -297,21 +313,21 @@ class MailboxRunner:
                     await loop.run_in_executor(
                         thread, record_error, self.sessions, mailbox_id, error
                     )
-                    await loop.run_in_executor(thread, self.stop.wait, backoff)
+                    await loop.run_in_executor(thread, stop.wait, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _follow(self, mailbox_id: int) -> None:
+    def _follow(self, mailbox_id: int, stop: threading.Event) -> None:
         """Sync the mailbox while holding its lease: on PostgreSQL, one process at a time
         syncs a mailbox; the others look again every LEASE_RETRY_SECONDS, so a dead
         worker's mailboxes move on that soon after its connection closes."""
         lease = exclusively(self.db, f"mailbox-{mailbox_id}") if self.db else nullcontext(True)
         with lease as mine:
             if not mine:
-                self.stop.wait(LEASE_RETRY_SECONDS)
+                stop.wait(LEASE_RETRY_SECONDS)
                 return
             with self.pipeline.readers() as session:
                 config = load_config(session, self.secret, mailbox_id)
-            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=self.stop)
+            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=stop)
 
 
 def mailbox_runner(runtime: Runtime) -> MailboxRunner:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from app import mailboxes
 from app.db import transaction
 from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
 from app.models import (
@@ -355,6 +356,51 @@ def test_serve_syncs_mailboxes_and_idle_delivers_a_new_message(
         wait_for(lambda: _synced(runtime, mailbox_id))
         dovecot.append(imap_user, "INBOX", [business(2)])
         wait_for(lambda: count(runtime, Message) == 2)
+
+
+def test_a_removed_mailbox_stops_syncing_and_what_it_filed_stays(
+    runtime: Runtime,
+    settings: Settings,
+    dovecot: Dovecot,
+    imap_user: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mailboxes, "RELOAD_SECONDS", 0.2)
+    add_employee(runtime.sessions, ALICE)
+    admin = issue_token(runtime.sessions, Role.ADMIN)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    dovecot.append(imap_user, "Projects", [business(2)])
+    removed = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    kept = new_mailbox(runtime, dovecot, imap_user, ["Projects"])
+
+    with run_service(settings) as service:
+        wait_for(lambda: _synced(runtime, removed) and _synced(runtime, kept))
+        with service.client(admin) as api:
+            gone = api.delete(f"/api/v1/mailboxes/{removed}")
+            again = api.delete(f"/api/v1/mailboxes/{removed}")
+            listed = api.get("/api/v1/mailboxes").json()["items"]
+        assert (gone.status_code, again.status_code) == (204, 404)
+        assert [m["id"] for m in listed] == [kept]
+        # Its session ends (the runner notices within RELOAD_SECONDS, IDLE within a second),
+        # not at the next message that fails to file for a mailbox no longer there.
+        wait_for(lambda: _sessions_with(dovecot.port) == 1)
+        dovecot.append(imap_user, "INBOX", [business(3)])
+        dovecot.append(imap_user, "Projects", [business(4)])
+        wait_for(lambda: count(runtime, Message) == 3)  # the kept mailbox's new message
+
+        assert count(runtime, MailboxFolder) == 1  # the removed mailbox's positions went
+
+
+def _sessions_with(port: int) -> int:
+    """Established TCP connections to a loopback port, from Linux's /proc/net/tcp."""
+    established = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            for line in list(lines)[1:]:
+                fields = line.split()
+                remote, state = fields[2], fields[3]
+                established += state == "01" and int(remote.rsplit(":", 1)[1], 16) == port
+    return established
 
 
 def test_one_broken_mailbox_does_not_stop_the_others(

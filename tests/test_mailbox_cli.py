@@ -66,6 +66,22 @@ def test_mailboxes_add_reads_the_password_from_the_environment_and_never_shows_i
     assert SECRET not in mailbox.password_sealed
 
 
+def test_mailboxes_remove_forgets_the_mailbox_and_says_so(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "127.0.0.1", "--user", "a"]
+    assert _mailroom(settings, *args, "--password-env", "PW", PW=SECRET).returncode == 0
+
+    removed = _mailroom(settings, "mailboxes", "remove", "1")
+    again = _mailroom(settings, "mailboxes", "remove", "1")
+
+    assert removed.returncode == 0 and "mailbox 1 removed" in removed.stdout, removed.stderr
+    assert again.returncode == 1 and "no mailbox 1" in again.stderr
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) == 0
+
+
 def test_mailboxes_add_refuses_a_missing_password_or_an_unknown_employee(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
 ) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app.mailbox_schemas import MailboxIn, MailboxList, MailboxOut
-from app.mailboxes import add_mailbox, describe_mailboxes
+from app.mailboxes import add_mailbox, describe_mailboxes, remove_mailbox
 from app.routes.deps import SessionDep, allow
+from app.routes.pagination import Id
 from app.security import Principal, Role
 
 router = APIRouter(prefix="/mailboxes", tags=["mailboxes"])
@@ -46,3 +47,12 @@ def create_mailbox(
         raise HTTPException(422, str(error)) from None
     (created,) = describe_mailboxes(session, only=mailbox.id)
     return created
+
+
+@router.delete("/{mailbox_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_mailbox(mailbox_id: Id, session: SessionDep, _admin: Admin) -> Response:
+    """Remove a mailbox: its password and folder positions are forgotten, and `mailroom
+    serve` stops its sync within half a minute. What it filed stays."""
+    if not remove_mailbox(session, mailbox_id):
+        raise HTTPException(404, "No such mailbox.")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
