@@ -178,6 +178,13 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         None,
         {"admin": 200, "compliance": 403, "alice": 403, "hooks": 403},
     ),
+    ("GET", "/api/v1/mailboxes", None, {"admin": 200, "compliance": 403, "alice": 403}),
+    (
+        "DELETE",
+        "/api/v1/mailboxes/999",  # none: found by admins alone, to learn it is not there
+        None,
+        {"admin": 404, "compliance": 403, "alice": 403, "hooks": 403, "bare": 403},
+    ),
     (
         "PATCH",
         "/api/v1/contacts/{contact}",
