@@ -83,6 +83,7 @@ def make_pipeline(
         secret=settings.secret(),
         readers=readers,
         require_proof=settings.require_submitter_proof,
+        authserv_id=settings.resolved_authserv_id,
     )
 
 

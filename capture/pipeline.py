@@ -28,6 +28,7 @@ from app.prepared import Prepared, PreparedIn
 from capture.bounces import bounced_recipients
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_date, parse_message
+from capture.submitters import dmarc_failed
 from policies.engine import Engine
 from policies.headers import settled_on_headers
 from policies.model import Channel, Decision, Outcome
@@ -99,6 +100,9 @@ class Envelope:
     sent_folder: bool = False  # IMAP and import: read from the employee's Sent folder
     trusted_relay: bool = False  # delivered by a relay whose headers we believe
     spamd_score: float | None = None  # SpamAssassin's spamd, where one is configured
+
+
+MAILBOX_CHANNELS = frozenset({Channel.IMAP, Channel.IMPORT})  # read from a mailbox, not sent
 
 
 class Lookups:
@@ -209,8 +213,10 @@ class Pipeline:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         readers: sessionmaker[Session] | None = None,
         require_proof: bool = False,
+        authserv_id: str = "",
     ) -> None:
         self.require_proof = require_proof  # envelope sender alone is not enough
+        self.authserv_id = authserv_id  # whose Authentication-Results a mailbox's mail trusts
         self.sessions = sessions
         self.readers = readers or sessions  # explain reads without taking the write lock
         self.engine = engine  # replaced whole when a new policy is published
@@ -365,6 +371,7 @@ class Pipeline:
                 submitter,
                 envelope,
                 from_employee=_from_employee(lookups, outer, submitter),
+                submitter_proven=channel not in MAILBOX_CHANNELS or not self.forged(outer),
             )
             session.rollback()
         decision, observations = self.engine.decide(message, context)
@@ -407,7 +414,7 @@ class Pipeline:
             submitter_proven=submitter_proven,
             spamd_score=envelope.spamd_score,
             # A mailbox's own headers were written by our own servers, as a trusted relay's.
-            trusted_headers=envelope.trusted_relay or channel in (Channel.IMAP, Channel.IMPORT),
+            trusted_headers=envelope.trusted_relay or channel in MAILBOX_CHANNELS,
         )
 
     def _proven(
@@ -422,8 +429,10 @@ class Pipeline:
         SMTP AUTH as that employee or by a trusted relay's DKIM pass aligned with From. Each
         proves one thing: AUTH the envelope sender, DKIM the From domain. Mail read from a
         mailbox or imported is the employee's by configuration: an admin added the mailbox
-        for them, the operator ran the import."""
-        if not self.require_proof or channel in (Channel.IMAP, Channel.IMPORT):
+        for them, the operator ran the import; unless it is `forged`."""
+        if channel in MAILBOX_CHANNELS:
+            return not self.forged(message)
+        if not self.require_proof:
             return True
         sender = message.sender.address.lower() if message.sender else ""
         if submitter is None or sender not in submitter.addresses:
@@ -433,6 +442,16 @@ class Pipeline:
         domain = message.sender.domain if message.sender else ""
         aligned = any(domain == d or domain.endswith("." + d) for d in envelope.dkim_domains)
         return aligned and is_internal(f"x@{domain}", self.org_domains)
+
+    def forged(self, message: ParsedMessage) -> bool:
+        """Whether mail read from a mailbox claims one of our own addresses in From while
+        the organization's mail server (the topmost Authentication-Results under our
+        authserv-id) found it failing DMARC: mail from outside in a colleague's name, which
+        a journal would otherwise file as that colleague's sent mail."""
+        sender = message.sender.address if message.sender else ""
+        if not sender or not is_internal(sender, self.org_domains):
+            return False
+        return dmarc_failed(message.headers, self.authserv_id)
 
     def _tokens(self, addresses: list[str]) -> dict[str, str]:
         return {t: a for a in addresses for t in address_tokens(self.secret, a)}

@@ -6,7 +6,7 @@ import hashlib
 import ipaddress
 import re
 import secrets
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -16,6 +16,7 @@ from app.models import AppPassword, Employee
 AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
 AR_ANYWHERE = re.compile(rb"(?:^|\n)authentication-results:", re.IGNORECASE)  # a field's start
 DKIM_PASS = re.compile(r"\bdkim=pass\b[^;]*?\bheader\.(?:d|i)=@?([a-z0-9.-]+)", re.IGNORECASE)
+DMARC_FAIL = re.compile(r"(?:^|;)\s*dmarc=fail\b", re.IGNORECASE)
 
 
 def new_app_password(session: Session, employee_id: int, label: str = "") -> str:
@@ -71,8 +72,22 @@ def header_blocks(raw: bytes) -> tuple[list[bytes], bytes]:
 
 
 def _claims(block: bytes, authserv_id: str) -> bool:
-    value = block.split(b":", 1)[1].decode("utf-8", "replace")
-    return value.strip().split(";", 1)[0].strip().lower() == authserv_id.lower()
+    return _serv_id(block.split(b":", 1)[1].decode("utf-8", "replace")) == authserv_id.lower()
+
+
+def _serv_id(value: str) -> str:
+    return value.strip().split(";", 1)[0].strip().lower()
+
+
+def dmarc_failed(headers: Iterable[tuple[str, str]], authserv_id: str) -> bool:
+    """Whether the topmost Authentication-Results under `authserv_id` (the organization's own
+    server, in a mailbox's mail) says the message failed DMARC: its From domain was not
+    the sender's to use. Only the topmost, as for DKIM below."""
+    wanted = authserv_id.lower()
+    for name, value in headers:
+        if name == "authentication-results" and _serv_id(value) == wanted:
+            return DMARC_FAIL.search(value.split(";", 1)[1] if ";" in value else "") is not None
+    return False
 
 
 def strip_our_results(raw: bytes, authserv_id: str) -> bytes:

@@ -33,6 +33,10 @@ def _submitter_not_employee(obs: Observations) -> Finding:
     if submitted and not obs.facts.get("from_is_employee", True):
         return Finding(True, "the From address is not an employee address or alias")
     if not obs.facts.get("submitter_proven", True):
+        if not submitted:  # read from a mailbox: proven by configuration, unless forged
+            return Finding(
+                True, "our mail server found the From address, one of ours, forged (DMARC)"
+            )
         return Finding(
             True, "the submitter did not prove the From address is theirs (SMTP AUTH or DKIM)"
         )

@@ -21,6 +21,7 @@ from app.db import transaction
 from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
 from app.models import (
     Base,
+    Contact,
     DecisionRecord,
     Employee,
     Mailbox,
@@ -43,6 +44,8 @@ from capture.imap import (
     close,
     connect,
 )
+from capture.pipeline import Envelope
+from policies.model import Channel, Outcome
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
@@ -76,13 +79,19 @@ def newsletter(n: int) -> bytes:
 
 
 def new_mailbox(
-    runtime: Runtime, dovecot: Dovecot, user: str, folders: list[str], **kwargs: Any
+    runtime: Runtime,
+    dovecot: Dovecot,
+    user: str,
+    folders: list[str],
+    *,
+    employee: str | None = ALICE,  # None: a journal mailbox
+    **kwargs: Any,
 ) -> int:
     with transaction(runtime.sessions) as session:
         mailbox = add_mailbox(
             session,
             TEST_SECRET.encode(),
-            employee=ALICE,
+            employee=employee,
             host=dovecot.host,
             port=dovecot.port,
             username=user,
@@ -539,18 +548,7 @@ def test_journal_mailbox_files_mail_for_each_employee_taking_part(
         sender="Eve <eve@other.example>", to="nobody@customer.example", message_id="<x@o.example>"
     ).as_bytes()
     dovecot.append(imap_user, "INBOX", [to_dave, from_alice, stranger])
-    with transaction(runtime.sessions) as session:
-        mailbox_id = add_mailbox(
-            session,
-            TEST_SECRET.encode(),
-            employee=None,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=imap_user,
-            password=PASSWORD,
-            folders=["INBOX"],
-            tls="none",
-        ).id
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], employee=None)
 
     done = sync(runtime, mailbox_id)
 
@@ -570,6 +568,57 @@ def test_journal_mailbox_files_mail_for_each_employee_taking_part(
         "<quote-1@example.com>": 1,
     }
     assert directions["<quote-1@example.com>"] == "outbound"
+
+
+def test_mail_from_outside_in_a_colleagues_name_is_refused_where_our_server_found_it_forged(
+    settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    """A journal would file it as Alice's sent mail: a contact, a relationship and a text in
+    her name, written by anyone. Our MX (the topmost Authentication-Results under our
+    authserv-id) said DMARC failed: that settles it, on the headers alone."""
+    runtime = build_runtime(settings.model_copy(update={"authserv_id": "mx.example.com"}))
+    add_employee(runtime.sessions, ALICE)
+    add_employee(runtime.sessions, "dave@example.com")
+    fail = "mx.example.com; spf=fail smtp.mailfrom=evil.example; dmarc=fail header.from=example.com"
+    forged = compose(
+        to="Carl <carl@prospect.example>, dave@example.com",
+        message_id="<forged@evil.example>",
+        headers={"Authentication-Results": fail},
+    )
+    claims_below = compose(  # the sender's own "pass", under our server's verdict
+        to="Bob <bob@customer.example>",
+        message_id="<claims-below@evil.example>",
+        headers={"Authentication-Results": fail},
+    )
+    claims_below.add_header("Authentication-Results", "mx.example.com; dmarc=pass")
+    genuine = compose(
+        to="Bob <bob@customer.example>",
+        message_id="<genuine@example.com>",
+        headers={"Authentication-Results": "mx.example.com; dkim=pass header.d=example.com"},
+    )
+    dovecot.append(imap_user, "INBOX", [m.as_bytes() for m in (forged, claims_below, genuine)])
+    try:
+        mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], employee=None)
+
+        done = sync(runtime, mailbox_id)
+
+        assert done.stats.outcomes == {"reject": 3, "capture": 1}  # Alice, Dave; Alice
+        assert done.stats.bodies_fetched == 1  # the genuine one's, to keep its text
+        with runtime.sessions() as session:
+            kept = set(session.scalars(sa.select(Message.message_id)))
+            contacts = set(session.scalars(sa.select(Contact.address)))
+            rules = session.scalars(
+                sa.select(DecisionRecord.rules).where(DecisionRecord.outcome == "reject")
+            ).all()
+        assert kept == {"<genuine@example.com>"}
+        assert contacts == {"bob@customer.example"}
+        assert rules == [["submitter-not-employee"]] * 3
+        explained = runtime.pipeline.explain(
+            forged.as_bytes(), Envelope(mail_from=ALICE), Channel.IMAP
+        )
+        assert explained.decision.outcome is Outcome.REJECT
+    finally:
+        runtime.close()
 
 
 def test_a_dropped_message_leaves_no_content_in_the_database(
@@ -858,18 +907,7 @@ def test_journal_files_no_mail_for_an_employee_named_only_in_reply_to(
         message_id="<reply-to@other.example>",
     ).as_bytes()
     dovecot.append(imap_user, "INBOX", [inbound])
-    with transaction(runtime.sessions) as session:
-        mailbox_id = add_mailbox(
-            session,
-            TEST_SECRET.encode(),
-            employee=None,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=imap_user,
-            password=PASSWORD,
-            folders=["INBOX"],
-            tls="none",
-        ).id
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], employee=None)
 
     sync(runtime, mailbox_id)
 

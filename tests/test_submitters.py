@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from app.db import transaction
 from app.models import DecisionRecord, Message
 from app.settings import Settings
-from capture.submitters import dkim_domains, new_app_password, strip_our_results
+from capture.submitters import dkim_domains, dmarc_failed, new_app_password, strip_our_results
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
 
@@ -280,3 +280,29 @@ def test_only_our_authserv_ids_results_are_stripped() -> None:
     )
     assert dkim_domains(raw, "mailroom.example.com") == {"example.com"}
     assert dkim_domains(stripped, "mailroom.example.com") == set()
+
+
+@pytest.mark.parametrize(
+    ("fields", "failed"),
+    [
+        ([("authentication-results", "mx.example.com; dmarc=fail header.from=example.com")], True),
+        ([("authentication-results", "MX.Example.com;\r\n spf=pass; DMARC=fail (p=reject)")], True),
+        ([("authentication-results", "mx.example.com; dmarc=pass header.from=example.com")], False),
+        ([("authentication-results", "mx.example.com; spf=pass (said: dmarc=fail)")], False),
+        ([("authentication-results", "other.example; dmarc=fail")], False),
+        ([("authentication-results", "mx.example.com")], False),
+        ([("x-authentication-results", "mx.example.com; dmarc=fail")], False),
+        (  # only the topmost of ours counts: what lies below it came with the message
+            [
+                ("authentication-results", "other.example; dmarc=pass"),
+                ("authentication-results", "mx.example.com; dmarc=pass"),
+                ("authentication-results", "mx.example.com; dmarc=fail"),
+            ],
+            False,
+        ),
+    ],
+)
+def test_dmarc_failed_reads_the_topmost_verdict_of_our_server(
+    fields: list[tuple[str, str]], failed: bool
+) -> None:
+    assert dmarc_failed(fields, "mx.example.com") is failed
