@@ -183,11 +183,22 @@ class CaptureHandler:
     def authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: object
     ) -> AuthResult:
-        """aiosmtpd authenticator: an employee's address and one of their app passwords."""
+        """aiosmtpd's authenticator, which it calls on the event loop: it only takes the
+        login and password for CaptureSMTP.auth_PLAIN/auth_LOGIN to check in a thread
+        (`check`), so that a slow database holds up no other session."""
         if not isinstance(data, LoginPassword):
             return AuthResult(success=False, handled=False)
+        return AuthResult(success=False, handled=False, auth_data=data)
+
+    async def check(self, result: AuthResult) -> AuthResult:
+        """An employee's address, if the login and password `authenticate` took are one of
+        theirs and one of their app passwords."""
+        data = result.auth_data
+        if not isinstance(data, LoginPassword):
+            return result
         login = data.login.decode("utf-8", "replace")
-        email = self.trust.passwords(login, data.password.decode("utf-8", "replace"))
+        password = data.password.decode("utf-8", "replace")
+        email = await asyncio.to_thread(self.trust.passwords, login, password)
         if email is None:
             return AuthResult(success=False, handled=False)
         return AuthResult(success=True, auth_data=email)
@@ -285,6 +296,12 @@ class CaptureSMTP(SMTP):
         self._auth_failures += 1
         if self._auth_failures >= MAX_AUTH_FAILURES:
             self._hang_up(b"421 4.7.0 Too many failed AUTH attempts, closing connection")
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self.capture.check(await super().auth_PLAIN(server, args))
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        return await self.capture.check(await super().auth_LOGIN(server, args))
 
     @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:  # noqa: N802 - aiosmtpd's command name

@@ -6,6 +6,7 @@ import base64
 import smtplib
 import ssl
 import subprocess
+import threading
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
@@ -13,10 +14,17 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app import server
 from app.db import transaction
 from app.models import DecisionRecord, Message
 from app.settings import Settings
-from capture.submitters import dkim_domains, dmarc_failed, new_app_password, strip_our_results
+from capture.submitters import (
+    authenticate_app_password,
+    dkim_domains,
+    dmarc_failed,
+    new_app_password,
+    strip_our_results,
+)
 from tests.conftest import Running, add_employee, run_service
 from tests.mail import CAPTURE, compose, send
 
@@ -306,3 +314,42 @@ def test_dmarc_failed_reads_the_topmost_verdict_of_our_server(
     fields: list[tuple[str, str]], failed: bool
 ) -> None:
     assert dmarc_failed(fields, "mx.example.com") is failed
+
+
+def test_an_app_password_is_checked_off_the_event_loop(
+    settings: Settings, certificate: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database slow to answer one session's AUTH holds up no other session."""
+    asked, answer = threading.Event(), threading.Event()
+
+    def slow(
+        sessions: sa.orm.sessionmaker[sa.orm.Session], login: str, password: str
+    ) -> str | None:
+        asked.set()
+        answer.wait(10)
+        return authenticate_app_password(sessions, login, password)
+
+    monkeypatch.setattr(server, "authenticate_app_password", slow)
+    cert, key = certificate
+    with run_service(settings.model_copy(update={"tls_cert": cert, "tls_key": key})) as service:
+        alice = add_employee(service.runtime.sessions, "alice@example.com")
+        with transaction(service.runtime.sessions) as session:
+            password = new_app_password(session, alice, "laptop")
+        codes: list[int] = []
+
+        def log_in() -> None:
+            with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=20) as client:
+                client.starttls(context=_client_tls())
+                client.ehlo("client.example.com")
+                codes.append(client.docmd("AUTH", _plain("alice@example.com", password))[0])
+
+        first = threading.Thread(target=log_in)
+        first.start()
+        try:
+            assert asked.wait(10)
+            with smtplib.SMTP("127.0.0.1", service.smtp_port, timeout=5) as other:
+                assert other.ehlo("other.example.com")[0] == 250  # while the lookup waits
+        finally:
+            answer.set()
+            first.join()
+    assert codes == [235]
