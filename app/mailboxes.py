@@ -278,9 +278,12 @@ class MailboxRunner:
         try:
             while True:
                 enabled = await asyncio.to_thread(self._enabled)
-                for mailbox_id, running in self.tasks.items():
-                    if mailbox_id not in enabled and not running.done():
-                        self.stops[mailbox_id].set()
+                for mailbox_id, running in list(self.tasks.items()):
+                    if mailbox_id in enabled:
+                        continue
+                    self.stops[mailbox_id].set()  # it ends after the batch in hand
+                    if running.done():
+                        del self.tasks[mailbox_id], self.stops[mailbox_id]
                 for mailbox_id in enabled:
                     task = self.tasks.get(mailbox_id)
                     if task is None or task.done():

@@ -449,7 +449,7 @@ class Pipeline:
         authserv-id) found it failing DMARC: mail from outside in a colleague's name, which
         a journal would otherwise file as that colleague's sent mail."""
         sender = message.sender.address if message.sender else ""
-        if not sender or not is_internal(sender, self.org_domains):
+        if not self.authserv_id or not sender or not is_internal(sender, self.org_domains):
             return False
         return dmarc_failed(message.headers, self.authserv_id)
 
