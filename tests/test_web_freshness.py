@@ -15,7 +15,7 @@ from policies.model import Channel
 from tests.conftest import Running, add_employee
 from tests.mail import compose
 from tests.test_contacts_filing import INBOX, SIGNED, dsn
-from tests.web import sign_in
+from tests.web import csrf_of, sign_in
 
 PASSWORD = "IMAP-PASSWORD-CANARY-7f3a"
 
@@ -33,6 +33,29 @@ def _mailbox(running: Running, *, employee: str | None, username: str) -> int:
             folders=["INBOX", "Sent"],
             tls="tls",
         ).id
+
+
+def test_an_admin_removes_a_mailbox_from_the_admin_page(running: Running) -> None:
+    admin = add_employee(running.runtime.sessions, "carol@example.com")
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    box = _mailbox(running, employee="alice@example.com", username="alice.imap")
+    with sign_in(running, alice) as employee:
+        refused = employee.post(
+            f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(employee.get("/mail"))}
+        )
+    with sign_in(running, admin, Role.ADMIN) as client:
+        page = client.get("/admin")
+        forged = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": "x"})
+        removed = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(page)})
+        after = client.get("/admin?note=mailbox-removed").text
+        again = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(page)})
+
+    assert f'aria-label="Remove mailbox {box}"' in page.text
+    assert refused.status_code == 403 and forged.status_code == 403
+    assert removed.status_code == 303 and again.status_code == 404
+    assert "Mailbox removed" in after and "alice.imap" not in after
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) == 0
 
 
 def test_an_admin_sees_each_mailboxs_sync_state_but_never_its_password(running: Running) -> None:

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from app import employees
-from app.mailboxes import describe_mailboxes
+from app.mailboxes import describe_mailboxes, remove_mailbox
 from app.models import ApiToken, Employee, MessageOwner
 from app.routes.pagination import Id
 from app.security import ISSUED_ON_THE_SERVER, Role, create_token
@@ -115,3 +115,11 @@ def revoke_token(session: PageSession, _user: AdminUser, token_id: Id) -> Redire
     if not revoked.rowcount:  # type: ignore[attr-defined]
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such active token.")
     return RedirectResponse("/admin?note=token-revoked", status_code=303)
+
+
+@router.post("/admin/mailboxes/{mailbox_id}/remove", dependencies=[CsrfChecked])
+def remove(session: PageSession, _user: AdminUser, mailbox_id: Id) -> RedirectResponse:
+    """As DELETE /api/v1/mailboxes/{id}: the password and positions go, the mail stays."""
+    if not remove_mailbox(session, mailbox_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such mailbox.")
+    return RedirectResponse("/admin?note=mailbox-removed", status_code=303)

@@ -37,6 +37,10 @@ NOTES = {
     "employee-exists": "Already an employee; nothing was changed.",
     "employee-invalid": "That is not an email address; nothing was added.",
     "token-revoked": "Token revoked: it no longer works, and its signed-in pages are closed.",
+    "mailbox-removed": (
+        "Mailbox removed: its password is forgotten and its sync ends within half a minute. "
+        "The mail it filed stays."
+    ),
 }
 # Pages load nothing but their own stylesheet, and no other site may frame them.
 CSP = (
