@@ -171,6 +171,36 @@ def mailboxes_remove(
     typer.echo(f"mailbox {mailbox_id} removed; the mail it filed stays")
 
 
+@mailboxes_cli.command("pause")
+def mailboxes_pause(
+    mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
+) -> None:
+    """Stop syncing a mailbox for now; it keeps its password and where each folder stands."""
+    _enable(mailbox_id, enabled=False)
+
+
+@mailboxes_cli.command("resume")
+def mailboxes_resume(
+    mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
+) -> None:
+    """Sync a paused mailbox again, from where each folder stood."""
+    _enable(mailbox_id, enabled=True)
+
+
+def _enable(mailbox_id: int, *, enabled: bool) -> None:
+    from app.mailboxes import set_enabled
+
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session, session.begin():
+            found = set_enabled(session, mailbox_id, enabled)
+    finally:
+        runtime.close()
+    if not found:
+        raise _fail(f"no mailbox {mailbox_id}")
+    typer.echo(f"mailbox {mailbox_id} {'resumed' if enabled else 'paused'}")
+
+
 @mailboxes_cli.command("reseal")
 def mailboxes_reseal() -> None:
     """Once after upgrading from a release before 2026-11-24: seal each mailbox password

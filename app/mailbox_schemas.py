@@ -26,6 +26,15 @@ class MailboxIn(BaseModel):
     since: date | None = None
 
 
+class MailboxPatch(BaseModel):
+    """What an admin may change on a mailbox: whether it is synced. Its server, user and
+    password are fixed (the password is sealed for them): remove it and add it again."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
 class FolderOut(Out):
     name: str
     last_uid: int

@@ -99,6 +99,15 @@ def remove_mailbox(session: Session, mailbox_id: int) -> bool:
     return bool(removed.rowcount)  # type: ignore[attr-defined]
 
 
+def set_enabled(session: Session, mailbox_id: int, enabled: bool) -> bool:
+    """Sync a mailbox or not; a disabled one keeps its password and folder positions, and
+    `mailroom serve` ends its session within half a minute. Whether it was found."""
+    changed = session.execute(
+        sa.update(Mailbox).where(Mailbox.id == mailbox_id).values(enabled=enabled)
+    )
+    return bool(changed.rowcount)  # type: ignore[attr-defined]
+
+
 def _loopback(host: str) -> bool:
     name = host.strip("[]").rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):

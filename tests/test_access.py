@@ -180,6 +180,12 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
     ),
     ("GET", "/api/v1/mailboxes", None, {"admin": 200, "compliance": 403, "alice": 403}),
     (
+        "PATCH",
+        "/api/v1/mailboxes/999",
+        {"enabled": False},
+        {"admin": 404, "compliance": 403, "alice": 403, "hooks": 403},
+    ),
+    (
         "DELETE",
         "/api/v1/mailboxes/999",  # none: found by admins alone, to learn it is not there
         None,

@@ -367,16 +367,18 @@ def test_serve_syncs_mailboxes_and_idle_delivers_a_new_message(
         wait_for(lambda: count(runtime, Message) == 2)
 
 
-def test_a_removed_mailbox_stops_syncing_and_what_it_filed_stays(
-    runtime: Runtime,
-    settings: Settings,
-    dovecot: Dovecot,
-    imap_user: str,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def admin(runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An admin's token, Alice an employee, and mailbox runners that look for mailboxes
+    added, paused or removed five times a second."""
     monkeypatch.setattr(mailboxes, "RELOAD_SECONDS", 0.2)
     add_employee(runtime.sessions, ALICE)
-    admin = issue_token(runtime.sessions, Role.ADMIN)
+    return issue_token(runtime.sessions, Role.ADMIN)
+
+
+def test_a_removed_mailbox_stops_syncing_and_what_it_filed_stays(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str, admin: str
+) -> None:
     dovecot.append(imap_user, "INBOX", [business(1)])
     dovecot.append(imap_user, "Projects", [business(2)])
     removed = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
@@ -398,6 +400,29 @@ def test_a_removed_mailbox_stops_syncing_and_what_it_filed_stays(
         wait_for(lambda: count(runtime, Message) == 3)  # the kept mailbox's new message
 
         assert count(runtime, MailboxFolder) == 1  # the removed mailbox's positions went
+
+
+def test_a_paused_mailbox_ends_its_session_and_resumes_where_it_stood(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str, admin: str
+) -> None:
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    box = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with run_service(settings) as service, service.client(admin) as api:
+        wait_for(lambda: _synced(runtime, box) and _sessions_with(dovecot.port) == 1)
+        paused = api.patch(f"/api/v1/mailboxes/{box}", json={"enabled": False})
+        wait_for(lambda: _sessions_with(dovecot.port) == 0)
+        dovecot.append(imap_user, "INBOX", [business(2)])
+        time.sleep(0.5)  # two reloads: a paused mailbox is not started again
+        assert _sessions_with(dovecot.port) == 0 and count(runtime, Message) == 1
+        resumed = api.patch(f"/api/v1/mailboxes/{box}", json={"enabled": True})
+        wait_for(lambda: count(runtime, Message) == 2)
+        unknown = api.patch("/api/v1/mailboxes/999", json={"enabled": False})
+        moved = api.patch(f"/api/v1/mailboxes/{box}", json={"host": "imap.evil.example"})
+
+    assert paused.status_code == 200 and paused.json()["enabled"] is False
+    assert resumed.status_code == 200 and resumed.json()["enabled"] is True
+    assert (unknown.status_code, moved.status_code) == (404, 422)
 
 
 def _sessions_with(port: int) -> int:

@@ -66,18 +66,28 @@ def test_mailboxes_add_reads_the_password_from_the_environment_and_never_shows_i
     assert SECRET not in mailbox.password_sealed
 
 
-def test_mailboxes_remove_forgets_the_mailbox_and_says_so(
+def test_mailboxes_pause_resume_and_remove_say_what_they_did(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
 ) -> None:
     add_employee(sessions, ALICE)
     args = ["mailboxes", "add", "--employee", ALICE, "--host", "127.0.0.1", "--user", "a"]
     assert _mailroom(settings, *args, "--password-env", "PW", PW=SECRET).returncode == 0
 
+    paused = _mailroom(settings, "mailboxes", "pause", "1")
+    with sessions() as session:
+        assert session.scalar(sa.select(Mailbox.enabled)) is False
+    resumed = _mailroom(settings, "mailboxes", "resume", "1")
+    with sessions() as session:
+        assert session.scalar(sa.select(Mailbox.enabled)) is True
     removed = _mailroom(settings, "mailboxes", "remove", "1")
     again = _mailroom(settings, "mailboxes", "remove", "1")
+    unknown = _mailroom(settings, "mailboxes", "pause", "1")
 
+    assert paused.stdout.strip() == "mailbox 1 paused", paused.stderr
+    assert resumed.stdout.strip() == "mailbox 1 resumed", resumed.stderr
     assert removed.returncode == 0 and "mailbox 1 removed" in removed.stdout, removed.stderr
     assert again.returncode == 1 and "no mailbox 1" in again.stderr
+    assert unknown.returncode == 1 and "no mailbox 1" in unknown.stderr
     with sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) == 0
 

@@ -35,7 +35,7 @@ def _mailbox(running: Running, *, employee: str | None, username: str) -> int:
         ).id
 
 
-def test_an_admin_removes_a_mailbox_from_the_admin_page(running: Running) -> None:
+def test_an_admin_pauses_and_removes_a_mailbox_from_the_admin_page(running: Running) -> None:
     admin = add_employee(running.runtime.sessions, "carol@example.com")
     alice = add_employee(running.runtime.sessions, "alice@example.com")
     box = _mailbox(running, employee="alice@example.com", username="alice.imap")
@@ -45,12 +45,16 @@ def test_an_admin_removes_a_mailbox_from_the_admin_page(running: Running) -> Non
         )
     with sign_in(running, admin, Role.ADMIN) as client:
         page = client.get("/admin")
+        paused = client.post(f"/admin/mailboxes/{box}/pause", data={"csrf": csrf_of(page)})
+        resume_button = f'aria-label="Resume mailbox {box}"' in client.get("/admin").text
         forged = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": "x"})
         removed = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(page)})
         after = client.get("/admin?note=mailbox-removed").text
         again = client.post(f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(page)})
 
     assert f'aria-label="Remove mailbox {box}"' in page.text
+    assert f'aria-label="Pause mailbox {box}"' in page.text
+    assert paused.status_code == 303 and resume_button
     assert refused.status_code == 403 and forged.status_code == 403
     assert removed.status_code == 303 and again.status_code == 404
     assert "Mailbox removed" in after and "alice.imap" not in after

@@ -6,8 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
-from app.mailbox_schemas import MailboxIn, MailboxList, MailboxOut
-from app.mailboxes import add_mailbox, describe_mailboxes, remove_mailbox
+from app.mailbox_schemas import MailboxIn, MailboxList, MailboxOut, MailboxPatch
+from app.mailboxes import add_mailbox, describe_mailboxes, remove_mailbox, set_enabled
 from app.routes.deps import SessionDep, allow
 from app.routes.pagination import Id
 from app.security import Principal, Role
@@ -47,6 +47,18 @@ def create_mailbox(
         raise HTTPException(422, str(error)) from None
     (created,) = describe_mailboxes(session, only=mailbox.id)
     return created
+
+
+@router.patch("/{mailbox_id}", response_model=MailboxOut)
+def patch_mailbox(
+    mailbox_id: Id, body: MailboxPatch, session: SessionDep, _admin: Admin
+) -> MailboxOut:
+    """Pause (`enabled: false`) or resume a mailbox's sync. Paused, it keeps its password
+    and where each folder stands; `mailroom serve` ends its session within half a minute."""
+    if not set_enabled(session, mailbox_id, body.enabled):
+        raise HTTPException(404, "No such mailbox.")
+    (changed,) = describe_mailboxes(session, only=mailbox_id)
+    return changed
 
 
 @router.delete("/{mailbox_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.orm import Session
 
 from app import employees
-from app.mailboxes import describe_mailboxes, remove_mailbox
+from app.mailboxes import describe_mailboxes, remove_mailbox, set_enabled
 from app.models import ApiToken, Employee, MessageOwner
 from app.routes.pagination import Id
 from app.security import ISSUED_ON_THE_SERVER, Role, create_token
@@ -123,3 +123,21 @@ def remove(session: PageSession, _user: AdminUser, mailbox_id: Id) -> RedirectRe
     if not remove_mailbox(session, mailbox_id):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such mailbox.")
     return RedirectResponse("/admin?note=mailbox-removed", status_code=303)
+
+
+@router.post("/admin/mailboxes/{mailbox_id}/pause", dependencies=[CsrfChecked])
+def pause(session: PageSession, _user: AdminUser, mailbox_id: Id) -> RedirectResponse:
+    return _enable(session, mailbox_id, enabled=False)
+
+
+@router.post("/admin/mailboxes/{mailbox_id}/resume", dependencies=[CsrfChecked])
+def resume(session: PageSession, _user: AdminUser, mailbox_id: Id) -> RedirectResponse:
+    return _enable(session, mailbox_id, enabled=True)
+
+
+def _enable(session: Session, mailbox_id: int, *, enabled: bool) -> RedirectResponse:
+    """As PATCH /api/v1/mailboxes/{id}: paused, a mailbox keeps its password and positions."""
+    if not set_enabled(session, mailbox_id, enabled):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such mailbox.")
+    note = "mailbox-resumed" if enabled else "mailbox-paused"
+    return RedirectResponse(f"/admin?note={note}", status_code=303)

@@ -37,6 +37,8 @@ NOTES = {
     "employee-exists": "Already an employee; nothing was changed.",
     "employee-invalid": "That is not an email address; nothing was added.",
     "token-revoked": "Token revoked: it no longer works, and its signed-in pages are closed.",
+    "mailbox-paused": "Mailbox paused: its sync ends within half a minute; nothing is forgotten.",
+    "mailbox-resumed": "Mailbox resumed: its sync starts within half a minute, where it stood.",
     "mailbox-removed": (
         "Mailbox removed: its password is forgotten and its sync ends within half a minute. "
         "The mail it filed stays."
