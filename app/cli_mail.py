@@ -131,7 +131,9 @@ def mailboxes_add(
 def mailboxes_list() -> None:
     """Every mailbox with its last sync, backlog and last error (never its password)."""
     runtime = _runtime()
-    table = Table("id", "employee", "server", "folders", "last sync", "pending", "last error")
+    table = Table(
+        "id", "employee", "server", "folders", "state", "last sync", "pending", "last error"
+    )
     with runtime.sessions() as session:
         rows = session.execute(
             sa.select(Mailbox, Employee.email).outerjoin(
@@ -144,6 +146,7 @@ def mailboxes_list() -> None:
                 email or "(journal)",
                 f"{mailbox.username}@{mailbox.host}:{mailbox.port}",
                 ",".join(mailbox.folders),
+                "syncing" if mailbox.enabled else "paused",
                 mailbox.last_sync_at.isoformat(timespec="seconds") if mailbox.last_sync_at else "",
                 str(mailbox.pending),
                 mailbox.last_error or "",

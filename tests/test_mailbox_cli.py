@@ -74,6 +74,8 @@ def test_mailboxes_pause_resume_and_remove_say_what_they_did(
     assert _mailroom(settings, *args, "--password-env", "PW", PW=SECRET).returncode == 0
 
     paused = _mailroom(settings, "mailboxes", "pause", "1")
+    listed = _mailroom(settings, "mailboxes", "list", COLUMNS="200")
+    assert "paused" in listed.stdout, listed.stderr
     with sessions() as session:
         assert session.scalar(sa.select(Mailbox.enabled)) is False
     resumed = _mailroom(settings, "mailboxes", "resume", "1")
