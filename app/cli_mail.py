@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +21,8 @@ from app.models import MAX_ID, Employee, Mailbox
 from app.settings import Settings
 
 if TYPE_CHECKING:  # the pipeline's modules are imported by the commands that run it
+    from sqlalchemy.orm import Session
+
     from app.runtime import Runtime
     from capture.archive import ArchiveKind
     from capture.imap import MailboxConfig, SyncStats
@@ -163,15 +167,7 @@ def mailboxes_remove(
     stops syncing it within half a minute. What it filed stays."""
     from app.mailboxes import remove_mailbox
 
-    runtime = _runtime()
-    try:
-        with runtime.sessions() as session, session.begin():
-            removed = remove_mailbox(session, mailbox_id)
-    finally:
-        runtime.close()
-    if not removed:
-        raise _fail(f"no mailbox {mailbox_id}")
-    typer.echo(f"mailbox {mailbox_id} removed; the mail it filed stays")
+    _change(mailbox_id, remove_mailbox, "removed; the mail it filed stays")
 
 
 @mailboxes_cli.command("pause")
@@ -179,7 +175,9 @@ def mailboxes_pause(
     mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
 ) -> None:
     """Stop syncing a mailbox for now; it keeps its password and where each folder stands."""
-    _enable(mailbox_id, enabled=False)
+    from app.mailboxes import set_enabled
+
+    _change(mailbox_id, partial(set_enabled, enabled=False), "paused")
 
 
 @mailboxes_cli.command("resume")
@@ -187,21 +185,23 @@ def mailboxes_resume(
     mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
 ) -> None:
     """Sync a paused mailbox again, from where each folder stood."""
-    _enable(mailbox_id, enabled=True)
-
-
-def _enable(mailbox_id: int, *, enabled: bool) -> None:
     from app.mailboxes import set_enabled
 
+    _change(mailbox_id, partial(set_enabled, enabled=True), "resumed")
+
+
+def _change(mailbox_id: int, change: Callable[[Session, int], bool], done: str) -> None:
+    """Change one mailbox in a transaction of its own, and say `done` (or that there is no
+    such mailbox: `change` says whether it found it)."""
     runtime = _runtime()
     try:
         with runtime.sessions() as session, session.begin():
-            found = set_enabled(session, mailbox_id, enabled)
+            found = change(session, mailbox_id)
     finally:
         runtime.close()
     if not found:
         raise _fail(f"no mailbox {mailbox_id}")
-    typer.echo(f"mailbox {mailbox_id} {'resumed' if enabled else 'paused'}")
+    typer.echo(f"mailbox {mailbox_id} {done}")
 
 
 @mailboxes_cli.command("reseal")
