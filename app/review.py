@@ -16,7 +16,7 @@ from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
 from capture.parse import Address
 from policies.model import Visibility
-from policies.observe import address_token, is_internal
+from policies.observe import address_tokens, is_internal
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -144,7 +144,7 @@ def _visibility(session: Session, message: Message, at: Reviewer) -> str:
 
 
 def _check_guardrails(session: Session, addresses: list[str], at: Reviewer) -> None:
-    tokens = [address_token(at.secret, a) for a in addresses]
+    tokens = [t for a in addresses for t in address_tokens(at.secret, a)]  # older spellings too
     suppressed = session.scalar(
         sa.select(sa.func.count())
         .select_from(Suppression)

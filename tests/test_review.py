@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.models import Contact, DecisionRecord, Message, PersonalContact
+from app.models import Contact, DecisionRecord, Message, PersonalContact, Suppression
 from app.security import Role
+from policies.observe import address_token
 from tests.conftest import Running, add_employee, everything_stored, issue_token
 from tests.mail import compose, send
 
@@ -123,6 +124,23 @@ def test_a_personal_contact_added_while_held_blocks_the_capture(holding: Running
         blocked = api.post(f"/api/v1/review/{item['id']}/capture")
     assert added.status_code == 201
     assert blocked.status_code == 409 and "personal-contacts" in blocked.json()["title"]
+
+
+def test_an_objection_an_earlier_release_spelled_otherwise_blocks_the_capture(
+    holding: Running,
+) -> None:
+    """Before 2026-11-24 an objection to hans@straße.de was kept as the digest of
+    hans@strasse.de (IDNA 2003); a review capture checks that spelling too, as filing does."""
+    alice, _ = _tokens(holding)
+    assert send(holding.smtp_port, compose(to="Hans <hans@straße.de>"))[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+    with holding.runtime.sessions() as session, session.begin():
+        old = address_token(holding.runtime.settings.secret(), "hans@strasse.de")
+        session.add(Suppression(address_token=old, kind="objected"))
+    with holding.client(alice) as api:
+        blocked = api.post(f"/api/v1/review/{item['id']}/capture")
+    assert blocked.status_code == 409 and "objected" in blocked.json()["title"]
 
 
 def test_pausing_capture_drops_the_next_message_until_resumed(running: Running) -> None:
