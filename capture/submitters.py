@@ -79,15 +79,22 @@ def _serv_id(value: str) -> str:
     return value.strip().split(";", 1)[0].strip().lower()
 
 
-def dmarc_failed(headers: Iterable[tuple[str, str]], authserv_id: str) -> bool:
-    """Whether the topmost Authentication-Results under `authserv_id` (the organization's own
-    server, in a mailbox's mail) says the message failed DMARC: its From domain was not
-    the sender's to use. Only the topmost, as for DKIM below."""
+def our_verdict(fields: Iterable[tuple[str, str]], authserv_id: str) -> str:
+    """The results of the topmost Authentication-Results field under our authserv-id ("" if
+    none). Only the topmost: our server prepends its own verdict (RFC 8601 section 5), and a
+    field below it under the same id, if the server did not strip it, came from the sender.
+    `fields`: (lower-case name, value), in the message's order."""
     wanted = authserv_id.lower()
-    for name, value in headers:
+    for name, value in fields:
         if name == "authentication-results" and _serv_id(value) == wanted:
-            return DMARC_FAIL.search(value.split(";", 1)[1] if ";" in value else "") is not None
-    return False
+            return value.split(";", 1)[1] if ";" in value else ""
+    return ""
+
+
+def dmarc_failed(fields: Iterable[tuple[str, str]], authserv_id: str) -> bool:
+    """Whether our server (in a mailbox's mail: the organization's MX) says the message
+    failed DMARC: its From domain was not the sender's to use."""
+    return DMARC_FAIL.search(our_verdict(fields, authserv_id)) is not None
 
 
 def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
@@ -103,13 +110,12 @@ def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
 
 
 def dkim_domains(raw: bytes, authserv_id: str) -> set[str]:
-    """Domains that the topmost Authentication-Results under our authserv-id say passed DKIM.
-
-    Only the topmost: the trusted relay prepends its own verdict (RFC 8601 section 5), and a
-    field below it under the same id, if the relay did not strip it, came from the sender."""
+    """Domains that our trusted relay (`our_verdict`) says passed DKIM."""
     blocks, _ = header_blocks(raw)
-    for block in blocks:
-        if AR_HEADER.match(block) and _claims(block, authserv_id):
-            text = block.decode("utf-8", "replace").replace("\r\n", " ")
-            return {d.lower().rstrip(".") for d in DKIM_PASS.findall(text)}
-    return set()
+    fields = (
+        ("authentication-results", b.split(b":", 1)[1].decode("utf-8", "replace"))
+        for b in blocks
+        if AR_HEADER.match(b)
+    )
+    verdict = our_verdict(fields, authserv_id).replace("\r\n", " ")
+    return {d.lower().rstrip(".") for d in DKIM_PASS.findall(verdict)}
