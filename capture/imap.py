@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import imaplib
+import io
 import logging
 import re
 import ssl
@@ -23,7 +24,8 @@ from copy import deepcopy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any, NamedTuple, TypeVar
+from operator import methodcaller
+from typing import Any, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
 from imapclient import IMAPClient
@@ -45,6 +47,7 @@ BATCH = 500
 BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
 HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
 COMMAND_TIMEOUTS = 10  # one command's whole answer may take this many socket timeouts
+MAX_LINE = 1_000_000  # bytes in one line of an answer, as imaplib allows
 
 
 class MailboxError(Exception):
@@ -127,7 +130,11 @@ class _Bounds:
     chunk plus one message and at `seconds` (each line resets the socket's timeout: a server
     chattering untagged lines would otherwise hold the sync forever; IDLE, one command,
     lasts at most `app.mailboxes.IDLE_SECONDS`, well within). An honest answer is always
-    within; past a bound the connection is given up (`MailboxError`), its answer half read."""
+    within; past a bound the connection is given up (`MailboxError`), its answer half read.
+
+    The deadline holds inside one line or literal too: each read from the socket waits at
+    most until the deadline, so a server dripping a byte at a time (each byte would reset the
+    timeout) is given up on time."""
 
     _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\] \{[0-9]+\}\r\n\Z", re.IGNORECASE)
 
@@ -138,7 +145,7 @@ class _Bounds:
         self.used = 0
         self.deadline = time.monotonic() + seconds  # the greeting's
         self.line = b""
-        self._read, self._readline = connection.read, connection.readline
+        self.connection = connection  # its socket and file change at STARTTLS
         self._command = connection._command
 
     def install(self, connection: imaplib.IMAP4) -> None:
@@ -152,7 +159,19 @@ class _Bounds:
         return self._command(name, *args)
 
     def readline(self) -> bytes:
-        self.line = self._readline()
+        """imaplib's readline (a line of at most MAX_LINE bytes), read within the
+        deadline."""
+        line = bytearray()
+        while not line.endswith(b"\n") and len(line) <= MAX_LINE:
+            ready = self._within_deadline(methodcaller("peek", 1))  # one socket read at most
+            if not ready:  # the connection ended; imaplib sees the short line
+                break
+            end = ready.find(b"\n")
+            wanted = len(ready) if end < 0 else end + 1
+            line += self._file.read(min(wanted, MAX_LINE + 1 - len(line)))
+        if len(line) > MAX_LINE:
+            raise self.connection.error(f"got more than {MAX_LINE} bytes")
+        self.line = bytes(line)
         self._spend(len(self.line))
         return self.line
 
@@ -162,14 +181,50 @@ class _Bounds:
             kind = "header-section literal" if header else "literal"
             raise MailboxError(f"the server announced a {size}-byte {kind}")
         self._spend(size)
-        return self._read(size)
+        data = bytearray()
+        while len(data) < size:
+            chunk = self._within_deadline(methodcaller("read1", size - len(data)))
+            if not chunk:  # the connection ended; imaplib sees the short literal
+                break
+            data += chunk
+        return bytes(data)
+
+    @property
+    def _file(self) -> io.BufferedReader:
+        return cast(io.BufferedReader, self.connection.file)  # imaplib's sock.makefile("rb")
+
+    def _within_deadline(self, read: Callable[[io.BufferedReader], bytes]) -> bytes:
+        """`read(file)`, one read from the socket at most, waiting no longer than the
+        socket's timeout nor past the deadline. A non-blocking socket (imapclient's
+        idle_check drains one so) never waits: it is read as it is."""
+        sock, file = self.connection.sock, self._file
+        timeout = sock.gettimeout()
+        if timeout == 0.0:
+            return read(file)
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise self._overtime()
+        if timeout is not None and timeout <= left:  # the timeout alone ends it in time
+            return read(file)
+        sock.settimeout(left)
+        try:
+            return read(file)
+        except TimeoutError:
+            if time.monotonic() >= self.deadline:
+                raise self._overtime() from None
+            raise
+        finally:
+            sock.settimeout(timeout)
 
     def _spend(self, size: int) -> None:
         self.used += size
         if self.used > self.answer:
             raise MailboxError(f"the server's answer to one command passed {self.answer} bytes")
         if time.monotonic() > self.deadline:
-            raise MailboxError(f"the server's answer to one command took over {self.seconds:g} s")
+            raise self._overtime()
+
+    def _overtime(self) -> MailboxError:
+        return MailboxError(f"the server's answer to one command took over {self.seconds:g} s")
 
 
 class _Waiting(NamedTuple):

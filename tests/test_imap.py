@@ -919,6 +919,32 @@ def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_boun
         _fetch_headers_from(_hostile(flood), max_bytes=1 << 16)
 
 
+@pytest.mark.parametrize(
+    "opening",
+    [
+        pytest.param(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {200}\r\n", id="literal"),
+        pytest.param(b"* OK ", id="line"),
+    ],
+)
+def test_a_server_dripping_one_answer_a_byte_at_a_time_is_given_up_after_the_deadline(
+    opening: bytes,
+) -> None:
+    """Each byte resets the socket's timeout; inside one literal or line the command's
+    deadline (ten timeouts: 3 s here) still holds. The drip would take 20 s."""
+    sent = []
+
+    def drip(conn: socket.socket, tag: bytes) -> None:
+        conn.sendall(opening)
+        for _ in range(200):
+            time.sleep(0.1)
+            conn.sendall(b"x")
+            sent.append(1)
+
+    with pytest.raises(MailboxError, match="one command took over 3 s"):
+        _fetch_headers_from(_hostile(drip), max_bytes=1 << 16, timeout=0.3)
+    assert len(sent) < 100  # given up while the server was still dripping
+
+
 def test_journal_files_no_mail_for_an_employee_named_only_in_reply_to(
     runtime: Runtime, dovecot: Dovecot, imap_user: str
 ) -> None:
