@@ -29,6 +29,9 @@ MAX_AUTH_FAILURES = 3  # AUTH commands on one connection that did not authentica
 DISK_CHECK_SECONDS = 1.0  # how stale the free-space figure behind 452 4.3.1 may be
 BANNER = "Mailroom ESMTP"  # no software version: nothing for a scanner to match
 END_OF_HEADERS = re.compile(rb"\r\n\r\n")
+# In an address, a control character (never valid in SMTP, RFC 5321 4.1.2) or a byte that
+# is not UTF-8 (aiosmtpd keeps it as a surrogate escape).
+NOT_TEXT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 # aiosmtpd's own replies, with the enhanced status codes (RFC 3463) senders act on.
 ENHANCED = {
@@ -101,6 +104,10 @@ class CaptureHandler:
         if not self._disk_ok():
             log.error("disk space below %d bytes; deferring mail", self.limits.min_free_bytes)
             return "452 4.3.1 Insufficient system storage, try again later"
+        if NOT_TEXT.search(address):
+            # No database can look it up (nor encode it; PostgreSQL refuses NUL): accepted,
+            # the message would get 451 on every retry, for days.
+            return "553 5.1.7 Malformed sender address"
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"

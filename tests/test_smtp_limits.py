@@ -284,6 +284,30 @@ def test_a_data_phase_still_sending_outlasts_the_idle_timeout(settings: Settings
             talk.close()
 
 
+@pytest.mark.parametrize(
+    "sender", [b"caf\xe9@example.com", b"al\x00ice@example.com"], ids=["not-utf-8", "nul"]
+)
+def test_a_sender_address_that_is_not_text_is_refused_at_mail_from(
+    running: Running, sender: bytes
+) -> None:
+    """Never 451 on every retry: a byte that is not UTF-8 cannot be encoded for a database
+    query, and PostgreSQL refuses NUL, so the message could never be decided."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    talk = Dialogue(running.smtp_port)
+    talk.reply()
+    talk.say(b"EHLO client.example.com\r\n")
+    replies = [talk.say(b"MAIL FROM:<" + sender + b">\r\n")]
+    if replies[0].startswith(b"250"):  # as before: the refusal came only after the message
+        replies.append(talk.say(f"RCPT TO:<{CAPTURE}>\r\n".encode()))
+        replies.append(talk.say(b"DATA\r\n"))
+        replies.append(talk.say(compose().as_bytes(policy=policy.SMTP) + b".\r\n"))
+    talk.close()
+
+    assert replies[-1].startswith(b"553 5.1.7"), replies
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
+
+
 def test_low_disk_space_defers_at_mail_from_with_452(settings: Settings) -> None:
     with run_service(settings.model_copy(update={"min_free_bytes": 10**18})) as service:
         talk = Dialogue(service.smtp_port)
