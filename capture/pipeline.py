@@ -326,8 +326,13 @@ class Pipeline:
             if makes_contacts(decision.outcome):  # of external correspondents only
                 external = (a.address for a in message.participants)
                 lookups.forget(a for a in external if not is_internal(a, self.org_domains))
-        if submitter is not None and decision.facts.get("bounce"):
-            # Whatever becomes of the report itself, the contacts it names are marked.
+        if (
+            submitter is not None
+            and decision.outcome is not Outcome.REJECT
+            and decision.facts.get("bounce")
+        ):
+            # Whatever the policy does with the report itself, the contacts it names are
+            # marked; not by a refused one, which anyone can send in an employee's envelope.
             when = message.date or now
             named = bounced_recipients(message, headers_only=headers_only)
             mark_undeliverable(conn, named, when=when, now=now)

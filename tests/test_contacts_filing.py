@@ -246,6 +246,21 @@ def test_a_bounce_marks_the_contact_undeliverable_and_creates_no_contact(
     )
 
 
+def test_a_refused_bounce_marks_no_contact_undeliverable(running: Running) -> None:
+    """A message refused with 550 (here: its From is no employee's, as a delivery report's
+    never is) leaves a decision record and nothing else: whoever sends one in an employee's
+    envelope cannot mark the CRM's contacts undeliverable."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    send(running.smtp_port, compose(to="Bob <bob@customer.example>"))
+
+    code, reply = send(running.smtp_port, dsn(failed="bob@customer.example"))
+
+    assert (code, reply[:5]) == (550, b"5.7.1")
+    assert contacts(running)["bob@customer.example"].undeliverable_since is None
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(ContactChange.field)).all() == []
+
+
 def test_attachments_are_recorded_by_name_type_and_size_only(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
     msg = compose()
