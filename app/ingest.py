@@ -50,14 +50,17 @@ RESTART_SECONDS = (0.5, 1.0, 2.0, 5.0, 10.0)  # waits between restarts after it 
 WORK_OUT_BYTES = 32 * 1024
 
 
-def worked_out(raw: bytes, envelope: Envelope) -> tuple[Any, ...]:
+def worked_out(
+    raw: bytes, envelope: Envelope, *, capture: frozenset[str] = frozenset()
+) -> tuple[Any, ...]:
     """The listener's share of a small message's work, done before it is handed over: its
     parse, and what observe reads from the message alone (its automation facts and personal
     score). None of it needs the database, and it took a quarter of the writer's time, so the
     two processes' loads come out about even (the writer process alone was the bottleneck).
-    Sent as plain values; the writer uses them only for the very message they came from."""
+    Sent as plain values; the writer uses them only for the very message they came from.
+    `capture`: the capture addresses configured (the pipeline's)."""
     message = parse_message(raw)
-    basis = without_capture_addresses(message, envelope)  # what a BCC is decided on
+    basis = without_capture_addresses(message, envelope, capture=capture)  # a BCC's basis
     return message_fields(message), work_ahead(basis).values()
 
 
@@ -101,6 +104,7 @@ class WriterProcess:
     ) -> None:
         self.settings = settings
         self.on_batch = on_batch  # told each batch's size (the metrics' histogram)
+        self.capture = frozenset(settings.capture_addresses)  # never participants
         self._ids = itertools.count()
         self._pending: dict[int, asyncio.Future[Result]] = {}
         self._link: _Link | None = None
@@ -131,7 +135,8 @@ class WriterProcess:
             return future
         job = next(self._ids)
         self._pending[job] = future
-        ahead = worked_out(raw, envelope) if len(raw) <= WORK_OUT_BYTES else None
+        small = len(raw) <= WORK_OUT_BYTES
+        ahead = worked_out(raw, envelope, capture=self.capture) if small else None
         link.writer.write(frame((job, raw, _fields(envelope), channel.value, ahead)))
         return future
 

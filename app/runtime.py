@@ -84,6 +84,7 @@ def make_pipeline(
         readers=readers,
         require_proof=settings.require_submitter_proof,
         authserv_id=settings.resolved_authserv_id,
+        capture_addresses=frozenset(settings.capture_addresses),
     )
 
 

@@ -214,8 +214,11 @@ class Pipeline:
         readers: sessionmaker[Session] | None = None,
         require_proof: bool = False,
         authserv_id: str = "",
+        capture_addresses: frozenset[str] = frozenset(),
     ) -> None:
         self.require_proof = require_proof  # envelope sender alone is not enough
+        # Lower-case; never participants, whether an envelope names them or not.
+        self.capture_addresses = capture_addresses
         self.authserv_id = authserv_id  # whose Authentication-Results a mailbox's mail trusts
         self.sessions = sessions
         self.readers = readers or sessions  # explain reads without taking the write lock
@@ -275,7 +278,9 @@ class Pipeline:
         conn = db.connection() if isinstance(db, Session) else db
         lookups = lookups if lookups is not None else self.lookups(conn)
         outer = message  # as the employee sent it: From is theirs, also for a forward
-        message, channel = as_submitted(message, envelope, channel, self.org_domains)
+        message, channel = as_submitted(
+            message, envelope, channel, self.org_domains, capture=self.capture_addresses
+        )
         submitter = lookups.find(envelope.mail_from)
         key = self._receipt_key(envelope.mail_from, submitter, header_digest or message.digest)
         previous = _replay(conn, key)
@@ -363,7 +368,9 @@ class Pipeline:
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
-        message, channel = as_submitted(outer, envelope, channel, self.org_domains)
+        message, channel = as_submitted(
+            outer, envelope, channel, self.org_domains, capture=self.capture_addresses
+        )
         with self.readers() as session:
             conn = session.connection()
             found = find_submitter(conn, address) if as_employee else None
@@ -480,16 +487,19 @@ def as_submitted(
     envelope: Envelope,
     channel: Channel,
     org_domains: frozenset[str] = frozenset(),
+    *,
+    capture: frozenset[str] = frozenset(),
 ) -> tuple[ParsedMessage, Channel]:
     """What an employee sent us stands for: a forward (the capture address visible in To or
     Cc, forwarded content inside) stands for the message it carries, whose sender and
     recipients become the participants; capture only in the envelope is a BCC. So is mail
     the employee sends to someone outside with the capture address copied in: forwarding a
     customer's mail to another customer is their own message to that customer, and its
-    participants are theirs, not the forwarded mail's."""
-    capture = {address.lower() for address in envelope.rcpt_tos}
+    participants are theirs, not the forwarded mail's. `capture`: every capture address
+    configured, besides those the envelope names."""
+    capture = capture_addresses(envelope, capture)
     visible = any(a.address.lower() in capture for a in message.recipients)
-    message = without_capture_addresses(message, envelope)
+    message = without_capture_addresses(message, envelope, capture=capture)
     outside = any(not is_internal(a.address.lower(), org_domains) for a in message.recipients)
     if channel is not Channel.FORWARD and not (channel is Channel.BCC and visible):
         return message, channel
@@ -500,7 +510,7 @@ def as_submitted(
         return _original(message, forwarded), Channel.FORWARD
     attached = find_attached(message.raw) if "message/rfc822" in message.content_types else None
     if attached is not None and attached.sender is not None:
-        return _attached(message, attached, envelope), Channel.FORWARD
+        return _attached(message, attached, envelope, capture), Channel.FORWARD
     return message, Channel.FORWARD if channel is Channel.FORWARD else Channel.BCC
 
 
@@ -520,11 +530,13 @@ def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMess
     )
 
 
-def _attached(message: ParsedMessage, attached: ParsedMessage, envelope: Envelope) -> ParsedMessage:
+def _attached(
+    message: ParsedMessage, attached: ParsedMessage, envelope: Envelope, capture: frozenset[str]
+) -> ParsedMessage:
     """A forward "as attachment" stands for the attached message, as an inline one does: its
     date and Message-IDs too, so that it is the same message as a copy of it from a mailbox
     and joins its thread."""
-    attached = without_capture_addresses(attached, envelope)
+    attached = without_capture_addresses(attached, envelope, capture=capture)
     return replace(
         message,
         message_id=attached.message_id or message.message_id,
@@ -540,9 +552,18 @@ def _attached(message: ParsedMessage, attached: ParsedMessage, envelope: Envelop
     )
 
 
-def without_capture_addresses(message: ParsedMessage, envelope: Envelope) -> ParsedMessage:
-    """The capture address is where mail was sent, never a participant or a contact."""
-    capture = {address.lower() for address in envelope.rcpt_tos}
+def capture_addresses(envelope: Envelope, configured: frozenset[str]) -> frozenset[str]:
+    """The capture addresses the envelope names, and every one configured (lower-case): a
+    mailbox's copy has no envelope, and an SMTP envelope names only its own transaction's
+    (capture addresses on two domains take two transactions)."""
+    return configured | {address.lower() for address in envelope.rcpt_tos}
+
+
+def without_capture_addresses(
+    message: ParsedMessage, envelope: Envelope, *, capture: frozenset[str] = frozenset()
+) -> ParsedMessage:
+    """A capture address is where mail was sent, never a participant or a contact."""
+    capture = capture_addresses(envelope, capture)
     if not capture:
         return message
 

@@ -27,7 +27,7 @@ from capture.pipeline import Envelope, Result
 from capture.writer import Submission, commit_batch
 from policies.model import Channel
 from policies.observe import address_token
-from tests.conftest import FIXTURES, Running, add_employee, issue_token
+from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import CAPTURE, compose, send
 
 INBOX = Envelope(mail_from="alice@example.com")  # what IMAP sync and import say of Alice's mail
@@ -328,6 +328,28 @@ KNOWN_FIRST = (
         1,
     )
 )
+
+
+def test_no_capture_address_is_a_participant_whichever_way_the_mail_came(
+    settings: Settings,
+) -> None:
+    """Another capture address shown in Cc (on another domain: another SMTP transaction,
+    whose copy is a retry of this one), or the capture address in a copy read from the
+    employee's Sent folder (no envelope names it): where mail was sent, never a person."""
+    crm = "crm@capture.example.net"
+    two = settings.model_copy(update={"capture_addresses": [CAPTURE, crm]})
+    with run_service(two) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        shown = compose(headers={"Cc": f"CRM <{crm}>"}, message_id="<shown@example.com>")
+        sent = compose(headers={"Cc": f"Capture <{CAPTURE}>"}, message_id="<sent@example.com>")
+
+        assert send(running.smtp_port, shown)[0] == 250
+        running.runtime.pipeline.process(sent.as_bytes(policy=policy_smtp), INBOX, Channel.IMPORT)
+
+        with running.runtime.sessions() as session:
+            participants = set(session.scalars(sa.select(Participant.address)))
+        assert set(contacts(running)) == {"bob@customer.example"}
+    assert participants == {"alice@example.com", "bob@customer.example"}
 
 
 def test_one_batch_sees_the_contacts_and_erasures_its_own_messages_and_others_made(
