@@ -29,8 +29,8 @@ MAX_AUTH_FAILURES = 3  # AUTH commands on one connection that did not authentica
 DISK_CHECK_SECONDS = 1.0  # how stale the free-space figure behind 452 4.3.1 may be
 BANNER = "Mailroom ESMTP"  # no software version: nothing for a scanner to match
 END_OF_HEADERS = re.compile(rb"\r\n\r\n")
-# In an address, a control character (never valid in SMTP, RFC 5321 4.1.2) or a byte that
-# is not UTF-8 (aiosmtpd keeps it as a surrogate escape).
+# In an address (or an AUTH login), a control character (never valid in SMTP, RFC 5321
+# 4.1.2) or a byte that is not UTF-8 (aiosmtpd keeps it as a surrogate escape).
 NOT_TEXT = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")
 
 # aiosmtpd's own replies, with the enhanced status codes (RFC 3463) senders act on.
@@ -205,6 +205,8 @@ class CaptureHandler:
             return result
         login = data.login.decode("utf-8", "replace")
         password = data.password.decode("utf-8", "replace")
+        if NOT_TEXT.search(login):  # no employee's address; PostgreSQL refuses NUL outright
+            return AuthResult(success=False, handled=False)
         email = await asyncio.to_thread(self.trust.passwords, login, password)
         if email is None:
             return AuthResult(success=False, handled=False)

@@ -136,6 +136,23 @@ def test_a_connection_is_closed_after_three_failed_auth_attempts(
             client.docmd("AUTH", _plain("alice@example.com", password))
 
 
+def test_a_login_with_a_control_character_is_refused_with_535_and_counted(
+    strict: tuple[Running, str],
+) -> None:
+    """Not 451 (PostgreSQL refuses NUL in a query, which read as a local fault) and not a
+    free try: the third such login closes the connection as any wrong password does."""
+    running, _ = strict
+    login = "LOGIN " + base64.b64encode(b"alice\x00@example.com").decode()
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        for attempt in range(3):
+            assert client.docmd("AUTH", login)[0] == 334
+            assert client.docmd(base64.b64encode(b"guess%d" % attempt).decode())[0] == 535
+        code, reply = client.getreply()
+    assert (code, reply[:5]) == (421, b"4.7.0")
+
+
 def _plain(login: str, password: str) -> str:
     return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
