@@ -570,10 +570,10 @@ def without_capture_addresses(
     def keep(addresses: tuple[Address, ...]) -> tuple[Address, ...]:
         return tuple(a for a in addresses if a.address.lower() not in capture)
 
-    to, cc = keep(message.to), keep(message.cc)
-    if len(to) == len(message.to) and len(cc) == len(message.cc):
+    to, cc, reply_to = keep(message.to), keep(message.cc), keep(message.reply_to)
+    if len(to) + len(cc) + len(reply_to) == len(message.to + message.cc + message.reply_to):
         return message  # a BCC: nothing to take out, and no copy to make
-    return replace(message, to=to, cc=cc)
+    return replace(message, to=to, cc=cc, reply_to=reply_to)
 
 
 def find_submitter(conn: sa.Connection, address: str) -> Submitter | None:

@@ -352,6 +352,19 @@ def test_no_capture_address_is_a_participant_whichever_way_the_mail_came(
     assert participants == {"alice@example.com", "bob@customer.example"}
 
 
+def test_a_capture_address_in_reply_to_is_no_participant(running: Running) -> None:
+    """Reply-To names participants too; one who asks for replies to go to the capture
+    address has not made it a person."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    reply_to = f"Alice <alice@example.com>, CRM <{CAPTURE}>"
+
+    assert send(running.smtp_port, compose(headers={"Reply-To": reply_to}))[0] == 250
+
+    with running.runtime.sessions() as session:
+        participants = set(session.scalars(sa.select(Participant.address)))
+    assert participants == {"alice@example.com", "bob@customer.example"}
+
+
 def test_one_batch_sees_the_contacts_and_erasures_its_own_messages_and_others_made(
     settings: Settings, tmp_path: Path
 ) -> None:
