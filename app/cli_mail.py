@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the pipeline's modules are imported by the commands that ru
     from sqlalchemy.orm import Session
 
     from app.runtime import Runtime
-    from capture.archive import ArchiveKind
+    from capture.archive import Archive, ArchiveKind, ImportStats
     from capture.imap import MailboxConfig, SyncStats
 
 mailboxes_cli = typer.Typer(help="IMAP mailboxes Mailroom reads.", no_args_is_help=True)
@@ -285,7 +285,7 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
 
     horizon = _since(since)
     try:
-        total, messages = open_archive(path, kind)
+        archive = open_archive(path, kind)
     except (OSError, ValueError) as error:
         raise _fail(str(error)) from None
     runtime = _runtime()
@@ -294,10 +294,10 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
             if session.scalar(sa.select(Employee.id).where(Employee.email == employee)) is None:
                 raise _fail(f"no employee {employee}")
         with _progress() as progress:
-            task = progress.add_task(f"importing {path.name}", total=total)
+            task = progress.add_task(f"importing {path.name}", total=archive.total)
             stats = import_messages(
                 runtime.pipeline,
-                messages,
+                archive.messages,
                 employee=employee,
                 sent=sent,
                 since=horizon,
@@ -309,8 +309,25 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
         f"{stats.read} read: {stats.imported} imported ({_outcomes(stats.outcomes)}), "
         f"{stats.already_done} already imported, {stats.before_horizon} before --since"
     )
-    if stats.failed:  # each logged by its error's type; nothing of the mail is printed
-        raise _fail(f"{stats.failed} could not be filed and were left out; a rerun tries again")
+    problems = _left_out(archive, stats)
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
+
+
+def _left_out(archive: Archive, stats: ImportStats) -> list[str]:
+    """What the import left out, each a line naming no message (nothing of the mail)."""
+    problems = []
+    if archive.not_files:
+        entries = "1 entry" if archive.not_files == 1 else f"{archive.not_files} entries"
+        problems.append(
+            f"{entries} of the Maildir left out unread: not a regular file"
+            " (a symbolic link, a FIFO, a device or a folder)"
+        )
+    if stats.failed:  # each logged by its error's type
+        problems.append(f"{stats.failed} could not be filed and were left out; a rerun tries again")
+    return problems
 
 
 EmployeeOption = Annotated[str, typer.Option(help="The employee whose mail this is.")]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import mailbox
+import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,26 +51,89 @@ class ImportStats:
             self.count(outcome, n)
 
 
-def open_archive(path: Path, kind: ArchiveKind) -> tuple[int, Iterator[bytes]]:
-    """How many messages the archive holds, and their raw bytes in a stable order."""
+@dataclass(frozen=True)
+class Archive:
+    total: int  # messages to read
+    messages: Iterator[bytes]  # their raw bytes, in a stable order
+    not_files: int = 0  # Maildir entries that are no regular file: never read
+
+
+def open_archive(path: Path, kind: ArchiveKind) -> Archive:
+    """The archive's messages, ready to be read."""
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    box: mailbox.Mailbox[mailbox.Message]
     if kind is ArchiveKind.MBOX:
-        if not path.is_file():
-            raise ValueError(f"{path} is not an mbox file")
-        box = mailbox.mbox(path, create=False)
-    else:
-        if not (path / "cur").is_dir() and not (path / "new").is_dir():
-            raise ValueError(f"{path} is not a Maildir (no cur/ or new/)")
-        box = mailbox.Maildir(path, factory=None, create=False)
+        return _mbox(path)
+    return _maildir(path)
+
+
+def _mbox(path: Path) -> Archive:
+    if not path.is_file():
+        raise ValueError(f"{path} is not an mbox file")
+    box = mailbox.mbox(path, create=False)
     keys = sorted(box.keys(), key=str)
-    if not keys and kind is ArchiveKind.MBOX and path.stat().st_size > 0:
+    if not keys and path.stat().st_size > 0:
         raise ValueError(
             f"{path} holds no message: an mbox starts each one with a 'From ' line"
             " (a single .eml is not an mbox)"
         )
-    return len(keys), (box.get_bytes(key) for key in keys)
+    return Archive(len(keys), (box.get_bytes(key) for key in keys))
+
+
+def _maildir(path: Path) -> Archive:
+    """The regular files in new/ and cur/. An export is the employee's own: a symbolic link
+    in it may point at anyone's mail or at /etc/passwd, and a FIFO would be waited on for
+    ever, so neither is read (nor a device or a folder)."""
+    folders = [path / "new", path / "cur"]
+    if not any(folder.is_dir() for folder in folders):
+        raise ValueError(f"{path} is not a Maildir (no cur/ or new/)")
+    files: list[Path] = []
+    not_files = 0
+    for folder in folders:
+        if folder.is_symlink():
+            raise ValueError(f"{folder} is a symbolic link: a Maildir's own folders are read")
+        if not folder.is_dir():
+            continue
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    files.append(Path(entry.path))
+                else:
+                    not_files += 1
+    files.sort(key=lambda file: file.name)
+    return Archive(len(files), _read_each(files, folders), not_files)
+
+
+def _read_each(files: list[Path], folders: list[Path]) -> Iterator[bytes]:
+    for listed in files:
+        raw = _read_moved(listed, folders)
+        if raw is not None:
+            yield raw
+
+
+def _read_moved(listed: Path, folders: list[Path]) -> bytes | None:
+    """The file's bytes. A mail client reading the Maildir meanwhile may have moved it (new/
+    to cur/) or renamed it (its flags, after ':'): then the file it became is read. One it
+    deleted (None) is no longer there to import."""
+    try:
+        return _read_regular_file(listed)
+    except FileNotFoundError:
+        unique = listed.name.split(":")[0]
+        for folder in folders:
+            for name in os.listdir(folder) if folder.is_dir() else ():
+                if name.split(":")[0] == unique:
+                    return _read_regular_file(folder / name)
+        return None
+
+
+def _read_regular_file(path: Path) -> bytes:
+    """The file's bytes; refused should it have been replaced by a link, a FIFO or a device
+    since it was listed (O_NOFOLLOW, and O_NONBLOCK so that a FIFO's open does not wait)."""
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with open(descriptor, "rb") as file:
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            raise ValueError(f"{path} is no longer a regular file")
+        return file.read()
 
 
 def import_messages(

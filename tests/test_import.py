@@ -5,6 +5,7 @@ from __future__ import annotations
 import mailbox
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterable
@@ -16,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import DecisionRecord, Message
 from app.settings import Settings
+from capture.archive import ArchiveKind, open_archive
 from tests.conftest import TEST_SECRET, add_employee
 from tests.mail import UNSTORABLE, compose
 
@@ -33,14 +35,14 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def _mailroom(
-    settings: Settings, *args: str, env: dict[str, str] | None = None
+    settings: Settings, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
         env=_env(settings) | (env or {}),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
     )
 
 
@@ -136,6 +138,70 @@ def test_import_maildir_with_a_date_horizon(
     assert done.returncode == 0, done.stderr
     assert "1 before --since" in done.stdout
     assert _count(settings, Message) == 5
+
+
+def _maildir(path: Path, raws: Iterable[bytes]) -> Path:
+    box = mailbox.Maildir(path)
+    for raw in raws:
+        box.add(raw)
+    return path
+
+
+def test_a_link_in_a_maildir_to_mail_outside_it_is_never_read(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """An employee's export holds their mail only: a symbolic link in it, to a file or a
+    folder outside (a colleague's mail, /etc/passwd), is left out unread, and said so."""
+    add_employee(sessions, ALICE)
+    colleagues = _maildir(
+        tmp_path / "bob", [compose(subject="Bob's own", message_id="<bob@example.com>").as_bytes()]
+    )
+    (bobs_mail,) = (colleagues / "new").iterdir()
+    export = _maildir(tmp_path / "alice", _messages()[:1])
+    (export / "cur" / "1700000000.M1P1.host:2,S").symlink_to(bobs_mail)
+
+    done = _mailroom(settings, "import", "maildir", str(export), "--employee", ALICE)
+
+    assert done.returncode == 1
+    assert "1 read: 1 imported (1 capture)" in done.stdout
+    assert "error: 1 entry of the Maildir left out unread" in done.stderr
+    assert _count(settings, Message) == 1
+    shutil.rmtree(export / "cur")
+    (export / "cur").symlink_to(colleagues / "new")
+    linked = _mailroom(settings, "import", "maildir", str(export), "--employee", ALICE)
+    assert linked.returncode == 1 and "is a symbolic link" in linked.stderr, linked.stderr
+    assert _count(settings, Message) == 1
+
+
+def test_a_message_a_mail_client_moves_during_an_import_is_still_read(tmp_path: Path) -> None:
+    """A Maildir in use: its client moves new mail to cur/ (adding flags) and deletes some
+    while the import reads it. Moved mail is read where it went; deleted mail is gone."""
+    raws = _messages()[:3]
+    export = _maildir(tmp_path / "alice", raws)
+    archive = open_archive(export, ArchiveKind.MAILDIR)
+    moved, deleted, _ = sorted((export / "new").iterdir())
+    moved.rename(export / "cur" / f"{moved.name}:2,S")
+    read_before = deleted.read_bytes()
+    deleted.unlink()
+
+    read = list(archive.messages)
+
+    assert archive.total == 3
+    assert sorted(read) == sorted(raw for raw in raws if raw != read_before)
+
+
+def test_a_fifo_in_a_maildir_is_left_out_rather_than_waited_on(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    add_employee(sessions, ALICE)
+    export = _maildir(tmp_path / "alice", _messages()[:2])
+    os.mkfifo(export / "cur" / "1700000000.M1P1.host:2,S")
+
+    done = _mailroom(settings, "import", "maildir", str(export), "--employee", ALICE, timeout=60)
+
+    assert done.returncode == 1
+    assert "2 read: 2 imported (2 capture)" in done.stdout
+    assert "error: 1 entry of the Maildir left out unread" in done.stderr
 
 
 @pytest.mark.parametrize("kind", UNSTORABLE)
