@@ -48,8 +48,10 @@ def _since(value: str | None) -> datetime | None:
     if value is None:
         return None
     try:
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    except ValueError:
+        moment = datetime.fromisoformat(value)
+        # A date or time without a zone is UTC's; one with a zone is that moment.
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # no date, or one out of range in UTC
         raise _fail(f"--since wants a date like 2025-01-31, not {value!r}") from None
 
 

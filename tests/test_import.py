@@ -204,6 +204,28 @@ def test_a_fifo_in_a_maildir_is_left_out_rather_than_waited_on(
     assert "error: 1 entry of the Maildir left out unread" in done.stderr
 
 
+def test_a_since_with_a_time_zone_means_that_moment(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """10:00 at +02:00 is 08:00 UTC: mail of 09:00 UTC is after it, not before."""
+    add_employee(sessions, ALICE)
+    path = _mbox(tmp_path / "alice.mbox", _messages()[:1])  # dated 2026-11-23 09:00 UTC
+
+    done = _mailroom(
+        settings,
+        "import",
+        "mbox",
+        str(path),
+        "--employee",
+        ALICE,
+        "--since",
+        "2026-11-23T10:00+02:00",
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "1 read: 1 imported (1 capture), 0 already imported, 0 before --since" in done.stdout
+
+
 @pytest.mark.parametrize("kind", UNSTORABLE)
 def test_a_value_no_database_stores_as_written_costs_the_import_nothing(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path, kind: str
