@@ -71,7 +71,7 @@ def _mbox(path: Path) -> Archive:
     if not path.is_file():
         raise ValueError(f"{path} is not an mbox file")
     box = mailbox.mbox(path, create=False)
-    keys = sorted(box.keys(), key=str)
+    keys = sorted(box.keys())  # numbers in the file's order (as text, 10 came before 2)
     if not keys and path.stat().st_size > 0:
         raise ValueError(
             f"{path} holds no message: an mbox starts each one with a 'From ' line"

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.models import DecisionRecord, Message
 from app.settings import Settings
 from capture.archive import ArchiveKind, open_archive
-from tests.conftest import TEST_SECRET, add_employee
+from tests.conftest import FIXTURES, TEST_SECRET, add_employee
 from tests.mail import UNSTORABLE, compose
 
 ALICE = "alice@example.com"
@@ -224,6 +224,64 @@ def test_a_since_with_a_time_zone_means_that_moment(
 
     assert done.returncode == 0, done.stderr
     assert "1 read: 1 imported (1 capture), 0 already imported, 0 before --since" in done.stdout
+
+
+EXTERNAL_RULE = (
+    "  - id: external-business-correspondent\n"
+    "    description: Mail with someone outside the company is captured.\n"
+    "    when: external-participant\n"
+    "    outcome: capture\n"
+)
+FIRST_MEETING_KEEPS_METADATA = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        EXTERNAL_RULE,
+        "  - id: known-correspondent\n"
+        "    description: Mail with someone who is already a contact is captured.\n"
+        "    when: known-contact\n"
+        "    outcome: capture\n"
+        "  - id: first-meeting\n"
+        "    description: Mail with someone not yet a contact keeps who and when.\n"
+        "    when: external-participant\n"
+        "    outcome: metadata_only\n",
+    )
+)
+
+
+def test_an_mbox_is_filed_in_the_order_of_its_messages(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """The eleventh message is filed after the third, not before it (keys sorted as text put
+    10 before 2): what a message makes known (a contact) decides the later ones."""
+    add_employee(sessions, ALICE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(FIRST_MEETING_KEEPS_METADATA)
+    raws = [
+        compose(to=f"bob@customer{n}.example", message_id=f"<m{n}@example.com>").as_bytes()
+        for n in range(11)
+    ]
+    raws[2] = compose(to="carol@partner.example", subject="First", message_id="<1@x>").as_bytes()
+    raws[10] = compose(to="carol@partner.example", subject="Again", message_id="<2@x>").as_bytes()
+    path = _mbox(tmp_path / "alice.mbox", raws)
+
+    done = _mailroom(
+        settings,
+        "import",
+        "mbox",
+        str(path),
+        "--employee",
+        ALICE,
+        env={"MAILROOM_POLICY": str(policy)},
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert "11 read: 11 imported (1 capture, 10 metadata_only)" in done.stdout
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        captured = conn.scalars(sa.select(Message.subject).where(Message.outcome == "capture"))
+        assert captured.all() == ["Again"]
+    engine.dispose()
 
 
 @pytest.mark.parametrize("kind", UNSTORABLE)
