@@ -173,20 +173,38 @@ def publish_policy(
     their clocks differ: a version is activated no earlier than just after the one in force,
     so that a host whose clock is behind cannot publish a version that is not then in force
     (and that its own follow loop would undo within seconds)."""
-    loaded = engine.policy
     moment = now or datetime.now(UTC)
     latest = session.scalar(sa.select(sa.func.max(PolicyVersion.activated_at)))
     if latest is not None and moment <= latest:
         moment = latest + timedelta(milliseconds=1)
-    row = session.scalar(sa.select(PolicyVersion).where(PolicyVersion.sha256 == loaded.sha256))
-    if row is None:
-        row = PolicyVersion(
-            sha256=loaded.sha256,
-            name=loaded.policy.metadata.name,
-            version=loaded.policy.metadata.version,
-            source=loaded.source,
-        )
-        session.add(row)
+    row = _version(session, engine) or _add_version(session, engine)
     row.activated_at = moment
     session.flush()
+    return row
+
+
+def _version(session: Session, engine: Engine) -> PolicyVersion | None:
+    digest = engine.policy.sha256
+    return session.scalar(sa.select(PolicyVersion).where(PolicyVersion.sha256 == digest))
+
+
+def _add_version(session: Session, engine: Engine) -> PolicyVersion:
+    """A new version row; or the one another process added meanwhile (processes starting
+    at once with a new policy file all add it: the others' inserts wait for the first's,
+    then collide with it)."""
+    loaded = engine.policy
+    row = PolicyVersion(
+        sha256=loaded.sha256,
+        name=loaded.policy.metadata.name,
+        version=loaded.policy.metadata.version,
+        source=loaded.source,
+    )
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except sa.exc.IntegrityError:
+        added = _version(session, engine)
+        if added is None:
+            raise
+        return added
     return row

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
+from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import transaction
+from app.db import make_engine, session_factory, transaction
 from app.models import DecisionRecord
-from app.runtime import POLICY_FOLLOW_SECONDS, active_version, publish_policy
+from app.runtime import POLICY_FOLLOW_SECONDS, active_version, policy_in_force, publish_policy
 from app.security import Role
 from app.settings import Settings
+from policies.engine import Engine
 from policies.loader import load_policy_text
-from tests.conftest import add_employee, issue_token, run_service
+from tests.conftest import add_employee, issue_token, run_service, server_url
 from tests.mail import compose, send
 from tests.test_policy_api import LIST_MAIL_KEPT, PLUMBING
 
@@ -116,3 +120,45 @@ def test_the_version_published_last_is_in_force_whatever_the_publishers_clocks_s
             time.sleep(0.1)
         time.sleep(2 * POLICY_FOLLOW_SECONDS)  # and it stays
         assert running.runtime.pipeline.engine.policy.sha256 == kept.policy.sha256
+
+
+def _until_an_insert_waits(engine: sa.Engine) -> None:
+    deadline = time.monotonic() + 30
+    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    while True:
+        with engine.connect() as conn:
+            if conn.scalar(waiting):
+                return
+        assert time.monotonic() < deadline, "the second insert never waited"
+        time.sleep(0.05)
+
+
+def _in_force(sessions: sessionmaker[Session], policy: Engine) -> str:
+    with transaction(sessions) as session:
+        return policy_in_force(session, policy).policy.sha256
+
+
+@pytest.mark.skipif(server_url() is None, reason="SQLite lets one writer in at a time")
+def test_two_processes_starting_at_once_with_a_new_policy_file_both_start(
+    database_url: str,
+) -> None:
+    """Two processes (two `mailroom serve` on a fresh database, an import beside a service
+    after the policy file changed) both publish the file. The second's insert waits for the
+    first's and then collides with it: it takes the version the first published, rather
+    than failing to start."""
+    kept = load_policy_text(LIST_MAIL_KEPT)
+    engines = [make_engine(database_url) for _ in range(3)]  # as separate as processes'
+    first, second = (session_factory(engine) for engine in engines[:2])
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            with transaction(first) as session:
+                policy_in_force(session, kept)  # inserted, not committed yet
+                starting = pool.submit(_in_force, second, kept)
+                _until_an_insert_waits(engines[2])
+            assert starting.result(timeout=30) == kept.policy.sha256
+        with first() as session:
+            current = active_version(session)
+            assert current is not None and current.sha256 == kept.policy.sha256
+    finally:
+        for engine in engines:
+            engine.dispose()
