@@ -70,13 +70,18 @@ def open_archive(path: Path, kind: ArchiveKind) -> Archive:
 def _mbox(path: Path) -> Archive:
     if not path.is_file():
         raise ValueError(f"{path} is not an mbox file")
-    box = mailbox.mbox(path, create=False)
-    keys = sorted(box.keys())  # numbers in the file's order (as text, 10 came before 2)
-    if not keys and path.stat().st_size > 0:
+    # mailbox.mbox skips whatever comes before the first 'From ' line: a file that does not
+    # start with one is no mbox, though an .eml with a line of text starting 'From ' reads
+    # as one (a message of the lines after it).
+    with path.open("rb") as file:
+        start = file.read(5)
+    if start not in (b"", b"From "):
         raise ValueError(
             f"{path} holds no message: an mbox starts each one with a 'From ' line"
             " (a single .eml is not an mbox)"
         )
+    box = mailbox.mbox(path, create=False)
+    keys = sorted(box.keys())  # numbers in the file's order (as text, 10 came before 2)
     return Archive(len(keys), (box.get_bytes(key) for key in keys))
 
 

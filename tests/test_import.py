@@ -380,6 +380,22 @@ def test_import_mbox_of_a_file_that_is_no_mbox_says_so_and_an_empty_one_is_empty
     assert nothing.returncode == 0 and "0 read" in nothing.stdout
 
 
+def test_an_eml_with_a_line_of_text_starting_with_from_is_no_mbox_either(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Read as an mbox, such a file holds one message made of the lines after that one: its
+    own headers and first lines would be left out unsaid, and the rest filed as a message."""
+    add_employee(sessions, ALICE)
+    eml = tmp_path / "message.eml"
+    eml.write_bytes(compose(body="Hi Bob,\n\nFrom Monday on, the quote stands.\n").as_bytes())
+
+    done = _mailroom(settings, "import", "mbox", str(eml), "--employee", ALICE)
+
+    assert done.returncode == 1, done.stdout
+    assert done.stderr.startswith(f"error: {eml} holds no message"), done.stderr
+    assert _count(settings, DecisionRecord) == 0
+
+
 FAULT_TRIGGER = {  # stands for any database fault mid-import: disk full, I/O error
     "sqlite": [
         "CREATE TRIGGER fault BEFORE INSERT ON receipts "
