@@ -86,9 +86,10 @@ def _mbox(path: Path) -> Archive:
 
 
 def _maildir(path: Path) -> Archive:
-    """The regular files in new/ and cur/. An export is the employee's own: a symbolic link
-    in it may point at anyone's mail or at /etc/passwd, and a FIFO would be waited on for
-    ever, so neither is read (nor a device or a folder)."""
+    """The regular files in new/ and cur/, but for hidden ones (macOS's ._ files). An
+    export is the employee's own: a symbolic link in it may point at anyone's mail or at
+    /etc/passwd, and a FIFO would be waited on for ever, so neither is read (nor a device
+    or a folder)."""
     folders = [path / "new", path / "cur"]
     if not any(folder.is_dir() for folder in folders):
         raise ValueError(f"{path} is not a Maildir (no cur/ or new/)")
@@ -101,6 +102,8 @@ def _maildir(path: Path) -> Archive:
             continue
         with os.scandir(folder) as entries:
             for entry in entries:
+                if entry.name.startswith("."):  # no message, as mail clients read a Maildir
+                    continue
                 if entry.is_file(follow_symlinks=False):
                     files.append(Path(entry.path))
                 else:

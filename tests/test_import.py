@@ -173,6 +173,24 @@ def test_a_link_in_a_maildir_to_mail_outside_it_is_never_read(
     assert _count(settings, Message) == 1
 
 
+def test_hidden_files_in_a_maildir_are_no_messages(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """As mail clients and servers read a Maildir (mutt, Dovecot): a name starting with a
+    dot is no message, such as the ._ files macOS's tar puts beside each file it packs."""
+    add_employee(sessions, ALICE)
+    export = _maildir(tmp_path / "alice", _messages()[:1])
+    (message,) = (export / "new").iterdir()
+    (export / "new" / f"._{message.name}").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (export / "cur" / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+
+    done = _mailroom(settings, "import", "maildir", str(export), "--employee", ALICE)
+
+    assert done.returncode == 0, done.stderr
+    assert "1 read: 1 imported (1 capture)" in done.stdout
+    assert _count(settings, DecisionRecord) == 1
+
+
 def test_a_message_a_mail_client_moves_during_an_import_is_still_read(tmp_path: Path) -> None:
     """A Maildir in use: its client moves new mail to cur/ (adding flags) and deletes some
     while the import reads it. Moved mail is read where it went; deleted mail is gone."""
