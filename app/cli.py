@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Annotated
 import sqlalchemy as sa
 import typer
 
-from app.cli_mail import import_cli, mailboxes_cli
+from app.cli_mail import import_cli, mailboxes_cli, runtime_or_exit
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import MAX_ID
 from app.security import Role
@@ -80,20 +80,14 @@ def serve(
     import asyncio
 
     from app.logs import LogFormat, configure
-    from app.runtime import build_runtime, settle_heap
+    from app.runtime import settle_heap
     from app.server import DEFAULT_ROLES, ProcessRole, Service
-    from policies.engine import PolicyError
 
     settings = Settings()
     configure(LogFormat(settings.log_format), level=settings.log_level)
     chosen = {ProcessRole.SMTP: smtp, ProcessRole.API: api, ProcessRole.IMAP: imap}
     roles = frozenset(role for role, on in chosen.items() if on) or DEFAULT_ROLES
-    try:
-        runtime = build_runtime(settings)
-    except PolicyError as error:
-        for problem in error.problems:
-            typer.echo(f"{settings.policy}: {problem}", err=True)
-        raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
+    runtime = runtime_or_exit(settings)
     token = _seed_demo(runtime.sessions) if demo else None
     settle_heap()
 
@@ -251,9 +245,7 @@ def explain(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
     """Say what the policy decides for each file, and why; nothing is stored."""
-    from app.runtime import build_runtime
-
-    runtime = build_runtime(Settings())
+    runtime = runtime_or_exit(Settings())
     try:
         for path in paths:
             typer.echo(_explain_one(runtime.pipeline, path, employee, channel, as_json=as_json))

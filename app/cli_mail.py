@@ -34,9 +34,21 @@ err = Console(stderr=True)
 
 
 def _runtime() -> Runtime:
-    from app.runtime import build_runtime
+    return runtime_or_exit(Settings())
 
-    return build_runtime(Settings())
+
+def runtime_or_exit(settings: Settings) -> Runtime:
+    """The runtime of a command that applies the policy. An invalid policy file is named
+    with each of its problems (which quote the policy, never mail), and the command ends."""
+    from app.runtime import build_runtime
+    from policies.engine import PolicyError
+
+    try:
+        return build_runtime(settings)
+    except PolicyError as error:
+        for problem in error.problems:
+            typer.echo(f"{settings.policy}: {problem}", err=True)
+        raise _fail("the policy is invalid; Mailroom does not start without a valid one") from None
 
 
 def _fail(message: str) -> typer.Exit:

@@ -271,6 +271,40 @@ def test_serve_refuses_to_start_with_an_invalid_policy(settings: Settings, tmp_p
     assert "unknown predicate 'bulky'" in done.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("import", "mbox", "{mbox}", "--employee", "alice@example.com"),
+        ("mailboxes", "list"),
+        ("explain", "{eml}"),
+    ],
+)
+def test_a_command_that_applies_an_invalid_policy_names_its_problems(
+    settings: Settings, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    """As `serve` does: the file and each problem, rather than a fault report that says
+    the error's text is left out for it may quote mail."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(Path(settings.policy).read_text().replace("when: bulk-mail", "when: bulky"))
+    eml, mbox = tmp_path / "message.eml", tmp_path / "alice.mbox"
+    eml.write_bytes(compose().as_bytes())
+    mbox.write_bytes(b"From alice@example.com Mon Nov 23 09:00:00 2026\n" + compose().as_bytes())
+    args = [arg.format(eml=eml, mbox=mbox) for arg in command]
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=_env(settings) | {"MAILROOM_POLICY": str(bad)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert f"{bad}: rule 'bulk-list-mail': when: unknown predicate 'bulky'" in done.stderr
+    assert "came through" not in done.stderr, done.stderr
+
+
 def test_serve_demo_accepts_mail_serves_the_api_and_stops_on_sigterm(settings: Settings) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--demo"],
