@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Annotated
 import sqlalchemy as sa
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from app.db import transaction
 from app.models import MAX_ID, Employee, Mailbox
@@ -159,7 +161,7 @@ def mailboxes_list() -> None:
             )
         )
         for mailbox, email in rows:
-            table.add_row(
+            cells = (
                 str(mailbox.id),
                 email or "(journal)",
                 f"{mailbox.username}@{mailbox.host}:{mailbox.port}",
@@ -169,6 +171,8 @@ def mailboxes_list() -> None:
                 str(mailbox.pending),
                 mailbox.last_error or "",
             )
+            # As written: a name or a server's words in brackets are no markup for rich.
+            table.add_row(*map(Text, cells))
     runtime.close()
     Console().print(table)
 
@@ -308,7 +312,7 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
             if session.scalar(sa.select(Employee.id).where(Employee.email == employee)) is None:
                 raise _fail(f"no employee {employee}")
         with _progress() as progress:
-            task = progress.add_task(f"importing {path.name}", total=archive.total)
+            task = progress.add_task(f"importing {escape(path.name)}", total=archive.total)
             stats = import_messages(
                 runtime.pipeline,
                 archive.messages,

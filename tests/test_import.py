@@ -93,6 +93,19 @@ def test_import_mbox_files_messages_and_a_rerun_skips_them(
     assert _count(settings, DecisionRecord) == 7
 
 
+def test_the_progress_bar_names_the_archive_as_it_is_named(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A name with brackets is no markup: `[archive]` is not a style to swallow."""
+    add_employee(sessions, ALICE)
+    path = _mbox(tmp_path / "alice [archive].mbox", _messages()[:1])
+
+    done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+
+    assert done.returncode == 0, done.stderr
+    assert "importing alice [archive].mbox" in done.stderr
+
+
 def test_an_import_is_the_employees_mail_where_submitters_must_prove_who_they_are(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
 ) -> None:

@@ -66,6 +66,20 @@ def test_mailboxes_add_reads_the_password_from_the_environment_and_never_shows_i
     assert SECRET not in mailbox.password_sealed
 
 
+def test_mailboxes_list_shows_folder_names_as_they_are_named(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    """A folder name with brackets is no markup: `[clients]` is not a style to swallow."""
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com", "--user", "a"]
+    args += ["--folders", "INBOX,[clients]/acme", "--password-env", "PW"]
+    assert _mailroom(settings, *args, PW=SECRET).returncode == 0
+
+    listed = _mailroom(settings, "mailboxes", "list", COLUMNS="200")
+
+    assert "INBOX,[clients]/acme" in listed.stdout, listed.stdout
+
+
 def test_mailboxes_pause_resume_and_remove_say_what_they_did(
     settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
 ) -> None:
