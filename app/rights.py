@@ -66,13 +66,7 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
     addresses) and any history naming one of their addresses; mail waiting for review with
     them goes, the messages they alone stood for go, they leave the others' participants,
     and a keyed digest of each address joins the suppression list."""
-    wanted = address.strip().lower()
-    found = list(session.scalars(sa.select(Contact).where(_any_address(Contact.address, {wanted}))))
-    merged = session.scalars(
-        sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
-    ).all()
-    people = [*found, *merged]
-    addresses = {wanted, *(c.address.lower() for c in people)}
+    found, people, addresses = _person(session, address)
     spellings = _spellings(*addresses)  # with the rows an earlier release spelled otherwise
     removed, held, left = _leave_messages(session, spellings, at)
     _forget_contacts(session, people, spellings, at)
@@ -92,6 +86,18 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
         participations_removed=left,
         held_removed=held,
     )
+
+
+def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact], set[str]]:
+    """The contacts with the address, those with them and the contacts merged into them (the
+    same person's other addresses), and every address of theirs, lowercased."""
+    wanted = address.strip().lower()
+    found = list(session.scalars(sa.select(Contact).where(_any_address(Contact.address, {wanted}))))
+    merged = session.scalars(
+        sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
+    ).all()
+    people = [*found, *merged]
+    return found, people, {wanted, *(c.address.lower() for c in people)}
 
 
 def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple[int, int, int]:
@@ -146,18 +152,18 @@ def _stood_alone(session: Session, message_id: int, addresses: set[str], at: Req
 
 
 def object_to(session: Session, address: str, at: Request) -> Outcome:
-    """Art. 21: the guardrail drops their future mail; mail still waiting for review goes.
-    What was filed before stays until compliance decides on erasure."""
-    found = session.scalar(
-        sa.select(Contact.id).where(_any_address(Contact.address, {address.strip().lower()}))
-    )
-    mine = _messages_with(session, _spellings(address))
+    """Art. 21: the guardrail drops their future mail, to any address merged into their
+    contact too; mail still waiting for review goes. What was filed before stays until
+    compliance decides on erasure."""
+    found, _people, addresses = _person(session, address)
+    mine = _messages_with(session, _spellings(*addresses))
     held = [m for m, outcome in mine if outcome == "hold"]
     if held:
         session.execute(sa.delete(Message).where(Message.id.in_(held)))
-    _suppress(session, address, "objected", at, replace=False)
-    facts = {"contact_found": found is not None, "held_removed": len(held)}
-    return Outcome(_log(session, "objection", facts, at), found is not None, held_removed=len(held))
+    for each in sorted(addresses):
+        _suppress(session, each, "objected", at, replace=False)
+    facts = {"contact_found": bool(found), "held_removed": len(held)}
+    return Outcome(_log(session, "objection", facts, at), bool(found), held_removed=len(held))
 
 
 def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | None:

@@ -375,3 +375,28 @@ def test_an_access_export_holds_everything_but_message_text_and_is_logged(
             "access-export",
             {"contact_id": bob},
         )
+
+
+def test_an_objection_covers_the_addresses_merged_into_the_contact(
+    running: Running, officer: str
+) -> None:
+    """Bob's old address was merged into his new one: both are his, and the old one keeps
+    leading to his contact. He objects: mail to either address is dropped from then on."""
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=1)
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        ids = {address: i for address, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with running.client(employee) as api:
+        assert api.post(f"/api/v1/contacts/{ids[BOB]}/merge", json={"into": ids[new]}).is_success
+    with running.client(officer) as api:
+        assert api.post(f"/api/v1/contacts/{ids[new]}/objection").status_code == 201
+
+    old = compose(subject="Old address", message_id="<old-address@example.com>")
+    assert send(running.smtp_port, old)[0] == 250
+    with running.runtime.sessions() as session:
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+        subjects = session.scalars(sa.select(Message.subject)).all()
+    assert last is not None and (last.outcome, last.rules) == ("drop", ["contact-objected"])
+    assert "Old address" not in subjects
