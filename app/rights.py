@@ -168,10 +168,12 @@ def object_to(session: Session, address: str, at: Request) -> Outcome:
 
 def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | None:
     """Art. 15: everything held about a contact, except message text, which only the
-    messages' owners may read; the export itself is logged."""
+    messages' owners may read; the export itself is logged. The mail of the addresses
+    merged into the contact is theirs too."""
     contact = session.get(Contact, contact_id)
     if contact is None:
         return None
+    addresses = _spellings(*_person(session, contact.address)[2])
     company = session.get(Company, contact.company_id) if contact.company_id else None
     relationships = [
         {
@@ -203,7 +205,7 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
         for message, role, name in session.execute(
             sa.select(Message, Participant.role, Participant.name)
             .join(Participant, Participant.message_id == Message.id)
-            .where(_any_address(Participant.address, _spellings(contact.address)))
+            .where(_any_address(Participant.address, addresses))
             .order_by(Message.id)
         )
     ]

@@ -400,3 +400,23 @@ def test_an_objection_covers_the_addresses_merged_into_the_contact(
         subjects = session.scalars(sa.select(Message.subject)).all()
     assert last is not None and (last.outcome, last.rules) == ("drop", ["contact-objected"])
     assert "Old address" not in subjects
+
+
+def test_an_access_export_lists_the_mail_of_the_addresses_merged_into_the_contact(
+    running: Running, officer: str
+) -> None:
+    """Bob's old address was merged into his new one: the mail that named the old one is
+    his too, and the contact it is filed under is the one exported."""
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=1)
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        ids = {address: i for address, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with running.client(employee) as api:
+        assert api.post(f"/api/v1/contacts/{ids[BOB]}/merge", json={"into": ids[new]}).is_success
+    with running.client(officer) as api:
+        export = api.get(f"/api/v1/contacts/{ids[new]}/export")
+
+    assert export.status_code == 200, export.text
+    assert len(export.json()["messages"]) == 3  # two to the old address, one to the new
