@@ -151,6 +151,7 @@ class ReceiptOut(Out):
 
 class ExportOut(Out):
     contact: dict[str, Any]
+    history: list[dict[str, Any]]
     company: dict[str, Any] | None
     relationships: list[dict[str, Any]]
     messages: list[dict[str, Any]]

@@ -214,13 +214,8 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
         sa.select(Suppression.kind).where(Suppression.address_token.in_(tokens)).limit(1)
     )
     return {
-        "contact": {
-            "id": contact.id,
-            "address": contact.address,
-            "name": contact.name,
-            "created_at": contact.created_at.isoformat(),
-            "updated_at": contact.updated_at.isoformat(),
-        },
+        "contact": _contact_fields(contact),
+        "history": _history(session, contact.id),
         "company": {"id": company.id, "domain": company.domain, "name": company.name}
         if company
         else None,
@@ -228,6 +223,48 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
         "messages": messages,
         "objected": objected == "objected",
     }
+
+
+def _contact_fields(contact: Contact) -> dict[str, Any]:
+    """The contact as held: what mail named them, and what their signatures and bounces said."""
+
+    def moment(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "id": contact.id,
+        "address": contact.address,
+        "name": contact.name,
+        "first_name": contact.first_name,
+        "last_name": contact.last_name,
+        "title": contact.title,
+        "phone": contact.phone,
+        "organization": contact.organization,
+        "signature_at": moment(contact.signature_at),
+        "undeliverable_since": moment(contact.undeliverable_since),
+        "created_at": contact.created_at.isoformat(),
+        "updated_at": contact.updated_at.isoformat(),
+    }
+
+
+def _history(session: Session, contact_id: int) -> list[dict[str, Any]]:
+    """Every change to the contact, oldest first, but the likely job moves: those name a
+    namesake's address, who may be somebody else."""
+    changes = session.scalars(
+        sa.select(ContactChange)
+        .where(ContactChange.contact_id == contact_id, ContactChange.field != "likely-job-move")
+        .order_by(ContactChange.id)
+    )
+    return [
+        {
+            "field": c.field,
+            "old_value": c.old_value,
+            "new_value": c.new_value,
+            "message_id": c.message_id,
+            "observed_at": c.observed_at.isoformat(),
+        }
+        for c in changes
+    ]
 
 
 def log_export(session: Session, contact_id: int, at: Request) -> ledger.Chained:

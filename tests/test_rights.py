@@ -22,6 +22,7 @@ from app.models import (
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
+from policies.model import Channel
 from policies.observe import address_token
 from tests.conftest import (
     CAPTURE,
@@ -33,6 +34,7 @@ from tests.conftest import (
 )
 from tests.dovecot import Dovecot
 from tests.mail import compose, send
+from tests.test_contacts_filing import INBOX
 from tests.test_imap import new_mailbox, sync
 
 BOB = "bob@customer.example"
@@ -420,3 +422,39 @@ def test_an_access_export_lists_the_mail_of_the_addresses_merged_into_the_contac
 
     assert export.status_code == 200, export.text
     assert len(export.json()["messages"]) == 3  # two to the old address, one to the new
+
+
+def test_an_access_export_holds_what_signatures_taught_about_the_person(
+    running: Running, officer: str
+) -> None:
+    """Bob's signature gave his contact a title and a phone number, each change kept in its
+    history: that is held about him, so his export says it."""
+    signed = (
+        "Hello Alice,\n\nwe accept the quote.\n\nBest regards,\n\n"
+        "Bob Builder\nHead of Procurement\nCustomer Ltd\nTel: +44 20 7946 0958\n"
+    )
+    from_bob = compose(
+        sender=f"Bob Builder <{BOB}>",
+        to="Alice <alice@example.com>",
+        body=signed,
+        message_id="<signed@customer.example>",
+    )
+    running.runtime.pipeline.process(from_bob.as_bytes(), INBOX, Channel.IMPORT)
+    with running.runtime.sessions() as session:
+        bob = session.scalars(sa.select(Contact).where(Contact.address == BOB)).one()
+    assert (bob.title, bob.phone) == ("Head of Procurement", "+442079460958")
+
+    with running.client(officer) as api:
+        export = api.get(f"/api/v1/contacts/{bob.id}/export")
+
+    assert export.status_code == 200, export.text
+    body = export.json()
+    assert (body["contact"]["title"], body["contact"]["phone"]) == (
+        "Head of Procurement",
+        "+442079460958",
+    )
+    assert "Customer Ltd" in body["contact"]["organization"]
+    assert {(c["field"], c["new_value"]) for c in body["history"]} >= {
+        ("title", "Head of Procurement"),
+        ("phone", "+442079460958"),
+    }
