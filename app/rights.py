@@ -140,13 +140,16 @@ def _forget_contacts(
 
 
 def _stood_alone(session: Session, message_id: int, addresses: set[str], at: Request) -> bool:
-    """Whether the person is the message's only participant from outside the organization."""
+    """Whether the person is the message's only participant from outside the organization:
+    an employee is one of ours at any domain (filing marked them)."""
     external = {
         a.lower()
-        for a in session.scalars(
-            sa.select(Participant.address).where(Participant.message_id == message_id)
+        for a, employee in session.execute(
+            sa.select(Participant.address, Participant.employee_id).where(
+                Participant.message_id == message_id
+            )
         )
-        if not is_internal(a.lower(), at.org_domains)
+        if employee is None and not is_internal(a.lower(), at.org_domains)
     }
     return external <= addresses
 

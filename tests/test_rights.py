@@ -458,3 +458,25 @@ def test_an_access_export_holds_what_signatures_taught_about_the_person(
         ("title", "Head of Procurement"),
         ("phone", "+442079460958"),
     }
+
+
+def test_an_erasure_removes_the_mail_the_person_had_only_with_employees_on_other_domains(
+    running: Running, officer: str
+) -> None:
+    """Dave is an employee whose address is at a domain the organization does not list
+    (a subsidiary's). Mail between Bob and our team alone is Bob's to erase all the same."""
+    add_employee(running.runtime.sessions, "dave@subsidiary.example")
+    with_dave = compose(
+        to=f"Bob Builder <{BOB}>",
+        headers={"Cc": "Dave <dave@subsidiary.example>"},
+        message_id="<d@x>",
+    )
+    assert send(running.smtp_port, with_dave)[0] == 250
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": BOB}).json()
+
+    assert (receipt["messages_removed"], receipt["participations_removed"]) == (2, 1)
+    with running.runtime.sessions() as session:
+        left = session.scalars(sa.select(Message.message_id)).all()
+    assert left == ["<with-carol@example.com>"]
