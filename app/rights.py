@@ -45,8 +45,16 @@ class Outcome:
     held_removed: int = 0
 
 
-def _any_address(column: InstrumentedAttribute[str], addresses: set[str]) -> sa.ColumnElement[bool]:
-    return sa.func.lower(column).in_(sorted(addresses))
+def _any_address(
+    session: Session, column: InstrumentedAttribute[str], addresses: set[str]
+) -> sa.ColumnElement[bool]:
+    """The column names one of the (lowercased) addresses, in any case. SQLite's lower()
+    folds A to Z only, while mail keeps a local part as written (`ÉLODIE@`): the spellings
+    stored at the addresses' domains are read, and folded as the addresses were."""
+    domains = sorted({a.rpartition("@")[2] for a in addresses})
+    near = sa.or_(*(sa.func.lower(column).endswith(f"@{d}", autoescape=True) for d in domains))
+    stored = session.scalars(sa.select(column).where(near).distinct())
+    return column.in_(sorted({s for s in stored if s.lower() in addresses}))
 
 
 def _spellings(*addresses: str) -> set[str]:
@@ -92,7 +100,9 @@ def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact
     """The contacts with the address, those with them and the contacts merged into them (the
     same person's other addresses), and every address of theirs, lowercased."""
     wanted = address.strip().lower()
-    found = list(session.scalars(sa.select(Contact).where(_any_address(Contact.address, {wanted}))))
+    found = list(
+        session.scalars(sa.select(Contact).where(_any_address(session, Contact.address, {wanted})))
+    )
     merged = session.scalars(
         sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
     ).all()
@@ -104,16 +114,14 @@ def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple
     """Remove the messages with the person that wait for review or that they alone stood
     for, and the person from the others. How many messages, of them held, participations."""
     removed, held, left = 0, 0, 0
+    theirs = _any_address(session, Participant.address, addresses)
     for message_id, outcome in _messages_with(session, addresses):
         if outcome == "hold" or _stood_alone(session, message_id, addresses, at):
             session.execute(sa.delete(Message).where(Message.id == message_id))
             removed, held = removed + 1, held + (outcome == "hold")
         else:
             gone = session.execute(
-                sa.delete(Participant).where(
-                    Participant.message_id == message_id,
-                    _any_address(Participant.address, addresses),
-                )
+                sa.delete(Participant).where(Participant.message_id == message_id, theirs)
             )
             left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
     return removed, held, left
@@ -127,8 +135,8 @@ def _forget_contacts(
     company once no other contact is at it: one made for a person's own domain names them."""
     session.execute(
         sa.delete(ContactChange).where(
-            _any_address(ContactChange.old_value, addresses)
-            | _any_address(ContactChange.new_value, addresses)
+            _any_address(session, ContactChange.old_value, addresses)
+            | _any_address(session, ContactChange.new_value, addresses)
         )
     )
     for contact in contacts:
@@ -208,7 +216,7 @@ def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | N
         for message, role, name in session.execute(
             sa.select(Message, Participant.role, Participant.name)
             .join(Participant, Participant.message_id == Message.id)
-            .where(_any_address(Participant.address, addresses))
+            .where(_any_address(session, Participant.address, addresses))
             .order_by(Message.id)
         )
     ]
@@ -279,7 +287,7 @@ def _messages_with(session: Session, addresses: set[str]) -> list[tuple[int, str
     query = (
         sa.select(Message.id, Message.outcome)
         .join(Participant, Participant.message_id == Message.id)
-        .where(_any_address(Participant.address, addresses))
+        .where(_any_address(session, Participant.address, addresses))
         .distinct()
     )
     return [(message_id, outcome) for message_id, outcome in session.execute(query)]

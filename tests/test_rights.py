@@ -480,3 +480,30 @@ def test_an_erasure_removes_the_mail_the_person_had_only_with_employees_on_other
     with running.runtime.sessions() as session:
         left = session.scalars(sa.select(Message.message_id)).all()
     assert left == ["<with-carol@example.com>"]
+
+
+def test_an_erasure_finds_an_address_whose_local_part_has_capitals_beyond_ascii(
+    running: Running, officer: str
+) -> None:
+    """Mail keeps a local part as written (`ÉLODIE@`); SQL's lower() folds only A to Z, so
+    the address must be matched as Python folds it, or her contact and mail stay."""
+    raw = (
+        "From: Alice <alice@example.com>\r\n"
+        "To: =?utf-8?q?=C3=89lodie?= Martin <ÉLODIE@exemple.fr>\r\n"
+        "Subject: Devis\r\n"
+        "Date: Mon, 23 Nov 2026 09:00:00 +0000\r\n"
+        "Message-ID: <elodie@example.com>\r\n"
+        "MIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+        "Bonjour,\r\n\r\nle devis ELODIES-QUOTE.\r\n"
+    ).encode()
+    assert send(running.smtp_port, raw)[0] == 250
+    assert "ÉLODIE@exemple.fr" in _contacts(running)
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": "élodie@exemple.fr"})
+
+    assert receipt.status_code == 201, receipt.text
+    assert (receipt.json()["contact_found"], receipt.json()["messages_removed"]) == (True, 1)
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+    assert b"ELODIES-QUOTE" not in everything_stored(running)
