@@ -16,6 +16,8 @@ from app.models import (
     Company,
     Contact,
     ContactChange,
+    Employee,
+    EmployeeAlias,
     Message,
     MessageOwner,
     Participant,
@@ -63,6 +65,16 @@ def _spellings(*addresses: str) -> set[str]:
     the old spelling cannot tell its two domains apart: they go too, the cautious side."""
     lowered = {a.strip().lower() for a in addresses}
     return lowered | {e for a in lowered if (e := earlier_spelling(a)) is not None}
+
+
+def is_employee(session: Session, address: str) -> bool:
+    """Whether the address is an employee's, as email or alias (both stored lowercased)."""
+    wanted = address.strip().lower()
+    return (
+        session.scalar(sa.select(Employee.id).where(Employee.email == wanted)) is not None
+        or session.scalar(sa.select(EmployeeAlias.id).where(EmployeeAlias.address == wanted))
+        is not None
+    )
 
 
 def contact_address(session: Session, contact_id: int) -> str | None:

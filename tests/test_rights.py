@@ -507,3 +507,29 @@ def test_an_erasure_finds_an_address_whose_local_part_has_capitals_beyond_ascii(
     assert (receipt.json()["contact_found"], receipt.json()["messages_removed"]) == (True, 1)
     assert _contacts(running) == [BOB, "carol@partner.example"]
     assert b"ELODIES-QUOTE" not in everything_stored(running)
+
+
+def test_an_employee_address_at_another_domain_cannot_be_erased_or_objected_to(
+    running: Running, officer: str
+) -> None:
+    """Employees are not contacts, whatever their domain: suppressing Dave's address would
+    drop every message he sends, and the erasure would delete the mail he had with Alice."""
+    add_employee(running.runtime.sessions, "dave@subsidiary.example", aliases=("d@dave.example",))
+    internal = compose(to="Dave <dave@subsidiary.example>", message_id="<to-dave@example.com>")
+    assert send(running.smtp_port, internal)[0] == 250
+    with running.runtime.sessions() as session:
+        before = session.scalar(sa.select(sa.func.count()).select_from(Message))
+
+    with running.client(officer) as api:
+        erasure = api.post("/api/v1/erasures", json={"address": "Dave@Subsidiary.example"})
+        objection = api.post("/api/v1/objections", json={"address": "d@dave.example"})
+
+    assert (erasure.status_code, objection.status_code) == (422, 422)
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == before
+        assert session.scalars(sa.select(Suppression.kind)).all() == []
+    from_dave = compose(sender="Dave <dave@subsidiary.example>", message_id="<from-dave@x>")
+    assert send(running.smtp_port, from_dave, mail_from="dave@subsidiary.example")[0] == 250
+    with running.runtime.sessions() as session:
+        last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
+    assert last is not None and last.outcome == "capture"

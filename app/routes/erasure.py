@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from fastapi import APIRouter, HTTPException, Request, status
+from sqlalchemy.orm import Session
 
 from app import rights
 from app.access_schemas import AddressIn, ExportOut, ReceiptOut
@@ -30,8 +31,10 @@ def _request(request: Request) -> rights.Request:
     )
 
 
-def _external(address: str, at: rights.Request) -> str:
-    if is_internal(address.lower(), at.org_domains):
+def _external(session: Session, address: str, at: rights.Request) -> str:
+    """The address, unless it is ours: suppressing an employee's (at any domain) would drop
+    every message they send."""
+    if is_internal(address.lower(), at.org_domains) or rights.is_employee(session, address):
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             "That is an organization address: employees are not contacts.",
@@ -68,7 +71,7 @@ def post_erasure(
     """Erase everything held about an address and keep it from ever being captured again.
     The receipt names the ledger record that proves it."""
     at = _request(request)
-    done = rights.erase(session, _external(body.address, at), at)
+    done = rights.erase(session, _external(session, body.address, at), at)
     session.commit()
     scrubbed = scrub_wal(request.app.state.runtime.db)
     return _receipt("erasure", done, at.now, suppressed=True, wal_truncated=scrubbed)
@@ -80,7 +83,7 @@ def post_objection(
 ) -> ReceiptOut:
     """Record an objection: future mail with this address is dropped by the guardrail."""
     at = _request(request)
-    done = rights.object_to(session, _external(body.address, at), at)
+    done = rights.object_to(session, _external(session, body.address, at), at)
     session.commit()
     scrubbed = scrub_wal(request.app.state.runtime.db)
     return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
@@ -99,7 +102,7 @@ def post_contact_objection(
     if address is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
     at = _request(request)
-    done = rights.object_to(session, address, at)
+    done = rights.object_to(session, _external(session, address, at), at)
     session.commit()
     scrubbed = scrub_wal(request.app.state.runtime.db)
     return _receipt("objection", done, at.now, suppressed=True, wal_truncated=scrubbed)
