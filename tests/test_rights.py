@@ -18,6 +18,7 @@ from app.models import (
     Message,
     Participant,
     Suppression,
+    Thread,
 )
 from app.retention import purge_once
 from app.security import Role
@@ -533,3 +534,20 @@ def test_an_employee_address_at_another_domain_cannot_be_erased_or_objected_to(
     with running.runtime.sessions() as session:
         last = session.scalars(sa.select(DecisionRecord).order_by(DecisionRecord.id.desc())).first()
     assert last is not None and last.outcome == "capture"
+
+
+def test_an_erasure_removes_the_threads_left_without_messages(
+    running: Running, officer: str
+) -> None:
+    """A thread's key is a digest of its root Message-ID, or of its subject and
+    participants: one left with none of its messages holds nothing but that. A thread the
+    person shared with others stays."""
+    with running.runtime.sessions() as session:
+        threads = dict(session.execute(sa.select(Message.message_id, Message.thread_id)).all())
+
+    with running.client(officer) as api:
+        assert api.post("/api/v1/erasures", json={"address": BOB}).status_code == 201
+
+    with running.runtime.sessions() as session:
+        left = session.scalars(sa.select(Thread.id)).all()
+    assert left == [threads["<with-carol@example.com>"]]
