@@ -11,17 +11,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import ledger
 from app.db import scrub_wal
 from app.models import Message
+from app.threads import remove_emptied
 from policies.model import LoadedPolicy
 
 PURGE_EVERY = 600.0  # seconds
 
 
 def purge_expired_holds(session: Session, now: datetime) -> int:
-    """Remove held messages whose review period has passed; their decisions stay."""
+    """Remove held messages whose review period has passed, and the threads they leave
+    without messages; their decisions stay."""
     expired = sa.delete(Message).where(
         Message.outcome == "hold", Message.held_until.is_not(None), Message.held_until < now
     )
-    return int(session.execute(expired).rowcount or 0)  # type: ignore[attr-defined]
+    threads = session.scalars(expired.returning(Message.thread_id)).all()
+    remove_emptied(session, threads)
+    return len(threads)
 
 
 def purge_once(

@@ -23,8 +23,8 @@ from app.models import (
     Participant,
     Relationship,
     Suppression,
-    Thread,
 )
+from app.threads import remove_emptied
 from capture.parse import earlier_spelling
 from policies.observe import address_token, address_tokens, is_internal
 
@@ -128,22 +128,20 @@ def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple
     for, and the person from the others. How many messages, of them held, participations."""
     removed, held, left = 0, 0, 0
     theirs = _any_address(session, Participant.address, addresses)
-    threads: set[int] = set()
+    threads: list[int | None] = []
     for message_id, outcome in _messages_with(session, addresses):
         if outcome == "hold" or _stood_alone(session, message_id, addresses, at):
             deleted = session.execute(
                 sa.delete(Message).where(Message.id == message_id).returning(Message.thread_id)
             )
-            threads.update(t for t in deleted.scalars() if t is not None)
+            threads.extend(deleted.scalars())
             removed, held = removed + 1, held + (outcome == "hold")
         else:
             gone = session.execute(
                 sa.delete(Participant).where(Participant.message_id == message_id, theirs)
             )
             left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
-    # A thread left with none of its messages holds nothing but its key, a digest of them.
-    in_use = sa.exists().where(Message.thread_id == Thread.id)
-    session.execute(sa.delete(Thread).where(Thread.id.in_(threads), ~in_use))
+    remove_emptied(session, threads)
     return removed, held, left
 
 

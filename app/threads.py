@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Iterable
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -51,6 +52,15 @@ def file_thread(conn: sa.Connection, message: ParsedMessage, secret: bytes, now:
         return int(_INSERT.scalar(conn, values))
     _TOUCH.run(conn, {"thread": thread, "seen": seen})
     return int(thread)
+
+
+def remove_emptied(session: Session, threads: Iterable[int | None]) -> None:
+    """Remove those of the threads (of messages just removed) that no message is in any
+    longer: such a thread holds nothing but its key, a digest of that mail, and its dates."""
+    in_use = sa.exists().where(Message.thread_id == Thread.id)
+    ids = sorted({t for t in threads if t is not None})
+    if ids:
+        session.execute(sa.delete(Thread).where(Thread.id.in_(ids), ~in_use))
 
 
 def read_thread(session: Session, principal: Principal, thread_id: int) -> ThreadOut | None:

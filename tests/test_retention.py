@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.db import transaction
-from app.models import DecisionRecord, Message
+from app.models import DecisionRecord, Message, Thread
 from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
 from policies.engine import PolicyError
@@ -56,6 +56,27 @@ def test_a_purged_hold_leaves_no_text_in_the_database_files(running: Running) ->
     runtime = running.runtime
     assert purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy) == 1
     assert b"CANARY" not in everything_stored(running)
+
+
+def test_a_purged_hold_leaves_no_thread_behind(running: Running) -> None:
+    """A thread's key is a digest of its root Message-ID, or of its subject and
+    participants, and its dates are its mail's: one left with no message goes too."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    kept = compose(message_id="<kept@example.com>")
+    note = compose(to="Alice <alice@example.com>", subject="Dinner", message_id="<note@x>")
+    outcomes = [
+        running.runtime.pipeline.process(m.as_bytes(), Envelope("alice@example.com"), Channel.BCC)
+        for m in (kept, note)
+    ]
+    assert [r.outcome.value for r in outcomes] == ["capture", "hold"]
+
+    with transaction(running.runtime.sessions) as session:
+        assert purge_expired_holds(session, datetime.now(UTC) + timedelta(days=8)) == 1
+
+    with running.runtime.sessions() as session:
+        threads = session.scalars(sa.select(Thread.id)).all()
+        kept_thread = session.scalar(sa.select(Message.thread_id))
+    assert threads == [kept_thread]
 
 
 def _decide(running: Running, to: str, n: int) -> str:
