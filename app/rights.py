@@ -188,7 +188,10 @@ def object_to(session: Session, address: str, at: Request) -> Outcome:
     mine = _messages_with(session, _spellings(*addresses))
     held = [m for m, outcome in mine if outcome == "hold"]
     if held:
-        session.execute(sa.delete(Message).where(Message.id.in_(held)))
+        removed = session.execute(
+            sa.delete(Message).where(Message.id.in_(held)).returning(Message.thread_id)
+        )
+        remove_emptied(session, removed.scalars())
     for each in sorted(addresses):
         _suppress(session, each, "objected", at, replace=False)
     facts = {"contact_found": bool(found), "held_removed": len(held)}

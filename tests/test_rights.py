@@ -352,6 +352,8 @@ def test_held_mail_an_objection_removes_leaves_no_text_in_the_database_files(
         done = api.post("/api/v1/objections", json={"address": BOB})
     assert done.status_code == 201 and done.json()["held_removed"] == 1
     assert b"CANARY" not in everything_stored(holding)
+    with holding.runtime.sessions() as session:  # nor a thread, a digest of it with its date
+        assert session.scalars(sa.select(Thread.id)).all() == []
 
 
 def test_an_access_export_holds_everything_but_message_text_and_is_logged(
