@@ -200,6 +200,16 @@ def append_action(
     )
 
 
+def wait_for_appends(db: Session | sa.Connection) -> None:
+    """Take the log's append lock for the rest of the transaction, where appends need one
+    (PostgreSQL: SQLite's writers take its write lock as they begin). A batch holds it from
+    its first decision until it commits, so what this transaction reads next includes all
+    the batch filed: an erasure misses none of the person's mail being filed."""
+    conn = db.connection() if isinstance(db, Session) else db
+    if conn.dialect.name == "postgresql":
+        _LOCK.rows(conn, {"key": _LEDGER_LOCK})
+
+
 def _chain(
     db: Session | sa.Connection, record: Chained, *, after: tuple[int, str] | None = None
 ) -> Chained:

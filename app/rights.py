@@ -87,6 +87,7 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
     addresses) and any history naming one of their addresses; mail waiting for review with
     them goes, the messages they alone stood for go, they leave the others' participants,
     and a keyed digest of each address joins the suppression list."""
+    ledger.wait_for_appends(session)  # mail being filed with them is filed, and found, first
     found, people, addresses = _person(session, address)
     spellings = _spellings(*addresses)  # with the rows an earlier release spelled otherwise
     removed, held, left = _leave_messages(session, spellings, at)
@@ -184,6 +185,7 @@ def object_to(session: Session, address: str, at: Request) -> Outcome:
     """Art. 21: the guardrail drops their future mail, to any address merged into their
     contact too; mail still waiting for review goes. What was filed before stays until
     compliance decides on erasure."""
+    ledger.wait_for_appends(session)  # mail being held with them is held, and found, first
     found, _people, addresses = _person(session, address)
     mine = _messages_with(session, _spellings(*addresses))
     held = [m for m, outcome in mine if outcome == "hold"]

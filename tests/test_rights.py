@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,6 +24,8 @@ from app.models import (
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
+from capture.parse import parse_message
+from capture.pipeline import Envelope
 from policies.model import Channel
 from policies.observe import address_token
 from tests.conftest import (
@@ -553,3 +556,33 @@ def test_an_erasure_removes_the_threads_left_without_messages(
     with running.runtime.sessions() as session:
         left = session.scalars(sa.select(Thread.id)).all()
     assert left == [threads["<with-carol@example.com>"]]
+
+
+def test_an_erasure_waits_for_mail_being_filed_with_the_person_and_erases_it_too(
+    running: Running, officer: str
+) -> None:
+    """A batch (the SMTP writer's group commit, a mailbox sync) decides and files in one
+    transaction. An erasure reading before that batch commits misses what it files with the
+    person, which then stays although the receipt says they were erased."""
+    pipeline = running.runtime.pipeline
+    in_flight = parse_message(compose(subject="In flight", message_id="<fly@x>").as_bytes())
+    receipts: list[int] = []
+
+    def erase() -> None:
+        with running.client(officer) as api:
+            receipts.append(api.post("/api/v1/erasures", json={"address": BOB}).status_code)
+
+    erasing = threading.Thread(target=erase)
+    with pipeline.connections().connect() as conn:
+        batch = conn.begin()
+        filed = pipeline.process_in(conn, in_flight, Envelope("alice@example.com"), Channel.BCC)
+        assert filed.outcome.value == "capture"
+        erasing.start()
+        erasing.join(timeout=1.0)  # the erasure is under way, or waiting for the batch
+        batch.commit()
+    erasing.join(timeout=60)
+
+    assert receipts == [201]
+    with running.runtime.sessions() as session:
+        named = session.scalars(sa.select(Participant.address)).all()
+    assert BOB not in named and _contacts(running) == ["carol@partner.example"]
