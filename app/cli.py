@@ -8,6 +8,7 @@ pay. Only what option types need is imported here.
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
@@ -368,10 +369,12 @@ def ledger_verify(
 def _anchor(value: str) -> ledger.Anchor:
     from app import ledger
 
-    record, _, digest = value.partition(":")
-    if not record.isdigit() or len(digest) != 64:
+    # ASCII digits and hex only: str.isdigit() passes "²", which int() refuses, and a hash
+    # that is not hex could only ever be reported as a log that differs from the anchor.
+    found = re.fullmatch(r"([0-9]+):([0-9a-fA-F]{64})", value)
+    if found is None:
         raise typer.BadParameter("--anchor takes ID:HASH, as `ledger verify` prints the head")
-    return ledger.Anchor(int(record), digest.lower())
+    return ledger.Anchor(int(found[1]), found[2].lower())
 
 
 def main() -> None:

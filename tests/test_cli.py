@@ -349,13 +349,17 @@ def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) 
     head = intact.stdout.splitlines()[-1].removeprefix("head: ")
     again = mailroom(settings, "ledger", "verify", "--anchor", head)
     forged = mailroom(settings, "ledger", "verify", "--anchor", "2:" + "0" * 64)
-    garbled = mailroom(settings, "ledger", "verify", "--anchor", "two")
+    garbled = [
+        mailroom(settings, "ledger", "verify", "--anchor", anchor)
+        for anchor in ("two", "²:" + "0" * 64, "2:" + "g" * 64)  # not a number, not hex
+    ]
 
     assert intact.returncode == 0 and "2 records verified" in intact.stdout
     assert head.startswith("2:") and len(head) == 66
     assert again.returncode == 0, again.stdout + again.stderr
     assert forged.returncode == 1 and "differs from the anchor" in forged.stdout
-    assert garbled.returncode == 2 and "ID:HASH" in garbled.stderr
+    for done in garbled:
+        assert done.returncode == 2 and "ID:HASH" in done.stderr, done.stdout + done.stderr
 
 
 def test_the_command_line_imports_no_server_until_a_command_needs_one() -> None:
