@@ -7,8 +7,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from app import ledger
+from app.db import transaction
 from app.policy_versions import simulate
 from app.security import Role
+from app.web import reports
+from policies.model import Channel, Decision, Outcome, Verdict, Visibility
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token
 from tests.mail import compose, send
 
@@ -104,3 +108,26 @@ def test_simulate_replays_decisions_and_skips_logged_actions(
     with running.runtime.sessions() as session:
         result = simulate(session, running.runtime.pipeline.engine, TEST_SECRET.encode())
     assert (result.evaluated, result.changed, result.not_replayable) == (4, 0, 0)
+
+
+def test_the_compliance_page_counts_per_rule_the_decisions_its_chart_counts(
+    running: Running, decided: Decided
+) -> None:
+    """A decision dated ahead of this host's clock (another host's runs fast) is on none of
+    the chart's days; the table per deciding rule beside it must not count it either."""
+    ahead = datetime.now(UTC) + timedelta(days=2)
+    decision = Decision(
+        outcome=Outcome.DROP,
+        policy_sha256=running.runtime.pipeline.engine.policy.sha256,
+        verdicts=(Verdict("internal-only", True, "only colleagues"),),
+        deciding_rule="internal-only",
+        visibility=Visibility.SHARED,
+    )
+    with transaction(running.runtime.sessions) as session:
+        ledger.append(session, ledger.Entry(ahead, Channel.BCC, decided.alice, decision, None))
+
+    with running.runtime.sessions() as session:
+        shown = reports.activity(session, datetime.now(UTC))
+
+    charted = sum(sum(day.values()) for day in shown.per_day.values())
+    assert charted == sum(shown.per_rule.values()) == 4

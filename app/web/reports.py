@@ -47,8 +47,9 @@ def activity(session: Session, now: datetime, *, days: int = 30) -> Activity:
     )
     for created_at, outcome, rules in session.execute(query):
         day = created_at.date()
-        if day in result.per_day:
-            result.per_day[day][outcome] += 1
+        if day not in result.per_day:  # dated ahead of this host's clock: on no day shown
+            continue
+        result.per_day[day][outcome] += 1
         result.per_rule[(str(rules[0]) if rules else "policy default", outcome)] += 1
     return result
 
