@@ -54,13 +54,17 @@ def file_thread(conn: sa.Connection, message: ParsedMessage, secret: bytes, now:
     return int(thread)
 
 
+_IDS_A_STATEMENT = 1000  # SQLite takes 32,766 bound parameters a statement, PostgreSQL 65,535
+
+
 def remove_emptied(session: Session, threads: Iterable[int | None]) -> None:
     """Remove those of the threads (of messages just removed) that no message is in any
     longer: such a thread holds nothing but its key, a digest of that mail, and its dates."""
     in_use = sa.exists().where(Message.thread_id == Thread.id)
     ids = sorted({t for t in threads if t is not None})
-    if ids:
-        session.execute(sa.delete(Thread).where(Thread.id.in_(ids), ~in_use))
+    for start in range(0, len(ids), _IDS_A_STATEMENT):  # each id is a bound parameter
+        chunk = ids[start : start + _IDS_A_STATEMENT]
+        session.execute(sa.delete(Thread).where(Thread.id.in_(chunk), ~in_use))
 
 
 def read_thread(session: Session, principal: Principal, thread_id: int) -> ThreadOut | None:

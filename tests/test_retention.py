@@ -79,6 +79,44 @@ def test_a_purged_hold_leaves_no_thread_behind(running: Running) -> None:
     assert threads == [kept_thread]
 
 
+def test_sixty_six_thousand_holds_expiring_at_once_are_purged_with_their_threads(
+    running: Running,
+) -> None:
+    """An import of a long history under a policy that holds much of it: its holds expire
+    together, more than one statement may name (PostgreSQL binds 65,535 values at most)."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    note = compose(to="Alice <alice@example.com>", message_id="<note@x>")
+    running.runtime.pipeline.process(note.as_bytes(), Envelope("alice@example.com"), Channel.BCC)
+    now = datetime.now(UTC)
+    with transaction(running.runtime.sessions) as session:
+        held = session.scalars(sa.select(Message)).one()
+        first = session.scalar(sa.select(sa.func.max(Thread.id))) or 0
+        count = 66_000
+        session.execute(
+            sa.insert(Thread),
+            [{"key": f"k{n}", "created_at": now, "last_message_at": now} for n in range(count)],
+        )
+        copy = {c: getattr(held, c) for c in ("content_digest", "direction", "outcome", "size")}
+        rows = [
+            copy
+            | {
+                "dedupe_key": f"d{n}",
+                "visibility": "private",
+                "held_until": now,
+                "decision_id": held.decision_id,
+                "thread_id": first + 1 + n,
+            }
+            for n in range(count)
+        ]
+        session.execute(sa.insert(Message), rows)
+
+    with transaction(running.runtime.sessions) as session:
+        assert purge_expired_holds(session, now + timedelta(days=8)) == count + 1
+
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Thread)) == 0
+
+
 def _decide(running: Running, to: str, n: int) -> str:
     mail = compose(to=to, message_id=f"<purge-{n}@example.com>")
     result = running.runtime.pipeline.process(
