@@ -68,17 +68,23 @@ def remove_emptied(session: Session, threads: Iterable[int | None]) -> None:
 
 
 def read_thread(session: Session, principal: Principal, thread_id: int) -> ThreadOut | None:
-    """A thread with the messages this principal may see; None if they may see none."""
-    thread = session.get(Thread, thread_id)
-    if thread is None:
-        return None
-    query = crm.visible_messages(principal).where(Message.thread_id == thread_id)
-    rows = session.scalars(query.order_by(Message.sent_at, Message.id).limit(500)).all()
+    """A thread with the messages this principal may see; None if they may see none. Its
+    times are those of these messages too: a colleague's private or held mail in the thread
+    must not say when it came."""
+    visible = crm.visible_messages(principal).where(Message.thread_id == thread_id)
+    rows = session.scalars(visible.order_by(Message.sent_at, Message.id).limit(500)).all()
     if not rows:
         return None
+    seen = visible.subquery()
+    first, last = session.execute(
+        sa.select(
+            sa.func.min(seen.c.created_at),
+            sa.func.max(sa.func.coalesce(seen.c.sent_at, seen.c.created_at)),
+        )
+    ).one()
     return ThreadOut(
-        id=thread.id,
-        created_at=thread.created_at,
-        last_message_at=thread.last_message_at,
+        id=thread_id,
+        created_at=first,
+        last_message_at=last,
         messages=crm.render_messages(session, principal, rows),
     )

@@ -73,3 +73,33 @@ def test_relationships_say_who_knows_a_contact_and_how_well(running: Running) ->
     assert known[0]["strength"] > known[1]["strength"] > 0
     assert [r["contact"]["address"] for r in mine] == ["bob@customer.example"]
     assert snooping.status_code == 404
+
+
+def test_a_thread_tells_no_time_of_a_colleagues_private_reply(running: Running) -> None:
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    add_employee(running.runtime.sessions, "carol@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    first = compose(message_id="<t1@example.com>")
+    reply = compose(
+        sender="Carol <carol@example.com>",
+        subject="Re: Quote for 20 licences",
+        message_id="<t2@example.com>",
+        headers={"In-Reply-To": "<t1@example.com>", "References": "<t1@example.com>"},
+    )
+    reply.replace_header("Date", "Fri, 27 Nov 2026 18:30:00 +0000")
+    assert send(running.smtp_port, first)[0] == 250
+    assert send(running.smtp_port, reply, mail_from="carol@example.com")[0] == 250
+    with running.runtime.db.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE messages SET visibility = 'private' WHERE message_id = '<t2@example.com>'"
+        )
+        thread_id = conn.exec_driver_sql(
+            "SELECT thread_id FROM messages WHERE message_id = '<t1@example.com>'"
+        ).scalar_one()
+
+    with running.client(token) as api:
+        thread = api.get(f"/api/v1/threads/{thread_id}").json()
+
+    # The thread is Alice's too, but Carol's private reply, and so when she wrote it, is not.
+    assert [m["message_id"] for m in thread["messages"]] == ["<t1@example.com>"]
+    assert thread["last_message_at"] == "2026-11-23T09:00:00Z"
