@@ -41,8 +41,9 @@ class PolicyYamlLoader(yaml.SafeLoader):
 
 def parse_yaml(source: str) -> Any:
     """The policy's YAML as plain data; PolicyError if it is not YAML a policy may use."""
-    loader = PolicyYamlLoader(source)
+    loader: PolicyYamlLoader | None = None
     try:
+        loader = PolicyYamlLoader(source)  # its reader refuses NUL, ESC and kin at once
         return loader.get_single_data()
     except PolicyError:  # refused by PolicyYamlLoader, already saying why
         raise
@@ -51,7 +52,8 @@ def parse_yaml(source: str) -> Any:
     except ValueError as error:  # 2024-02-30, or an integer of more than 4300 digits
         raise PolicyError([f"a number or date cannot be read: {error}"]) from error
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_policy_text(source: str) -> Engine:

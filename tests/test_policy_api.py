@@ -118,6 +118,22 @@ def test_an_invalid_policy_is_refused_with_its_problems_and_the_old_one_stays(
     assert running.runtime.pipeline.engine.policy.sha256 == before
 
 
+def test_a_policy_with_a_character_yaml_forbids_is_refused_not_an_error(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """YAML allows no NUL or other control character (but tab and line breaks) in a
+    document; a policy holding one is refused with its problem, as any invalid one is."""
+    before = running.runtime.pipeline.engine.policy.sha256
+    for stray in ("\x00", "\x1b"):
+        bad = PLUMBING.replace("Newsletters", "News" + stray + "letters", 1)
+        put = put_policy(running, tokens["compliance"], bad)
+
+        assert put["status"] == 422, put
+        problems = put["body"]["problems"]  # type: ignore[index]
+        assert len(problems) == 1 and problems[0].startswith("not valid YAML"), problems
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
 def _aliased_policy(levels: int, width: int = 10) -> str:
     """About 1.2 KB of YAML whose anchors and aliases stand for width**levels predicates."""
     inline = "&a0 internal-only"
