@@ -427,6 +427,31 @@ def test_admin_page_refuses_an_address_that_is_already_an_employees_alias(
     assert taken == 0
 
 
+def test_admin_forms_refuse_control_characters_as_the_api_does(running: Running) -> None:
+    """A name or a token label holding NUL or a line break is refused (422), as the API
+    refuses it: PostgreSQL cannot store NUL at all, and SQLite kept it as given."""
+    admin = add_employee(running.runtime.sessions, "root@example.com")
+    with sign_in(running, admin, Role.ADMIN) as client:
+        csrf = csrf_of(client.get("/admin"))
+        answers = [
+            client.post(
+                "/admin/employees",
+                data={"csrf": csrf, "email": f"bob{n}@example.com", "name": f"Bob{stray}Builder"},
+            )
+            for n, stray in enumerate(("\x00", "\n"))
+        ] + [
+            client.post(
+                "/admin/tokens", data={"csrf": csrf, "role": "compliance", "label": f"ci{stray}"}
+            )
+            for stray in ("\x00", "\r\n")
+        ]
+    assert [a.status_code for a in answers] == [422] * 4
+    with running.runtime.sessions() as session:
+        added = session.scalar(sa.select(sa.func.count()).select_from(Employee))
+        issued = session.scalar(sa.select(sa.func.count()).select_from(ApiToken))
+    assert (added, issued) == (1, 0)
+
+
 def test_pages_showing_mail_are_not_stored_by_browsers_or_proxies(running: Running) -> None:
     """A message's text, my mail and a contact's timeline must not stay in a browser's or a
     shared proxy's cache after sign-out (the admin token page already says no-store)."""

@@ -14,6 +14,7 @@ from app import employees
 from app.mailboxes import describe_mailboxes, remove_mailbox, set_enabled
 from app.models import ApiToken, Employee, MessageOwner
 from app.routes.pagination import Id
+from app.schemas import Text
 from app.security import ISSUED_ON_THE_SERVER, Role, create_token
 from app.web.auth import AdminUser, CsrfChecked, WebUser
 from app.web.render import PageSession, page
@@ -70,7 +71,7 @@ def add_employee(
     session: PageSession,
     _user: AdminUser,
     email: Annotated[str, Form()],
-    name: Annotated[str, Form(max_length=200)] = "",
+    name: Annotated[Text, Form(max_length=200)] = "",
 ) -> RedirectResponse:
     """As the API and the command line add one (app/employees.py): an address that is
     already an employee's, as their email or an alias, is refused."""
@@ -89,7 +90,7 @@ def new_token(
     session: PageSession,
     user: AdminUser,
     role: Annotated[Role, Form()],
-    label: Annotated[str, Form(max_length=200)] = "",
+    label: Annotated[Text, Form(max_length=200)] = "",
 ) -> HTMLResponse:
     """Issue a token and show it on this one response: only its hash is stored. Not an
     employee's (app/routes/tokens.py post_token says why)."""
