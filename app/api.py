@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.request_limits import JsonBodyLimit, RateLimiter
+from app.request_limits import BodyLimit, RateLimiter
 from app.routes import (
     contacts,
     decisions,
@@ -27,7 +27,7 @@ from app.routes import (
     webhooks,
 )
 from app.runtime import Runtime
-from app.web import pages
+from app.web import compliance, pages
 
 PROBLEM = "application/problem+json"
 
@@ -44,7 +44,14 @@ def create_app(runtime: Runtime) -> FastAPI:
     app.state.sessions = runtime.sessions
     app.state.read_sessions = runtime.read_sessions
     app.state.rate_limiter = RateLimiter(runtime.settings.api_rate_per_minute)
-    app.add_middleware(JsonBodyLimit)
+    app.add_middleware(
+        BodyLimit,
+        limits={
+            "/api/v1/explain": None,  # read as it streams in, up to explain.MAX_MESSAGE_BYTES
+            "/api/v1/policy": None,  # likewise, up to policy.MAX_POLICY_BYTES
+            "/compliance/simulate": compliance.MAX_FORM_BYTES,
+        },
+    )
     for router in (
         messages.router,
         people.router,  # before contacts: /contacts/duplicates is not a contact id

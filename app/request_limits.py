@@ -1,4 +1,4 @@
-"""Serve: limits every API request meets: a request rate per token, and a JSON body size."""
+"""Serve: limits every API request meets: a request rate per token, and a body size."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import json
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-MAX_JSON_BODY = 64 * 1024
+MAX_BODY = 64 * 1024
 
 
 @dataclass
@@ -49,22 +49,29 @@ def retry_after(seconds: float) -> str:
     return str(max(1, math.ceil(seconds)))
 
 
-class JsonBodyLimit:
-    """Refuses JSON request bodies over `limit` bytes with 413, before any route reads them.
+class BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, before any route reads them:
+    FastAPI reads a body whole, whatever its declared type, before it asks who sent it.
 
-    Raw bodies (a message to explain, a policy's YAML) have their own limits in their routes."""
+    `limits` gives a path a limit of its own; None for a route that reads its raw body itself
+    (a message to explain, a policy's YAML), checking its own limit as the body streams in,
+    once it knows who is asking."""
 
-    def __init__(self, app: ASGIApp, limit: int = MAX_JSON_BODY) -> None:
+    def __init__(
+        self, app: ASGIApp, limit: int = MAX_BODY, limits: Mapping[str, int | None] | None = None
+    ) -> None:
         self.app = app
         self.limit = limit
+        self.limits = dict(limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not _is_json(scope):
+        limit = self.limits.get(scope.get("path", ""), self.limit)
+        if scope["type"] != "http" or limit is None:
             await self.app(scope, receive, send)
             return
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+        if declared.isdigit() and int(declared) > limit:
+            await _refuse(send, limit)
             return
         chunks: list[bytes] = []
         size, more = 0, True
@@ -74,8 +81,8 @@ class JsonBodyLimit:
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
-            if size > self.limit:
-                await self._refuse(send)
+            if size > limit:
+                await _refuse(send, limit)
                 return
             more = message.get("more_body", False)
         body = b"".join(chunks)
@@ -90,21 +97,15 @@ class JsonBodyLimit:
 
         await self.app(scope, replay, send)
 
-    async def _refuse(self, send: Send) -> None:
-        detail = f"The body exceeds {self.limit} bytes."
-        body = json.dumps(
-            {"type": "about:blank", "title": detail, "status": 413, "detail": detail}
-        ).encode()
-        headers = [
-            (b"content-type", b"application/problem+json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
 
-
-def _is_json(scope: Scope) -> bool:
-    content_type = dict(scope["headers"]).get(b"content-type", b"").lower()
-    return b"json" in content_type or (
-        scope.get("method") in ("POST", "PUT", "PATCH") and not content_type
-    )
+async def _refuse(send: Send, limit: int) -> None:
+    detail = f"The body exceeds {limit} bytes."
+    body = json.dumps(
+        {"type": "about:blank", "title": detail, "status": 413, "detail": detail}
+    ).encode()
+    headers = [
+        (b"content-type", b"application/problem+json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -7,8 +7,10 @@ import base64
 
 import pytest
 
-from tests.conftest import Running
+from app.security import Role
+from tests.conftest import Running, add_employee
 from tests.mail import compose, send
+from tests.web import csrf_of, sign_in
 
 
 def _cursor(n: int) -> str:
@@ -148,3 +150,53 @@ def test_explaining_as_an_employee_named_with_a_nul_is_a_422(
         )
 
     assert response.status_code == 422, response.text[:300]
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/api/v1/employees", "text/plain"),
+        ("/api/v1/erasures", "application/octet-stream"),
+        ("/api/v1/tokens", "multipart/form-data; boundary=x"),
+        ("/sign-in", "application/x-www-form-urlencoded"),
+        ("/sign-in/link", "multipart/form-data; boundary=x"),
+    ],
+)
+def test_a_large_body_is_refused_whatever_type_it_claims_before_anyone_reads_it(
+    running: Running, path: str, content_type: str
+) -> None:
+    """FastAPI reads a body whole, of any type, before asking for a token: no stranger may
+    make the service hold a body of any size in memory by not calling it JSON."""
+    with running.client(None) as stranger:
+        response = stranger.post(
+            path, content=b"token=" + b"a" * 1_000_000, headers={"Content-Type": content_type}
+        )
+
+    assert response.status_code == 413, response.text[:300]
+    assert response.json()["status"] == 413
+
+
+def test_the_routes_that_read_larger_bodies_still_take_them(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    padding = "#" + "x" * 99 + "\n"
+    policy = running.runtime.pipeline.engine.policy.source + padding * 1000  # 100 KB
+    raw = b"From: bob@customer.example\r\nTo: alice@example.com\r\nSubject: hi\r\n\r\n"
+    with running.client(tokens["compliance"]) as api:
+        explained = api.post(
+            "/api/v1/explain",
+            content=raw + b"hi there\r\n" * 20_000,  # 200 KB
+            headers={"Content-Type": "message/rfc822"},
+        )
+        published = api.put(
+            "/api/v1/policy", content=policy.encode(), headers={"Content-Type": "application/yaml"}
+        )
+
+    officer_id = add_employee(running.runtime.sessions, "officer@example.com")
+    with sign_in(running, officer_id, Role.COMPLIANCE) as officer:
+        csrf = csrf_of(officer.get("/compliance"))
+        simulated = officer.post("/compliance/simulate", data={"csrf": csrf, "candidate": policy})
+
+    assert explained.status_code == 200, explained.text[:300]
+    assert published.status_code == 200, published.text[:300]
+    assert simulated.status_code == 200 and "would change" in simulated.text

@@ -18,6 +18,8 @@ from policies.loader import load_policy_text
 
 router = APIRouter(include_in_schema=False)
 MAX_POLICY_CHARS = 200_000
+# The form that pastes one: each character is at most 4 bytes of UTF-8, each sent as %XX.
+MAX_FORM_BYTES = 12 * MAX_POLICY_CHARS
 
 
 def _dashboard(
