@@ -7,6 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from app import webhooks
 from app.crm import contacts_by_id
 from app.models import Contact, ContactChange, Participant, Relationship
 from app.schemas import ContactOut, DuplicateOut
@@ -68,7 +69,8 @@ def _group(session: Session, reason: str, ids: list[int]) -> DuplicateOut:
 
 def merge(session: Session, source_id: int, into_id: int, now: datetime) -> ContactOut:
     """Fold `source` into `into`: its messages, relationships and history move over, empty
-    fields are filled from it, and its address keeps pointing at `into` for future mail."""
+    fields are filled from it, and its address keeps pointing at `into` for future mail.
+    Each contact changed is announced (`contact.updated`)."""
     source, into = session.get(Contact, source_id), session.get(Contact, into_id)
     if source is None or into is None:
         raise LookupError("No such contact.")
@@ -83,9 +85,12 @@ def merge(session: Session, source_id: int, into_id: int, now: datetime) -> Cont
         .where(ContactChange.contact_id == source.id)
         .values(contact_id=into.id)
     )
-    session.execute(
-        sa.update(Contact).where(Contact.merged_into_id == source.id).values(merged_into_id=into.id)
-    )
+    repointed = session.scalars(
+        sa.update(Contact)
+        .where(Contact.merged_into_id == source.id)
+        .values(merged_into_id=into.id, updated_at=now)
+        .returning(Contact.id)
+    ).all()
     for field in ("name", "first_name", "last_name", "title", "phone", "organization"):
         if not getattr(into, field) and getattr(source, field):
             setattr(into, field, getattr(source, field))
@@ -104,6 +109,9 @@ def merge(session: Session, source_id: int, into_id: int, now: datetime) -> Cont
         )
     )
     session.flush()
+    # Every contact changed here, as a rename would be: integrations mirror them by events.
+    for changed in (into.id, source.id, *repointed):
+        webhooks.emit(session, "contact.updated", {"contact_id": changed}, now)
     return contacts_by_id(session, [into.id])[0]
 
 

@@ -259,6 +259,29 @@ def test_contact_updates_and_erasures_are_events_too(running: Running, receiver:
     ]
 
 
+def test_merging_two_contacts_tells_integrations_both_changed(
+    running: Running, receiver: Receiver
+) -> None:
+    """A merge fills the survivor's empty fields and points the other contact at it: both
+    are updated, as a renamed one is, so an integration mirroring contacts hears of it."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    for address, mid in (("bob@customer.example", "<m1@x>"), ("rob@customer.example", "<m2@x>")):
+        assert send(running.smtp_port, compose(to=f"Bob <{address}>", message_id=mid))[0] == 250
+    _subscribe(running, receiver, ["contact.updated"])
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    with running.client(employee) as api:
+        ids = {c["address"]: c["id"] for c in api.get("/api/v1/contacts").json()["items"]}
+        source, into = ids["rob@customer.example"], ids["bob@customer.example"]
+        merged = api.post(f"/api/v1/contacts/{source}/merge", json={"into": into})
+    assert merged.status_code == 200, merged.text
+
+    _deliver(running, datetime.now(UTC))
+
+    updated = sorted(json.loads(b)["data"]["contact_id"] for _, b in receiver.received)
+    assert receiver.events() == ["contact.updated"] * 2
+    assert updated == sorted([source, into])
+
+
 def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
     busy = settings.model_copy(update={"webhook_interval": 0.2, **LOOPBACK_ALLOWED})
     with run_service(busy) as running:
