@@ -23,6 +23,7 @@ from app.schemas import RelationshipOut
 HALF_LIFE_DAYS = 90.0
 VOLUME_SCALE = 10.0
 ONE_WAY = 0.5
+MAX_SHOWN = 1000  # relationships in one answer
 
 
 def strength(*, sent: int, received: int, last_seen: datetime, now: datetime) -> int:
@@ -47,28 +48,41 @@ def for_employee(session: Session, employee_id: int, now: datetime) -> list[Rela
 def _relationships(
     session: Session, where: sa.ColumnElement[bool], now: datetime
 ) -> list[RelationshipOut]:
+    """The MAX_SHOWN strongest, strongest first. Strength is reckoned here, not in SQL, so
+    every relationship is ranked before the cut, not only the first rows the database read."""
     rows = session.execute(
-        sa.select(Relationship, Employee.email, Employee.name)
+        sa.select(
+            Relationship.employee_id,
+            Relationship.contact_id,
+            Relationship.sent_count,
+            Relationship.received_count,
+            Relationship.first_seen,
+            Relationship.last_seen,
+            Employee.email.label("employee_email"),
+            Employee.name.label("employee_name"),
+        )
         .join(Employee, Employee.id == Relationship.employee_id)
         .where(where)
-        .limit(1000)
     ).all()
-    contacts = {c.id: c for c in contacts_by_id(session, {r.contact_id for r, _, _ in rows})}
-    found = [
+    scored = [
+        (strength(sent=r.sent_count, received=r.received_count, last_seen=r.last_seen, now=now), r)
+        for r in rows
+    ]
+    scored.sort(key=lambda pair: (-pair[0], -pair[1].last_seen.timestamp()))
+    ranked = scored[:MAX_SHOWN]
+    contacts = {c.id: c for c in contacts_by_id(session, {r.contact_id for _, r in ranked})}
+    return [
         RelationshipOut(
             employee_id=r.employee_id,
-            employee_email=email,
-            employee_name=name,
+            employee_email=r.employee_email,
+            employee_name=r.employee_name,
             contact=contacts[r.contact_id],
             sent_count=r.sent_count,
             received_count=r.received_count,
             first_seen=r.first_seen,
             last_seen=r.last_seen,
-            strength=strength(
-                sent=r.sent_count, received=r.received_count, last_seen=r.last_seen, now=now
-            ),
+            strength=score,
         )
-        for r, email, name in rows
+        for score, r in ranked
         if r.contact_id in contacts
     ]
-    return sorted(found, key=lambda r: (-r.strength, -r.last_seen.timestamp()))

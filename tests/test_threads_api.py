@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
+from app.db import transaction
+from app.models import Contact, Relationship
 from app.security import Role
 from tests.conftest import Running, add_employee, issue_token
 from tests.mail import compose, send
@@ -103,3 +107,45 @@ def test_a_thread_tells_no_time_of_a_colleagues_private_reply(running: Running) 
     # The thread is Alice's too, but Carol's private reply, and so when she wrote it, is not.
     assert [m["message_id"] for m in thread["messages"]] == ["<t1@example.com>"]
     assert thread["last_message_at"] == "2026-11-23T09:00:00Z"
+
+
+def test_whom_an_employee_knows_starts_with_the_strongest_however_many_there_are(
+    running: Running,
+) -> None:
+    """An employee with years of history knows thousands of people: the answer is cut at
+    1000, and it must be the 1000 strongest, not whichever rows the database read first."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    now = datetime.now(UTC)
+    with transaction(running.runtime.sessions) as session:
+        contacts = [Contact(address=f"c{n}@customer.example") for n in range(1001)]
+        session.add_all(contacts)
+        session.flush()
+        session.add_all(
+            Relationship(
+                employee_id=alice,
+                contact_id=c.id,
+                sent_count=1,
+                received_count=0,
+                first_seen=now - timedelta(days=400),
+                last_seen=now - timedelta(days=400),
+            )
+            for c in contacts[:-1]
+        )
+        session.add(
+            Relationship(
+                employee_id=alice,
+                contact_id=contacts[-1].id,
+                sent_count=20,
+                received_count=20,
+                first_seen=now - timedelta(days=30),
+                last_seen=now,
+            )
+        )
+
+    with running.client(token) as api:
+        known = api.get(f"/api/v1/employees/{alice}/contacts").json()
+
+    assert len(known) == 1000
+    assert known[0]["contact"]["address"] == "c1000@customer.example"
+    assert known[0]["strength"] > 90
