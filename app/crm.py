@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -24,12 +24,19 @@ from app.security import Principal, Role
 MAX_COMPANY_CONTACTS = 100
 
 
+SHARED_VISIBILITIES = ("shared", "subject_only")
+CAPTURED_OUTCOMES = ("capture", "metadata_only")
+
+
 def shared_capture() -> sa.ColumnElement[bool]:
     """A capture shared in full or by subject: what colleagues and integrations may see."""
     return sa.and_(
-        Message.visibility.in_(("shared", "subject_only")),
-        Message.outcome.in_(("capture", "metadata_only")),
+        Message.visibility.in_(SHARED_VISIBILITIES), Message.outcome.in_(CAPTURED_OUTCOMES)
     )
+
+
+def _is_shared_capture(message: Message) -> bool:
+    return message.visibility in SHARED_VISIBILITIES and message.outcome in CAPTURED_OUTCOMES
 
 
 def visible_messages(principal: Principal) -> sa.Select[Message]:
@@ -299,7 +306,9 @@ def change_visibility(
     session: Session, employee_id: int, message: Message, visibility: str
 ) -> None:
     """An owner may always narrow who sees a message. Widening needs them to be its only
-    owner: a colleague who filed the same mail did not agree to share it."""
+    owner: a colleague who filed the same mail did not agree to share it. A capture that
+    integrations may read from now on is announced to them (message.captured), as it would
+    have been had it been shared when filed: its id is older than those they have seen."""
     widening = VISIBILITY_ORDER.index(visibility) < VISIBILITY_ORDER.index(message.visibility)
     if widening and session.scalar(
         sa.select(MessageOwner.id)
@@ -307,7 +316,24 @@ def change_visibility(
         .limit(1)
     ):
         raise ValueError("a colleague filed this message too, so it is not yours to share")
+    hidden = not _is_shared_capture(message)
     message.visibility = visibility
+    if hidden and _is_shared_capture(message):
+        from app import webhooks  # which reads who may see what from this module
+
+        session.flush()
+        channel = session.scalar(
+            sa.select(MessageOwner.channel).where(
+                MessageOwner.message_id == message.id, MessageOwner.employee_id == employee_id
+            )
+        )
+        webhooks.captured(
+            session,
+            message_id=message.id,
+            employee_id=employee_id,
+            channel=channel or "",
+            now=datetime.now(UTC),
+        )
 
 
 def _owns(session: Session, employee_id: int, message_id: int) -> bool:

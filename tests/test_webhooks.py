@@ -155,6 +155,41 @@ def test_a_private_capture_is_not_announced_to_integrations(
     assert decided["outcome"] == "capture"
 
 
+def test_a_private_capture_its_owner_shares_is_announced_then(
+    running: Running, receiver: Receiver
+) -> None:
+    """Integrations may read it from then on, and its id is older than those they have
+    seen: without the event they would never learn of it."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    admin = issue_token(running.runtime.sessions, Role.ADMIN)
+    with running.client(admin) as api:
+        published = api.put(
+            "/api/v1/policy",
+            content=PRIVATE_CAPTURES,
+            headers={"Content-Type": "application/yaml"},
+        )
+        assert published.status_code == 200, published.text
+    token, _ = _subscribe(running, receiver, ["message.captured"])
+    assert send(running.smtp_port, compose())[0] == 250
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    with running.client(employee) as api:
+        (message,) = api.get("/api/v1/messages").json()["items"]
+        for visibility in ("subject_only", "shared", "private", "shared"):
+            changed = api.patch(
+                f"/api/v1/messages/{message['id']}", json={"visibility": visibility}
+            )
+            assert changed.status_code == 200, changed.text
+
+    _deliver(running, datetime.now(UTC))
+
+    with running.client(token) as api:
+        assert api.get(f"/api/v1/messages/{message['id']}").status_code == 200
+    # Announced when it became readable, and again when it became readable again.
+    announced = [json.loads(b)["data"] for _, b in receiver.received]
+    assert [a["message_id"] for a in announced] == [message["id"]] * 2
+    assert {a["employee_id"] for a in announced} == {alice}
+
+
 def test_failures_back_off_exponentially_and_disable_the_subscription(
     running: Running, receiver: Receiver
 ) -> None:
