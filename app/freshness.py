@@ -11,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app import webhooks
 from app.models import Contact, ContactChange
 from app.prepared import Prepared, PreparedIn
 from capture.parse import ParsedMessage
@@ -142,6 +143,7 @@ def read_signature(
         "phone": voice[0] if voice else "",
         "organization": found.company.value if found.company else "",
     }
+    updated = False
     for index, field in enumerate(SIGNED_FIELDS):
         new, old = (values[field] or "")[:200], current[index] or ""
         if new and new != old:
@@ -149,7 +151,10 @@ def read_signature(
                 conn, {"contact": contact, "value": new, "signed": signed, "now": now}
             )
             change(conn, contact, field, old, new, message=message_row, observed=signed, now=now)
+            updated = True
     _SET_SIGNATURE_AT.run(conn, {"contact": contact, "signed": signed})
+    if updated:
+        webhooks.emit(conn, "contact.updated", {"contact_id": contact}, now)
 
 
 def note_job_move(
@@ -201,5 +206,6 @@ def mark_undeliverable(
             observed=when,
             now=now,
         )
+        webhooks.emit(conn, "contact.updated", {"contact_id": contact}, now)
         marked += 1
     return marked

@@ -17,13 +17,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.models import WebhookDelivery, WebhookSubscription
+from app.models import Contact, WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
 from app.webhook_targets import REFUSED
 from app.webhooks import REFUSED_ADDRESS, DeliveryPolicy, deliver_due
+from policies.model import Channel
 from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
+from tests.test_contacts_filing import INBOX, SIGNED, dsn
 
 ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
 # The receiver listens on 127.0.0.1, which webhooks may reach only when the operator allows it.
@@ -315,6 +317,47 @@ def test_merging_two_contacts_tells_integrations_both_changed(
     updated = sorted(json.loads(b)["data"]["contact_id"] for _, b in receiver.received)
     assert receiver.events() == ["contact.updated"] * 2
     assert updated == sorted([source, into])
+
+
+def test_a_newer_signature_or_a_bounce_updating_a_contact_is_an_event_too(
+    running: Running, receiver: Receiver
+) -> None:
+    """A contact's title, phone and organization follow their signature, and a bounce marks
+    them undeliverable: an integration mirroring contacts hears of both, as of a rename."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    pipeline = running.runtime.pipeline
+
+    def signed(title: str, date: str, message_id: str) -> bytes:
+        msg = compose(
+            sender="Jane Doe <jane@acme.example>",
+            to="Alice <alice@example.com>",
+            body=SIGNED.replace("Head of Procurement", title),
+            message_id=message_id,
+        )
+        msg.replace_header("Date", date)
+        return msg.as_bytes()
+
+    pipeline.process(
+        signed("Head of Procurement", "Mon, 02 Nov 2026 09:00:00 +0000", "<s1@acme.example>"),
+        INBOX,
+        Channel.IMPORT,
+    )
+    _subscribe(running, receiver, ["contact.updated"])
+    pipeline.process(
+        signed("Chief Operating Officer", "Tue, 24 Nov 2026 09:00:00 +0000", "<s2@acme.example>"),
+        INBOX,
+        Channel.IMPORT,
+    )
+    pipeline.process(dsn(failed="jane@acme.example"), INBOX, Channel.IMPORT)
+    with running.runtime.sessions() as session:
+        jane = session.scalar(sa.select(Contact.id).where(Contact.address == "jane@acme.example"))
+
+    _deliver(running, datetime.now(UTC))
+
+    assert [(json.loads(b)["type"], json.loads(b)["data"]) for _, b in receiver.received] == [
+        ("contact.updated", {"contact_id": jane}),
+        ("contact.updated", {"contact_id": jane}),
+    ]
 
 
 def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
