@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
+from app.db import UNICODE_LOWER
 from app.models import Company, Contact, Employee, Message, MessageOwner, Participant
 from app.schemas import (
     CompanyOut,
@@ -220,6 +221,14 @@ def _containing(text: str) -> str:
     return f"%{escaped}%"
 
 
+def _lower(session: Session, column: InstrumentedAttribute[str]) -> sa.ColumnElement[str]:
+    """The column in lower case as Python writes it (the pattern's), in every alphabet:
+    SQLite's own lower() leaves `É` and `И` as they are."""
+    if session.get_bind().dialect.name == "sqlite":
+        return sa.Function(UNICODE_LOWER, column, type_=sa.String())
+    return sa.func.lower(column)
+
+
 def list_contacts(
     session: Session, *, before: int | None, limit: int, where: ContactFilter = ContactFilter()
 ) -> list[ContactOut]:
@@ -230,9 +239,9 @@ def list_contacts(
         pattern = _containing(where.q)
         query = query.outerjoin(Company, Company.id == Contact.company_id).where(
             sa.or_(
-                sa.func.lower(Contact.name).like(pattern, escape="\\"),
-                sa.func.lower(Contact.address).like(pattern, escape="\\"),
-                sa.func.lower(Company.name).like(pattern, escape="\\"),
+                _lower(session, Contact.name).like(pattern, escape="\\"),
+                _lower(session, Contact.address).like(pattern, escape="\\"),
+                _lower(session, Company.name).like(pattern, escape="\\"),
                 Company.domain.like(pattern, escape="\\"),
             )
         )
@@ -253,7 +262,7 @@ def list_companies(
         pattern = _containing(q)
         query = query.where(
             sa.or_(
-                sa.func.lower(Company.name).like(pattern, escape="\\"),
+                _lower(session, Company.name).like(pattern, escape="\\"),
                 Company.domain.like(pattern, escape="\\"),
             )
         )

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for SQLite's locks
 SCRUB_WAIT_MS = 2_000  # how long scrub_wal waits for readers: a request is waiting on it
+UNICODE_LOWER = "unicode_lower"  # lower() for every alphabet, on SQLite connections
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -48,6 +49,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Deleted rows are overwritten, not left in free pages: purged and erased data must go.
     cursor.execute("PRAGMA secure_delete=ON")
     cursor.close()
+    # SQLite's lower() folds ASCII alone; searches fold with this one (app/crm.py). Not
+    # named lower: the expression indexes keep the meaning they were built with.
+    dbapi_connection.create_function(UNICODE_LOWER, 1, _unicode_lower, deterministic=True)
+
+
+def _unicode_lower(text: str | None) -> str | None:
+    return None if text is None else text.lower()
 
 
 def _sqlite_begin_immediate(connection: sa.Connection) -> None:

@@ -94,6 +94,31 @@ def test_contacts_are_found_by_name_address_or_company(running: Running, filed: 
     assert sorted(found()) == ["bob@customer.example", "dave@other-corp.example"]
 
 
+@pytest.mark.parametrize(
+    "q", ["Élodie", "ÉLODIE", "élodie", "Иван", "ИВАН", "иван", "ØRJAN", "ØRSTED"]
+)
+def test_contacts_are_found_by_a_name_in_any_alphabet_in_any_case(running: Running, q: str) -> None:
+    """SQLite's own lower() folds ASCII alone: a name written with an accented or Cyrillic
+    capital was found by none of its spellings, not even the one it is written in."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    for to, mid in (
+        ("Élodie Durand <elodie@client.example>", "<e@x>"),
+        ("Иван Петров <ivan@client.example>", "<i@x>"),
+        ("Ørjan Berg <orjan@ørsted.example>", "<o@x>"),
+    ):
+        assert send(running.smtp_port, compose(to=to, message_id=mid))[0] == 250
+
+    contacts = _items(running, token, "/api/v1/contacts", q=q)
+    companies = _items(running, token, "/api/v1/companies", q=q)
+
+    if q == "ØRSTED":  # the company's name, as its domain spells it
+        assert [c["domain"] for c in companies] == ["xn--rsted-uua.example"], companies
+        assert [c["address"] for c in contacts] == ["orjan@xn--rsted-uua.example"]
+    else:
+        assert len(contacts) == 1 and q.lower() in contacts[0]["name"].lower(), contacts
+
+
 def test_contacts_changed_since_and_of_one_company(running: Running, filed: Filed) -> None:
     now = datetime.now(UTC)
     bob = _items(running, filed.integration, "/api/v1/contacts", q="bob")[0]
