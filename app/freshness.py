@@ -45,8 +45,10 @@ _NAME = Prepared(
 _NAMESAKES = Prepared(
     sa.select(Contact.id, Contact.address)
     .where(
-        sa.func.lower(Contact.first_name) == sa.bindparam("first"),
-        sa.func.lower(Contact.last_name) == sa.bindparam("last"),
+        # Both sides folded by the database, as the index on lower() is: SQLite's folds ASCII
+        # alone, so a name lower-cased by Python ('élodie') never met its own ('Élodie').
+        sa.func.lower(Contact.first_name) == sa.func.lower(sa.bindparam("first")),
+        sa.func.lower(Contact.last_name) == sa.func.lower(sa.bindparam("last")),
         Contact.company_id.is_not(None),
         Contact.company_id != sa.bindparam("company"),
         Contact.merged_into_id.is_(None),
@@ -169,8 +171,8 @@ def note_job_move(
     namesakes = _NAMESAKES.rows(
         conn,
         {
-            "first": found.first.lower(),
-            "last": found.last.lower(),
+            "first": found.first,
+            "last": found.last,
             "company": company,
             "contact": contact,
         },

@@ -205,6 +205,29 @@ def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Ru
     assert set(linked) == {new}  # old messages moved, and new mail follows the merge
 
 
+def test_a_name_with_an_accented_capital_at_a_new_company_is_a_likely_job_move(
+    running: Running,
+) -> None:
+    """SQLite's lower() folds ASCII alone: compared with the name lower-cased by Python,
+    'Élodie' never matched itself, so no move of hers was ever noted there."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    for to, mid in (
+        ("Élodie Œuvray <elodie@acme.example>", "<m1@x>"),
+        ("Élodie Œuvray <eoeuvray@globex.example>", "<m2@x>"),
+    ):
+        assert send(running.smtp_port, compose(to=to, message_id=mid))[0] == 250
+
+    with running.client(token) as api:
+        listed = api.get("/api/v1/contacts/duplicates").json()
+
+    assert [d["reason"] for d in listed] == ["likely-job-move"]
+    assert [c["address"] for c in listed[0]["contacts"]] == [
+        "elodie@acme.example",
+        "eoeuvray@globex.example",
+    ]
+
+
 def test_a_team_named_alike_at_two_customers_is_no_job_move(running: Running) -> None:
     """accounts.payable@ and accounts-payable@ are role mailboxes; a team's mailbox that is
     not (ap-team@) still has a team's name, which is no person's."""
