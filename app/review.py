@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
+from app.threads import remove_emptied
 from capture.parse import Address
 from policies.model import Visibility
 from policies.observe import address_tokens, is_internal
@@ -81,6 +82,9 @@ def find_held(session: Session, employee_id: int, message_id: int) -> Message | 
 
 def capture(session: Session, message: Message, at: Reviewer) -> None:
     """File a held message as the employee chose: contacts, relationships, visibility."""
+    # The log's lock first, as an erasure takes it: on PostgreSQL an erasure holding it
+    # while this held the message's rows would deadlock with it.
+    ledger.wait_for_appends(session)
     participants = list(
         session.scalars(sa.select(Participant).where(Participant.message_id == message.id))
     )
@@ -116,7 +120,9 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
 
 
 def discard(session: Session, message: Message, at: Reviewer) -> None:
-    """The employee's copy goes; the message goes once no other owner holds it."""
+    """The employee's copy goes; the message goes once no other owner holds it, and its
+    thread once no message is in it."""
+    ledger.wait_for_appends(session)  # as an erasure does: the same order of locks
     session.execute(
         sa.delete(MessageOwner).where(
             MessageOwner.message_id == message.id, MessageOwner.employee_id == at.employee_id
@@ -128,7 +134,9 @@ def discard(session: Session, message: Message, at: Reviewer) -> None:
         .where(MessageOwner.message_id == message.id)
     )
     if not others:
+        thread = message.thread_id
         session.execute(sa.delete(Message).where(Message.id == message.id))
+        remove_emptied(session, [thread])
     _log(session, "review-discard", message.id, at)
 
 

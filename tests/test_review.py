@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.models import Contact, DecisionRecord, Message, PersonalContact, Suppression
+from app.models import Contact, DecisionRecord, Message, PersonalContact, Suppression, Thread
 from app.security import Role
 from policies.observe import address_token
 from tests.conftest import Running, add_employee, everything_stored, issue_token
@@ -94,6 +94,8 @@ def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
     assert (discarded.status_code, again.status_code) == (204, 404)
     with holding.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+        # nor its thread: a digest of that mail and its dates, with no message left in it
+        assert session.scalar(sa.select(sa.func.count()).select_from(Thread)) == 0
     last = _last_decision(holding)
     assert last.outcome == "review-discard" and "SECRET" not in repr(last.facts)
 
