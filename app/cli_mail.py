@@ -317,14 +317,16 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
                 runtime.pipeline,
                 archive.messages,
                 employee=employee,
+                max_bytes=runtime.settings.max_message_bytes,
                 sent=sent,
                 since=horizon,
                 progress=lambda n: progress.advance(task, n),
             )
     finally:
         runtime.close()
+    over_cap = f" ({stats.over_cap} over the size cap, on their headers)" if stats.over_cap else ""
     typer.echo(
-        f"{stats.read} read: {stats.imported} imported ({_outcomes(stats.outcomes)}), "
+        f"{stats.read} read: {stats.imported} imported ({_outcomes(stats.outcomes)}){over_cap}, "
         f"{stats.already_done} already imported, {stats.before_horizon} before --since"
     )
     problems = _left_out(archive, stats)

@@ -15,13 +15,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from capture.alone import Alone, message_fault
-from capture.parse import ParsedMessage, parse_message
+from capture.parse import ParsedMessage, header_section_of, parse_message
 from capture.pipeline import Envelope, Pipeline
 from policies.model import Channel
 
 BATCH = 200  # messages per transaction
+BATCH_BYTES = 64 * 1024 * 1024  # raw bytes of a batch's messages: more commit sooner
 
 
 class ArchiveKind(enum.StrEnum):
@@ -36,6 +38,7 @@ class ImportStats:
     already_done: int = 0  # committed by an earlier run
     before_horizon: int = 0  # older than --since: not read into the pipeline at all
     failed: int = 0  # left out by a fault of their own (capture.alone); a rerun tries again
+    over_cap: int = 0  # of those imported: over the size cap, decided on their headers
     outcomes: dict[str, int] = field(default_factory=dict)
 
     def count(self, outcome: str, n: int = 1) -> None:
@@ -47,6 +50,7 @@ class ImportStats:
         self.already_done += batch.already_done
         self.before_horizon += batch.before_horizon
         self.failed += batch.failed
+        self.over_cap += batch.over_cap
         for outcome, n in batch.outcomes.items():
             self.count(outcome, n)
 
@@ -149,20 +153,28 @@ def import_messages(
     messages: Iterator[bytes],
     *,
     employee: str,
+    max_bytes: int,
     sent: bool = False,
     since: datetime | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ImportStats:
-    """File every message at or after `since` for the employee; commit every BATCH."""
+    """File every message at or after `since` for the employee; commit every BATCH, or
+    sooner once a batch holds BATCH_BYTES. A message over `max_bytes` (the size cap) is
+    decided and filed on its header section alone, as a mailbox's is: its body is never
+    parsed."""
     stats = ImportStats()
     envelope = Envelope(mail_from=employee, sent_folder=sent)
-    batch: list[bytes] = []
+    batch: list[_Read] = []
+    held = 0
     for raw in messages:
         stats.read += 1
-        batch.append(raw)
-        if len(batch) == BATCH:
+        whole = len(raw) <= max_bytes
+        read = _Read(raw if whole else header_section_of(raw), whole=whole)
+        batch.append(read)
+        held += len(read.raw)
+        if len(batch) == BATCH or held >= BATCH_BYTES:
             _commit(pipeline, batch, envelope, since, stats)
-            batch = []
+            batch, held = [], 0
         if progress is not None:
             progress(1)
     if batch:
@@ -170,9 +182,14 @@ def import_messages(
     return stats
 
 
+class _Read(NamedTuple):
+    raw: bytes  # the message, or its header section alone
+    whole: bool
+
+
 def _commit(
     pipeline: Pipeline,
-    batch: list[bytes],
+    batch: list[_Read],
     envelope: Envelope,
     since: datetime | None,
     stats: ImportStats,
@@ -181,7 +198,7 @@ def _commit(
     in a savepoint of its own (`capture.alone`): that one is left out, counted as failed and
     without a receipt, so that a rerun tries it again, and the rest is imported."""
     # Parsed before the write lock is taken: parsing needs no database.
-    messages = [parse_message(raw) for raw in batch]
+    messages = [(parse_message(read.raw), read.whole) for read in batch]
     try:
         done = _file(pipeline, messages, envelope, since, alone=False)
     except Exception as error:
@@ -193,7 +210,7 @@ def _commit(
 
 def _file(
     pipeline: Pipeline,
-    messages: list[ParsedMessage],
+    messages: list[tuple[ParsedMessage, bool]],
     envelope: Envelope,
     since: datetime | None,
     *,
@@ -202,14 +219,21 @@ def _file(
     done = ImportStats()
     with pipeline.connections().begin() as conn:
         lookups = pipeline.lookups(conn)
-        lookups.prefetch(messages)
+        lookups.prefetch(message for message, _ in messages)
         isolated = Alone(conn) if alone else None
-        for message in messages:
+        for message, whole in messages:
             if since is not None and message.date is not None and message.date < since:
                 done.before_horizon += 1
                 continue
             run = partial(
-                pipeline.process_in, conn, message, envelope, Channel.IMPORT, lookups=lookups
+                pipeline.process_in,
+                conn,
+                message,
+                envelope,
+                Channel.IMPORT,
+                lookups=lookups,
+                headers_only=not whole,
+                body_on_request=False,  # over the cap: decided on the headers, whatever they say
             )
             result = isolated.file(run) if isolated else run()
             if result is None:
@@ -218,6 +242,7 @@ def _file(
                 done.already_done += 1
             else:
                 done.imported += 1
+                done.over_cap += not whole
                 done.count(result.outcome.value)
         if isolated is not None:
             isolated.settle()

@@ -35,7 +35,7 @@ from app.models import Mailbox, MailboxFolder
 from capture.alone import Alone, message_fault
 from capture.header_fetch import fetch_header_sections
 from capture.header_helper import HEADER_PARSING, Parsed
-from capture.parse import ParsedMessage, parse_message
+from capture.parse import HEADER_CAP, ParsedMessage, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Lookups, Pipeline, Result
 from policies.model import Channel, Outcome
 from policies.observe import Ahead
@@ -45,7 +45,6 @@ T = TypeVar("T")
 
 BATCH = 500
 BODY_CHUNK_BYTES = 32 * 1024 * 1024  # bodies fetched per command, at most
-HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
 COMMAND_TIMEOUTS = 10  # one command's whole answer may take this many socket timeouts
 MAX_LINE = 1_000_000  # bytes in one line of an answer, as imaplib allows
 

@@ -45,11 +45,13 @@ MAX_MAILBOX_CHARS = 320  # one mailbox with its display name, as written
 MAX_ADDRESS_HEADER_CHARS = 64_000
 MAX_MULTIPARTS = 60  # boundary declarations in one message
 MAX_DELIMITER_LINES = 2_000  # lines starting "--", where every MIME part starts
+HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
 _ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
 _MIME_HEADERS = frozenset(("content-type", "content-disposition", "content-transfer-encoding"))
 _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 _BOUNDARY_PARAM = re.compile(rb"boundary\s*=", re.IGNORECASE)
 _DELIMITER_LINE = re.compile(rb"\n--")
+_END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|[^",(]+|[,(]')
 _ADDRESS_HEADER = policy.default.header_factory
 # The one shape most headers take, read without the header registry: `Name <user@host>` or
@@ -253,6 +255,13 @@ def earlier_spelling(address: str) -> str | None:
     except (idna.IDNAError, UnicodeError):
         return None
     return f"{local}@{earlier}" if earlier != domain else None
+
+
+def header_section_of(raw: bytes) -> bytes:
+    """A whole message's header section, with the blank line that ends it (what IMAP's
+    BODY[HEADER] is), at most HEADER_CAP bytes of it."""
+    end = _END_OF_HEADERS.search(raw, 0, HEADER_CAP)
+    return raw[: end.end()] if end else raw[:HEADER_CAP]
 
 
 def parse_message(raw: bytes) -> ParsedMessage:

@@ -36,7 +36,6 @@ from app.settings import Settings
 from capture.header_fetch import fetch_header_sections
 from capture.imap import (
     BODY_CHUNK_BYTES,
-    HEADER_CAP,
     FolderError,
     FolderSync,
     MailboxConfig,
@@ -44,6 +43,7 @@ from capture.imap import (
     close,
     connect,
 )
+from capture.parse import HEADER_CAP
 from capture.pipeline import Envelope
 from policies.model import Channel, Outcome
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service

@@ -93,6 +93,33 @@ def test_import_mbox_files_messages_and_a_rerun_skips_them(
     assert _count(settings, DecisionRecord) == 7
 
 
+def test_a_message_over_the_size_cap_is_decided_on_its_headers_as_a_mailboxs_is(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
+) -> None:
+    """Its body is never parsed (85 MB took half a gigabyte to parse), nor kept; a rerun
+    knows it by its header section."""
+    add_employee(sessions, ALICE)
+    big = compose(message_id="<big@example.com>", body="CANARY-BODY-TEXT quote\n" * 2_000)
+    path = _mbox(tmp_path / "alice.mbox", [big.as_bytes(), *_messages()[:2]])
+    cap = {"MAILROOM_MAX_MESSAGE_BYTES": "20000"}
+
+    first = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE, env=cap)
+    again = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE, env=cap)
+
+    assert first.returncode == 0, first.stderr
+    assert "3 imported (3 capture) (1 over the size cap, on their headers)" in first.stdout
+    assert "3 already imported" in again.stdout
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        text = conn.scalar(
+            sa.select(Message.body_text).where(Message.message_id == "<big@example.com>")
+        )
+        unread = conn.scalars(sa.select(DecisionRecord.facts)).all()
+    engine.dispose()
+    assert text is not None and "CANARY-BODY-TEXT" not in text
+    assert [f.get("body_read") for f in unread] == [False, None, None]
+
+
 def test_the_progress_bar_names_the_archive_as_it_is_named(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -142,7 +142,10 @@ def test_an_erased_person_is_not_brought_back_by_imap_or_import(
     dovecot.append(imap_user, "INBOX", [from_bob])
     synced = sync(running.runtime, new_mailbox(running.runtime, dovecot, imap_user, ["INBOX"]))
     imported = import_messages(
-        running.runtime.pipeline, iter([to_bob]), employee="alice@example.com"
+        running.runtime.pipeline,
+        iter([to_bob]),
+        employee="alice@example.com",
+        max_bytes=running.runtime.settings.max_message_bytes,
     )
 
     assert (synced.stats.messages, imported.read) == (1, 1)
