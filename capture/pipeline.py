@@ -238,8 +238,12 @@ class Pipeline:
             with self.sessions() as session, session.begin():
                 return self.process_in(session, message, envelope, channel)
 
-    def lookups(self, conn: sa.Connection) -> Lookups:
-        """The lookups of one transaction on `conn` (see Lookups)."""
+    def lookups(self, conn: sa.Connection, *, writing: bool = True) -> Lookups:
+        """The lookups of one transaction on `conn` (see Lookups). One that writes takes the
+        decision log's lock first (PostgreSQL), before it reads who is erased or objects, as
+        an erasure takes it before it writes: what it read then stays true until it commits."""
+        if writing:
+            ledger.wait_for_appends(conn)
         return Lookups(conn, self.secret)
 
     def connections(self) -> sa.Engine:
@@ -375,7 +379,7 @@ class Pipeline:
             conn = session.connection()
             found = find_submitter(conn, address) if as_employee else None
             submitter = found or _hypothetical(address)
-            lookups = self.lookups(conn)
+            lookups = self.lookups(conn, writing=False)
             context = self._context(
                 lookups,
                 message,

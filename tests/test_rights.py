@@ -589,3 +589,36 @@ def test_an_erasure_waits_for_mail_being_filed_with_the_person_and_erases_it_too
     with running.runtime.sessions() as session:
         named = session.scalars(sa.select(Participant.address)).all()
     assert BOB not in named and _contacts(running) == ["carol@partner.example"]
+
+
+def test_an_erasure_between_a_batchs_consent_reads_and_its_first_decision_is_seen(
+    running: Running, officer: str
+) -> None:
+    """A batch reads who is erased or objects as it begins. An erasure committing before
+    the batch's first decision would not be seen by it: the batch takes the log's lock
+    before it reads, so the erasure waits for it, and then erases what it filed."""
+    pipeline = running.runtime.pipeline
+    in_flight = parse_message(compose(subject="In flight", message_id="<fly@x>").as_bytes())
+    receipts: list[int] = []
+
+    def erase() -> None:
+        with running.client(officer) as api:
+            receipts.append(api.post("/api/v1/erasures", json={"address": BOB}).status_code)
+
+    erasing = threading.Thread(target=erase)
+    with pipeline.connections().connect() as conn:
+        batch = conn.begin()
+        lookups = pipeline.lookups(conn)
+        lookups.prefetch([in_flight])  # consent as the batch begins: nobody erased yet
+        erasing.start()
+        erasing.join(timeout=1.0)  # the erasure is done, or waiting for the batch
+        pipeline.process_in(
+            conn, in_flight, Envelope("alice@example.com"), Channel.BCC, lookups=lookups
+        )
+        batch.commit()
+    erasing.join(timeout=60)
+
+    assert receipts == [201]
+    with running.runtime.sessions() as session:
+        named = session.scalars(sa.select(Participant.address)).all()
+    assert BOB not in named and _contacts(running) == ["carol@partner.example"]
