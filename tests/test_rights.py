@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from app.models import (
 from app.retention import purge_once
 from app.security import Role
 from capture.archive import import_messages
-from capture.parse import parse_message
+from capture.parse import ParsedMessage, parse_message
 from capture.pipeline import Envelope
 from policies.model import Channel
 from policies.observe import address_token
@@ -568,27 +569,13 @@ def test_an_erasure_waits_for_mail_being_filed_with_the_person_and_erases_it_too
     transaction. An erasure reading before that batch commits misses what it files with the
     person, which then stays although the receipt says they were erased."""
     pipeline = running.runtime.pipeline
-    in_flight = parse_message(compose(subject="In flight", message_id="<fly@x>").as_bytes())
-    receipts: list[int] = []
 
-    def erase() -> None:
-        with running.client(officer) as api:
-            receipts.append(api.post("/api/v1/erasures", json={"address": BOB}).status_code)
-
-    erasing = threading.Thread(target=erase)
-    with pipeline.connections().connect() as conn:
-        batch = conn.begin()
-        filed = pipeline.process_in(conn, in_flight, Envelope("alice@example.com"), Channel.BCC)
+    def batch(conn: sa.Connection, message: ParsedMessage, erase: Callable[[], None]) -> None:
+        filed = pipeline.process_in(conn, message, Envelope("alice@example.com"), Channel.BCC)
         assert filed.outcome.value == "capture"
-        erasing.start()
-        erasing.join(timeout=1.0)  # the erasure is under way, or waiting for the batch
-        batch.commit()
-    erasing.join(timeout=60)
+        erase()
 
-    assert receipts == [201]
-    with running.runtime.sessions() as session:
-        named = session.scalars(sa.select(Participant.address)).all()
-    assert BOB not in named and _contacts(running) == ["carol@partner.example"]
+    _erase_during_a_batch(running, officer, batch)
 
 
 def test_an_erasure_between_a_batchs_consent_reads_and_its_first_decision_is_seen(
@@ -598,24 +585,42 @@ def test_an_erasure_between_a_batchs_consent_reads_and_its_first_decision_is_see
     the batch's first decision would not be seen by it: the batch takes the log's lock
     before it reads, so the erasure waits for it, and then erases what it filed."""
     pipeline = running.runtime.pipeline
+
+    def batch(conn: sa.Connection, message: ParsedMessage, erase: Callable[[], None]) -> None:
+        lookups = pipeline.lookups(conn)
+        lookups.prefetch([message])  # consent as the batch begins: nobody erased yet
+        erase()
+        envelope = Envelope("alice@example.com")
+        pipeline.process_in(conn, message, envelope, Channel.BCC, lookups=lookups)
+
+    _erase_during_a_batch(running, officer, batch)
+
+
+def _erase_during_a_batch(
+    running: Running,
+    officer: str,
+    batch: Callable[[sa.Connection, ParsedMessage, Callable[[], None]], None],
+) -> None:
+    """Run `batch` in one transaction filing mail with Bob; it calls `erase` to have Bob's
+    erasure requested meanwhile (given a second to finish, or to wait for the batch). After
+    the commit, nothing of Bob may be left."""
     in_flight = parse_message(compose(subject="In flight", message_id="<fly@x>").as_bytes())
     receipts: list[int] = []
 
-    def erase() -> None:
+    def request() -> None:
         with running.client(officer) as api:
             receipts.append(api.post("/api/v1/erasures", json={"address": BOB}).status_code)
 
-    erasing = threading.Thread(target=erase)
-    with pipeline.connections().connect() as conn:
-        batch = conn.begin()
-        lookups = pipeline.lookups(conn)
-        lookups.prefetch([in_flight])  # consent as the batch begins: nobody erased yet
+    erasing = threading.Thread(target=request)
+
+    def erase() -> None:
         erasing.start()
         erasing.join(timeout=1.0)  # the erasure is done, or waiting for the batch
-        pipeline.process_in(
-            conn, in_flight, Envelope("alice@example.com"), Channel.BCC, lookups=lookups
-        )
-        batch.commit()
+
+    with running.runtime.pipeline.connections().connect() as conn:
+        transaction = conn.begin()
+        batch(conn, in_flight, erase)
+        transaction.commit()
     erasing.join(timeout=60)
 
     assert receipts == [201]
