@@ -360,6 +360,28 @@ def test_a_newer_signature_or_a_bounce_updating_a_contact_is_an_event_too(
     ]
 
 
+def test_a_new_webhook_and_its_deliveries_never_take_the_ids_of_a_removed_one(
+    running: Running, receiver: Receiver
+) -> None:
+    """Receivers recognise a delivery sent again by its Mailroom-Delivery id. Were a new
+    subscription's deliveries given the ids of a removed one's, the receiver would take its
+    events for those it had already seen, and drop them."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, first = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose(message_id="<one@example.com>"))[0] == 250
+    assert _deliver(running, datetime.now(UTC)) == 1
+    with running.client(token) as api:
+        assert api.delete(f"/api/v1/webhooks/{first['id']}").status_code == 204
+
+    _, second = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose(message_id="<two@example.com>"))[0] == 250
+    assert _deliver(running, datetime.now(UTC)) == 1
+
+    assert second["id"] > first["id"]
+    (old, new) = (int(headers["mailroom-delivery"]) for headers, _ in receiver.received)
+    assert new > old
+
+
 def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
     busy = settings.model_copy(update={"webhook_interval": 0.2, **LOOPBACK_ALLOWED})
     with run_service(busy) as running:
