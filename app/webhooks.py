@@ -217,14 +217,12 @@ def deliver_due(
     now: datetime,
     policy: DeliveryPolicy = DeliveryPolicy(),
 ) -> int:
-    """Send every delivery that is due (up to a batch), recording each attempt."""
+    """Send every delivery that is due (up to a batch), recording each attempt. The client
+    is `webhook_targets.client`, which connects only where webhooks may go."""
     with sessions() as session, session.begin():
         due = _due(session, now, policy.batch)
     for item in due:
-        if webhook_targets.may_send_to(item.url, policy.allowed_networks):
-            code, error = _post(client, item, policy.timeout)
-        else:  # what the name resolves to may have changed since it was subscribed
-            code, error = None, REFUSED_ADDRESS
+        code, error = _post(client, item, policy.timeout)
         with sessions() as session, session.begin():
             _record(session, item, code, error, now, policy)
     return len(due)
@@ -276,6 +274,8 @@ def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None,
     }
     try:
         response = client.post(item.url, content=body, headers=headers, timeout=timeout)
+    except webhook_targets.RefusedAddressError:  # it may resolve elsewhere since it subscribed
+        return None, REFUSED_ADDRESS
     except httpx.HTTPError as error:
         return None, type(error).__name__
     return response.status_code, "" if response.is_success else f"HTTP {response.status_code}"
@@ -320,7 +320,7 @@ class Deliverer:
     ) -> None:
         self.sessions = sessions
         self.policy = policy
-        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+        self.client = webhook_targets.client(policy.allowed_networks)
 
     def run(self) -> int:
         return deliver_due(self.sessions, self.client, datetime.now(UTC), self.policy)

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -17,11 +18,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from app import webhook_targets
 from app.models import Contact, WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
 from app.webhook_targets import REFUSED
-from app.webhooks import REFUSED_ADDRESS, DeliveryPolicy, deliver_due
+from app.webhooks import REFUSED_ADDRESS, Deliverer, DeliveryPolicy, deliver_due
 from policies.model import Channel
 from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
@@ -98,7 +100,7 @@ def _subscribe(
 def _deliver(running: Running, now: datetime, policy: DeliveryPolicy = DeliveryPolicy()) -> int:
     """Deliver what is due, to the networks the service's settings allow, as its job does."""
     allowed = tuple(running.runtime.settings.webhook_allow_networks)
-    with httpx.Client(trust_env=False) as client:
+    with webhook_targets.client(allowed) as client:
         return deliver_due(
             running.runtime.sessions, client, now, replace(policy, allowed_networks=allowed)
         )
@@ -454,7 +456,7 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_refused_and_logged(
     token, hook = _subscribe(running, receiver, ["decision.recorded"])
     assert send(running.smtp_port, compose())[0] == 250
 
-    with httpx.Client(trust_env=False) as client:
+    with webhook_targets.client() as client:
         deliver_due(running.runtime.sessions, client, datetime.now(UTC), DeliveryPolicy())
 
     assert receiver.received == []
@@ -462,3 +464,58 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_refused_and_logged(
         (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
     assert (logged["status"], logged["attempts"]) == ("pending", 1)
     assert [(a["status_code"], a["error"]) for a in logged["log"]] == [(None, REFUSED_ADDRESS)]
+
+
+@dataclass
+class RebindingDns:
+    """A name server for one name that gives its first `honest` answers an address the
+    operator allows, and every later one another (a rebinding server, TTL 0): what leaves the
+    machine, so the one thing stood in for."""
+
+    name: str
+    allowed: str
+    target: str
+    honest: int
+    asked: int = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if host != self.name:
+                return real(host, port, *args, **kwargs)
+            self.asked += 1
+            address = self.allowed if self.asked <= self.honest else self.target
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_delivery_goes_to_the_address_checked_not_one_a_name_rebinds_to(
+    settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name server that answers the checks with an allowed address and the next lookup
+    with another (rebinding) must not take the delivery, and its answer back, there: here
+    the receiver on 127.0.0.1, while only 127.0.0.2 is allowed."""
+    port = int(receiver.url.rsplit(":", 1)[1].split("/", 1)[0])
+    dns = RebindingDns("hooks.rebind.test", allowed="127.0.0.2", target="127.0.0.1", honest=2)
+    dns.install(monkeypatch)
+    allowed = (ipaddress.ip_network(dns.allowed),)
+    only = {"webhook_interval": 3600.0, "webhook_allow_networks": list(allowed)}
+    with run_service(settings.model_copy(update=only)) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+        hook = {"url": f"http://{dns.name}:{port}/hook", "events": ["decision.recorded"]}
+        with running.client(token) as api:
+            created = api.post("/api/v1/webhooks", json=hook)
+        assert created.status_code == 201, created.text
+        assert send(running.smtp_port, compose())[0] == 250
+        deliverer = Deliverer(running.runtime.sessions, DeliveryPolicy(allowed_networks=allowed))
+        try:
+            assert deliverer.run() == 1  # as the service's delivery job does
+        finally:
+            deliverer.close()
+        with running.client(token) as api:
+            log = api.get(f"/api/v1/webhooks/{created.json()['id']}/deliveries").json()
+    assert receiver.received == [], "sent to an address no check allowed"
+    assert [a["status_code"] for a in log["items"][0]["log"]] == [None]
