@@ -519,3 +519,20 @@ def test_a_delivery_goes_to_the_address_checked_not_one_a_name_rebinds_to(
             log = api.get(f"/api/v1/webhooks/{created.json()['id']}/deliveries").json()
     assert receiver.received == [], "sent to an address no check allowed"
     assert [a["status_code"] for a in log["items"][0]["log"]] == [None]
+
+
+def test_a_webhook_url_longer_than_stored_is_a_422_not_a_500(running: Running) -> None:
+    """webhook_subscriptions.url holds 2,000 characters (PostgreSQL refused a longer one with
+    a 500; SQLite kept it). Measured as stored: 500 letters é are 3,000 characters."""
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    public = "https://93.184.215.14/"  # an IP literal: nothing is sent
+
+    def subscribe(path: str) -> httpx.Response:
+        hook = {"url": public + path, "events": ["decision.recorded"]}
+        return api.post("/api/v1/webhooks", json=hook)
+
+    with running.client(token) as api:
+        refused = [subscribe("a" * 1979), subscribe("é" * 500)]
+        longest = subscribe("a" * 1978)
+    assert [r.status_code for r in refused] == [422, 422], [r.text for r in refused]
+    assert longest.status_code == 201, longest.text
