@@ -273,12 +273,17 @@ def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None,
         "Mailroom-Signature": sign(item.secret, timestamp, body),
     }
     try:
-        response = client.post(item.url, content=body, headers=headers, timeout=timeout)
+        # Only the status counts: the body is never read, so no receiver can hold the
+        # delivery (and the deliveries behind it) by answering on and on, or fill memory.
+        with client.stream(
+            "POST", item.url, content=body, headers=headers, timeout=timeout
+        ) as response:
+            code = response.status_code
     except webhook_targets.RefusedAddressError:  # it may resolve elsewhere since it subscribed
         return None, REFUSED_ADDRESS
     except httpx.HTTPError as error:
         return None, type(error).__name__
-    return response.status_code, "" if response.is_success else f"HTTP {response.status_code}"
+    return code, "" if response.is_success else f"HTTP {code}"
 
 
 def _record(

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from tests.test_contacts_filing import INBOX, SIGNED, dsn
 ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
 # The receiver listens on 127.0.0.1, which webhooks may reach only when the operator allows it.
 LOOPBACK_ALLOWED = {"webhook_allow_networks": [ipaddress.ip_network("127.0.0.0/8")]}
+STALL = 10.0  # seconds a stalling receiver holds on, however long it is waited for
 PRIVATE_CAPTURES = (
     (FIXTURES / "plumbing-policy.yaml")
     .read_text()
@@ -48,6 +50,11 @@ class Receiver:
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    # Instead of answering: these bytes, then `stall_with` every `stall_pace` seconds, for
+    # `STALL` seconds (a receiver that holds the delivery as long as it likes).
+    stall_start: bytes = b""
+    stall_with: bytes = b""
+    stall_pace: float = 0.1
 
     def events(self) -> list[str]:
         return [json.loads(body)["type"] for _, body in self.received]
@@ -70,10 +77,24 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if state.stall_with:
+                self.stall()
+                return
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
             state.arrived.set()
+
+        def stall(self) -> None:
+            until = time.monotonic() + STALL
+            try:
+                self.wfile.write(state.stall_start)
+                while time.monotonic() < until:
+                    self.wfile.write(state.stall_with)
+                    time.sleep(state.stall_pace)
+            except OSError:
+                pass  # the client gave up, as it should
+            self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -536,3 +557,23 @@ def test_a_webhook_url_longer_than_stored_is_a_422_not_a_500(running: Running) -
         longest = subscribe("a" * 1978)
     assert [r.status_code for r in refused] == [422, 422], [r.text for r in refused]
     assert longest.status_code == 201, longest.text
+
+
+def test_a_receiver_streaming_an_endless_answer_does_not_hold_deliveries(
+    running: Running, receiver: Receiver
+) -> None:
+    """Only the status code counts: the body was read whole, into memory, for as long as the
+    receiver sent it, while every other subscription's deliveries waited (and memory grew)."""
+    receiver.stall_start = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"
+    receiver.stall_with, receiver.stall_pace = b"x" * 65536, 0.01
+    add_employee(running.runtime.sessions, "alice@example.com")
+    _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    started = time.monotonic()
+    assert _deliver(running, datetime.now(UTC), DeliveryPolicy(timeout=2)) == 1
+    took = time.monotonic() - started
+
+    assert took < STALL / 2, f"the delivery waited {took:.1f} s for the receiver's body"
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(WebhookDelivery.status)).one() == "delivered"
