@@ -3,14 +3,20 @@
 A delivery's status code is readable back from its log, so a webhook aimed at this host or its
 network would be a way to probe them (SSRF). Each URL is checked when it is subscribed and
 again as each delivery connects, to the very address checked: what a name resolves to can
-change in between, and from one lookup to the next (DNS rebinding).
+change in between, and from one lookup to the next (DNS rebinding). And for how long: a
+delivery ends at its deadline, however the receiver paces its answer.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Iterable, Sequence
+import ssl
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
@@ -70,6 +76,55 @@ def may_send_to(url: str, allowed: Sequence[Network] = ()) -> bool:
     return bool(host and allowed_addresses(host, allowed))
 
 
+_DEADLINE: ContextVar[float | None] = ContextVar("webhook_deadline", default=None)
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every wait of the requests made within ends `seconds` from now: a timeout alone bounds
+    each wait, and a receiver sending a byte now and then never lets one run out."""
+    token = _DEADLINE.set(time.monotonic() + seconds)
+    try:
+        yield
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _left(timeout: float | None) -> float | None:
+    end = _DEADLINE.get()
+    if end is None:
+        return timeout
+    left = max(end - time.monotonic(), 0.001)  # not 0, which makes a socket non-blocking
+    return left if timeout is None else min(timeout, left)
+
+
+class _Bounded(httpcore.NetworkStream):
+    """A connection whose every wait ends by the deadline of the request it serves."""
+
+    def __init__(self, stream: httpcore.NetworkStream) -> None:
+        self.stream = stream
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, _left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, _left(timeout))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        return _Bounded(self.stream.start_tls(ssl_context, server_hostname, _left(timeout)))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.stream.get_extra_info(info)
+
+
 class _CheckedBackend(httpcore.SyncBackend):
     """Connects only to an address it has just checked, never resolving the name again:
     another lookup could answer otherwise (a rebinding name server, TTL 0)."""
@@ -91,9 +146,10 @@ class _CheckedBackend(httpcore.SyncBackend):
         failed = httpcore.ConnectError(host)
         for address in addresses:  # in turn, as socket.create_connection does
             try:
-                return super().connect_tcp(
-                    str(address), port, timeout, local_address, socket_options
+                connected = super().connect_tcp(
+                    str(address), port, _left(timeout), local_address, socket_options
                 )
+                return _Bounded(connected)
             except httpcore.ConnectError as error:
                 failed = error
         raise failed
@@ -101,7 +157,8 @@ class _CheckedBackend(httpcore.SyncBackend):
 
 def client(allowed: Sequence[Network] = ()) -> httpx.Client:
     """An HTTP client that reaches only public addresses and the `allowed` networks, checked
-    as it connects (TLS still verifies the name the URL gives). Never follows redirects."""
+    as it connects (TLS still verifies the name the URL gives), and within the `deadline` of
+    each request made under one. Never follows redirects."""
     transport = httpx.HTTPTransport(trust_env=False)
     transport._pool = httpcore.ConnectionPool(  # httpx takes no network backend of its own
         ssl_context=httpx.create_ssl_context(trust_env=False),

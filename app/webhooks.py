@@ -185,7 +185,7 @@ class DeliveryPolicy:
     base_delay: float = 10.0  # seconds before the second attempt; doubled for each next one
     max_delay: float = 3600.0
     disable_after: int = 20  # consecutive failed attempts before a subscription is disabled
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds a delivery may take in all, answer included
     batch: int = 50
     # Networks webhooks may reach besides public ones (MAILROOM_WEBHOOK_ALLOW_NETWORKS)
     allowed_networks: tuple[webhook_targets.Network, ...] = ()
@@ -275,9 +275,12 @@ def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None,
     try:
         # Only the status counts: the body is never read, so no receiver can hold the
         # delivery (and the deliveries behind it) by answering on and on, or fill memory.
-        with client.stream(
-            "POST", item.url, content=body, headers=headers, timeout=timeout
-        ) as response:
+        with (
+            webhook_targets.deadline(timeout),
+            client.stream(
+                "POST", item.url, content=body, headers=headers, timeout=timeout
+            ) as response,
+        ):
             code = response.status_code
     except webhook_targets.RefusedAddressError:  # it may resolve elsewhere since it subscribed
         return None, REFUSED_ADDRESS

@@ -577,3 +577,24 @@ def test_a_receiver_streaming_an_endless_answer_does_not_hold_deliveries(
     assert took < STALL / 2, f"the delivery waited {took:.1f} s for the receiver's body"
     with running.runtime.sessions() as session:
         assert session.scalars(sa.select(WebhookDelivery.status)).one() == "delivered"
+
+
+def test_a_receiver_trickling_its_answer_is_given_up_at_the_timeout(
+    running: Running, receiver: Receiver
+) -> None:
+    """The timeout bounds the whole delivery, not each wait: a header line every 0.1 s kept
+    each read short of it, and the delivery job (every subscription's deliveries behind this
+    one) waited as long as the receiver went on."""
+    receiver.stall_start, receiver.stall_with = b"HTTP/1.1 200 OK\r\n", b"X-Pad: a\r\n"
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    started = time.monotonic()
+    assert _deliver(running, datetime.now(UTC), DeliveryPolicy(timeout=2)) == 1
+    took = time.monotonic() - started
+
+    assert took < STALL / 2, f"the delivery waited {took:.1f} s for the receiver"
+    with running.client(token) as api:
+        (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    assert (logged["status"], [a["error"] for a in logged["log"]]) == ("pending", ["ReadTimeout"])
