@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger, webhooks
+from app import crm, ledger, webhooks
 from app.filing import Filing, file_message, makes_contacts
 from app.freshness import mark_undeliverable
 from app.models import (
@@ -25,6 +25,7 @@ from app.models import (
     Suppression,
 )
 from app.prepared import Prepared, PreparedIn
+from app.security import Principal
 from capture.bounces import bounced_recipients
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_date, parse_message
@@ -360,7 +361,13 @@ class Pipeline:
         return Result(decision.outcome, record.id, stored, decision.rules_hit)
 
     def explain(
-        self, raw: bytes, envelope: Envelope, channel: Channel, *, as_employee: bool = True
+        self,
+        raw: bytes,
+        envelope: Envelope,
+        channel: Channel,
+        *,
+        as_employee: bool = True,
+        reader: Principal | None = None,
     ) -> Explanation:
         """The decision this message would get now; reads the database, writes nothing.
 
@@ -368,7 +375,9 @@ class Pipeline:
         employee is assumed to be one (and proven, where proof is required), so that the policy
         itself is what gets explained. Without `as_employee` the submitter is such an assumed
         employee even if the address is a real one's: their own settings (personal contacts,
-        paused capture) are theirs to see, not the asker's.
+        paused capture) are theirs to see, not the asker's. Given a `reader`, the mail it
+        answers counts only if the reader may see it: else the answer would confirm a
+        colleague's private or held message to whoever knows its Message-ID.
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
@@ -389,6 +398,9 @@ class Pipeline:
                 from_employee=_from_employee(lookups, outer, submitter),
                 submitter_proven=channel not in MAILBOX_CHANNELS or not self.forged(outer),
             )
+            if reader is not None:
+                seen = crm.answers_visible(conn, reader, _replied_ids(message))
+                context = replace(context, replies_to_known=seen)
             session.rollback()
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
@@ -606,9 +618,14 @@ def _from_employee(lookups: Lookups, message: ParsedMessage, submitter: Submitte
     return bool(sender) and lookups.find(sender) is not None
 
 
+def _replied_ids(message: ParsedMessage) -> list[str]:
+    """The Message-IDs the message answers: In-Reply-To and the recent References."""
+    return [m for m in (message.in_reply_to, *message.references[-10:]) if m]
+
+
 def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:
     """Whether the message answers one Mailroom holds (In-Reply-To or recent References)."""
-    ids = [m for m in (message.in_reply_to, *message.references[-10:]) if m]
+    ids = _replied_ids(message)
     if not ids:
         return False
     return bool(_REPLIED.rows(conn, ids))

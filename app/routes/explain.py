@@ -40,7 +40,8 @@ async def explain(
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
     Employees explain as themselves, their own settings included; other tokens explain as
     an employee with the given (or the From) address and no settings of their own, so that
-    no one learns a colleague's personal contacts or paused capture from the answer."""
+    no one learns a colleague's personal contacts or paused capture from the answer; nor,
+    since the mail it answers counts only if the caller may see it, their private mail."""
     as_employee = principal.role is Role.EMPLOYEE
     if as_employee and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
@@ -48,7 +49,7 @@ async def explain(
     runtime = request.app.state.runtime
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
-        functools.partial(runtime.pipeline.explain, as_employee=as_employee),
+        functools.partial(runtime.pipeline.explain, as_employee=as_employee, reader=principal),
         raw,
         Envelope(submitter or ""),
         channel,
