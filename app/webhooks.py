@@ -43,10 +43,10 @@ EVENT_SCOPES = {
 REFUSED_ADDRESS = "refused: the host does not resolve to public addresses only"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix, not a secret
 _SUBSCRIBERS_KEY = "mailroom.webhooks.subscribers"  # conn.info: (transaction, by event)
-_ACTIVE = Prepared(  # once per transaction on the hot path
-    sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
-        WebhookSubscription.active.is_(True)
-    )
+_ACTIVE = Prepared(  # once per transaction on the hot path; a revoked token's are never sent
+    sa.select(WebhookSubscription.id, WebhookSubscription.events)
+    .join(ApiToken, ApiToken.id == WebhookSubscription.token_id)
+    .where(WebhookSubscription.active.is_(True), ApiToken.revoked_at.is_(None))
 )
 _QUEUE = sa.insert(WebhookDelivery)
 _NEW_CONTACTS = (

@@ -598,3 +598,23 @@ def test_a_receiver_trickling_its_answer_is_given_up_at_the_timeout(
     with running.client(token) as api:
         (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
     assert (logged["status"], [a["error"] for a in logged["log"]]) == ("pending", ["ReadTimeout"])
+
+
+def test_a_revoked_integrations_subscriptions_queue_nothing_more(
+    running: Running, receiver: Receiver
+) -> None:
+    """Revoking a token ends its deliveries; its subscriptions went on queueing an event for
+    every message, in the capture's own transaction, for ever (nothing ever sent or removed
+    them)."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, _ = _subscribe(running, receiver, ["decision.recorded", "message.captured"])
+    with running.runtime.sessions() as session:
+        own = session.scalars(sa.select(WebhookSubscription.token_id)).one()
+    with running.client(token) as api:
+        assert api.delete(f"/api/v1/tokens/{own}").status_code == 204
+
+    for n in range(3):
+        assert send(running.smtp_port, compose(message_id=f"<after-{n}@example.com>"))[0] == 250
+
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 0
