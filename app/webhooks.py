@@ -297,13 +297,13 @@ def _record(
     now: datetime,
     policy: DeliveryPolicy,
 ) -> None:
-    session.add(
-        WebhookAttempt(delivery_id=item.id, attempted_at=now, status_code=code, error=error)
-    )
     delivery = session.get(WebhookDelivery, item.id)
     subscription = session.get(WebhookSubscription, item.subscription_id)
     if delivery is None or subscription is None:  # the subscription was deleted meanwhile
         return
+    session.add(
+        WebhookAttempt(delivery_id=item.id, attempted_at=now, status_code=code, error=error)
+    )
     delivery.attempts += 1
     if not error:
         delivery.status, delivery.delivered_at = "delivered", now

@@ -9,7 +9,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import webhook_targets
-from app.models import Contact, WebhookDelivery, WebhookSubscription
+from app.models import Contact, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
 from app.webhook_targets import REFUSED
@@ -55,6 +55,7 @@ class Receiver:
     stall_start: bytes = b""
     stall_with: bytes = b""
     stall_pace: float = 0.1
+    before_answer: Callable[[], None] | None = None  # what happens while a delivery waits
 
     def events(self) -> list[str]:
         return [json.loads(body)["type"] for _, body in self.received]
@@ -80,6 +81,8 @@ def receiver() -> Iterator[Receiver]:
             if state.stall_with:
                 self.stall()
                 return
+            if state.before_answer is not None:
+                state.before_answer()
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -632,3 +635,32 @@ def test_a_token_has_at_most_twenty_subscriptions(running: Running) -> None:
         again = api.post("/api/v1/webhooks", json=hook)
     assert [r.status_code for r in made] == [201] * 20 + [409]
     assert again.status_code == 201, "room again once one is deleted"
+
+
+def _unsubscribe_during_a_delivery(
+    running: Running, receiver: Receiver, token: str, hook: dict[str, Any]
+) -> None:
+    """The integration deletes the subscription while the first delivery waits for its answer."""
+
+    def unsubscribe() -> None:
+        with running.client(token) as api:
+            assert api.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+
+    receiver.before_answer = unsubscribe
+
+
+def test_a_subscription_deleted_while_its_delivery_waits_fails_no_delivery_run(
+    running: Running, receiver: Receiver
+) -> None:
+    """The attempt was recorded for a delivery the deletion had removed: the run failed on
+    the foreign key, and the rest of its batch waited for the next run."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+    _unsubscribe_during_a_delivery(running, receiver, token, hook)
+
+    assert _deliver(running, datetime.now(UTC)) == 1
+
+    assert len(receiver.received) == 1
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 0
