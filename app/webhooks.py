@@ -220,16 +220,22 @@ def deliver_due(
     """Send every delivery that is due (up to a batch), recording each attempt. The client
     is `webhook_targets.client`, which connects only where webhooks may go."""
     with sessions() as session, session.begin():
-        due = _due(session, now, policy.batch)
+        due = [_Due(*row) for row in session.execute(_due(now).limit(policy.batch))]
     for item in due:
+        # The last of a batch goes minutes after it was read, at worst: its subscription may
+        # have been deleted or paused by then, or its token revoked.
+        with sessions() as session:
+            if session.scalar(_due(now).where(WebhookDelivery.id == item.id)) is None:
+                continue
         code, error = _post(client, item, policy.timeout)
         with sessions() as session, session.begin():
             _record(session, item, code, error, now, policy)
     return len(due)
 
 
-def _due(session: Session, now: datetime, batch: int) -> list[_Due]:
-    rows = session.execute(
+def _due(now: datetime) -> sa.Select[tuple[int, int, str, str, str, dict[str, Any], datetime]]:
+    """Deliveries due by `now`, oldest first, of active subscriptions with unrevoked tokens."""
+    return (
         sa.select(
             WebhookDelivery.id,
             WebhookDelivery.subscription_id,
@@ -248,9 +254,7 @@ def _due(session: Session, now: datetime, batch: int) -> list[_Due]:
             ApiToken.revoked_at.is_(None),
         )
         .order_by(WebhookDelivery.id)
-        .limit(batch)
     )
-    return [_Due(*row) for row in rows]
 
 
 def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None, str]:

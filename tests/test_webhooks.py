@@ -664,3 +664,20 @@ def test_a_subscription_deleted_while_its_delivery_waits_fails_no_delivery_run(
     assert len(receiver.received) == 1
     with running.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 0
+
+
+def test_a_subscription_deleted_while_its_events_go_out_is_sent_no_more(
+    running: Running, receiver: Receiver
+) -> None:
+    """A run reads a batch of up to 50 and sends them one by one, each waiting up to the
+    timeout: the rest of the batch still went to a subscription deleted (or paused, or whose
+    token was revoked) meanwhile, for minutes."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    for n in range(3):
+        assert send(running.smtp_port, compose(message_id=f"<batch-{n}@example.com>"))[0] == 250
+    _unsubscribe_during_a_delivery(running, receiver, token, hook)
+
+    _deliver(running, datetime.now(UTC))
+
+    assert len(receiver.received) == 1, "sent on after the subscription was deleted"
