@@ -48,6 +48,16 @@ _ACTIVE = Prepared(  # once per transaction on the hot path; a revoked token's a
     .join(ApiToken, ApiToken.id == WebhookSubscription.token_id)
     .where(WebhookSubscription.active.is_(True), ApiToken.revoked_at.is_(None))
 )
+# Queued also for a subscription that is not active (disabled after failures, or paused),
+# and sent once it is active again: an erasure must reach every integration that may hold the
+# person, even one whose receiver was down when it was made. Erasures are few: the outbox of
+# a subscription disabled for good does not grow with the mail.
+QUEUED_WHILE_INACTIVE = frozenset({"contact.erased"})
+_UNREVOKED = Prepared(
+    sa.select(WebhookSubscription.id, WebhookSubscription.events)
+    .join(ApiToken, ApiToken.id == WebhookSubscription.token_id)
+    .where(ApiToken.revoked_at.is_(None))
+)
 _QUEUE = sa.insert(WebhookDelivery)
 _NEW_CONTACTS = (
     sa.select(Contact.id)
@@ -115,7 +125,11 @@ def emit(db: Session | sa.Connection, event: str, data: dict[str, Any], now: dat
     """Queue one content-free event for its subscribers, in the caller's transaction."""
     assert event in EVENT_SCOPES, event
     conn = _conn(db)
-    _queue(conn, _subscribers(conn).get(event, []), event, data, now)
+    if event in QUEUED_WHILE_INACTIVE:
+        subscribers = [sub for sub, events in _UNREVOKED.rows(conn) if event in events]
+    else:
+        subscribers = _subscribers(conn).get(event, [])
+    _queue(conn, subscribers, event, data, now)
 
 
 def on_decision(

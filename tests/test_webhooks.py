@@ -322,6 +322,33 @@ def test_contact_updates_and_erasures_are_events_too(running: Running, receiver:
     ]
 
 
+def test_an_erasure_made_while_a_subscription_is_disabled_is_sent_once_it_is_enabled(
+    running: Running, receiver: Receiver
+) -> None:
+    """An integration that copies contacts must hear of every erasure (GDPR Art. 19), also
+    one made while failures had disabled its subscription; other events are not kept."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    assert send(running.smtp_port, compose())[0] == 250
+    token, hook = _subscribe(running, receiver, ["contact.erased", "decision.recorded"])
+    receiver.status = 500
+    assert send(running.smtp_port, compose(message_id="<failing@example.com>"))[0] == 250
+    policy = DeliveryPolicy(base_delay=1, disable_after=1)
+    assert _deliver(running, datetime.now(UTC), policy) == 1  # fails, and disables it
+    officer = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    with running.client(officer) as api:
+        erased = api.post("/api/v1/erasures", json={"address": "bob@customer.example"})
+        assert erased.status_code == 201, erased.text
+    assert send(running.smtp_port, compose(message_id="<meanwhile@example.com>"))[0] == 250
+
+    receiver.status, receiver.received = 200, []
+    with running.client(token) as api:
+        assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["active"] is False
+        api.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True})
+    _deliver(running, datetime.now(UTC) + timedelta(hours=1), policy)
+
+    assert sorted(receiver.events()) == ["contact.erased", "decision.recorded"]
+
+
 def test_merging_two_contacts_tells_integrations_both_changed(
     running: Running, receiver: Receiver
 ) -> None:
