@@ -246,7 +246,7 @@ def mailboxes_sync(
     every mailbox up to date by itself."""
     from imapclient.exceptions import IMAPClientError
 
-    from app.mailboxes import describe_error, load_config, record_error
+    from app.mailboxes import MailboxGoneError, describe_error, load_config, record_error
     from capture.imap import MailboxError
 
     runtime = _runtime()
@@ -254,7 +254,7 @@ def mailboxes_sync(
         with runtime.sessions() as session:
             config = load_config(session, runtime.settings.secret(), mailbox_id)
         stats = _sync(runtime, config)
-    except LookupError as error:
+    except MailboxGoneError as error:
         raise _fail(str(error)) from None
     except (OSError, IMAPClientError, MailboxError) as error:
         # The kind of error and the server's words (or this sync's own), as `mailboxes

@@ -34,6 +34,11 @@ LEASE_RETRY_SECONDS = 10.0  # how soon another process's mailbox is tried again
 SENT_NAMES = frozenset({"sent", "sent items", "sent messages", "sent mail"})
 
 
+class MailboxGoneError(LookupError):
+    """The mailbox is no longer in the table (removed): its sync ends, quietly. Any other
+    error, a KeyError from a server's odd answer included, is recorded and retried."""
+
+
 def named_sent(folder: str) -> bool:
     """Whether a folder's name says it holds sent mail: a usual English name, whole or as
     the last level after "/" (after "." in a name without "/": a server whose levels are
@@ -159,7 +164,7 @@ def describe_mailboxes(session: Session, *, only: int | None = None) -> list[Mai
 def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConfig:
     row = session.get(Mailbox, mailbox_id)
     if row is None:
-        raise LookupError(f"no mailbox {mailbox_id}")
+        raise MailboxGoneError(f"no mailbox {mailbox_id}")
     employee = session.get(Employee, row.employee_id) if row.employee_id else None
     try:
         password = unseal(secret, row.password_sealed, bound_to=sealed_for(row))
@@ -318,8 +323,8 @@ class MailboxRunner:
                 try:
                     await loop.run_in_executor(thread, self._follow, mailbox_id, stop)
                     backoff = 1.0
-                except LookupError:
-                    return  # the mailbox was removed
+                except MailboxGoneError:
+                    return
                 except Exception as error:
                     log.warning("mailbox %d: %s", mailbox_id, type(error).__name__)
                     await loop.run_in_executor(

@@ -984,3 +984,70 @@ def test_a_server_that_chatters_but_never_answers_is_given_up_after_a_deadline()
     finally:
         given_up.set()
     assert time.monotonic() - started < 10
+
+
+def _odd_server(*, examine: bytes, listing: bytes = b"") -> socket.socket:
+    """A server on loopback that answers oddly (it stands for a machine we do not control):
+    every connection logs in, LISTs `listing`, and opens any folder with the untagged lines
+    `examine`, holding no message. It serves connection after connection until closed."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def session(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] odd but ready\r\n")
+            for line in lines:
+                tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
+                verb = command.upper()
+                if verb in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(examine + tag + b" OK [READ-ONLY] done\r\n")
+                elif verb == b"LIST":
+                    conn.sendall(listing + tag + b" OK done\r\n")
+                elif verb == b"UID" and rest[0].upper() == b"SEARCH":
+                    conn.sendall(b"* SEARCH\r\n" + tag + b" OK done\r\n")
+                elif verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif verb == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:  # LOGIN
+                    conn.sendall(tag + b" OK done\r\n")
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):  # closed by the test
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=session, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def _odd_mailbox(runtime: Runtime, server: socket.socket, folders: list[str]) -> int:
+    with transaction(runtime.sessions) as session:
+        return add_mailbox(
+            session,
+            TEST_SECRET.encode(),
+            employee=ALICE,
+            host="127.0.0.1",
+            port=server.getsockname()[1],
+            username="u",
+            password="p",
+            folders=folders,
+            tls="none",
+        ).id
+
+
+def test_a_sync_failing_on_a_missing_key_is_recorded_not_taken_for_a_removed_mailbox(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """A server that opens a folder without its UIDVALIDITY fails the sync with a KeyError:
+    the mailbox still exists, so its last error says so (a removed one alone ends quietly)."""
+    add_employee(runtime.sessions, ALICE)
+    server = _odd_server(examine=b"* 0 EXISTS\r\n")
+    try:
+        mailbox_id = _odd_mailbox(runtime, server, ["INBOX"])
+        with run_service(settings):
+            wait_for(lambda: _error(runtime, mailbox_id) is not None)
+    finally:
+        server.close()
+    assert _error(runtime, mailbox_id) == "KeyError"
