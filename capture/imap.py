@@ -28,7 +28,7 @@ from operator import methodcaller
 from typing import Any, NamedTuple, TypeVar, cast
 
 import sqlalchemy as sa
-from imapclient import IMAPClient
+from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientError
 
 from app.models import Mailbox, MailboxFolder
@@ -284,16 +284,36 @@ class FolderSync:
 
     def _flagged_sent(self) -> frozenset[str]:
         """The configured folders the server's LIST flags `\\Sent` (RFC 6154 special use),
-        whatever their names: "Gesendete Elemente", "[Gmail]/Sent Mail"."""
+        whatever their names: "Gesendete Elemente", "[Gmail]/Sent Mail". Names are compared
+        as the server writes them (modified UTF-7, as `select_folder` sends ours), never
+        decoded: another folder's name that is no modified UTF-7 ("R&D" unescaped) is no
+        reason to fail the sync, nor is a LIST answer that cannot be read."""
+        wire = {imap_utf7.encode(folder): folder for folder in self.config.folders}
         try:
-            listed = self.client.list_folders()
-        except IMAPClientError as error:
+            listed = self._list_as_written()
+        except (IMAPClientError, ValueError) as error:
             if isinstance(error, imaplib.IMAP4.abort):
                 raise
             log.warning("mailbox %d: LIST refused: %s", self.config.id, _kind(error))
             return frozenset()
-        flagged = {name for flags, _, name in listed if any(f.lower() == b"\\sent" for f in flags)}
-        return frozenset(flagged.intersection(self.config.folders))
+        return frozenset(
+            wire[name]
+            for flags, name in listed
+            if name in wire and any(f.lower() == b"\\sent" for f in flags)
+        )
+
+    def _list_as_written(self) -> list[tuple[tuple[bytes, ...], bytes]]:
+        """Each folder's flags and name as the server wrote it (imapclient decodes names
+        unless told not to, and raises on one that does not decode)."""
+        encode, self.client.folder_encode = self.client.folder_encode, False
+        try:
+            listed = self.client.list_folders()
+        finally:
+            self.client.folder_encode = encode
+        # A name of digits alone comes back as text.
+        return [
+            (flags, name.encode() if isinstance(name, str) else name) for flags, _, name in listed
+        ]
 
     def sync_folder(self, folder: str) -> None:
         selected = self.client.select_folder(folder, readonly=True)

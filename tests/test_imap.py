@@ -1051,3 +1051,22 @@ def test_a_sync_failing_on_a_missing_key_is_recorded_not_taken_for_a_removed_mai
     finally:
         server.close()
     assert _error(runtime, mailbox_id) == "KeyError"
+
+
+def test_a_listed_folder_name_that_is_no_modified_utf7_stops_no_sync(runtime: Runtime) -> None:
+    """A server listing "R&D" unescaped (RFC 3501 wants "R&-D") names no folder we sync: the
+    configured ones are synced all the same, and one flagged \\Sent still counts as sent."""
+    add_employee(runtime.sessions, ALICE)
+    listing = (
+        b'* LIST (\\HasNoChildren) "/" "R&D"\r\n'
+        b'* LIST (\\HasNoChildren \\Sent) "/" "Sent Things"\r\n'
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
+    )
+    server = _odd_server(examine=b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n", listing=listing)
+    try:
+        mailbox_id = _odd_mailbox(runtime, server, ["INBOX", "Sent Things"])
+        done = sync(runtime, mailbox_id)
+    finally:
+        server.close()
+    assert done.sent_folders == {"Sent Things"}
+    assert _synced(runtime, mailbox_id)
