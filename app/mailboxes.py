@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from datetime import UTC, date, datetime
+from functools import partial
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
@@ -159,6 +160,19 @@ def describe_mailboxes(session: Session, *, only: int | None = None) -> list[Mai
         )
         for m, email in rows
     ]
+
+
+def mailbox_lags(sessions: sessionmaker[Session]) -> list[tuple[int, float]]:
+    """Each enabled mailbox's id and seconds since its last complete sync (since it was
+    added, before its first): `mailroom_imap_lag_seconds`."""
+    now = datetime.now(UTC)
+    with sessions() as session:
+        rows = session.execute(
+            sa.select(Mailbox.id, Mailbox.last_sync_at, Mailbox.created_at)
+            .where(Mailbox.enabled)
+            .order_by(Mailbox.id)
+        )
+        return [(id_, (now - (synced or added)).total_seconds()) for id_, synced, added in rows]
 
 
 def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConfig:
@@ -349,6 +363,7 @@ class MailboxRunner:
 
 def mailbox_runner(runtime: Runtime) -> MailboxRunner:
     settings = runtime.settings
+    runtime.metrics.watch_mailboxes(partial(mailbox_lags, runtime.read_sessions))
     return MailboxRunner(
         runtime.sessions,
         runtime.pipeline,

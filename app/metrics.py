@@ -3,10 +3,15 @@ codes and mailbox ids, never anything taken from a message (no address, no subje
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("mailroom.metrics")
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 NO_RULE = "(default)"  # no rule matched: the policy's default outcome decided
@@ -61,12 +66,7 @@ class Metrics:
             "Messages waiting for the group-commit writer.",
             registry=self.registry,
         )
-        self.imap_lag = Gauge(
-            "mailroom_imap_lag_seconds",
-            "Age of the newest message not yet synced, by mailbox id (the IMAP worker sets it).",
-            ["mailbox"],
-            registry=self.registry,
-        )
+        self._mailbox_lag: _MailboxLag | None = None  # in a process that syncs mailboxes
         self.job_runs = Counter(
             "mailroom_job_runs",
             "Scheduled job runs by this process, by job and result (ran, skipped, failed).",
@@ -91,5 +91,38 @@ class Metrics:
     def watch_queue(self, depth: Callable[[], int]) -> None:
         self.queue_depth.set_function(lambda: float(depth()))
 
+    def watch_mailboxes(self, lags: MailboxLags) -> None:
+        """Report `mailroom_imap_lag_seconds{mailbox}` from `lags`, read at each scrape."""
+        if self._mailbox_lag is None:
+            self._mailbox_lag = _MailboxLag(lags)
+            self.registry.register(self._mailbox_lag)
+        self._mailbox_lag.lags = lags
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# (mailbox id, seconds since its last complete sync) for each enabled mailbox
+MailboxLags = Callable[[], Iterable[tuple[int, float]]]
+
+
+class _MailboxLag(Collector):
+    """Each enabled mailbox's lag, as the database has it at the scrape: every process that
+    syncs mailboxes reports them all, so a mailbox no process syncs shows its lag growing."""
+
+    def __init__(self, lags: MailboxLags) -> None:
+        self.lags = lags
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "mailroom_imap_lag_seconds",
+            "Seconds since each enabled mailbox's last complete sync (since it was added, "
+            "before its first), by mailbox id.",
+            labels=["mailbox"],
+        )
+        try:
+            for mailbox_id, seconds in self.lags():
+                family.add_metric([str(mailbox_id)], seconds)
+        except Exception as error:  # the database is away: the other metrics still answer
+            log.warning("mailbox lags not read (%s)", type(error).__name__)
+        yield family

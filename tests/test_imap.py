@@ -1070,3 +1070,28 @@ def test_a_listed_folder_name_that_is_no_modified_utf7_stops_no_sync(runtime: Ru
         server.close()
     assert done.sent_folders == {"Sent Things"}
     assert _synced(runtime, mailbox_id)
+
+
+def test_metrics_show_each_mailboxs_lag_since_its_last_complete_sync(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str, admin: str
+) -> None:
+    """`mailroom_imap_lag_seconds{mailbox}`, as README promises: for an alert on a mailbox
+    that stopped syncing. One never synced counts from when it was added; a paused one is
+    not watched."""
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    synced = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    paused = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    with transaction(runtime.sessions) as session:
+        mailboxes.set_enabled(session, paused, False)
+
+    with run_service(settings) as service, service.client(None) as client:
+        wait_for(lambda: _synced(runtime, synced))
+        exposition = client.get("/metrics").text
+
+    lags = {
+        line.split('"')[1]: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith("mailroom_imap_lag_seconds{")
+    }
+    assert list(lags) == [str(synced)]
+    assert 0 <= lags[str(synced)] < 30
