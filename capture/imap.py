@@ -359,7 +359,7 @@ class FolderSync:
     def _new_uids(self, last_uid: int) -> list[int]:
         criteria: list[Any] = ["UID", f"{last_uid + 1}:*"]
         if self.config.since is not None:
-            criteria += ["SINCE", self.config.since]  # a date object: imapclient formats it
+            criteria += ["SINCE", _search_date(self.config.since)]
         return [int(u) for u in self.client.search(criteria)]
 
     def _fetch_headers(self, uids: Sequence[int]) -> list[Parsed]:
@@ -620,6 +620,15 @@ class FolderSync:
 def _kind(error: Exception) -> str:
     """A folder's failure in the words of the server or of this module: no message's."""
     return f"{type(error).__name__}: {str(error)[:200]}"
+
+
+def _search_date(day: date) -> str:
+    """A SEARCH date as RFC 3501 writes it, `01-Jan-0001`: its year in four digits, which
+    imapclient leaves out for a year before 1000 (servers refuse `01-Jan-1`)."""
+    return f"{day.day:02d}-{_MONTHS[day.month - 1]}-{day.year:04d}"
+
+
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
 def _present(

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import date
 from typing import Any
 
 import pytest
@@ -1095,3 +1096,17 @@ def test_metrics_show_each_mailboxs_lag_since_its_last_complete_sync(
     }
     assert list(lags) == [str(synced)]
     assert 0 <= lags[str(synced)] < 30
+
+
+def test_a_backfill_since_the_first_year_reads_every_message(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """`--since 0001-01-01`, "everything": IMAP writes a SEARCH date's year in four digits
+    (RFC 3501 date-year), and a server refuses `01-Jan-1`; each folder failed for ever."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], since=date(1, 1, 1))
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 1 and count(runtime, Message) == 1
