@@ -262,7 +262,8 @@ class FolderSync:
     def sync_all(self) -> SyncStats:
         """Every folder in turn. One the server cannot give this time (gone, renamed, a body
         left out) stops not the others: the failures are raised together at the end, so the
-        mailbox shows its error. A broken connection or a database fault stops at once."""
+        mailbox shows its error. A broken connection or a database fault stops at once. Only
+        a sync that went through every folder is the mailbox's last sync."""
         failed: list[str] = []
         self.sent_folders = self.config.sent_folders | self._flagged_sent()
         for folder in self.config.folders:
@@ -279,7 +280,8 @@ class FolderSync:
             raise FolderError(
                 f"{len(failed)} of {len(self.config.folders)} folders failed: " + "; ".join(failed)
             )
-        self._mark_synced()
+        if not self.stop.is_set():  # stopped (a pause, a shutdown): folders were left unread
+            self._mark_synced()
         return self.stats
 
     def _flagged_sent(self) -> frozenset[str]:

@@ -1110,3 +1110,29 @@ def test_a_backfill_since_the_first_year_reads_every_message(
     done = sync(runtime, mailbox_id)
 
     assert done.stats.messages == 1 and count(runtime, Message) == 1
+
+
+def test_a_sync_stopped_before_its_last_folder_is_no_complete_sync(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """A pause or a shutdown stops a sync after the batch in hand: the folders it never
+    reached are not synced, so the mailbox's last sync (and its lag) stands still."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    dovecot.append(imap_user, "Projects", [business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX", "Projects"])
+    with runtime.sessions() as session:
+        config = load_config(session, TEST_SECRET.encode(), mailbox_id)
+    stop = threading.Event()
+
+    client = connect(config, max_bytes=1 << 20)
+    try:
+        progress = lambda done, total: stop.set()  # noqa: E731 - stopped after INBOX's batch
+        FolderSync(
+            client, runtime.pipeline, config, max_bytes=1 << 20, stop=stop, progress=progress
+        ).sync_all()
+    finally:
+        close(client)
+
+    assert count(runtime, Message) == 1, "Projects was never reached"
+    assert not _synced(runtime, mailbox_id)
