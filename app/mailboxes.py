@@ -244,16 +244,24 @@ def sync_once(
 
 
 def follow(
-    pipeline: Pipeline, config: MailboxConfig, *, max_bytes: int, stop: threading.Event
+    pipeline: Pipeline,
+    config: MailboxConfig,
+    *,
+    max_bytes: int,
+    stop: threading.Event,
+    synced: threading.Event | None = None,
 ) -> None:
     """Until stopped: sync every folder, then wait for news in the first one (IDLE where the
-    server has it, else a pause), and again. Raises on any failure; the caller backs off."""
+    server has it, else a pause), and again. Raises on any failure; the caller backs off.
+    `synced` is set after each sync of every folder: the caller's backoff starts afresh."""
     client = connect(config, max_bytes=max_bytes)
     try:
         sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop)
         idle = b"IDLE" in client.capabilities()
         while not stop.is_set():
             sync.sync_all()
+            if synced is not None:
+                synced.set()
             if idle:
                 _idle(sync, config.folders[0], stop)
             else:
@@ -332,14 +340,18 @@ class MailboxRunner:
         backoff = 1.0
         loop = asyncio.get_running_loop()
         stop = self.stops[mailbox_id]
+        synced = threading.Event()  # the mailbox synced since its last failure
         with ThreadPoolExecutor(1, thread_name_prefix=f"imap-{mailbox_id}") as thread:
             while not stop.is_set():
                 try:
-                    await loop.run_in_executor(thread, self._follow, mailbox_id, stop)
+                    await loop.run_in_executor(thread, self._follow, mailbox_id, stop, synced)
                     backoff = 1.0
                 except MailboxGoneError:
                     return
                 except Exception as error:
+                    if synced.is_set():  # a failure after a good spell backs off from 1 s
+                        backoff = 1.0
+                        synced.clear()
                     log.warning("mailbox %d: %s", mailbox_id, type(error).__name__)
                     await loop.run_in_executor(
                         thread, record_error, self.sessions, mailbox_id, error
@@ -347,7 +359,7 @@ class MailboxRunner:
                     await loop.run_in_executor(thread, stop.wait, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
 
-    def _follow(self, mailbox_id: int, stop: threading.Event) -> None:
+    def _follow(self, mailbox_id: int, stop: threading.Event, synced: threading.Event) -> None:
         """Sync the mailbox while holding its lease: on PostgreSQL, one process at a time
         syncs a mailbox; the others look again every LEASE_RETRY_SECONDS, so a dead
         worker's mailboxes move on that soon after its connection closes."""
@@ -358,7 +370,7 @@ class MailboxRunner:
                 return
             with self.pipeline.readers() as session:
                 config = load_config(session, self.secret, mailbox_id)
-            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=stop)
+            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=stop, synced=synced)
 
 
 def mailbox_runner(runtime: Runtime) -> MailboxRunner:

@@ -1136,3 +1136,57 @@ def test_a_sync_stopped_before_its_last_folder_is_no_complete_sync(
 
     assert count(runtime, Message) == 1, "Projects was never reached"
     assert not _synced(runtime, mailbox_id)
+
+
+def test_a_mailbox_that_synced_again_starts_its_backoff_afresh(
+    runtime: Runtime, settings: Settings
+) -> None:
+    """Three failed logins back the mailbox off to 8 s; then it syncs, and its connection
+    breaks: that new failure is retried after 1 s, not after 8 (nor, later, 5 minutes for
+    every blip of a mailbox that had a bad morning once)."""
+    add_employee(runtime.sessions, ALICE)
+    server = socket.create_server(("127.0.0.1", 0))
+    arrivals: list[float] = []
+    broke: list[float] = []
+
+    def session(conn: socket.socket, number: int) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 IDLE] ready\r\n")
+            for line in lines:
+                tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
+                verb = command.upper()
+                if verb == b"LOGIN" and number < 3:
+                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] not yet\r\n")
+                elif verb in (b"SELECT", b"EXAMINE"):
+                    conn.sendall(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif verb == b"UID" and rest[0].upper() == b"SEARCH":
+                    conn.sendall(b"* SEARCH\r\n" + tag + b" OK done\r\n")
+                elif verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + tag + b" OK done\r\n")
+                elif verb == b"IDLE":  # synced: now the connection breaks
+                    broke.append(time.monotonic())
+                    return
+                elif verb == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:  # LOGIN, LIST
+                    conn.sendall(tag + b" OK done\r\n")
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                arrivals.append(time.monotonic())
+                args = (conn, len(arrivals) - 1)
+                threading.Thread(target=session, args=args, daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        mailbox_id = _odd_mailbox(runtime, server, ["INBOX"])
+        with run_service(settings):
+            wait_for(lambda: _synced(runtime, mailbox_id) and bool(broke))
+            wait_for(lambda: len(arrivals) == 5, timeout=15)
+    finally:
+        server.close()
+    assert arrivals[4] - broke[0] < 4
