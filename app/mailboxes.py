@@ -309,28 +309,37 @@ class MailboxRunner:
         self.stops: dict[int, threading.Event] = {}  # each task's: set, it ends after its batch
 
     async def run(self) -> None:
-        """Start mailbox tasks, and stop those of mailboxes removed, until cancelled; then let
-        each finish its batch."""
+        """Start mailbox tasks, and stop those of mailboxes paused or removed, until
+        cancelled; then let each finish its batch. A look that fails (the database away for
+        a moment) is tried again RELOAD_SECONDS later, the running syncs going on meanwhile."""
         try:
             while True:
-                enabled = await asyncio.to_thread(self._enabled)
-                for mailbox_id, running in list(self.tasks.items()):
-                    if mailbox_id in enabled:
-                        continue
-                    self.stops[mailbox_id].set()  # it ends after the batch in hand
-                    if running.done():
-                        del self.tasks[mailbox_id], self.stops[mailbox_id]
-                for mailbox_id in enabled:
-                    task = self.tasks.get(mailbox_id)
-                    if task is None or task.done():
-                        self.stops[mailbox_id] = threading.Event()
-                        self.tasks[mailbox_id] = asyncio.create_task(self._mailbox(mailbox_id))
+                try:
+                    enabled = await asyncio.to_thread(self._enabled)
+                except Exception as error:  # its type only: a database error quotes values
+                    log.warning("mailboxes not reloaded (%s)", type(error).__name__)
+                else:
+                    self._reload(enabled)
                 await asyncio.sleep(RELOAD_SECONDS)
         except asyncio.CancelledError:
             for stop in self.stops.values():
                 stop.set()
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
             raise
+
+    def _reload(self, enabled: set[int]) -> None:
+        """A task for each enabled mailbox; the others' tasks told to stop."""
+        for mailbox_id, running in list(self.tasks.items()):
+            if mailbox_id in enabled:
+                continue
+            self.stops[mailbox_id].set()  # it ends after the batch in hand
+            if running.done():
+                del self.tasks[mailbox_id], self.stops[mailbox_id]
+        for mailbox_id in enabled:
+            task = self.tasks.get(mailbox_id)
+            if task is None or task.done():
+                self.stops[mailbox_id] = threading.Event()
+                self.tasks[mailbox_id] = asyncio.create_task(self._mailbox(mailbox_id))
 
     def _enabled(self) -> set[int]:
         with self.pipeline.readers() as session:

@@ -1190,3 +1190,24 @@ def test_a_mailbox_that_synced_again_starts_its_backoff_afresh(
     finally:
         server.close()
     assert arrivals[4] - broke[0] < 4
+
+
+def test_mailboxes_are_still_paused_after_the_database_was_away_a_moment(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str, admin: str
+) -> None:
+    """The runner looks for mailboxes added, paused and removed every RELOAD_SECONDS; one
+    look that fails (the database restarting) must not end the looking for good, or a
+    mailbox paused afterwards would go on being read."""
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    box = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with run_service(settings):
+        wait_for(lambda: _synced(runtime, box) and _sessions_with(dovecot.port) == 1)
+        with runtime.db.begin() as conn:  # the runner's next looks fail
+            conn.execute(sa.text("ALTER TABLE mailboxes RENAME TO mailboxes_away"))
+        time.sleep(1)
+        with runtime.db.begin() as conn:
+            conn.execute(sa.text("ALTER TABLE mailboxes_away RENAME TO mailboxes"))
+        with transaction(runtime.sessions) as session:
+            mailboxes.set_enabled(session, box, False)
+        wait_for(lambda: _sessions_with(dovecot.port) == 0, timeout=10)
