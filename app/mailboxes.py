@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs import exclusively
 from app.mailbox_schemas import FolderOut, MailboxOut
+from app.metrics import Metrics
 from app.models import Employee, Mailbox, MailboxFolder
 from app.runtime import Runtime
 from app.sealing import UnboundError, seal, sealed_for, unseal
@@ -250,13 +251,15 @@ def follow(
     max_bytes: int,
     stop: threading.Event,
     synced: threading.Event | None = None,
+    metrics: Metrics | None = None,
 ) -> None:
     """Until stopped: sync every folder, then wait for news in the first one (IDLE where the
     server has it, else a pause), and again. Raises on any failure; the caller backs off.
-    `synced` is set after each sync of every folder: the caller's backoff starts afresh."""
+    `synced` is set after each sync of every folder: the caller's backoff starts afresh.
+    `metrics` count each committed outcome."""
     client = connect(config, max_bytes=max_bytes)
     try:
-        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop)
+        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop, metrics=metrics)
         idle = b"IDLE" in client.capabilities()
         while not stop.is_set():
             sync.sync_all()
@@ -299,12 +302,14 @@ class MailboxRunner:
         secret: bytes,
         max_bytes: int,
         db: sa.Engine | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.db = db  # where leases are taken; None: this process is the only one
         self.sessions = sessions
         self.pipeline = pipeline
         self.secret = secret
         self.max_bytes = max_bytes
+        self.metrics = metrics
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.stops: dict[int, threading.Event] = {}  # each task's: set, it ends after its batch
 
@@ -379,7 +384,14 @@ class MailboxRunner:
                 return
             with self.pipeline.readers() as session:
                 config = load_config(session, self.secret, mailbox_id)
-            follow(self.pipeline, config, max_bytes=self.max_bytes, stop=stop, synced=synced)
+            follow(
+                self.pipeline,
+                config,
+                max_bytes=self.max_bytes,
+                stop=stop,
+                synced=synced,
+                metrics=self.metrics,
+            )
 
 
 def mailbox_runner(runtime: Runtime) -> MailboxRunner:
@@ -391,4 +403,5 @@ def mailbox_runner(runtime: Runtime) -> MailboxRunner:
         secret=settings.secret(),
         max_bytes=settings.max_message_bytes,
         db=runtime.db,
+        metrics=runtime.metrics,
     )

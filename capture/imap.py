@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from imapclient import IMAPClient, imap_utf7
 from imapclient.exceptions import IMAPClientError
 
+from app.metrics import Metrics
 from app.models import Mailbox, MailboxFolder
 from capture.alone import Alone, message_fault
 from capture.header_fetch import fetch_header_sections
@@ -247,6 +248,7 @@ class FolderSync:
         max_bytes: int,
         stop: threading.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
@@ -258,6 +260,8 @@ class FolderSync:
         self.sent_folders = config.sent_folders  # and those the server flags \Sent
         self._server: ThreadPoolExecutor | None = None  # while a folder syncs
         self._alone: Alone | None = None  # while a batch is filed one message at a time
+        self.metrics = metrics  # told each outcome once its batch is committed
+        self._results: list[Result] = []  # the outcomes of the batch in hand
 
     def sync_all(self) -> SyncStats:
         """Every folder in turn. One the server cannot give this time (gone, renamed, a body
@@ -424,6 +428,7 @@ class FolderSync:
     ) -> None:
         sent = folder in self.sent_folders
         before = replace(self.stats, outcomes={})
+        self._results = []
         with self.pipeline.connections().begin() as conn:
             self._alone = Alone(conn) if alone else None
             lookups = self.pipeline.lookups(conn)
@@ -446,6 +451,18 @@ class FolderSync:
                 self._alone.settle()
             pending = remaining - len(uids)
             self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
+        self._count_committed()
+
+    def _count_committed(self) -> None:
+        if self.metrics is None:
+            return
+        for result in self._results:
+            self.metrics.count_message(
+                channel="imap",
+                outcome=result.outcome.value,
+                rules=result.rules,
+                duplicate=result.duplicate,
+            )
 
     def _decide_on_headers(
         self,
@@ -535,11 +552,11 @@ class FolderSync:
             ahead=ahead,
             header_digest=header_digest,
         )
-        if self._alone is None:
-            return run()
-        result = self._alone.file(run)
+        result = run() if self._alone is None else self._alone.file(run)
         if result is None:
             self.stats.failed += 1
+        else:
+            self._results.append(result)
         return result
 
     def _envelopes(self, lookups: Lookups, message: ParsedMessage, *, sent: bool) -> list[Envelope]:

@@ -1211,3 +1211,24 @@ def test_mailboxes_are_still_paused_after_the_database_was_away_a_moment(
         with transaction(runtime.sessions) as session:
             mailboxes.set_enabled(session, box, False)
         wait_for(lambda: _sessions_with(dovecot.port) == 0, timeout=10)
+
+
+def test_metrics_count_the_messages_a_mailbox_sync_committed(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    """`mailroom_messages_total{channel,outcome,rule}` counts every channel's decisions, not
+    only SMTP's: a dashboard of what Mailroom keeps and drops showed no mailbox at all."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), newsletter(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with run_service(settings) as service, service.client(None) as client:
+        wait_for(lambda: _synced(runtime, mailbox_id))
+        exposition = client.get("/metrics").text
+
+    counted = {
+        line.split('outcome="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in exposition.splitlines()
+        if line.startswith('mailroom_messages_total{channel="imap"')
+    }
+    assert counted == {"capture": 1.0, "drop": 1.0}
