@@ -246,14 +246,26 @@ def mailboxes_sync(
     every mailbox up to date by itself."""
     from imapclient.exceptions import IMAPClientError
 
-    from app.mailboxes import MailboxGoneError, describe_error, load_config, record_error
+    from app.mailboxes import (
+        MailboxGoneError,
+        describe_error,
+        load_config,
+        mailbox_lease,
+        record_error,
+    )
     from capture.imap import MailboxError
 
     runtime = _runtime()
     try:
-        with runtime.sessions() as session:
-            config = load_config(session, runtime.settings.secret(), mailbox_id)
-        stats = _sync(runtime, config)
+        with mailbox_lease(runtime.db, mailbox_id) as mine:
+            if not mine:
+                raise _fail(
+                    f"mailbox {mailbox_id}: another process is syncing it (mailroom serve); "
+                    "pause it there to sync it here"
+                )
+            with runtime.sessions() as session:
+                config = load_config(session, runtime.settings.secret(), mailbox_id)
+            stats = _sync(runtime, config)
     except MailboxGoneError as error:
         raise _fail(str(error)) from None
     except (OSError, IMAPClientError, MailboxError) as error:

@@ -7,7 +7,7 @@ import ipaddress
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
 from functools import partial
 
@@ -209,6 +209,13 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
     )
 
 
+def mailbox_lease(db: sa.Engine, mailbox_id: int) -> AbstractContextManager[bool]:
+    """Whether this process may sync the mailbox now, held until the block ends: on
+    PostgreSQL one process at a time syncs a mailbox (`mailroom serve`'s worker, or
+    `mailroom mailboxes sync`); SQLite serves one process."""
+    return exclusively(db, f"mailbox-{mailbox_id}")
+
+
 def describe_error(error: BaseException) -> str:
     """The kind of error, with the words of the server or the network where those are what
     failed (or this sync's own, `MailboxError`, which names folders and sizes, never mail):
@@ -377,7 +384,7 @@ class MailboxRunner:
         """Sync the mailbox while holding its lease: on PostgreSQL, one process at a time
         syncs a mailbox; the others look again every LEASE_RETRY_SECONDS, so a dead
         worker's mailboxes move on that soon after its connection closes."""
-        lease = exclusively(self.db, f"mailbox-{mailbox_id}") if self.db else nullcontext(True)
+        lease = mailbox_lease(self.db, mailbox_id) if self.db else nullcontext(True)
         with lease as mine:
             if not mine:
                 stop.wait(LEASE_RETRY_SECONDS)

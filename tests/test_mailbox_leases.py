@@ -16,6 +16,7 @@ from app.settings import Settings
 from tests.conftest import add_employee, run_service
 from tests.dovecot import Dovecot
 from tests.test_imap import ALICE, business, count, new_mailbox, runtime, wait_for
+from tests.test_mailbox_cli import _mailroom
 
 __all__ = ["runtime"]  # the fixture, imported for these tests
 
@@ -41,3 +42,23 @@ def test_a_mailbox_leased_elsewhere_waits_and_then_moves_here(
             assert count(runtime, Message) == 0
             elsewhere.close()  # the holder is gone: the lease moves here
             wait_for(lambda: count(runtime, Message) == 1)
+
+
+def test_mailboxes_sync_leaves_a_mailbox_another_process_is_syncing(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    """`mailroom mailboxes sync ID` while `mailroom serve` follows the mailbox would make two
+    processes sync it: counters counted twice, positions moved back, refusals recorded
+    twice. It says who has it and reads nothing."""
+    if runtime.db.dialect.name != "postgresql":
+        pytest.skip("leases are for processes sharing PostgreSQL; SQLite serves one process")
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with exclusively(runtime.db, f"mailbox-{mailbox_id}"):  # `serve`, elsewhere
+        done = _mailroom(settings, "mailboxes", "sync", str(mailbox_id))
+
+    assert done.returncode == 1
+    assert "another process is syncing it" in done.stderr, done.stderr
+    assert count(runtime, Message) == 0
