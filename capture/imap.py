@@ -125,11 +125,13 @@ def close(client: IMAPClient) -> None:
 class _Bounds:
     """imaplib reads whatever the server sends: every literal it announces, and any number
     of lines and literals before the tagged answer. This bounds what one command's answer
-    may hold: a header section at HEADER_CAP, any other literal at the size cap (plus a
-    header section's worth), and all lines and literals of one answer together at a body
-    chunk plus one message and at `seconds` (each line resets the socket's timeout: a server
-    chattering untagged lines would otherwise hold the sync forever; IDLE, one command,
-    lasts at most `app.mailboxes.IDLE_SECONDS`, well within). An honest answer is always
+    may hold: any literal at the size cap plus a header section's worth (a header section
+    too: a message's sender writes it, and one over HEADER_CAP, cut to it when parsed, must
+    not stop the mailbox at that message for good), and all lines and literals of one answer
+    together at a body chunk plus one message and at `seconds` (each line resets the
+    socket's timeout: a server chattering untagged lines would otherwise hold the sync
+    forever; IDLE, one command, lasts at most `app.mailboxes.IDLE_SECONDS`, well within).
+    An honest answer is always
     within; past a bound the connection is given up (`MailboxError`), its answer half read.
 
     The deadline holds inside one line or literal too: each read from the socket waits at
@@ -177,7 +179,7 @@ class _Bounds:
 
     def read(self, size: int) -> bytes:
         header = self._HEADER_LITERAL.search(self.line) is not None
-        if size > (HEADER_CAP if header else self.literal):
+        if size > self.literal:
             kind = "header-section literal" if header else "literal"
             raise MailboxError(f"the server announced a {size}-byte {kind}")
         self._spend(size)

@@ -874,7 +874,9 @@ def _hostile(answer_uid_command: Any) -> socket.socket:
     return server
 
 
-def _fetch_headers_from(server: socket.socket, *, max_bytes: int, timeout: float = 10) -> None:
+def _fetch_headers_from(
+    server: socket.socket, *, max_bytes: int, timeout: float = 10
+) -> dict[int, dict[bytes, Any]]:
     port = server.getsockname()[1]
     config = MailboxConfig(
         id=1,
@@ -888,20 +890,47 @@ def _fetch_headers_from(server: socket.socket, *, max_bytes: int, timeout: float
     client = connect(config, max_bytes=max_bytes, timeout=timeout)
     try:
         client.select_folder("INBOX", readonly=True)
-        fetch_header_sections(client, [1])
+        return fetch_header_sections(client, [1])
     finally:
         close(client)
         server.close()
 
 
-def test_a_header_section_over_its_cap_is_refused_before_it_is_read() -> None:
+def test_a_header_section_over_its_cap_is_read_and_a_larger_claim_refused() -> None:
+    """A header section over HEADER_CAP is a message's doing (anyone can write one): it is
+    read like any literal (and cut to HEADER_CAP when parsed). One claimed past the size
+    cap (plus a header section's worth) is still refused before it is read."""
+
     def oversized(conn: socket.socket, tag: bytes) -> None:
         size = HEADER_CAP + 1
         conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % size)
         conn.sendall(b"x" * size + b")\r\n" + tag + b" OK done\r\n")
 
-    with pytest.raises(MailboxError, match=f"{HEADER_CAP + 1}-byte header-section literal"):
-        _fetch_headers_from(_hostile(oversized), max_bytes=1 << 24)
+    fetched = _fetch_headers_from(_hostile(oversized), max_bytes=1 << 24)
+    assert fetched[1][b"BODY[HEADER]"] == b"x" * (HEADER_CAP + 1)
+
+    claim = (1 << 16) + HEADER_CAP + 1
+
+    def claimed(conn: socket.socket, tag: bytes) -> None:
+        conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % claim)
+
+    with pytest.raises(MailboxError, match=f"{claim}-byte header-section literal"):
+        _fetch_headers_from(_hostile(claimed), max_bytes=1 << 16)
+
+
+def test_a_message_with_a_header_section_over_its_cap_stops_no_sync(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """One message anyone can send (1.1 MB of header fields) stopped its mailbox's sync
+    at that message for good: each sync gave the connection up there."""
+    add_employee(runtime.sessions, ALICE)
+    fields = b"".join(b"X-Filler-%d: " % n + b"x" * 900 + b"\r\n" for n in range(1200))
+    dovecot.append(imap_user, "INBOX", [fields + business(1), business(2)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 2 and _synced(runtime, mailbox_id)
 
 
 def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_bound() -> None:
