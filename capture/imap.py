@@ -264,6 +264,7 @@ class FolderSync:
         self._alone: Alone | None = None  # while a batch is filed one message at a time
         self.metrics = metrics  # told each outcome once its batch is committed
         self._results: list[Result] = []  # the outcomes of the batch in hand
+        self.backlog: dict[str, int] = {}  # each folder's messages not yet synced, last seen
 
     def sync_all(self) -> SyncStats:
         """Every folder in turn. One the server cannot give this time (gone, renamed, a body
@@ -332,7 +333,7 @@ class FolderSync:
             # (keyed by content digest) recognise every message already decided.
             last_uid = 0
         uids = sorted(u for u in self._new_uids(last_uid) if u > last_uid)
-        self._set_pending(len(uids))
+        self._set_pending(folder, len(uids))
         done = 0
         batches = list(_chunks(uids, BATCH))
         # One thread talks to the server, in order: while a batch is decided, the next
@@ -358,6 +359,7 @@ class FolderSync:
         if not uids and known_validity != uidvalidity:
             with self.pipeline.connections().begin() as conn:
                 self._advance(conn, folder, uidvalidity, last_uid, pending=0, before=self.stats)
+            self.backlog[folder] = 0
 
     def has_new(self, folder: str) -> bool:
         """Whether the selected folder holds a UID past the committed position."""
@@ -453,6 +455,7 @@ class FolderSync:
                 self._alone.settle()
             pending = remaining - len(uids)
             self._advance(conn, folder, uidvalidity, uids[-1], pending=pending, before=before)
+        self.backlog[folder] = pending
         self._count_committed()
 
     def _count_committed(self) -> None:
@@ -596,7 +599,8 @@ class FolderSync:
         pending: int,
         before: SyncStats,
     ) -> None:
-        """The folder's position and the mailbox's counters, in the outcomes' transaction."""
+        """The folder's position and the mailbox's counters, in the outcomes' transaction;
+        `pending`: the folder's backlog, to which the other folders' are added."""
         now = datetime.now(UTC)
         position = {"uidvalidity": uidvalidity, "last_uid": last_uid, "updated_at": now}
         changed = conn.execute(
@@ -612,7 +616,7 @@ class FolderSync:
             sa.update(Mailbox)
             .where(Mailbox.id == self.config.id)
             .values(
-                pending=max(pending, 0),
+                pending=max(pending, 0) + self._backlog_elsewhere(folder),
                 synced=Mailbox.synced + self.stats.messages - before.messages,
                 bodies_fetched=Mailbox.bodies_fetched
                 + self.stats.bodies_fetched
@@ -623,11 +627,18 @@ class FolderSync:
             )
         )
 
-    def _set_pending(self, count: int) -> None:
+    def _set_pending(self, folder: str, count: int) -> None:
+        """The folder's backlog as just counted; the mailbox's is every folder's (one that
+        failed keeps what it had left, not what the next folder has)."""
+        self.backlog[folder] = count
+        pending = count + self._backlog_elsewhere(folder)
         with self.pipeline.connections().begin() as conn:
             conn.execute(
-                sa.update(Mailbox).where(Mailbox.id == self.config.id).values(pending=count)
+                sa.update(Mailbox).where(Mailbox.id == self.config.id).values(pending=pending)
             )
+
+    def _backlog_elsewhere(self, folder: str) -> int:
+        return sum(count for name, count in self.backlog.items() if name != folder)
 
     def _mark_synced(self) -> None:
         with self.pipeline.connections().begin() as conn:

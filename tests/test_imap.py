@@ -1261,3 +1261,61 @@ def test_metrics_count_the_messages_a_mailbox_sync_committed(
         if line.startswith('mailroom_messages_total{channel="imap"')
     }
     assert counted == {"capture": 1.0, "drop": 1.0}
+
+
+def _inbox_stuck_server(header: bytes, size: int) -> socket.socket:
+    """A server whose INBOX holds message 1, whose body it leaves out of every FETCH answer
+    (the batch rolls back: still to do), and whose Projects folder is empty."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        selected = b""
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1] ready\r\n")
+            for line in lines:
+                tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
+                verb = command.upper()
+                inbox = selected == b"INBOX"
+                if verb in (b"SELECT", b"EXAMINE"):
+                    selected = rest[0].strip(b'"')
+                    exists = b"1" if selected == b"INBOX" else b"0"
+                    conn.sendall(b"* " + exists + b" EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
+                    conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
+                elif verb == b"UID" and rest[0].upper() == b"SEARCH":
+                    found = b" 1" if inbox else b""
+                    conn.sendall(b"* SEARCH" + found + b"\r\n" + tag + b" OK done\r\n")
+                elif verb == b"UID" and b"HEADER" in line.upper() and inbox:
+                    conn.sendall(
+                        b"* 1 FETCH (UID 1 RFC822.SIZE %d BODY[HEADER] {%d}\r\n%s)\r\n"
+                        % (size, len(header), header)
+                    )
+                    conn.sendall(tag + b" OK done\r\n")
+                elif verb == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                elif verb == b"LOGOUT":
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+                else:  # LOGIN, LIST, and the body's FETCH: answered with no message in it
+                    conn.sendall(tag + b" OK done\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    return server
+
+
+def test_a_folder_stuck_with_its_backlog_still_counts_as_pending(runtime: Runtime) -> None:
+    """The mailbox's pending is every folder's backlog: INBOX's message still to do is not
+    forgotten because Projects, synced after it, had nothing new."""
+    add_employee(runtime.sessions, ALICE)
+    raw = business(1)
+    header = raw.split(b"\n\n", 1)[0].replace(b"\n", b"\r\n") + b"\r\n\r\n"
+    server = _inbox_stuck_server(header, len(raw))
+    try:
+        mailbox_id = _odd_mailbox(runtime, server, ["INBOX", "Projects"])
+        with pytest.raises(FolderError, match="1 of 2 folders failed: INBOX: "):
+            sync(runtime, mailbox_id)
+    finally:
+        server.close()
+    with runtime.sessions() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+        assert mailbox is not None and mailbox.pending == 1
