@@ -73,6 +73,9 @@ def add_mailbox(
     if not (username.isascii() and password.isascii()):
         # imaplib's LOGIN sends ASCII alone: such a password could never log in.
         raise ValueError("the user name and password must be ASCII (IMAP LOGIN takes no other)")
+    if any(c in "\r\n\0" for c in username + password):
+        # A quoted string holds none: the rest would reach the server as a command of its own.
+        raise ValueError("the user name and password hold no line break (nor NUL) in IMAP LOGIN")
     employee_id = None
     if employee is not None:
         employee_id = session.scalar(sa.select(Employee.id).where(Employee.email == employee))

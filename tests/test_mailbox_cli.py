@@ -174,6 +174,23 @@ def test_mailboxes_add_refuses_a_password_imap_login_cannot_send(
     assert count_mailboxes(sessions) == 0
 
 
+@pytest.mark.parametrize("password", ["hunter2\n", "hunter2\r\nA1 DELETE INBOX"])
+def test_mailboxes_add_refuses_a_password_with_a_line_break(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], password: str
+) -> None:
+    """IMAP LOGIN sends the password as a quoted string, which holds no CR or LF: one read
+    with its file's newline could never log in (and the rest of it would reach the server
+    as a command of its own)."""
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com"]
+
+    added = _mailroom(settings, *args, "--user", "a", "--password-env", "PW", PW=password)
+
+    assert added.returncode == 1 and "line break" in added.stderr
+    assert "hunter2" not in added.stderr
+    assert count_mailboxes(sessions) == 0
+
+
 def count_mailboxes(sessions: sa.orm.sessionmaker[sa.orm.Session]) -> int:
     with sessions() as session:
         return session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) or 0
