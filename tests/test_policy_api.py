@@ -375,3 +375,22 @@ def test_simulate_counts_what_a_candidate_would_change(
     assert result["transitions"] == [
         {"from": "drop", "to": "capture", "rule": "bulk-list-mail", "count": 1}
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("version", '"' + "2026.1-" + "x" * 60 + '"'), ("name", '"Capture\\0policy"')],
+    ids=["version-too-long", "nul-in-name"],
+)
+def test_a_policy_whose_name_or_version_cannot_be_stored_is_refused_with_its_problem(
+    running: Running, tokens: dict[str, str], field: str, value: str
+) -> None:
+    before = running.runtime.pipeline.engine.policy.sha256
+    line = {"version": 'version: "test"', "name": "name: Plumbing test policy"}[field]
+    source = PLUMBING.replace(line, f"{field}: {value}", 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"][0].startswith(f"metadata.{field}: ")  # type: ignore[index]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
