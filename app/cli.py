@@ -245,8 +245,9 @@ def explain(
     channel: Annotated[Channel, typer.Option(help="The channel to assume.")] = Channel.BCC,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
-    """Say what the policy decides for each file, and why; nothing is stored."""
-    runtime = runtime_or_exit(Settings())
+    """Say what the policy in force decides for each file, and why; nothing is stored (nor
+    is the policy file published: the file applies only while none ever was)."""
+    runtime = runtime_or_exit(Settings(), publish=False)
     try:
         for path in paths:
             typer.echo(_explain_one(runtime.pipeline, path, employee, channel, as_json=as_json))

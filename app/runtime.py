@@ -40,8 +40,10 @@ class Runtime:
         self.db.dispose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Validate the policy first (an invalid one stops the start), then the database."""
+def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
+    """Validate the policy first (an invalid one stops the start), then the database.
+    `publish`: False for a command that stores nothing (explain), which applies the version
+    in force and never publishes the file."""
     policy = load_policy(settings.policy)
     settings.ensure_data_dir()
     url = settings.resolved_database_url
@@ -50,7 +52,7 @@ def build_runtime(settings: Settings) -> Runtime:
     db = make_engine(url)
     sessions = session_factory(db)
     with transaction(sessions) as session:
-        policy = policy_in_force(session, policy)
+        policy = policy_in_force(session, policy) if publish else policy_to_read(session, policy)
     readers = session_factory(db, writer=False)
     pipeline = make_pipeline(settings, sessions, readers, policy)
     return Runtime(
@@ -109,6 +111,15 @@ def policy_in_force(session: Session, from_file: Engine) -> Engine:
         )
         return load_policy_text(current.source)
     return from_file
+
+
+def policy_to_read(session: Session, from_file: Engine) -> Engine:
+    """The policy a command that stores nothing applies: the version in force, as every
+    serving process applies it; the file only while no version was ever published."""
+    current = active_version(session)
+    if current is None or current.sha256 == from_file.policy.sha256:
+        return from_file
+    return load_policy_text(current.source)
 
 
 def _in_force(query: sa.Select[_Row]) -> sa.Select[_Row]:

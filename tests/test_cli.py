@@ -15,8 +15,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import DecisionRecord, Employee, EmployeeAlias
+from app.db import transaction
+from app.models import DecisionRecord, Employee, EmployeeAlias, PolicyVersion
+from app.runtime import active_version, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
+from policies.loader import load_policy
 from tests.conftest import TEST_SECRET, add_employee, run_service
 from tests.mail import compose, send
 
@@ -203,6 +206,39 @@ def test_explain_prints_one_decision_per_file_and_stores_nothing(
     assert all(len(r["policy"]) == 64 for r in results)
     with sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
+
+
+def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """An operator trying an edited policy file with `explain` gets the decision of the
+    version in force (as /api/v1/explain gives it), and the edit is not put in force."""
+    with transaction(sessions) as session:
+        in_force = publish_policy(session, load_policy(settings.policy)).sha256
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(
+        Path(settings.policy)
+        .read_text()
+        .replace("when: bulk-mail\n    outcome: drop", "when: bulk-mail\n    outcome: capture")
+    )
+    newsletter = tmp_path / "list.eml"
+    newsletter.write_bytes(compose(headers={"List-Id": "<news.customer.example>"}).as_bytes())
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "explain", str(newsletter), "--json"],
+        env=_env(settings) | {"MAILROOM_POLICY": str(edited)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["outcome"], result["policy"]) == ("drop", in_force)
+    with sessions() as session:
+        assert session.scalars(sa.select(PolicyVersion.sha256)).all() == [in_force]
+        assert active_version(session).sha256 == in_force  # type: ignore[union-attr]
 
 
 def test_explain_reports_an_unreadable_file_and_goes_on(settings: Settings, tmp_path: Path) -> None:
