@@ -394,3 +394,21 @@ def test_a_policy_whose_name_or_version_cannot_be_stored_is_refused_with_its_pro
     assert put["status"] == 422, put
     assert put["body"]["problems"][0].startswith(f"metadata.{field}: ")  # type: ignore[index]
     assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_a_policy_that_is_not_utf8_is_refused_not_published_with_its_letters_replaced(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """`policy check` refuses such a file; publishing it must not store other text (whose
+    sha256, cited by every decision, no copy of the file would match)."""
+    before = running.runtime.pipeline.engine.policy.sha256
+    latin1 = PLUMBING.replace("Newsletters", "Newsletters (café menus too)", 1).encode("latin-1")
+
+    with running.client(tokens["compliance"]) as api:
+        put = api.put(
+            "/api/v1/policy", content=latin1, headers={"Content-Type": "application/yaml"}
+        )
+
+    assert put.status_code == 422, put.json()
+    assert put.json()["problems"][0].startswith("not UTF-8")
+    assert running.runtime.pipeline.engine.policy.sha256 == before
