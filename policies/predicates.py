@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -266,5 +266,9 @@ def _cut(value: float, threshold: float, *, places: int) -> str:
     rounded, so the reason compares as the decision did: 0.8636 < 0.864 never reads 0.864."""
     exponent = Decimal(repr(threshold)).as_tuple().exponent
     digits = max(places, -exponent if isinstance(exponent, int) else 0)
-    cut = Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
+    exact = Decimal(repr(value))
+    # As many significant digits as the figure takes: the default 28 would refuse a score
+    # of 1000 cut to a threshold's 25 decimals, and fail every message the rule is asked of.
+    with localcontext(prec=max(exact.adjusted() + 1, 1) + digits):
+        cut = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
     return str(cut)

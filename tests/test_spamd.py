@@ -88,3 +88,25 @@ def test_an_ordinary_message_gets_a_low_score_and_goes_on_to_the_rules(scored: R
         record = session.scalars(sa.select(DecisionRecord)).one()
     assert record.facts["spamd_score"] < 5.0
     assert "upstream-spam" not in record.rules
+
+
+def test_a_threshold_with_many_decimals_decides_a_high_score_rather_than_failing_it(
+    settings: Settings, spamd: int, tmp_path: Path
+) -> None:
+    """The policy validates, so the listener applies it: the reason's figure is cut to the
+    threshold's 25 decimals, which a score of 1000 and more takes 29 digits to write."""
+    policy = tmp_path / "fine-threshold.yaml"
+    policy.write_text(
+        BUNDLED_POLICY.read_text().replace("above: 5.0}", "above: 0.0000000000000000000000001}")
+    )
+    with_spamd = settings.model_copy(
+        update={"policy": policy, "spamd_host": "127.0.0.1", "spamd_port": spamd}
+    )
+    with run_service(with_spamd) as service:
+        add_employee(service.runtime.sessions, "alice@example.com")
+
+        assert send(service.smtp_port, compose(body=f"{GTUBE}\n"))[0] == 250
+
+        with service.runtime.sessions() as session:
+            record = session.scalars(sa.select(DecisionRecord)).one()
+    assert (record.outcome, record.rules) == ("drop", ["upstream-spam"])
