@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RULE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # matched whole: `$` lets "id\n" through
 CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -156,7 +156,7 @@ class Rule(_Strict):
     @field_validator("id")
     @classmethod
     def _kebab_case(cls, value: str) -> str:
-        if not RULE_ID.match(value):
+        if not RULE_ID.fullmatch(value):
             raise ValueError("rule ids are kebab-case, e.g. 'bulk-list-mail'")
         return value
 

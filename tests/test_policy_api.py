@@ -412,3 +412,18 @@ def test_a_policy_that_is_not_utf8_is_refused_not_published_with_its_letters_rep
     assert put.status_code == 422, put.json()
     assert put.json()["problems"][0].startswith("not UTF-8")
     assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_a_rule_id_with_a_trailing_line_break_is_refused_as_not_kebab_case(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """Such an id would be logged as `"probe\\n"`: a rule no filter of the decision log,
+    which takes kebab-case ids, could ever name, shown as if it were `probe`."""
+    source = PLUMBING.replace("  - id: bulk-list-mail", '  - id: "bulk-list-mail\\n"', 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == [  # type: ignore[index]
+        "rule 'bulk-list-mail\n': id: Value error, rule ids are kebab-case, e.g. 'bulk-list-mail'"
+    ]
