@@ -427,3 +427,19 @@ def test_a_rule_id_with_a_trailing_line_break_is_refused_as_not_kebab_case(
     assert put["body"]["problems"] == [  # type: ignore[index]
         "rule 'bulk-list-mail\n': id: Value error, rule ids are kebab-case, e.g. 'bulk-list-mail'"
     ]
+
+
+def test_a_rule_named_as_a_guardrail_is_refused(running: Running, tokens: dict[str, str]) -> None:
+    """Guardrail and rule verdicts are logged by id, side by side: a rule `contact-erased`
+    that captures would log decisions that read as the erasure guardrail's, and count as
+    its in every report."""
+    source = PLUMBING.replace(
+        "  - id: external-business-correspondent", "  - id: contact-erased", 1
+    )
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == [  # type: ignore[index]
+        "rule 'contact-erased': id: 'contact-erased' is a guardrail's id"
+    ]
