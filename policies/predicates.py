@@ -9,6 +9,7 @@ from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from capture.parse import mail_domain
 from policies.model import Channel
 from policies.observe import PROBABILITY_PLACES, Observations, domain_token
 
@@ -28,6 +29,13 @@ class NoParams(BaseModel):
 
 class DomainList(NoParams):
     domains: list[str] = Field(min_length=1)
+
+    @field_validator("domains")
+    @classmethod
+    def _as_mail_spells_them(cls, value: list[str]) -> list[str]:
+        """As participants' domains are spelt (`bücher.example` is `xn--bcher-kva.example`),
+        or the listed domain could never match one."""
+        return [mail_domain(d) or d.lower() for d in value]
 
 
 class SizeLimit(NoParams):

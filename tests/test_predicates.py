@@ -146,6 +146,18 @@ def test_domain_in_matches_a_listed_domain_and_names_it() -> None:
     assert not miss.hit
 
 
+def test_domain_in_matches_a_unicode_domain_as_mail_servers_spell_it() -> None:
+    """A policy names a domain as people write it; mail names it in IDNA (punycode)."""
+    raw = (FIXTURES / "business.eml").read_bytes().replace(b"\n", b"\r\n")
+    raw = raw.replace(b"bob@customer.example", b"hans@xn--bcher-kva.example")
+    obs = observe(parse_message(raw), _context(from_employee=True))
+
+    found = check("domain-in", obs, domains=["Bücher.example"])
+
+    assert found.hit, found.reason
+    assert check("domain-in", obs, domains=["xn--bcher-kva.example"]).hit
+
+
 def test_channel_in_and_larger_than_read_the_envelope_facts() -> None:
     obs = observed("business.eml", channel=Channel.IMAP)
 
