@@ -25,6 +25,7 @@ from policies.loader import load_policy, load_policy_text
 log = logging.getLogger("mailroom.runtime")
 _Row = TypeVar("_Row")
 POLICY_FOLLOW_SECONDS = 2.0  # how soon a policy published elsewhere applies here
+_PUBLISH_LOCK = 0x504F4C59  # "POLY": one publish at a time across PostgreSQL processes
 
 
 @dataclass
@@ -185,6 +186,10 @@ def publish_policy(
     so that a host whose clock is behind cannot publish a version that is not then in force
     (and that its own follow loop would undo within seconds)."""
     moment = now or datetime.now(UTC)
+    if session.get_bind().dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already
+        # Publishes one at a time: one that read the latest activation before another
+        # committed its own would otherwise be activated before it, and not be in force.
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_PUBLISH_LOCK)))
     latest = session.scalar(sa.select(sa.func.max(PolicyVersion.activated_at)))
     if latest is not None and moment <= latest:
         moment = latest + timedelta(milliseconds=1)
