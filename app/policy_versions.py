@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session
 from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, PolicyVersion
 from policies.engine import Engine
+from policies.model import AllOf, AnyOf, Decision, Expr, NotOf
 from policies.observe import Observations
 
 
@@ -98,6 +100,34 @@ KEPT_OUTCOMES = frozenset({"capture", "metadata_only"})
 UNKEPT_BLIND = ("external_domain_tokens",)
 
 
+# Predicates that read the text and parts. The facts of a message decided on its header
+# section (`body_read: false`) hold its subject's personal probability and nothing of its
+# parts: a candidate asking these of it would have had its body read (unless it was over the
+# size cap, which the log does not say), so the facts cannot tell what it would decide.
+BODY_PREDICATES = frozenset({"personal-content", "calendar-only"})
+
+
+def _asks_of_the_body(candidate: Engine, decision: Decision) -> bool:
+    """Whether the candidate asked, on its way to `decision`, a rule that reads the text."""
+    rules = {rule.id: rule for rule in candidate.policy.policy.rules}
+    return any(
+        name in BODY_PREDICATES
+        for verdict in decision.verdicts
+        if verdict.rule in rules
+        for name in _predicates(rules[verdict.rule].when)
+    )
+
+
+def _predicates(expr: Expr) -> Iterator[str]:
+    if isinstance(expr, AllOf | AnyOf):
+        for part in expr.all if isinstance(expr, AllOf) else expr.any:
+            yield from _predicates(part)
+    elif isinstance(expr, NotOf):
+        yield from _predicates(expr.not_)
+    else:
+        yield expr.name
+
+
 def simulate(
     session: Session, candidate: Engine, secret: bytes, *, since: datetime | None = None
 ) -> Simulation:
@@ -117,6 +147,9 @@ def simulate(
         try:
             decision = candidate.decide_observed(Observations(facts=facts, notes={}), secret)
         except KeyError:
+            unknown += 1
+            continue
+        if facts.get("body_read") is False and _asks_of_the_body(candidate, decision):
             unknown += 1
             continue
         evaluated += 1
