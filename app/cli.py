@@ -243,20 +243,33 @@ def explain(
     paths: Annotated[list[Path], typer.Argument(help="Raw .eml files.")],
     employee: Annotated[str | None, typer.Option(help="Submitter (default: each From).")] = None,
     channel: Annotated[Channel, typer.Option(help="The channel to assume.")] = Channel.BCC,
+    sent: Annotated[
+        bool, typer.Option("--sent", help="Read from a Sent folder (imap, import).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
     """Say what the policy in force decides for each file, and why; nothing is stored (nor
     is the policy file published: the file applies only while none ever was)."""
+    if sent and channel not in (Channel.IMAP, Channel.IMPORT):
+        raise _fail("--sent is for mail read from a mailbox (--channel imap or import)")
     runtime = runtime_or_exit(Settings(), publish=False)
     try:
         for path in paths:
-            typer.echo(_explain_one(runtime.pipeline, path, employee, channel, as_json=as_json))
+            typer.echo(
+                _explain_one(runtime.pipeline, path, employee, channel, sent=sent, as_json=as_json)
+            )
     finally:
         runtime.close()
 
 
 def _explain_one(
-    pipeline: Pipeline, path: Path, employee: str | None, channel: Channel, *, as_json: bool
+    pipeline: Pipeline,
+    path: Path,
+    employee: str | None,
+    channel: Channel,
+    *,
+    sent: bool,
+    as_json: bool,
 ) -> str:
     try:
         raw = path.read_bytes()
@@ -265,7 +278,8 @@ def _explain_one(
         return json.dumps(result)
     from capture.pipeline import Envelope
 
-    explanation = pipeline.explain(raw, Envelope(mail_from=employee or ""), channel)
+    envelope = Envelope(mail_from=employee or "", sent_folder=sent)
+    explanation = pipeline.explain(raw, envelope, channel)
     decision = explanation.decision
     result = {
         "path": str(path),

@@ -14,7 +14,7 @@ from app.routes.deps import PrincipalDep, read_body
 from app.runtime import Runtime
 from app.schemas import Text
 from app.security import Role
-from capture.pipeline import Envelope
+from capture.pipeline import MAILBOX_CHANNELS, Envelope
 from policies.model import Channel
 
 router = APIRouter(tags=["explain"])
@@ -36,21 +36,28 @@ async def explain(
     principal: PrincipalDep,
     employee: Annotated[Text | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
+    sent: Annotated[bool, Query(description="Read from a Sent folder (imap, import).")] = False,
 ) -> ExplanationOut:
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
     Employees explain as themselves, their own settings included; other tokens explain as
     an employee with the given (or the From) address and no settings of their own, so that
-    no one learns a colleague's personal contacts or paused capture from the answer."""
+    no one learns a colleague's personal contacts or paused capture from the answer.
+    `sent`: read from the employee's Sent folder, as a mailbox's sync or `import --sent`
+    reads it (outbound, the employee's own)."""
     as_employee = principal.role is Role.EMPLOYEE
     if as_employee and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
+    if sent and channel not in MAILBOX_CHANNELS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Only mail read from a mailbox has a folder."
+        )
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     runtime = request.app.state.runtime
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
         functools.partial(runtime.pipeline.explain, as_employee=as_employee),
         raw,
-        Envelope(submitter or ""),
+        Envelope(submitter or "", sent_folder=sent),
         channel,
     )
     decision = explained.decision
