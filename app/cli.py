@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from app import ledger
     from app.server import Service
     from capture.pipeline import Pipeline
+    from capture.spamd import Spamd
     from policies.engine import Engine
 
 cli = typer.Typer(
@@ -252,12 +253,19 @@ def explain(
     is the policy file published: the file applies only while none ever was)."""
     if sent and channel not in (Channel.IMAP, Channel.IMPORT):
         raise _fail("--sent is for mail read from a mailbox (--channel imap or import)")
-    runtime = runtime_or_exit(Settings(), publish=False)
+    from capture.spamd import Spamd
+
+    settings = Settings()
+    runtime = runtime_or_exit(settings, publish=False)
+    # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
+    mailbox = channel in (Channel.IMAP, Channel.IMPORT)
+    scorer = None if mailbox else Spamd.configured(settings.spamd_host, settings.spamd_port)
     try:
         for path in paths:
-            typer.echo(
-                _explain_one(runtime.pipeline, path, employee, channel, sent=sent, as_json=as_json)
+            explained = _explain_one(
+                runtime.pipeline, path, employee, channel, sent=sent, scorer=scorer, as_json=as_json
             )
+            typer.echo(explained)
     finally:
         runtime.close()
 
@@ -269,6 +277,7 @@ def _explain_one(
     channel: Channel,
     *,
     sent: bool,
+    scorer: Spamd | None,
     as_json: bool,
 ) -> str:
     try:
@@ -276,9 +285,12 @@ def _explain_one(
     except OSError as error:
         result: dict[str, object] = {"path": str(path), "error": error.strerror or str(error)}
         return json.dumps(result)
+    import asyncio
+
     from capture.pipeline import Envelope
 
-    envelope = Envelope(mail_from=employee or "", sent_folder=sent)
+    score = asyncio.run(scorer.score(raw)) if scorer else None
+    envelope = Envelope(mail_from=employee or "", sent_folder=sent, spamd_score=score)
     explanation = pipeline.explain(raw, envelope, channel)
     decision = explanation.decision
     result = {

@@ -48,10 +48,6 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     return context
 
 
-def spamd(settings: Settings) -> Spamd | None:
-    return Spamd(settings.spamd_host, settings.spamd_port) if settings.spamd_host else None
-
-
 class ProcessRole(StrEnum):
     """What one `mailroom serve` process does; several processes share one database."""
 
@@ -158,7 +154,7 @@ class Service:
                 authserv_id=settings.resolved_authserv_id,
                 trusted_relays=tuple(settings.trusted_relays),
                 passwords=partial(authenticate_app_password, self.runtime.read_sessions),
-                spamd=spamd(settings),
+                spamd=Spamd.configured(settings.spamd_host, settings.spamd_port),
             ),
             metrics=metrics,
         )

@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import DecisionRecord
+from app.security import Role
 from app.settings import BUNDLED_POLICY, Settings
-from tests.conftest import Running, add_employee, run_service
+from tests.conftest import Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 
 SPAMD = Path("/usr/sbin/spamd")
@@ -88,6 +89,26 @@ def test_an_ordinary_message_gets_a_low_score_and_goes_on_to_the_rules(scored: R
         record = session.scalars(sa.select(DecisionRecord)).one()
     assert record.facts["spamd_score"] < 5.0
     assert "upstream-spam" not in record.rules
+
+
+def test_explain_asks_spamd_as_the_listener_does(scored: Running) -> None:
+    """The listener drops a message spamd scores as spam: explaining it must say so, not
+    that it would be kept."""
+    raw = compose(body=f"{GTUBE}\n", message_id="<gtube-explained@customer.example>")
+    token = issue_token(scored.runtime.sessions, Role.COMPLIANCE)
+    with scored.client(token) as api:
+        explained = api.post(
+            "/api/v1/explain",
+            content=raw.as_bytes(),
+            params={"employee": "alice@example.com"},
+            headers={"Content-Type": "message/rfc822"},
+        ).json()
+    assert send(scored.smtp_port, raw)[0] == 250
+    with scored.runtime.sessions() as session:
+        record = session.scalars(sa.select(DecisionRecord)).one()
+
+    assert (explained["outcome"], explained["rules"]) == (record.outcome, record.rules)
+    assert explained["facts"]["spamd_score"] == record.facts["spamd_score"]
 
 
 def test_a_threshold_with_many_decimals_decides_a_high_score_rather_than_failing_it(

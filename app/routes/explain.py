@@ -15,6 +15,7 @@ from app.runtime import Runtime
 from app.schemas import Text
 from app.security import Role
 from capture.pipeline import MAILBOX_CHANNELS, Envelope
+from capture.spamd import Spamd
 from policies.model import Channel
 
 router = APIRouter(tags=["explain"])
@@ -53,11 +54,19 @@ async def explain(
         )
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     runtime = request.app.state.runtime
+    # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
+    settings = runtime.settings
+    scorer = (
+        None
+        if channel in MAILBOX_CHANNELS
+        else Spamd.configured(settings.spamd_host, settings.spamd_port)
+    )
+    score = await scorer.score(raw) if scorer else None
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
         functools.partial(runtime.pipeline.explain, as_employee=as_employee),
         raw,
-        Envelope(submitter or "", sent_folder=sent),
+        Envelope(submitter or "", sent_folder=sent, spamd_score=score),
         channel,
     )
     decision = explained.decision
