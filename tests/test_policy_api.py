@@ -19,7 +19,9 @@ from app import ledger
 from app.models import DecisionRecord, Message, Receipt
 from app.security import Role
 from app.settings import Settings
-from tests.conftest import FIXTURES, TEST_SECRET, Running, issue_token
+from capture.pipeline import Envelope
+from policies.model import Channel
+from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 
 PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
@@ -443,3 +445,45 @@ def test_a_rule_named_as_a_guardrail_is_refused(running: Running, tokens: dict[s
     assert put["body"]["problems"] == [  # type: ignore[index]
         "rule 'contact-erased': id: 'contact-erased' is a guardrail's id"
     ]
+
+
+def test_compliance_explains_as_the_employee_named_with_their_name_and_aliases(
+    settings: Settings,
+) -> None:
+    """The listener held Alice Example's quote to Bob Example (family-correspondent) and
+    filed her mail from her alias at another domain as hers: a compliance officer asking
+    why must get those decisions, though never her settings (see the test above)."""
+    with run_service(settings) as running:
+        sessions = running.runtime.sessions
+        add_employee(
+            sessions, "alice@example.com", name="Alice Example", aliases=("ae@own.example",)
+        )
+        source = PLUMBING.replace(
+            "rules:\n",
+            "rules:\n  - id: family-correspondent\n    description: Family mail waits for review.\n"
+            "    when: shares-family-name\n    outcome: hold\n"
+            "  - id: nobody-else\n    description: Mail to oneself is dropped.\n"
+            "    when: no-correspondent\n    outcome: drop\n",
+            1,
+        )
+        assert put_policy(running, issue_token(sessions, Role.ADMIN), source)["status"] == 200
+        messages = [
+            compose(to="Bob Example <bob@customer.example>", message_id="<q@example.com>"),
+            compose(to="Alice at home <ae@own.example>", message_id="<n@example.com>"),
+        ]
+        officer = issue_token(sessions, Role.COMPLIANCE)
+        for message in messages:
+            raw = message.as_bytes()
+            with running.client(officer) as api:
+                explained = api.post(
+                    "/api/v1/explain",
+                    content=raw,
+                    params={"employee": "alice@example.com"},
+                    headers={"Content-Type": "message/rfc822"},
+                ).json()
+            live = running.runtime.pipeline.process(raw, Envelope("alice@example.com"), Channel.BCC)
+
+            assert (explained["outcome"], tuple(explained["rules"])) == (
+                live.outcome.value,
+                live.rules,
+            )

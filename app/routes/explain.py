@@ -14,11 +14,19 @@ from app.routes.deps import PrincipalDep, read_body
 from app.runtime import Runtime
 from app.schemas import Text
 from app.security import Role
-from capture.pipeline import MAILBOX_CHANNELS, Envelope
+from capture.pipeline import MAILBOX_CHANNELS, Envelope, Standing
 from capture.spamd import Spamd
 from policies.model import Channel
 
 router = APIRouter(tags=["explain"])
+# Compliance and admins see employees' addresses and names, never their settings; an
+# integration sees neither (an alias is no contact: it would learn one by guessing).
+STANDING = {
+    Role.EMPLOYEE: Standing.OWN,
+    Role.COMPLIANCE: Standing.NAMED,
+    Role.ADMIN: Standing.NAMED,
+    Role.INTEGRATION: Standing.ADDRESS,
+}
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 
@@ -40,13 +48,12 @@ async def explain(
     sent: Annotated[bool, Query(description="Read from a Sent folder (imap, import).")] = False,
 ) -> ExplanationOut:
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
-    Employees explain as themselves, their own settings included; other tokens explain as
-    an employee with the given (or the From) address and no settings of their own, so that
-    no one learns a colleague's personal contacts or paused capture from the answer.
+    Employees explain as themselves, their own settings included; other tokens as the
+    employee with the given (or the From) address (see STANDING), never with their settings,
+    so that no one learns a colleague's personal contacts or paused capture from the answer.
     `sent`: read from the employee's Sent folder, as a mailbox's sync or `import --sent`
     reads it (outbound, the employee's own)."""
-    as_employee = principal.role is Role.EMPLOYEE
-    if as_employee and employee is not None:
+    if principal.role is Role.EMPLOYEE and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
     if sent and channel not in MAILBOX_CHANNELS:
         raise HTTPException(
@@ -64,7 +71,7 @@ async def explain(
     score = await scorer.score(raw) if scorer else None
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
-        functools.partial(runtime.pipeline.explain, as_employee=as_employee),
+        functools.partial(runtime.pipeline.explain, standing=STANDING[principal.role]),
         raw,
         Envelope(submitter or "", sent_folder=sent, spamd_score=score),
         channel,
