@@ -157,7 +157,9 @@ class Threshold(NoParams):
 
 
 class SenderKinds(NoParams):
-    kinds: list[Literal["role", "noreply", "missing"]] = ["role", "noreply", "missing"]
+    kinds: list[Literal["role", "noreply", "missing"]] = Field(
+        default=["role", "noreply", "missing"], min_length=1
+    )
 
 
 class Channels(NoParams):

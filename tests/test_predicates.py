@@ -220,6 +220,19 @@ def test_the_probability_is_kept_to_four_decimals_cut_and_thresholds_have_no_mor
     ), refused.value.problems
 
 
+def test_a_role_sender_rule_with_no_kinds_is_refused_as_an_empty_any_is() -> None:
+    """`kinds: []` would never hit: a rule that validates and can never apply."""
+    source = BUNDLED_POLICY.read_text().replace("kinds: [noreply, missing]", "kinds: []")
+    assert source != BUNDLED_POLICY.read_text()
+
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(source)
+
+    assert any(
+        "role-sender.kinds: List should have at least 1 item" in p for p in refused.value.problems
+    ), refused.value.problems
+
+
 def test_spamd_score_just_under_its_threshold_does_not_read_as_reaching_it() -> None:
     found = check("spamd-score", observed("spam.eml", spamd_score=4.96), above=5.0)
 
