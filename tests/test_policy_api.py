@@ -487,3 +487,23 @@ def test_compliance_explains_as_the_employee_named_with_their_name_and_aliases(
                 live.outcome.value,
                 live.rules,
             )
+
+
+def test_a_policy_naming_a_key_twice_is_refused_not_read_by_its_last_value(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """YAML readers keep the last of two equal keys: a rule published with `outcome: drop`
+    and, further down, `outcome: capture` would capture, while people read that it drops;
+    a second `rules:` would silently replace every rule above it."""
+    before = running.runtime.pipeline.engine.policy.sha256
+    source = PLUMBING.replace(
+        "    when: bulk-mail\n    outcome: drop\n",
+        "    outcome: drop\n    when: bulk-mail\n    outcome: capture\n",
+        1,
+    )
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == ["line 22: 'outcome' is given twice"]  # type: ignore[index]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
