@@ -19,7 +19,7 @@ from app.prepared import Prepared
 from app.settings import Settings
 from capture.people import registrable_domain
 from capture.pipeline import Pipeline
-from policies.engine import Engine
+from policies.engine import Engine, PolicyError
 from policies.loader import load_policy, load_policy_text
 
 log = logging.getLogger("mailroom.runtime")
@@ -110,8 +110,22 @@ def policy_in_force(session: Session, from_file: Engine) -> Engine:
             known,
             current.id,
         )
-        return load_policy_text(current.source)
+        return version_engine(current)
     return from_file
+
+
+class VersionInForceError(PolicyError):
+    """The version in force does not validate under this release: an earlier, less strict
+    one published it. Its problems name it, not the policy file."""
+
+
+def version_engine(row: PolicyVersion) -> Engine:
+    """The stored version compiled; VersionInForceError if this release refuses it."""
+    try:
+        return load_policy_text(row.source)
+    except PolicyError as error:
+        where = f"the version in force ({row.id}, {row.version}, sha256 {row.sha256[:12]})"
+        raise VersionInForceError([f"{where}: {p}" for p in error.problems]) from None
 
 
 def policy_to_read(session: Session, from_file: Engine) -> Engine:
@@ -120,7 +134,7 @@ def policy_to_read(session: Session, from_file: Engine) -> Engine:
     current = active_version(session)
     if current is None or current.sha256 == from_file.policy.sha256:
         return from_file
-    return load_policy_text(current.source)
+    return version_engine(current)
 
 
 def _in_force(query: sa.Select[_Row]) -> sa.Select[_Row]:

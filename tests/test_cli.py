@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -305,6 +307,36 @@ def test_serve_refuses_to_start_with_an_invalid_policy(settings: Settings, tmp_p
 
     assert done.returncode == 1
     assert "unknown predicate 'bulky'" in done.stderr
+
+
+def test_a_version_in_force_this_release_refuses_is_named_rather_than_the_valid_file(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A version published through the API by an earlier release may not validate under a
+    stricter one (here a threshold with five decimals). Starting must say that this
+    version is at fault, not the policy file (which `policy check` finds valid), and how to
+    put another in force."""
+    stale = BUNDLED_POLICY.read_text().replace("above: 0.864}", "above: 0.86395}")
+    with transaction(sessions) as session:
+        published = publish_policy(session, load_policy(settings.policy))
+        session.add(
+            PolicyVersion(
+                sha256=hashlib.sha256(stale.encode()).hexdigest(),
+                name="Stale",
+                version="2025.9",
+                source=stale,
+                activated_at=published.activated_at + timedelta(seconds=1),  # type: ignore[operator]
+            )
+        )
+    newsletter = tmp_path / "list.eml"
+    newsletter.write_bytes(compose(headers={"List-Id": "<news.customer.example>"}).as_bytes())
+
+    done = mailroom(settings, "explain", str(newsletter))
+
+    assert done.returncode == 1
+    assert "the version in force (2, 2025.9" in done.stderr, done.stderr
+    assert "at most 4 decimals" in done.stderr
+    assert f"{settings.policy}: rule" not in done.stderr
 
 
 @pytest.mark.parametrize(
