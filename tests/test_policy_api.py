@@ -507,3 +507,23 @@ def test_a_policy_naming_a_key_twice_is_refused_not_read_by_its_last_value(
     assert put["status"] == 422, put
     assert put["body"]["problems"] == ["line 22: 'outcome' is given twice"]  # type: ignore[index]
     assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_simulate_does_not_replay_private_tags_the_candidate_changes(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """The log keeps whether a subject carried a private tag of the policy it was decided
+    under, not the subject. A candidate replacing `[private]` by `[confidential]` would
+    capture the mail tagged `[private]` and drop other mail: neither can be read from the
+    log, so neither is replayed as unchanged."""
+    tagged = compose(subject="[private] lunch on Friday?", message_id="<tagged@example.com>")
+    assert send(running.smtp_port, tagged)[0] == 250
+    assert send(running.smtp_port, compose(message_id="<plain@example.com>"))[0] == 250
+    candidate = tmp_path / "tags.yaml"
+    candidate.write_text(
+        PLUMBING.replace("rules:\n", 'private_subject_tags: ["[confidential]"]\nrules:\n', 1)
+    )
+
+    result = simulate(settings, candidate)
+
+    assert (result["evaluated"], result["changed"], result["not_replayable"]) == (0, 0, 2)
