@@ -13,6 +13,7 @@ import sqlalchemy as sa
 import yaml
 from sqlalchemy.orm import Session
 
+from app.decision_reports import NO_RULE
 from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, PolicyVersion
 from policies.engine import Engine, PolicyError
@@ -205,5 +206,5 @@ def simulate(
         evaluated += 1
         if decision.outcome.value != outcome:
             changed += 1
-            transitions[(outcome, decision.outcome.value, decision.deciding_rule or "default")] += 1
+            transitions[(outcome, decision.outcome.value, decision.deciding_rule or NO_RULE)] += 1
     return Simulation(evaluated, changed, transitions, unknown)

@@ -527,3 +527,24 @@ def test_simulate_does_not_replay_private_tags_the_candidate_changes(
     result = simulate(settings, candidate)
 
     assert (result["evaluated"], result["changed"], result["not_replayable"]) == (0, 0, 2)
+
+
+def test_simulate_tells_a_rule_named_default_from_the_default_outcome(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """`default` is a valid rule id: the default outcome's transitions must read otherwise."""
+    newsletter = compose(headers={"List-Id": "<news.customer.example>"}, message_id="<n@x>")
+    to_herself = compose(to="Alice Example <alice@example.com>", message_id="<self@x>")
+    for message in (newsletter, to_herself):
+        assert send(running.smtp_port, message)[0] == 250
+    candidate = tmp_path / "default.yaml"
+    candidate.write_text(
+        LIST_MAIL_KEPT.replace("default_outcome: hold", "default_outcome: drop").replace(
+            "  - id: bulk-list-mail\n", "  - id: default\n"
+        )
+    )
+
+    result = simulate(settings, candidate)
+
+    labels = {(t["from"], t["to"], t["rule"]) for t in result["transitions"]}
+    assert labels == {("drop", "capture", "default"), ("hold", "drop", "(default)")}
