@@ -55,12 +55,14 @@ cli.command("login-link")(login_link)
 DEMO_EMPLOYEE = "alice@example.com"
 
 
-def _sessions(settings: Settings) -> sa.orm.sessionmaker[sa.orm.Session]:
+def _sessions(settings: Settings, *, writer: bool = True) -> sa.orm.sessionmaker[sa.orm.Session]:
+    """Sessions on the database; `writer=False` for a command that only reads, which then
+    never takes SQLite's write lock (that would hold up the listener as long as it reads)."""
     settings.ensure_data_dir()
     url = settings.resolved_database_url
     if settings.auto_migrate:
         migrate(url)
-    return session_factory(make_engine(url))
+    return session_factory(make_engine(url), writer=writer)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -343,7 +345,7 @@ def policy_simulate(
     engine = _load_or_exit(candidate)
     settings = Settings()
     moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    with _sessions(settings)() as session:
+    with _sessions(settings, writer=False)() as session:
         result = simulate(session, engine, settings.secret(), since=moment)
     rows = sorted(result.transitions.items(), key=lambda item: -item[1])
     if as_json:
@@ -381,7 +383,7 @@ def ledger_verify(
     from app import ledger
 
     noted = _anchor(anchor) if anchor else None
-    with _sessions(Settings())() as session:
+    with _sessions(Settings(), writer=False)() as session:
         result = ledger.verify(session, anchor=noted)
     if result.ok:
         typer.echo(f"ledger intact: {result.checked} records verified")

@@ -22,7 +22,7 @@ from app.models import DecisionRecord, Employee, EmployeeAlias, PolicyVersion
 from app.runtime import active_version, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
 from policies.loader import load_policy
-from tests.conftest import TEST_SECRET, add_employee, run_service
+from tests.conftest import TEST_SECRET, add_employee, run_service, server_url
 from tests.mail import compose, send
 
 
@@ -428,6 +428,37 @@ def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) 
     assert forged.returncode == 1 and "differs from the anchor" in forged.stdout
     for done in garbled:
         assert done.returncode == 2 and "ID:HASH" in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's write lock")
+def test_ledger_verify_and_simulate_read_without_holding_up_the_listener(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Both walk the whole log, which takes minutes on a large one. Holding SQLite's write
+    lock meanwhile, they would keep every batch of the listener waiting, and after 30 s
+    failing with 451; so they read, while a batch (here, the lock held) is being written."""
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        assert send(running.smtp_port, compose())[0] == 250
+    env = _env(settings) | {"MAILROOM_AUTO_MIGRATE": "false"}  # as with several processes
+    commands = [("ledger", "verify"), ("policy", "simulate", str(settings.policy), "--json")]
+
+    with sessions() as batch, batch.begin():
+        batch.connection()  # BEGIN IMMEDIATE: the write lock, as the listener's writer takes it
+        done = [
+            subprocess.run(
+                [sys.executable, "-m", "app.cli", *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            for command in commands
+        ]
+
+    assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
+    assert "1 records verified" in done[0].stdout
 
 
 def test_the_command_line_imports_no_server_until_a_command_needs_one() -> None:
