@@ -205,3 +205,20 @@ def test_of_two_publishes_at_once_the_one_committed_last_is_in_force(database_ur
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def test_a_batch_is_decided_under_the_version_in_force_in_its_transaction_with_a_writer_thread(
+    settings: Settings,
+) -> None:
+    """README: each batch is decided under the policy in force in its own transaction, so a
+    message sent after another process published is decided under the new version, not
+    under the one this process held until its follow loop came round (SMTP_WRITER=thread,
+    as the tests' settings have it, as well as the writer process)."""
+    kept = load_policy_text(LIST_MAIL_KEPT)
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        with transaction(running.runtime.sessions) as session:  # another process's PUT
+            publish_policy(session, kept)
+        outcome = _newsletter_outcome(running.smtp_port, settings, 1)
+
+    assert outcome == ("capture", kept.policy.sha256)
