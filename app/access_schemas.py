@@ -43,6 +43,17 @@ def _as_stored(address: str) -> str:
 Mailbox = Annotated[Address, AfterValidator(_as_stored)]
 
 Scope = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z]+$", max_length=40)]
+URL_LENGTH = 2000  # what webhook_subscriptions.url holds
+
+
+def _fits(url: AnyHttpUrl) -> AnyHttpUrl:
+    """Measured as stored: written out, a URL can grow (each non-ASCII letter is six)."""
+    if len(str(url)) > URL_LENGTH:
+        raise ValueError(f"a URL of at most {URL_LENGTH} characters, percent-encoded")
+    return url
+
+
+WebhookUrl = Annotated[AnyHttpUrl, AfterValidator(_fits)]
 EventName = Literal[
     "message.captured", "contact.created", "contact.updated", "contact.erased", "decision.recorded"
 ]
@@ -198,7 +209,7 @@ class AggregatesOut(Out):
 
 
 class WebhookIn(In):
-    url: AnyHttpUrl
+    url: WebhookUrl
     events: list[EventName] = Field(min_length=1, max_length=5)
 
 

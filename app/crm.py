@@ -52,6 +52,14 @@ def visible_messages(principal: Principal) -> sa.Select[Message]:
     return sa.select(Message).where(shared)
 
 
+def answers_visible(conn: sa.Connection, principal: Principal, message_ids: list[str]) -> bool:
+    """Whether one of these Message-IDs is a message this principal may see."""
+    if not message_ids:
+        return False
+    query = visible_messages(principal).where(Message.message_id.in_(message_ids))
+    return conn.scalar(query.with_only_columns(Message.id).limit(1)) is not None
+
+
 @dataclass(frozen=True)
 class MessageFilter:
     """Narrow a message list: by a contact or company taking part, an owning employee, a

@@ -10,6 +10,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 MAX_ID = 2**31 - 1  # the widest id every supported database stores as INTEGER
+# For tables whose ids leave Mailroom (the API, webhooks, page links, the command line) and
+# whose rows can be deleted: SQLite would give the next row a deleted newest row's id, which
+# an integration still holds (PostgreSQL's sequences never do). Migration 0013 made them so.
+IDS_NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -62,6 +66,7 @@ class EmployeeAlias(Base):
 
 class Company(Base):
     __tablename__ = "companies"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     domain: Mapped[str] = mapped_column(sa.String(253), unique=True)
     name: Mapped[str] = mapped_column(sa.String(200), default="")
@@ -79,6 +84,7 @@ class Contact(Base):
         ),
         # filing's lookup of each address, in whatever case it is written (app/filing.py)
         sa.Index("ix_contacts_address_lower", sa.func.lower(sa.text("address"))),
+        IDS_NEVER_REUSED,
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     address: Mapped[str] = mapped_column(sa.String(320), unique=True)
@@ -102,6 +108,7 @@ class Contact(Base):
 
 class Message(Base):
     __tablename__ = "messages"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     dedupe_key: Mapped[str] = mapped_column(sa.String(64), unique=True)
     message_id: Mapped[str | None] = mapped_column(sa.String(255), index=True)
@@ -233,7 +240,7 @@ class PersonalContact(Base):
     """An address on an employee's personal-contacts list, kept only as a keyed digest."""
 
     __tablename__ = "personal_contacts"
-    __table_args__ = (sa.UniqueConstraint("employee_id", "address_token"),)
+    __table_args__ = (sa.UniqueConstraint("employee_id", "address_token"), IDS_NEVER_REUSED)
     id: Mapped[int] = mapped_column(primary_key=True)
     employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
     address_token: Mapped[str] = mapped_column(sa.String(64), index=True)
@@ -261,6 +268,7 @@ class Mailbox(Base):
     never logged and never in an API response."""
 
     __tablename__ = "mailboxes"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     employee_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
@@ -302,6 +310,7 @@ class Thread(Base):
     """A conversation: messages joined by Message-ID references, else by subject and people."""
 
     __tablename__ = "threads"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(sa.String(64), unique=True)  # a digest, never a subject
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -373,6 +382,7 @@ class WebhookSubscription(Base):
     """An integration's subscription to content-free events, signed with its own secret."""
 
     __tablename__ = "webhook_subscriptions"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     token_id: Mapped[int] = mapped_column(
         sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
@@ -390,6 +400,7 @@ class WebhookDelivery(Base):
     """The outbox: one event for one subscription, written in the event's own transaction."""
 
     __tablename__ = "webhook_deliveries"
+    __table_args__ = IDS_NEVER_REUSED
     id: Mapped[int] = mapped_column(primary_key=True)
     subscription_id: Mapped[int] = mapped_column(
         sa.ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"), index=True

@@ -43,10 +43,20 @@ EVENT_SCOPES = {
 REFUSED_ADDRESS = "refused: the host does not resolve to public addresses only"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a public prefix, not a secret
 _SUBSCRIBERS_KEY = "mailroom.webhooks.subscribers"  # conn.info: (transaction, by event)
-_ACTIVE = Prepared(  # once per transaction on the hot path
-    sa.select(WebhookSubscription.id, WebhookSubscription.events).where(
-        WebhookSubscription.active.is_(True)
-    )
+_ACTIVE = Prepared(  # once per transaction on the hot path; a revoked token's are never sent
+    sa.select(WebhookSubscription.id, WebhookSubscription.events)
+    .join(ApiToken, ApiToken.id == WebhookSubscription.token_id)
+    .where(WebhookSubscription.active.is_(True), ApiToken.revoked_at.is_(None))
+)
+# Queued also for a subscription that is not active (disabled after failures, or paused),
+# and sent once it is active again: an erasure must reach every integration that may hold the
+# person, even one whose receiver was down when it was made. Erasures are few: the outbox of
+# a subscription disabled for good does not grow with the mail.
+QUEUED_WHILE_INACTIVE = frozenset({"contact.erased"})
+_UNREVOKED = Prepared(
+    sa.select(WebhookSubscription.id, WebhookSubscription.events)
+    .join(ApiToken, ApiToken.id == WebhookSubscription.token_id)
+    .where(ApiToken.revoked_at.is_(None))
 )
 _QUEUE = sa.insert(WebhookDelivery)
 _NEW_CONTACTS = (
@@ -115,7 +125,11 @@ def emit(db: Session | sa.Connection, event: str, data: dict[str, Any], now: dat
     """Queue one content-free event for its subscribers, in the caller's transaction."""
     assert event in EVENT_SCOPES, event
     conn = _conn(db)
-    _queue(conn, _subscribers(conn).get(event, []), event, data, now)
+    if event in QUEUED_WHILE_INACTIVE:
+        subscribers = [sub for sub, events in _UNREVOKED.rows(conn) if event in events]
+    else:
+        subscribers = _subscribers(conn).get(event, [])
+    _queue(conn, subscribers, event, data, now)
 
 
 def on_decision(
@@ -185,7 +199,7 @@ class DeliveryPolicy:
     base_delay: float = 10.0  # seconds before the second attempt; doubled for each next one
     max_delay: float = 3600.0
     disable_after: int = 20  # consecutive failed attempts before a subscription is disabled
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds a delivery may take in all, answer included
     batch: int = 50
     # Networks webhooks may reach besides public ones (MAILROOM_WEBHOOK_ALLOW_NETWORKS)
     allowed_networks: tuple[webhook_targets.Network, ...] = ()
@@ -217,21 +231,25 @@ def deliver_due(
     now: datetime,
     policy: DeliveryPolicy = DeliveryPolicy(),
 ) -> int:
-    """Send every delivery that is due (up to a batch), recording each attempt."""
+    """Send every delivery that is due (up to a batch), recording each attempt. The client
+    is `webhook_targets.client`, which connects only where webhooks may go."""
     with sessions() as session, session.begin():
-        due = _due(session, now, policy.batch)
+        due = [_Due(*row) for row in session.execute(_due(now).limit(policy.batch))]
     for item in due:
-        if webhook_targets.may_send_to(item.url, policy.allowed_networks):
-            code, error = _post(client, item, policy.timeout)
-        else:  # what the name resolves to may have changed since it was subscribed
-            code, error = None, REFUSED_ADDRESS
+        # The last of a batch goes minutes after it was read, at worst: its subscription may
+        # have been deleted or paused by then, or its token revoked.
+        with sessions() as session:
+            if session.scalar(_due(now).where(WebhookDelivery.id == item.id)) is None:
+                continue
+        code, error = _post(client, item, policy.timeout)
         with sessions() as session, session.begin():
             _record(session, item, code, error, now, policy)
     return len(due)
 
 
-def _due(session: Session, now: datetime, batch: int) -> list[_Due]:
-    rows = session.execute(
+def _due(now: datetime) -> sa.Select[tuple[int, int, str, str, str, dict[str, Any], datetime]]:
+    """Deliveries due by `now`, oldest first, of active subscriptions with unrevoked tokens."""
+    return (
         sa.select(
             WebhookDelivery.id,
             WebhookDelivery.subscription_id,
@@ -250,9 +268,7 @@ def _due(session: Session, now: datetime, batch: int) -> list[_Due]:
             ApiToken.revoked_at.is_(None),
         )
         .order_by(WebhookDelivery.id)
-        .limit(batch)
     )
-    return [_Due(*row) for row in rows]
 
 
 def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None, str]:
@@ -275,10 +291,20 @@ def _post(client: httpx.Client, item: _Due, timeout: float) -> tuple[int | None,
         "Mailroom-Signature": sign(item.secret, timestamp, body),
     }
     try:
-        response = client.post(item.url, content=body, headers=headers, timeout=timeout)
+        # Only the status counts: the body is never read, so no receiver can hold the
+        # delivery (and the deliveries behind it) by answering on and on, or fill memory.
+        with (
+            webhook_targets.deadline(timeout),
+            client.stream(
+                "POST", item.url, content=body, headers=headers, timeout=timeout
+            ) as response,
+        ):
+            code = response.status_code
+    except webhook_targets.RefusedAddressError:  # it may resolve elsewhere since it subscribed
+        return None, REFUSED_ADDRESS
     except httpx.HTTPError as error:
         return None, type(error).__name__
-    return response.status_code, "" if response.is_success else f"HTTP {response.status_code}"
+    return code, "" if response.is_success else f"HTTP {code}"
 
 
 def _record(
@@ -289,13 +315,13 @@ def _record(
     now: datetime,
     policy: DeliveryPolicy,
 ) -> None:
-    session.add(
-        WebhookAttempt(delivery_id=item.id, attempted_at=now, status_code=code, error=error)
-    )
     delivery = session.get(WebhookDelivery, item.id)
     subscription = session.get(WebhookSubscription, item.subscription_id)
     if delivery is None or subscription is None:  # the subscription was deleted meanwhile
         return
+    session.add(
+        WebhookAttempt(delivery_id=item.id, attempted_at=now, status_code=code, error=error)
+    )
     delivery.attempts += 1
     if not error:
         delivery.status, delivery.delivered_at = "delivered", now
@@ -320,7 +346,7 @@ class Deliverer:
     ) -> None:
         self.sessions = sessions
         self.policy = policy
-        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+        self.client = webhook_targets.client(policy.allowed_networks)
 
     def run(self) -> int:
         return deliver_due(self.sessions, self.client, datetime.now(UTC), self.policy)

@@ -49,8 +49,26 @@ void collecting(void) { CALLGRIND_TOGGLE_COLLECT; } /* this thread's count, on o
 class HeldMailbox:
     """The few IMAP calls FolderSync makes, answered from messages in memory."""
 
+    normalise_times = True
+
     def __init__(self, messages: list[bytes]) -> None:
         self.messages = {uid: raw for uid, raw in enumerate(messages, start=1)}
+        self._imap = self  # header sections are fetched through imaplib (header_fetch)
+
+    def uid(self, command: str, message_set: str, request: str) -> tuple[str, list[Any]]:
+        """imaplib's answer to `UID FETCH set (BODY.PEEK[HEADER] RFC822.SIZE)`, in the
+        form Dovecot writes it."""
+        data: list[Any] = []
+        for seq, uid in enumerate((int(u) for u in message_set.split(",")), start=1):
+            raw = self.messages[uid]
+            header = _header_section(raw)
+            sizes = (seq, uid, len(raw), len(header))
+            line = b"%d (UID %d RFC822.SIZE %d BODY[HEADER] {%d}" % sizes
+            data += [(line, header), b")"]
+        return "OK", data
+
+    def list_folders(self) -> list[tuple[tuple[bytes, ...], bytes, str]]:
+        return []  # no folder flagged \Sent: the configured ones are read as they are named
 
     def select_folder(self, folder: str, readonly: bool = True) -> dict[bytes, Any]:
         return {b"UIDVALIDITY": 1}
@@ -61,13 +79,15 @@ class HeldMailbox:
     def fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
         if "BODY.PEEK[]" in items:
             return {uid: {b"BODY[]": self.messages[uid]} for uid in uids}
-        found = {}
-        for uid in uids:
-            raw = self.messages[uid]
-            end = raw.find(b"\r\n\r\n")
-            header = raw[: end + 4] if end >= 0 else raw
-            found[uid] = {b"BODY[HEADER]": header, b"RFC822.SIZE": len(raw)}
-        return found
+        return {
+            uid: {b"BODY[HEADER]": _header_section(raw), b"RFC822.SIZE": len(raw)}
+            for uid, raw in ((uid, self.messages[uid]) for uid in uids)
+        }
+
+
+def _header_section(raw: bytes) -> bytes:
+    end = raw.find(b"\r\n\r\n")
+    return raw[: end + 4] if end >= 0 else raw
 
 
 def sync(messages: list[bytes], library: Any) -> None:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger, webhooks
+from app import crm, ledger, webhooks
 from app.filing import Filing, file_message, makes_contacts
 from app.freshness import mark_undeliverable
 from app.models import (
@@ -26,6 +26,7 @@ from app.models import (
     Suppression,
 )
 from app.prepared import Prepared, PreparedIn
+from app.security import Principal
 from capture.bounces import bounced_recipients
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
 from capture.parse import Address, ParsedMessage, parse_date, parse_message
@@ -375,6 +376,7 @@ class Pipeline:
         channel: Channel,
         *,
         standing: Standing = Standing.OWN,
+        reader: Principal | None = None,
     ) -> Explanation:
         """The decision this message would get now; reads the database, writes nothing.
 
@@ -382,7 +384,9 @@ class Pipeline:
         employee is assumed to be one (and proven, where proof is required), so that the policy
         itself is what gets explained. What of a real employee counts depends on `standing`:
         their own settings (personal contacts, paused capture, private tags) are theirs to
-        see, not the asker's.
+        see, not the asker's. Given a `reader`, the mail it answers counts only if the reader
+        may see it: else the answer would confirm a colleague's private or held message to
+        whoever knows its Message-ID.
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
@@ -406,6 +410,9 @@ class Pipeline:
                 from_employee=_from_employee(lookups, outer, submitter),
                 submitter_proven=channel not in MAILBOX_CHANNELS or not self.forged(outer),
             )
+            if reader is not None:
+                seen = crm.answers_visible(conn, reader, _replied_ids(message))
+                context = replace(context, replies_to_known=seen)
             session.rollback()
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
@@ -623,9 +630,14 @@ def _from_employee(lookups: Lookups, message: ParsedMessage, submitter: Submitte
     return bool(sender) and lookups.find(sender) is not None
 
 
+def _replied_ids(message: ParsedMessage) -> list[str]:
+    """The Message-IDs the message answers: In-Reply-To and the recent References."""
+    return [m for m in (message.in_reply_to, *message.references[-10:]) if m]
+
+
 def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:
     """Whether the message answers one Mailroom holds (In-Reply-To or recent References)."""
-    ids = [m for m in (message.in_reply_to, *message.references[-10:]) if m]
+    ids = _replied_ids(message)
     if not ids:
         return False
     return bool(_REPLIED.rows(conn, ids))

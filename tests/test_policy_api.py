@@ -364,6 +364,47 @@ def test_explain_shows_an_employees_own_settings_to_them_alone(
     }
 
 
+def test_explain_confirms_no_colleagues_private_mail_by_its_message_id(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """Whether a message answers mail Mailroom holds is asked of the mail the asker may see:
+    else anyone who knows a Message-ID (a colleague, any integration) learned from `facts`
+    that Alice's private capture of it is stored, which the API answers 404 to hide."""
+    assert send(running.smtp_port, compose(message_id="<private-1@example.com>"))[0] == 250
+    alice, rfc822 = tokens["employee"], {"Content-Type": "message/rfc822"}
+    with running.runtime.sessions() as session:
+        kept = session.scalars(sa.select(Message.id)).one()
+    bob = issue_token(
+        running.runtime.sessions,
+        Role.EMPLOYEE,
+        employee_id=add_employee(running.runtime.sessions, "bob@example.com"),
+    )
+    integration = issue_token(running.runtime.sessions, Role.INTEGRATION)
+
+    def answers(token: str, message_id: str) -> bool:
+        reply = compose(
+            sender="Carol <carol@customer.example>",
+            to="Bob <bob@example.com>",
+            message_id="<reply@customer.example>",
+            headers={"In-Reply-To": message_id},
+        )
+        with running.client(token) as api:
+            explained = api.post("/api/v1/explain", content=reply.as_bytes(), headers=rfc822)
+        assert explained.status_code == 200, explained.text
+        return bool(explained.json()["facts"]["replies_to_known"])
+
+    def shown(visibility: str) -> dict[str, bool]:
+        with running.client(alice) as api:
+            changed = api.patch(f"/api/v1/messages/{kept}", json={"visibility": visibility})
+            assert changed.status_code == 200, changed.text
+        asked = {"alice": alice, "bob": bob, "integration": integration}
+        return {who: answers(token, "<private-1@example.com>") for who, token in asked.items()}
+
+    assert not answers(bob, "<never-sent@example.com>")
+    assert shown("private") == {"alice": True, "bob": False, "integration": False}
+    assert shown("shared") == {"alice": True, "bob": True, "integration": True}
+
+
 def test_simulate_counts_what_a_candidate_would_change(
     running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
@@ -627,3 +628,36 @@ def _erase_during_a_batch(
     with running.runtime.sessions() as session:
         named = session.scalars(sa.select(Participant.address)).all()
     assert BOB not in named and _contacts(running) == ["carol@partner.example"]
+
+
+def _newest_filed(api: httpx.Client) -> tuple[int, int, int, int]:
+    """The ids of the newest message, its thread, its contact and the contact's company, as
+    an integration reads them."""
+    newest = api.get("/api/v1/messages", params={"limit": 1}).json()["items"][0]
+    (contact,) = newest["contacts"]
+    return newest["id"], newest["thread_id"], contact["id"], contact["company"]["id"]
+
+
+def test_ids_of_erased_mail_and_people_are_never_given_to_new_ones(
+    running: Running, officer: str
+) -> None:
+    """An integration keyed by ids (the API, webhooks, page links) deletes what an erasure
+    reported erased. Were the next contact or message given an erased one's id, it would
+    take a different person for the erased one, or show them under the old link."""
+    integration = issue_token(
+        running.runtime.sessions, Role.INTEGRATION, scopes=("messages:read", "contacts:read")
+    )
+    dave = compose(to="Dave <dave@supplier.example>", message_id="<dave@example.com>")
+    assert send(running.smtp_port, dave)[0] == 250
+    with running.client(integration) as api:
+        erased = _newest_filed(api)
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": "dave@supplier.example"})
+    assert receipt.status_code == 201, receipt.text
+
+    erin = compose(to="Erin <erin@vendor.example>", message_id="<erin@example.com>")
+    assert send(running.smtp_port, erin)[0] == 250
+    with running.client(integration) as api:
+        filed = _newest_filed(api)
+        assert api.get(f"/api/v1/contacts/{erased[2]}").status_code == 404
+    assert all(new > old for new, old in zip(filed, erased, strict=True)), (filed, erased)

@@ -34,6 +34,26 @@ def test_migrations_create_exactly_the_tables_the_code_declares(database_url: st
     assert differences == []
 
 
+def test_the_tables_the_code_says_never_reuse_ids_are_those_the_migrations_made_so(
+    database_url: str,
+) -> None:
+    """Alembic's comparison does not look at SQLite's AUTOINCREMENT (without which a deleted
+    newest row's id is given again): the migrations and the tables must agree on it too."""
+    if not database_url.startswith("sqlite"):
+        pytest.skip("PostgreSQL's sequences never give an id twice, whatever the table says")
+    engine = sa.create_engine(database_url)
+    with engine.connect() as conn:
+        tables = conn.execute(sa.text("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+        made = {name for name, sql in tables if "AUTOINCREMENT" in sql}
+    engine.dispose()
+    declared = {
+        t.name
+        for t in Base.metadata.tables.values()
+        if t.dialect_options["sqlite"]["autoincrement"]
+    }
+    assert made == declared and "contacts" in made
+
+
 def _append(sessions: sessionmaker[Session], n: int) -> None:
     with transaction(sessions) as session:
         ledger.append(session.connection(), _entry(n))

@@ -6,8 +6,10 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,11 +19,12 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from app.models import Contact, WebhookDelivery, WebhookSubscription
+from app import webhook_targets
+from app.models import Contact, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
 from app.webhook_targets import REFUSED
-from app.webhooks import REFUSED_ADDRESS, DeliveryPolicy, deliver_due
+from app.webhooks import REFUSED_ADDRESS, Deliverer, DeliveryPolicy, deliver_due
 from policies.model import Channel
 from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
@@ -30,6 +33,7 @@ from tests.test_contacts_filing import INBOX, SIGNED, dsn
 ALL_SCOPES = ("webhooks:write", "messages:read", "contacts:read", "decisions:read")
 # The receiver listens on 127.0.0.1, which webhooks may reach only when the operator allows it.
 LOOPBACK_ALLOWED = {"webhook_allow_networks": [ipaddress.ip_network("127.0.0.0/8")]}
+STALL = 10.0  # seconds a stalling receiver holds on, however long it is waited for
 PRIVATE_CAPTURES = (
     (FIXTURES / "plumbing-policy.yaml")
     .read_text()
@@ -46,6 +50,12 @@ class Receiver:
     received: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
     arrived: threading.Event = field(default_factory=threading.Event)
     url: str = ""
+    # Instead of answering: these bytes, then `stall_with` every `stall_pace` seconds, for
+    # `STALL` seconds (a receiver that holds the delivery as long as it likes).
+    stall_start: bytes = b""
+    stall_with: bytes = b""
+    stall_pace: float = 0.1
+    before_answer: Callable[[], None] | None = None  # what happens while a delivery waits
 
     def events(self) -> list[str]:
         return [json.loads(body)["type"] for _, body in self.received]
@@ -68,10 +78,26 @@ def receiver() -> Iterator[Receiver]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.received.append(({k.lower(): v for k, v in self.headers.items()}, body))
+            if state.stall_with:
+                self.stall()
+                return
+            if state.before_answer is not None:
+                state.before_answer()
             self.send_response(state.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
             state.arrived.set()
+
+        def stall(self) -> None:
+            until = time.monotonic() + STALL
+            try:
+                self.wfile.write(state.stall_start)
+                while time.monotonic() < until:
+                    self.wfile.write(state.stall_with)
+                    time.sleep(state.stall_pace)
+            except OSError:
+                pass  # the client gave up, as it should
+            self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:
             pass
@@ -98,7 +124,7 @@ def _subscribe(
 def _deliver(running: Running, now: datetime, policy: DeliveryPolicy = DeliveryPolicy()) -> int:
     """Deliver what is due, to the networks the service's settings allow, as its job does."""
     allowed = tuple(running.runtime.settings.webhook_allow_networks)
-    with httpx.Client(trust_env=False) as client:
+    with webhook_targets.client(allowed) as client:
         return deliver_due(
             running.runtime.sessions, client, now, replace(policy, allowed_networks=allowed)
         )
@@ -296,6 +322,33 @@ def test_contact_updates_and_erasures_are_events_too(running: Running, receiver:
     ]
 
 
+def test_an_erasure_made_while_a_subscription_is_disabled_is_sent_once_it_is_enabled(
+    running: Running, receiver: Receiver
+) -> None:
+    """An integration that copies contacts must hear of every erasure (GDPR Art. 19), also
+    one made while failures had disabled its subscription; other events are not kept."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    assert send(running.smtp_port, compose())[0] == 250
+    token, hook = _subscribe(running, receiver, ["contact.erased", "decision.recorded"])
+    receiver.status = 500
+    assert send(running.smtp_port, compose(message_id="<failing@example.com>"))[0] == 250
+    policy = DeliveryPolicy(base_delay=1, disable_after=1)
+    assert _deliver(running, datetime.now(UTC), policy) == 1  # fails, and disables it
+    officer = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    with running.client(officer) as api:
+        erased = api.post("/api/v1/erasures", json={"address": "bob@customer.example"})
+        assert erased.status_code == 201, erased.text
+    assert send(running.smtp_port, compose(message_id="<meanwhile@example.com>"))[0] == 250
+
+    receiver.status, receiver.received = 200, []
+    with running.client(token) as api:
+        assert api.get(f"/api/v1/webhooks/{hook['id']}").json()["active"] is False
+        api.patch(f"/api/v1/webhooks/{hook['id']}", json={"active": True})
+    _deliver(running, datetime.now(UTC) + timedelta(hours=1), policy)
+
+    assert sorted(receiver.events()) == ["contact.erased", "decision.recorded"]
+
+
 def test_merging_two_contacts_tells_integrations_both_changed(
     running: Running, receiver: Receiver
 ) -> None:
@@ -358,6 +411,28 @@ def test_a_newer_signature_or_a_bounce_updating_a_contact_is_an_event_too(
         ("contact.updated", {"contact_id": jane}),
         ("contact.updated", {"contact_id": jane}),
     ]
+
+
+def test_a_new_webhook_and_its_deliveries_never_take_the_ids_of_a_removed_one(
+    running: Running, receiver: Receiver
+) -> None:
+    """Receivers recognise a delivery sent again by its Mailroom-Delivery id. Were a new
+    subscription's deliveries given the ids of a removed one's, the receiver would take its
+    events for those it had already seen, and drop them."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, first = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose(message_id="<one@example.com>"))[0] == 250
+    assert _deliver(running, datetime.now(UTC)) == 1
+    with running.client(token) as api:
+        assert api.delete(f"/api/v1/webhooks/{first['id']}").status_code == 204
+
+    _, second = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose(message_id="<two@example.com>"))[0] == 250
+    assert _deliver(running, datetime.now(UTC)) == 1
+
+    assert second["id"] > first["id"]
+    (old, new) = (int(headers["mailroom-delivery"]) for headers, _ in receiver.received)
+    assert new > old
 
 
 def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Receiver) -> None:
@@ -432,7 +507,7 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_refused_and_logged(
     token, hook = _subscribe(running, receiver, ["decision.recorded"])
     assert send(running.smtp_port, compose())[0] == 250
 
-    with httpx.Client(trust_env=False) as client:
+    with webhook_targets.client() as client:
         deliver_due(running.runtime.sessions, client, datetime.now(UTC), DeliveryPolicy())
 
     assert receiver.received == []
@@ -440,3 +515,196 @@ def test_a_delivery_to_a_host_no_longer_allowed_is_refused_and_logged(
         (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
     assert (logged["status"], logged["attempts"]) == ("pending", 1)
     assert [(a["status_code"], a["error"]) for a in logged["log"]] == [(None, REFUSED_ADDRESS)]
+
+
+@dataclass
+class RebindingDns:
+    """A name server for one name that gives its first `honest` answers an address the
+    operator allows, and every later one another (a rebinding server, TTL 0): what leaves the
+    machine, so the one thing stood in for."""
+
+    name: str
+    allowed: str
+    target: str
+    honest: int
+    asked: int = 0
+
+    def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        real = socket.getaddrinfo
+
+        def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+            if host != self.name:
+                return real(host, port, *args, **kwargs)
+            self.asked += 1
+            address = self.allowed if self.asked <= self.honest else self.target
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port or 0))]
+
+        monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+def test_a_delivery_goes_to_the_address_checked_not_one_a_name_rebinds_to(
+    settings: Settings, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name server that answers the checks with an allowed address and the next lookup
+    with another (rebinding) must not take the delivery, and its answer back, there: here
+    the receiver on 127.0.0.1, while only 127.0.0.2 is allowed."""
+    port = int(receiver.url.rsplit(":", 1)[1].split("/", 1)[0])
+    dns = RebindingDns("hooks.rebind.test", allowed="127.0.0.2", target="127.0.0.1", honest=2)
+    dns.install(monkeypatch)
+    allowed = (ipaddress.ip_network(dns.allowed),)
+    only = {"webhook_interval": 3600.0, "webhook_allow_networks": list(allowed)}
+    with run_service(settings.model_copy(update=only)) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+        hook = {"url": f"http://{dns.name}:{port}/hook", "events": ["decision.recorded"]}
+        with running.client(token) as api:
+            created = api.post("/api/v1/webhooks", json=hook)
+        assert created.status_code == 201, created.text
+        assert send(running.smtp_port, compose())[0] == 250
+        deliverer = Deliverer(running.runtime.sessions, DeliveryPolicy(allowed_networks=allowed))
+        try:
+            assert deliverer.run() == 1  # as the service's delivery job does
+        finally:
+            deliverer.close()
+        with running.client(token) as api:
+            log = api.get(f"/api/v1/webhooks/{created.json()['id']}/deliveries").json()
+    assert receiver.received == [], "sent to an address no check allowed"
+    assert [a["status_code"] for a in log["items"][0]["log"]] == [None]
+
+
+def test_a_webhook_url_longer_than_stored_is_a_422_not_a_500(running: Running) -> None:
+    """webhook_subscriptions.url holds 2,000 characters (PostgreSQL refused a longer one with
+    a 500; SQLite kept it). Measured as stored: 500 letters é are 3,000 characters."""
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    public = "https://93.184.215.14/"  # an IP literal: nothing is sent
+
+    def subscribe(path: str) -> httpx.Response:
+        hook = {"url": public + path, "events": ["decision.recorded"]}
+        return api.post("/api/v1/webhooks", json=hook)
+
+    with running.client(token) as api:
+        refused = [subscribe("a" * 1979), subscribe("é" * 500)]
+        longest = subscribe("a" * 1978)
+    assert [r.status_code for r in refused] == [422, 422], [r.text for r in refused]
+    assert longest.status_code == 201, longest.text
+
+
+def test_a_receiver_streaming_an_endless_answer_does_not_hold_deliveries(
+    running: Running, receiver: Receiver
+) -> None:
+    """Only the status code counts: the body was read whole, into memory, for as long as the
+    receiver sent it, while every other subscription's deliveries waited (and memory grew)."""
+    receiver.stall_start = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000000\r\n\r\n"
+    receiver.stall_with, receiver.stall_pace = b"x" * 65536, 0.01
+    add_employee(running.runtime.sessions, "alice@example.com")
+    _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    started = time.monotonic()
+    assert _deliver(running, datetime.now(UTC), DeliveryPolicy(timeout=2)) == 1
+    took = time.monotonic() - started
+
+    assert took < STALL / 2, f"the delivery waited {took:.1f} s for the receiver's body"
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(WebhookDelivery.status)).one() == "delivered"
+
+
+def test_a_receiver_trickling_its_answer_is_given_up_at_the_timeout(
+    running: Running, receiver: Receiver
+) -> None:
+    """The timeout bounds the whole delivery, not each wait: a header line every 0.1 s kept
+    each read short of it, and the delivery job (every subscription's deliveries behind this
+    one) waited as long as the receiver went on."""
+    receiver.stall_start, receiver.stall_with = b"HTTP/1.1 200 OK\r\n", b"X-Pad: a\r\n"
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+
+    started = time.monotonic()
+    assert _deliver(running, datetime.now(UTC), DeliveryPolicy(timeout=2)) == 1
+    took = time.monotonic() - started
+
+    assert took < STALL / 2, f"the delivery waited {took:.1f} s for the receiver"
+    with running.client(token) as api:
+        (logged,) = api.get(f"/api/v1/webhooks/{hook['id']}/deliveries").json()["items"]
+    assert (logged["status"], [a["error"] for a in logged["log"]]) == ("pending", ["ReadTimeout"])
+
+
+def test_a_revoked_integrations_subscriptions_queue_nothing_more(
+    running: Running, receiver: Receiver
+) -> None:
+    """Revoking a token ends its deliveries; its subscriptions went on queueing an event for
+    every message, in the capture's own transaction, for ever (nothing ever sent or removed
+    them)."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, _ = _subscribe(running, receiver, ["decision.recorded", "message.captured"])
+    with running.runtime.sessions() as session:
+        own = session.scalars(sa.select(WebhookSubscription.token_id)).one()
+    with running.client(token) as api:
+        assert api.delete(f"/api/v1/tokens/{own}").status_code == 204
+
+    for n in range(3):
+        assert send(running.smtp_port, compose(message_id=f"<after-{n}@example.com>"))[0] == 250
+
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookDelivery)) == 0
+
+
+def test_a_token_has_at_most_twenty_subscriptions(running: Running) -> None:
+    """Each event is queued for every subscription in the transaction of the message that
+    causes it: 5,000 subscriptions made a message 30 times slower to capture (12 ms -> 360 ms
+    a message), and one integration could subscribe without end."""
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    hook = {"url": "https://93.184.215.14/hook", "events": ["decision.recorded"]}  # not sent
+    with running.client(token) as api:
+        made = [api.post("/api/v1/webhooks", json=hook) for _ in range(21)]
+        assert api.delete(f"/api/v1/webhooks/{made[0].json()['id']}").status_code == 204
+        again = api.post("/api/v1/webhooks", json=hook)
+    assert [r.status_code for r in made] == [201] * 20 + [409]
+    assert again.status_code == 201, "room again once one is deleted"
+
+
+def _unsubscribe_during_a_delivery(
+    running: Running, receiver: Receiver, token: str, hook: dict[str, Any]
+) -> None:
+    """The integration deletes the subscription while the first delivery waits for its answer."""
+
+    def unsubscribe() -> None:
+        with running.client(token) as api:
+            assert api.delete(f"/api/v1/webhooks/{hook['id']}").status_code == 204
+
+    receiver.before_answer = unsubscribe
+
+
+def test_a_subscription_deleted_while_its_delivery_waits_fails_no_delivery_run(
+    running: Running, receiver: Receiver
+) -> None:
+    """The attempt was recorded for a delivery the deletion had removed: the run failed on
+    the foreign key, and the rest of its batch waited for the next run."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    assert send(running.smtp_port, compose())[0] == 250
+    _unsubscribe_during_a_delivery(running, receiver, token, hook)
+
+    assert _deliver(running, datetime.now(UTC)) == 1
+
+    assert len(receiver.received) == 1
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(WebhookAttempt)) == 0
+
+
+def test_a_subscription_deleted_while_its_events_go_out_is_sent_no_more(
+    running: Running, receiver: Receiver
+) -> None:
+    """A run reads a batch of up to 50 and sends them one by one, each waiting up to the
+    timeout: the rest of the batch still went to a subscription deleted (or paused, or whose
+    token was revoked) meanwhile, for minutes."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    token, hook = _subscribe(running, receiver, ["decision.recorded"])
+    for n in range(3):
+        assert send(running.smtp_port, compose(message_id=f"<batch-{n}@example.com>"))[0] == 250
+    _unsubscribe_during_a_delivery(running, receiver, token, hook)
+
+    _deliver(running, datetime.now(UTC))
+
+    assert len(receiver.received) == 1, "sent on after the subscription was deleted"

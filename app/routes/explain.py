@@ -50,7 +50,8 @@ async def explain(
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
     Employees explain as themselves, their own settings included; other tokens as the
     employee with the given (or the From) address (see STANDING), never with their settings,
-    so that no one learns a colleague's personal contacts or paused capture from the answer.
+    so that no one learns a colleague's personal contacts or paused capture from the answer;
+    nor, since the mail it answers counts only if the caller may see it, their private mail.
     `sent`: read from the employee's Sent folder, as a mailbox's sync or `import --sent`
     reads it (outbound, the employee's own)."""
     if principal.role is Role.EMPLOYEE and employee is not None:
@@ -71,7 +72,9 @@ async def explain(
     score = await scorer.score(raw) if scorer else None
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
-        functools.partial(runtime.pipeline.explain, standing=STANDING[principal.role]),
+        functools.partial(
+            runtime.pipeline.explain, standing=STANDING[principal.role], reader=principal
+        ),
         raw,
         Envelope(submitter or "", sent_folder=sent, spamd_score=score),
         channel,

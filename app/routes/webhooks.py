@@ -21,6 +21,8 @@ from app.schemas import Page
 from app.security import Principal
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
+# Each event is queued for every subscription in the transaction of the message causing it.
+MAX_SUBSCRIPTIONS = 20  # a token's
 
 
 def _own(session: SessionDep, principal: Principal, webhook_id: Id) -> WebhookSubscription:
@@ -36,7 +38,18 @@ def create_webhook(
 ) -> NewWebhookOut:
     """Subscribe a URL to events. Each event needs the scope that reads its subject
     (`messages:read`, `contacts:read`, `decisions:read`); payloads carry only ids. The URL's
-    host must resolve to public addresses only (or to networks the operator allows)."""
+    host must resolve to public addresses only (or to networks the operator allows). A token
+    has at most 20 subscriptions."""
+    held = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(WebhookSubscription)
+        .where(WebhookSubscription.token_id == principal.token_id)
+    )
+    if held is not None and held >= MAX_SUBSCRIPTIONS:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT,
+            f"This token has {MAX_SUBSCRIPTIONS} subscriptions already; delete one first.",
+        )
     events = sorted(set(body.events))
     missing = webhooks.missing_scopes(list(events), principal.scopes)
     if missing:
