@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from app import ledger
     from app.server import Service
     from capture.pipeline import Pipeline
+    from capture.spamd import Spamd
     from policies.engine import Engine
 
 cli = typer.Typer(
@@ -54,12 +55,14 @@ cli.command("login-link")(login_link)
 DEMO_EMPLOYEE = "alice@example.com"
 
 
-def _sessions(settings: Settings) -> sa.orm.sessionmaker[sa.orm.Session]:
+def _sessions(settings: Settings, *, writer: bool = True) -> sa.orm.sessionmaker[sa.orm.Session]:
+    """Sessions on the database; `writer=False` for a command that only reads, which then
+    never takes SQLite's write lock (that would hold up the listener as long as it reads)."""
     settings.ensure_data_dir()
     url = settings.resolved_database_url
     if settings.auto_migrate:
         migrate(url)
-    return session_factory(make_engine(url))
+    return session_factory(make_engine(url), writer=writer)
 
 
 def _fail(message: str) -> typer.Exit:
@@ -243,28 +246,54 @@ def explain(
     paths: Annotated[list[Path], typer.Argument(help="Raw .eml files.")],
     employee: Annotated[str | None, typer.Option(help="Submitter (default: each From).")] = None,
     channel: Annotated[Channel, typer.Option(help="The channel to assume.")] = Channel.BCC,
+    sent: Annotated[
+        bool, typer.Option("--sent", help="Read from a Sent folder (imap, import).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
-    """Say what the policy decides for each file, and why; nothing is stored."""
-    runtime = runtime_or_exit(Settings())
+    """Say what the policy in force decides for each file, and why; nothing is stored (nor
+    is the policy file published: the file applies only while none ever was)."""
+    if sent and channel not in (Channel.IMAP, Channel.IMPORT):
+        raise _fail("--sent is for mail read from a mailbox (--channel imap or import)")
+    from capture.spamd import Spamd
+
+    settings = Settings()
+    runtime = runtime_or_exit(settings, publish=False)
+    # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
+    mailbox = channel in (Channel.IMAP, Channel.IMPORT)
+    scorer = None if mailbox else Spamd.configured(settings.spamd_host, settings.spamd_port)
     try:
         for path in paths:
-            typer.echo(_explain_one(runtime.pipeline, path, employee, channel, as_json=as_json))
+            explained = _explain_one(
+                runtime.pipeline, path, employee, channel, sent=sent, scorer=scorer, as_json=as_json
+            )
+            typer.echo(explained)
     finally:
         runtime.close()
 
 
 def _explain_one(
-    pipeline: Pipeline, path: Path, employee: str | None, channel: Channel, *, as_json: bool
+    pipeline: Pipeline,
+    path: Path,
+    employee: str | None,
+    channel: Channel,
+    *,
+    sent: bool,
+    scorer: Spamd | None,
+    as_json: bool,
 ) -> str:
     try:
         raw = path.read_bytes()
     except OSError as error:
         result: dict[str, object] = {"path": str(path), "error": error.strerror or str(error)}
         return json.dumps(result)
+    import asyncio
+
     from capture.pipeline import Envelope
 
-    explanation = pipeline.explain(raw, Envelope(mail_from=employee or ""), channel)
+    score = asyncio.run(scorer.score(raw)) if scorer else None
+    envelope = Envelope(mail_from=employee or "", sent_folder=sent, spamd_score=score)
+    explanation = pipeline.explain(raw, envelope, channel)
     decision = explanation.decision
     result = {
         "path": str(path),
@@ -316,7 +345,7 @@ def policy_simulate(
     engine = _load_or_exit(candidate)
     settings = Settings()
     moment = since.replace(tzinfo=UTC) if since and since.tzinfo is None else since
-    with _sessions(settings)() as session:
+    with _sessions(settings, writer=False)() as session:
         result = simulate(session, engine, settings.secret(), since=moment)
     rows = sorted(result.transitions.items(), key=lambda item: -item[1])
     if as_json:
@@ -354,7 +383,7 @@ def ledger_verify(
     from app import ledger
 
     noted = _anchor(anchor) if anchor else None
-    with _sessions(Settings())() as session:
+    with _sessions(Settings(), writer=False)() as session:
         result = ledger.verify(session, anchor=noted)
     if result.ok:
         typer.echo(f"ledger intact: {result.checked} records verified")

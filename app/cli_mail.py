@@ -39,14 +39,22 @@ def _runtime() -> Runtime:
     return runtime_or_exit(Settings())
 
 
-def runtime_or_exit(settings: Settings) -> Runtime:
-    """The runtime of a command that applies the policy. An invalid policy file is named
-    with each of its problems (which quote the policy, never mail), and the command ends."""
-    from app.runtime import build_runtime
+def runtime_or_exit(settings: Settings, *, publish: bool = True) -> Runtime:
+    """The runtime of a command that applies the policy (see build_runtime for `publish`).
+    An invalid policy file is named with each of its problems (which quote the policy,
+    never mail), and the command ends."""
+    from app.runtime import VersionInForceError, build_runtime
     from policies.engine import PolicyError
 
     try:
-        return build_runtime(settings)
+        return build_runtime(settings, publish=publish)
+    except VersionInForceError as error:
+        for problem in error.problems:
+            typer.echo(problem, err=True)
+        raise _fail(
+            "the policy in force is invalid; put another in force: PUT /api/v1/policy on a "
+            "process still running, or start with a POLICY file never published before"
+        ) from None
     except PolicyError as error:
         for problem in error.problems:
             typer.echo(f"{settings.policy}: {problem}", err=True)

@@ -353,7 +353,21 @@ def _stored_as_written(
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
     """Walk the whole chain and name the first record whose hash, link or stored form does
     not hold. A log whose oldest records were purged starts from the hash its purge record
-    names; an anchor among them is checked against it where a purge names its hash."""
+    names; an anchor among them is checked against it where a purge names its hash.
+
+    The walk reads one snapshot of the log: a purge committed while it reads (the retention
+    job runs every 10 minutes; a large log takes minutes) would otherwise remove records it
+    has not reached, and read as records removed. SQLite's reading transaction is one; on
+    PostgreSQL, whose statements each read what is committed when they start, it takes a
+    repeatable-read transaction of its own."""
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return _walk(session, batch=batch, anchor=anchor)
+    with Session(bind.execution_options(isolation_level="REPEATABLE READ")) as snapshot:
+        return _walk(snapshot, batch=batch, anchor=anchor)
+
+
+def _walk(session: Session, *, batch: int, anchor: Anchor | None) -> Verification:
     checked, last_id, head_hash = 0, 0, None
     oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
     if oldest is None or oldest == 1:

@@ -19,12 +19,13 @@ from app.prepared import Prepared
 from app.settings import Settings
 from capture.people import registrable_domain
 from capture.pipeline import Pipeline
-from policies.engine import Engine
+from policies.engine import Engine, PolicyError
 from policies.loader import load_policy, load_policy_text
 
 log = logging.getLogger("mailroom.runtime")
 _Row = TypeVar("_Row")
 POLICY_FOLLOW_SECONDS = 2.0  # how soon a policy published elsewhere applies here
+_PUBLISH_LOCK = 0x504F4C59  # "POLY": one publish at a time across PostgreSQL processes
 
 
 @dataclass
@@ -40,8 +41,10 @@ class Runtime:
         self.db.dispose()
 
 
-def build_runtime(settings: Settings) -> Runtime:
-    """Validate the policy first (an invalid one stops the start), then the database."""
+def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
+    """Validate the policy first (an invalid one stops the start), then the database.
+    `publish`: False for a command that stores nothing (explain), which applies the version
+    in force and never publishes the file."""
     policy = load_policy(settings.policy)
     settings.ensure_data_dir()
     url = settings.resolved_database_url
@@ -50,7 +53,7 @@ def build_runtime(settings: Settings) -> Runtime:
     db = make_engine(url)
     sessions = session_factory(db)
     with transaction(sessions) as session:
-        policy = policy_in_force(session, policy)
+        policy = policy_in_force(session, policy) if publish else policy_to_read(session, policy)
     readers = session_factory(db, writer=False)
     pipeline = make_pipeline(settings, sessions, readers, policy)
     return Runtime(
@@ -107,8 +110,31 @@ def policy_in_force(session: Session, from_file: Engine) -> Engine:
             known,
             current.id,
         )
-        return load_policy_text(current.source)
+        return version_engine(current)
     return from_file
+
+
+class VersionInForceError(PolicyError):
+    """The version in force does not validate under this release: an earlier, less strict
+    one published it. Its problems name it, not the policy file."""
+
+
+def version_engine(row: PolicyVersion) -> Engine:
+    """The stored version compiled; VersionInForceError if this release refuses it."""
+    try:
+        return load_policy_text(row.source)
+    except PolicyError as error:
+        where = f"the version in force ({row.id}, {row.version}, sha256 {row.sha256[:12]})"
+        raise VersionInForceError([f"{where}: {p}" for p in error.problems]) from None
+
+
+def policy_to_read(session: Session, from_file: Engine) -> Engine:
+    """The policy a command that stores nothing applies: the version in force, as every
+    serving process applies it; the file only while no version was ever published."""
+    current = active_version(session)
+    if current is None or current.sha256 == from_file.policy.sha256:
+        return from_file
+    return version_engine(current)
 
 
 def _in_force(query: sa.Select[_Row]) -> sa.Select[_Row]:
@@ -174,6 +200,10 @@ def publish_policy(
     so that a host whose clock is behind cannot publish a version that is not then in force
     (and that its own follow loop would undo within seconds)."""
     moment = now or datetime.now(UTC)
+    if session.get_bind().dialect.name == "postgresql":  # SQLite: BEGIN IMMEDIATE already
+        # Publishes one at a time: one that read the latest activation before another
+        # committed its own would otherwise be activated before it, and not be in force.
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_PUBLISH_LOCK)))
     latest = session.scalar(sa.select(sa.func.max(PolicyVersion.activated_at)))
     if latest is not None and moment <= latest:
         moment = latest + timedelta(milliseconds=1)

@@ -20,7 +20,7 @@ from app.ingest import WriterProcess
 from app.jobs import Job, run_forever
 from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
-from app.runtime import Runtime, follow_policy_forever
+from app.runtime import Runtime, follow_policy_forever, follow_policy_in
 from app.settings import Settings, WriterMode
 from app.webhooks import Deliverer, DeliveryPolicy
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
@@ -46,10 +46,6 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
-
-
-def spamd(settings: Settings) -> Spamd | None:
-    return Spamd(settings.spamd_host, settings.spamd_port) if settings.spamd_host else None
 
 
 class ProcessRole(StrEnum):
@@ -158,7 +154,7 @@ class Service:
                 authserv_id=settings.resolved_authserv_id,
                 trusted_relays=tuple(settings.trusted_relays),
                 passwords=partial(authenticate_app_password, self.runtime.read_sessions),
-                spamd=spamd(settings),
+                spamd=Spamd.configured(settings.spamd_host, settings.spamd_port),
             ),
             metrics=metrics,
         )
@@ -182,7 +178,11 @@ class Service:
     async def _writer(self, on_batch: Callable[[int], None]) -> Writer:
         """The group writer: a process of its own (the default), or a thread of this one."""
         if self.runtime.settings.smtp_writer is WriterMode.THREAD:
-            return GroupWriter(self.runtime.pipeline, on_batch=on_batch)
+            pipeline = self.runtime.pipeline
+            # As the writer process does: the batch is decided under the version in force
+            # in its own transaction, not the one this process last followed.
+            follow = partial(follow_policy_in, pipeline=pipeline)
+            return GroupWriter(pipeline, on_batch=on_batch, on_begin=follow)
         writer = WriterProcess(self.runtime.settings, on_batch=on_batch)
         await writer.start()
         return writer

@@ -227,19 +227,24 @@ def normalize_address(raw: str) -> str | None:
     """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
     if clean(raw) != raw:
         return None
-    local, at, domain = raw.strip().rpartition("@")
+    local, at, written = raw.strip().rpartition("@")
     if not at:
         return None
-    if domain.isascii():  # IDNA leaves ASCII as it is; _DOMAIN checks the labels
-        domain = domain.lower()
-    else:
-        try:  # IDNA 2008 with UTS 46 mapping, as email-validator and mail servers have it
-            domain = idna.encode(domain, uts46=True, transitional=False).decode("ascii").lower()
-        except (idna.IDNAError, UnicodeError):
-            return None
-    if not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
+    domain = mail_domain(written)
+    if domain is None or not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
         return None
     return f"{local}@{domain}"
+
+
+def mail_domain(domain: str) -> str | None:
+    """A domain as addresses hold it: lowercased, a Unicode one in IDNA 2008 with UTS 46
+    mapping, as email-validator and mail servers have it; None if it has no such form."""
+    if domain.isascii():  # IDNA leaves ASCII as it is; _DOMAIN checks the labels
+        return domain.lower()
+    try:
+        return idna.encode(domain, uts46=True, transitional=False).decode("ascii").lower()
+    except (idna.IDNAError, UnicodeError):
+        return None
 
 
 def earlier_spelling(address: str) -> str | None:

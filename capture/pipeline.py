@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -191,6 +192,14 @@ class Result:
     duplicate: bool = False
 
 
+class Standing(enum.Enum):
+    """Who asks for an explanation, and so what of the employee named it may draw on."""
+
+    OWN = "own"  # the employee themself (and the command line): their settings too
+    NAMED = "named"  # compliance, admin: their addresses and name, none of their settings
+    ADDRESS = "address"  # anyone else: an employee with that address alone
+
+
 @dataclass(frozen=True)
 class Explanation:
     """A decision with everything behind it; computed, never stored."""
@@ -366,18 +375,18 @@ class Pipeline:
         envelope: Envelope,
         channel: Channel,
         *,
-        as_employee: bool = True,
+        standing: Standing = Standing.OWN,
         reader: Principal | None = None,
     ) -> Explanation:
         """The decision this message would get now; reads the database, writes nothing.
 
         The submitter is the envelope sender, else the From address; one who is not (yet) an
         employee is assumed to be one (and proven, where proof is required), so that the policy
-        itself is what gets explained. Without `as_employee` the submitter is such an assumed
-        employee even if the address is a real one's: their own settings (personal contacts,
-        paused capture) are theirs to see, not the asker's. Given a `reader`, the mail it
-        answers counts only if the reader may see it: else the answer would confirm a
-        colleague's private or held message to whoever knows its Message-ID.
+        itself is what gets explained. What of a real employee counts depends on `standing`:
+        their own settings (personal contacts, paused capture, private tags) are theirs to
+        see, not the asker's. Given a `reader`, the mail it answers counts only if the reader
+        may see it: else the answer would confirm a colleague's private or held message to
+        whoever knows its Message-ID.
         """
         outer = parse_message(raw)
         address = envelope.mail_from or (outer.sender.address if outer.sender else "")
@@ -386,7 +395,10 @@ class Pipeline:
         )
         with self.readers() as session:
             conn = session.connection()
-            found = find_submitter(conn, address) if as_employee else None
+            found = None if standing is Standing.ADDRESS else find_submitter(conn, address)
+            if found is not None and standing is Standing.NAMED:
+                # Their addresses and name decide as in the listener; no id, so no settings.
+                found = Submitter(0, found.addresses, family_name=found.family_name)
             submitter = found or _hypothetical(address)
             lookups = self.lookups(conn, writing=False)
             context = self._context(

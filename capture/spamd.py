@@ -17,6 +17,12 @@ class Spamd:
     port: int = 783
     timeout: float = 5.0
 
+    @classmethod
+    def configured(cls, host: str | None, port: int) -> Spamd | None:
+        """The spamd at host:port, or None where none is configured: the listener and
+        explain ask the same one."""
+        return cls(host, port) if host else None
+
     async def score(self, raw: bytes) -> float | None:
         """The spamd score, or None when spamd cannot answer (the message is not held up)."""
         try:

@@ -73,10 +73,12 @@ class GroupWriter:
         *,
         max_batch: int = MAX_BATCH,
         on_batch: Callable[[int], None] = lambda size: None,
+        on_begin: Callable[[sa.Connection], object] = lambda conn: None,
     ) -> None:
         self.pipeline = pipeline
         self.max_batch = max_batch
         self.on_batch = on_batch  # told each batch's size (the metrics' histogram)
+        self.on_begin = on_begin  # first in each batch's transaction (see commit_batch)
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="group-writer", daemon=True)
         self._thread.start()
@@ -120,7 +122,8 @@ class GroupWriter:
                     break
                 batch.append(job)
             self.on_batch(len(batch))
-            outcomes = commit_batch(self.pipeline, [job.submission for job in batch])
+            submissions = [job.submission for job in batch]
+            outcomes = commit_batch(self.pipeline, submissions, on_begin=self.on_begin)
             for job, outcome in zip(batch, outcomes, strict=True):
                 job.loop.call_soon_threadsafe(_settle, job.future, outcome)
 

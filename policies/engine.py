@@ -100,6 +100,8 @@ class Engine:
 
 def compile_rule(rule: Rule, problems: list[str]) -> Compiled:
     """Resolve a rule's predicates and check their parameters, adding what is wrong."""
+    if rule.id in (g.id for g in GUARDRAILS):  # their verdicts share the log's one namespace
+        problems.append(f"rule '{rule.id}': id: '{rule.id}' is a guardrail's id")
     return _compile(rule.when, f"rule '{rule.id}': when", problems)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,20 @@ class PolicyYamlLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """A mapping whose keys are all different: YAML readers keep the last of two equal
+        keys, so the policy applied would not be the one people read."""
+        seen: set[Hashable] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # refused by the constructor below, which says why
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                raise PolicyError([f"line {line}: '{key}' is given twice"])
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_yaml(source: str) -> Any:

@@ -10,7 +10,8 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-RULE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
+RULE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")  # matched whole: `$` lets "id\n" through
+CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class Outcome(enum.StrEnum):
@@ -155,7 +156,7 @@ class Rule(_Strict):
     @field_validator("id")
     @classmethod
     def _kebab_case(cls, value: str) -> str:
-        if not RULE_ID.match(value):
+        if not RULE_ID.fullmatch(value):
             raise ValueError("rule ids are kebab-case, e.g. 'bulk-list-mail'")
         return value
 
@@ -173,13 +174,21 @@ class Rule(_Strict):
 
 
 class Metadata(_Strict):
-    name: str
-    version: str
+    name: str = Field(max_length=200)  # as long as the versions table holds them
+    version: str = Field(max_length=50)
     owner: str
     contact: str
     purpose: str
     lawful_basis: str
     effective: date
+
+    @field_validator("name", "version")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        """Stored beside each version (PostgreSQL takes no NUL) and shown as one line."""
+        if CONTROL_CHARACTER.search(value):
+            raise ValueError("one line of text, without control characters")
+        return value
 
 
 class Retention(_Strict):

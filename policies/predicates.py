@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from capture.parse import mail_domain
 from policies.model import Channel
 from policies.observe import PROBABILITY_PLACES, Observations, domain_token
 
@@ -28,6 +29,13 @@ class NoParams(BaseModel):
 
 class DomainList(NoParams):
     domains: list[str] = Field(min_length=1)
+
+    @field_validator("domains")
+    @classmethod
+    def _as_mail_spells_them(cls, value: list[str]) -> list[str]:
+        """As participants' domains are spelt (`bücher.example` is `xn--bcher-kva.example`),
+        or the listed domain could never match one."""
+        return [mail_domain(d) or d.lower() for d in value]
 
 
 class SizeLimit(NoParams):
@@ -149,7 +157,9 @@ class Threshold(NoParams):
 
 
 class SenderKinds(NoParams):
-    kinds: list[Literal["role", "noreply", "missing"]] = ["role", "noreply", "missing"]
+    kinds: list[Literal["role", "noreply", "missing"]] = Field(
+        default=["role", "noreply", "missing"], min_length=1
+    )
 
 
 class Channels(NoParams):
@@ -266,5 +276,9 @@ def _cut(value: float, threshold: float, *, places: int) -> str:
     rounded, so the reason compares as the decision did: 0.8636 < 0.864 never reads 0.864."""
     exponent = Decimal(repr(threshold)).as_tuple().exponent
     digits = max(places, -exponent if isinstance(exponent, int) else 0)
-    cut = Decimal(repr(value)).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
+    exact = Decimal(repr(value))
+    # As many significant digits as the figure takes: the default 28 would refuse a score
+    # of 1000 cut to a threshold's 25 decimals, and fail every message the rule is asked of.
+    with localcontext(prec=max(exact.adjusted() + 1, 1) + digits):
+        cut = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
     return str(cut)

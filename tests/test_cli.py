@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -15,9 +17,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.models import DecisionRecord, Employee, EmployeeAlias
+from app.db import transaction
+from app.models import DecisionRecord, Employee, EmployeeAlias, PolicyVersion
+from app.runtime import active_version, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
-from tests.conftest import TEST_SECRET, add_employee, run_service
+from policies.loader import load_policy
+from tests.conftest import TEST_SECRET, add_employee, run_service, server_url
 from tests.mail import compose, send
 
 
@@ -205,6 +210,39 @@ def test_explain_prints_one_decision_per_file_and_stores_nothing(
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
 
 
+def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """An operator trying an edited policy file with `explain` gets the decision of the
+    version in force (as /api/v1/explain gives it), and the edit is not put in force."""
+    with transaction(sessions) as session:
+        in_force = publish_policy(session, load_policy(settings.policy)).sha256
+    edited = tmp_path / "edited.yaml"
+    edited.write_text(
+        Path(settings.policy)
+        .read_text()
+        .replace("when: bulk-mail\n    outcome: drop", "when: bulk-mail\n    outcome: capture")
+    )
+    newsletter = tmp_path / "list.eml"
+    newsletter.write_bytes(compose(headers={"List-Id": "<news.customer.example>"}).as_bytes())
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "explain", str(newsletter), "--json"],
+        env=_env(settings) | {"MAILROOM_POLICY": str(edited)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["outcome"], result["policy"]) == ("drop", in_force)
+    with sessions() as session:
+        assert session.scalars(sa.select(PolicyVersion.sha256)).all() == [in_force]
+        assert active_version(session).sha256 == in_force  # type: ignore[union-attr]
+
+
 def test_explain_reports_an_unreadable_file_and_goes_on(settings: Settings, tmp_path: Path) -> None:
     (tmp_path / "ok.eml").write_bytes(compose().as_bytes())
 
@@ -269,6 +307,36 @@ def test_serve_refuses_to_start_with_an_invalid_policy(settings: Settings, tmp_p
 
     assert done.returncode == 1
     assert "unknown predicate 'bulky'" in done.stderr
+
+
+def test_a_version_in_force_this_release_refuses_is_named_rather_than_the_valid_file(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A version published through the API by an earlier release may not validate under a
+    stricter one (here a threshold with five decimals). Starting must say that this
+    version is at fault, not the policy file (which `policy check` finds valid), and how to
+    put another in force."""
+    stale = BUNDLED_POLICY.read_text().replace("above: 0.864}", "above: 0.86395}")
+    with transaction(sessions) as session:
+        published = publish_policy(session, load_policy(settings.policy))
+        session.add(
+            PolicyVersion(
+                sha256=hashlib.sha256(stale.encode()).hexdigest(),
+                name="Stale",
+                version="2025.9",
+                source=stale,
+                activated_at=published.activated_at + timedelta(seconds=1),  # type: ignore[operator]
+            )
+        )
+    newsletter = tmp_path / "list.eml"
+    newsletter.write_bytes(compose(headers={"List-Id": "<news.customer.example>"}).as_bytes())
+
+    done = mailroom(settings, "explain", str(newsletter))
+
+    assert done.returncode == 1
+    assert "the version in force (2, 2025.9" in done.stderr, done.stderr
+    assert "at most 4 decimals" in done.stderr
+    assert f"{settings.policy}: rule" not in done.stderr
 
 
 @pytest.mark.parametrize(
@@ -360,6 +428,37 @@ def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) 
     assert forged.returncode == 1 and "differs from the anchor" in forged.stdout
     for done in garbled:
         assert done.returncode == 2 and "ID:HASH" in done.stderr, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's write lock")
+def test_ledger_verify_and_simulate_read_without_holding_up_the_listener(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """Both walk the whole log, which takes minutes on a large one. Holding SQLite's write
+    lock meanwhile, they would keep every batch of the listener waiting, and after 30 s
+    failing with 451; so they read, while a batch (here, the lock held) is being written."""
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        assert send(running.smtp_port, compose())[0] == 250
+    env = _env(settings) | {"MAILROOM_AUTO_MIGRATE": "false"}  # as with several processes
+    commands = [("ledger", "verify"), ("policy", "simulate", str(settings.policy), "--json")]
+
+    with sessions() as batch, batch.begin():
+        batch.connection()  # BEGIN IMMEDIATE: the write lock, as the listener's writer takes it
+        done = [
+            subprocess.run(
+                [sys.executable, "-m", "app.cli", *command],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=20,
+                check=False,
+            )
+            for command in commands
+        ]
+
+    assert [d.returncode for d in done] == [0, 0], [d.stderr for d in done]
+    assert "1 records verified" in done[0].stdout
 
 
 def test_the_command_line_imports_no_server_until_a_command_needs_one() -> None:

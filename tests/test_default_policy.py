@@ -119,6 +119,31 @@ def test_explain_says_what_a_message_from_that_channel_is_decided(
     assert ("upstream-spam" in live.rules) == (channel is not Channel.BCC)
 
 
+def test_explain_says_what_mail_read_from_a_sent_folder_is_decided(published: Running) -> None:
+    """Alice's own first message to a new customer, read from her Sent folder, is hers and
+    outbound: a compliance officer asking why it was kept must get the decision it got."""
+    raw = compose(
+        sender="Alice Example <alice@example.com>",
+        to="Dana New <dana@prospect.example>",
+        subject="Quote for 20 licences",
+        body="Hi Dana, here is the quote for 20 licences, valid until Friday. Regards, Alice",
+        message_id="<sent-1@example.com>",
+    ).as_bytes()
+    token = issue_token(published.runtime.sessions, Role.COMPLIANCE)
+    with published.client(token) as api:
+        explained = api.post(
+            "/api/v1/explain",
+            content=raw,
+            params={"employee": "alice@example.com", "channel": "imap", "sent": "true"},
+            headers={"Content-Type": "message/rfc822"},
+        ).json()
+    sent = Envelope("alice@example.com", sent_folder=True)
+    live = published.runtime.pipeline.process(raw, sent, Channel.IMAP)
+
+    assert "unsolicited-inbound" not in live.rules
+    assert (explained["outcome"], tuple(explained["rules"])) == (live.outcome.value, live.rules)
+
+
 def _enron(category: str) -> Iterator[bytes]:
     root = CORPORA / "enron-categories"
     if not root.is_dir():

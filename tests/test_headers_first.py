@@ -14,11 +14,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import make_engine, session_factory
 from app.models import Contact
+from app.policy_versions import simulate
 from app.settings import BUNDLED_POLICY
 from capture.bounces import bounced_recipients
 from capture.parse import parse_headers, parse_message
 from capture.pipeline import BodyNeededError, Envelope, Pipeline, Result
-from policies.loader import load_policy
+from policies.loader import load_policy, load_policy_text
 from policies.model import Channel, Outcome
 from tests.conftest import CORPORA, FIXTURES, TEST_SECRET, add_employee
 
@@ -205,3 +206,53 @@ def test_a_bounce_decided_on_its_headers_marks_the_recipients_its_headers_name(
         session.rollback()
     assert result.outcome is Outcome.DROP
     assert marked == [datetime(2026, 11, 24, 9, tzinfo=UTC)]
+
+
+KEPT_AS_METADATA = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        "when: external-participant\n    outcome: capture",
+        "when: external-participant\n    outcome: metadata_only",
+    )
+)
+PERSONAL_FIRST = KEPT_AS_METADATA.replace(
+    "rules:\n",
+    "rules:\n  - id: personal-mail\n    description: Mail that reads as personal is dropped.\n"
+    "    when: {personal-content: {above: 0.5}}\n    outcome: drop\n",
+    1,
+)
+
+
+def test_simulate_does_not_read_a_subject_alone_as_the_text_of_mail_decided_on_headers(
+    database_url: str,
+) -> None:
+    """A mailbox's message kept as metadata on its headers holds the personal probability of
+    its subject alone: a candidate asking `personal-content` of it cannot be answered from
+    the log (the listener would read the body), so it is not replayable, not `unchanged`."""
+    engine = make_engine(database_url)
+    sessions: sessionmaker[Session] = session_factory(engine)
+    add_employee(sessions, ALICE, name="Alice Example")
+    secret = TEST_SECRET.encode()
+    raw = (FIXTURES / "personal.eml").read_bytes()
+    pipeline = Pipeline(
+        sessions,
+        load_policy_text(KEPT_AS_METADATA),
+        org_domains=frozenset({"example.com"}),
+        secret=secret,
+    )
+    candidate = load_policy_text(PERSONAL_FIRST)
+    try:
+        with sessions() as session, session.begin():
+            header = parse_headers(header_section(raw), size=len(raw))
+            envelope = Envelope(mail_from=ALICE, sent_folder=True)
+            kept = pipeline.process_in(session, header, envelope, Channel.IMAP, headers_only=True)
+        pipeline.engine = candidate
+        whole = decide(pipeline, raw, sent=True, headers_only=False)
+        with sessions() as session:
+            replayed = simulate(session, candidate, secret)
+    finally:
+        engine.dispose()
+
+    assert (kept.outcome, whole and whole.outcome) == (Outcome.METADATA_ONLY, Outcome.DROP)
+    assert (replayed.evaluated, replayed.not_replayable) == (0, 1)

@@ -19,7 +19,9 @@ from app import ledger
 from app.models import DecisionRecord, Message, Receipt
 from app.security import Role
 from app.settings import Settings
-from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token
+from capture.pipeline import Envelope
+from policies.model import Channel
+from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 
 PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
@@ -416,3 +418,174 @@ def test_simulate_counts_what_a_candidate_would_change(
     assert result["transitions"] == [
         {"from": "drop", "to": "capture", "rule": "bulk-list-mail", "count": 1}
     ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("version", '"' + "2026.1-" + "x" * 60 + '"'), ("name", '"Capture\\0policy"')],
+    ids=["version-too-long", "nul-in-name"],
+)
+def test_a_policy_whose_name_or_version_cannot_be_stored_is_refused_with_its_problem(
+    running: Running, tokens: dict[str, str], field: str, value: str
+) -> None:
+    before = running.runtime.pipeline.engine.policy.sha256
+    line = {"version": 'version: "test"', "name": "name: Plumbing test policy"}[field]
+    source = PLUMBING.replace(line, f"{field}: {value}", 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"][0].startswith(f"metadata.{field}: ")  # type: ignore[index]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_a_policy_that_is_not_utf8_is_refused_not_published_with_its_letters_replaced(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """`policy check` refuses such a file; publishing it must not store other text (whose
+    sha256, cited by every decision, no copy of the file would match)."""
+    before = running.runtime.pipeline.engine.policy.sha256
+    latin1 = PLUMBING.replace("Newsletters", "Newsletters (café menus too)", 1).encode("latin-1")
+
+    with running.client(tokens["compliance"]) as api:
+        put = api.put(
+            "/api/v1/policy", content=latin1, headers={"Content-Type": "application/yaml"}
+        )
+
+    assert put.status_code == 422, put.json()
+    assert put.json()["problems"][0].startswith("not UTF-8")
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_a_rule_id_with_a_trailing_line_break_is_refused_as_not_kebab_case(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """Such an id would be logged as `"probe\\n"`: a rule no filter of the decision log,
+    which takes kebab-case ids, could ever name, shown as if it were `probe`."""
+    source = PLUMBING.replace("  - id: bulk-list-mail", '  - id: "bulk-list-mail\\n"', 1)
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == [  # type: ignore[index]
+        "rule 'bulk-list-mail\n': id: Value error, rule ids are kebab-case, e.g. 'bulk-list-mail'"
+    ]
+
+
+def test_a_rule_named_as_a_guardrail_is_refused(running: Running, tokens: dict[str, str]) -> None:
+    """Guardrail and rule verdicts are logged by id, side by side: a rule `contact-erased`
+    that captures would log decisions that read as the erasure guardrail's, and count as
+    its in every report."""
+    source = PLUMBING.replace(
+        "  - id: external-business-correspondent", "  - id: contact-erased", 1
+    )
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == [  # type: ignore[index]
+        "rule 'contact-erased': id: 'contact-erased' is a guardrail's id"
+    ]
+
+
+def test_compliance_explains_as_the_employee_named_with_their_name_and_aliases(
+    settings: Settings,
+) -> None:
+    """The listener held Alice Example's quote to Bob Example (family-correspondent) and
+    filed her mail from her alias at another domain as hers: a compliance officer asking
+    why must get those decisions, though never her settings (see the test above)."""
+    with run_service(settings) as running:
+        sessions = running.runtime.sessions
+        add_employee(
+            sessions, "alice@example.com", name="Alice Example", aliases=("ae@own.example",)
+        )
+        source = PLUMBING.replace(
+            "rules:\n",
+            "rules:\n  - id: family-correspondent\n    description: Family mail waits for review.\n"
+            "    when: shares-family-name\n    outcome: hold\n"
+            "  - id: nobody-else\n    description: Mail to oneself is dropped.\n"
+            "    when: no-correspondent\n    outcome: drop\n",
+            1,
+        )
+        assert put_policy(running, issue_token(sessions, Role.ADMIN), source)["status"] == 200
+        messages = [
+            compose(to="Bob Example <bob@customer.example>", message_id="<q@example.com>"),
+            compose(to="Alice at home <ae@own.example>", message_id="<n@example.com>"),
+        ]
+        officer = issue_token(sessions, Role.COMPLIANCE)
+        for message in messages:
+            raw = message.as_bytes()
+            with running.client(officer) as api:
+                explained = api.post(
+                    "/api/v1/explain",
+                    content=raw,
+                    params={"employee": "alice@example.com"},
+                    headers={"Content-Type": "message/rfc822"},
+                ).json()
+            live = running.runtime.pipeline.process(raw, Envelope("alice@example.com"), Channel.BCC)
+
+            assert (explained["outcome"], tuple(explained["rules"])) == (
+                live.outcome.value,
+                live.rules,
+            )
+
+
+def test_a_policy_naming_a_key_twice_is_refused_not_read_by_its_last_value(
+    running: Running, tokens: dict[str, str]
+) -> None:
+    """YAML readers keep the last of two equal keys: a rule published with `outcome: drop`
+    and, further down, `outcome: capture` would capture, while people read that it drops;
+    a second `rules:` would silently replace every rule above it."""
+    before = running.runtime.pipeline.engine.policy.sha256
+    source = PLUMBING.replace(
+        "    when: bulk-mail\n    outcome: drop\n",
+        "    outcome: drop\n    when: bulk-mail\n    outcome: capture\n",
+        1,
+    )
+
+    put = put_policy(running, tokens["compliance"], source)
+
+    assert put["status"] == 422, put
+    assert put["body"]["problems"] == ["line 22: 'outcome' is given twice"]  # type: ignore[index]
+    assert running.runtime.pipeline.engine.policy.sha256 == before
+
+
+def test_simulate_does_not_replay_private_tags_the_candidate_changes(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """The log keeps whether a subject carried a private tag of the policy it was decided
+    under, not the subject. A candidate replacing `[private]` by `[confidential]` would
+    capture the mail tagged `[private]` and drop other mail: neither can be read from the
+    log, so neither is replayed as unchanged."""
+    tagged = compose(subject="[private] lunch on Friday?", message_id="<tagged@example.com>")
+    assert send(running.smtp_port, tagged)[0] == 250
+    assert send(running.smtp_port, compose(message_id="<plain@example.com>"))[0] == 250
+    candidate = tmp_path / "tags.yaml"
+    candidate.write_text(
+        PLUMBING.replace("rules:\n", 'private_subject_tags: ["[confidential]"]\nrules:\n', 1)
+    )
+
+    result = simulate(settings, candidate)
+
+    assert (result["evaluated"], result["changed"], result["not_replayable"]) == (0, 0, 2)
+
+
+def test_simulate_tells_a_rule_named_default_from_the_default_outcome(
+    running: Running, tokens: dict[str, str], settings: Settings, tmp_path: Path
+) -> None:
+    """`default` is a valid rule id: the default outcome's transitions must read otherwise."""
+    newsletter = compose(headers={"List-Id": "<news.customer.example>"}, message_id="<n@x>")
+    to_herself = compose(to="Alice Example <alice@example.com>", message_id="<self@x>")
+    for message in (newsletter, to_herself):
+        assert send(running.smtp_port, message)[0] == 250
+    candidate = tmp_path / "default.yaml"
+    candidate.write_text(
+        LIST_MAIL_KEPT.replace("default_outcome: hold", "default_outcome: drop").replace(
+            "  - id: bulk-list-mail\n", "  - id: default\n"
+        )
+    )
+
+    result = simulate(settings, candidate)
+
+    labels = {(t["from"], t["to"], t["rule"]) for t in result["transitions"]}
+    assert labels == {("drop", "capture", "default"), ("hold", "drop", "(default)")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -162,3 +163,62 @@ def test_two_processes_starting_at_once_with_a_new_policy_file_both_start(
     finally:
         for engine in engines:
             engine.dispose()
+
+
+def _publish(sessions: sessionmaker[Session], policy: Engine, now: datetime) -> None:
+    with transaction(sessions) as session:
+        publish_policy(session, policy, now=now)
+
+
+def _until_done_or_waiting(engine: sa.Engine, done: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    waiting = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+    while not done():
+        with engine.connect() as conn:
+            if conn.scalar(waiting):
+                return
+        assert time.monotonic() < deadline, "the second publish neither ended nor waited"
+        time.sleep(0.05)
+
+
+@pytest.mark.skipif(server_url() is None, reason="SQLite lets one writer in at a time")
+def test_of_two_publishes_at_once_the_one_committed_last_is_in_force(database_url: str) -> None:
+    """Host A, whose clock is a minute behind, publishes; host B publishes meanwhile and
+    its transaction ends first. A's version, published last, must be the one in force,
+    as it is when the two do not overlap (README: whatever the hosts' clocks say)."""
+    kept, plumbing = load_policy_text(LIST_MAIL_KEPT), load_policy_text(PLUMBING)
+    right_now = datetime.now(UTC)
+    engines = [make_engine(database_url) for _ in range(3)]  # as separate as processes'
+    host_a, host_b = (session_factory(engine) for engine in engines[:2])
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            with transaction(host_a) as session:
+                publish_policy(session, kept, now=right_now - timedelta(minutes=1))
+                other = pool.submit(_publish, host_b, plumbing, right_now)
+                _until_done_or_waiting(engines[2], other.done)
+                b_ended_first = other.done()
+            other.result(timeout=30)
+        last = kept if b_ended_first else plumbing
+        with host_a() as session:
+            current = active_version(session)
+            assert current is not None and current.sha256 == last.policy.sha256
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_a_batch_is_decided_under_the_version_in_force_in_its_transaction_with_a_writer_thread(
+    settings: Settings,
+) -> None:
+    """README: each batch is decided under the policy in force in its own transaction, so a
+    message sent after another process published is decided under the new version, not
+    under the one this process held until its follow loop came round (SMTP_WRITER=thread,
+    as the tests' settings have it, as well as the writer process)."""
+    kept = load_policy_text(LIST_MAIL_KEPT)
+    with run_service(settings) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        with transaction(running.runtime.sessions) as session:  # another process's PUT
+            publish_policy(session, kept)
+        outcome = _newsletter_outcome(running.smtp_port, settings, 1)
+
+    assert outcome == ("capture", kept.policy.sha256)

@@ -146,6 +146,18 @@ def test_domain_in_matches_a_listed_domain_and_names_it() -> None:
     assert not miss.hit
 
 
+def test_domain_in_matches_a_unicode_domain_as_mail_servers_spell_it() -> None:
+    """A policy names a domain as people write it; mail names it in IDNA (punycode)."""
+    raw = (FIXTURES / "business.eml").read_bytes().replace(b"\n", b"\r\n")
+    raw = raw.replace(b"bob@customer.example", b"hans@xn--bcher-kva.example")
+    obs = observe(parse_message(raw), _context(from_employee=True))
+
+    found = check("domain-in", obs, domains=["Bücher.example"])
+
+    assert found.hit, found.reason
+    assert check("domain-in", obs, domains=["xn--bcher-kva.example"]).hit
+
+
 def test_channel_in_and_larger_than_read_the_envelope_facts() -> None:
     obs = observed("business.eml", channel=Channel.IMAP)
 
@@ -205,6 +217,19 @@ def test_the_probability_is_kept_to_four_decimals_cut_and_thresholds_have_no_mor
     assert any(
         "personal-content.above: Value error, at most 4 decimals" in p
         for p in refused.value.problems
+    ), refused.value.problems
+
+
+def test_a_role_sender_rule_with_no_kinds_is_refused_as_an_empty_any_is() -> None:
+    """`kinds: []` would never hit: a rule that validates and can never apply."""
+    source = BUNDLED_POLICY.read_text().replace("kinds: [noreply, missing]", "kinds: []")
+    assert source != BUNDLED_POLICY.read_text()
+
+    with pytest.raises(PolicyError) as refused:
+        load_policy_text(source)
+
+    assert any(
+        "role-sender.kinds: List should have at least 1 item" in p for p in refused.value.problems
     ), refused.value.problems
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,7 +18,7 @@ from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import decision_reports, ledger
-from app.db import transaction
+from app.db import make_engine, session_factory, transaction
 from app.models import Base, DecisionRecord
 from policies.model import Channel, Decision, Outcome, Verdict, Visibility
 
@@ -291,3 +293,32 @@ def test_ledger_notices_a_deleted_record(sessions: sessionmaker[Session]) -> Non
         result = ledger.verify(session)
 
     assert (result.ok, result.first_broken) == (False, 3)
+
+
+def test_a_purge_committed_while_verify_walks_the_log_is_no_break(database_url: str) -> None:
+    """The retention job purges every 10 minutes, and walking a large log takes minutes: a
+    purge of records verify has not reached yet must not read as records removed."""
+    engine = make_engine(database_url)
+    writers, readers = session_factory(engine), session_factory(engine, writer=False)
+    now = datetime.now(UTC)
+    with transaction(writers) as session:
+        conn = session.connection()
+        for n in range(2000):
+            aged = now - timedelta(days=1000) if n < 1500 else now
+            ledger.append(conn, replace(_entry(n), created_at=aged))
+    walked: list[ledger.Verification] = []
+    try:
+        with readers() as session:
+            walk = threading.Thread(target=lambda: walked.append(ledger.verify(session, batch=1)))
+            walk.start()
+            time.sleep(0.2)  # well into the walk, far from record 1500
+            with transaction(writers) as purging:
+                removed = ledger.purge_before(
+                    purging, now - timedelta(days=730), policy_sha256="a" * 64, now=now
+                )
+            walk.join(timeout=60)
+    finally:
+        engine.dispose()
+
+    assert removed == 1500
+    assert walked[0].ok, walked[0]

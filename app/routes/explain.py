@@ -14,10 +14,19 @@ from app.routes.deps import PrincipalDep, read_body
 from app.runtime import Runtime
 from app.schemas import Text
 from app.security import Role
-from capture.pipeline import Envelope
+from capture.pipeline import MAILBOX_CHANNELS, Envelope, Standing
+from capture.spamd import Spamd
 from policies.model import Channel
 
 router = APIRouter(tags=["explain"])
+# Compliance and admins see employees' addresses and names, never their settings; an
+# integration sees neither (an alias is no contact: it would learn one by guessing).
+STANDING = {
+    Role.EMPLOYEE: Standing.OWN,
+    Role.COMPLIANCE: Standing.NAMED,
+    Role.ADMIN: Standing.NAMED,
+    Role.INTEGRATION: Standing.ADDRESS,
+}
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 
 
@@ -36,22 +45,38 @@ async def explain(
     principal: PrincipalDep,
     employee: Annotated[Text | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
+    sent: Annotated[bool, Query(description="Read from a Sent folder (imap, import).")] = False,
 ) -> ExplanationOut:
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
-    Employees explain as themselves, their own settings included; other tokens explain as
-    an employee with the given (or the From) address and no settings of their own, so that
-    no one learns a colleague's personal contacts or paused capture from the answer; nor,
-    since the mail it answers counts only if the caller may see it, their private mail."""
-    as_employee = principal.role is Role.EMPLOYEE
-    if as_employee and employee is not None:
+    Employees explain as themselves, their own settings included; other tokens as the
+    employee with the given (or the From) address (see STANDING), never with their settings,
+    so that no one learns a colleague's personal contacts or paused capture from the answer;
+    nor, since the mail it answers counts only if the caller may see it, their private mail.
+    `sent`: read from the employee's Sent folder, as a mailbox's sync or `import --sent`
+    reads it (outbound, the employee's own)."""
+    if principal.role is Role.EMPLOYEE and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
+    if sent and channel not in MAILBOX_CHANNELS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Only mail read from a mailbox has a folder."
+        )
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     runtime = request.app.state.runtime
+    # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
+    settings = runtime.settings
+    scorer = (
+        None
+        if channel in MAILBOX_CHANNELS
+        else Spamd.configured(settings.spamd_host, settings.spamd_port)
+    )
+    score = await scorer.score(raw) if scorer else None
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
-        functools.partial(runtime.pipeline.explain, as_employee=as_employee, reader=principal),
+        functools.partial(
+            runtime.pipeline.explain, standing=STANDING[principal.role], reader=principal
+        ),
         raw,
-        Envelope(submitter or ""),
+        Envelope(submitter or "", sent_folder=sent, spamd_score=score),
         channel,
     )
     decision = explained.decision

@@ -64,7 +64,7 @@ def put_policy(
     # A plain `def`: FastAPI runs it in a worker thread, so that validating a policy never
     # holds up the event loop the SMTP listener and every other request share.
     try:
-        engine = load_policy_text(body.decode("utf-8", "replace"))
+        engine = load_policy_text(_utf8(body))
     except PolicyError as error:
         raise HTTPException(
             422, {"title": "The policy is not valid.", "problems": error.problems}
@@ -77,6 +77,15 @@ def put_policy(
     # Swapped only now that the version is committed: no decision cites an unstored policy.
     request.app.state.runtime.pipeline.engine = engine
     return out
+
+
+def _utf8(body: bytes) -> str:
+    """The policy's text, as `policy check` and `serve` read a file: UTF-8 or refused. Bytes
+    replaced would publish other text than was sent, under a sha256 no copy of it matches."""
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PolicyError([f"not UTF-8: byte {error.start} cannot be read"]) from None
 
 
 @router.get("/versions", response_model=list[VersionOut])
