@@ -311,6 +311,7 @@ class Pipeline:
             envelope,
             submitter_proven=self._proven(outer, envelope, submitter, channel),
             from_employee=_from_employee(lookups, outer, submitter),
+            outer=outer,
         )
         decision, observations = engine.decide(message, context, ahead=ahead)
         if headers_only:
@@ -409,6 +410,7 @@ class Pipeline:
                 envelope,
                 from_employee=_from_employee(lookups, outer, submitter),
                 submitter_proven=channel not in MAILBOX_CHANNELS or not self.forged(outer),
+                outer=outer,
             )
             if reader is not None:
                 seen = crm.answers_visible(conn, reader, _replied_ids(message))
@@ -432,12 +434,14 @@ class Pipeline:
         envelope: Envelope,
         *,
         from_employee: bool,
+        outer: ParsedMessage,
         submitter_proven: bool = True,
     ) -> Context:
         """What the database knows about the participants, with what the envelope says (one
         Context built, not copied: a message at a time), alike for a decision and for its
         explanation. Whether From is an employee is left to the callers: they ask it of the
-        message as sent, not as submitted."""
+        message as sent, not as submitted. `outer`: the message as sent, whose private mark
+        (Subject tag, Sensitivity) counts also when it stands for a message it forwards."""
         addresses = [a.address for a in message.participants]
         return Context(
             channel=channel,
@@ -455,6 +459,8 @@ class Pipeline:
             spamd_score=envelope.spamd_score,
             # A mailbox's own headers were written by our own servers, as a trusted relay's.
             trusted_headers=envelope.trusted_relay or channel in MAILBOX_CHANNELS,
+            submitted_subject=outer.subject,
+            submitted_sensitivity=outer.header("sensitivity") or "",
         )
 
     def _proven(

@@ -85,6 +85,10 @@ class Context:
     sent_folder: bool = False  # IMAP/import: the message was read from a Sent folder
     spamd_score: float | None = None
     trusted_headers: bool = False  # upstream filter headers come from our own mail servers
+    # As the employee sent it: a forward's own Subject and Sensitivity, where the message
+    # stands for the one it carries (its mark is the employee's word on the forwarded mail).
+    submitted_subject: str = ""
+    submitted_sensitivity: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +263,14 @@ def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
     submitter = context.submitter
     addresses = {a.address for a in message.participants}
     personal = submitter.personal_contacts if submitter else frozenset()
-    sensitivity = (message.header("sensitivity") or "").strip().lower()
+    sensitivities = {
+        value.strip().lower()
+        for value in (message.header("sensitivity") or "", context.submitted_sensitivity)
+    }
     tags = [
         t.lower() for t in (*context.private_tags, *(submitter.private_tags if submitter else ()))
     ]
-    subject = message.subject.lower()
+    subjects = (message.subject.lower(), context.submitted_subject.lower())
     return {
         "submitter_known": submitter is not None,
         "from_is_employee": context.from_employee,
@@ -272,8 +279,8 @@ def _consent_facts(message: ParsedMessage, context: Context) -> dict[str, Any]:
         "erased_participants": len(addresses & context.consent.erased),
         "objected_participants": len(addresses & context.consent.objected),
         "personal_contact_participants": len(addresses & personal),
-        "marked_private": sensitivity in ("personal", "private"),
-        "private_subject_tag": any(tag and tag in subject for tag in tags),
+        "marked_private": not sensitivities.isdisjoint(("personal", "private")),
+        "private_subject_tag": any(tag and tag in subject for tag in tags for subject in subjects),
     }
 
 

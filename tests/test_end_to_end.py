@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from email.message import EmailMessage
 
 import pytest
 import sqlalchemy as sa
@@ -11,7 +12,7 @@ from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
 from capture.parse import parse_message
-from tests.conftest import Running, add_employee, issue_token
+from tests.conftest import CAPTURE, Running, add_employee, issue_token
 from tests.mail import UNSTORABLE, compose, send
 
 
@@ -278,6 +279,51 @@ def test_a_forwarded_mail_is_filed_against_its_original_sender_not_the_employee(
     assert message["subject"] == "Delivery dates"
     assert message["direction"] == "inbound"
     assert [o["channel"] for o in message["owners"]] == ["forward"]
+
+
+def _forward_of_bobs_mail(subject: str, *, attached: bool) -> EmailMessage:
+    """Alice's forward of Bob's mail to the capture address: inline, or as an attachment."""
+    bobs = compose(
+        sender="Bob <bob@customer.example>",
+        to="Alice Example <alice@example.com>",
+        subject="Dinner on Saturday",
+        body="Shall we say 8pm at the usual place?\n",
+        message_id="<dinner@customer.example>",
+    )
+    if attached:
+        forward = compose(to=CAPTURE, subject=subject, body="For the file.\n")
+        forward.add_attachment(bobs)
+        return forward
+    inline = "---------- Forwarded message ---------\nFrom: Bob <bob@customer.example>\n"
+    body = f"For the file.\n\n{inline}Subject: Dinner on Saturday\n\n{bobs.get_content()}"
+    return compose(to=CAPTURE, subject=subject, body=body, message_id="<fwd-private@example.com>")
+
+
+@pytest.mark.parametrize(
+    ("subject", "sensitivity", "attached"),
+    [("[private] Fwd: Dinner on Saturday", None, False), ("Fwd: Dinner", "Private", True)],
+)
+def test_a_forward_the_employee_marked_private_is_not_kept(
+    running: Running,
+    alice: tuple[int, str],
+    subject: str,
+    sensitivity: str | None,
+    attached: bool,
+) -> None:
+    """The mark is the employee's own, on the forward they send, not on the mail it carries:
+    `[private]` in its subject, or Outlook's Private on it. Before, only the forwarded mail's
+    subject (and, for an attachment, its headers) were read: these were captured against Bob."""
+    forward = _forward_of_bobs_mail(subject, attached=attached)
+    if sensitivity is not None:
+        forward["Sensitivity"] = sensitivity
+
+    assert send(running.smtp_port, forward)[0] == 250
+
+    with running.runtime.sessions() as session:
+        (record,) = session.scalars(sa.select(DecisionRecord)).all()
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+    assert (record.channel, record.outcome) == ("forward", "drop")
+    assert record.rules == ["marked-private"]
 
 
 def test_a_message_without_message_id_is_captured_and_its_retry_is_not_duplicated(
