@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import sqlalchemy as sa
 import typer
+from pydantic import ValidationError
 
 from app.cli_mail import import_cli, mailboxes_cli, runtime_or_exit
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import MAX_ID
 from app.security import Role
-from app.settings import Settings
+from app.settings import Settings, invalid_settings
 from app.web.login_cli import login_link
 from policies.model import Channel
 
@@ -409,6 +410,11 @@ def _anchor(value: str) -> ledger.Anchor:
 def main() -> None:
     try:
         cli(prog_name="mailroom")
+    except ValidationError as error:  # every command reads its settings first
+        problems = invalid_settings(error)
+        refused = f"error: invalid settings in the environment:\n{problems}"
+        typer.echo(fault_report(error) if problems is None else refused, err=True)
+        raise SystemExit(1) from None
     except Exception as error:  # a fault or a bug: say where, never what
         typer.echo(fault_report(error), err=True)
         raise SystemExit(1) from None

@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
@@ -106,3 +106,16 @@ class Settings(BaseSettings):
             path.touch(mode=0o600)
             path.write_text(secrets.token_urlsafe(48))
         return path.read_text().strip().encode()
+
+
+def invalid_settings(error: ValidationError) -> str | None:
+    """Each setting `Settings()` refused, by its environment variable and what is wrong with
+    it; None when the error is not about settings. Never the value given: it may be a secret
+    (the key, a database password)."""
+    if error.title != Settings.__name__:
+        return None
+    prefix = Settings.model_config["env_prefix"]
+    return "\n".join(
+        f"  {prefix}{str(problem['loc'][0]).upper()}: {problem['msg']}"
+        for problem in error.errors(include_url=False, include_input=False)
+    )

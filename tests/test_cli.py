@@ -339,6 +339,34 @@ def test_a_version_in_force_this_release_refuses_is_named_rather_than_the_valid_
     assert f"{settings.policy}: rule" not in done.stderr
 
 
+def test_an_invalid_setting_is_named_by_its_variable_without_its_value(
+    settings: Settings,
+) -> None:
+    """Not a fault report whose text is left out: the operator learns which variable is wrong,
+    and a value that may be a secret (a database password) is not echoed."""
+    env = _env(settings) | {
+        "MAILROOM_SMTP_PORT": "smtp",
+        "MAILROOM_LOG_FORMAT": "xml",
+        "MAILROOM_DATABASE_URL": "postgresql+psycopg://mailroom:hunter2@db/mailroom",
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert "MAILROOM_SMTP_PORT: Input should be a valid integer" in done.stderr, done.stderr
+    assert "MAILROOM_LOG_FORMAT: Input should be 'json' or 'console'" in done.stderr
+    assert "came through" not in done.stderr, done.stderr
+    assert "smtp'" not in done.stderr and "xml" not in done.stderr
+    assert "hunter2" not in done.stderr
+
+
 @pytest.mark.parametrize(
     "command",
     [
