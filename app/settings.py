@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 from enum import StrEnum
 from pathlib import Path
@@ -79,6 +80,18 @@ class Settings(BaseSettings):
     @classmethod
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
+
+    @field_validator("trusted_relays")
+    @classmethod
+    def _ip_networks(cls, value: list[str]) -> list[str]:
+        """Every relay an IP address or network: the listener reads them at each connection,
+        where one it cannot read would fail every connection."""
+        for relay in value:
+            try:
+                ipaddress.ip_network(relay, strict=False)
+            except ValueError:
+                raise ValueError(f"{relay!r} is not an IP address or network") from None
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from pydantic import ValidationError
 
 from app import server
 from app.db import transaction
@@ -231,6 +232,20 @@ def test_a_trusted_relays_dkim_pass_aligned_with_from_proves_the_submitter(
         )
         assert send(running.smtp_port, vouched)[0] == 250
         assert send(running.smtp_port, other_id)[0] == 550
+
+
+def test_a_trusted_relay_that_is_not_an_ip_address_or_network_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A host name (or a typo) among the relays used to start the service all the same; then
+    every SMTP connection failed at its first step, without even a greeting, while /readyz
+    answered ready."""
+    monkeypatch.setenv("MAILROOM_TRUSTED_RELAYS", "10.0.0.0/8, 192.0.2.7, 10.1.2.3/24")
+    assert Settings().trusted_relays == ["10.0.0.0/8", "192.0.2.7", "10.1.2.3/24"]
+    for typo in ("mx1.example.com", "10.0.0.0/33", "192.0.2.300"):
+        monkeypatch.setenv("MAILROOM_TRUSTED_RELAYS", f"10.0.0.0/8,{typo}")
+        with pytest.raises(ValidationError, match=f"'{typo}' is not an IP address or network"):
+            Settings()
 
 
 def test_a_forged_dkim_pass_below_the_trusted_relays_own_results_proves_nothing(
