@@ -8,7 +8,14 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, ValidationError, field_validator
+from pydantic import (
+    Field,
+    IPvAnyNetwork,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 BUNDLED_POLICY = Path(__file__).resolve().parent.parent / "policies" / "default.yaml"
@@ -98,6 +105,13 @@ class Settings(BaseSettings):
     def _uppercase(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _tls_needs_a_certificate(self) -> Settings:
+        # Without one neither STARTTLS nor the implicit-TLS port can be served (app/server.py).
+        if self.tls_cert is None and (self.smtps_port is not None or self.tls_key is not None):
+            raise ValueError("MAILROOM_SMTPS_PORT and MAILROOM_TLS_KEY need MAILROOM_TLS_CERT")
+        return self
+
     @property
     def resolved_authserv_id(self) -> str:
         return self.authserv_id or self.hostname
@@ -130,5 +144,7 @@ def invalid_settings(error: ValidationError) -> str | None:
     prefix = Settings.model_config["env_prefix"]
     return "\n".join(
         f"  {prefix}{str(problem['loc'][0]).upper()}: {problem['msg']}"
+        if problem["loc"]
+        else f"  {problem['msg']}"  # a rule across settings, which names them itself
         for problem in error.errors(include_url=False, include_input=False)
     )

@@ -170,6 +170,21 @@ def test_the_implicit_tls_port_offers_auth_at_once(strict: tuple[Running, str]) 
     assert _outcomes(running) == ["capture"]
 
 
+def test_an_implicit_tls_port_or_a_key_without_a_certificate_stops_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without MAILROOM_TLS_CERT the service used to start with no implicit-TLS listener at
+    all (and no STARTTLS), and /readyz, which checks the listeners there are, said ready."""
+    for variable in ("MAILROOM_SMTPS_PORT", "MAILROOM_TLS_KEY"):
+        monkeypatch.delenv("MAILROOM_TLS_CERT", raising=False)
+        monkeypatch.setenv(variable, "465" if variable.endswith("PORT") else "/etc/key.pem")
+        with pytest.raises(ValidationError, match="need MAILROOM_TLS_CERT"):
+            Settings()
+        monkeypatch.setenv("MAILROOM_TLS_CERT", "/etc/cert.pem")
+        assert Settings().tls_cert == Path("/etc/cert.pem")
+        monkeypatch.delenv(variable)
+
+
 def test_without_proof_a_correct_envelope_is_not_enough(strict: tuple[Running, str]) -> None:
     running, _ = strict
 
