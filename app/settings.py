@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import secrets
+import tempfile
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -100,6 +103,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"{relay!r} is not an IP address or network") from None
         return value
 
+    @field_validator("secret_key")
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("empty; set a long random value, or unset it for DATA_DIR/secret.key")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _uppercase(cls, value: object) -> object:
@@ -130,9 +140,33 @@ class Settings(BaseSettings):
         self.ensure_data_dir()
         path = self.data_dir / "secret.key"
         if not path.exists():
-            path.touch(mode=0o600)
-            path.write_text(secrets.token_urlsafe(48))
-        return path.read_text().strip().encode()
+            _write_new_secret(path)
+        key = path.read_text().strip()
+        if not key:  # a key anyone has would seal and digest nothing
+            raise SecretKeyError(
+                f"{path} is empty; if nothing was ever stored under it, remove it and start "
+                "again for a new one, else restore it from your backups"
+            )
+        return key.encode()
+
+
+class SecretKeyError(RuntimeError):
+    """The secret key cannot be used; the text says what to do (it holds no key)."""
+
+
+def _write_new_secret(path: Path) -> None:
+    """A new key, whole or not at all: written and synced beside `path` (0600), then linked
+    to it, unless another process's key got there first, which then is the key."""
+    fd, written = tempfile.mkstemp(dir=path.parent, prefix=".secret.key.")
+    try:
+        with os.fdopen(fd, "w") as file:
+            file.write(secrets.token_urlsafe(48))
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(written, path)
+    finally:
+        os.unlink(written)
 
 
 def invalid_settings(error: ValidationError) -> str | None:

@@ -367,6 +367,47 @@ def test_an_invalid_setting_is_named_by_its_variable_without_its_value(
     assert "hunter2" not in done.stderr
 
 
+def test_an_empty_secret_key_stops_the_start_instead_of_keying_with_nothing(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """An empty key seals mailbox passwords and keys every digest with a key anyone has. It
+    came from MAILROOM_SECRET_KEY set to nothing, or from a secret.key left empty by a first
+    start that died (or found the disk full) between creating the file and writing it."""
+    eml = tmp_path / "message.eml"
+    eml.write_bytes(compose().as_bytes())
+    empty_variable = mailroom_with(settings, {"MAILROOM_SECRET_KEY": " "}, "explain", str(eml))
+    assert empty_variable.returncode == 1
+    assert "MAILROOM_SECRET_KEY: Value error, empty" in empty_variable.stderr
+
+    data_dir = Path(settings.data_dir)
+    data_dir.mkdir(exist_ok=True)
+    (data_dir / "secret.key").write_text("\n")
+    empty_file = mailroom_with(settings, {"MAILROOM_SECRET_KEY": None}, "explain", str(eml))
+    assert empty_file.returncode == 1, empty_file.stdout
+    assert f"error: {data_dir / 'secret.key'} is empty" in empty_file.stderr
+
+    (data_dir / "secret.key").unlink()
+    generated = mailroom_with(settings, {"MAILROOM_SECRET_KEY": None}, "explain", str(eml))
+    assert generated.returncode == 0, generated.stderr
+    assert len((data_dir / "secret.key").read_text()) == 64
+    assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
+
+
+def mailroom_with(
+    settings: Settings, changes: dict[str, str | None], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`mailroom ARGS` with these environment variables set (or, for None, unset)."""
+    env = {k: v for k, v in (_env(settings) | changes).items() if v is not None}
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 @pytest.mark.parametrize(
     "command",
     [
