@@ -18,8 +18,18 @@ from typing import TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-# Loggers that would print statements, parameters or protocol lines below WARNING.
-QUIET = ("sqlalchemy", "mail.log", "aiosqlite", "psycopg", "asyncio", "multipart")
+# Loggers that would print statements, parameters, protocol lines or (httpx, for each webhook
+# sent) URLs below WARNING; a receiver's URL often holds its secret.
+QUIET = (
+    "sqlalchemy",
+    "mail.log",
+    "aiosqlite",
+    "psycopg",
+    "asyncio",
+    "multipart",
+    "httpx",
+    "httpcore",
+)
 
 
 class LogFormat(StrEnum):

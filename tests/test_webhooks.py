@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import ipaddress
 import json
+import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +23,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import webhook_targets
+from app.logs import LogFormat, configure
 from app.models import Contact, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.security import Role
 from app.settings import Settings
@@ -443,6 +447,26 @@ def test_the_running_service_delivers_by_itself(settings: Settings, receiver: Re
         assert send(running.smtp_port, compose())[0] == 250
         assert receiver.arrived.wait(timeout=30), "the delivery task never sent the event"
     assert receiver.events() == ["decision.recorded"]
+
+
+def test_a_webhook_url_and_its_secret_reach_no_log(running: Running, receiver: Receiver) -> None:
+    """Receivers put their secret in the URL (Slack's hooks.slack.com/services/...); httpx,
+    at INFO, logged every request with its URL."""
+    canary = f"c{uuid.uuid4().hex}"
+    receiver.url += f"/{canary}-path?token={canary}-query"
+    _subscribe(running, receiver, ["decision.recorded"])
+    add_employee(running.runtime.sessions, "alice@example.com")
+    assert send(running.smtp_port, compose())[0] == 250
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogFormat.JSON, level="INFO", stream=out)
+        assert _deliver(running, datetime.now(UTC)) == 1
+    finally:
+        root.handlers, root.level = handlers, level
+    assert receiver.events() == ["decision.recorded"]
+    assert canary not in out.getvalue()
 
 
 def test_webhooks_to_this_host_or_private_networks_are_refused(settings: Settings) -> None:
