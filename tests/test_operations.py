@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import httpx
+import pytest
+import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from app.db import make_engine
@@ -118,3 +120,17 @@ def test_readiness_fails_while_the_database_is_unreachable(running: Running) -> 
     checks = {"database": False, "smtp": True, "smtp-writer": True}
     assert ready.json() == {"status": "not ready", "checks": checks}
     assert alive.status_code == 200, "alive all the same: a restart would not bring the database"
+
+
+def test_readiness_answers_at_once_while_a_long_write_holds_sqlite(running: Running) -> None:
+    """Readiness only reads, and SQLite's readers do not wait for its writer. The probe took
+    the write lock, so while a long write held it (a retention purge, an import) /readyz
+    waited up to the 30 s busy timeout: health checks timed out on a healthy process."""
+    if running.runtime.db.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's reads never wait for a writer's lock")
+    with running.runtime.db.connect() as writer:
+        writer.execute(sa.text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock, until rollback
+        with running.client(None) as client:
+            ready = client.get("/readyz", timeout=5)
+        writer.rollback()
+    assert ready.status_code == 200, ready.text

@@ -43,8 +43,8 @@ def metrics(request: Request) -> Response:
 
 
 def database_reachable(db: sa.Engine) -> bool:
-    try:
-        with db.connect() as conn:
+    try:  # as a reader: a SQLite writer's lock, held for a long purge, must not hold it up
+        with db.execution_options(writer=False).connect() as conn:
             conn.execute(sa.text("SELECT 1"))
     except Exception:  # any failure means not ready; the reason is in the database's own log
         return False
