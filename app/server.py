@@ -68,6 +68,7 @@ class Service:
         self.runtime = runtime
         self.roles = roles
         self.writer: Writer | None = None
+        self.handler: CaptureHandler | None = None
         self.smtp_server: asyncio.Server | None = None
         self.api_server: _Uvicorn | None = None
         self.api_task: asyncio.Task[None] | None = None
@@ -124,8 +125,10 @@ class Service:
         if self.smtps_server is not None:
             servers["smtps"] = self.smtps_server
         checks = {name: s is not None and s.is_serving() for name, s in servers.items()}
-        # Without its writer the listener answers every message 451: send it no mail.
+        # Without its writer the listener answers every message 451, and below its free
+        # disk space every MAIL FROM 452: send it no mail.
         checks["smtp-writer"] = self.writer is not None and self.writer.running
+        checks["disk-space"] = self.handler is not None and self.handler.disk_ok()
         return checks
 
     async def _start_smtp(self) -> None:
@@ -137,7 +140,7 @@ class Service:
         metrics = self.runtime.metrics
         self.writer = await self._writer(metrics.batch_size.observe)
         metrics.watch_queue(lambda: self.writer.queue_depth if self.writer else 0)
-        handler = CaptureHandler(
+        self.handler = handler = CaptureHandler(
             self.writer,
             capture_addresses=frozenset(settings.capture_addresses),
             limits=Limits(

@@ -101,7 +101,7 @@ class CaptureHandler:
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if not self._disk_ok():
+        if not self.disk_ok():
             log.error("disk space below %d bytes; deferring mail", self.limits.min_free_bytes)
             return "452 4.3.1 Insufficient system storage, try again later"
         if NOT_TEXT.search(address):
@@ -112,8 +112,9 @@ class CaptureHandler:
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
 
-    def _disk_ok(self) -> bool:
-        """Free space above the limit, looked up at most every DISK_CHECK_SECONDS: statvfs
+    def disk_ok(self) -> bool:
+        """Free space above the limit (else every MAIL FROM is deferred, and /readyz says not
+        ready), looked up at most every DISK_CHECK_SECONDS: statvfs
         releases the GIL, and taking it back from the writer thread costs more than the call."""
         now = time.monotonic()
         if now >= self._disk_checked_at + DISK_CHECK_SECONDS:

@@ -69,7 +69,7 @@ def test_health_and_readiness_over_http(running: Running) -> None:
         assert client.get("/healthz").json() == {"status": "ok"}
         ready = client.get("/readyz")
     assert ready.status_code == 200
-    checks = {"database": True, "smtp": True, "smtp-writer": True}
+    checks = {"database": True, "smtp": True, "smtp-writer": True, "disk-space": True}
     assert ready.json() == {"status": "ready", "checks": checks}
 
 
@@ -80,7 +80,7 @@ def test_readiness_fails_when_the_smtp_listener_is_closed(running: Running) -> N
     with running.client(None) as client:
         ready = client.get("/readyz")
     assert ready.status_code == 503
-    checks = {"database": True, "smtp": False, "smtp-writer": True}
+    checks = {"database": True, "smtp": False, "smtp-writer": True, "disk-space": True}
     assert ready.json() == {"status": "not ready", "checks": checks}
 
 
@@ -117,7 +117,7 @@ def test_readiness_fails_while_the_database_is_unreachable(running: Running) -> 
         running.runtime.db.dispose()
         running.runtime.db = reachable
     assert ready.status_code == 503
-    checks = {"database": False, "smtp": True, "smtp-writer": True}
+    checks = {"database": False, "smtp": True, "smtp-writer": True, "disk-space": True}
     assert ready.json() == {"status": "not ready", "checks": checks}
     assert alive.status_code == 200, "alive all the same: a restart would not bring the database"
 
@@ -134,3 +134,14 @@ def test_readiness_answers_at_once_while_a_long_write_holds_sqlite(running: Runn
             ready = client.get("/readyz", timeout=5)
         writer.rollback()
     assert ready.status_code == 200, ready.text
+
+
+def test_readiness_fails_while_low_disk_space_defers_every_message(settings: Settings) -> None:
+    """Under MAILROOM_MIN_FREE_BYTES the listener answers every MAIL FROM 452, as it answers
+    every message 451 without its writer: a balancer must send that process no mail."""
+    low = settings.model_copy(update={"min_free_bytes": 10**18})
+    with run_service(low) as running, running.client(None) as client:
+        ready = client.get("/readyz")
+    assert ready.status_code == 503
+    checks = {"database": True, "smtp": True, "smtp-writer": True, "disk-space": False}
+    assert ready.json() == {"status": "not ready", "checks": checks}
