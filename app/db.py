@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ def make_engine(url: str) -> sa.Engine:
     errors never quote a statement's values (`hide_parameters`): those may be mail, and an
     error's text travels (logs, a mailbox's last error)."""
     if url.startswith("sqlite"):
+        _create_private(url)
         engine = sa.create_engine(
             url,
             connect_args={"timeout": 30, "check_same_thread": False},
@@ -35,6 +37,16 @@ def make_engine(url: str) -> sa.Engine:
     return sa.create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=10, hide_parameters=True
     )
+
+
+def _create_private(url: str) -> None:
+    """Create the database file 0600 if it is not there, before SQLite does (0644 less the
+    umask): held mail waits in it with its text. Its -wal and -shm files take its mode."""
+    database = sa.make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with suppress(FileExistsError, FileNotFoundError):  # no folder: SQLite says
+        os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 import pytest
 import sqlalchemy as sa
@@ -145,3 +148,24 @@ def test_readiness_fails_while_low_disk_space_defers_every_message(settings: Set
     assert ready.status_code == 503
     checks = {"database": True, "smtp": True, "smtp-writer": True, "disk-space": False}
     assert ready.json() == {"status": "not ready", "checks": checks}
+
+
+def test_a_new_sqlite_database_is_readable_by_its_owner_alone(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Held messages wait in it with their text. The data directory is made 0700 only when
+    Mailroom makes it: in one made beforehand (the Docker image's is 0755), the database and
+    its write-ahead log were created 0644, readable by every local user."""
+    data_dir = tmp_path / "made-by-the-operator"
+    data_dir.mkdir(mode=0o755)
+    umask = os.umask(0o022)
+    try:
+        fresh = settings.model_copy(update={"data_dir": data_dir, "database_url": ""})
+        with run_service(fresh) as running:
+            add_employee(running.runtime.sessions, "alice@example.com")
+            files = sorted(p.name for p in data_dir.glob("mailroom.db*"))
+            modes = {p.name: p.stat().st_mode & 0o777 for p in data_dir.glob("mailroom.db*")}
+    finally:
+        os.umask(umask)
+    assert files == ["mailroom.db", "mailroom.db-shm", "mailroom.db-wal"]
+    assert modes == dict.fromkeys(files, 0o600)
