@@ -18,11 +18,13 @@ from typing import TextIO
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-# Loggers that would print statements, parameters, protocol lines or (httpx, for each webhook
-# sent) URLs below WARNING; a receiver's URL often holds its secret.
+# Loggers that would print statements, parameters, protocol lines (imapclient's, at DEBUG,
+# hold the mail a sync reads) or (httpx, for each webhook sent) URLs below WARNING; a
+# receiver's URL often holds its secret.
 QUIET = (
     "sqlalchemy",
     "mail.log",
+    "imapclient",
     "aiosqlite",
     "psycopg",
     "asyncio",

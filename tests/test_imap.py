@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import io
+import logging
 import os
 import signal
 import socket
@@ -19,6 +21,7 @@ import sqlalchemy as sa
 
 from app import mailboxes
 from app.db import transaction
+from app.logs import LogFormat, configure
 from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
 from app.models import (
     Base,
@@ -672,6 +675,36 @@ def test_a_dropped_message_leaves_no_content_in_the_database(
     dump = "\n".join(stored).lower()
     for needle in ("canary-subject", "canary-body", "canary-sender", "canary-shop", "canary-7731"):
         assert needle not in dump
+
+
+def test_a_sync_at_log_level_debug_logs_no_word_of_the_mail(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """MAILROOM_LOG_LEVEL=DEBUG is a documented setting: imapclient, at DEBUG, logged every
+    line of the IMAP conversation, and imaplib each answer's literal, that is the mail."""
+    add_employee(runtime.sessions, ALICE)
+    dropped = compose(
+        sender="Canary Sender <canary-sender@canary-shop.example>",
+        to=ALICE,
+        subject="CANARY-SUBJECT-7732",
+        headers={"List-Id": "<canary.list.example>"},
+        body="CANARY-BODY-7732\n",
+    ).as_bytes()
+    kept = business(1, body="CANARY-KEPT-7732 is the quote we discussed.\n")
+    dovecot.append(imap_user, "INBOX", [dropped, kept])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    out = io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    try:
+        configure(LogFormat.JSON, level="DEBUG", stream=out)
+        done = sync(runtime, mailbox_id)
+    finally:
+        root.handlers, root.level = handlers, level
+    assert done.stats.outcomes == {"drop": 1, "capture": 1}
+    logged = out.getvalue().lower()
+    for needle in ("canary", "quote-1@", "bob1@", PASSWORD.lower()):
+        assert needle not in logged
 
 
 def test_api_adds_a_mailbox_and_never_shows_its_password(running: Running) -> None:
