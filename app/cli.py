@@ -22,7 +22,7 @@ from app.cli_mail import import_cli, mailboxes_cli, runtime_or_exit
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import MAX_ID
 from app.security import Role
-from app.settings import SecretKeyError, Settings, invalid_settings
+from app.settings import Settings, StartError, invalid_settings
 from app.web.login_cli import login_link
 from policies.model import Channel
 
@@ -415,7 +415,7 @@ def main() -> None:
         refused = f"error: invalid settings in the environment:\n{problems}"
         typer.echo(fault_report(error) if problems is None else refused, err=True)
         raise SystemExit(1) from None
-    except SecretKeyError as error:
+    except StartError as error:  # an address in use, an empty secret.key
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(1) from None
     except Exception as error:  # a fault or a bug: say where, never what

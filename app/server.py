@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -21,7 +22,7 @@ from app.jobs import Job, run_forever
 from app.mailboxes import mailbox_runner
 from app.retention import PURGE_EVERY, purge_once
 from app.runtime import Runtime, follow_policy_forever, follow_policy_in
-from app.settings import Settings, WriterMode
+from app.settings import Settings, StartError, WriterMode
 from app.webhooks import Deliverer, DeliveryPolicy
 from capture.smtp import CaptureHandler, Limits, Trust, smtp_factory
 from capture.spamd import Spamd
@@ -46,6 +47,20 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(settings.tls_cert, settings.tls_key)
     return context
+
+
+@contextlib.contextmanager
+def listening(name: str, host: str, port: int | None) -> Iterator[None]:
+    """Binding the `name` listener: an address in use, or not this host's, stops the start
+    naming the listener and the address (an OSError alone would be reported by its type)."""
+    try:
+        yield
+    except OSError as error:
+        # asyncio rewrites the text around the address: the errno's own words (a host name
+        # that does not resolve has a negative errno and only its text)
+        code = error.errno or 0
+        why = os.strerror(code) if code > 0 else error.strerror or type(error).__name__
+        raise StartError(f"the {name} listener cannot listen on {host}:{port}: {why}") from None
 
 
 class ProcessRole(StrEnum):
@@ -163,19 +178,21 @@ class Service:
         )
         loop = asyncio.get_running_loop()
         tls = tls_context(settings)
-        self.smtp_server = await loop.create_server(
-            smtp_factory(handler, hostname=settings.hostname, tls=tls),
-            host=settings.smtp_host,
-            port=settings.smtp_port,
-        )
+        with listening("SMTP", settings.smtp_host, settings.smtp_port):
+            self.smtp_server = await loop.create_server(
+                smtp_factory(handler, hostname=settings.hostname, tls=tls),
+                host=settings.smtp_host,
+                port=settings.smtp_port,
+            )
         self.smtp_port = self.smtp_server.sockets[0].getsockname()[1]
         if tls is not None and settings.smtps_port is not None:
-            self.smtps_server = await loop.create_server(
-                smtp_factory(handler, hostname=settings.hostname, tls=tls, implicit_tls=True),
-                host=settings.smtp_host,
-                port=settings.smtps_port,
-                ssl=tls,
-            )
+            with listening("SMTPS", settings.smtp_host, settings.smtps_port):
+                self.smtps_server = await loop.create_server(
+                    smtp_factory(handler, hostname=settings.hostname, tls=tls, implicit_tls=True),
+                    host=settings.smtp_host,
+                    port=settings.smtps_port,
+                    ssl=tls,
+                )
             self.smtps_port = self.smtps_server.sockets[0].getsockname()[1]
 
     async def _writer(self, on_batch: Callable[[int], None]) -> Writer:
@@ -193,7 +210,8 @@ class Service:
     async def _start_http(self, *, api: bool) -> None:
         """The API, or (for a process without the API role) only the operations endpoints."""
         settings = self.runtime.settings
-        sock = socket.create_server((settings.api_host, settings.api_port))
+        with listening("HTTP", settings.api_host, settings.api_port):
+            sock = socket.create_server((settings.api_host, settings.api_port))
         self.api_port = sock.getsockname()[1]
         app = create_app(self.runtime) if api else create_operations_app(self.runtime)
         app.state.listeners = self.listeners_bound

@@ -150,7 +150,11 @@ class Settings(BaseSettings):
         return key.encode()
 
 
-class SecretKeyError(RuntimeError):
+class StartError(RuntimeError):
+    """Why Mailroom cannot start, for the operator to put right; its text holds no mail."""
+
+
+class SecretKeyError(StartError):
     """The secret key cannot be used; the text says what to do (it holds no key)."""
 
 

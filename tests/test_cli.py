@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from datetime import timedelta
@@ -440,6 +441,19 @@ def test_a_command_that_applies_an_invalid_policy_names_its_problems(
     assert done.returncode == 1
     assert f"{bad}: rule 'bulk-list-mail': when: unknown predicate 'bulky'" in done.stderr
     assert "came through" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("variable", ["MAILROOM_SMTP_PORT", "MAILROOM_API_PORT"])
+def test_serve_names_a_listener_address_already_in_use(settings: Settings, variable: str) -> None:
+    """Not a fault report whose text is left out: which listener, which address, and why."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = mailroom_with(settings, {variable: str(port)}, "serve")
+    listener = "SMTP" if "SMTP" in variable else "HTTP"
+    assert done.returncode == 1
+    expected = f"error: the {listener} listener cannot listen on 127.0.0.1:{port}: "
+    assert expected + "Address already in use" in done.stderr, done.stderr
+    assert "came through" not in done.stderr
 
 
 def test_serve_demo_accepts_mail_serves_the_api_and_stops_on_sigterm(settings: Settings) -> None:
