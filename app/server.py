@@ -45,7 +45,14 @@ def tls_context(settings: Settings) -> ssl.SSLContext | None:
     if settings.tls_cert is None:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except OSError as error:  # ssl.SSLError too: a file that is no PEM, a key that does not fit
+        pair = f"MAILROOM_TLS_CERT {settings.tls_cert}" + (
+            f" with MAILROOM_TLS_KEY {settings.tls_key}" if settings.tls_key else ""
+        )
+        why = error.strerror or type(error).__name__
+        raise StartError(f"{pair} cannot be loaded: {why}") from None
     return context
 
 

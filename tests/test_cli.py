@@ -456,6 +456,20 @@ def test_serve_names_a_listener_address_already_in_use(settings: Settings, varia
     assert "came through" not in done.stderr
 
 
+@pytest.mark.parametrize("certificate", ["missing.pem", "not-pem.pem"])
+def test_serve_names_a_tls_certificate_it_cannot_load(
+    settings: Settings, tmp_path: Path, certificate: str
+) -> None:
+    (tmp_path / "not-pem.pem").write_text("this is no certificate\n")
+    path = tmp_path / certificate
+    done = mailroom_with(settings, {"MAILROOM_TLS_CERT": str(path)}, "serve")
+    assert done.returncode == 1
+    reason = "No such file or directory" if certificate == "missing.pem" else "PEM lib"
+    assert f"error: MAILROOM_TLS_CERT {path} cannot be loaded: " in done.stderr, done.stderr
+    assert reason in done.stderr
+    assert "came through" not in done.stderr
+
+
 def test_serve_demo_accepts_mail_serves_the_api_and_stops_on_sigterm(settings: Settings) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", "serve", "--demo"],
