@@ -143,6 +143,25 @@ def migrate(url: str) -> None:
     command.upgrade(alembic_config(url), "head")
 
 
+def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
+    """The database's revision and this release's newest, if the database is older than this
+    release (unmigrated, or migrated by an earlier one); None if it is at the newest, or
+    newer: migrated for a later release, as a rolling upgrade does before replacing the
+    processes (the release notes say when a running version cannot work with it)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    head = script.get_current_head()
+    assert head is not None, "the migrations have one head"
+    with engine.execution_options(writer=False).connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    ours = {revision.revision for revision in script.walk_revisions()}
+    if current == head or (current is not None and current not in ours):
+        return None
+    return current, head
+
+
 def scrub_wal(engine: sa.Engine) -> bool | None:
     """SQLite keeps old page images in its write-ahead log until a checkpoint: fold it in and
     truncate it, so that removed data leaves the disk. A connection still reading an older

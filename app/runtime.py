@@ -12,11 +12,11 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, migrate, session_factory, transaction
+from app.db import make_engine, migrate, schema_behind, session_factory, transaction
 from app.metrics import Metrics
 from app.models import PolicyVersion
 from app.prepared import Prepared
-from app.settings import Settings
+from app.settings import Settings, StartError
 from capture.people import registrable_domain
 from capture.pipeline import Pipeline
 from policies.engine import Engine, PolicyError
@@ -51,6 +51,7 @@ def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
     if settings.auto_migrate:
         migrate(url)
     db = make_engine(url)
+    _require_schema(db)
     sessions = session_factory(db)
     with transaction(sessions) as session:
         policy = policy_in_force(session, policy) if publish else policy_to_read(session, policy)
@@ -59,6 +60,18 @@ def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
     return Runtime(
         settings=settings, db=db, sessions=sessions, read_sessions=readers, pipeline=pipeline
     )
+
+
+def _require_schema(db: sa.Engine) -> None:
+    """A schema older than this release's stops the start: every message would get 451."""
+    behind = schema_behind(db)
+    if behind is not None:
+        db.dispose()
+        current, head = behind
+        raise StartError(
+            f"the database schema is at revision {current or 'none'}, and this release needs "
+            f"{head}: back up the database, then run `mailroom migrate`"
+        )
 
 
 def settle_heap() -> None:

@@ -22,6 +22,8 @@ from app.db import (
     session_factory,
     transaction,
 )
+from app.runtime import build_runtime
+from app.settings import Settings, StartError
 from tests.conftest import scratch_database, server_url
 from tests.test_schema_and_ledger import _entry
 
@@ -244,3 +246,24 @@ def test_upgrading_to_0013_keeps_rows_indexes_and_references_and_then_never_reus
             added = conn.execute(table.insert().values(_row(table, 3)).returning(table.c.id))
             assert added.scalar_one() == 3, f"{name} gave a deleted row's id again"
     engine.dispose()
+
+
+def test_a_process_that_does_not_migrate_refuses_a_schema_older_than_its_release(
+    empty_database_url: str, settings: Settings, tmp_path: Path
+) -> None:
+    """With MAILROOM_AUTO_MIGRATE=false (as several processes must run), a process of a new
+    release started before `mailroom migrate` used to start, answer /readyz ready and then
+    answer every message 451. A schema newer than the release (migrated for the next one,
+    during a rolling upgrade) is left to the release notes."""
+    head = _revisions(empty_database_url)[-1]
+    command.upgrade(alembic_config(empty_database_url), "0008")
+    behind = settings.model_copy(update={"database_url": empty_database_url, "auto_migrate": False})
+    with pytest.raises(StartError) as refused:
+        build_runtime(behind)
+    assert str(refused.value) == (
+        f"the database schema is at revision 0008, and this release needs {head}: "
+        "back up the database, then run `mailroom migrate`"
+    )
+
+    command.upgrade(alembic_config(empty_database_url), "head")
+    build_runtime(behind).close()
