@@ -315,9 +315,10 @@ def _record(
     now: datetime,
     policy: DeliveryPolicy,
 ) -> None:
-    delivery = session.get(WebhookDelivery, item.id)
+    # Locked (on PostgreSQL): a deletion now waits for this attempt's record, not the reverse.
+    delivery = session.get(WebhookDelivery, item.id, with_for_update=True)
     subscription = session.get(WebhookSubscription, item.subscription_id)
-    if delivery is None or subscription is None:  # the subscription was deleted meanwhile
+    if delivery is None or subscription is None:  # deleted meanwhile, with its log
         return
     session.add(
         WebhookAttempt(delivery_id=item.id, attempted_at=now, status_code=code, error=error)

@@ -260,6 +260,46 @@ def test_failures_back_off_exponentially_and_disable_the_subscription(
         assert session.scalars(sa.select(WebhookSubscription.consecutive_failures)).one() == 0
 
 
+def test_a_webhook_deleted_while_its_delivery_is_in_flight_holds_up_no_other(
+    running: Running, receiver: Receiver
+) -> None:
+    """Its delivery and their log go with it; the attempt used to be recorded against the
+    removed delivery all the same, which failed the run: the rest of the batch waited."""
+    token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=ALL_SCOPES)
+    hooks: list[int] = []
+
+    class Unsubscribing(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            with running.client(token) as api:
+                assert api.delete(f"/api/v1/webhooks/{hooks[0]}").status_code == 204
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unsubscribing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    leaving = f"http://127.0.0.1:{server.server_address[1]}/hook"
+    with running.client(token) as api:
+        for url in (leaving, receiver.url):
+            made = api.post("/api/v1/webhooks", json={"url": url, "events": ["decision.recorded"]})
+            hooks.append(made.json()["id"])
+    add_employee(running.runtime.sessions, "alice@example.com")
+    assert send(running.smtp_port, compose())[0] == 250
+    try:
+        sent = _deliver(running, datetime.now(UTC))
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert (sent, receiver.events()) == (2, ["decision.recorded"])
+    with running.runtime.sessions() as session:
+        assert session.scalars(sa.select(WebhookDelivery.status)).all() == ["delivered"]
+
+
 def test_an_unreachable_receiver_is_logged_and_given_up_after_the_last_attempt(
     running: Running,
 ) -> None:
