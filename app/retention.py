@@ -29,18 +29,28 @@ def purge_expired_holds(session: Session, now: datetime) -> int:
 
 
 def purge_once(
-    db: sa.Engine, sessions: sessionmaker[Session], policy: Callable[[], LoadedPolicy]
+    db: sa.Engine,
+    sessions: sessionmaker[Session],
+    policy: Callable[[], LoadedPolicy],
+    *,
+    chunk: int = ledger.PURGE_CHUNK,
 ) -> int:
     """One scheduled run (see app/jobs.py): held messages past their review period, then
-    decision records older than the policy in force keeps them (app/ledger.py); then what
-    they left in SQLite's write-ahead log goes too, and so does what an earlier removal left
-    there while another connection kept the log (app/db.py scrub_wal)."""
+    decision records older than the policy in force keeps them (app/ledger.py), `chunk` to a
+    transaction, so that capture waits for none long; then what they left in SQLite's
+    write-ahead log goes too, and so does what an earlier removal left there while another
+    connection kept the log (app/db.py scrub_wal)."""
     now = datetime.now(UTC)
     loaded = policy()
     with sessions() as session, session.begin():
         done = purge_expired_holds(session, now)
     cutoff = now - timedelta(days=loaded.policy.retention.decision_days)
-    with sessions() as session, session.begin():
-        done += ledger.purge_before(session, cutoff, policy_sha256=loaded.sha256, now=now)
+    removed = chunk
+    while removed == chunk:
+        with sessions() as session, session.begin():
+            removed = ledger.purge_before(
+                session, cutoff, policy_sha256=loaded.sha256, now=now, at_most=chunk
+            )
+        done += removed
     scrub_wal(db)
     return done

@@ -210,6 +210,33 @@ def test_the_longest_decision_retention_a_policy_may_set_is_applied(
     ]
 
 
+def test_a_long_expired_log_is_purged_a_chunk_to_a_transaction_and_still_verifies(
+    running: Running,
+) -> None:
+    """A lowered `decision_days` may free millions of records at once: removed in one
+    transaction, they held the write lock past the SMTP writer's 30 s (451 for every
+    message meanwhile). Each chunk is its own transaction, chained as a purge of its own."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    pipeline = running.runtime.pipeline
+    pipeline.clock = lambda: datetime.now(UTC) - timedelta(days=60)
+    try:
+        outcomes = [_decide(running, "Carol <carol@example.com>", n) for n in range(7)]
+    finally:
+        pipeline.clock = lambda: datetime.now(UTC)
+    month = load_policy_text(_keeping_decisions(30))
+    sessions = running.runtime.sessions
+
+    removed = purge_once(sessions.kw["bind"], sessions, lambda: month.policy, chunk=3)
+
+    with sessions() as session:
+        left = session.scalars(sa.select(DecisionRecord.outcome).order_by(DecisionRecord.id))
+        purges = list(left)
+        verified = ledger.verify(session)
+    assert outcomes == ["drop"] * 7 and removed == 7
+    assert purges == ["ledger-purge"] * 3  # 3, 3 and 1 records, a transaction each
+    assert verified.ok and verified.checked == 3
+
+
 @pytest.mark.parametrize(
     ("when", "problem"),
     [
