@@ -50,6 +50,7 @@ class HeldMailbox:
     """The few IMAP calls FolderSync makes, answered from messages in memory."""
 
     normalise_times = True
+    folder_encode = True  # set and reset around LIST, as on IMAPClient
 
     def __init__(self, messages: list[bytes]) -> None:
         self.messages = {uid: raw for uid, raw in enumerate(messages, start=1)}
