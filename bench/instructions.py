@@ -57,14 +57,15 @@ class HeldMailbox:
         self._imap = self  # header sections are fetched through imaplib (header_fetch)
 
     def uid(self, command: str, message_set: str, request: str) -> tuple[str, list[Any]]:
-        """imaplib's answer to `UID FETCH set (BODY.PEEK[HEADER] RFC822.SIZE)`, in the
-        form Dovecot writes it."""
+        """imaplib's answer to `UID FETCH set (BODY.PEEK[HEADER]<0.n> RFC822.SIZE)`, in
+        the form Dovecot writes it."""
+        limit = int(request.split("<0.")[1].split(">")[0])
         data: list[Any] = []
         for seq, uid in enumerate((int(u) for u in message_set.split(",")), start=1):
             raw = self.messages[uid]
-            header = _header_section(raw)
+            header = _header_section(raw)[:limit]
             sizes = (seq, uid, len(raw), len(header))
-            line = b"%d (UID %d RFC822.SIZE %d BODY[HEADER] {%d}" % sizes
+            line = b"%d (UID %d RFC822.SIZE %d BODY[HEADER]<0> {%d}" % sizes
             data += [(line, header), b")"]
         return "OK", data
 
@@ -109,7 +110,7 @@ def sync(messages: list[bytes], library: Any) -> None:
         # fetches and parses the next batch turns its on while it does.
         fetch = folder._fetch_headers
 
-        def counted(uids: Sequence[int]) -> list[Parsed]:
+        def counted(uids: Sequence[int]) -> tuple[list[Parsed], int]:
             library.collecting()
             try:
                 return fetch(uids)

@@ -138,7 +138,7 @@ class _Bounds:
     most until the deadline, so a server dripping a byte at a time (each byte would reset the
     timeout) is given up on time."""
 
-    _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\] \{[0-9]+\}\r\n\Z", re.IGNORECASE)
+    _HEADER_LITERAL = re.compile(rb"BODY\[HEADER\](?:<0>)? \{[0-9]+\}\r\n\Z", re.IGNORECASE)
 
     def __init__(self, connection: imaplib.IMAP4, max_bytes: int, *, seconds: float) -> None:
         self.literal = max_bytes + HEADER_CAP
@@ -335,23 +335,20 @@ class FolderSync:
         uids = sorted(u for u in self._new_uids(last_uid) if u > last_uid)
         self._set_pending(folder, len(uids))
         done = 0
-        batches = list(_chunks(uids, BATCH))
         # One thread talks to the server, in order: while a batch is decided, the next
         # batch's headers are already on their way (a stop waits for them, then returns).
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailroom-imap") as server:
             self._server = server
             try:
-                ahead = server.submit(self._fetch_headers, batches[0]) if batches else None
-                for number, batch in enumerate(batches):
-                    if self.stop.is_set() or ahead is None:
-                        return
-                    fetched = ahead.result()
-                    following = batches[number + 1] if number + 1 < len(batches) else None
+                ahead = server.submit(self._fetch_headers, uids[:BATCH]) if uids else None
+                while ahead is not None and not self.stop.is_set():
+                    fetched, taken = ahead.result()
+                    batch, following = uids[done : done + taken], uids[done + taken :][:BATCH]
                     ahead = server.submit(self._fetch_headers, following) if following else None
                     self._sync_batch(
                         folder, uidvalidity, batch, fetched, remaining=len(uids) - done
                     )
-                    done += len(batch)
+                    done += taken
                     if self.progress is not None:
                         self.progress(done, len(uids))
             finally:
@@ -372,13 +369,32 @@ class FolderSync:
             criteria += ["SINCE", _search_date(self.config.since)]
         return [int(u) for u in self.client.search(criteria)]
 
-    def _fetch_headers(self, uids: Sequence[int]) -> list[Parsed]:
-        """A batch's messages from their header sections, in UID order, with the size the
-        server reports; one expunged since the search is simply absent. Parsed here, on the
-        thread that talks to the server, while the batch before is decided."""
-        fetched = fetch_header_sections(self.client, uids)
-        sections = [(uid, *_section(data)) for uid, data in _present(fetched, uids)]
-        return HEADER_PARSING.parse(sections)
+    def _fetch_headers(self, uids: Sequence[int]) -> tuple[list[Parsed], int]:
+        """The messages of the first of `uids` from their header sections, in UID order,
+        with the size the server reports; one expunged since the search is simply absent.
+        Parsed here, on the thread that talks to the server, while the batch before is
+        decided. Also how many of `uids` they account for: as many as one answer's bound
+        holds (a body chunk) of their header sections, at least one.
+
+        Each section's first `BODY_CHUNK_BYTES / BATCH` bytes are asked for (so a whole batch
+        fits any headers); a section that fills them (a long Received trail, thousands of
+        recipients) is asked for again whole, up to HEADER_CAP, and counted at that."""
+        glance = BODY_CHUNK_BYTES // BATCH
+        fetched = fetch_header_sections(self.client, uids, limit=glance)
+        taken, whole, held = 0, [], 0
+        for uid in uids:
+            if uid in fetched:
+                header, size = _section(fetched[uid])
+                cut = len(header) >= glance
+                cost = min(size, HEADER_CAP) if cut else len(header)
+                if taken and held + cost > BODY_CHUNK_BYTES:
+                    break
+                held += cost
+                whole += [uid] if cut else []
+            taken += 1
+        fetched.update(fetch_header_sections(self.client, whole, limit=HEADER_CAP))
+        sections = [(uid, *_section(data)) for uid, data in _present(fetched, uids[:taken])]
+        return HEADER_PARSING.parse(sections), taken
 
     def _fetch(self, uids: list[int], items: list[str]) -> dict[int, dict[bytes, Any]]:
         """A FETCH on the thread that talks to the server, after what it already has to do."""
@@ -677,11 +693,6 @@ def _section(data: dict[bytes, Any]) -> tuple[bytes, int]:
     """A message's header section and the size its server reports."""
     header = bytes(data.get(b"BODY[HEADER]") or b"")[:HEADER_CAP]
     return header, int(data.get(b"RFC822.SIZE") or len(header))
-
-
-def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _by_size(items: list[_Waiting], limit: int) -> Iterator[list[_Waiting]]:

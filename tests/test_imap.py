@@ -37,6 +37,7 @@ from app.models import (
 from app.runtime import Runtime, build_runtime
 from app.security import Role
 from app.settings import Settings
+from capture import imap
 from capture.header_fetch import fetch_header_sections
 from capture.imap import (
     BODY_CHUNK_BYTES,
@@ -923,7 +924,7 @@ def _fetch_headers_from(
     client = connect(config, max_bytes=max_bytes, timeout=timeout)
     try:
         client.select_folder("INBOX", readonly=True)
-        return fetch_header_sections(client, [1])
+        return fetch_header_sections(client, [1], limit=HEADER_CAP)
     finally:
         close(client)
         server.close()
@@ -945,7 +946,7 @@ def test_a_header_section_over_its_cap_is_read_and_a_larger_claim_refused() -> N
     claim = (1 << 16) + HEADER_CAP + 1
 
     def claimed(conn: socket.socket, tag: bytes) -> None:
-        conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER] {%d}\r\n" % claim)
+        conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 10 BODY[HEADER]<0> {%d}\r\n" % claim)
 
     with pytest.raises(MailboxError, match=f"{claim}-byte header-section literal"):
         _fetch_headers_from(_hostile(claimed), max_bytes=1 << 16)
@@ -964,6 +965,30 @@ def test_a_message_with_a_header_section_over_its_cap_stops_no_sync(
     done = sync(runtime, mailbox_id)
 
     assert done.stats.messages == 2 and _synced(runtime, mailbox_id)
+
+
+def test_a_batch_whose_header_sections_pass_one_answers_bound_is_synced_in_parts(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of messages with large header sections (a long Received trail, thousands of
+    recipients: 120 KB each makes 60 MB for 500) passed one answer's bound, and every sync
+    gave the connection up at that batch: the mailbox never moved again. Scaled down here:
+    a body chunk of 1 MiB, so an answer may hold 3 MiB, and 40 messages of 100 KB headers
+    among 20 of the usual kind. Each message is decided on its whole header section (its
+    From and To come after the filler)."""
+    monkeypatch.setattr(imap, "BODY_CHUNK_BYTES", 1 << 20)
+    add_employee(runtime.sessions, ALICE)
+    filler = b"".join(b"X-Filler-%d: " % n + b"x" * 990 + b"\r\n" for n in range(100))
+    messages = [filler + business(n) if n % 3 else business(n) for n in range(60)]
+    dovecot.append(imap_user, "INBOX", messages)
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id, max_bytes=1 << 20)
+
+    assert done.stats.outcomes == {"capture": 60} and _synced(runtime, mailbox_id)
+    with runtime.sessions() as session:
+        contacts = set(session.scalars(sa.select(Contact.address)))
+    assert contacts == {f"bob{n}@customer.example" for n in range(60)}
 
 
 def test_one_answer_of_many_literals_each_under_the_cap_is_refused_past_its_bound() -> None:
