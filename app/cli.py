@@ -250,12 +250,17 @@ def explain(
     sent: Annotated[
         bool, typer.Option("--sent", help="Read from a Sent folder (imap, import).")
     ] = False,
+    relayed: Annotated[
+        bool, typer.Option("--relayed", help="Delivered by a trusted relay (bcc, forward).")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per file.")] = False,
 ) -> None:
     """Say what the policy in force decides for each file, and why; nothing is stored (nor
     is the policy file published: the file applies only while none ever was)."""
     if sent and channel not in (Channel.IMAP, Channel.IMPORT):
         raise _fail("--sent is for mail read from a mailbox (--channel imap or import)")
+    if relayed and channel in (Channel.IMAP, Channel.IMPORT):
+        raise _fail("--relayed is for mail sent to the listener (--channel bcc or forward)")
     from capture.spamd import Spamd
 
     settings = Settings()
@@ -266,7 +271,14 @@ def explain(
     try:
         for path in paths:
             explained = _explain_one(
-                runtime.pipeline, path, employee, channel, sent=sent, scorer=scorer, as_json=as_json
+                runtime.pipeline,
+                path,
+                employee,
+                channel,
+                sent=sent,
+                relayed=relayed,
+                scorer=scorer,
+                as_json=as_json,
             )
             typer.echo(explained)
     finally:
@@ -280,6 +292,7 @@ def _explain_one(
     channel: Channel,
     *,
     sent: bool,
+    relayed: bool,
     scorer: Spamd | None,
     as_json: bool,
 ) -> str:
@@ -290,10 +303,20 @@ def _explain_one(
         return json.dumps(result)
     import asyncio
 
-    from capture.pipeline import Envelope
+    from capture.pipeline import MAILBOX_CHANNELS, Envelope
+    from capture.submitters import as_received
 
+    vouched: frozenset[str] = frozenset()
+    if channel not in MAILBOX_CHANNELS:  # as the listener receives it, and scores it
+        raw, vouched = as_received(raw, pipeline.authserv_id, relayed=relayed)
     score = asyncio.run(scorer.score(raw)) if scorer else None
-    envelope = Envelope(mail_from=employee or "", sent_folder=sent, spamd_score=score)
+    envelope = Envelope(
+        mail_from=employee or "",
+        dkim_domains=vouched,
+        sent_folder=sent,
+        trusted_relay=relayed,
+        spamd_score=score,
+    )
     explanation = pipeline.explain(raw, envelope, channel)
     decision = explanation.decision
     result = {

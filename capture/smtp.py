@@ -19,7 +19,7 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from app.metrics import Metrics
 from capture.pipeline import Envelope as PipelineEnvelope
 from capture.spamd import Spamd
-from capture.submitters import dkim_domains, is_trusted, strip_our_results
+from capture.submitters import as_received, is_trusted
 from capture.writer import Writer
 from policies.model import Channel, Outcome
 
@@ -175,15 +175,14 @@ class CaptureHandler:
         """Strip forged Authentication-Results; keep a trusted relay's DKIM verdicts."""
         peer = session.peer[0] if isinstance(session.peer, tuple) else ""
         trusted = is_trusted(str(peer), self.trust.trusted_relays)
-        if not trusted:
-            raw = strip_our_results(raw, self.trust.authserv_id)
+        raw, vouched = as_received(raw, self.trust.authserv_id, relayed=trusted)
         authenticated = session.auth_data if isinstance(session.auth_data, str) else None
         spamd = await self.trust.spamd.score(raw) if self.trust.spamd else None
         return raw, PipelineEnvelope(
             mail_from=envelope.mail_from or "",
             rcpt_tos=tuple(envelope.rcpt_tos),
             authenticated_as=authenticated if session.authenticated else None,
-            dkim_domains=frozenset(dkim_domains(raw, self.trust.authserv_id) if trusted else ()),
+            dkim_domains=vouched,
             trusted_relay=trusted,
             spamd_score=spamd,
         )

@@ -109,6 +109,15 @@ def strip_our_results(raw: bytes, authserv_id: str) -> bytes:
     return b"\r\n".join(kept) + b"\r\n" + rest
 
 
+def as_received(raw: bytes, authserv_id: str, *, relayed: bool) -> tuple[bytes, frozenset[str]]:
+    """The message as it is decided, and the domains whose DKIM pass vouches for it: from a
+    trusted relay, its Authentication-Results under our authserv-id count; from anyone else
+    they are forged, and stripped."""
+    if relayed:
+        return raw, frozenset(dkim_domains(raw, authserv_id))
+    return strip_our_results(raw, authserv_id), frozenset()
+
+
 def dkim_domains(raw: bytes, authserv_id: str) -> set[str]:
     """Domains that our trusted relay (`our_verdict`) says passed DKIM."""
     blocks, _ = header_blocks(raw)

@@ -211,6 +211,25 @@ def test_explain_prints_one_decision_per_file_and_stores_nothing(
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 0
 
 
+def test_explain_relayed_reads_the_spam_verdict_of_a_trusted_relay(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """As the listener reads it from a trusted relay (and from no one else)."""
+    bundled = settings.model_copy(update={"policy": BUNDLED_POLICY})
+    spam = tmp_path / "spam.eml"
+    spam.write_bytes(compose(headers={"X-Spam-Flag": "YES"}).as_bytes())
+    explain = ("explain", str(spam), "--json", "--employee", "alice@example.com")
+
+    relayed = mailroom(bundled, *explain, "--relayed")
+    direct = mailroom(bundled, *explain)
+    mailbox = mailroom(bundled, *explain, "--relayed", "--channel", "imap")
+
+    assert json.loads(relayed.stdout)["rules"] == ["upstream-spam"], relayed.stderr
+    assert "upstream-spam" not in json.loads(direct.stdout)["rules"]
+    assert mailbox.returncode == 1
+    assert "--relayed is for mail sent to the listener" in mailbox.stderr
+
+
 def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

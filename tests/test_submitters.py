@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from email import policy
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -18,7 +19,8 @@ from pydantic import ValidationError
 from app import server
 from app.db import transaction
 from app.models import DecisionRecord, Message
-from app.settings import Settings
+from app.security import Role
+from app.settings import BUNDLED_POLICY, Settings
 from capture.submitters import (
     authenticate_app_password,
     dkim_domains,
@@ -26,7 +28,7 @@ from capture.submitters import (
     new_app_password,
     strip_our_results,
 )
-from tests.conftest import Running, add_employee, run_service
+from tests.conftest import Running, add_employee, issue_token, run_service
 from tests.mail import CAPTURE, compose, send
 
 FORGED = "Authentication-Results: mailroom.example.com; dkim=pass header.d=example.com"
@@ -247,6 +249,49 @@ def test_a_trusted_relays_dkim_pass_aligned_with_from_proves_the_submitter(
         )
         assert send(running.smtp_port, vouched)[0] == 250
         assert send(running.smtp_port, other_id)[0] == 550
+
+
+def test_explain_decides_a_trusted_relays_mail_as_the_listener_does(settings: Settings) -> None:
+    """Mail a trusted relay marks as spam is dropped at the listener (`upstream-spam`); a
+    compliance officer explaining it was told it would be held, as if anyone had sent it.
+    `relayed=true` explains it as delivered by a trusted relay; without it, as mail from
+    anyone, whose spam flag proves nothing."""
+    relay = settings.model_copy(
+        update={"policy": BUNDLED_POLICY, "trusted_relays": ["127.0.0.0/8"]}
+    )
+    raw = compose(
+        message_id="<relayed-spam@customer.example>", headers={"X-Spam-Flag": "YES"}
+    ).as_bytes(policy=policy.SMTP)
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        token = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+        with running.client(token) as api:
+
+            def explained(**params: str) -> dict[str, Any]:
+                answer = api.post(
+                    "/api/v1/explain",
+                    content=raw,
+                    params={"employee": "alice@example.com", **params},
+                    headers={"Content-Type": "message/rfc822"},
+                )
+                assert answer.status_code == 200, answer.text
+                return dict(answer.json())
+
+            relayed, direct = explained(relayed="true"), explained()
+            refused = api.post(
+                "/api/v1/explain",
+                content=raw,
+                params={"channel": "imap", "relayed": "true"},
+                headers={"Content-Type": "message/rfc822"},
+            )
+        assert send(running.smtp_port, raw)[0] == 250
+        with running.runtime.sessions() as session:
+            record = session.scalars(sa.select(DecisionRecord)).one()
+
+    assert (record.outcome, record.rules) == ("drop", ["upstream-spam"])
+    assert (relayed["outcome"], relayed["rules"]) == (record.outcome, record.rules)
+    assert "upstream-spam" not in direct["rules"]
+    assert refused.status_code == 422  # a mailbox's mail comes by no relay
 
 
 def test_a_trusted_relay_that_is_not_an_ip_address_or_network_stops_the_start(

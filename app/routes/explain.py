@@ -16,6 +16,7 @@ from app.schemas import Text
 from app.security import Role
 from capture.pipeline import MAILBOX_CHANNELS, Envelope, Standing
 from capture.spamd import Spamd
+from capture.submitters import as_received
 from policies.model import Channel
 
 router = APIRouter(tags=["explain"])
@@ -46,6 +47,9 @@ async def explain(
     employee: Annotated[Text | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
     sent: Annotated[bool, Query(description="Read from a Sent folder (imap, import).")] = False,
+    relayed: Annotated[
+        bool, Query(description="Delivered by a trusted relay (bcc, forward).")
+    ] = False,
 ) -> ExplanationOut:
     """Every verdict, reason and evidence for a raw message (body: the RFC 5322 bytes).
     Employees explain as themselves, their own settings included; other tokens as the
@@ -53,22 +57,28 @@ async def explain(
     so that no one learns a colleague's personal contacts or paused capture from the answer;
     nor, since the mail it answers counts only if the caller may see it, their private mail.
     `sent`: read from the employee's Sent folder, as a mailbox's sync or `import --sent`
-    reads it (outbound, the employee's own)."""
+    reads it (outbound, the employee's own). `relayed`: delivered to the listener by a
+    trusted relay, whose spam verdict and DKIM results count; without it they are mail
+    from anyone, and Authentication-Results claiming our authserv-id are stripped, as the
+    listener strips them."""
     if principal.role is Role.EMPLOYEE and employee is not None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "Employees explain as themselves.")
     if sent and channel not in MAILBOX_CHANNELS:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT, "Only mail read from a mailbox has a folder."
         )
+    if relayed and channel in MAILBOX_CHANNELS:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, "Only mail sent to the listener is relayed."
+        )
     raw = await read_body(request, MAX_MESSAGE_BYTES)
     runtime = request.app.state.runtime
-    # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
     settings = runtime.settings
-    scorer = (
-        None
-        if channel in MAILBOX_CHANNELS
-        else Spamd.configured(settings.spamd_host, settings.spamd_port)
-    )
+    vouched: frozenset[str] = frozenset()
+    scorer = None
+    if channel not in MAILBOX_CHANNELS:  # as the listener receives it, and scores it
+        raw, vouched = as_received(raw, settings.resolved_authserv_id, relayed=relayed)
+        scorer = Spamd.configured(settings.spamd_host, settings.spamd_port)
     score = await scorer.score(raw) if scorer else None
     submitter = employee or await asyncio.to_thread(_own_address, runtime, principal.employee_id)
     explained = await asyncio.to_thread(
@@ -76,7 +86,13 @@ async def explain(
             runtime.pipeline.explain, standing=STANDING[principal.role], reader=principal
         ),
         raw,
-        Envelope(submitter or "", sent_folder=sent, spamd_score=score),
+        Envelope(
+            submitter or "",
+            dkim_domains=vouched,
+            sent_folder=sent,
+            trusted_relay=relayed,
+            spamd_score=score,
+        ),
         channel,
     )
     decision = explained.decision
