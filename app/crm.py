@@ -41,8 +41,11 @@ def _is_shared_capture(message: Message) -> bool:
 
 
 def visible_messages(principal: Principal) -> sa.Select[Message]:
-    """Messages this principal may see: an employee's own, and colleagues' shared captures."""
+    """Messages this principal may see: an employee's own, and colleagues' shared captures;
+    an integration, shared captures if it holds `messages:read`, else none."""
     shared = shared_capture()
+    if principal.role is Role.INTEGRATION and "messages:read" not in principal.scopes:
+        return sa.select(Message).where(sa.false())
     if principal.role is Role.EMPLOYEE:
         own = sa.exists().where(
             MessageOwner.message_id == Message.id,

@@ -39,6 +39,7 @@ DOMAIN_PROBE = PLUMBING.replace(
     "    when: {domain-in: {domains: [customer.example]}}\n    outcome: capture\n",
     1,
 ).replace('version: "test"', 'version: "probe"')
+CONTACTS = ("contacts:read",)  # what an integration needs to explain
 
 
 def simulate(settings: Settings, candidate: Path) -> dict[str, Any]:
@@ -341,7 +342,7 @@ def test_explain_shows_an_employees_own_settings_to_them_alone(
         assert added.status_code == 201
     raw = compose(to="Dr <dr@clinic.example>").as_bytes()
     rfc822 = {"Content-Type": "message/rfc822"}
-    integration = issue_token(running.runtime.sessions, Role.INTEGRATION)
+    integration = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=CONTACTS)
 
     answers = {}
     for who in ("employee", "compliance", "admin", "integration"):
@@ -379,7 +380,10 @@ def test_explain_confirms_no_colleagues_private_mail_by_its_message_id(
         Role.EMPLOYEE,
         employee_id=add_employee(running.runtime.sessions, "bob@example.com"),
     )
-    integration = issue_token(running.runtime.sessions, Role.INTEGRATION)
+    integration = issue_token(
+        running.runtime.sessions, Role.INTEGRATION, scopes=(*CONTACTS, "messages:read")
+    )
+    blind = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=CONTACTS)
 
     def answers(token: str, message_id: str) -> bool:
         reply = compose(
@@ -397,12 +401,36 @@ def test_explain_confirms_no_colleagues_private_mail_by_its_message_id(
         with running.client(alice) as api:
             changed = api.patch(f"/api/v1/messages/{kept}", json={"visibility": visibility})
             assert changed.status_code == 200, changed.text
-        asked = {"alice": alice, "bob": bob, "integration": integration}
+        asked = {"alice": alice, "bob": bob, "integration": integration, "blind": blind}
         return {who: answers(token, "<private-1@example.com>") for who, token in asked.items()}
 
     assert not answers(bob, "<never-sent@example.com>")
-    assert shown("private") == {"alice": True, "bob": False, "integration": False}
-    assert shown("shared") == {"alice": True, "bob": True, "integration": True}
+    hidden = {"alice": True, "bob": False, "integration": False, "blind": False}
+    assert shown("private") == hidden
+    # An integration without messages:read sees no message, shared or not.
+    assert shown("shared") == {"alice": True, "bob": True, "integration": True, "blind": False}
+
+
+def test_an_integration_explains_only_with_the_contacts_read_scope(running: Running) -> None:
+    """An explanation says whether a participant is a contact (`known-contact`), or was
+    erased or objected (the guardrails): any integration token, one that only receives
+    webhooks say, could ask it of any address, which the contacts API answers only to
+    `contacts:read`."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    raw, rfc822 = compose().as_bytes(), {"Content-Type": "message/rfc822"}
+    codes = {}
+    for scopes in [(), ("webhooks:write",), ("messages:read", "decisions:read"), CONTACTS]:
+        token = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=scopes)
+        with running.client(token) as api:
+            asked = {"employee": "alice@example.com"}
+            answer = api.post("/api/v1/explain", content=raw, params=asked, headers=rfc822)
+            codes[scopes] = answer.status_code
+    assert codes == {
+        (): 403,
+        ("webhooks:write",): 403,
+        ("messages:read", "decisions:read"): 403,
+        CONTACTS: 200,
+    }
 
 
 def test_simulate_counts_what_a_candidate_would_change(

@@ -6,14 +6,14 @@ import asyncio
 import functools
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
 from app.models import Employee
 from app.policy_schemas import ExplanationOut, VerdictOut
-from app.routes.deps import PrincipalDep, read_body
+from app.routes.deps import allow, read_body
 from app.runtime import Runtime
 from app.schemas import Text
-from app.security import Role
+from app.security import Principal, Role
 from capture.pipeline import MAILBOX_CHANNELS, Envelope, Standing
 from capture.spamd import Spamd
 from capture.submitters import as_received
@@ -29,6 +29,12 @@ STANDING = {
     Role.INTEGRATION: Standing.ADDRESS,
 }
 MAX_MESSAGE_BYTES = 25 * 1024 * 1024
+# An explanation says whether a participant is a contact (or was erased, or objected):
+# integrations need the scope that reads contacts.
+Explainer = Annotated[
+    Principal,
+    Depends(allow(Role.EMPLOYEE, Role.COMPLIANCE, Role.ADMIN, scope="contacts:read")),
+]
 
 
 @router.post(
@@ -43,7 +49,7 @@ MAX_MESSAGE_BYTES = 25 * 1024 * 1024
 )
 async def explain(
     request: Request,
-    principal: PrincipalDep,
+    principal: Explainer,
     employee: Annotated[Text | None, Query(max_length=320)] = None,
     channel: Channel = Channel.BCC,
     sent: Annotated[bool, Query(description="Read from a Sent folder (imap, import).")] = False,
