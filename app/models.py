@@ -60,7 +60,9 @@ class Employee(Base):
 class EmployeeAlias(Base):
     __tablename__ = "employee_aliases"
     id: Mapped[int] = mapped_column(primary_key=True)
-    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    employee_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
     address: Mapped[str] = mapped_column(sa.String(320), unique=True)
 
 
@@ -102,7 +104,7 @@ class Contact(Base):
     signature_at: Mapped[datetime | None] = mapped_column()  # date of the signature read last
     undeliverable_since: Mapped[datetime | None] = mapped_column()  # a bounce said so
     merged_into_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("contacts.id", ondelete="SET NULL")
+        sa.ForeignKey("contacts.id", ondelete="SET NULL"), index=True
     )
 
 
@@ -121,7 +123,7 @@ class Message(Base):
     visibility: Mapped[str] = mapped_column(sa.String(16))
     size: Mapped[int] = mapped_column(default=0)
     held_until: Mapped[datetime | None] = mapped_column()
-    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
+    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     thread_id: Mapped[int | None] = mapped_column(
         sa.ForeignKey("threads.id", ondelete="SET NULL"), index=True
@@ -194,9 +196,9 @@ class Receipt(Base):
 
     __tablename__ = "receipts"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
-    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"))
+    decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"), index=True)
     message_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("messages.id", ondelete="SET NULL")
+        sa.ForeignKey("messages.id", ondelete="SET NULL"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -218,7 +220,7 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
     role: Mapped[str] = mapped_column(sa.String(16))
     employee_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("employees.id", ondelete="CASCADE")
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
     )
     scopes: Mapped[list[Any]] = mapped_column(default=list)
     label: Mapped[str] = mapped_column(sa.String(200), default="")
@@ -329,7 +331,7 @@ class ContactChange(Base):
     old_value: Mapped[str] = mapped_column(sa.String(320), default="")
     new_value: Mapped[str] = mapped_column(sa.String(320), default="")
     message_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("messages.id", ondelete="SET NULL")
+        sa.ForeignKey("messages.id", ondelete="SET NULL"), index=True
     )
     observed_at: Mapped[datetime] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -354,7 +356,9 @@ class LoginLink(Base):
     __tablename__ = "login_links"
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
-    employee_id: Mapped[int] = mapped_column(sa.ForeignKey("employees.id", ondelete="CASCADE"))
+    employee_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
+    )
     role: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column()
@@ -372,7 +376,7 @@ class WebSession(Base):
         sa.ForeignKey("employees.id", ondelete="CASCADE"), index=True
     )
     api_token_id: Mapped[int | None] = mapped_column(
-        sa.ForeignKey("api_tokens.id", ondelete="CASCADE")
+        sa.ForeignKey("api_tokens.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)

@@ -34,6 +34,25 @@ def test_migrations_create_exactly_the_tables_the_code_declares(database_url: st
     assert differences == []
 
 
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_every_reference_is_indexed(database_url: str) -> None:
+    """Deleting a row makes the database look for the rows that refer to it: without an index
+    on the referring column it scans the whole table once for each row deleted (the hold
+    purge, an erasure or the decision log's purge, against every receipt ever written)."""
+    engine = sa.create_engine(database_url)
+    inspector = sa.inspect(engine)
+    unindexed = []
+    for table in inspector.get_table_names():
+        leading = {tuple(ix["column_names"][:1]) for ix in inspector.get_indexes(table)}
+        leading |= {tuple(u["column_names"][:1]) for u in inspector.get_unique_constraints(table)}
+        leading.add(tuple(inspector.get_pk_constraint(table)["constrained_columns"][:1]))
+        for reference in inspector.get_foreign_keys(table):
+            if tuple(reference["constrained_columns"][:1]) not in leading:
+                unindexed.append(f"{table}.{reference['constrained_columns'][0]}")
+    engine.dispose()
+    assert unindexed == []
+
+
 def test_the_tables_the_code_says_never_reuse_ids_are_those_the_migrations_made_so(
     database_url: str,
 ) -> None:
