@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.models import DecisionRecord, Message, Receipt
+from app.models import DecisionRecord, LedgerGap, Message, Receipt
 from app.prepared import Prepared
 from policies.model import Channel, Decision
 
@@ -259,13 +260,14 @@ def purge_before(
     now: datetime,
     at_most: int = PURGE_CHUNK,
 ) -> int:
-    """Remove the log's oldest records, those written before `cutoff`, as one prefix: up to
-    the first record that is younger, or that a stored message still refers to (a kept
-    message keeps its explanation), and `at_most` of them (call again, in a transaction of
-    its own, while that many went). The purge is itself chained, naming the hash the log now
-    starts from, so `verify` still checks every record that is left. It is chained to the
-    head as it was, also when it removed the head itself: ids are never used again, and the
-    chain goes on from the hash it names."""
+    """Remove the log's records written before `cutoff`, oldest first and `at_most` of them
+    (call again, in a transaction of its own, while that many went), but none that a stored
+    message still refers to (a kept message keeps its explanation) nor any purge record
+    (they name the gaps). Each gap left before a record that stays is noted (LedgerGap:
+    the id and hash of the last record removed before it), so `verify` still checks every
+    record that is left, and the purge record, itself chained, carries a digest of them. It
+    is chained to the head as it was, also when it removed the head itself: ids are never
+    used again, and the chain goes on from the hash it names."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":  # no append between the reads below and the purge
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})
@@ -273,35 +275,57 @@ def purge_before(
     if newest is None:
         return 0
     head = int(newest[0])
-    first_kept = [  # read after the head: a record written meanwhile is above it, and stays
-        session.scalar(
-            sa.select(sa.func.min(DecisionRecord.id)).where(DecisionRecord.created_at >= cutoff)
-        ),
-        session.scalar(sa.select(sa.func.min(Message.decision_id))),
-    ]
-    through = min([head + 1, *(i for i in first_kept if i is not None)]) - 1
-    oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
-    if oldest is None or through < oldest:
+    kept = sa.exists().where(Message.decision_id == DecisionRecord.id)
+    purge = sa.and_(DecisionRecord.channel == ACTION_CHANNEL, DecisionRecord.outcome == PURGE_KIND)
+    expired = session.execute(
+        sa.select(DecisionRecord.id, DecisionRecord.hash)
+        .where(DecisionRecord.created_at < cutoff, DecisionRecord.id <= head, ~kept, ~purge)
+        .order_by(DecisionRecord.id)
+        .limit(at_most)
+    ).all()
+    if not expired:
         return 0
-    through = min(through, oldest + at_most - 1)  # ids run on, without gaps, to the head
-    last = session.get(DecisionRecord, through)
-    assert last is not None  # ids are contiguous from the oldest to the head
-    through_hash = last.hash
-    session.execute(sa.delete(Receipt).where(Receipt.decision_id <= through))
-    removed = session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id <= through))
-    count = int(removed.rowcount or 0)  # type: ignore[attr-defined]
-    append_action(
+    ids = [int(row.id) for row in expired]
+    # Each run of ids removed: the record after it (one that stays, one removed earlier, or
+    # the purge record after the head) links to its last record's hash.
+    gaps: list[list[Any]] = []
+    for row in expired:
+        if gaps and gaps[-1][1] == row.id - 1:
+            gaps[-1][1:] = [int(row.id), str(row.hash)]
+        else:
+            gaps.append([int(row.id), int(row.id), str(row.hash)])
+    for start in range(0, len(ids), _IDS_A_STATEMENT):
+        chunk = ids[start : start + _IDS_A_STATEMENT]
+        session.execute(sa.delete(Receipt).where(Receipt.decision_id.in_(chunk)))
+        session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id.in_(chunk)))
+    record = append_action(
         session,
         Action(
             created_at=now,
             kind=PURGE_KIND,
             employee_id=None,
             policy_sha256=policy_sha256,
-            facts={"removed": count, "through_id": through, "through_hash": through_hash},
+            facts={"removed": len(ids), "gaps": len(gaps), "gaps_sha256": _digest(gaps)},
         ),
         after=(head, str(newest[1])),
     )
-    return count
+    session.execute(
+        sa.insert(LedgerGap),
+        [
+            {"from_id": first, "through_id": last, "through_hash": hashed, "purge_id": record.id}
+            for first, last, hashed in gaps
+        ],
+    )
+    return len(ids)
+
+
+_IDS_A_STATEMENT = 5000  # within any database's limit of bound parameters
+
+
+def _digest(gaps: list[list[Any]]) -> str:
+    """What a purge record says of the runs it removed: `[[from_id, through_id,
+    through_hash], ...]` in id order, hashed."""
+    return hashlib.sha256(json.dumps(sorted(gaps), separators=(",", ":")).encode()).hexdigest()
 
 
 def _purged_through(session: Session, through_id: int) -> str | None:
@@ -365,8 +389,10 @@ def _stored_as_written(
 
 def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None) -> Verification:
     """Walk the whole chain and name the first record whose hash, link or stored form does
-    not hold. A log whose oldest records were purged starts from the hash its purge record
-    names; an anchor among them is checked against it where a purge names its hash.
+    not hold. A record after a gap the retention purge left links to the hash noted for the
+    gap (LedgerGap, or an older purge record's `through_hash`), and the gaps noted must be
+    those their purge records name; an anchor the purge removed is checked against the hash
+    noted where its record ended a gap.
 
     The walk reads one snapshot of the log: a purge committed while it reads (the retention
     job runs every 10 minutes; a large log takes minutes) would otherwise remove records it
@@ -382,18 +408,9 @@ def verify(session: Session, *, batch: int = 5000, anchor: Anchor | None = None)
 
 def _walk(session: Session, *, batch: int, anchor: Anchor | None) -> Verification:
     checked, last_id, head_hash = 0, 0, None
-    oldest = session.scalar(sa.select(sa.func.min(DecisionRecord.id)))
-    if oldest is None or oldest == 1:
-        expected_prev: str | None = GENESIS
-    else:
-        expected_prev = _purged_through(session, oldest - 1)
-        if expected_prev is None:
-            return Verification(False, 0, oldest, "earlier records removed without a purge record")
+    expected_prev: str | None = GENESIS
     anchored = anchor is None
-    if anchor is not None and oldest is not None and anchor.id < oldest:  # purged since
-        if _purged_through(session, anchor.id) not in (None, anchor.hash):
-            return Verification(False, 0, anchor.id, "record differs from the anchor noted")
-        anchored = True
+    digests: dict[int, str] = {}  # each purge record's digest of the gaps it made
     dialect = session.get_bind().dialect
     write_time = DecisionRecord.__table__.c.created_at.type.dialect_impl(dialect).bind_processor(
         dialect
@@ -407,8 +424,19 @@ def _walk(session: Session, *, batch: int, anchor: Anchor | None) -> Verificatio
         ).all()
         if not rows:
             break
+        runs = _runs_within(session, last_id, rows[-1][0].id)
         for row in rows:
             record, stored = row[0], tuple[Any, ...](row[1:])
+            if record.id != last_id + 1:  # records were removed before this one
+                expected_prev = _removed_between(session, runs, last_id, record.id)
+                if expected_prev is None:
+                    problem = "earlier records removed without a purge record"
+                    return Verification(False, checked, record.id, problem)
+            if anchor is not None and not anchored and anchor.id < record.id:  # purged since
+                ended = runs.get(anchor.id, (0, None))[1] or _purged_through(session, anchor.id)
+                if ended not in (None, anchor.hash):
+                    return Verification(False, checked, anchor.id, _DIFFERS)
+                anchored = True
             if record.prev_hash != expected_prev:
                 return Verification(False, checked, record.id, "link to previous record broken")
             if hashlib.sha256(canonical(record)).hexdigest() != record.hash:
@@ -419,16 +447,73 @@ def _walk(session: Session, *, batch: int, anchor: Anchor | None) -> Verificatio
                 )
             if anchor is not None and record.id == anchor.id:
                 if record.hash != anchor.hash:
-                    return Verification(
-                        False, checked, record.id, "record differs from the anchor noted"
-                    )
+                    return Verification(False, checked, record.id, _DIFFERS)
                 anchored = True
+            if record.outcome == PURGE_KIND and record.channel == ACTION_CHANNEL:
+                digests[record.id] = str(record.facts.get("gaps_sha256", _digest([])))
             expected_prev, last_id, checked = record.hash, record.id, checked + 1
             head_hash = record.hash
         session.expunge_all()
     head_id = last_id or None
+    unnamed = _gaps_unnamed(session, digests)
+    if unnamed is not None:
+        problem = "gaps noted that their purge record does not name"
+        return Verification(False, checked, unnamed, problem, head_id, head_hash)
     if not anchored:
         return Verification(
             False, checked, None, "log ends before the anchor noted", head_id, head_hash
         )
     return Verification(True, checked, None, None, head_id, head_hash)
+
+
+_DIFFERS = "record differs from the anchor noted"
+
+
+def _runs_within(session: Session, first: int, last: int) -> dict[int, tuple[int, str]]:
+    """The runs of removed records noted from `first` to before `last`: by the id each ends
+    with, the id it starts from and its last record's hash."""
+    return {
+        int(through_id): (int(from_id), str(through_hash))
+        for from_id, through_id, through_hash in session.execute(
+            sa.select(LedgerGap.from_id, LedgerGap.through_id, LedgerGap.through_hash).where(
+                LedgerGap.through_id > first, LedgerGap.through_id < last
+            )
+        )
+    }
+
+
+def _removed_between(
+    session: Session, runs: dict[int, tuple[int, str]], before: int, after: int
+) -> str | None:
+    """The hash the record `after` links to, if the runs noted account for every id between
+    it and the record `before` it (0: none); None if one is missing unaccounted for."""
+    link: str | None = None
+    through = after - 1
+    while through > before:
+        run = runs.get(through)
+        if run is None:  # a purge made before runs were noted removed a prefix up to here
+            prefix = _purged_through(session, through)
+            return None if prefix is None else link or prefix
+        link = link or run[1]
+        through = run[0] - 1
+    return link if through == before else None
+
+
+def _gaps_unnamed(session: Session, digests: dict[int, str]) -> int | None:
+    """The id of the first purge record whose gaps noted (LedgerGap) are not those it names,
+    or of a gap noted by no purge record; None when they all agree. A gap noted by hand would
+    otherwise hide a record removed by hand."""
+    named = dict(digests)
+    rows = session.execute(
+        sa.select(
+            LedgerGap.purge_id, LedgerGap.from_id, LedgerGap.through_id, LedgerGap.through_hash
+        ).order_by(LedgerGap.purge_id, LedgerGap.through_id)
+    )
+    for purge_id, group in itertools.groupby(rows, key=lambda row: int(row[0])):
+        gaps: list[list[Any]] = [[int(row[1]), int(row[2]), str(row[3])] for row in group]
+        digest = named.pop(purge_id, None)
+        if digest is None:  # no purge record is there to name it
+            return int(gaps[0][0])
+        if digest != _digest(gaps):
+            return purge_id
+    return next((i for i, digest in sorted(named.items()) if digest != _digest([])), None)

@@ -191,6 +191,19 @@ class DecisionRecord(Base):
     hash: Mapped[str] = mapped_column(sa.String(64))  # covers the id: unique by the key
 
 
+class LedgerGap(Base):
+    """A run of decision-log records the retention purge removed (ids `from_id` to
+    `through_id`), and its last record's hash, which the record after it links to: what
+    `ledger.verify` checks the log's gaps against. The purge record (`purge_id`) carries a
+    digest of its runs (app/ledger.py)."""
+
+    __tablename__ = "ledger_gaps"
+    through_id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    from_id: Mapped[int] = mapped_column()
+    through_hash: Mapped[str] = mapped_column(sa.String(64))
+    purge_id: Mapped[int] = mapped_column(index=True)
+
+
 class Receipt(Base):
     """Idempotency: one row per (submitter, raw bytes) so a retried message is never filed twice."""
 

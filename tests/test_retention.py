@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.db import transaction
-from app.models import DecisionRecord, Message, Thread
+from app.models import DecisionRecord, LedgerGap, Message, Receipt, Thread
 from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
 from policies.engine import PolicyError
@@ -125,15 +126,20 @@ def _decide(running: Running, to: str, n: int) -> str:
     return result.outcome.value
 
 
-def test_old_decision_records_go_as_a_prefix_and_the_rest_still_verifies(
+def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_verifies(
     running: Running,
 ) -> None:
+    """The purge removed the log's oldest records as a prefix, stopping at the first one a
+    stored message refers to: with captures kept, the first capture's, so `decision_days`
+    removed nothing after it ever again. Every expired record that no stored message refers
+    to goes now; the runs removed are noted, and the log still verifies."""
     add_employee(running.runtime.sessions, "alice@example.com")
+    carol, bob = "Carol <carol@example.com>", "Bob <bob@customer.example>"
     outcomes = [
-        _decide(running, "Carol <carol@example.com>", 1),  # record 1
-        _decide(running, "Bob <bob@customer.example>", 2),  # record 2, its message kept
-        _decide(running, "Carol <carol@example.com>", 3),  # record 3
+        _decide(running, to, n) for n, to in enumerate([carol, bob, carol, carol, bob, carol])
     ]
+    with running.runtime.sessions() as session:
+        noted = ledger.verify(session)
     policy = running.runtime.pipeline.engine.policy
     later = datetime.now(UTC) + timedelta(days=1)
 
@@ -143,23 +149,104 @@ def test_old_decision_records_go_as_a_prefix_and_the_rest_still_verifies(
         left = session.execute(
             sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
         ).all()
+        runs = session.execute(
+            sa.select(LedgerGap.from_id, LedgerGap.through_id).order_by(LedgerGap.through_id)
+        ).all()
         verified = ledger.verify(session)
+        still = ledger.verify(session, anchor=ledger.Anchor(6, str(noted.head_hash)))
+        forged = ledger.verify(session, anchor=ledger.Anchor(6, "0" * 64))
         again = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
         session.rollback()
 
-    assert outcomes == ["drop", "capture", "drop"]
-    assert removed == 1  # record 2 explains a stored message, so the prefix stops before it
-    assert [tuple(r) for r in left] == [(2, "capture"), (3, "drop"), (4, "ledger-purge")]
-    assert verified.ok and verified.checked == 3
+    assert outcomes == ["drop", "capture", "drop", "drop", "capture", "drop"]
+    assert removed == 4  # records 2 and 5 explain stored messages
+    assert [tuple(r) for r in left] == [(2, "capture"), (5, "capture"), (7, "ledger-purge")]
+    assert [tuple(r) for r in runs] == [(1, 1), (3, 4), (6, 6)]
+    assert (verified.ok, verified.checked, verified.head_id) == (True, 3, 7)
+    assert still.ok and (forged.ok, forged.problem) == (
+        False,
+        "record differs from the anchor noted",
+    )
     assert again == 0
 
-    # Removing records without a purge record is what verification must catch.
+
+def test_a_log_an_older_release_purged_as_a_prefix_still_verifies_after_new_purges(
+    running: Running,
+) -> None:
+    """Before runs were noted, a purge removed a prefix and named where it ended (facts
+    `through_id`, `through_hash`); the runs a purge removes now follow it."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    carol, bob = "Carol <carol@example.com>", "Bob <bob@customer.example>"
+    for n, to in enumerate([carol, carol, carol, bob, carol]):
+        _decide(running, to, n)  # records 1-5, the fourth's message kept
+    policy = running.runtime.pipeline.engine.policy
+    later = datetime.now(UTC) + timedelta(days=1)
+    with transaction(running.runtime.sessions) as session:  # as the older release purged
+        head = session.scalars(sa.select(DecisionRecord).where(DecisionRecord.id == 5)).one()
+        through = session.scalars(sa.select(DecisionRecord).where(DecisionRecord.id == 2)).one()
+        old = {"removed": 2, "through_id": 2, "through_hash": through.hash}
+        session.execute(sa.delete(Receipt).where(Receipt.decision_id <= 2))
+        session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id <= 2))
+        action = ledger.Action(later, ledger.PURGE_KIND, None, policy.sha256, old)
+        ledger.append_action(session, action, after=(5, head.hash))
     with transaction(running.runtime.sessions) as session:
-        session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id == 4))
+        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+
+    with running.runtime.sessions() as session:
+        left = list(session.scalars(sa.select(DecisionRecord.id).order_by(DecisionRecord.id)))
+        verified = ledger.verify(session)
+
+    assert removed == 2 and left == [4, 6, 7]  # records 3 and 5 went now
+    assert (verified.ok, verified.checked) == (True, 3), verified.problem
+
+
+def _remove_by_hand(session: Session, decision_id: int) -> None:
+    """A record removed as someone with the database's password could: its message first."""
+    session.execute(sa.delete(Receipt).where(Receipt.decision_id == decision_id))
+    session.execute(sa.delete(Message).where(Message.decision_id == decision_id))
+    session.execute(sa.delete(DecisionRecord).where(DecisionRecord.id == decision_id))
+
+
+def _and_account_for_it(session: Session) -> None:
+    _remove_by_hand(session, 5)
+    run = {"from_id": 5, "through_id": 5, "through_hash": "x", "purge_id": 7}
+    session.execute(sa.insert(LedgerGap).values(run))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "first_broken", "problem"),
+    [
+        (  # a record removed by hand, next to a run the purge removed
+            lambda session: _remove_by_hand(session, 5),
+            7,
+            "earlier records removed without a purge record",
+        ),
+        (_and_account_for_it, 7, "gaps noted that their purge record does not name"),
+        (  # the purge's own record removed
+            lambda session: _remove_by_hand(session, 7),
+            1,
+            "gaps noted that their purge record does not name",
+        ),
+    ],
+)
+def test_records_removed_other_than_by_the_purge_are_reported(
+    running: Running, tamper: Callable[[Session], None], first_broken: int, problem: str
+) -> None:
+    add_employee(running.runtime.sessions, "alice@example.com")
+    carol, bob = "Carol <carol@example.com>", "Bob <bob@customer.example>"
+    for n, to in enumerate([carol, bob, carol, carol, bob, carol]):
+        _decide(running, to, n)
+    policy = running.runtime.pipeline.engine.policy
+    later = datetime.now(UTC) + timedelta(days=1)
+    with transaction(running.runtime.sessions) as session:
+        ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    with transaction(running.runtime.sessions) as session:
+        tamper(session)
+
     with running.runtime.sessions() as session:
         tampered = ledger.verify(session)
-    assert (tampered.ok, tampered.first_broken) == (False, 2)
-    assert tampered.problem == "earlier records removed without a purge record"
+
+    assert (tampered.ok, tampered.first_broken, tampered.problem) == (False, first_broken, problem)
 
 
 def test_a_purge_of_the_whole_log_goes_on_from_its_ids_and_hashes(running: Running) -> None:
