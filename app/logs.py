@@ -20,8 +20,9 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 
 # Loggers that would print statements, parameters, protocol lines (imapclient's, at DEBUG,
 # hold the mail a sync reads) or (httpx, for each webhook sent) URLs below WARNING; a
-# receiver's URL often holds its secret.
+# receiver's URL often holds its secret. Alembic's plugins announce themselves at each start.
 QUIET = (
+    "alembic.runtime.plugins",
     "sqlalchemy",
     "mail.log",
     "imapclient",
