@@ -154,7 +154,10 @@ def migrate_command() -> None:
     """Bring the database schema up to date."""
     settings = Settings()
     settings.ensure_data_dir()
-    migrate(settings.resolved_database_url)
+    later = migrate(settings.resolved_database_url)
+    if later is not None:
+        typer.echo(f"database is at revision {later}, of a later release: left as it is")
+        return
     typer.echo("database is up to date")
 
 

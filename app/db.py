@@ -134,13 +134,24 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def migrate(url: str) -> None:
-    """Bring the schema to the newest revision (idempotent)."""
+def migrate(url: str) -> str | None:
+    """Bring the schema to this release's newest revision (idempotent). A schema migrated for
+    a later release is left as it is, as by a process that does not migrate (see
+    schema_behind): Alembic cannot upgrade from a revision it does not know. Returns that
+    later revision, else None."""
     from alembic import command
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(url)
+    try:
+        current, _head, ours = _revisions(engine)
+    finally:
+        engine.dispose()
+    if current is not None and current not in ours:
+        return current
     command.upgrade(alembic_config(url), "head")
+    return None
 
 
 def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
@@ -148,6 +159,14 @@ def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
     release (unmigrated, or migrated by an earlier one); None if it is at the newest, or
     newer: migrated for a later release, as a rolling upgrade does before replacing the
     processes (the release notes say when a running version cannot work with it)."""
+    current, head, ours = _revisions(engine)
+    if current == head or (current is not None and current not in ours):
+        return None
+    return current, head
+
+
+def _revisions(engine: sa.Engine) -> tuple[str | None, str, frozenset[str]]:
+    """The database's revision, this release's newest, and every revision this release has."""
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
@@ -156,10 +175,7 @@ def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
     assert head is not None, "the migrations have one head"
     with engine.execution_options(writer=False).connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
-    ours = {revision.revision for revision in script.walk_revisions()}
-    if current == head or (current is not None and current not in ours):
-        return None
-    return current, head
+    return current, head, frozenset(revision.revision for revision in script.walk_revisions())
 
 
 def scrub_wal(engine: sa.Engine) -> bool | None:

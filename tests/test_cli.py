@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction
 from app.models import DecisionRecord, Employee, EmployeeAlias, PolicyVersion
-from app.runtime import active_version, publish_policy
+from app.runtime import active_version, build_runtime, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
 from policies.loader import load_policy
 from tests.conftest import TEST_SECRET, add_employee, run_service, server_url
@@ -521,6 +521,29 @@ def _read_banner(proc: subprocess.Popen[str]) -> str:
         if "/api/v1/messages" in line:
             return "".join(lines)
     pytest.fail("serve ended before printing its banner: " + "".join(lines))
+
+
+def test_a_schema_a_later_release_migrated_is_left_as_it_is_rather_than_a_fault(
+    settings: Settings,
+) -> None:
+    """A rolling upgrade runs the next release's `mailroom migrate` before it replaces the
+    processes. Until then this release, migrating at start (MAILROOM_AUTO_MIGRATE, the
+    default), met a revision Alembic does not know: every command and `serve` stopped with
+    a fault report, where a process that does not migrate starts."""
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE alembic_version SET version_num = '9999_later'"))
+    engine.dispose()
+
+    added = mailroom(settings, "employees", "add", "bob@example.com")
+    migrated = mailroom(settings, "migrate")
+
+    assert added.returncode == 0, added.stderr
+    assert migrated.returncode == 0, migrated.stderr
+    assert (
+        migrated.stdout == "database is at revision 9999_later, of a later release: left as it is\n"
+    )
+    build_runtime(settings).close()  # as `mailroom serve` starts
 
 
 def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) -> None:
