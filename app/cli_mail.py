@@ -319,6 +319,7 @@ def _outcomes(outcomes: dict[str, int]) -> str:
 
 
 def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sent: bool) -> None:
+    from app.runtime import follow_policy_in
     from capture.archive import import_messages, open_archive
 
     horizon = _since(since)
@@ -341,6 +342,7 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
                 sent=sent,
                 since=horizon,
                 progress=lambda n: progress.advance(task, n),
+                on_begin=partial(follow_policy_in, pipeline=runtime.pipeline),
             )
     finally:
         runtime.close()

@@ -17,6 +17,8 @@ from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
+import sqlalchemy as sa
+
 from capture.alone import Alone, message_fault
 from capture.parse import ParsedMessage, header_section_of, parse_message
 from capture.pipeline import Envelope, Pipeline
@@ -157,13 +159,16 @@ def import_messages(
     sent: bool = False,
     since: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    on_begin: Callable[[sa.Connection], object] = lambda conn: None,
 ) -> ImportStats:
     """File every message at or after `since` for the employee; commit every BATCH, or
     sooner once a batch holds BATCH_BYTES. A message over `max_bytes` (the size cap) is
     decided and filed on its header section alone, as a mailbox's is: its body is never
-    parsed."""
+    parsed. `on_begin` runs first in each batch's transaction (the command reads the policy
+    in force there: an import can outlast the version it started under)."""
     stats = ImportStats()
     envelope = Envelope(mail_from=employee, sent_folder=sent)
+    commit = partial(_commit, pipeline, envelope=envelope, since=since, on_begin=on_begin)
     batch: list[_Read] = []
     held = 0
     for raw in messages:
@@ -173,12 +178,12 @@ def import_messages(
         batch.append(read)
         held += len(read.raw)
         if len(batch) == BATCH or held >= BATCH_BYTES:
-            _commit(pipeline, batch, envelope, since, stats)
+            commit(batch, stats)
             batch, held = [], 0
         if progress is not None:
             progress(1)
     if batch:
-        _commit(pipeline, batch, envelope, since, stats)
+        commit(batch, stats)
     return stats
 
 
@@ -190,21 +195,24 @@ class _Read(NamedTuple):
 def _commit(
     pipeline: Pipeline,
     batch: list[_Read],
+    stats: ImportStats,
+    *,
     envelope: Envelope,
     since: datetime | None,
-    stats: ImportStats,
+    on_begin: Callable[[sa.Connection], object],
 ) -> None:
     """One transaction; if a message's own values fail it, the batch again with each message
     in a savepoint of its own (`capture.alone`): that one is left out, counted as failed and
     without a receipt, so that a rerun tries it again, and the rest is imported."""
     # Parsed before the write lock is taken: parsing needs no database.
     messages = [(parse_message(read.raw), read.whole) for read in batch]
+    file = partial(_file, pipeline, messages, envelope, since, on_begin=on_begin)
     try:
-        done = _file(pipeline, messages, envelope, since, alone=False)
+        done = file(alone=False)
     except Exception as error:
         if not message_fault(error, pipeline.connections().dialect):
             raise
-        done = _file(pipeline, messages, envelope, since, alone=True)
+        done = file(alone=True)
     stats.add(done)
 
 
@@ -214,10 +222,12 @@ def _file(
     envelope: Envelope,
     since: datetime | None,
     *,
+    on_begin: Callable[[sa.Connection], object],
     alone: bool,
 ) -> ImportStats:
     done = ImportStats()
     with pipeline.connections().begin() as conn:
+        on_begin(conn)
         lookups = pipeline.lookups(conn)
         lookups.prefetch(message for message, _ in messages)
         isolated = Alone(conn) if alone else None

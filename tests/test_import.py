@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -15,9 +16,12 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.db import transaction
 from app.models import DecisionRecord, Message
+from app.runtime import publish_policy
 from app.settings import Settings
 from capture.archive import ArchiveKind, open_archive
+from policies.loader import load_policy
 from tests.conftest import FIXTURES, TEST_SECRET, add_employee
 from tests.mail import UNSTORABLE, compose
 
@@ -340,6 +344,48 @@ def test_an_mbox_is_filed_in_the_order_of_its_messages(
         captured = conn.scalars(sa.select(Message.subject).where(Message.outcome == "capture"))
         assert captured.all() == ["Again"]
     engine.dispose()
+
+
+def test_an_import_applies_a_policy_put_in_force_while_it_runs(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """An import of years of mail outlasts the version in force at its start: one published
+    meanwhile (say, keeping less) decides the batches after it, as in every serving
+    process, rather than the import filing the rest under the version it began with."""
+    add_employee(sessions, ALICE)
+    one = compose(message_id="<m@example.com>").as_bytes()
+    raws = (one.replace(b"<m@", f"<m{n}@".encode()) for n in range(1000))  # 5 batches
+    path = _mbox(tmp_path / "alice.mbox", raws)
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(
+        (FIXTURES / "plumbing-policy.yaml")
+        .read_text()
+        .replace(EXTERNAL_RULE, EXTERNAL_RULE.replace("capture", "metadata_only"))
+    )
+    importing = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "import", "mbox", str(path), "--employee", ALICE],
+        env=_env(settings),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while _count(settings, DecisionRecord) < 200:  # the first batch is committed
+        assert importing.poll() is None, importing.communicate()
+        time.sleep(0.01)
+    with transaction(sessions) as session:
+        in_force = publish_policy(session, load_policy(stricter)).sha256
+    out, err = importing.communicate(timeout=120)
+
+    assert importing.returncode == 0, err
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        last = conn.execute(
+            sa.select(DecisionRecord.policy_sha256, DecisionRecord.outcome)
+            .order_by(DecisionRecord.id.desc())
+            .limit(1)
+        ).one()
+    engine.dispose()
+    assert tuple(last) == (in_force, "metadata_only"), out
 
 
 @pytest.mark.parametrize("kind", UNSTORABLE)
