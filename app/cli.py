@@ -271,11 +271,19 @@ def explain(
     # Mail sent to the listener is scored by spamd (where configured); a mailbox's is not.
     mailbox = channel in (Channel.IMAP, Channel.IMPORT)
     scorer = None if mailbox else Spamd.configured(settings.spamd_host, settings.spamd_port)
+    unread = 0
     try:
         for path in paths:
+            try:
+                raw = path.read_bytes()
+            except OSError as error:  # said, and the next file explained: exit status 1
+                unread += 1
+                typer.echo(_unreadable(path, error, as_json=as_json), err=not as_json)
+                continue
             explained = _explain_one(
                 runtime.pipeline,
                 path,
+                raw,
                 employee,
                 channel,
                 sent=sent,
@@ -286,11 +294,21 @@ def explain(
             typer.echo(explained)
     finally:
         runtime.close()
+    if unread:
+        raise typer.Exit(1)
+
+
+def _unreadable(path: Path, error: OSError, *, as_json: bool) -> str:
+    reason = error.strerror or str(error)
+    if as_json:
+        return json.dumps({"path": str(path), "error": reason}, ensure_ascii=False)
+    return f"error: {path}: {reason}"
 
 
 def _explain_one(
     pipeline: Pipeline,
     path: Path,
+    raw: bytes,
     employee: str | None,
     channel: Channel,
     *,
@@ -299,11 +317,6 @@ def _explain_one(
     scorer: Spamd | None,
     as_json: bool,
 ) -> str:
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        result: dict[str, object] = {"path": str(path), "error": error.strerror or str(error)}
-        return json.dumps(result)
     import asyncio
 
     from capture.pipeline import MAILBOX_CHANNELS, Envelope
@@ -322,7 +335,7 @@ def _explain_one(
     )
     explanation = pipeline.explain(raw, envelope, channel)
     decision = explanation.decision
-    result = {
+    result: dict[str, object] = {
         "path": str(path),
         "outcome": decision.outcome.value,
         "rules": list(decision.rules_hit),

@@ -264,15 +264,21 @@ def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
 
 
 def test_explain_reports_an_unreadable_file_and_goes_on(settings: Settings, tmp_path: Path) -> None:
+    """And ends with exit status 1, so that a script (`explain *.eml && ...`) learns that
+    not every file was explained; without --json the error is said on stderr, as words."""
     (tmp_path / "ok.eml").write_bytes(compose().as_bytes())
+    missing, ok = str(tmp_path / "missing.eml"), str(tmp_path / "ok.eml")
 
-    done = mailroom(
-        settings, "explain", str(tmp_path / "missing.eml"), str(tmp_path / "ok.eml"), "--json"
-    )
+    done = mailroom(settings, "explain", missing, ok, "--json")
+    said = mailroom(settings, "explain", missing, ok)
 
     first, second = (json.loads(line) for line in done.stdout.splitlines())
-    assert "error" in first
+    assert first == {"path": missing, "error": "No such file or directory"}
     assert second["outcome"] == "capture"
+    assert done.returncode == 1
+    assert said.returncode == 1
+    assert said.stderr == f"error: {missing}: No such file or directory\n"
+    assert said.stdout == f"{ok}: capture (external-business-correspondent)\n"
 
 
 def test_policy_check_names_the_rule_and_field_of_each_problem(
