@@ -20,7 +20,7 @@ from typing import NamedTuple
 import sqlalchemy as sa
 
 from capture.alone import Alone, message_fault
-from capture.parse import ParsedMessage, header_section_of, parse_message
+from capture.parse import ParsedMessage, header_section_of, parse_headers, parse_message
 from capture.pipeline import Envelope, Pipeline
 from policies.model import Channel
 
@@ -174,7 +174,7 @@ def import_messages(
     for raw in messages:
         stats.read += 1
         whole = len(raw) <= max_bytes
-        read = _Read(raw if whole else header_section_of(raw), whole=whole)
+        read = _Read(raw if whole else header_section_of(raw), whole=whole, size=len(raw))
         batch.append(read)
         held += len(read.raw)
         if len(batch) == BATCH or held >= BATCH_BYTES:
@@ -190,6 +190,10 @@ def import_messages(
 class _Read(NamedTuple):
     raw: bytes  # the message, or its header section alone
     whole: bool
+    size: int  # the whole message's, for the policy (`larger-than`) either way
+
+    def parsed(self) -> ParsedMessage:
+        return parse_message(self.raw) if self.whole else parse_headers(self.raw, size=self.size)
 
 
 def _commit(
@@ -205,7 +209,7 @@ def _commit(
     in a savepoint of its own (`capture.alone`): that one is left out, counted as failed and
     without a receipt, so that a rerun tries it again, and the rest is imported."""
     # Parsed before the write lock is taken: parsing needs no database.
-    messages = [(parse_message(read.raw), read.whole) for read in batch]
+    messages = [(read.parsed(), read.whole) for read in batch]
     file = partial(_file, pipeline, messages, envelope, since, on_begin=on_begin)
     try:
         done = file(alone=False)

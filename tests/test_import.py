@@ -124,6 +124,41 @@ def test_a_message_over_the_size_cap_is_decided_on_its_headers_as_a_mailboxs_is(
     assert [f.get("body_read") for f in unread] == [False, None, None]
 
 
+def test_a_message_over_the_size_cap_is_as_large_as_it_is_for_the_policy(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Decided on its header section, it still has its own size, as a mailbox's has the size
+    its server reports: a `larger-than` rule hits it, where the header section's few hundred
+    bytes missed every such rule for the very largest mail."""
+    add_employee(sessions, ALICE)
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        (FIXTURES / "plumbing-policy.yaml")
+        .read_text()
+        .replace(
+            "rules:\n",
+            "rules:\n"
+            "  - id: very-large\n"
+            "    description: Mail over 30 kB is mostly attachments, kept by no one.\n"
+            "    when: {larger-than: {bytes: 30000}}\n"
+            "    outcome: drop\n",
+        )
+    )
+    big = compose(message_id="<big@example.com>", body="quote line\n" * 5_000).as_bytes()
+    path = _mbox(tmp_path / "alice.mbox", [big])
+    env = {"MAILROOM_MAX_MESSAGE_BYTES": "20000", "MAILROOM_POLICY": str(policy)}
+
+    done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE, env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert "1 read: 1 imported (1 drop) (1 over the size cap, on their headers)" in done.stdout
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        facts = conn.scalar(sa.select(DecisionRecord.facts))
+    engine.dispose()
+    assert facts is not None and facts["size"] == len(big) and facts["body_read"] is False
+
+
 def test_the_progress_bar_names_the_archive_as_it_is_named(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
