@@ -187,16 +187,14 @@ def employees_app_password(
     label: Annotated[str, typer.Option(help="Which mail client it is for.")] = "",
 ) -> None:
     """Create an SMTP AUTH app password for an employee and print it (alone): shown once."""
-    from app.models import Employee
+    from app.employees import find_employee
     from capture.submitters import new_app_password
 
     with transaction(_sessions(Settings())) as session:
-        employee_id = session.scalar(
-            sa.select(Employee.id).where(Employee.email == email.strip().lower())
-        )
-        if employee_id is None:
+        found = find_employee(session, email)
+        if found is None:
             raise _fail(f"no employee {email}")
-        password = new_app_password(session, employee_id, label)
+        password = new_app_password(session, found.id, label)
     typer.echo(password)
 
 
@@ -212,17 +210,16 @@ def tokens_create(
     label: Annotated[str, typer.Option(help="A note saying what the token is for.")] = "",
 ) -> None:
     """Create an API token and print it (alone, on stdout): it is shown only this once."""
-    from app.models import Employee
+    from app.employees import find_employee
     from app.security import create_token
 
     with transaction(_sessions(Settings())) as session:
         employee_id = None
         if employee is not None:
-            employee_id = session.scalar(
-                sa.select(Employee.id).where(Employee.email == employee.strip().lower())
-            )
-            if employee_id is None:
+            found = find_employee(session, employee)
+            if found is None:
                 raise _fail(f"no employee {employee}")
+            employee_id = found.id
         try:
             token = create_token(
                 session, role=role, employee_id=employee_id, scopes=tuple(scope or ()), label=label

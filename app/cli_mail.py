@@ -319,6 +319,7 @@ def _outcomes(outcomes: dict[str, int]) -> str:
 
 
 def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sent: bool) -> None:
+    from app.employees import find_employee
     from app.runtime import follow_policy_in
     from capture.archive import import_messages, open_archive
 
@@ -330,14 +331,15 @@ def _import(kind: ArchiveKind, path: Path, employee: str, since: str | None, sen
     runtime = _runtime()
     try:
         with runtime.sessions() as session:
-            if session.scalar(sa.select(Employee.id).where(Employee.email == employee)) is None:
+            found = find_employee(session, employee)
+            if found is None:
                 raise _fail(f"no employee {employee}")
         with _progress() as progress:
             task = progress.add_task(f"importing {escape(path.name)}", total=archive.total)
             stats = import_messages(
                 runtime.pipeline,
                 archive.messages,
-                employee=employee,
+                employee=found.email,
                 max_bytes=runtime.settings.max_message_bytes,
                 sent=sent,
                 since=horizon,
@@ -384,7 +386,7 @@ def import_mbox(
     """Import an mbox file; a rerun skips what is already imported."""
     from capture.archive import ArchiveKind
 
-    _import(ArchiveKind.MBOX, path, employee.lower(), since, sent)
+    _import(ArchiveKind.MBOX, path, employee, since, sent)
 
 
 @import_cli.command("maildir")
@@ -394,4 +396,4 @@ def import_maildir(
     """Import a Maildir folder (with cur/ and new/); a rerun skips what is already imported."""
     from capture.archive import ArchiveKind
 
-    _import(ArchiveKind.MAILDIR, path, employee.lower(), since, sent)
+    _import(ArchiveKind.MAILDIR, path, employee, since, sent)

@@ -42,6 +42,19 @@ def add_employee(
     return employee
 
 
+def find_employee(session: Session, address: str) -> Employee | None:
+    """The employee with this address, as their email or an alias, however it is written (any
+    case, a Unicode domain, spaces around): compared as `add_employee` stores addresses."""
+    normalized = normalize_address(address.strip())
+    if normalized is None:
+        return None
+    wanted = normalized.lower()
+    by_alias = sa.select(EmployeeAlias.employee_id).where(EmployeeAlias.address == wanted)
+    return session.scalar(
+        sa.select(Employee).where(sa.or_(Employee.email == wanted, Employee.id.in_(by_alias)))
+    )
+
+
 def _taken(session: Session, addresses: list[str]) -> str | None:
     """The first of these addresses that is already an employee's email or alias."""
     return session.scalars(

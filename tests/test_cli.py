@@ -166,6 +166,32 @@ def test_tokens_create_prints_only_the_token(settings: Settings) -> None:
     assert re.fullmatch(r"mr_[A-Za-z0-9_-]{40,}\n", done.stdout)
 
 
+def test_commands_find_an_employee_by_any_address_of_theirs_as_written(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """`employees add` stores a Unicode domain as mail spells it (`xn--`) and knows aliases:
+    the commands naming an employee found neither, nor an address with a space around it,
+    and answered "no employee" for someone `employees add` had just printed."""
+    added = mailroom(
+        settings, "employees", "add", "Hans@Bücher.example", "--alias", "hb@example.com"
+    )
+    assert added.stdout == "employee 1: hans@xn--bcher-kva.example\n", added.stderr
+    mbox = tmp_path / "hans.mbox"
+    mbox.write_bytes(b"From hans@example.com Mon Nov 23 09:00:00 2026\n" + compose().as_bytes())
+
+    for args in (
+        ("tokens", "create", "--role", "employee", "--employee", "hans@bücher.example"),
+        ("employees", "app-password", "HB@example.com"),
+        ("login-link", " hans@bücher.example "),
+        ("import", "mbox", str(mbox), "--employee", "hb@example.com"),
+    ):
+        done = mailroom(settings, *args)
+        assert done.returncode == 0, (args, done.stderr)
+    with sessions() as session:
+        employees = session.scalars(sa.select(DecisionRecord.employee_id)).all()
+    assert employees == [1]  # the import's message, filed as Hans's
+
+
 def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
     done = mailroom(settings, "tokens", "create", "--role", "employee")
 

@@ -5,11 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-import sqlalchemy as sa
 import typer
 
 from app.db import make_engine, migrate, session_factory, transaction
-from app.models import Employee
 from app.security import Role
 from app.settings import Settings
 
@@ -23,6 +21,7 @@ def login_link(
     ] = None,
 ) -> None:
     """Print a sign-in link (alone, on stdout): it works once, within 15 minutes."""
+    from app.employees import find_employee
     from app.web.auth import LINK_LIFETIME, create_login_link  # FastAPI: imported when used
 
     if role is Role.INTEGRATION:
@@ -36,13 +35,11 @@ def login_link(
     engine = make_engine(url)
     try:
         with transaction(session_factory(engine)) as session:
-            employee_id = session.scalar(
-                sa.select(Employee.id).where(Employee.email == email.strip().lower())
-            )
-            if employee_id is None:
+            employee = find_employee(session, email)
+            if employee is None:
                 typer.echo(f"error: no employee {email}", err=True)
                 raise typer.Exit(1)
-            token = create_login_link(session, employee_id, role, datetime.now(UTC))
+            token = create_login_link(session, employee.id, role, datetime.now(UTC))
     finally:
         engine.dispose()
     base = (base_url or f"http://{settings.api_host}:{settings.api_port}").rstrip("/")
