@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import traceback
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +22,7 @@ from pydantic import ValidationError
 from app.cli_mail import import_cli, mailboxes_cli, runtime_or_exit
 from app.db import make_engine, migrate, session_factory, transaction
 from app.models import MAX_ID
+from app.schemas import without_control_characters
 from app.security import Role
 from app.settings import Settings, StartError, invalid_settings
 from app.web.login_cli import login_link
@@ -69,6 +71,21 @@ def _sessions(settings: Settings, *, writer: bool = True) -> sa.orm.sessionmaker
 def _fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
+
+
+def _text(limit: int) -> Callable[[str], str]:
+    """An option's check: text the API takes (at most `limit` characters, as its column
+    holds, and no control characters), else a usage error rather than a fault on PostgreSQL."""
+
+    def check(value: str) -> str:
+        if len(value) > limit:
+            raise typer.BadParameter(f"at most {limit} characters")
+        try:
+            return without_control_characters(value)
+        except ValueError as error:
+            raise typer.BadParameter(str(error)) from None
+
+    return check
 
 
 @cli.command()
@@ -164,7 +181,7 @@ def migrate_command() -> None:
 @employees_cli.command("add")
 def employees_add(
     email: str,
-    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    name: Annotated[str, typer.Option(help="Display name.", callback=_text(200))] = "",
     alias: Annotated[list[str] | None, typer.Option(help="Another address of theirs.")] = None,
 ) -> None:
     """Add an employee (and aliases) who may submit mail."""
@@ -184,7 +201,9 @@ def employees_add(
 @employees_cli.command("app-password")
 def employees_app_password(
     email: str,
-    label: Annotated[str, typer.Option(help="Which mail client it is for.")] = "",
+    label: Annotated[
+        str, typer.Option(help="Which mail client it is for.", callback=_text(200))
+    ] = "",
 ) -> None:
     """Create an SMTP AUTH app password for an employee and print it (alone): shown once."""
     from app.employees import find_employee
@@ -207,7 +226,9 @@ def tokens_create(
     scope: Annotated[
         list[str] | None, typer.Option(help="Integration scope, e.g. contacts:read.")
     ] = None,
-    label: Annotated[str, typer.Option(help="A note saying what the token is for.")] = "",
+    label: Annotated[
+        str, typer.Option(help="A note saying what the token is for.", callback=_text(200))
+    ] = "",
 ) -> None:
     """Create an API token and print it (alone, on stdout): it is shown only this once."""
     from app.employees import find_employee

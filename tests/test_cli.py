@@ -192,6 +192,31 @@ def test_commands_find_an_employee_by_any_address_of_theirs_as_written(
     assert employees == [1]  # the import's message, filed as Hans's
 
 
+def test_a_name_or_label_the_api_would_refuse_is_a_usage_error(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """The columns hold 200 characters, as the API checks: PostgreSQL refused a longer one
+    with a fault report, and SQLite stored it as given."""
+    too_long = "N" * 201
+    for args in (
+        ("employees", "add", "dana@example.com", "--name", too_long),
+        ("employees", "add", "dana@example.com", "--name", "Dana\nEvil"),
+        ("tokens", "create", "--role", "admin", "--label", too_long),
+    ):
+        done = mailroom(settings, *args)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "Invalid value" in done.stderr and "error: builtins" not in done.stderr
+    assert "at most 200 characters" in done.stderr
+    with sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Employee)) == 0
+    added = mailroom(settings, "employees", "add", "dana@example.com", "--name", "N" * 200)
+    assert added.returncode == 0, added.stderr
+    labelled = mailroom(
+        settings, "employees", "app-password", "dana@example.com", "--label", too_long
+    )
+    assert labelled.returncode == 2, labelled.stderr
+
+
 def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
     done = mailroom(settings, "tokens", "create", "--role", "employee")
 
