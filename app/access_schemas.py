@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, AnyHttpUrl, BaseModel, ConfigDict, Field, StringConstraints
 
 from app.schemas import Out, Printable, Text
-from app.security import Role
+from app.security import SCOPE, Role
 from capture.parse import normalize_address
 from policies.model import Visibility
 
@@ -42,7 +42,7 @@ def _as_stored(address: str) -> str:
 # `hans@bücher.example` would match nothing stored as `hans@xn--bcher-kva.example`.
 Mailbox = Annotated[Address, AfterValidator(_as_stored)]
 
-Scope = Annotated[str, StringConstraints(pattern=r"^[a-z]+:[a-z]+$", max_length=40)]
+Scope = Annotated[str, StringConstraints(pattern=SCOPE, max_length=40)]
 URL_LENGTH = 2000  # what webhook_subscriptions.url holds
 
 

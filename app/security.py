@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -15,6 +16,7 @@ from app.models import ApiToken, Employee
 
 LAST_USED_GRANULARITY = timedelta(minutes=1)
 TOKEN_PREFIX = "mr_"  # noqa: S105 - a public prefix that makes leaked tokens greppable
+SCOPE = r"^[a-z]+:[a-z]+$"  # an integration's scope: contacts:read, webhooks:write
 
 
 class Role(enum.StrEnum):
@@ -57,6 +59,11 @@ def create_token(
     if role is not Role.EMPLOYEE and employee_id is not None:
         # Whoever holds it would be that employee for every rule that asks "is it theirs?"
         raise ValueError(f"a {role.value} token belongs to no employee")
+    if scopes and role is not Role.INTEGRATION:
+        raise ValueError("only integrations have scopes")  # no other role reads them
+    unlike = [scope for scope in scopes if not re.fullmatch(SCOPE, scope) or len(scope) > 40]
+    if unlike:
+        raise ValueError(f"{unlike[0]!r} is no scope: a scope is written like contacts:read")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     session.add(
         ApiToken(

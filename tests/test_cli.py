@@ -217,6 +217,29 @@ def test_a_name_or_label_the_api_would_refuse_is_a_usage_error(
     assert labelled.returncode == 2, labelled.stderr
 
 
+def test_tokens_create_refuses_scopes_no_token_of_that_role_would_use(
+    settings: Settings,
+) -> None:
+    """As the API refuses them: scopes count for integrations alone, and one not written like
+    contacts:read matches no route. The command issued such a token, which then got 403."""
+    assert mailroom(settings, "employees", "add", "dana@example.com").returncode == 0
+    for args, said in (
+        (("--role", "admin", "--scope", "contacts:read"), "only integrations have scopes"),
+        (
+            ("--role", "employee", "--employee", "dana@example.com", "--scope", "messages:read"),
+            "only integrations have scopes",
+        ),
+        (("--role", "integration", "--scope", "Contacts:Read"), "'Contacts:Read' is no scope"),
+    ):
+        done = mailroom(settings, "tokens", "create", *args)
+        assert (done.returncode, done.stdout) == (1, ""), (args, done.stdout)
+        assert done.stderr.startswith(f"error: {said}"), done.stderr
+    issued = mailroom(
+        settings, "tokens", "create", "--role", "integration", "--scope", "contacts:read"
+    )
+    assert issued.returncode == 0, issued.stderr
+
+
 def test_an_employee_token_needs_an_employee(settings: Settings) -> None:
     done = mailroom(settings, "tokens", "create", "--role", "employee")
 
