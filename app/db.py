@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.settings import StartError
+
 if TYPE_CHECKING:
     from alembic.config import Config
 
@@ -88,8 +90,9 @@ def transaction(sessions: sessionmaker[Session]) -> Iterator[Session]:
         yield session
 
 
-class DanglingReferenceError(RuntimeError):
-    """A migration left rows referring to rows that are not there."""
+class DanglingReferenceError(StartError):
+    """A migration left rows referring to rows that are not there. Its text (tables and a
+    count, never a row's values) is the operator's to read."""
 
 
 def migration_engine(url: str) -> sa.Engine:

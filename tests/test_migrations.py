@@ -3,6 +3,9 @@ not let the old table's removal delete the rows that refer to it."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from importlib import import_module
@@ -24,7 +27,7 @@ from app.db import (
 )
 from app.runtime import build_runtime
 from app.settings import Settings, StartError
-from tests.conftest import scratch_database, server_url
+from tests.conftest import TEST_SECRET, scratch_database, server_url
 from tests.test_schema_and_ledger import _entry
 
 
@@ -144,6 +147,46 @@ def test_a_migration_that_would_leave_a_dangling_reference_changes_nothing(
     with engine.connect() as conn:
         assert conn.scalar(sa.text("SELECT version_num FROM alembic_version")) == previous
     engine.dispose()
+
+
+def test_mailroom_migrate_says_which_rows_would_dangle_and_how_to_find_them(
+    empty_database_url: str, tmp_path: Path
+) -> None:
+    """The refusal names tables and a count, never a row's values, and says how to list the
+    rows: the command line printed a fault report that left all of that out."""
+    url = empty_database_url
+    if not url.startswith("sqlite"):
+        pytest.skip("PostgreSQL enforces references during migrations itself")
+    command.upgrade(alembic_config(url), _revisions(url)[-2])
+    engine = sa.create_engine(url)  # no enforcement: the reference is made to dangle
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO employee_aliases (id, employee_id, address) VALUES (1, 99, 'x@y.z')"
+            )
+        )
+    engine.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILROOM_")} | {
+        "MAILROOM_DATA_DIR": str(tmp_path / "var"),
+        "MAILROOM_DATABASE_URL": url,
+        "MAILROOM_SECRET_KEY": TEST_SECRET,
+    }
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "migrate"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: the migration would leave 1 rows referring to missing rows (in "
+        "employee_aliases); nothing was changed. `PRAGMA foreign_key_check` in the sqlite3 "
+        "shell lists them\n"
+    )
 
 
 def test_the_decision_log_still_verifies_after_its_table_is_rebuilt(
