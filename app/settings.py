@@ -131,7 +131,13 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'mailroom.db'}"
 
     def ensure_data_dir(self) -> None:
-        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as error:  # the operator's to put right: said, not a fault report
+            reason = error.strerror or type(error).__name__
+            raise StartError(
+                f"MAILROOM_DATA_DIR: cannot make {self.data_dir} a folder: {reason}"
+            ) from None
 
     def secret(self) -> bytes:
         """The HMAC key: from the environment, else generated once into the data dir."""

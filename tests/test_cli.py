@@ -467,6 +467,27 @@ def test_an_invalid_setting_is_named_by_its_variable_without_its_value(
     assert "hunter2" not in done.stderr
 
 
+def test_a_data_dir_that_cannot_be_a_folder_is_named(settings: Settings, tmp_path: Path) -> None:
+    """Such as a file in its way, or ./var where the service user may not write: a fault
+    report ("builtins.FileExistsError", its text left out) named neither setting nor path."""
+    in_the_way = tmp_path / "var-file"
+    in_the_way.write_text("")
+
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "employees", "add", "dana@example.com"],
+        env=_env(settings) | {"MAILROOM_DATA_DIR": str(in_the_way)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert done.returncode == 1
+    assert (
+        done.stderr == f"error: MAILROOM_DATA_DIR: cannot make {in_the_way} a folder: File exists\n"
+    )
+
+
 def test_an_empty_secret_key_stops_the_start_instead_of_keying_with_nothing(
     settings: Settings, tmp_path: Path
 ) -> None:
