@@ -7,11 +7,12 @@ answers a rerun, which therefore skips what an earlier run committed.
 from __future__ import annotations
 
 import enum
+import hashlib
 import mailbox
 import os
 import stat
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -173,8 +174,7 @@ def import_messages(
     held = 0
     for raw in messages:
         stats.read += 1
-        whole = len(raw) <= max_bytes
-        read = _Read(raw if whole else header_section_of(raw), whole=whole, size=len(raw))
+        read = _Read(raw, len(raw)) if len(raw) <= max_bytes else _over_cap(raw)
         batch.append(read)
         held += len(read.raw)
         if len(batch) == BATCH or held >= BATCH_BYTES:
@@ -189,11 +189,23 @@ def import_messages(
 
 class _Read(NamedTuple):
     raw: bytes  # the message, or its header section alone
-    whole: bool
     size: int  # the whole message's, for the policy (`larger-than`) either way
+    digest: str | None = None  # the whole message's, where `raw` is its header section
+
+    @property
+    def whole(self) -> bool:
+        return self.digest is None
 
     def parsed(self) -> ParsedMessage:
-        return parse_message(self.raw) if self.whole else parse_headers(self.raw, size=self.size)
+        if self.digest is None:
+            return parse_message(self.raw)
+        # Its receipt is keyed by the whole message's digest, as when it is read whole: a
+        # rerun under another size cap, or after a release that read it whole, knows it.
+        return replace(parse_headers(self.raw, size=self.size), digest=self.digest)
+
+
+def _over_cap(raw: bytes) -> _Read:
+    return _Read(header_section_of(raw), len(raw), hashlib.sha256(raw).hexdigest())
 
 
 def _commit(

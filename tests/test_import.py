@@ -159,6 +159,27 @@ def test_a_message_over_the_size_cap_is_as_large_as_it_is_for_the_policy(
     assert facts is not None and facts["size"] == len(big) and facts["body_read"] is False
 
 
+def test_a_rerun_under_another_size_cap_knows_what_was_imported(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """A message read whole by one run and on its headers by the next (the cap was lowered,
+    the shell running the rerun lacks the service's setting, or an earlier release read
+    every message whole) is the same message: it was decided and recorded a second time."""
+    add_employee(sessions, ALICE)
+    big = compose(message_id="<big@example.com>", body="quote line\n" * 5_000).as_bytes()
+    path = _mbox(tmp_path / "alice.mbox", [big, *_messages()[:1]])
+    args = ("import", "mbox", str(path), "--employee", ALICE)
+
+    whole = _mailroom(settings, *args)
+    capped = _mailroom(settings, *args, env={"MAILROOM_MAX_MESSAGE_BYTES": "20000"})
+    whole_again = _mailroom(settings, *args)
+
+    assert whole.returncode == capped.returncode == whole_again.returncode == 0, capped.stderr
+    assert "2 read: 0 imported (nothing new), 2 already imported" in capped.stdout
+    assert "2 read: 0 imported (nothing new), 2 already imported" in whole_again.stdout
+    assert _count(settings, DecisionRecord) == 2
+
+
 def test_the_progress_bar_names_the_archive_as_it_is_named(
     settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
