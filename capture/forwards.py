@@ -5,13 +5,12 @@ from __future__ import annotations
 import itertools
 import re
 from dataclasses import dataclass, field, replace
-from email import message_from_bytes
 from email import policy as email_policy
 from email.message import Message
 from enum import IntEnum
 
 from capture import forward_labels as labels
-from capture.parse import ParsedMessage, normalize_address, parse_message
+from capture.parse import ParsedMessage, normalize_address, parse_message, parse_mime
 
 MAX_SCAN = 65_536  # characters of a body that are searched
 MAX_VALUE = 1_000  # characters kept of one header value
@@ -439,12 +438,15 @@ def _clean_name(name: str) -> str | None:
 
 def find_attached(raw: bytes) -> ParsedMessage | None:
     """The first message attached whole (message/rfc822), as clients forward "as attachment";
-    None if there is none. Only the outermost level is opened."""
-    parsed = message_from_bytes(raw, policy=email_policy.compat32)
-    for part in itertools.islice(parsed.walk(), MAX_PARTS):
+    None if there is none. Only the outermost level is opened, in the tree parse_message
+    reads (bounded alike); one nested too deep to write out again stands for nothing."""
+    for part in itertools.islice(parse_mime(raw).walk(), MAX_PARTS):
         if part.get_content_type() != "message/rfc822":
             continue
         inner = part.get_payload()
         if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-            return parse_message(inner[0].as_bytes(policy=email_policy.compat32))
+            try:  # the generator recurses once per level, as the parser does
+                return parse_message(inner[0].as_bytes(policy=email_policy.compat32))
+            except RecursionError:
+                return None
     return None

@@ -339,6 +339,27 @@ def test_a_failing_database_write_answers_451_stores_nothing_and_the_retry_succe
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 1
 
 
+@pytest.mark.parametrize("depth", [400, 1500])
+def test_a_message_attached_hundreds_of_levels_deep_is_decided_not_deferred_for_ever(
+    running: Running, depth: int
+) -> None:
+    # Capture in To makes it a candidate forward, whose attached message is opened: a 451
+    # here would be for ever, the sender's server retrying for days and failing alike.
+    add_employee(running.runtime.sessions, "alice@example.com")
+    nested = b"Content-Type: message/rfc822\r\n\r\n" * depth
+    raw = (
+        f"From: Alice <alice@example.com>\r\nTo: {CAPTURE}\r\nSubject: Nested\r\n".encode()
+        + nested
+        + b"From: Bob <bob@customer.example>\r\nSubject: Inner\r\n\r\nHello\r\n"
+    )
+
+    code, reply = send(running.smtp_port, raw)
+
+    assert code == 250, reply
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
+
+
 def test_an_employee_envelope_with_someone_elses_from_is_refused(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
 
