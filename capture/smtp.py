@@ -10,7 +10,7 @@ import shutil
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,6 +305,17 @@ class CaptureSMTP(SMTP):
         self._auth_failures += 1
         if self._auth_failures >= MAX_AUTH_FAILURES:
             self._hang_up(b"421 4.7.0 Too many failed AUTH attempts, closing connection")
+
+    def _getparams(self, params: Sequence[str]) -> dict[str, str | bool] | None:
+        """aiosmtpd's reading of MAIL and RCPT parameters, with MAIL's AUTH= (RFC 4954
+        section 5) taken and ignored: a server that offers AUTH must accept it, and Sendmail
+        and Exim send it once they have authenticated. It is the client's word for who
+        submitted the message, which proves nothing here (this session's own AUTH does).
+        Read for MAIL while no sender is set: aiosmtpd refuses RCPT before that."""
+        found = super()._getparams(params)
+        if found is not None and self.envelope is not None and not self.envelope.mail_from:
+            found.pop("AUTH", None)
+        return found
 
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
         return await self.capture.check(await super().auth_PLAIN(server, args))

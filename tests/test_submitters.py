@@ -220,6 +220,29 @@ def test_a_message_refused_for_want_of_proof_is_accepted_when_sent_again_with_au
         assert len(session.scalars(sa.select(Message.id)).all()) == 1
 
 
+def test_the_auth_parameter_of_mail_from_is_accepted_and_proves_nothing(
+    strict: tuple[Running, str],
+) -> None:
+    """RFC 4954 section 5: Sendmail and Exim add AUTH= to MAIL FROM once authenticated."""
+    running, password = strict
+    raw = compose().as_bytes(policy=policy.SMTP)
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        claimed = client.mail("alice@example.com", ["AUTH=alice@example.com"])
+        client.rcpt(CAPTURE)
+        unproven = client.data(raw)
+        client.login("alice@example.com", password)
+        authenticated = client.mail("alice@example.com", ["AUTH=<>"])
+        client.rcpt(CAPTURE)
+        proven = client.data(raw)
+
+    assert claimed[0] == authenticated[0] == 250
+    assert (unproven[0], unproven[1][:5]) == (550, b"5.7.1")
+    assert proven[0] == 250
+    assert _outcomes(running) == ["reject", "capture"]
+
+
 def test_forged_authentication_results_from_an_untrusted_peer_prove_nothing(
     strict: tuple[Running, str],
 ) -> None:
