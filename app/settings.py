@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
 
+    @field_validator("capture_addresses")
+    @classmethod
+    def _as_mail_spells_them(cls, value: list[str]) -> list[str]:
+        """A Unicode domain as mail spells it (IDNA A-labels), as the listener reads RCPT TO."""
+        if all(item.isascii() for item in value):
+            return value
+        from capture.parse import as_mail_spells_it  # its import is not every command's cost
+
+        return [as_mail_spells_it(item) for item in value]
+
     @field_validator("trusted_relays")
     @classmethod
     def _ip_networks(cls, value: list[str]) -> list[str]:

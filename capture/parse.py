@@ -247,6 +247,18 @@ def mail_domain(domain: str) -> str | None:
         return None
 
 
+def as_mail_spells_it(address: str) -> str:
+    """An address written with a Unicode domain, as an SMTPUTF8 envelope or the configuration
+    may write it (`anna@bücher.example`), with its domain as every parsed address and every
+    employee's has it (`anna@xn--bcher-kva.example`, see mail_domain). Anything else as it
+    is: only the domain changes, not the case."""
+    if address.isascii():
+        return address
+    local, at, domain = address.rpartition("@")
+    spelled = mail_domain(domain) if at else None
+    return f"{local}@{spelled}" if spelled is not None else address
+
+
 def earlier_spelling(address: str) -> str | None:
     """How releases before 2026-11-24 stored this (normalized) address, where that differs.
     They encoded a Unicode domain by IDNA 2003, which maps some letters away (straße.example

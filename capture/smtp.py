@@ -17,6 +17,7 @@ from pathlib import Path
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from app.metrics import Metrics
+from capture.parse import as_mail_spells_it
 from capture.pipeline import Envelope as PipelineEnvelope
 from capture.spamd import Spamd
 from capture.submitters import as_received, is_trusted
@@ -108,7 +109,7 @@ class CaptureHandler:
             # No database can look it up (nor encode it; PostgreSQL refuses NUL): accepted,
             # the message would get 451 on every retry, for days.
             return "553 5.1.7 Malformed sender address"
-        envelope.mail_from = address
+        envelope.mail_from = as_mail_spells_it(address)
         envelope.mail_options.extend(options)
         return "250 2.1.0 Sender OK"
 
@@ -125,7 +126,8 @@ class CaptureHandler:
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if address.strip().lower() not in self.capture_addresses:
+        address = as_mail_spells_it(address.strip())
+        if address.lower() not in self.capture_addresses:
             return "550 5.1.1 Recipient is not a Mailroom capture address"
         if len(envelope.rcpt_tos) >= self.limits.max_recipients:
             return "452 4.5.3 Too many recipients"

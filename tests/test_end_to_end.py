@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import smtplib
+from email import policy
 from email.message import EmailMessage
 
 import pytest
@@ -11,8 +13,9 @@ import sqlalchemy as sa
 from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
+from app.settings import Settings
 from capture.parse import parse_message
-from tests.conftest import CAPTURE, Running, add_employee, issue_token
+from tests.conftest import CAPTURE, Running, add_employee, issue_token, run_service
 from tests.mail import UNSTORABLE, compose, send
 
 
@@ -157,6 +160,32 @@ def test_submitter_who_is_not_an_employee_is_refused_and_recorded(running: Runni
         assert record.rules == ["submitter-not-employee"]
         assert record.employee_id is None
         assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+
+
+@pytest.mark.parametrize(
+    "capture", ["capture@mailroom.xn--bcher-kva.example", "capture@mailroom.bücher.example"]
+)
+def test_an_envelope_in_unicode_names_the_employee_and_capture_address_mail_spells_in_ascii(
+    settings: Settings, capture: str
+) -> None:
+    # SMTPUTF8 lets a client write a domain as people read it; the employee list, the capture
+    # addresses (however configured) and every parsed header spell it as mail does (IDNA).
+    configured = Settings(**{**settings.model_dump(), "capture_addresses": capture})
+    with run_service(configured) as running:
+        anna = add_employee(running.runtime.sessions, "anna@xn--bcher-kva.example.com")
+        msg = compose(sender="Anna <anna@bücher.example.com>", to="Bob <bob@customer.example>")
+        raw = msg.as_bytes(policy=policy.SMTPUTF8)
+        with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+            client.ehlo("client.example.com")
+            client.mail("Anna@Bücher.example.com", ["SMTPUTF8"])
+            recipient = client.rcpt("capture@mailroom.bücher.example")
+            code, reply = client.data(raw)
+
+        assert recipient[0] == 250
+        assert code == 250, reply
+        with running.runtime.sessions() as session:
+            (record,) = session.scalars(sa.select(DecisionRecord)).all()
+        assert (record.outcome, record.employee_id) == ("capture", anna)
 
 
 def test_mail_for_an_address_that_is_not_a_capture_address_is_refused(running: Running) -> None:
