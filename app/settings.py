@@ -91,15 +91,19 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: list[str]) -> list[str]:
         return [item.strip().lower() for item in value]
 
-    @field_validator("capture_addresses")
+    @field_validator("org_domains", "capture_addresses")
     @classmethod
     def _as_mail_spells_them(cls, value: list[str]) -> list[str]:
-        """A Unicode domain as mail spells it (IDNA A-labels), as the listener reads RCPT TO."""
+        """A Unicode domain as mail spells it (IDNA A-labels), as every parsed address has it
+        and the listener reads MAIL FROM and RCPT TO: `bücher.example` is compared as
+        `xn--bcher-kva.example`."""
         if all(item.isascii() for item in value):
             return value
-        from capture.parse import as_mail_spells_it  # its import is not every command's cost
+        from capture.parse import as_mail_spells_it, mail_domain  # not every command's cost
 
-        return [as_mail_spells_it(item) for item in value]
+        return [
+            as_mail_spells_it(item) if "@" in item else mail_domain(item) or item for item in value
+        ]
 
     @field_validator("trusted_relays")
     @classmethod

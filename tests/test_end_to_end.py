@@ -188,6 +188,26 @@ def test_an_envelope_in_unicode_names_the_employee_and_capture_address_mail_spel
         assert (record.outcome, record.employee_id) == ("capture", anna)
 
 
+def test_an_organization_domain_configured_in_unicode_keeps_mail_between_colleagues_internal(
+    settings: Settings,
+) -> None:
+    # Parsed addresses spell the domain in IDNA A-labels: configured as people read it, the
+    # colleague was an outsider, the mail "external" and captured, and the colleague a contact.
+    configured = Settings(**{**settings.model_dump(), "org_domains": "Bücher.example"})
+    with run_service(configured) as running:
+        add_employee(running.runtime.sessions, "anna@xn--bcher-kva.example")
+        msg = compose(sender="Anna <anna@bücher.example>", to="Carl <carl@bücher.example>")
+        raw = msg.as_bytes(policy=policy.SMTPUTF8)
+
+        code, reply = send(running.smtp_port, raw, mail_from="anna@xn--bcher-kva.example")
+
+        assert code == 250, reply
+        with running.runtime.sessions() as session:
+            (record,) = session.scalars(sa.select(DecisionRecord)).all()
+            assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 0
+        assert (record.outcome, record.rules) == ("drop", ["internal-only"])
+
+
 def test_mail_for_an_address_that_is_not_a_capture_address_is_refused(running: Running) -> None:
     code, reply = send(running.smtp_port, compose(), rcpt="someone@mailroom.example.com")
 
