@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.models import AppPassword, Employee
 
 AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
+RECEIVED = re.compile(rb"^received:", re.IGNORECASE)
 AR_ANYWHERE = re.compile(rb"(?:^|\n)authentication-results:", re.IGNORECASE)  # a field's start
 DKIM_PASS = re.compile(r"\bdkim=pass\b[^;]*?\bheader\.(?:d|i)=@?([a-z0-9.-]+)", re.IGNORECASE)
 DMARC_FAIL = re.compile(r"(?:^|;)\s*dmarc=fail\b", re.IGNORECASE)
@@ -80,15 +81,27 @@ def _serv_id(value: str) -> str:
 
 
 def our_verdict(fields: Iterable[tuple[str, str]], authserv_id: str) -> str:
-    """The results of the topmost Authentication-Results field under our authserv-id ("" if
-    none). Only the topmost: our server prepends its own verdict (RFC 8601 section 5), and a
-    field below it under the same id, if the server did not strip it, came from the sender.
-    `fields`: (lower-case name, value), in the message's order."""
+    """The results our server wrote ("" if none): those of every Authentication-Results field
+    under our authserv-id above the first Received field, else of the topmost one alone.
+    Our server prepends its verdict (RFC 8601 section 5), often a field per filter (OpenDKIM's
+    dkim=, OpenDMARC's spf= and dmarc=), above the Received field it adds: nothing the sender
+    wrote is above that. Below a Received (one a later hop added, or a server that writes its
+    verdict under its own Received), the field after the topmost could be the sender's, if the
+    server did not strip it. `fields`: (lower-case name, value), in the message's order; a
+    Received field's value is not read."""
     wanted = authserv_id.lower()
+    found: list[str] = []
+    below_received = False
     for name, value in fields:
-        if name == "authentication-results" and _serv_id(value) == wanted:
-            return value.split(";", 1)[1] if ";" in value else ""
-    return ""
+        if name == "received":
+            if found:
+                break
+            below_received = True
+        elif name == "authentication-results" and _serv_id(value) == wanted:
+            found.append(value.split(";", 1)[1] if ";" in value else "")
+            if below_received:
+                break
+    return ";".join(found)
 
 
 def dmarc_failed(fields: Iterable[tuple[str, str]], authserv_id: str) -> bool:
@@ -123,8 +136,10 @@ def dkim_domains(raw: bytes, authserv_id: str) -> set[str]:
     blocks, _ = header_blocks(raw)
     fields = (
         ("authentication-results", b.split(b":", 1)[1].decode("utf-8", "replace"))
-        for b in blocks
         if AR_HEADER.match(b)
+        else ("received", "")
+        for b in blocks
+        if AR_HEADER.match(b) or RECEIVED.match(b)
     )
     verdict = our_verdict(fields, authserv_id).replace("\r\n", " ")
     return {d.lower().rstrip(".") for d in DKIM_PASS.findall(verdict)}

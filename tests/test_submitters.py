@@ -335,7 +335,8 @@ def test_a_forged_dkim_pass_below_the_trusted_relays_own_results_proves_nothing(
     settings: Settings,
 ) -> None:
     """The relay prepends its verdict (no signature) and passes along, below it, a field the
-    sender wrote under our authserv-id: only the topmost is the relay's (RFC 8601)."""
+    sender wrote under our authserv-id: only those above the relay's Received are the relay's
+    (RFC 8601)."""
     relay = settings.model_copy(
         update={"require_submitter_proof": True, "trusted_relays": ["127.0.0.0/8"]}
     )
@@ -345,6 +346,47 @@ def test_a_forged_dkim_pass_below_the_trusted_relays_own_results_proves_nothing(
         relays_own = b"Authentication-Results: mailroom.example.com; dkim=none; spf=softfail\r\n"
         received = b"Received: from attacker.example.net by relay.example.com\r\n"
         forged = relays_own + received + FORGED.encode() + b"\r\n" + raw
+
+        assert send(running.smtp_port, forged)[0] == 550
+        assert _outcomes(running) == ["reject"]
+
+
+def test_a_trusted_relay_writing_dkim_and_dmarc_in_fields_of_their_own_proves_the_submitter(
+    settings: Settings,
+) -> None:
+    """OpenDKIM and OpenDMARC each prepend a field of their own, under the relay's authserv-id,
+    above the Received field the relay added: OpenDMARC's, written last, is the topmost."""
+    relay = settings.model_copy(
+        update={"require_submitter_proof": True, "trusted_relays": ["127.0.0.0/8"]}
+    )
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        raw = compose().as_bytes(policy=policy.SMTP)
+        relays_own = (
+            b"Authentication-Results: mailroom.example.com; dmarc=pass header.from=example.com\r\n"
+            b"Authentication-Results: mailroom.example.com;\r\n"
+            b"\tdkim=pass (2048-bit key) header.d=example.com header.b=abcdefgh\r\n"
+            b"Received: from laptop.example.com by relay.example.com\r\n"
+        )
+
+        assert send(running.smtp_port, relays_own + raw)[0] == 250
+        assert _outcomes(running) == ["capture"]
+
+
+def test_a_forged_dkim_pass_right_below_a_relays_own_results_under_its_received_proves_nothing(
+    settings: Settings,
+) -> None:
+    """A relay that writes its verdict below its own Received (Exim's :at_start_rfc:) leaves
+    nothing between it and the fields the sender wrote: only the topmost is the relay's."""
+    relay = settings.model_copy(
+        update={"require_submitter_proof": True, "trusted_relays": ["127.0.0.0/8"]}
+    )
+    with run_service(relay) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        raw = compose().as_bytes(policy=policy.SMTP)
+        received = b"Received: from attacker.example.net by relay.example.com\r\n"
+        relays_own = b"Authentication-Results: mailroom.example.com; dkim=none; spf=softfail\r\n"
+        forged = received + relays_own + FORGED.encode() + b"\r\n" + raw
 
         assert send(running.smtp_port, forged)[0] == 550
         assert _outcomes(running) == ["reject"]
@@ -415,17 +457,35 @@ def test_only_our_authserv_ids_results_are_stripped() -> None:
         ([("authentication-results", "other.example; dmarc=fail")], False),
         ([("authentication-results", "mx.example.com")], False),
         ([("x-authentication-results", "mx.example.com; dmarc=fail")], False),
-        (  # only the topmost of ours counts: what lies below it came with the message
+        (  # only ours above our server's Received count: what lies below came with the message
             [
                 ("authentication-results", "other.example; dmarc=pass"),
                 ("authentication-results", "mx.example.com; dmarc=pass"),
+                ("received", "from mail.sender.example by mx.example.com"),
                 ("authentication-results", "mx.example.com; dmarc=fail"),
+            ],
+            False,
+        ),
+        (  # a field per filter above its Received, OpenDMARC's below OpenDKIM's: all ours
+            [
+                ("authentication-results", "mx.example.com; dkim=pass header.d=example.com"),
+                ("x-spam-status", "No"),
+                ("authentication-results", "mx.example.com; dmarc=fail header.from=example.com"),
+                ("received", "from mail.sender.example by mx.example.com"),
+            ],
+            True,
+        ),
+        (  # below a Received only the topmost: the next one could be the sender's
+            [
+                ("received", "from mail.sender.example by mx.example.com"),
+                ("authentication-results", "mx.example.com; dmarc=pass header.from=example.com"),
+                ("authentication-results", "mx.example.com; dmarc=fail header.from=example.com"),
             ],
             False,
         ),
     ],
 )
-def test_dmarc_failed_reads_the_topmost_verdict_of_our_server(
+def test_dmarc_failed_reads_the_verdict_our_server_wrote(
     fields: list[tuple[str, str]], failed: bool
 ) -> None:
     assert dmarc_failed(fields, "mx.example.com") is failed
