@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.models import AppPassword, Employee
+from capture.parse import as_mail_spells_it
 
 AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
 RECEIVED = re.compile(rb"^received:", re.IGNORECASE)
@@ -30,7 +31,9 @@ def new_app_password(session: Session, employee_id: int, label: str = "") -> str
 def authenticate_app_password(
     sessions: sessionmaker[Session], login: str, password: str
 ) -> str | None:
-    """The employee address for a valid (login, app password) pair, else None."""
+    """The employee address for a valid (login, app password) pair, else None. A login is
+    UTF-8 (RFC 4616): its Unicode domain is the one the employee's address spells in A-labels."""
+    wanted = as_mail_spells_it(login.strip()).lower()
     with sessions() as session:
         email = session.scalar(
             sa.select(Employee.email)
@@ -38,7 +41,7 @@ def authenticate_app_password(
             .where(
                 AppPassword.password_hash == _digest(password),
                 AppPassword.revoked_at.is_(None),
-                Employee.email == login.strip().lower(),
+                Employee.email == wanted,
             )
         )
     return email

@@ -160,6 +160,29 @@ def _plain(login: str, password: str) -> str:
     return "PLAIN " + base64.b64encode(f"\0{login}\0{password}".encode()).decode()
 
 
+def test_a_login_with_a_unicode_domain_is_the_employee_it_names(
+    strict: tuple[Running, str],
+) -> None:
+    """RFC 4616 logins are UTF-8: `anna@bücher.example.com` is the employee whose address mail
+    (and the employee list) spells `anna@xn--bcher-kva.example.com`."""
+    running, _ = strict
+    anna = add_employee(running.runtime.sessions, "anna@xn--bcher-kva.example.com")
+    with transaction(running.runtime.sessions) as session:
+        password = new_app_password(session, anna)
+    raw = compose(sender="Anna <anna@xn--bcher-kva.example.com>").as_bytes(policy=policy.SMTP)
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        client.ehlo("client.example.com")
+        code, _ = client.docmd("AUTH", _plain("Anna@Bücher.example.com", password))
+        client.mail("anna@xn--bcher-kva.example.com")
+        client.rcpt(CAPTURE)
+        sent = client.data(raw)
+
+    assert code == 235
+    assert sent[0] == 250
+    assert _outcomes(running) == ["capture"]
+
+
 def test_the_implicit_tls_port_offers_auth_at_once(strict: tuple[Running, str]) -> None:
     running, password = strict
     port = running.service.smtps_port
