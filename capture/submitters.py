@@ -16,6 +16,7 @@ from capture.parse import as_mail_spells_it
 
 AR_HEADER = re.compile(rb"^authentication-results:", re.IGNORECASE)
 RECEIVED = re.compile(rb"^received:", re.IGNORECASE)
+FIELD_BREAK = re.compile(rb"\r\n(?![ \t])")  # a line break that ends a field
 AR_ANYWHERE = re.compile(rb"(?:^|\n)authentication-results:", re.IGNORECASE)  # a field's start
 DKIM_PASS = re.compile(r"\bdkim=pass\b[^;]*?\bheader\.(?:d|i)=@?([a-z0-9.-]+)", re.IGNORECASE)
 DMARC_FAIL = re.compile(r"(?:^|;)\s*dmarc=fail\b", re.IGNORECASE)
@@ -63,16 +64,15 @@ def is_trusted(peer: str, relays: Collection[str]) -> bool:
 
 
 def header_blocks(raw: bytes) -> tuple[list[bytes], bytes]:
-    """The header fields (each with its folded continuation lines) and the rest."""
+    """The header fields (each with its folded continuation lines) and the rest. Cut where a
+    line break is not followed by a fold, in one pass: built up line by line, a field folded
+    into tens of thousands of short lines (a header section of 256 KiB holds 65,000) took a
+    quarter of a second of the listener's event loop."""
     end = raw.find(b"\r\n\r\n")
     head, rest = (raw, b"") if end < 0 else (raw[: end + 2], raw[end + 2 :])
-    blocks: list[bytes] = []
-    for line in head.split(b"\r\n")[:-1] if head.endswith(b"\r\n") else head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t") and blocks:
-            blocks[-1] += b"\r\n" + line
-        else:
-            blocks.append(line)
-    return blocks, rest
+    if head.endswith(b"\r\n"):
+        head = head[:-2]
+    return FIELD_BREAK.split(head), rest
 
 
 def _claims(block: bytes, authserv_id: str) -> bool:
