@@ -24,6 +24,18 @@ _BLOCK_END = re.compile(
     re.IGNORECASE,
 )
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
+# How deep an HTML body may nest before it is read as no text. The parser walks the open
+# elements for each block that starts (for a <p> to close), so that tags nested a few thousand
+# deep cost it seconds and a 256 KB body half a minute; mail nests tens deep.
+MAX_HTML_DEPTH = 512
+# A start or end tag, but not of an element that holds nothing, or that the next of its kind
+# closes: those never nest deeper.
+_NESTING_TAG = re.compile(
+    r"<(/?)(?!(?:area|base|br|col|embed|hr|img|input|link|meta|param|source|track|wbr|p|li|dt"
+    r"|dd|tr|td|th|thead|tbody|tfoot|colgroup|caption|option|optgroup|rb|rt|rtc|rp|html|head"
+    r"|body)[\s/>])[A-Za-z]",
+    re.IGNORECASE,
+)
 _SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
 _BLANK_RUNS = re.compile(r"\n{3,}")
 
@@ -140,7 +152,11 @@ def _known_charset(name: str | None, defects: list[str]) -> str | None:
 
 
 def html_to_text(html: str) -> str:
-    """HTML as lines of text: blocks and <br> end lines, scripts and styles are dropped."""
+    """HTML as lines of text: blocks and <br> end lines, scripts and styles are dropped. A
+    body nested beyond MAX_HTML_DEPTH is read as no text, as a message nested beyond reason
+    is read for its headers alone."""
+    if _nests_beyond(html, MAX_HTML_DEPTH):
+        return ""
     flat = html.replace("\n", " ").replace("\t", " ")
     marked = _CELL_END.sub("\\g<0>\t", _BLOCK_END.sub("\\g<0>\n", flat))
     try:
@@ -153,6 +169,22 @@ def html_to_text(html: str) -> str:
         return ""
     lines = (_SPACES.sub(" ", line).strip(" \t") for line in text.split("\n"))
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
+
+
+def _nests_beyond(html: str, limit: int) -> bool:
+    """Whether elements open inside each other more than `limit` deep, counted from the tags
+    alone (an element left open counts as open). Few bodies have that many tags at all."""
+    if html.count("<") <= limit:
+        return False
+    depth = 0
+    for end in _NESTING_TAG.findall(html):
+        if end:
+            depth = max(depth - 1, 0)  # a stray end tag closes nothing
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
 
 
 def attachments(msg: Message, *, body: Message | None = None) -> tuple[Attachment, ...]:

@@ -93,6 +93,14 @@ def test_html_conversion_keeps_blocks_apart_and_inline_text_together() -> None:
     ]
 
 
+def test_html_nested_as_deep_as_mail_goes_is_read_and_nested_beyond_reason_is_no_text() -> None:
+    deep = "<div><span>" * 200 + "<p>Quote</p>" + "</span></div>" * 200
+    beyond = "<div><span>" * 300 + "<p>Quote</p>"
+
+    assert html_to_text(deep) == "Quote"
+    assert html_to_text(beyond) == ""
+
+
 @pytest.mark.skipif(
     not (CORPORA / "spamassassin").is_dir(), reason="../shared/corpora/spamassassin is absent"
 )

@@ -360,6 +360,24 @@ def test_a_message_attached_hundreds_of_levels_deep_is_decided_not_deferred_for_
         assert session.scalar(sa.select(sa.func.count()).select_from(DecisionRecord)) == 1
 
 
+def test_an_html_body_nested_thousands_deep_is_decided_in_moments_not_seconds(
+    running: Running,
+) -> None:
+    # The HTML parser walks every open element for each list that starts: 60,000 levels (360
+    # KB, from any sender) held the writer, and every message behind it, for 15 s and more.
+    add_employee(running.runtime.sessions, "alice@example.com")
+    head = compose(body="x").as_bytes(policy=policy.SMTP).split(b"\r\n\r\n", 1)[0]
+    head = head.replace(b"text/plain", b"text/html")
+    raw = head + b"\r\n\r\n" + b"<ol>\r\n" * 60_000
+
+    started = time.monotonic()
+    code, reply = send(running.smtp_port, raw)
+    elapsed = time.monotonic() - started
+
+    assert code == 250, reply
+    assert elapsed < 3  # a tenth of a second; well over 10 s when parsed
+
+
 def test_an_employee_envelope_with_someone_elses_from_is_refused(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
 
