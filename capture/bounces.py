@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import logging
-from email import message_from_bytes
-from email import policy as email_policy
 from email.message import Message
 
 from flufl.bounce import scan_message
 
-from capture.parse import ParsedMessage, normalize_address
+from capture.parse import ParsedMessage, normalize_address, parse_mime
 
 MAX_RECIPIENTS = 50
 _FAILED_RECIPIENTS = b"x-failed-recipients"  # Exim's header: the one a detector reads
@@ -39,7 +37,7 @@ def bounced_recipients(message: ParsedMessage, *, headers_only: bool = False) ->
     for each bounce a mailbox sync drops on its headers."""
     if headers_only and _FAILED_RECIPIENTS not in message.raw.lower():
         return frozenset()
-    parsed = message_from_bytes(message.raw, policy=email_policy.compat32)
+    parsed = parse_mime(message.raw)  # the tree parse_message reads, bounded alike
     found = _from_report(parsed)
     if not found:
         found = {_text(b) for b in detected(parsed)}

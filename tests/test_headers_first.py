@@ -184,7 +184,7 @@ def test_a_header_section_without_exims_header_is_not_parsed_for_recipients(
     def refuse(raw: bytes, **kwargs: object) -> None:
         raise AssertionError("parsed")
 
-    monkeypatch.setattr("capture.bounces.message_from_bytes", refuse)
+    monkeypatch.setattr("capture.bounces.parse_mime", refuse)
     dsn = (FIXTURES / "bounce_dsn.eml").read_bytes()
     section = parse_headers(header_section(dsn), size=len(dsn))
     assert bounced_recipients(section, headers_only=True) == frozenset()

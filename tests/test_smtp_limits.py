@@ -340,15 +340,21 @@ def test_a_failing_database_write_answers_451_stores_nothing_and_the_retry_succe
 
 
 @pytest.mark.parametrize("depth", [400, 1500])
+@pytest.mark.parametrize(
+    ("to", "subject"),
+    [(CAPTURE, "Nested"), ("Bob <bob@customer.example>", "Undelivered Mail Returned to Sender")],
+    ids=["forward-candidate", "bounce"],
+)
 def test_a_message_attached_hundreds_of_levels_deep_is_decided_not_deferred_for_ever(
-    running: Running, depth: int
+    running: Running, depth: int, to: str, subject: str
 ) -> None:
-    # Capture in To makes it a candidate forward, whose attached message is opened: a 451
-    # here would be for ever, the sender's server retrying for days and failing alike.
+    # Capture in To makes it a candidate forward, whose attached message is opened; a bounce
+    # is read for the recipients it names. A 451 here would be for ever, the sender's server
+    # retrying for days and failing alike.
     add_employee(running.runtime.sessions, "alice@example.com")
     nested = b"Content-Type: message/rfc822\r\n\r\n" * depth
     raw = (
-        f"From: Alice <alice@example.com>\r\nTo: {CAPTURE}\r\nSubject: Nested\r\n".encode()
+        f"From: Alice <alice@example.com>\r\nTo: {to}\r\nSubject: {subject}\r\n".encode()
         + nested
         + b"From: Bob <bob@customer.example>\r\nSubject: Inner\r\n\r\nHello\r\n"
     )
