@@ -10,12 +10,22 @@ from flufl.bounce import scan_message
 from capture.parse import ParsedMessage, normalize_address, parse_mime
 
 MAX_RECIPIENTS = 50
+# A report names the recipients at its top, before what it returns of the original message.
+# flufl.bounce's detectors grow faster than the text they read (a megabyte: 5 s; 25 MiB, the
+# size a message may have: many minutes of the writer, every message behind it waiting).
+MAX_REPORT_BYTES = 64 * 1024
 _FAILED_RECIPIENTS = b"x-failed-recipients"  # Exim's header: the one a detector reads
 
 # flufl.bounce logs every detector that trips over an encoded header, with a traceback: noise
 # (we fall back to our own phrases), costly to format, and an exception's text may quote the
 # message. Quieted here, where it is imported, so every process that scans is quiet.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
+
+
+def report_tree(raw: bytes) -> Message:
+    """What a report is read from: its first MAX_REPORT_BYTES, as parse_message parses them
+    (bounded alike: a message nested beyond reason is its headers)."""
+    return parse_mime(raw[:MAX_REPORT_BYTES])
 
 
 def detected(parsed: Message) -> set[bytes]:
@@ -37,7 +47,7 @@ def bounced_recipients(message: ParsedMessage, *, headers_only: bool = False) ->
     for each bounce a mailbox sync drops on its headers."""
     if headers_only and _FAILED_RECIPIENTS not in message.raw.lower():
         return frozenset()
-    parsed = parse_mime(message.raw)  # the tree parse_message reads, bounded alike
+    parsed = report_tree(message.raw)
     found = _from_report(parsed)
     if not found:
         found = {_text(b) for b in detected(parsed)}

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from email import message_from_bytes
-from email import policy as email_policy
 
-from capture.bounces import detected
+from capture.bounces import detected, report_tree
 from capture.parse import Address, ParsedMessage
 
 # RFC 3834 and the vendor headers that auto-responders stamp on their replies.
@@ -128,7 +126,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     # reads addresses superlinearly (a 2 KB From costs 15 ms, 32 KB half a second), so a
     # message with a longer header is left to our phrases.
     if all(len(value) <= MAX_SCANNED_HEADER for _, value in message.headers) and detected(
-        message_from_bytes(message.raw, policy=email_policy.compat32)
+        report_tree(message.raw)
     ):
         return "detected"
     return None
