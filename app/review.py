@@ -77,6 +77,11 @@ def queue(
 
 
 def find_held(session: Session, employee_id: int, message_id: int) -> Message | None:
+    """The held message a capture or discard is about, looked for once the log's lock is
+    held (the lock capture and discard take first): a second click, or the API and a page
+    at once, waits for the first choice to commit and then finds it no longer held, instead
+    of filing or deleting it again."""
+    ledger.wait_for_appends(session)
     return session.scalars(held_by(employee_id).where(Message.id == message_id)).first()
 
 

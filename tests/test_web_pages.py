@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import sqlalchemy as sa
 
-from app import employees
+from app import employees, ledger
 from app.api import create_app
-from app.db import transaction
+from app.db import make_engine, transaction
 from app.mailboxes import record_error
 from app.models import (
     ApiToken,
@@ -22,11 +26,13 @@ from app.models import (
     Message,
     MessageOwner,
     PersonalContact,
+    Relationship,
     WebSession,
 )
 from app.security import Role
 from app.web.auth import create_login_link
 from tests.conftest import Running, add_employee, issue_token
+from tests.mail import compose, send
 from tests.test_cli import _env
 from tests.test_web_freshness import _mailbox
 from tests.web import csrf_of, file_mail, login_link, sign_in
@@ -527,3 +533,62 @@ def test_review_choices_are_not_counted_as_decisions_per_employee(running: Runni
     row = "<tr><td>alice@example.com</td><td>3</td>"
     assert row in before
     assert row in after, after.split("alice@example.com</td>")[1][:200]
+
+
+@contextmanager
+def _log_lock(running: Running) -> Iterator[Callable[[], int]]:
+    """Hold the decision log's lock, as a batch of the SMTP writer does while it files, on an
+    engine of its own. Yields how many transactions wait for an advisory lock (PostgreSQL);
+    SQLite's writers wait at BEGIN IMMEDIATE, where no one can count them: -1."""
+    engine = make_engine(running.runtime.settings.resolved_database_url)
+    postgres = engine.dialect.name == "postgresql"
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+
+    def waiters() -> int:
+        if not postgres:
+            return -1
+        with engine.connect() as conn:
+            return int(conn.scalar(waiting) or 0)
+
+    try:
+        with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE
+            if postgres:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ledger._LEDGER_LOCK)))
+            yield waiters
+    finally:
+        engine.dispose()
+
+
+def test_a_capture_clicked_twice_while_mail_is_filed_files_the_message_once(
+    holding: Running,
+) -> None:
+    """A double click (or a resubmit from the back button) while a batch holds the log's
+    lock: both requests found the message held before waiting for the lock, and on
+    PostgreSQL the second, let in after the first committed, captured it again: the
+    relationship counted the message twice and the log recorded two captures."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    assert send(holding.smtp_port, compose())[0] == 250
+    with holding.runtime.sessions() as session:
+        held = session.scalar(sa.select(Message.id).where(Message.outcome == "hold"))
+    with sign_in(holding, alice) as client, ThreadPoolExecutor(2) as pool:
+        form = {"csrf": csrf_of(client.get("/mail"))}
+        with _log_lock(holding) as waiters:
+            clicks = [pool.submit(client.post, f"/mail/messages/{held}/capture", data=form)]
+            clicks.append(pool.submit(client.post, f"/mail/messages/{held}/capture", data=form))
+            deadline = time.monotonic() + 10
+            while 0 <= waiters() < 2:  # until both wait for the lock
+                assert time.monotonic() < deadline, "the clicks never waited for the lock"
+                time.sleep(0.02)
+            time.sleep(0.3 if waiters() == -1 else 0)
+        answers = sorted(click.result().status_code for click in clicks)
+    assert answers == [303, 404]  # the second finds it no longer held
+    with holding.runtime.sessions() as session:
+        counts = session.execute(
+            sa.select(Relationship.sent_count, Relationship.received_count)
+        ).all()
+        captures = session.scalar(
+            sa.select(sa.func.count())
+            .select_from(DecisionRecord)
+            .where(DecisionRecord.outcome == "review-capture")
+        )
+    assert [tuple(c) for c in counts] == [(1, 0)] and captures == 1
