@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
@@ -592,3 +593,24 @@ def test_a_capture_clicked_twice_while_mail_is_filed_files_the_message_once(
             .where(DecisionRecord.outcome == "review-capture")
         )
     assert [tuple(c) for c in counts] == [(1, 0)] and captures == 1
+
+
+def test_every_rule_named_on_my_mail_and_compliance_links_to_its_place_on_the_policy(
+    running: Running,
+) -> None:
+    """Mail dropped because I paused capture names the guardrail that dropped it; its link
+    led to `#rule-capture-paused`, while the policy page lists guardrails as
+    `guardrail-<id>`: the one explanation an employee looks for went nowhere."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        alice.post("/mail/pause", data={"csrf": csrf_of(alice.get("/mail")), "paused": "true"})
+        assert send(running.smtp_port, compose(message_id="<paused@example.com>"))[0] == 250
+        mine = alice.get("/mail").text
+        policy = alice.get("/policy").text
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        dashboard = officer.get("/compliance").text
+    targets = set(re.findall(r'id="([^"]+)"', policy))
+    for page in (mine, dashboard):
+        links = re.findall(r'href="/policy#([^"]+)"', page)
+        assert {"capture-paused", "internal-only"} <= {link.split("-", 1)[1] for link in links}
+        assert set(links) <= targets, set(links) - targets

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from app import crm, review
 from app.models import DecisionRecord, Employee, Message, MessageOwner, PersonalContact
+from app.web.render import NO_RULE
 from policies.model import Outcome, Visibility
 from policies.observe import address_token
 
@@ -64,7 +65,7 @@ def dropped(session: Session, employee_id: int, *, limit: int = 50) -> list[Drop
         .limit(limit)
     )
     return [
-        Dropped(at, outcome, str(rules[0]) if rules else "policy default")
+        Dropped(at, outcome, str(rules[0]) if rules else NO_RULE)
         for at, outcome, rules in session.execute(query)
     ]
 

@@ -12,10 +12,23 @@ from sqlalchemy.orm import Session
 
 from app.routes.deps import get_session
 from app.web.auth import WebUser
+from policies.guardrails import GUARDRAILS
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
 router = APIRouter(include_in_schema=False)
+GUARDRAIL_IDS = frozenset(g.id for g in GUARDRAILS)
+NO_RULE = "policy default"  # how the pages name a decision no rule made: the default outcome
+
+
+def policy_anchor(rule: str) -> str:
+    """Where /policy explains what decided a message: a guardrail, a rule, or the default."""
+    if rule == NO_RULE:
+        return "default-outcome"
+    return f"guardrail-{rule}" if rule in GUARDRAIL_IDS else f"rule-{rule}"
+
+
+templates.env.globals["policy_anchor"] = policy_anchor
 
 # Committed when the route returns, before the response leaves: after a form's redirect, the
 # next page always sees the change.

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from app.ledger import ACTION_CHANNEL
 from app.models import DecisionRecord, Employee
+from app.web.render import NO_RULE
 from policies.model import Outcome
 
 OUTCOMES = tuple(o.value for o in Outcome)
@@ -50,7 +51,7 @@ def activity(session: Session, now: datetime, *, days: int = 30) -> Activity:
         if day not in result.per_day:  # dated ahead of this host's clock: on no day shown
             continue
         result.per_day[day][outcome] += 1
-        result.per_rule[(str(rules[0]) if rules else "policy default", outcome)] += 1
+        result.per_rule[(str(rules[0]) if rules else NO_RULE, outcome)] += 1
     return result
 
 
