@@ -102,7 +102,7 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
             continue
         p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
         received = sender is p
-        if outbound or received:
+        if p.contact_id is not None and (outbound or received):  # a role mailbox has none
             filing._bump_relationship(
                 conn,
                 {

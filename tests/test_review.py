@@ -81,6 +81,22 @@ def test_capturing_mail_a_colleague_filed_too_keeps_it_to_its_owners(holding: Ru
     assert (seen["outcome"], seen["visibility"], hidden.status_code) == ("capture", "private", 404)
 
 
+def test_held_mail_to_a_role_mailbox_can_be_captured(holding: Running) -> None:
+    """A role mailbox (support@, sales@, info@...) stays a participant, never a contact, so
+    it has no relationship either; a capture at review counted one with no contact, which
+    the database refused: Capture answered 500 for any such mail, every time."""
+    alice, _ = _tokens(holding)
+    mail = compose(to="Acme Support <support@customer.example>, Bob <bob@customer.example>")
+    assert send(holding.smtp_port, mail)[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        captured = api.post(f"/api/v1/review/{item['id']}/capture")
+        seen = api.get(f"/api/v1/messages/{item['id']}").json()
+    assert captured.status_code == 204
+    assert [c["address"] for c in seen["contacts"]] == ["bob@customer.example"]
+    assert len(seen["participants"]) == 3  # the role mailbox stays one
+
+
 def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
     holding: Running,
 ) -> None:
