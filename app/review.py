@@ -98,8 +98,8 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     sender = next((p for p in participants if p.role == "from"), None)
     outbound = sender is not None and sender.employee_id == at.employee_id
     for p in participants:
-        if is_internal(p.address.lower(), at.org_domains):
-            continue
+        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
+            continue  # employees are never contacts, at any domain (as filing has it)
         p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
         received = sender is p
         if p.contact_id is not None and (outbound or received):  # a role mailbox has none

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from app.models import Contact, DecisionRecord, Message, PersonalContact, Suppression, Thread
+from app.models import (
+    Contact,
+    DecisionRecord,
+    Message,
+    PersonalContact,
+    Relationship,
+    Suppression,
+    Thread,
+)
 from app.security import Role
 from policies.observe import address_token
 from tests.conftest import Running, add_employee, everything_stored, issue_token
@@ -95,6 +103,25 @@ def test_held_mail_to_a_role_mailbox_can_be_captured(holding: Running) -> None:
     assert captured.status_code == 204
     assert [c["address"] for c in seen["contacts"]] == ["bob@customer.example"]
     assert len(seen["participants"]) == 3  # the role mailbox stays one
+
+
+def test_capturing_held_mail_makes_no_contact_of_a_colleagues_address_at_another_domain(
+    holding: Running,
+) -> None:
+    """Employees are never contacts, at any domain (README), and filing a capture keeps
+    them out; a capture at review skipped only the organization's domains, so a colleague's
+    alias elsewhere became a contact (one an erasure or objection could then suppress)."""
+    alice, _ = _tokens(holding)
+    add_employee(holding.runtime.sessions, "carol@example.com", aliases=("carol@carol.example",))
+    mail = compose(to="Bob Builder <bob@customer.example>, Carol <carol@carol.example>")
+    assert send(holding.smtp_port, mail)[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+    with holding.runtime.sessions() as session:
+        contacts = session.scalars(sa.select(Contact.address)).all()
+        related = session.scalar(sa.select(sa.func.count()).select_from(Relationship))
+    assert (contacts, related) == (["bob@customer.example"], 1)
 
 
 def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
