@@ -581,8 +581,8 @@ def test_a_capture_clicked_twice_while_mail_is_filed_files_the_message_once(
                 assert time.monotonic() < deadline, "the clicks never waited for the lock"
                 time.sleep(0.02)
             time.sleep(0.3 if waiters() == -1 else 0)
-        answers = sorted(click.result().status_code for click in clicks)
-    assert answers == [303, 404]  # the second finds it no longer held
+        answers = sorted(click.result().headers["location"] for click in clicks)
+    assert answers == ["/mail?note=captured", "/mail?note=not-held"]
     with holding.runtime.sessions() as session:
         counts = session.execute(
             sa.select(Relationship.sent_count, Relationship.received_count)
@@ -614,3 +614,22 @@ def test_every_rule_named_on_my_mail_and_compliance_links_to_its_place_on_the_po
         links = re.findall(r'href="/policy#([^"]+)"', page)
         assert {"capture-paused", "internal-only"} <= {link.split("-", 1)[1] for link in links}
         assert set(links) <= targets, set(links) - targets
+
+
+def test_a_review_choice_sent_again_returns_to_my_mail_saying_it_was_made(
+    running: Running,
+) -> None:
+    """A double click or the back button sends Capture (or Discard) again once it is done.
+    The browser shows that second answer, which was a bare JSON 'No such message.': read as
+    the capture having failed, although the message was filed."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        form = {"csrf": csrf_of(alice.get("/mail"))}
+        first = alice.post(f"/mail/messages/{mail.held}/capture", data=form)
+        again = alice.post(f"/mail/messages/{mail.held}/capture", data=form)
+        discarded = alice.post(f"/mail/messages/{mail.held}/discard", data=form)
+        shown = alice.get(again.headers["location"])
+    assert first.status_code == again.status_code == discarded.status_code == 303
+    assert again.headers["location"] == discarded.headers["location"] == "/mail?note=not-held"
+    assert "no longer waiting for your review" in shown.text
+    assert 'id="captured-' + str(mail.held) in shown.text  # captured once, and kept

@@ -36,6 +36,12 @@ VISIBILITY_WORDS = {
 }
 
 
+# A review choice for a message not (or no longer) held: most often the same choice sent
+# again by a double click or the back button, whose answer is the one the browser shows.
+# Also for a colleague's message or none: the same answer whether it is missing or theirs.
+NOT_HELD = "not-held"
+
+
 def _back(note: str) -> RedirectResponse:
     return RedirectResponse(f"/mail?note={note}", status_code=303)
 
@@ -109,9 +115,7 @@ def capture(request: Request, session: PageSession, user: EmployeeUser, message_
         captured = actions.capture_held(session, message_id, at)
     except actions.NotAllowedError as refused:
         return _my_mail(request, session, user, f"Not captured: {refused}.")
-    if not captured:
-        raise _not_found()
-    return _back("captured")
+    return _back("captured" if captured else NOT_HELD)
 
 
 @router.post("/mail/messages/{message_id}/discard", dependencies=[CsrfChecked])
@@ -121,7 +125,7 @@ def discard(
     assert user.employee_id is not None
     at = review.reviewer(request.app.state.runtime, user.employee_id)
     if not actions.discard_held(session, message_id, at):
-        raise _not_found()
+        return _back(NOT_HELD)
     session.commit()
     scrub_wal(request.app.state.runtime.db)
     return _back("discarded")

@@ -41,6 +41,10 @@ NOTES = {
     "visibility": "Visibility changed.",
     "captured": "Captured: it is now in the CRM, with its contacts.",
     "discarded": "Discarded: the message is gone; only a content-free decision remains.",
+    "not-held": (
+        "That message is no longer waiting for your review: it was captured or discarded "
+        "already, or its review period ended."
+    ),
     "paused": "Capture paused: nothing you send or receive is kept until you resume.",
     "resumed": "Capture resumed.",
     "personal-added": "Added to your personal contacts: mail with them is never captured.",
