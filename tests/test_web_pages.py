@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -537,27 +537,37 @@ def test_review_choices_are_not_counted_as_decisions_per_employee(running: Runni
 
 
 @contextmanager
-def _log_lock(running: Running) -> Iterator[Callable[[], int]]:
-    """Hold the decision log's lock, as a batch of the SMTP writer does while it files, on an
-    engine of its own. Yields how many transactions wait for an advisory lock (PostgreSQL);
-    SQLite's writers wait at BEGIN IMMEDIATE, where no one can count them: -1."""
+def _locked(running: Running, postgres: sa.Executable) -> Iterator[None]:
+    """Hold a lock the requests under test wait for, as a busy writer would, on an engine
+    of its own: `postgres` on PostgreSQL; on SQLite the write lock, which every writer waits
+    for at BEGIN IMMEDIATE."""
     engine = make_engine(running.runtime.settings.resolved_database_url)
-    postgres = engine.dialect.name == "postgresql"
-    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-
-    def waiters() -> int:
-        if not postgres:
-            return -1
-        with engine.connect() as conn:
-            return int(conn.scalar(waiting) or 0)
-
     try:
         with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE
-            if postgres:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(ledger._LEDGER_LOCK)))
-            yield waiters
+            if engine.dialect.name == "postgresql":
+                conn.execute(postgres)
+            yield
     finally:
         engine.dispose()
+
+
+def _twice(
+    running: Running, client: httpx.Client, path: str, form: dict[str, str], lock: sa.Executable
+) -> list[httpx.Response]:
+    """The same form posted twice at once (a double click), both waiting for `lock`."""
+    postgres = running.runtime.db.dialect.name == "postgresql"
+    waiting = sa.text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+    with ThreadPoolExecutor(2) as pool, _locked(running, lock):
+        clicks = [pool.submit(client.post, path, data=form) for _ in range(2)]
+        deadline = time.monotonic() + 10
+        while postgres:  # until both wait; SQLite cannot say who waits for its lock
+            with running.runtime.db.connect() as conn:
+                if conn.scalar(waiting) == 2:
+                    break
+            assert time.monotonic() < deadline, "the clicks never waited for the lock"
+            time.sleep(0.02)
+        time.sleep(0 if postgres else 0.3)
+    return [click.result() for click in clicks]
 
 
 def test_a_capture_clicked_twice_while_mail_is_filed_files_the_message_once(
@@ -571,17 +581,11 @@ def test_a_capture_clicked_twice_while_mail_is_filed_files_the_message_once(
     assert send(holding.smtp_port, compose())[0] == 250
     with holding.runtime.sessions() as session:
         held = session.scalar(sa.select(Message.id).where(Message.outcome == "hold"))
-    with sign_in(holding, alice) as client, ThreadPoolExecutor(2) as pool:
+    log_lock = sa.select(sa.func.pg_advisory_xact_lock(ledger._LEDGER_LOCK))
+    with sign_in(holding, alice) as client:
         form = {"csrf": csrf_of(client.get("/mail"))}
-        with _log_lock(holding) as waiters:
-            clicks = [pool.submit(client.post, f"/mail/messages/{held}/capture", data=form)]
-            clicks.append(pool.submit(client.post, f"/mail/messages/{held}/capture", data=form))
-            deadline = time.monotonic() + 10
-            while 0 <= waiters() < 2:  # until both wait for the lock
-                assert time.monotonic() < deadline, "the clicks never waited for the lock"
-                time.sleep(0.02)
-            time.sleep(0.3 if waiters() == -1 else 0)
-        answers = sorted(click.result().headers["location"] for click in clicks)
+        clicks = _twice(holding, client, f"/mail/messages/{held}/capture", form, log_lock)
+    answers = sorted(click.headers["location"] for click in clicks)
     assert answers == ["/mail?note=captured", "/mail?note=not-held"]
     with holding.runtime.sessions() as session:
         counts = session.execute(
@@ -633,3 +637,17 @@ def test_a_review_choice_sent_again_returns_to_my_mail_saying_it_was_made(
     assert again.headers["location"] == discarded.headers["location"] == "/mail?note=not-held"
     assert "no longer waiting for your review" in shown.text
     assert 'id="captured-' + str(mail.held) in shown.text  # captured once, and kept
+
+
+def test_a_personal_contact_added_twice_at_once_is_kept_once(running: Running) -> None:
+    """A double click on Add: both requests found no such entry and inserted one; on
+    PostgreSQL the second then broke the unique index and answered 500, the page the
+    browser shows. The API adds one with ON CONFLICT DO NOTHING, and so do the pages now."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    table_lock = sa.text("LOCK TABLE personal_contacts IN SHARE ROW EXCLUSIVE MODE")
+    with sign_in(running, alice) as client:
+        form = {"csrf": csrf_of(client.get("/mail")), "address": "mum@home.example"}
+        clicks = _twice(running, client, "/mail/personal-contacts", form, table_lock)
+    assert [c.headers.get("location") for c in clicks] == ["/mail?note=personal-added"] * 2
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(PersonalContact)) == 1

@@ -8,9 +8,10 @@ changes go through the same services as the API (app/review.py, app/crm.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import crm, review
@@ -133,20 +134,20 @@ def personal_contacts(session: Session, employee_id: int) -> list[PersonalContac
     return list(session.scalars(query))
 
 
-def add_personal_contact(
-    session: Session, employee_id: int, address: str, secret: bytes
-) -> PersonalContact:
-    token = address_token(secret, address)
-    row = session.scalar(
-        sa.select(PersonalContact).where(
-            PersonalContact.employee_id == employee_id, PersonalContact.address_token == token
+def add_personal_contact(session: Session, employee_id: int, address: str, secret: bytes) -> None:
+    """Add it once, also when the same form is sent twice at once (a double click): as the
+    API does, an entry that is already there is left as it is."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(PersonalContact)
+        .values(
+            employee_id=employee_id,
+            address_token=address_token(secret, address),
+            created_at=datetime.now(UTC),
         )
+        .on_conflict_do_nothing(index_elements=["employee_id", "address_token"])
     )
-    if row is None:
-        row = PersonalContact(employee_id=employee_id, address_token=token)
-        session.add(row)
-        session.flush()
-    return row
 
 
 def remove_personal_contact(session: Session, employee_id: int, contact_id: int) -> bool:
