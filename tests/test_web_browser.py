@@ -14,8 +14,10 @@ from app.db import transaction
 from app.mailboxes import add_mailbox
 from app.models import Contact, DecisionRecord, Message
 from app.security import Role
+from capture.pipeline import Envelope
 from policies.model import Channel
-from tests.conftest import ROOT, Running
+from tests.conftest import ROOT, Running, add_employee
+from tests.mail import compose
 from tests.test_contacts_filing import INBOX, dsn
 from tests.web import file_mail, login_link
 
@@ -176,3 +178,33 @@ def test_a_contacts_freshness_and_the_admins_mailboxes_fit_a_phone(
     expect(page.get_by_role("heading", name="alice@example.com: alice.imap")).to_be_visible()
     assert fits_the_screen(page) and "not-shown" not in page.content()
     screenshot(page, tmp_path, "admin-mailboxes")
+
+
+def test_a_messages_long_lines_and_long_subject_read_on_a_phone_without_scrolling_sideways(
+    running: Running, page: Page, tmp_path: Path
+) -> None:
+    """Most mail writes each paragraph as one line (and text made from HTML always does).
+    Shown as preformatted, each paragraph was one line cut at the screen's edge, to be
+    scrolled sideways line by line; a subject with a long unbroken word (a reference, a
+    link) made the whole page wider than the phone."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    paragraph = "We would like to order twenty licences for the new office before December. " * 4
+    mail = compose(
+        subject=f"Order REF-{'7' * 60} for the new office",
+        body=f"Hi Bob,\n\n{paragraph}\n\n{paragraph}\n\nAlice\n",
+    )
+    filed = running.runtime.pipeline.process(
+        mail.as_bytes(), Envelope("alice@example.com"), Channel.BCC
+    )
+    sign_in(page, login_link(running, alice))
+
+    page.goto(f"{running.api_url}/mail/messages/{filed.message_id}")
+
+    text = page.locator("pre", has_text="twenty licences")
+    expect(text).to_be_visible()
+    assert fits_the_screen(page)
+    assert text.evaluate("pre => pre.scrollWidth <= pre.clientWidth")
+    screenshot(page, tmp_path, "message-long-lines")
+    page.get_by_role("link", name="contact").click()  # Bob's, with the subject in his mail
+    expect(page.get_by_role("heading", name="Mail you may see")).to_be_visible()
+    assert fits_the_screen(page)
