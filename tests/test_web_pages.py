@@ -651,3 +651,19 @@ def test_a_personal_contact_added_twice_at_once_is_kept_once(running: Running) -
     assert [c.headers.get("location") for c in clicks] == ["/mail?note=personal-added"] * 2
     with running.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(PersonalContact)) == 1
+
+
+def test_my_held_mail_says_when_it_is_deleted_to_the_minute_in_utc(running: Running) -> None:
+    """The retention job removes a held message as soon as its review period ends, at
+    held_until; the page said 'Deleted after 2026-12-08' (a date, in no time zone) of mail
+    removed during the 8th, so whoever meant to review it that day found it gone."""
+    mail = file_mail(running)
+    with transaction(running.runtime.sessions) as session:
+        session.execute(
+            sa.update(Message)
+            .where(Message.id == mail.held)
+            .values(held_until=datetime(2026, 12, 8, 14, 5, tzinfo=UTC))
+        )
+    with sign_in(running, mail.alice) as alice:
+        row = alice.get("/mail").text.split(f'id="held-{mail.held}"')[1].split("</tr>")[0]
+    assert "2026-12-08 14:05 UTC" in row
