@@ -667,3 +667,32 @@ def test_my_held_mail_says_when_it_is_deleted_to_the_minute_in_utc(running: Runn
     with sign_in(running, mail.alice) as alice:
         row = alice.get("/mail").text.split(f'id="held-{mail.held}"')[1].split("</tr>")[0]
     assert "2026-12-08 14:05 UTC" in row
+
+
+def test_a_form_refused_is_answered_with_a_page_not_the_apis_json(running: Running) -> None:
+    """A personal contact's Remove clicked twice, or a form from a tab left open across a
+    new sign-in (its CSRF token is the old session's): the browser showed the API's JSON
+    problem document. Pages answer with a page, of the same status, hardened alike."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        alice.post("/mail/personal-contacts", data={"csrf": csrf, "address": "mum@home.example"})
+        with running.runtime.sessions() as session:
+            entry = session.scalar(sa.select(PersonalContact.id))
+        remove = f"/mail/personal-contacts/{entry}/remove"
+        assert alice.post(remove, data={"csrf": csrf}).status_code == 303
+        again = alice.post(remove, data={"csrf": csrf})
+    with sign_in(running, mail.alice) as alice:  # signed in anew; the old tab's form posts
+        stale = alice.post("/mail/pause", data={"csrf": csrf, "paused": "true"})
+        not_mine = alice.get(f"/contacts/{10**9}")
+    for answer, status, words in (
+        (again, 404, "No such personal contact."),
+        (stale, 403, "The form&#39;s CSRF token is wrong."),
+        (not_mine, 404, "No such contact."),
+    ):
+        assert answer.status_code == status
+        assert answer.headers["content-type"].startswith("text/html"), answer.text
+        assert (
+            words in answer.text
+            and "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+        )

@@ -17,9 +17,9 @@ from app.routes.pagination import Id
 from app.schemas import Text
 from app.security import ISSUED_ON_THE_SERVER, Role, create_token
 from app.web.auth import AdminUser, CsrfChecked, WebUser
-from app.web.render import PageSession, page
+from app.web.render import PageRoute, PageSession, page
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 
 def _admin_page(

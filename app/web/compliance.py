@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 from app import ledger, policy_versions
 from app.web import reports
 from app.web.auth import ComplianceUser, CsrfChecked, WebUser
-from app.web.render import PageSession, page
+from app.web.render import PageRoute, PageSession, page
 from policies.engine import PolicyError
 from policies.loader import load_policy_text
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 MAX_POLICY_CHARS = 200_000
 # The form that pastes one: each character is at most 4 bytes of UTF-8, each sent as %XX.
 MAX_FORM_BYTES = 12 * MAX_POLICY_CHARS

@@ -23,11 +23,11 @@ from app.models import (
 from app.routes.pagination import Id
 from app.web import actions
 from app.web.auth import CsrfChecked, EmployeeUser, WebUser, secret_of
-from app.web.render import PageSession, page
+from app.web.render import PageRoute, PageSession, page
 from capture.parse import normalize_address
 from policies.model import Visibility
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 CHANGES_SHOWN = 50
 VISIBILITY_WORDS = {
     Visibility.PRIVATE: "only me",

@@ -12,11 +12,11 @@ from app.models import MAX_ID
 from app.routes.deps import SessionDep
 from app.routes.pagination import Id
 from app.web import admin, compliance, mail, render, signin
-from app.web.render import public_page
+from app.web.render import PageRoute, public_page
 from policies.guardrails import GUARDRAILS
 from policies.model import Outcome
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 for pages in (render.router, signin.router, mail.router, compliance.router, admin.router):
     router.include_router(pages)
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
+from http import HTTPStatus
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.routing import APIRoute
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
+from starlette.exceptions import HTTPException
 
 from app.routes.deps import get_session
 from app.web.auth import WebUser
@@ -16,7 +21,6 @@ from policies.guardrails import GUARDRAILS
 
 HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=HERE / "templates")
-router = APIRouter(include_in_schema=False)
 GUARDRAIL_IDS = frozenset(g.id for g in GUARDRAILS)
 NO_RULE = "policy default"  # how the pages name a decision no rule made: the default outcome
 
@@ -91,6 +95,43 @@ def page(
 def public_page(request: Request, name: str, context: dict[str, Any]) -> HTMLResponse:
     """A page anyone inside may read (the policy and its versions), hardened alike."""
     return harden(templates.TemplateResponse(request, name, context))
+
+
+def problem_page(request: Request, status_code: int, detail: str) -> HTMLResponse:
+    """What went wrong, as a page: the person reading it is in a browser, not an API client."""
+    context = {"user": None, "note": None, "title": HTTPStatus(status_code).phrase}
+    page = templates.TemplateResponse(
+        request, "problem.html", context | {"detail": detail}, status_code=status_code
+    )
+    response = harden(page)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+class PageRoute(APIRoute):
+    """A page's route: a refusal (a form sent twice, a stale CSRF token, a wrong role, an id
+    that is no one's) is answered with a page of the same status, not the API's JSON
+    problem; a redirect (to sign in first) stays a redirect."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def answer(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except HTTPException as error:
+                if error.status_code < 400:
+                    raise
+                detail = error.detail if isinstance(error.detail, str) else "Not done."
+                return problem_page(request, error.status_code, detail)
+            except RequestValidationError as error:
+                fields = sorted({str(e["loc"][-1]) for e in error.errors()})  # never the input
+                return problem_page(request, 422, f"Not valid: {', '.join(fields)}.")
+
+        return answer
+
+
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 
 @router.get("/web.css")

@@ -12,9 +12,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from app.security import Role
 from app.web import auth
 from app.web.auth import CsrfChecked, OptionalUser, PresessionCsrfChecked, UserDep
-from app.web.render import PageSession, harden, templates
+from app.web.render import PageRoute, PageSession, harden, templates
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=PageRoute)
 
 HOME = {Role.EMPLOYEE: "/mail", Role.COMPLIANCE: "/compliance", Role.ADMIN: "/admin"}
 
