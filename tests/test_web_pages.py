@@ -696,3 +696,19 @@ def test_a_form_refused_is_answered_with_a_page_not_the_apis_json(running: Runni
             words in answer.text
             and "frame-ancestors 'none'" in answer.headers["content-security-policy"]
         )
+
+
+def test_the_latest_decisions_do_not_say_the_policy_decided_an_action(running: Running) -> None:
+    """The log also chains actions (a review choice, an erasure, a purge) on channel `api`.
+    Listed among the latest decisions, each said its rule was 'policy default': that the
+    policy's default outcome had decided it, which no policy did."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        assert alice.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf}).is_redirect
+    with running.runtime.sessions() as session:
+        action = session.scalar(sa.select(sa.func.max(DecisionRecord.id)))
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as officer:
+        page = officer.get("/compliance").text
+    row = page.split(f'<tr id="decision-{action}">')[1].split("</tr>")[0]
+    assert "review-capture" in row and "policy default" not in row

@@ -135,6 +135,12 @@ class LogRow:
     rules: list[str]
     policy: str
 
+    @property
+    def action(self) -> bool:
+        """An action chained into the log (a review choice, an erasure, a purge): no rule,
+        nor the policy's default, decided it."""
+        return self.channel == ACTION_CHANNEL
+
 
 def recent_decisions(session: Session, *, limit: int = 50) -> list[LogRow]:
     query = (
