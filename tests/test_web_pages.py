@@ -712,3 +712,28 @@ def test_the_latest_decisions_do_not_say_the_policy_decided_an_action(running: R
         page = officer.get("/compliance").text
     row = page.split(f'<tr id="decision-{action}">')[1].split("</tr>")[0]
     assert "review-capture" in row and "policy default" not in row
+
+
+def test_after_going_back_to_an_earlier_policy_the_pages_say_which_version_is_in_force(
+    running: Running,
+) -> None:
+    """README: to go back to an earlier file, PUT it. The version history on /policy and
+    on /compliance listed the newer version first and marked none as in force (the
+    compliance page said 'in force from' of both), so both read as if it still applied."""
+    officer = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    first = running.runtime.pipeline.engine.policy.source
+    newer = first.replace('version: "test"', 'version: "test-2"')
+    for source in (newer, first):  # published, then the earlier one put back in force
+        with running.client(officer) as api:
+            put = api.put(
+                "/api/v1/policy",
+                content=source.encode(),
+                headers={"Content-Type": "application/yaml"},
+            )
+            assert put.status_code == 200, put.text
+    carol = add_employee(running.runtime.sessions, "carol@example.com")
+    with sign_in(running, carol, Role.COMPLIANCE) as client:
+        public, dashboard = client.get("/policy").text, client.get("/compliance").text
+    for page in (public, dashboard):
+        marked = re.findall(r'href="/policy/versions/(\d+)">[^<]*</a>[^\n]*in force now', page)
+        assert marked == ["1"], page

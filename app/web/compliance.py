@@ -33,6 +33,7 @@ def _dashboard(
         "consistency": reports.consistency(session),
         "decisions": reports.recent_decisions(session),
         "versions": policy_versions.versions(session),
+        "in_force": request.app.state.runtime.pipeline.engine.policy.sha256,
         "verification": None,
         "simulation": None,
         "candidate": "",
