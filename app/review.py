@@ -94,26 +94,7 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
         session.scalars(sa.select(Participant).where(Participant.message_id == message.id))
     )
     _check_guardrails(session, [p.address for p in participants], at)
-    conn = session.connection()
-    sender = next((p for p in participants if p.role == "from"), None)
-    outbound = sender is not None and sender.employee_id == at.employee_id
-    for p in participants:
-        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
-            continue  # employees are never contacts, at any domain (as filing has it)
-        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
-        received = sender is p
-        if p.contact_id is not None and (outbound or received):  # a role mailbox has none
-            filing._bump_relationship(
-                conn,
-                {
-                    "employee_id": at.employee_id,
-                    "contact_id": p.contact_id,
-                    "sent_count": int(outbound),
-                    "received_count": int(received),
-                    "first_seen": message.sent_at or at.now,
-                    "last_seen": message.sent_at or at.now,
-                },
-            )
+    _file_contacts(session.connection(), message, participants, at)
     with_text = message.subject is not None or message.body_text is not None
     message.outcome = "capture" if with_text else "metadata_only"
     message.visibility, message.held_until = _visibility(session, message, at), None
@@ -122,6 +103,36 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     webhooks.captured(
         session, message_id=message.id, employee_id=at.employee_id, channel="review", now=at.now
     )
+
+
+def _file_contacts(
+    conn: sa.Connection, message: Message, participants: list[Participant], at: Reviewer
+) -> None:
+    """Contacts for the external participants and the reviewer's relationship with each, as
+    filing makes them: never an employee (at any domain) nor a role mailbox, and each
+    contact counted once, however many of its addresses the message names."""
+    sender = next((p for p in participants if p.role == "from"), None)
+    outbound = sender is not None and sender.employee_id == at.employee_id
+    wrote: dict[int, bool] = {}
+    for p in participants:
+        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
+            continue
+        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
+        if p.contact_id is not None:  # a role mailbox has none
+            wrote[p.contact_id] = wrote.get(p.contact_id, False) or sender is p
+    for contact_id, received in wrote.items():
+        if outbound or received:
+            filing._bump_relationship(
+                conn,
+                {
+                    "employee_id": at.employee_id,
+                    "contact_id": contact_id,
+                    "sent_count": int(outbound and not received),
+                    "received_count": int(received),
+                    "first_seen": message.sent_at or at.now,
+                    "last_seen": message.sent_at or at.now,
+                },
+            )
 
 
 def discard(session: Session, message: Message, at: Reviewer) -> None:

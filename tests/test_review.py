@@ -124,6 +124,23 @@ def test_capturing_held_mail_makes_no_contact_of_a_colleagues_address_at_another
     assert (contacts, related) == (["bob@customer.example"], 1)
 
 
+def test_capturing_held_mail_counts_a_contact_once_however_often_it_names_them(
+    holding: Running,
+) -> None:
+    """README: a message counts once for each contact, however many of the contact's
+    addresses it names, as filing counts it. A capture at review counted each participant:
+    Bob in To and in Cc (a reply to all) made two messages sent to him."""
+    alice, _ = _tokens(holding)
+    mail = compose(headers={"Cc": "Bob Builder <bob@customer.example>"})
+    assert send(holding.smtp_port, mail)[0] == 250
+    with holding.client(alice) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+    with holding.runtime.sessions() as session:
+        counts = session.execute(sa.select(Relationship.sent_count, Relationship.received_count))
+        assert [tuple(c) for c in counts] == [(1, 0)]
+
+
 def test_discarding_a_held_message_removes_it_and_records_only_the_choice(
     holding: Running,
 ) -> None:
