@@ -34,11 +34,15 @@ def add_employee(
     taken = _taken(session, [primary, *others])
     if taken is not None:
         raise AddressTakenError(f"{taken} is already an employee's address")
-    employee = Employee(email=primary, name=name)
-    session.add(employee)
-    session.flush()
-    session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
-    session.flush()
+    try:  # another request may add the same address meanwhile (a form sent twice at once)
+        with session.begin_nested():
+            employee = Employee(email=primary, name=name)
+            session.add(employee)
+            session.flush()
+            session.add_all(EmployeeAlias(employee_id=employee.id, address=a) for a in others)
+            session.flush()
+    except sa.exc.IntegrityError:
+        raise AddressTakenError("an address was made an employee's meanwhile") from None
     return employee
 
 

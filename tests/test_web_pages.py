@@ -737,3 +737,22 @@ def test_after_going_back_to_an_earlier_policy_the_pages_say_which_version_is_in
     for page in (public, dashboard):
         marked = re.findall(r'href="/policy/versions/(\d+)">[^<]*</a>[^\n]*in force now', page)
         assert marked == ["1"], page
+
+
+def test_an_employee_added_twice_at_once_on_the_admin_page_is_added_once(
+    running: Running,
+) -> None:
+    """A double click on Add employee: both requests found the address free; on
+    PostgreSQL the second then broke the unique index and answered 500 (the page the
+    browser shows) although the employee was added. It is told the address is taken."""
+    admin = add_employee(running.runtime.sessions, "root@example.com")
+    table_lock = sa.text("LOCK TABLE employees IN SHARE ROW EXCLUSIVE MODE")
+    with sign_in(running, admin, Role.ADMIN) as client:
+        form = {"csrf": csrf_of(client.get("/admin")), "email": "bob@example.com", "name": "Bob"}
+        clicks = _twice(running, client, "/admin/employees", form, table_lock)
+    assert sorted(c.headers.get("location", str(c.status_code)) for c in clicks) == [
+        "/admin?note=employee-added",
+        "/admin?note=employee-exists",
+    ]
+    with running.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Employee)) == 2
