@@ -756,3 +756,18 @@ def test_an_employee_added_twice_at_once_on_the_admin_page_is_added_once(
     ]
     with running.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Employee)) == 2
+
+
+def test_a_form_sent_once_signed_out_asks_to_sign_in(running: Running) -> None:
+    """A tab left open past the session's 12 hours (its cookie expires with it) or after
+    signing out in another tab: its forms carry no session cookie, and were refused as
+    a wrong CSRF token (403) where every page sends the person to sign in."""
+    mail = file_mail(running)
+    with sign_in(running, mail.alice) as alice:
+        csrf = csrf_of(alice.get("/mail"))
+        assert alice.post("/sign-out", data={"csrf": csrf}).status_code == 303
+        assert "mailroom_session" not in alice.cookies
+        posted = alice.post(f"/mail/messages/{mail.held}/capture", data={"csrf": csrf})
+    assert (posted.status_code, posted.headers.get("location")) == (303, "/sign-in")
+    with running.runtime.sessions() as session:
+        assert session.get(Message, mail.held).outcome == "hold"  # type: ignore[union-attr]

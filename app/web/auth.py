@@ -223,11 +223,17 @@ def _csrf_check(cookie_name: str) -> Callable[[Request], Awaitable[None]]:
     """A dependency requiring, on every POST, the token derived from this one cookie."""
 
     async def check(request: Request) -> None:
+        cookie = request.cookies.get(cookie_name)
+        if cookie_name == SESSION_COOKIE and not cookie:
+            # Signed out, or the cookie expired with its session: no token could match, and
+            # what the person needs is to sign in again, as every page tells them.
+            raise HTTPException(
+                status.HTTP_303_SEE_OTHER, "Sign in first.", {"Location": "/sign-in"}
+            )
         form = await request.form()
         sent = form.get(CSRF_FIELD)
         if not isinstance(sent, str) or not sent:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is missing.")
-        cookie = request.cookies.get(cookie_name)
         expected = csrf_token(secret_of(request), cookie) if cookie else ""
         if not expected or not hmac.compare_digest(sent, expected):
             raise HTTPException(status.HTTP_403_FORBIDDEN, "The form's CSRF token is wrong.")
