@@ -771,3 +771,17 @@ def test_a_form_sent_once_signed_out_asks_to_sign_in(running: Running) -> None:
     assert (posted.status_code, posted.headers.get("location")) == (303, "/sign-in")
     with running.runtime.sessions() as session:
         assert session.get(Message, mail.held).outcome == "hold"  # type: ignore[union-attr]
+
+
+def test_held_mail_without_a_subject_is_not_said_to_have_no_text_kept(holding: Running) -> None:
+    """A BCC'd message waits for review with its text; one without a subject was listed as
+    '(text not kept: read from your mailbox)', telling its employee that nothing of it was
+    stored while its whole text was."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    assert send(holding.smtp_port, compose(subject="", body="TEXT-KEPT for review\n"))[0] == 250
+    with holding.runtime.sessions() as session:
+        held = session.scalar(sa.select(Message.id).where(Message.outcome == "hold"))
+    with sign_in(holding, alice) as client:
+        row = client.get("/mail").text.split(f'id="held-{held}"')[1].split("</tr>")[0]
+        text = client.get(f"/mail/messages/{held}").text
+    assert "TEXT-KEPT" in text and "not kept" not in row and "(no subject)" in row
