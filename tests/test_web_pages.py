@@ -785,3 +785,26 @@ def test_held_mail_without_a_subject_is_not_said_to_have_no_text_kept(holding: R
         row = client.get("/mail").text.split(f'id="held-{held}"')[1].split("</tr>")[0]
         text = client.get(f"/mail/messages/{held}").text
     assert "TEXT-KEPT" in text and "not kept" not in row and "(no subject)" in row
+
+
+def test_mail_dropped_under_an_earlier_policy_links_to_the_version_that_dropped_it(
+    running: Running,
+) -> None:
+    """My mail links each dropped message's rule to /policy, the version in force. Once a
+    newer version no longer has that rule (renamed, removed), the link led to a place the
+    page does not have: the rule that decided is explained only by its own version."""
+    mail = file_mail(running)  # drops one message by `internal-only`
+    officer = issue_token(running.runtime.sessions, Role.COMPLIANCE)
+    newer = running.runtime.pipeline.engine.policy.source.replace(
+        "id: internal-only", "id: colleagues-only"
+    ).replace('version: "test"', 'version: "test-2"')
+    with running.client(officer) as api:
+        put = api.put(
+            "/api/v1/policy", content=newer.encode(), headers={"Content-Type": "application/yaml"}
+        )
+        assert put.status_code == 200, put.text
+    with sign_in(running, mail.alice) as alice:
+        (link,) = re.findall(r'href="(/policy[^"]*)"><code>internal-only<', alice.get("/mail").text)
+        path, _, anchor = link.partition("#")
+        target = alice.get(path).text
+    assert (f'id="{anchor}"' in target) if anchor else ("id: internal-only" in target), link

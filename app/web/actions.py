@@ -15,7 +15,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app import crm, review
-from app.models import DecisionRecord, Employee, Message, MessageOwner, PersonalContact
+from app.models import (
+    DecisionRecord,
+    Employee,
+    Message,
+    MessageOwner,
+    PersonalContact,
+    PolicyVersion,
+)
 from app.web.render import NO_RULE
 from policies.model import Outcome, Visibility
 from policies.observe import address_token
@@ -26,11 +33,13 @@ DROPPED = (Outcome.DROP.value, Outcome.REJECT.value)
 
 @dataclass(frozen=True)
 class Dropped:
-    """All that is left of a dropped message: when, and which rule."""
+    """All that is left of a dropped message: when, and which rule of which policy."""
 
     at: datetime
     outcome: str
     rule: str
+    policy_sha256: str
+    version_id: int | None  # the published version it was decided under
 
 
 def _own(employee_id: int) -> sa.ColumnElement[bool]:
@@ -60,14 +69,21 @@ def held(session: Session, employee_id: int) -> list[Message]:
 
 def dropped(session: Session, employee_id: int, *, limit: int = 50) -> list[Dropped]:
     query = (
-        sa.select(DecisionRecord.created_at, DecisionRecord.outcome, DecisionRecord.rules)
+        sa.select(
+            DecisionRecord.created_at,
+            DecisionRecord.outcome,
+            DecisionRecord.rules,
+            DecisionRecord.policy_sha256,
+            PolicyVersion.id,
+        )
+        .outerjoin(PolicyVersion, PolicyVersion.sha256 == DecisionRecord.policy_sha256)
         .where(DecisionRecord.employee_id == employee_id, DecisionRecord.outcome.in_(DROPPED))
         .order_by(DecisionRecord.id.desc())
         .limit(limit)
     )
     return [
-        Dropped(at, outcome, str(rules[0]) if rules else NO_RULE)
-        for at, outcome, rules in session.execute(query)
+        Dropped(at, outcome, str(rules[0]) if rules else NO_RULE, sha256, version_id)
+        for at, outcome, rules, sha256, version_id in session.execute(query)
     ]
 
 

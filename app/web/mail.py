@@ -71,6 +71,7 @@ def _my_mail(
             "captures": actions.captures(session, user.employee_id),
             "held": actions.held(session, user.employee_id),
             "dropped": actions.dropped(session, user.employee_id),
+            "in_force": request.app.state.runtime.pipeline.engine.policy.sha256,
             "personal": actions.personal_contacts(session, user.employee_id),
             "visibilities": VISIBILITY_WORDS,
         },
