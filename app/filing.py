@@ -248,24 +248,44 @@ def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row
 def _touch_relationships(
     conn: sa.Connection, message: ParsedMessage, contacts: dict[str, int], at: Filing
 ) -> None:
-    """The owner's counts with each contact: sent when one of the owner's addresses wrote,
-    received when the contact did. Once a message for each contact, however many of its
-    addresses (merged into it, or in other cases) the message names."""
     sender = message.sender.address.lower() if message.sender else ""
     outbound = bool(sender) and at.owns(sender)
+    count_exchange(
+        conn,
+        contacts,
+        employee_id=at.employee_id,
+        sender=sender,
+        outbound=outbound,
+        seen=message.date or at.now,
+    )
+
+
+def count_exchange(
+    conn: sa.Connection,
+    contacts: dict[str, int],
+    *,
+    employee_id: int,
+    sender: str,
+    outbound: bool,
+    seen: datetime,
+) -> None:
+    """The owner's counts with each contact (`contacts`: by address) for one message:
+    sent when one of the owner's addresses wrote it (`outbound`), received when the contact
+    did (`sender`, lowercased). Once a message for each contact, however many of its
+    addresses (merged into it, or in other cases) the message names."""
     exchanged: dict[int, tuple[bool, bool]] = {}
     for address, contact_id in contacts.items():
         wrote = address.lower() == sender
         sent, received = exchanged.get(contact_id, (False, False))
         exchanged[contact_id] = (sent or (outbound and not wrote), received or wrote)
-    seen = message.date or at.now
+    bump = _statements(conn.dialect.name).bump_relationship
     for contact_id, (sent, received) in exchanged.items():
         if not (sent or received):
             continue
-        _bump_relationship(
+        bump.run(
             conn,
             {
-                "employee_id": at.employee_id,
+                "employee_id": employee_id,
                 "contact_id": contact_id,
                 "sent_count": int(sent),
                 "received_count": int(received),
@@ -273,10 +293,6 @@ def _touch_relationships(
                 "last_seen": seen,
             },
         )
-
-
-def _bump_relationship(conn: sa.Connection, values: dict[str, Any]) -> None:
-    _statements(conn.dialect.name).bump_relationship.run(conn, values)
 
 
 @dataclass(frozen=True)

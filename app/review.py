@@ -91,10 +91,32 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     # while this held the message's rows would deadlock with it.
     ledger.wait_for_appends(session)
     participants = list(
-        session.scalars(sa.select(Participant).where(Participant.message_id == message.id))
+        session.scalars(
+            sa.select(Participant)
+            .where(Participant.message_id == message.id)
+            .order_by(Participant.id)
+        )
     )
     _check_guardrails(session, [p.address for p in participants], at)
-    _file_contacts(session.connection(), message, participants, at)
+    conn = session.connection()
+    contacts: dict[str, int] = {}
+    for p in participants:
+        # As filing does: no employee's address (at any domain, marked when it was filed)
+        # or the organization's is a contact, nor is a role mailbox (no contact id).
+        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
+            continue
+        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
+        if p.contact_id is not None:
+            contacts[p.address] = p.contact_id
+    sender = next((p for p in participants if p.role == "from"), None)
+    filing.count_exchange(
+        conn,
+        contacts,
+        employee_id=at.employee_id,
+        sender=sender.address.lower() if sender else "",
+        outbound=sender is not None and sender.employee_id == at.employee_id,
+        seen=message.sent_at or at.now,
+    )
     with_text = message.subject is not None or message.body_text is not None
     message.outcome = "capture" if with_text else "metadata_only"
     message.visibility, message.held_until = _visibility(session, message, at), None
@@ -103,36 +125,6 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     webhooks.captured(
         session, message_id=message.id, employee_id=at.employee_id, channel="review", now=at.now
     )
-
-
-def _file_contacts(
-    conn: sa.Connection, message: Message, participants: list[Participant], at: Reviewer
-) -> None:
-    """Contacts for the external participants and the reviewer's relationship with each, as
-    filing makes them: never an employee (at any domain) nor a role mailbox, and each
-    contact counted once, however many of its addresses the message names."""
-    sender = next((p for p in participants if p.role == "from"), None)
-    outbound = sender is not None and sender.employee_id == at.employee_id
-    wrote: dict[int, bool] = {}
-    for p in participants:
-        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
-            continue
-        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
-        if p.contact_id is not None:  # a role mailbox has none
-            wrote[p.contact_id] = wrote.get(p.contact_id, False) or sender is p
-    for contact_id, received in wrote.items():
-        if outbound or received:
-            filing._bump_relationship(
-                conn,
-                {
-                    "employee_id": at.employee_id,
-                    "contact_id": contact_id,
-                    "sent_count": int(outbound and not received),
-                    "received_count": int(received),
-                    "first_seen": message.sent_at or at.now,
-                    "last_seen": message.sent_at or at.now,
-                },
-            )
 
 
 def discard(session: Session, message: Message, at: Reviewer) -> None:
