@@ -232,7 +232,7 @@ def _containing(text: str) -> str:
     return f"%{escaped}%"
 
 
-def _lower(session: Session, column: InstrumentedAttribute[str]) -> sa.ColumnElement[str]:
+def lower(session: Session, column: InstrumentedAttribute[str]) -> sa.ColumnElement[str]:
     """The column in lower case as Python writes it (the pattern's), in every alphabet:
     SQLite's own lower() leaves `É` and `И` as they are."""
     if session.get_bind().dialect.name == "sqlite":
@@ -250,9 +250,9 @@ def list_contacts(
         pattern = _containing(where.q)
         query = query.outerjoin(Company, Company.id == Contact.company_id).where(
             sa.or_(
-                _lower(session, Contact.name).like(pattern, escape="\\"),
-                _lower(session, Contact.address).like(pattern, escape="\\"),
-                _lower(session, Company.name).like(pattern, escape="\\"),
+                lower(session, Contact.name).like(pattern, escape="\\"),
+                lower(session, Contact.address).like(pattern, escape="\\"),
+                lower(session, Company.name).like(pattern, escape="\\"),
                 Company.domain.like(pattern, escape="\\"),
             )
         )
@@ -273,7 +273,7 @@ def list_companies(
         pattern = _containing(q)
         query = query.where(
             sa.or_(
-                _lower(session, Company.name).like(pattern, escape="\\"),
+                lower(session, Company.name).like(pattern, escape="\\"),
                 Company.domain.like(pattern, escape="\\"),
             )
         )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import string
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from itertools import islice, product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +72,36 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def _unicode_lower(text: str | None) -> str | None:
     return None if text is None else text.lower()
+
+
+MAX_LOWER_FORMS = 32  # in one IN list (app.prepared.PreparedIn.CHUNK): one statement
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def lower_forms(text: str) -> list[str]:
+    """What lower() in SQL makes of `text` in any case it may be written in, for an indexed
+    `lower(column) IN (...)`: PostgreSQL's folds every alphabet, as Python does, while
+    SQLite's folds A to Z alone (`Émile@` stays `Émile@`, `émile@` stays `émile@`). So:
+    Python's lower case, then SQLite's of the text as written, in capitals, with capital
+    initials, and of every other casing of its letters beyond ASCII, MAX_LOWER_FORMS in all
+    (a name of more than five letters in a cased alphabet has more casings than that)."""
+    lowered = text.lower()
+    if text.isascii():
+        return [lowered]
+    cases = [
+        dict.fromkeys(
+            case.translate(_ASCII_LOWER)
+            for case in (letter, letter.upper(), letter.title())
+            if len(case) == 1 and case.lower() == letter
+        )
+        or [letter]
+        for letter in lowered
+    ]
+    casings = ("".join(letters) for letters in product(*cases))
+    usual = (u for u in (text, text.upper(), lowered.title()) if u.lower() == lowered)
+    forms = dict.fromkeys([lowered, *(u.translate(_ASCII_LOWER) for u in usual)])
+    forms.update(dict.fromkeys(islice(casings, 2 * MAX_LOWER_FORMS)))
+    return list(forms)[:MAX_LOWER_FORMS]
 
 
 def _sqlite_begin_immediate(connection: sa.Connection) -> None:

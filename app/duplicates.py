@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import webhooks
-from app.crm import contacts_by_id
+from app.crm import contacts_by_id, lower
 from app.models import Contact, ContactChange, Participant, Relationship
 from app.schemas import ContactOut, DuplicateOut
 
@@ -24,18 +24,17 @@ def find_duplicates(session: Session) -> list[DuplicateOut]:
     Same name at another company, noted when the second appeared: `likely-job-move`."""
     live = Contact.merged_into_id.is_(None)
     groups: list[tuple[str, list[int]]] = []
+    address = lower(session, Contact.address)  # `Émile@` and `émile@` on SQLite too
     by_address = (
-        sa.select(sa.func.lower(Contact.address))
-        .where(live)
-        .group_by(sa.func.lower(Contact.address))
-        .having(sa.func.count() > 1)
-        .limit(MAX_GROUPS)
-    )
-    for (address,) in session.execute(by_address):
-        ids = session.scalars(
-            sa.select(Contact.id).where(live, sa.func.lower(Contact.address) == address)
-        )
-        groups.append(("same-person", list(ids)))
+        sa.select(address).where(live).group_by(address).having(sa.func.count() > 1)
+    ).limit(MAX_GROUPS)
+    shared = list(session.scalars(by_address))
+    same: dict[str, list[int]] = {written: [] for written in shared}
+    for written, contact in session.execute(
+        sa.select(address, Contact.id).where(live, address.in_(shared)).order_by(Contact.id)
+    ):
+        same[written].append(contact)
+    groups.extend(("same-person", ids) for ids in same.values())
     first, last = sa.func.lower(Contact.first_name), sa.func.lower(Contact.last_name)
     by_name = (
         sa.select(first, last, Contact.company_id)

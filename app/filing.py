@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app.db import lower_forms
 from app.freshness import note_job_move, read_signature
 from app.models import (
     Attachment,
@@ -202,9 +203,9 @@ def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None
     """The contact for this address (the one it was merged into, if it was), made if new:
     with its company unless the domain is free mail. None for a role mailbox or an address
     that is no person's."""
-    existing = _CONTACT.first(conn, {"address": addr.address})
-    if existing is not None:
-        contact_id, merged_into = existing
+    found_before = _CONTACT.rows(conn, lower_forms(addr.address))
+    if found_before:
+        contact_id, merged_into = min(found_before)
         return int(merged_into or contact_id)
     found = person(addr)  # names, validity and company, read only for someone new
     if found is None or found.is_role:
@@ -384,11 +385,13 @@ _INSERT_PARTICIPANT = Prepared(
 _INSERT_ATTACHMENT = Prepared(
     sa.insert(Attachment), keys=("message_id", "filename", "content_type", "size")
 )
-_CONTACT = Prepared(  # one person writes Jane.Doe@ and jane.doe@: the oldest such contact
-    sa.select(Contact.id, Contact.merged_into_id)
-    .where(sa.func.lower(Contact.address) == sa.func.lower(sa.bindparam("address")))
-    .order_by(Contact.id)
-    .limit(1)
+_CONTACT = PreparedIn(  # one person writes Jane.Doe@ and jane.doe@: the oldest such contact
+    lambda binds: (
+        sa.select(Contact.id, Contact.merged_into_id)
+        .where(sa.func.lower(Contact.address).in_(binds))  # each of the address's lower_forms
+        .order_by(Contact.id)
+        .limit(1)
+    )
 )
 _FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since followed
     sa.select(Participant.address, sa.func.coalesce(Contact.merged_into_id, Contact.id))

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import crm, ledger, webhooks
+from app.db import lower_forms
 from app.filing import Filing, file_message, makes_contacts
 from app.freshness import mark_undeliverable
 from app.models import (
@@ -47,7 +48,7 @@ from policies.observe import (
 
 # Statements prepared once and run on the DB-API cursor: this is the SMTP hot path.
 _KNOWN = PreparedIn(  # in any case, as filing finds a contact (ix_contacts_address_lower)
-    lambda binds: sa.select(sa.func.lower(Contact.address)).where(
+    lambda binds: sa.select(sa.func.lower(Contact.address)).where(  # binds: lower_forms
         sa.func.lower(Contact.address).in_(binds)
     )
 )
@@ -148,8 +149,8 @@ class Lookups:
         wanted = list(dict.fromkeys(addresses))
         unasked = [a for a in wanted if a not in self._known]
         if unasked:
-            lowered = list(dict.fromkeys(a.lower() for a in unasked))
-            found = {row[0] for row in _KNOWN.rows(self.conn, lowered)}
+            forms = list(dict.fromkeys(f for a in unasked for f in lower_forms(a)))
+            found = {row[0].lower() for row in _KNOWN.rows(self.conn, forms)}
             self._known.update((a, a.lower() in found) for a in unasked)
         return frozenset(a for a in wanted if self._known[a])
 

@@ -120,6 +120,51 @@ def test_one_address_written_in_two_cases_is_one_contact(running: Running) -> No
         assert [f["known_contacts"] for f in facts] == [0, 1]
 
 
+def test_an_address_with_a_capital_beyond_ascii_is_one_contact_known_in_any_case(
+    running: Running,
+) -> None:
+    """SQLite's lower() folds A to Z alone: `Émile@` was not even known as itself there,
+    and `émile@` became a second contact."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    for number, to in enumerate(("Émile@acme.example", "Émile@acme.example", "ÉMILE@acme.example")):
+        running.runtime.pipeline.process(
+            compose(to=f"Émile Zola <{to}>", message_id=f"<e{number}@example.com>").as_bytes(),
+            Envelope(mail_from="alice@example.com", sent_folder=True),
+            Channel.IMPORT,
+        )
+
+    assert list(contacts(running)) == ["Émile@acme.example"]
+    with running.runtime.sessions() as session:
+        facts = session.scalars(sa.select(DecisionRecord.facts).order_by(DecisionRecord.id))
+        assert [f["known_contacts"] for f in facts] == [0, 1, 1]
+
+
+def test_contacts_split_by_a_capital_beyond_ascii_are_listed_as_one_person(
+    running: Running,
+) -> None:
+    """As an earlier version split them; new mail files to the older one."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    with running.runtime.sessions() as session, session.begin():
+        for address in ("Émile@acme.example", "émile@acme.example"):
+            session.add(Contact(address=address, name="Émile Zola"))
+    send(running.smtp_port, compose(to="Émile Zola <émile@acme.example>"))
+
+    with running.client(token) as api:
+        listed = api.get("/api/v1/contacts/duplicates").json()
+
+    assert [(d["reason"], [c["address"] for c in d["contacts"]]) for d in listed] == [
+        ("same-person", ["Émile@acme.example", "émile@acme.example"])
+    ]
+    with running.runtime.sessions() as session:
+        linked = session.scalars(
+            sa.select(Contact.address)
+            .join(Participant, Participant.contact_id == Contact.id)
+            .where(Participant.role == "to")
+        ).all()
+    assert linked == ["Émile@acme.example"]
+
+
 def test_a_signature_updates_title_phone_and_organization_with_history(running: Running) -> None:
     add_employee(running.runtime.sessions, "alice@example.com")
     first = compose(
