@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app import webhooks
+from app.db import lower_forms
 from app.models import Contact, ContactChange
 from app.prepared import Prepared, PreparedIn
 from capture.parse import ParsedMessage
@@ -57,9 +58,9 @@ _NAMESAKES = Prepared(
     .order_by(Contact.id.desc())
     .limit(3)
 )
-_UNDELIVERABLE = PreparedIn(
+_UNDELIVERABLE = PreparedIn(  # binds: the addresses' lower_forms, as filing finds a contact
     lambda binds: sa.select(Contact.id).where(
-        Contact.address.in_(binds), Contact.undeliverable_since.is_(None)
+        sa.func.lower(Contact.address).in_(binds), Contact.undeliverable_since.is_(None)
     )
 )
 
@@ -193,10 +194,11 @@ def note_job_move(
 def mark_undeliverable(
     conn: sa.Connection, addresses: Iterable[str], *, when: datetime, now: datetime
 ) -> int:
-    """Existing contacts a bounce names are marked undeliverable from its date; a bounce
-    never creates a contact. Returns how many were marked."""
+    """Existing contacts a bounce names (in any case) are marked undeliverable from its
+    date; a bounce never creates a contact. Returns how many were marked."""
     marked = 0
-    for (contact,) in _UNDELIVERABLE.rows(conn, sorted(set(addresses))):
+    forms = sorted({form for address in addresses for form in lower_forms(address)})
+    for (contact,) in _UNDELIVERABLE.rows(conn, forms):
         _SET_UNDELIVERABLE.run(conn, {"contact": contact, "since": when, "now": now})
         change(
             conn,

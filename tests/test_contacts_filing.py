@@ -314,6 +314,25 @@ def test_a_bounce_marks_the_contact_undeliverable_and_creates_no_contact(
     )
 
 
+def test_a_bounce_naming_a_contacts_address_in_another_case_marks_them(
+    running: Running,
+) -> None:
+    """One address in any case is one contact: a report naming it as the MTA wrote it
+    (here, lower-cased) is about that contact."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    send(running.smtp_port, compose(to="Bob Builder <Bob.Builder@customer.example>"))
+
+    running.runtime.pipeline.process(
+        dsn(failed="bob.builder@customer.example"), INBOX, Channel.IMPORT
+    )
+
+    found = contacts(running)
+    assert set(found) == {"Bob.Builder@customer.example"}
+    assert found["Bob.Builder@customer.example"].undeliverable_since == datetime(
+        2026, 11, 24, 9, tzinfo=UTC
+    )
+
+
 def test_a_refused_bounce_marks_no_contact_undeliverable(running: Running) -> None:
     """A message refused with 550 (here: its From is no employee's, as a delivery report's
     never is) leaves a decision record and nothing else: whoever sends one in an employee's
