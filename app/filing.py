@@ -75,7 +75,7 @@ def file_message(
     assert decision.outcome.keeps_message, "drops and rejects are never filed"
     key = dedupe_key(message, at.secret)
     row = _MESSAGE_BY_KEY.first(conn, {"key": key})
-    if row is not None and not _may_join(conn, row, message, at.employee_id):
+    if row is not None and not _may_join(conn, row, message, decision.outcome, at.employee_id):
         key = hashlib.sha256(f"{key}\ncopy:{message.digest}".encode()).hexdigest()
         row = _MESSAGE_BY_KEY.first(conn, {"key": key})  # this copy's own, filed before
     existing = row[0] if row is not None else None
@@ -103,14 +103,21 @@ def file_message(
     return int(existing)
 
 
-def _may_join(conn: sa.Connection, row: Any, message: ParsedMessage, employee_id: int) -> bool:
+def _may_join(
+    conn: sa.Connection, row: Any, message: ParsedMessage, outcome: Outcome, employee_id: int
+) -> bool:
     """Whether this copy may join the message filed under its key. The key is made of headers
     a colleague may have been shown (a subject-only capture shows them all), so matching it
     proves nothing, and joining makes the submitter an owner, who reads the text. A copy
     joins a message that keeps text only if it already is the submitter's, or if the copy's
-    text is that text."""
-    message_id, text = row
-    if text is None or text == message.text:
+    text is that text. Nor does a kept copy join a message waiting for a colleague's review
+    (it would wait, and go, with theirs), or a held one a kept message (it would skip the
+    review its employee's decision asked for)."""
+    message_id, text, filed_as = row
+    held = outcome is Outcome.HOLD_FOR_REVIEW
+    if (filed_as == Outcome.HOLD_FOR_REVIEW.value) == held and (
+        text is None or text == message.text
+    ):
         return True
     owner = _OWNER.scalar(conn, {"message_id": message_id, "employee_id": employee_id})
     return owner is not None
@@ -399,7 +406,9 @@ _FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since fo
     .where(Participant.message_id == sa.bindparam("message_id"))
 )
 _MESSAGE_BY_KEY = Prepared(
-    sa.select(Message.id, Message.body_text).where(Message.dedupe_key == sa.bindparam("key"))
+    sa.select(Message.id, Message.body_text, Message.outcome).where(
+        Message.dedupe_key == sa.bindparam("key")
+    )
 )
 _OWNER = Prepared(
     sa.select(MessageOwner.id).where(

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as policy_smtp
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from app.duplicates import merge
-from app.models import Contact, Message, Relationship
+from app.models import Contact, Message, MessageOwner, Relationship
+from app.retention import purge_expired_holds
 from app.runtime import Runtime, build_runtime
 from app.settings import Settings
 from capture.pipeline import Envelope
 from policies.model import Channel
-from tests.conftest import add_employee
+from tests.conftest import FIXTURES, add_employee
 from tests.mail import CAPTURE, compose
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
+FAMILY_WAITS = (
+    (FIXTURES / "plumbing-policy.yaml")
+    .read_text()
+    .replace(
+        "rules:\n",
+        "rules:\n  - id: family-correspondent\n"
+        "    description: Mail with someone of the employee's family name waits for them.\n"
+        "    when: shares-family-name\n    outcome: hold\n",
+        1,
+    )
+)
 
 
 @pytest.fixture
@@ -139,3 +152,37 @@ def test_a_reply_forwarded_as_attachment_and_synced_from_the_inbox_is_one_exchan
         threads = session.scalars(sa.select(Message.thread_id)).all()
     assert len(threads) == 2 and len(set(threads)) == 1  # the quote, and the one reply
     assert relationships(runtime) == [(alice, "jane@acme.example", 1, 1)]
+
+
+def test_a_copy_kept_for_one_employee_is_not_held_with_a_colleagues_copy(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Jane Doe shares Alice Doe's family name: the policy holds Alice's copy for her review
+    and keeps Bob's. Bob's joined Alice's held message: he had no relationship with Jane,
+    and his mail went with Alice's when its review period passed."""
+    policy = tmp_path / "family.yaml"
+    policy.write_text(FAMILY_WAITS)
+    runtime = build_runtime(settings.model_copy(update={"policy": policy}))
+    try:
+        add_employee(runtime.sessions, "alice@example.com", name="Alice Doe")
+        bob = add_employee(runtime.sessions, "bob@example.com", name="Bob Jones")
+        order = compose(
+            sender="Jane Doe <jane@acme.example>",
+            to="Alice Doe <alice@example.com>, Bob Jones <bob@example.com>",
+            message_id="<order-7@acme.example>",
+        )
+        imported(runtime, order, "alice@example.com")
+        imported(runtime, order, "bob@example.com")
+        with runtime.sessions() as session, session.begin():
+            purge_expired_holds(session, datetime.now(UTC) + timedelta(days=365))
+
+        assert relationships(runtime) == [(bob, "jane@acme.example", 0, 1)]
+        with runtime.sessions() as session:
+            kept = session.execute(
+                sa.select(Message.outcome, MessageOwner.employee_id).join(
+                    MessageOwner, MessageOwner.message_id == Message.id
+                )
+            ).all()
+        assert kept == [("capture", bob)]
+    finally:
+        runtime.close()
