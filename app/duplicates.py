@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app import webhooks
-from app.crm import contacts_by_id, lower
-from app.models import Contact, ContactChange, Participant, Relationship
+from app.crm import CAPTURED_OUTCOMES, contacts_by_id, lower
+from app.models import Contact, ContactChange, Message, MessageOwner, Participant, Relationship
 from app.schemas import ContactOut, DuplicateOut
 
 MAX_GROUPS = 100
@@ -75,10 +75,11 @@ def merge(session: Session, source_id: int, into_id: int, now: datetime) -> Cont
         raise LookupError("No such contact.")
     if source.id == into.id or source.merged_into_id or into.merged_into_id:
         raise MergeRefusedError("Both contacts must exist, differ and not be merged already.")
+    twice = _counted_twice(session, source.id, into.id)  # before their participants are one
     session.execute(
         sa.update(Participant).where(Participant.contact_id == source.id).values(contact_id=into.id)
     )
-    _merge_relationships(session, source.id, into.id)
+    _merge_relationships(session, source.id, into.id, twice)
     session.execute(
         sa.update(ContactChange)
         .where(ContactChange.contact_id == source.id)
@@ -114,7 +115,29 @@ def merge(session: Session, source_id: int, into_id: int, now: datetime) -> Cont
     return contacts_by_id(session, [into.id])[0]
 
 
-def _merge_relationships(session: Session, source: int, into: int) -> None:
+def _counted_twice(session: Session, source: int, into: int) -> dict[int, int]:
+    """By employee, the kept mail they sent that names both contacts: it counted once for
+    each of them, and is to count once for the one person (app.filing.count_exchange). Mail
+    one of them sent names the other, who did not write it: it counted for the writer alone."""
+    names = [
+        sa.exists().where(Participant.message_id == Message.id, Participant.contact_id == contact)
+        for contact in (source, into)
+    ]
+    sent_by_owner = sa.exists().where(
+        Participant.message_id == Message.id,
+        Participant.role == "from",
+        Participant.employee_id == MessageOwner.employee_id,
+    )
+    rows = session.execute(
+        sa.select(MessageOwner.employee_id, sa.func.count())
+        .join(Message, Message.id == MessageOwner.message_id)
+        .where(Message.outcome.in_(CAPTURED_OUTCOMES), *names, sent_by_owner)
+        .group_by(MessageOwner.employee_id)
+    )
+    return {employee: count for employee, count in rows}
+
+
+def _merge_relationships(session: Session, source: int, into: int, twice: dict[int, int]) -> None:
     theirs = session.scalars(sa.select(Relationship).where(Relationship.contact_id == source))
     ours = {
         r.employee_id: r
@@ -125,7 +148,7 @@ def _merge_relationships(session: Session, source: int, into: int) -> None:
         if kept is None:
             moving.contact_id = into
             continue
-        kept.sent_count += moving.sent_count
+        kept.sent_count += moving.sent_count - twice.get(moving.employee_id, 0)
         kept.received_count += moving.received_count
         kept.first_seen = min(kept.first_seen, moving.first_seen)
         kept.last_seen = max(kept.last_seen, moving.last_seen)

@@ -129,6 +129,26 @@ def test_one_mail_to_two_addresses_of_a_merged_contact_counts_once(runtime: Runt
     assert relationships(runtime) == [(alice, "jane@acme.example", 3, 0)]
 
 
+def test_mail_to_two_addresses_merged_later_counts_once_for_the_one_person(
+    runtime: Runtime,
+) -> None:
+    """Each address was a contact of its own when the mail came, and counted it; a merge
+    makes them one person, whom the mail reached once."""
+    alice = add_employee(runtime.sessions, "alice@example.com")
+    both = compose(
+        to="Jane Doe <jane@acme.example>",
+        headers={"Cc": "Jane Doe <jane.doe@acme.example>"},
+        message_id="<m1@example.com>",
+    )
+    bcc(runtime, both)
+    bcc(runtime, compose(to="Jane Doe <jane.doe@acme.example>", message_id="<m2@example.com>"))
+    with runtime.sessions() as session, session.begin():
+        ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+        merge(session, ids["jane.doe@acme.example"], ids["jane@acme.example"], NOW)
+
+    assert relationships(runtime) == [(alice, "jane@acme.example", 2, 0)]
+
+
 def test_a_reply_forwarded_as_attachment_and_synced_from_the_inbox_is_one_exchange(
     runtime: Runtime,
 ) -> None:
