@@ -111,16 +111,20 @@ def erase(session: Session, address: str, at: Request) -> Outcome:
 
 
 def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact], set[str]]:
-    """The contacts with the address, those with them and the contacts merged into them (the
-    same person's other addresses), and every address of theirs, lowercased."""
+    """The contacts with the address, those with them and the same person's other addresses
+    (the contact theirs was merged into, and every contact merged into that one), and every
+    address of theirs, lowercased."""
     wanted = address.strip().lower()
     found = list(
         session.scalars(sa.select(Contact).where(_any_address(session, Contact.address, {wanted})))
     )
-    merged = session.scalars(
-        sa.select(Contact).where(Contact.merged_into_id.in_([c.id for c in found]))
+    shown = {c.merged_into_id or c.id for c in found}  # a merge leaves no chain behind
+    same = session.scalars(
+        sa.select(Contact)
+        .where(Contact.id.in_(shown) | Contact.merged_into_id.in_(shown))
+        .order_by(Contact.id)
     ).all()
-    people = [*found, *merged]
+    people = [*found, *(c for c in same if c not in found)]
     return found, people, {wanted, *(c.address.lower() for c in people)}
 
 

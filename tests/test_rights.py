@@ -221,6 +221,32 @@ def test_erasing_a_contact_erases_the_contacts_merged_into_it(
     assert BOB.encode() not in stored and new.encode() not in stored and b"Builder" not in stored
 
 
+def test_erasing_an_address_merged_into_a_contact_erases_the_contact_it_was_merged_into(
+    running: Running, officer: str
+) -> None:
+    """The person asks with the address the CRM no longer shows: the merge made it theirs,
+    as it made the other, and both go."""
+    alice = add_employee(running.runtime.sessions, "alice2@example.com")
+    employee = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    new = "bob.builder@newco.example"
+    later = compose(to=f"Bob Builder <{new}>", message_id="<later@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    with running.runtime.sessions() as session:
+        ids = {address: i for address, i in session.execute(sa.select(Contact.address, Contact.id))}
+    with running.client(employee) as api:
+        merged = api.post(f"/api/v1/contacts/{ids[BOB]}/merge", json={"into": ids[new]})
+    assert merged.status_code == 200, merged.text
+
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": BOB}).json()
+    assert (receipt["messages_removed"], receipt["participations_removed"]) == (2, 1)
+    later = compose(to=f"Bob Builder <{new}>", message_id="<again@example.com>")
+    assert send(running.smtp_port, later)[0] == 250
+    assert _contacts(running) == ["carol@partner.example"]
+    stored = everything_stored(running)
+    assert BOB.encode() not in stored and new.encode() not in stored and b"Builder" not in stored
+
+
 def test_erasure_removes_held_mail_the_person_wrote_to_others_too(holding: Running) -> None:
     """Without them among its participants, the guardrail at review would no longer see
     them, and their words could be captured."""
