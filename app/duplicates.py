@@ -7,7 +7,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from app import webhooks
+from app import ledger, webhooks
 from app.crm import CAPTURED_OUTCOMES, contacts_by_id, lower
 from app.models import Contact, ContactChange, Message, MessageOwner, Participant, Relationship
 from app.schemas import ContactOut, DuplicateOut
@@ -70,6 +70,9 @@ def merge(session: Session, source_id: int, into_id: int, now: datetime) -> Cont
     """Fold `source` into `into`: its messages, relationships and history move over, empty
     fields are filled from it, and its address keeps pointing at `into` for future mail.
     Each contact changed is announced (`contact.updated`)."""
+    # The log's lock first, as filing holds it until its batch commits (PostgreSQL): what
+    # this reads of the contacts' mail then includes all a batch files for them.
+    ledger.wait_for_appends(session)
     source, into = session.get(Contact, source_id), session.get(Contact, into_id)
     if source is None or into is None:
         raise LookupError("No such contact.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from email.policy import SMTP as policy_smtp
 from pathlib import Path
@@ -18,11 +19,13 @@ from app.models import (
     DecisionRecord,
     MessageOwner,
     Participant,
+    Relationship,
     Suppression,
 )
 from app.runtime import build_runtime
 from app.security import Role
 from app.settings import Settings
+from capture.parse import parse_message
 from capture.pipeline import Envelope, Result
 from capture.writer import Submission, commit_batch
 from policies.model import Channel
@@ -248,6 +251,47 @@ def test_same_name_at_a_new_company_is_a_likely_job_move_not_a_merge(running: Ru
             sa.select(Participant.contact_id).where(Participant.address == "john@acme.example")
         ).all()
     assert set(linked) == {new}  # old messages moved, and new mail follows the merge
+
+
+def test_a_merge_waits_for_mail_being_filed_with_the_address_it_merges(
+    running: Running,
+) -> None:
+    """A batch (the SMTP writer's group commit, a mailbox sync) files in one transaction.
+    On PostgreSQL a merge committing meanwhile moved what it saw of the old contact and not
+    what the batch filed: the new mail stayed with the merged-away contact, and the batch's
+    count was lost when the merge folded the relationship it had just counted."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    for to, mid in (("jane@acme.example", "<m1@x>"), ("jane.doe@acme.example", "<m2@x>")):
+        assert send(running.smtp_port, compose(to=f"Jane Doe <{to}>", message_id=mid))[0] == 250
+    ids = {address: c.id for address, c in contacts(running).items()}
+    answers: list[int] = []
+
+    def request() -> None:
+        with running.client(token) as api:
+            into = {"into": ids["jane@acme.example"]}
+            merged = api.post(f"/api/v1/contacts/{ids['jane.doe@acme.example']}/merge", json=into)
+            answers.append(merged.status_code)
+
+    merging = threading.Thread(target=request)
+    in_flight = compose(to="Jane Doe <jane.doe@acme.example>", message_id="<m3@x>").as_bytes()
+    pipeline = running.runtime.pipeline
+    with pipeline.connections().connect() as conn:
+        transaction = conn.begin()
+        pipeline.process_in(conn, parse_message(in_flight), INBOX, Channel.BCC)
+        merging.start()
+        merging.join(timeout=1.0)  # the merge is done, or waiting for the batch
+        transaction.commit()
+    merging.join(timeout=60)
+
+    assert answers == [200]
+    with running.runtime.sessions() as session:
+        linked = session.scalars(
+            sa.select(Participant.contact_id).where(Participant.contact_id.is_not(None)).distinct()
+        ).all()
+        counted = session.execute(sa.select(Relationship.contact_id, Relationship.sent_count)).all()
+    assert linked == [ids["jane@acme.example"]]
+    assert counted == [(ids["jane@acme.example"], 3)]
 
 
 def test_a_name_with_an_accented_capital_at_a_new_company_is_a_likely_job_move(
