@@ -3,6 +3,7 @@ in content-free terms; the suppression list keeps every channel from bringing a 
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -57,14 +58,22 @@ def _any_address(
     domains = sorted({a.rpartition("@")[2] for a in addresses})
     near = sa.or_(*(sa.func.lower(column).endswith(f"@{d}", autoescape=True) for d in domains))
     stored = session.scalars(sa.select(column).where(near).distinct())
-    return column.in_(sorted({s for s in stored if s.lower() in addresses}))
+    return column.in_(sorted({s for s in stored if _folded(s) in addresses}))
+
+
+def _folded(address: str) -> str:
+    """An address as these requests compare them: lowercased, and its accents composed (NFC)
+    as capture.parse.normalize_address composes them (earlier releases kept participants
+    as the mail wrote them, maybe decomposed)."""
+    written = address.strip()
+    return (written if written.isascii() else unicodedata.normalize("NFC", written)).lower()
 
 
 def _spellings(*addresses: str) -> set[str]:
     """The addresses as stored now, and as releases before 2026-11-24 stored them in
     participants and history where that differs (capture.parse.earlier_spelling). Rows of
     the old spelling cannot tell its two domains apart: they go too, the cautious side."""
-    lowered = {a.strip().lower() for a in addresses}
+    lowered = {_folded(a) for a in addresses}
     return lowered | {e for a in lowered if (e := earlier_spelling(a)) is not None}
 
 
@@ -114,7 +123,7 @@ def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact
     """The contacts with the address, those with them and the same person's other addresses
     (the contact theirs was merged into, and every contact merged into that one), and every
     address of theirs, lowercased."""
-    wanted = address.strip().lower()
+    wanted = _folded(address)
     found = list(
         session.scalars(sa.select(Contact).where(_any_address(session, Contact.address, {wanted})))
     )
@@ -125,7 +134,7 @@ def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact
         .order_by(Contact.id)
     ).all()
     people = [*found, *(c for c in same if c not in found)]
-    return found, people, {wanted, *(c.address.lower() for c in people)}
+    return found, people, {wanted, *(_folded(c.address) for c in people)}
 
 
 def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple[int, int, int]:
@@ -174,7 +183,7 @@ def _stood_alone(session: Session, message_id: int, addresses: set[str], at: Req
     """Whether the person is the message's only participant from outside the organization:
     an employee is one of ours at any domain (filing marked them)."""
     external = {
-        a.lower()
+        _folded(a)
         for a, employee in session.execute(
             sa.select(Participant.address, Participant.employee_id).where(
                 Participant.message_id == message_id

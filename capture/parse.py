@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
@@ -224,12 +225,16 @@ def message_from_fields(fields: tuple[Any, ...], raw: bytes) -> ParsedMessage:
 
 
 def normalize_address(raw: str) -> str | None:
-    """Lowercase the domain, keep the local part, and refuse anything that is not a mailbox."""
+    """Lowercase the domain, keep the local part (its accents composed, NFC, as RFC 6532 asks
+    and email-validator makes a contact's: `é` written as `e` and a combining accent is the
+    same address), and refuse anything that is not a mailbox."""
     if clean(raw) != raw:
         return None
     local, at, written = raw.strip().rpartition("@")
     if not at:
         return None
+    if not local.isascii():
+        local = unicodedata.normalize("NFC", local)
     domain = mail_domain(written)
     if domain is None or not _LOCAL_PART.match(local) or not _DOMAIN.match(domain):
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+import unicodedata
 from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
@@ -544,6 +545,39 @@ def test_an_erasure_finds_an_address_whose_local_part_has_capitals_beyond_ascii(
     assert (receipt.json()["contact_found"], receipt.json()["messages_removed"]) == (True, 1)
     assert _contacts(running) == [BOB, "carol@partner.example"]
     assert b"ELODIES-QUOTE" not in everything_stored(running)
+
+
+def test_an_erasure_finds_an_address_written_with_decomposed_accents_and_keeps_it_out(
+    running: Running, officer: str
+) -> None:
+    """`émile@` may come as `e` and a combining accent (NFD), one address to every reader
+    (RFC 6532 asks for NFC): her contact was made in NFC (email-validator's), her mail kept
+    NFD. An erasure asked as typed (NFC) left her mail and her address in it, and her next
+    message, digested otherwise, brought her contact back."""
+    decomposed = unicodedata.normalize("NFD", "émile") + "@exemple.fr"
+    envelope = Envelope("alice@example.com", sent_folder=True)
+
+    def mail_to_emile(number: int) -> bytes:
+        mail = compose(to=f"Emile Zola <{decomposed}>", body="EMILES-QUOTE\n")
+        mail.replace_header("Message-ID", f"<emile-{number}@example.com>")
+        return mail.as_bytes()
+
+    running.runtime.pipeline.process(mail_to_emile(1), envelope, Channel.IMPORT)
+    assert "émile@exemple.fr" in _contacts(running)
+    with running.runtime.sessions() as session, session.begin():  # as earlier releases kept it
+        session.execute(
+            sa.update(Participant)
+            .where(Participant.address.endswith("@exemple.fr"))
+            .values(address=decomposed)
+        )
+    with running.client(officer) as api:
+        receipt = api.post("/api/v1/erasures", json={"address": "émile@exemple.fr"})
+    assert receipt.status_code == 201, receipt.text
+    assert receipt.json()["messages_removed"] == 1
+
+    running.runtime.pipeline.process(mail_to_emile(2), envelope, Channel.IMPORT)
+    assert _contacts(running) == [BOB, "carol@partner.example"]
+    assert b"EMILES-QUOTE" not in everything_stored(running)
 
 
 def test_an_employee_address_at_another_domain_cannot_be_erased_or_objected_to(
