@@ -282,7 +282,11 @@ def explain(
         raise _fail("--sent is for mail read from a mailbox (--channel imap or import)")
     if relayed and channel in (Channel.IMAP, Channel.IMPORT):
         raise _fail("--relayed is for mail sent to the listener (--channel bcc or forward)")
+    from capture.parse import normalize_address
     from capture.spamd import Spamd
+
+    if employee is not None:  # as employees are stored: a Unicode domain in its xn-- form
+        employee = normalize_address(employee.strip()) or employee
 
     settings = Settings()
     runtime = runtime_or_exit(settings, publish=False)

@@ -337,6 +337,23 @@ def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
         assert active_version(session).sha256 == in_force  # type: ignore[union-attr]
 
 
+def test_explain_decides_as_the_employee_named_with_a_unicode_domain(
+    settings: Settings, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Hans, stored as hans@xn--bcher-kva.example, paused his capture: explained as
+    hans@bücher.example, his mail was decided for someone hypothetical and captured."""
+    add_employee(sessions, "hans@xn--bcher-kva.example")
+    with transaction(sessions) as session:
+        session.execute(sa.update(Employee).values(capture_paused=True))
+    eml = tmp_path / "mail.eml"
+    eml.write_bytes(compose(sender="Hans <hans@bücher.example>").as_bytes())
+
+    done = mailroom(settings, "explain", str(eml), "--employee", "Hans@Bücher.example", "--json")
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["rules"] == ["capture-paused"]
+
+
 def test_explain_reports_an_unreadable_file_and_goes_on(settings: Settings, tmp_path: Path) -> None:
     """And ends with exit status 1, so that a script (`explain *.eml && ...`) learns that
     not every file was explained; without --json the error is said on stderr, as words."""
