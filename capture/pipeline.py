@@ -542,18 +542,24 @@ def as_submitted(
         return message, channel
     forwarded = find_forwarded(message.text, subject=message.subject)
     if forwarded is not None:
-        return _original(message, forwarded), Channel.FORWARD
+        return _original(message, forwarded, envelope, capture), Channel.FORWARD
     attached = find_attached(message.raw) if "message/rfc822" in message.content_types else None
     if attached is not None and attached.sender is not None:
         return _attached(message, attached, envelope, capture), Channel.FORWARD
     return message, Channel.FORWARD if channel is Channel.FORWARD else Channel.BCC
 
 
-def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMessage:
+def _original(
+    message: ParsedMessage, forwarded: ForwardedMessage, envelope: Envelope, capture: frozenset[str]
+) -> ParsedMessage:
+    """An inline forward stands for the message it carries; a capture address its block
+    names (a reply to all on mail that copied it) is no more a participant than in an
+    attached one."""
+
     def mailboxes(found: tuple[ForwardedAddress, ...]) -> tuple[Address, ...]:
         return tuple(Address(f.address, f.name or "") for f in found if f.address)
 
-    return replace(
+    original = replace(
         message,
         from_=mailboxes((forwarded.sender,)),
         to=mailboxes(forwarded.to),
@@ -563,6 +569,7 @@ def _original(message: ParsedMessage, forwarded: ForwardedMessage) -> ParsedMess
         date=parse_date(forwarded.date) or message.date,  # else no later than forwarded
         text=forwarded.body or message.text,
     )
+    return without_capture_addresses(original, envelope, capture=capture)
 
 
 def _attached(

@@ -483,6 +483,30 @@ def test_no_capture_address_is_a_participant_whichever_way_the_mail_came(
     assert participants == {"alice@example.com", "bob@customer.example"}
 
 
+def test_a_capture_address_in_an_inline_forwarded_block_is_no_participant(
+    settings: Settings,
+) -> None:
+    """Jane answered all on a message that copied the capture address; Alice forwards her
+    answer inline. The forwarded block's Cc names the capture address: where mail was sent,
+    not a person, on the capture domain as on any other."""
+    crm = "crm@capture.example.net"
+    with run_service(settings.model_copy(update={"capture_addresses": [CAPTURE, crm]})) as running:
+        add_employee(running.runtime.sessions, "alice@example.com")
+        block = (
+            "From: Jane Doe <jane@acme.example>\nDate: Mon, 5 Jan 2026 09:00:00 +0000\n"
+            f"Subject: Re: Order 1234\nTo: Alice <alice@example.com>\nCc: CRM <{crm}>\n"
+        )
+        body = f"Please file.\n\n---------- Forwarded message ---------\n{block}\nShip it.\n"
+        forward = compose(to=CAPTURE, subject="Fwd: Re: Order 1234", body=body)
+
+        assert send(running.smtp_port, forward)[0] == 250
+
+        with running.runtime.sessions() as session:
+            participants = set(session.scalars(sa.select(Participant.address)))
+        assert set(contacts(running)) == {"jane@acme.example"}
+    assert participants == {"alice@example.com", "jane@acme.example"}
+
+
 def test_a_capture_address_in_reply_to_is_no_participant(running: Running) -> None:
     """Reply-To names participants too; one who asks for replies to go to the capture
     address has not made it a person."""
