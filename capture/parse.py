@@ -76,6 +76,14 @@ _COMMENTED_MAILBOX = re.compile(rf"\s*({_MAILBOX})\s*\([^()\\]{{0,200}}\)\s*")
 # written late on 31 Dec 9999 west of UTC falls outside: it is no date, as an unreadable one.
 _EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 _LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+# A date written as RFC 5322 writes one: day, month, year, 24-hour time and a zone it names
+# (a comment may follow). The stdlib reads far more, wrongly: Outlook's "Monday, March 4,
+# 2024 4:12 PM" (local time, no zone) as 04:12 UTC.
+_RFC5322_DATE = re.compile(
+    r"\s*(?:[A-Za-z]{3},\s*)?\d{1,2}\s+[A-Za-z]{3}\s+\d{2,4}\s+\d{1,2}:\d{2}(?::\d{2})?"
+    r"\s+(?:[+-]\d{4}|UT|GMT|[ECMP][SD]T)(?:\s*\([^()]{0,60}\))?\s*",
+    re.IGNORECASE,
+)
 
 
 class _BoundedCompat32(Compat32):
@@ -520,7 +528,9 @@ def _message_id(value: str | None) -> str | None:
 
 
 def parse_date(value: str | None) -> datetime | None:
-    """A date as a Date header writes it (RFC 5322), else None: as `ParsedMessage.date`."""
+    """A date as a Date header writes it (RFC 5322, with its zone), else None."""
+    if not value or not _RFC5322_DATE.fullmatch(value[:200]):
+        return None
     return _date(value, [])
 
 

@@ -56,6 +56,29 @@ def test_an_inline_forward_stands_for_the_original_with_its_date_when_that_reads
     assert rfc.message_id == "<quote-1@example.com>"  # the original's is not written inline
 
 
+@pytest.mark.parametrize(
+    "sent",
+    [
+        "Monday, March 4, 2024 4:12 PM",  # Outlook, US: it said 04:12 UTC, 12 hours early
+        "Monday, 4 March 2024 16:12",  # Outlook, UK: local time, read as UTC
+        "Mon, 4 Mar 2024 4:12 PM",
+    ],
+)
+def test_an_outlook_sent_line_leaves_the_forwards_own_date(sent: str) -> None:
+    """Outlook writes the sender's local time with no zone, and often with AM/PM: no instant
+    can be read from it, so the forward's own date stands, as for Gmail's form."""
+    block = f"From: Jane Doe <jane@acme.example>\nSent: {sent}\nTo: Alice\nSubject: Order\n"
+    body = f"Please file.\n\n-----Original Message-----\n{block}\nShip it.\n"
+    forward = compose(to=CAPTURE, subject="FW: Order", body=body).as_bytes()
+    envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+
+    original, channel = as_submitted(parse_message(forward), envelope, Channel.BCC)
+
+    assert channel is Channel.FORWARD
+    assert original.sender is not None and original.sender.address == "jane@acme.example"
+    assert original.date == datetime(2026, 11, 23, 9, tzinfo=UTC)
+
+
 def test_mail_to_someone_outside_with_the_capture_address_copied_is_the_employees_own() -> None:
     """Alice forwards Jane's order to Dan at another customer and copies the capture
     address: that is her message to Dan (a BCC), not Jane's order filed again without Dan."""
