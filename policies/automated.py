@@ -125,6 +125,7 @@ def bounce_signal(message: ParsedMessage) -> str | None:
     # flufl.bounce knows the non-standard formats; it costs milliseconds, hence the gates. It
     # reads addresses superlinearly (a 2 KB From costs 15 ms, 32 KB half a second), so a
     # message with a longer header is left to our phrases.
+    # The tree as parse_message reads it: a message nested beyond reason, for headers only.
     if all(len(value) <= MAX_SCANNED_HEADER for _, value in message.headers) and detected(
         report_tree(message.raw)
     ):

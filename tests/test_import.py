@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import pytest
@@ -451,6 +451,60 @@ def test_a_value_no_database_stores_as_written_costs_the_import_nothing(
     add_employee(sessions, ALICE)
     kept = _messages()[:2]
     path = _mbox(tmp_path / "alice.mbox", (kept[0], UNSTORABLE[kind], kept[1]))
+
+    done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
+
+    assert done.returncode == 0, done.stderr
+    assert "3 read: 3 imported (3 capture)" in done.stdout
+    assert _count(settings, Message) == 3
+
+
+def nested(depth: int = 1_000) -> bytes:
+    """`depth` messages each attached to the next (30 KB): parse_message reads a message
+    holding them for its headers only (`too-many-multiparts`)."""
+    returned = b"From: Alice <alice@example.com>\nTo: bob@customer.example\n\nHello\n"
+    for _ in range(depth):
+        returned = b"Content-Type: message/rfc822\n\n" + returned
+    return returned
+
+
+def deep_bounce() -> bytes:
+    """A delivery report whose returned message is nested beyond reason."""
+    return (
+        b"From: Mail Delivery System <MAILER-DAEMON@mx.customer.example>\n"
+        b"To: alice@example.com\nSubject: Undelivered Mail Returned to Sender\n"
+        b"Date: Tue, 24 Nov 2026 09:00:00 +0000\nMessage-ID: <deep@mx.customer.example>\n"
+        b"MIME-Version: 1.0\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="B"\n\n'
+        b"--B\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.customer.example\n"
+        b"\nFinal-Recipient: rfc822; bob@customer.example\nAction: failed\nStatus: 5.1.1\n\n"
+        b"--B\n" + nested() + b"\n--B--\n"
+    )
+
+
+def deep_error() -> bytes:
+    """Mail whose subject looks like a bounce's, nested beyond reason."""
+    return (
+        b"From: Jane Doe <jane@customer.example>\nTo: alice@example.com\n"
+        b"Subject: Error in invoice 1234\nDate: Tue, 24 Nov 2026 09:00:00 +0000\n"
+        b"Message-ID: <undeliverable@customer.example>\nMIME-Version: 1.0\n" + nested()
+    )
+
+
+@pytest.mark.parametrize("bounce", [deep_bounce, deep_error])
+def test_a_bounce_nested_beyond_reason_is_imported_not_the_end_of_the_import(
+    settings: Settings,
+    sessions: sa.orm.sessionmaker[sa.orm.Session],
+    tmp_path: Path,
+    bounce: Callable[[], bytes],
+) -> None:
+    """A report's recipients, and whether a message that looks like a bounce is one, were
+    read from a second, unbounded parse of the message, which went past Python's recursion
+    limit: the import stopped there, and every rerun stopped at the same message (a mailbox
+    sync that reads such a body retried its batch for ever)."""
+    add_employee(sessions, ALICE)
+    kept = _messages()[:2]
+    path = _mbox(tmp_path / "alice.mbox", (kept[0], bounce(), kept[1]))
 
     done = _mailroom(settings, "import", "mbox", str(path), "--employee", ALICE)
 
