@@ -6,6 +6,7 @@ import codecs
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.header import decode_header, make_header
 from email.message import Message
 from enum import StrEnum
 
@@ -233,9 +234,19 @@ def _leaves(msg: Message) -> Iterator[Message]:
 
 def _filename(part: Message) -> str:
     try:
-        return (part.get_filename() or "")[:255]
+        name = part.get_filename() or ""
     except Exception:  # a hostile RFC 2231 parameter
         return ""
+    return _decoded_words(name)[:255] if "=?" in name else name[:255]
+
+
+def _decoded_words(name: str) -> str:
+    """RFC 2047 words decoded, as most mail clients write a file name outside ASCII; the
+    name as written if they do not decode (an unknown charset, a broken word)."""
+    try:
+        return str(make_header(decode_header(name[:1000])))
+    except Exception:
+        return name
 
 
 def _size(part: Message) -> int:

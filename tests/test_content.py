@@ -118,6 +118,22 @@ def test_every_spamassassin_message_gives_text_without_raising() -> None:
     assert sources.count(TextSource.PLAIN) > 300
 
 
+def test_a_file_name_in_encoded_words_is_listed_as_its_sender_named_it() -> None:
+    """Gmail, Outlook and Apple Mail write a name outside ASCII as RFC 2047 encoded words
+    in the quoted parameter (against RFC 2231, which mail readers all accept)."""
+    raw = (
+        b"From: jane@acme.example\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nThe offer.\r\n--b\r\n"
+        b'Content-Type: application/pdf; name="=?UTF-8?B?QW5nZWJvdCBNw7xsbGVyLnBkZg==?="\r\n'
+        b"Content-Disposition: attachment;\r\n"
+        b' filename="=?UTF-8?B?QW5nZWJvdCBNw7xsbGVyLnBkZg==?="\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERg==\r\n--b--\r\n"
+    )
+    content = message_content(parse_mime(raw))
+    assert content.attachments == (Attachment("Angebot Müller.pdf", "application/pdf", 4),)
+
+
 def test_a_part_with_a_charset_holding_nul_bytes_is_listed_without_raising() -> None:
     # Found by bench/fuzz_parse.py: reading the payload raised "embedded null character".
     raw = (
