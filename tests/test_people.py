@@ -141,6 +141,16 @@ def test_idn_domains_are_punycoded_and_named_in_unicode() -> None:
     assert company("mail.xn--e1afmkfd.xn--p1ai") is not None
 
 
+def test_an_idn_domain_that_idna_2003_would_map_is_named_as_registered() -> None:
+    """Addresses spell straße.de as IDNA 2008 does (xn--strae-oqa.de); its company was
+    named by IDNA 2003's decoder, which refuses such a label: "Straenbau Mller TIB41C"."""
+    raw = "From: Jörg <joerg@Straßenbau-Müller.de>\r\nTo: x@example.com\r\n\r\nhi\r\n".encode()
+    (joerg,) = parse_message(raw).from_
+    found = person(joerg)
+    assert found is not None and found.address == "joerg@xn--straenbau-mller-tib41c.de"
+    assert found.company is not None and found.company.name == "Straßenbau Müller"
+
+
 def test_registrable_domains_follow_the_public_suffix_list() -> None:
     assert registrable_domain("mail.acme.co.uk") == "acme.co.uk"
     assert registrable_domain("a.b.acme.com.au") == "acme.com.au"
