@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
 from enum import StrEnum
+from functools import lru_cache
 
 from charset_normalizer import from_bytes
 from selectolax.lexbor import LexborHTMLParser
@@ -39,6 +40,11 @@ _NESTING_TAG = re.compile(
 )
 _SPACES = re.compile(r"[ \f\v\u00a0\u200b]+")  # tabs stay: they separate table cells
 _BLANK_RUNS = re.compile(r"\n{3,}")
+# Labels under which mail clients write a larger charset: GBK as gb2312, Microsoft's Korean
+# as euc-kr (or ks_c_5601-1987), Windows' Japanese as shift_jis. Read as the larger one, as
+# browsers read them (WHATWG Encoding Standard): the same text where the label is right,
+# and the rest read rather than refused.
+SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949", "shift_jis": "cp932"}
 
 
 @dataclass(frozen=True)
@@ -146,10 +152,21 @@ def _known_charset(name: str | None, defects: list[str]) -> str | None:
     if not name:
         return None
     try:
-        return codecs.lookup(name.strip().strip("\"'")[:40]).name
+        found = codecs.lookup(name.strip().strip("\"'")[:40]).name
     except (LookupError, ValueError):
         defects.append("unknown-charset")
         return None
+    return SUPERSETS.get(found, found)
+
+
+@lru_cache(maxsize=256)
+def superset(label: str) -> str:
+    """The charset to read text labelled `label` with: the larger one it stands for in
+    mail (SUPERSETS), else the label as it is, known or not."""
+    try:
+        return SUPERSETS.get(codecs.lookup(label).name, label)
+    except (LookupError, ValueError):
+        return label
 
 
 def html_to_text(html: str) -> str:

@@ -31,7 +31,7 @@ import idna
 from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from capture.content import Attachment as Attachment
 from capture.content import clean as clean
-from capture.content import message_content
+from capture.content import message_content, superset
 
 MAX_ADDRESSES_PER_HEADER = 500
 _LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
@@ -55,6 +55,7 @@ _DELIMITER_LINE = re.compile(rb"\n--")
 _END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|[^",(]+|[,(]')
 _ADDRESS_HEADER = policy.default.header_factory
+_WORD_CHARSET = re.compile(r"(?<==\?)[A-Za-z0-9_.:-]{1,40}(?=[?*])")  # of an encoded word
 # The one shape most headers take, read without the header registry: `Name <user@host>` or
 # `user@host`, with no quotes, comments, groups or encoded words that could make it ambiguous.
 # The local part as the registry returns it: written as is, apostrophes and the stray dots
@@ -514,7 +515,7 @@ def _decoded(value: str, key: str, defects: list[str]) -> str:
     if "=?" not in value:
         return value
     try:
-        return str(make_header(decode_header(value)))
+        return str(make_header(decode_header(_relabelled(value))))
     except (LookupError, UnicodeError, ValueError, HeaderParseError, CharsetError):
         defects.append(f"undecodable-header:{key.lower()[:40]}")
         return value
@@ -551,6 +552,7 @@ def _date(value: str | None, defects: list[str]) -> datetime | None:
 def _addresses(values: list[str], name: str, defects: list[str]) -> tuple[Address, ...]:
     result: dict[str, Address] = {}
     for value in values[:10]:
+        value = _relabelled(value) if "=?" in value else value
         for piece in _address_pieces(_utf8(value), name, defects):
             for address, display in _mailboxes(piece, name, defects):
                 normalized = normalize_address(address)
@@ -561,6 +563,12 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> tuple[Addres
                 if len(result) >= MAX_ADDRESSES_PER_HEADER:
                     return tuple(result.values())
     return tuple(result.values())
+
+
+def _relabelled(value: str) -> str:
+    """Encoded words labelled with a charset that stands for a larger one (gb2312 for GBK),
+    labelled with the larger one."""
+    return _WORD_CHARSET.sub(lambda label: superset(label.group(0)), value)
 
 
 def _utf8(value: str) -> str:

@@ -3,13 +3,14 @@ attachments listed without their content."""
 
 from __future__ import annotations
 
+import base64
 import csv
 from email.message import EmailMessage
 
 import pytest
 
 from capture.content import TextSource, html_to_text, message_content
-from capture.parse import Attachment, parse_mime
+from capture.parse import Address, Attachment, parse_message, parse_mime
 from tests.conftest import CORPORA, FIXTURES
 
 
@@ -116,6 +117,26 @@ def test_every_spamassassin_message_gives_text_without_raising() -> None:
         sources.append(content.source)
     assert sources.count(TextSource.HTML) > 50  # HTML-only mail is common in this corpus
     assert sources.count(TextSource.PLAIN) > 300
+
+
+def test_gbk_text_labelled_gb2312_is_read_in_the_name_subject_and_body() -> None:
+    """Chinese mail clients label GBK text gb2312, whose table lacks many characters of
+    given names (喆, 堃, 珺): the name lost them, the subject stayed encoded words and the
+    body was guessed to be Korean. Read as browsers read the label: GB 18030, its superset."""
+    name = base64.b64encode("王喆".encode("gbk")).decode()
+    subject = base64.b64encode("关于喆的报价".encode("gbk")).decode()
+    raw = (
+        f"From: =?gb2312?B?{name}?= <wz@acme.cn>\r\nTo: alice@example.com\r\n"
+        f"Subject: =?GB2312?B?{subject}?=\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=gb2312\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + "您好喆先生的报价如下。\r\n".encode("gbk")
+
+    message = parse_message(raw)
+
+    assert message.sender == Address("wz@acme.cn", "王喆")
+    assert message.subject == "关于喆的报价"
+    assert message.text == "您好喆先生的报价如下。\n"
+    assert message.defects == ()
 
 
 def test_a_file_name_in_encoded_words_is_listed_as_its_sender_named_it() -> None:
