@@ -17,7 +17,7 @@ from app.models import Contact, ContactChange
 from app.prepared import Prepared, PreparedIn
 from capture.parse import ParsedMessage
 from capture.people import Person, is_role_name
-from capture.signatures import extract_signature
+from capture.signatures import extract_signature, region_for_domain
 
 SIGNED_FIELDS = ("title", "phone", "organization")
 
@@ -133,7 +133,9 @@ def read_signature(
         return
     # A sender without a display name is known by the contact's name (from first.last@).
     name = message.sender.name or _NAME.scalar(conn, {"contact": contact}) or ""
-    found = extract_signature(message.text, sender_name=name)
+    # A number written without its country code is read as the sender's country's.
+    region = region_for_domain(message.sender.domain)
+    found = extract_signature(message.text, sender_name=name, region=region)
     if found is None or not found.matches_sender:
         return
     signed = message.date or now

@@ -207,6 +207,20 @@ def test_a_signature_updates_title_phone_and_organization_with_history(running: 
     assert titles == ["Head of Procurement", "Chief Operating Officer"]
 
 
+def test_a_phone_number_written_without_country_code_is_read_by_the_senders_country(
+    running: Running,
+) -> None:
+    """Most of Europe signs with national numbers ("Tel. 030 1234567"): without the region
+    that the sender's country domain gives, no such number was ever read."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    national = SIGNED.replace("Tel: +44 20 7946 0958", "Tel.: 030 1234567")
+    mail = compose(sender="Jane Doe <jane@acme.de>", to="Alice <alice@example.com>", body=national)
+
+    running.runtime.pipeline.process(mail.as_bytes(), INBOX, Channel.IMPORT)
+
+    assert contacts(running)["jane@acme.de"].phone == "+49301234567"
+
+
 def test_only_the_senders_own_signature_updates_their_contact(running: Running) -> None:
     """An assistant signing for Bob changes nothing of Bob's; Jane, whose From has no
     display name, is known by the name her address gives."""
