@@ -54,7 +54,7 @@ from policies.model import Channel, Outcome
 from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
-from tests.test_import import POISON_TRIGGER, poison, run_sql
+from tests.test_import import POISON_TRIGGER, deep_error, poison, run_sql
 
 ALICE = "alice@example.com"
 
@@ -284,6 +284,23 @@ def test_malformed_message_is_decided_and_breaks_nothing(
 
     assert done.stats.messages == 2
     assert count(runtime, DecisionRecord) == 2
+    with runtime.sessions() as session:
+        assert session.scalar(sa.select(MailboxFolder.last_uid)) == 2
+
+
+def test_mail_that_looks_like_a_bounce_nested_beyond_reason_does_not_stop_the_folder(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Its subject says "Error", so its body is read to learn whether it is a bounce; a
+    second, unbounded parse of it went past Python's recursion limit, which is no fault of
+    one message's values: the batch was tried again at every sync, and failed again."""
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(1), deep_error().replace(b"\n", b"\r\n")])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    done = sync(runtime, mailbox_id)
+
+    assert done.stats.messages == 2
     with runtime.sessions() as session:
         assert session.scalar(sa.select(MailboxFolder.last_uid)) == 2
 
