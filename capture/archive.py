@@ -10,6 +10,7 @@ import enum
 import hashlib
 import mailbox
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from policies.model import Channel
 
 BATCH = 200  # messages per transaction
 BATCH_BYTES = 64 * 1024 * 1024  # raw bytes of a batch's messages: more commit sooner
+_QUOTED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
 
 
 class ArchiveKind(enum.StrEnum):
@@ -89,7 +91,14 @@ def _mbox(path: Path) -> Archive:
         )
     box = mailbox.mbox(path, create=False)
     keys = sorted(box.keys())  # numbers in the file's order (as text, 10 came before 2)
-    return Archive(len(keys), (box.get_bytes(key) for key in keys))
+    return Archive(len(keys), (_unquoted(box.get_bytes(key)) for key in keys))
+
+
+def _unquoted(raw: bytes) -> bytes:
+    """The message as it was before an mbox stored it: a line it wrote as '>From ' (a line
+    starting 'From ' would have started the next message) starts with 'From ' again, as
+    mboxrd readers take it. Python's mailbox writes the '>' but leaves it on reading."""
+    return _QUOTED_FROM.sub(rb"\1", raw) if b">From " in raw else raw
 
 
 def _maildir(path: Path) -> Archive:

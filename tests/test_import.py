@@ -459,6 +459,35 @@ def test_a_value_no_database_stores_as_written_costs_the_import_nothing(
     assert _count(settings, Message) == 3
 
 
+def test_a_line_an_mbox_quoted_as_from_is_read_as_written(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session], tmp_path: Path
+) -> None:
+    """An mbox writes a body line that starts with 'From ' as '>From ' (mail clients and
+    Python's mailbox alike), and reading must take the '>' away again: it stayed, so Alice's
+    import kept text Jane never wrote, and Bob's copy of the same mail, whose text differs
+    from it, was filed as a message of its own."""
+    add_employee(sessions, ALICE)
+    add_employee(sessions, "bob@example.com")
+    mail = compose(
+        sender="Jane Doe <jane@customer.example>",
+        to="Alice <alice@example.com>, Bob <bob@example.com>",
+        body="Hello,\n\nFrom next week on we ship daily.\n",
+        message_id="<daily@customer.example>",
+    ).as_bytes()
+    alices = _mbox(tmp_path / "alice.mbox", [mail])
+    bobs = _maildir(tmp_path / "bob", [mail])
+
+    assert _mailroom(settings, "import", "mbox", str(alices), "--employee", ALICE).returncode == 0
+    done = _mailroom(settings, "import", "maildir", str(bobs), "--employee", "bob@example.com")
+
+    assert done.returncode == 0, done.stderr
+    engine = sa.create_engine(settings.resolved_database_url)
+    with engine.connect() as conn:
+        texts = conn.scalars(sa.select(Message.body_text)).all()
+    engine.dispose()
+    assert texts == ["Hello,\n\nFrom next week on we ship daily.\n"]
+
+
 def nested(depth: int = 1_000) -> bytes:
     """`depth` messages each attached to the next (30 KB): parse_message reads a message
     holding them for its headers only (`too-many-multiparts`)."""
