@@ -274,11 +274,16 @@ def _read_line(
     line = _ANGLED.sub("", line).strip()  # "Jane Roe <jane@acme.com>": the name stays
     if not line or _CONTACT_NOISE.search(line):
         return
-    rest = line
-    if read.name is None:
-        read.name, rest = _name_and_rest(line, index, sender_words)
-        if read.name is not None and not rest:
+    name, rest = _name_and_rest(line, index, sender_words)
+    # A fuller name than the one read ("Thanks,\nJane", then the card's "Jane Doe | ...")
+    # is the name, and never read as a title or company.
+    known = _words(read.name.value) if read.name else frozenset()
+    if read.name is None or (name is not None and known and known <= _words(name.value)):
+        read.name = name  # none yet: a line before the name is not read further
+        if name is None or not rest:
             return
+    else:
+        rest = line
     read.title, read.company = _title_company(rest, index, read.title, read.company, company_hint)
     titled = read.title is not None and read.title.line == index
     if read.company is None and read.name is not None and not titled and _is_organisation(rest):

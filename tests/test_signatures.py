@@ -74,6 +74,20 @@ def test_the_block_after_a_dash_dash_line() -> None:
     assert not signature.matches_sender  # no sender name given
 
 
+def test_a_first_name_under_the_closing_then_the_full_card_gives_no_name_for_a_company() -> None:
+    """After "Thanks,\nJane", the card: the card's name is the fuller one, never the
+    company (which was filed as the organization "Jane Doe")."""
+    text = (
+        "The order is confirmed.\n\nThanks,\nJane\n\n"
+        "Jane Doe | Head of Procurement | Acme Widgets Ltd\nM: +44 7911 123456\n"
+    )
+    signature = extract_signature(text, sender_name="Jane Doe")
+    assert signature is not None
+    assert signature.name == Found("Jane Doe", 5)
+    assert signature.title == Found("Head of Procurement", 5)
+    assert signature.company == Found("Acme Widgets Ltd", 5)
+
+
 def test_a_name_on_the_closing_line() -> None:
     signature = extract_signature("Works for me.\n\nThanks, Vince\n", sender_name="Vince Kaminski")
     assert signature is not None and signature.name == Found("Vince", 2)
