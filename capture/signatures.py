@@ -324,9 +324,16 @@ def _title_company(
 
 def _is_company(text: str, hint: str) -> bool:
     if _COMPANY.search(text):
-        return True
+        return _named(text)
     hinted = bool(hint) and len(hint) >= 3 and hint.lower() in text.lower()
     return hinted and text[0].isupper() and len(text) <= 60
+
+
+def _named(text: str) -> bool:
+    """Whether text is written as a name is, not as a sentence (a disclaimer's "... Acme
+    Group accepts no liability ...", "... the company ..."): a few words, most capitalized."""
+    words = text.split()
+    return len(words) <= 8 and sum(1 for word in words if word[0].islower()) <= 3
 
 
 def _is_name(line: str, sender_words: frozenset[str], *, single: bool = False) -> bool:

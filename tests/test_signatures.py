@@ -88,6 +88,22 @@ def test_a_first_name_under_the_closing_then_the_full_card_gives_no_name_for_a_c
     assert signature.company == Found("Acme Widgets Ltd", 5)
 
 
+def test_a_disclaimer_under_the_signature_is_no_company() -> None:
+    """A sentence of the disclaimer naming "Acme Group" (or "the company") was filed as the
+    sender's organization."""
+    text = (
+        "The order is confirmed.\n\nBest regards,\nJane Doe\nHead of Procurement\n"
+        "Tel: +44 20 7946 0958\n\n"
+        "This e-mail and any attachments are confidential and intended solely for\n"
+        "the addressee. If you are not the intended recipient, please notify the\n"
+        "sender and delete it. Acme Group accepts no liability for its content.\n"
+    )
+    signature = extract_signature(text, sender_name="Jane Doe")
+    assert signature is not None
+    assert signature.title == Found("Head of Procurement", 4)
+    assert signature.company is None
+
+
 def test_a_name_on_the_closing_line() -> None:
     signature = extract_signature("Works for me.\n\nThanks, Vince\n", sender_name="Vince Kaminski")
     assert signature is not None and signature.name == Found("Vince", 2)
