@@ -57,6 +57,9 @@ _MACHINE_LOCAL = re.compile(
 )
 _VIA = re.compile(r"\bvia\b|\(via |\bon behalf of\b|\bim auftrag von\b", re.IGNORECASE)
 _NAME_STRIP = " \t\"'`<>()[]{},;:|*"
+# What follows the name: "Ann Lee | Acme", "Albert White - SUN Ireland" (a hyphen within a
+# name has no spaces around it: "Jean-Luc").
+_AFFILIATION = re.compile(r"\||\s[-\u2013\u2014]\s")
 _NAME_LETTERS = re.compile(r"[^\W\d_]", re.UNICODE)
 _PARENTHESES = re.compile(r"\([^()]{0,80}\)|\[[^\[\]]{0,80}\]")
 _LOCAL_NAME = re.compile(r"^([^\W\d_]{2,30})[._]([^\W\d_]{2,30})$")
@@ -180,7 +183,7 @@ def display_name(raw: str, address: str) -> str:
     name = " ".join(raw.split())[:200]
     if "@" in name or "=?" in name or _VIA.search(name):
         return ""
-    name = _PARENTHESES.sub(" ", name).split("|")[0]
+    name = _AFFILIATION.split(_PARENTHESES.sub(" ", name), maxsplit=1)[0]
     name = " ".join(name.split()).strip(_NAME_STRIP)
     letters = len(_NAME_LETTERS.findall(name))
     if letters < 2 or letters < len(name.replace(" ", "")) * 0.6 or len(name) > 80:

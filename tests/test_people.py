@@ -99,6 +99,8 @@ def test_every_role_the_policy_knows_is_a_role_here() -> None:
         ("Dr. Jane A. Smith Jr.", "Jane", "Smith"),
         ("Ann Lee (Sales)", "Ann", "Lee"),
         ("Ann Lee | Acme", "Ann", "Lee"),
+        ("Albert White - SUN Ireland", "Albert", "White"),  # not "Albert Ireland"
+        ("Jane Roe \u2013 Acme Corp", "Jane", "Roe"),
         ("'john.doe@acme.com'", "John", "Doe"),  # the address as name: guessed from the address
         ("John Doe via LinkedIn", "John", "Doe"),  # a via-name is not theirs: guessed likewise
         ("???", "John", "Doe"),
