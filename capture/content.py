@@ -45,6 +45,21 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 # browsers read them (WHATWG Encoding Standard): the same text where the label is right,
 # and the rest read rather than refused.
 SUPERSETS = {"gb2312": "gb18030", "gbk": "gb18030", "euc_kr": "cp949", "shift_jis": "cp932"}
+# Labels mail clients write that Python knows by another name (the WHATWG Encoding Standard
+# lists them): Thai Outlook's windows-874, Hebrew's iso-8859-8-i (logical order), ...
+_LABELS = {
+    "windows-874": "cp874",
+    "iso-8859-8-i": "iso8859-8",
+    "iso-8859-8-e": "iso8859-8",
+    "iso-8859-6-i": "iso8859-6",
+    "iso-8859-6-e": "iso8859-6",
+    "x-mac-roman": "mac-roman",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "x-gbk": "gb18030",
+    "x-euc-jp": "euc_jp",
+    "x-windows-949": "cp949",
+}
 
 
 @dataclass(frozen=True)
@@ -152,21 +167,28 @@ def _known_charset(name: str | None, defects: list[str]) -> str | None:
     if not name:
         return None
     try:
-        found = codecs.lookup(name.strip().strip("\"'")[:40]).name
+        found = _codec(name.strip().strip("\"'")[:40])
     except (LookupError, ValueError):
         defects.append("unknown-charset")
         return None
     return SUPERSETS.get(found, found)
 
 
+def _codec(label: str) -> str:
+    """Python's name for the charset a label names; LookupError for none."""
+    return codecs.lookup(_LABELS.get(label.lower(), label)).name
+
+
 @lru_cache(maxsize=256)
-def superset(label: str) -> str:
-    """The charset to read text labelled `label` with: the larger one it stands for in
-    mail (SUPERSETS), else the label as it is, known or not."""
+def charset_for(label: str) -> str:
+    """The charset to read text labelled `label` with: Python's name for it where Python
+    knows it by another (_LABELS), the larger one it stands for in mail (SUPERSETS), else
+    the label as it is, known or not."""
     try:
-        return SUPERSETS.get(codecs.lookup(label).name, label)
+        found = _codec(label)
     except (LookupError, ValueError):
         return label
+    return SUPERSETS.get(found, found if label.lower() in _LABELS else label)
 
 
 def html_to_text(html: str) -> str:

@@ -30,8 +30,8 @@ import idna
 
 from capture.content import MAX_TEXT_CHARS as MAX_TEXT_CHARS
 from capture.content import Attachment as Attachment
+from capture.content import charset_for, message_content
 from capture.content import clean as clean
-from capture.content import message_content, superset
 
 MAX_ADDRESSES_PER_HEADER = 500
 _LOCAL_PART = re.compile(r"^[^\s@<>()\[\],;:\"\\]{1,64}$")
@@ -567,8 +567,8 @@ def _addresses(values: list[str], name: str, defects: list[str]) -> tuple[Addres
 
 def _relabelled(value: str) -> str:
     """Encoded words labelled with a charset that stands for a larger one (gb2312 for GBK),
-    labelled with the larger one."""
-    return _WORD_CHARSET.sub(lambda label: superset(label.group(0)), value)
+    or that Python knows by another name (windows-874), labelled as Python reads them."""
+    return _WORD_CHARSET.sub(lambda label: charset_for(label.group(0)), value)
 
 
 def _utf8(value: str) -> str:

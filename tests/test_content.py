@@ -139,6 +139,35 @@ def test_gbk_text_labelled_gb2312_is_read_in_the_name_subject_and_body() -> None
     assert message.defects == ()
 
 
+@pytest.mark.parametrize(
+    ("label", "codec", "name", "subject", "body"),
+    [
+        ("windows-874", "cp874", "สมชาย ใจดี", "ใบเสนอราคา", "ขอใบเสนอราคาสินค้า"),  # Thai Outlook
+        ("iso-8859-8-i", "iso8859-8", "דנה כהן", "הצעת מחיר", "מצורפת הצעת מחיר"),  # Hebrew
+    ],
+)
+def test_a_charset_mail_names_as_python_does_not_is_read(
+    label: str, codec: str, name: str, subject: str, body: str
+) -> None:
+    """Mail's names for some charsets are not Python's (windows-874 is cp874): the name
+    became '?', the subject stayed encoded words, and the body was guessed to be Chinese."""
+
+    def word(text: str) -> str:
+        return f"=?{label}?B?{base64.b64encode(text.encode(codec)).decode()}?="
+
+    raw = (
+        f"From: {word(name)} <sales@acme.example>\r\nTo: alice@example.com\r\n"
+        f"Subject: {word(subject)}\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset={label}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    ).encode() + f"{body}\r\n".encode(codec)
+
+    message = parse_message(raw)
+
+    assert message.sender == Address("sales@acme.example", name)
+    assert (message.subject, message.text) == (subject, f"{body}\n")
+    assert message.defects == ()
+
+
 def test_a_file_name_in_encoded_words_is_listed_as_its_sender_named_it() -> None:
     """Gmail, Outlook and Apple Mail write a name outside ASCII as RFC 2047 encoded words
     in the quoted parameter (against RFC 2231, which mail readers all accept)."""
