@@ -21,8 +21,10 @@ MAX_BODY_BYTES = 4_000_000  # of one body part, decoded
 MAX_SNIFF_BYTES = 4_096  # what charset-normalizer reads to guess a charset (16 KB: ~10 ms)
 # selectolax (lexbor) over html2text: 0.17 ms against 4.9 ms per HTML body on the 611 HTML
 # bodies of the SpamAssassin corpus (7.8 KB on average), and the text is as good for reading.
+# Where a line ends: after these tags, and after a table's start too (Thunderbird writes its
+# forward separator as text right before the table of headers).
 _BLOCK_END = re.compile(
-    r"<(?:br|hr|/p|/div|/tr|/li|/h[1-6]|/table|/blockquote|/pre|/address|/dd|/dt)\b[^>]{0,200}>",
+    r"<(?:br|hr|/p|/div|/tr|/li|/h[1-6]|/?table|/blockquote|/pre|/address|/dd|/dt)\b[^>]{0,200}>",
     re.IGNORECASE,
 )
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)

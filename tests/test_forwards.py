@@ -79,6 +79,31 @@ def test_an_outlook_sent_line_leaves_the_forwards_own_date(sent: str) -> None:
     assert original.date == datetime(2026, 11, 23, 9, tzinfo=UTC)
 
 
+def test_a_thunderbird_html_forward_gives_the_original_sender() -> None:
+    """Thunderbird writes its separator as text right before the table of headers: the
+    table started no line, so the separator and the first header were read as one line,
+    and the forward was filed with nobody in it."""
+    html = (
+        '<html><body><p>FYI</p><div class="moz-forward-container"><br><br>\n'
+        "-------- Forwarded Message --------\n"
+        '<table class="moz-email-headers-table" cellspacing="0" cellpadding="0" border="0">'
+        '<tbody><tr><th valign="BASELINE" nowrap="nowrap" align="RIGHT">Subject: </th>'
+        "<td>Order 1234</td></tr><tr><th>Date: </th><td>Mon, 5 Jan 2026 09:00:00 +0100</td>"
+        "</tr><tr><th>From: </th><td>Jane Doe "
+        '<a class="moz-txt-link-rfc2396E" href="mailto:jane@acme.example">'
+        "&lt;jane@acme.example&gt;</a></td></tr></tbody></table><br>Ship it.</div></body></html>"
+    )
+    forward = compose(to=CAPTURE, subject="Fwd: Order 1234")
+    forward.set_content(html, subtype="html")
+    envelope = Envelope(mail_from="alice@example.com", rcpt_tos=(CAPTURE,))
+
+    original, channel = as_submitted(parse_message(forward.as_bytes()), envelope, Channel.BCC)
+
+    assert channel is Channel.FORWARD
+    assert original.sender is not None and original.sender.address == "jane@acme.example"
+    assert original.date == datetime(2026, 1, 5, 8, tzinfo=UTC)
+
+
 def test_mail_to_someone_outside_with_the_capture_address_copied_is_the_employees_own() -> None:
     """Alice forwards Jane's order to Dan at another customer and copies the capture
     address: that is her message to Dan (a BCC), not Jane's order filed again without Dan."""
