@@ -217,6 +217,34 @@ def employees_app_password(
     typer.echo(password)
 
 
+@employees_cli.command("app-passwords")
+def employees_app_passwords(email: str) -> None:
+    """List an employee's app passwords: id, when made, label, and when revoked."""
+    from app.employees import find_employee
+    from capture.submitters import app_passwords
+
+    with _sessions(Settings())() as session:
+        found = find_employee(session, email)
+        if found is None:
+            raise _fail(f"no employee {email}")
+        for row in app_passwords(session, found.id):
+            revoked = f"  revoked {row.revoked_at:%Y-%m-%d %H:%M}" if row.revoked_at else ""
+            typer.echo(f"{row.id}  {row.created_at:%Y-%m-%d %H:%M}  {row.label}{revoked}")
+
+
+@employees_cli.command("revoke-app-password")
+def employees_revoke_app_password(
+    password_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="Its id (app-passwords).")],
+) -> None:
+    """Revoke an app password at once (a lost laptop): SMTP AUTH with it fails from then on."""
+    from capture.submitters import revoke_app_password
+
+    with transaction(_sessions(Settings())) as session:
+        if not revoke_app_password(session, password_id, datetime.now(UTC)):
+            raise _fail(f"no app password {password_id}")
+    typer.echo(f"app password {password_id} revoked")
+
+
 @tokens_cli.command("create")
 def tokens_create(
     role: Annotated[Role, typer.Option(help="What the token may do.")],

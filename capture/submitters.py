@@ -7,6 +7,7 @@ import ipaddress
 import re
 import secrets
 from collections.abc import Collection, Iterable
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,6 +28,21 @@ def new_app_password(session: Session, employee_id: int, label: str = "") -> str
     password = secrets.token_urlsafe(24)
     session.add(AppPassword(employee_id=employee_id, password_hash=_digest(password), label=label))
     return password
+
+
+def app_passwords(session: Session, employee_id: int) -> list[AppPassword]:
+    """An employee's app passwords, oldest first: ids, labels and times, never a secret."""
+    query = sa.select(AppPassword).where(AppPassword.employee_id == employee_id)
+    return list(session.scalars(query.order_by(AppPassword.id)))
+
+
+def revoke_app_password(session: Session, password_id: int, now: datetime) -> bool:
+    """Revoke an app password at once (idempotent): the next AUTH with it fails. False if
+    there is no such password."""
+    row = session.get(AppPassword, password_id)
+    if row is not None and row.revoked_at is None:
+        row.revoked_at = now
+    return row is not None
 
 
 def authenticate_app_password(

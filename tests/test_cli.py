@@ -22,6 +22,7 @@ from app.db import transaction
 from app.models import DecisionRecord, Employee, EmployeeAlias, PolicyVersion
 from app.runtime import active_version, build_runtime, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
+from capture.submitters import authenticate_app_password
 from policies.loader import load_policy
 from tests.conftest import TEST_SECRET, add_employee, run_service, server_url
 from tests.mail import compose, send
@@ -79,6 +80,34 @@ def mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]
         timeout=120,
         check=False,
     )
+
+
+def test_an_app_password_is_listed_and_revoked_and_then_proves_nothing(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> None:
+    """A lost laptop's app password could not be revoked (nothing set `revoked_at`): with
+    submitter proof required, whoever found it went on filing mail as the employee."""
+    add_employee(sessions, "alice@example.com")
+    laptop = mailroom(
+        settings, "employees", "app-password", "alice@example.com", "--label", "laptop"
+    )
+    phone = mailroom(settings, "employees", "app-password", "alice@example.com", "--label", "phone")
+    assert laptop.returncode == 0 and phone.returncode == 0
+
+    listed = mailroom(settings, "employees", "app-passwords", "Alice@Example.com")
+    laptop_id = next(line.split()[0] for line in listed.stdout.splitlines() if "laptop" in line)
+    revoked = mailroom(settings, "employees", "revoke-app-password", laptop_id)
+    again = mailroom(settings, "employees", "app-passwords", "alice@example.com")
+    unknown = mailroom(settings, "employees", "revoke-app-password", "999")
+
+    assert listed.returncode == 0 and laptop.stdout.strip() not in listed.stdout
+    assert revoked.returncode == 0 and f"app password {laptop_id} revoked" in revoked.stdout
+    assert "revoked" in next(line for line in again.stdout.splitlines() if "laptop" in line)
+    assert "revoked" not in next(line for line in again.stdout.splitlines() if "phone" in line)
+    assert (unknown.returncode, unknown.stderr.strip()) == (1, "error: no app password 999")
+    check = authenticate_app_password
+    assert check(sessions, "alice@example.com", laptop.stdout.strip()) is None
+    assert check(sessions, "alice@example.com", phone.stdout.strip()) == "alice@example.com"
 
 
 def test_employees_add_stores_a_lowercased_address_and_aliases(

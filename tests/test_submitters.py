@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from pydantic import ValidationError
 
 from app import server
 from app.db import transaction
-from app.models import DecisionRecord, Message
+from app.models import AppPassword, DecisionRecord, Message
 from app.security import Role
 from app.settings import BUNDLED_POLICY, Settings
 from capture.submitters import (
@@ -27,6 +28,7 @@ from capture.submitters import (
     dkim_domains,
     dmarc_failed,
     new_app_password,
+    revoke_app_password,
     strip_our_results,
 )
 from tests.conftest import Running, add_employee, issue_token, run_service
@@ -107,6 +109,18 @@ def test_auth_is_offered_only_after_starttls_and_an_app_password_proves_the_subm
         client.sendmail("alice@example.com", [CAPTURE], compose().as_bytes(policy=policy.SMTP))
 
     assert _outcomes(running) == ["capture"]
+
+
+def test_a_revoked_app_password_is_refused_with_535(strict: tuple[Running, str]) -> None:
+    running, password = strict
+    with transaction(running.runtime.sessions) as session:
+        made = session.scalars(sa.select(AppPassword)).one()
+        assert revoke_app_password(session, made.id, datetime.now(UTC))
+    with smtplib.SMTP("127.0.0.1", running.smtp_port, timeout=10) as client:
+        client.starttls(context=_client_tls())
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            client.login("alice@example.com", password)
+    assert refused.value.smtp_code == 535
 
 
 def test_a_wrong_app_password_is_refused_with_535(strict: tuple[Running, str]) -> None:
