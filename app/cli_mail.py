@@ -291,6 +291,7 @@ def mailboxes_sync(
 
 
 def _sync(runtime: Runtime, config: MailboxConfig) -> SyncStats:
+    from app.runtime import follow_policy_in
     from capture.imap import FolderSync, close, connect
 
     client = connect(config, max_bytes=runtime.settings.max_message_bytes)
@@ -308,6 +309,7 @@ def _sync(runtime: Runtime, config: MailboxConfig) -> SyncStats:
                 max_bytes=runtime.settings.max_message_bytes,
                 stop=threading.Event(),
                 progress=advance,
+                on_begin=partial(follow_policy_in, pipeline=runtime.pipeline),
             )
             return sync.sync_all()
     finally:

@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, date, datetime
@@ -20,7 +21,7 @@ from app.jobs import exclusively
 from app.mailbox_schemas import FolderOut, MailboxOut
 from app.metrics import Metrics
 from app.models import Employee, Mailbox, MailboxFolder
-from app.runtime import Runtime
+from app.runtime import Runtime, follow_policy_in
 from app.sealing import UnboundError, seal, sealed_for, unseal
 from capture.imap import FolderSync, MailboxConfig, MailboxError, close, connect
 from capture.pipeline import Pipeline
@@ -242,12 +243,27 @@ def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseEx
 
 
 def sync_once(
-    pipeline: Pipeline, config: MailboxConfig, *, max_bytes: int, stop: threading.Event
+    pipeline: Pipeline,
+    config: MailboxConfig,
+    *,
+    max_bytes: int,
+    stop: threading.Event,
+    progress: Callable[[int, int], None] | None = None,
 ) -> FolderSync:
-    """Connect, bring every folder up to date, log out. For the CLI and the tests."""
+    """Connect, bring every folder up to date, log out. For the CLI and the tests. Each
+    batch is decided under the version in force as it begins, as the listener's are."""
     client = connect(config, max_bytes=max_bytes)
     try:
-        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop)
+        follow = partial(follow_policy_in, pipeline=pipeline)
+        sync = FolderSync(
+            client,
+            pipeline,
+            config,
+            max_bytes=max_bytes,
+            stop=stop,
+            progress=progress,
+            on_begin=follow,
+        )
         sync.sync_all()
         return sync
     finally:
@@ -269,7 +285,16 @@ def follow(
     `metrics` count each committed outcome."""
     client = connect(config, max_bytes=max_bytes)
     try:
-        sync = FolderSync(client, pipeline, config, max_bytes=max_bytes, stop=stop, metrics=metrics)
+        follow_in = partial(follow_policy_in, pipeline=pipeline)
+        sync = FolderSync(
+            client,
+            pipeline,
+            config,
+            max_bytes=max_bytes,
+            stop=stop,
+            metrics=metrics,
+            on_begin=follow_in,
+        )
         idle = b"IDLE" in client.capabilities()
         while not stop.is_set():
             sync.sync_all()

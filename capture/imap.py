@@ -251,6 +251,7 @@ class FolderSync:
         stop: threading.Event | None = None,
         progress: Callable[[int, int], None] | None = None,
         metrics: Metrics | None = None,
+        on_begin: Callable[[sa.Connection], object] = lambda conn: None,
     ) -> None:
         self.client = client
         self.pipeline = pipeline
@@ -263,6 +264,7 @@ class FolderSync:
         self._server: ThreadPoolExecutor | None = None  # while a folder syncs
         self._alone: Alone | None = None  # while a batch is filed one message at a time
         self.metrics = metrics  # told each outcome once its batch is committed
+        self.on_begin = on_begin  # first in each batch's transaction (the policy in force)
         self._results: list[Result] = []  # the outcomes of the batch in hand
         self.backlog: dict[str, int] = {}  # each folder's messages not yet synced, last seen
 
@@ -450,6 +452,7 @@ class FolderSync:
         before = replace(self.stats, outcomes={})
         self._results = []
         with self.pipeline.connections().begin() as conn:
+            self.on_begin(conn)
             self._alone = Alone(conn) if alone else None
             lookups = self.pipeline.lookups(conn)
             lookups.prefetch(message for _, message, _, _ in messages)

@@ -34,7 +34,7 @@ from app.models import (
     MessageOwner,
     Receipt,
 )
-from app.runtime import Runtime, build_runtime
+from app.runtime import Runtime, build_runtime, publish_policy
 from app.security import Role
 from app.settings import Settings
 from capture import imap
@@ -50,8 +50,9 @@ from capture.imap import (
 )
 from capture.parse import HEADER_CAP
 from capture.pipeline import Envelope
+from policies.loader import load_policy_text
 from policies.model import Channel, Outcome
-from tests.conftest import TEST_SECRET, Running, add_employee, issue_token, run_service
+from tests.conftest import FIXTURES, TEST_SECRET, Running, add_employee, issue_token, run_service
 from tests.dovecot import PASSWORD, Dovecot
 from tests.mail import UNSTORABLE, compose
 from tests.test_import import POISON_TRIGGER, deep_error, poison, run_sql
@@ -222,6 +223,42 @@ def test_a_message_read_whole_then_settled_on_its_headers_is_decided_once(
     assert (again.stats.messages, again.stats.bodies_fetched) == (1, 0)
     assert count(runtime, DecisionRecord) == 1
     assert count(runtime, Receipt) == 1
+
+
+def test_a_policy_put_in_force_during_a_sync_decides_the_batches_after_it(
+    runtime: Runtime, dovecot: Dovecot, imap_user: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync of years of history runs for minutes or hours: a version compliance put in
+    force meanwhile (keeping less, after a complaint) applied to `mailroom mailboxes sync`
+    only once it was done, while the listener's next batch followed it. Batches of 2 here."""
+    monkeypatch.setattr(imap, "BATCH", 2)
+    add_employee(runtime.sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [business(n) for n in range(6)])
+    mailbox_id = new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+    plumbing = (FIXTURES / "plumbing-policy.yaml").read_text()
+    keeping_less = plumbing.replace('version: "test"', 'version: "less"').replace(
+        "when: external-participant\n    outcome: capture",
+        "when: external-participant\n    outcome: drop",
+    )
+
+    def publish_after_the_first_batch(done: int, total: int) -> None:
+        if done == 2:
+            with transaction(runtime.sessions) as session:
+                publish_policy(session, load_policy_text(keeping_less))
+
+    with runtime.sessions() as session:
+        config = load_config(session, TEST_SECRET.encode(), mailbox_id)
+    sync_once(
+        runtime.pipeline,
+        config,
+        max_bytes=1 << 20,
+        stop=threading.Event(),
+        progress=publish_after_the_first_batch,
+    )
+
+    with runtime.sessions() as session:
+        outcomes = session.scalars(sa.select(DecisionRecord.outcome).order_by(DecisionRecord.id))
+        assert list(outcomes) == ["capture"] * 2 + ["drop"] * 4
 
 
 def test_sent_folder_mail_is_outbound(runtime: Runtime, dovecot: Dovecot, imap_user: str) -> None:
