@@ -291,8 +291,8 @@ def mailboxes_sync(
 
 
 def _sync(runtime: Runtime, config: MailboxConfig) -> SyncStats:
-    from app.runtime import follow_policy_in
-    from capture.imap import FolderSync, close, connect
+    from app.mailboxes import folder_sync
+    from capture.imap import close, connect
 
     client = connect(config, max_bytes=runtime.settings.max_message_bytes)
     try:
@@ -302,14 +302,13 @@ def _sync(runtime: Runtime, config: MailboxConfig) -> SyncStats:
             def advance(done: int, total: int) -> None:
                 progress.update(task, completed=done, total=total)
 
-            sync = FolderSync(
+            sync = folder_sync(
                 client,
                 runtime.pipeline,
                 config,
                 max_bytes=runtime.settings.max_message_bytes,
                 stop=threading.Event(),
                 progress=advance,
-                on_begin=partial(follow_policy_in, pipeline=runtime.pipeline),
             )
             return sync.sync_all()
     finally:

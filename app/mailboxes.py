@@ -14,6 +14,7 @@ from functools import partial
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
+from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -242,6 +243,30 @@ def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseEx
         )
 
 
+def folder_sync(
+    client: IMAPClient,
+    pipeline: Pipeline,
+    config: MailboxConfig,
+    *,
+    max_bytes: int,
+    stop: threading.Event,
+    progress: Callable[[int, int], None] | None = None,
+    metrics: Metrics | None = None,
+) -> FolderSync:
+    """A mailbox's sync whose every batch is decided under the version in force as it
+    begins, as the listener's are."""
+    return FolderSync(
+        client,
+        pipeline,
+        config,
+        max_bytes=max_bytes,
+        stop=stop,
+        progress=progress,
+        metrics=metrics,
+        on_begin=partial(follow_policy_in, pipeline=pipeline),
+    )
+
+
 def sync_once(
     pipeline: Pipeline,
     config: MailboxConfig,
@@ -250,19 +275,11 @@ def sync_once(
     stop: threading.Event,
     progress: Callable[[int, int], None] | None = None,
 ) -> FolderSync:
-    """Connect, bring every folder up to date, log out. For the CLI and the tests. Each
-    batch is decided under the version in force as it begins, as the listener's are."""
+    """Connect, bring every folder up to date, log out. For the tests."""
     client = connect(config, max_bytes=max_bytes)
     try:
-        follow = partial(follow_policy_in, pipeline=pipeline)
-        sync = FolderSync(
-            client,
-            pipeline,
-            config,
-            max_bytes=max_bytes,
-            stop=stop,
-            progress=progress,
-            on_begin=follow,
+        sync = folder_sync(
+            client, pipeline, config, max_bytes=max_bytes, stop=stop, progress=progress
         )
         sync.sync_all()
         return sync
@@ -285,15 +302,8 @@ def follow(
     `metrics` count each committed outcome."""
     client = connect(config, max_bytes=max_bytes)
     try:
-        follow_in = partial(follow_policy_in, pipeline=pipeline)
-        sync = FolderSync(
-            client,
-            pipeline,
-            config,
-            max_bytes=max_bytes,
-            stop=stop,
-            metrics=metrics,
-            on_begin=follow_in,
+        sync = folder_sync(
+            client, pipeline, config, max_bytes=max_bytes, stop=stop, metrics=metrics
         )
         idle = b"IDLE" in client.capabilities()
         while not stop.is_set():
