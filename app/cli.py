@@ -490,7 +490,7 @@ def _anchor(value: str) -> ledger.Anchor:
 
     # ASCII digits and hex only: str.isdigit() passes "²", which int() refuses, and a hash
     # that is not hex could only ever be reported as a log that differs from the anchor.
-    found = re.fullmatch(r"([0-9]+):([0-9a-fA-F]{64})", value)
+    found = re.fullmatch(r"([1-9][0-9]*):([0-9a-fA-F]{64})", value)  # ids start at 1
     if found is None:
         raise typer.BadParameter("--anchor takes ID:HASH, as `ledger verify` prints the head")
     return ledger.Anchor(int(found[1]), found[2].lower())

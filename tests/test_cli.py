@@ -705,7 +705,8 @@ def test_ledger_verify_prints_the_head_and_checks_an_anchor(settings: Settings) 
     forged = mailroom(settings, "ledger", "verify", "--anchor", "2:" + "0" * 64)
     garbled = [
         mailroom(settings, "ledger", "verify", "--anchor", anchor)
-        for anchor in ("two", "²:" + "0" * 64, "2:" + "g" * 64)  # not a number, not hex
+        # not a number, not hex, no record's id (verified nothing, and said intact)
+        for anchor in ("two", "²:" + "0" * 64, "2:" + "g" * 64, "0:" + "0" * 64, "007:" + "0" * 64)
     ]
 
     assert intact.returncode == 0 and "2 records verified" in intact.stdout
