@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -72,9 +73,17 @@ rules:
 
 
 def mailroom(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    return mailroom_with(settings, {}, *args)
+
+
+def mailroom_with(
+    settings: Settings, changes: Mapping[str, str | None], *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`mailroom ARGS` with these environment variables set (or, for None, unset)."""
+    env = {k: v for k, v in {**_env(settings), **changes}.items() if v is not None}
     return subprocess.run(
         [sys.executable, "-m", "app.cli", *args],
-        env=_env(settings),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -349,13 +358,8 @@ def test_explain_decides_under_the_version_in_force_and_publishes_nothing(
     newsletter = tmp_path / "list.eml"
     newsletter.write_bytes(compose(headers={"List-Id": "<news.customer.example>"}).as_bytes())
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "explain", str(newsletter), "--json"],
-        env=_env(settings) | {"MAILROOM_POLICY": str(edited)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    done = mailroom_with(
+        settings, {"MAILROOM_POLICY": str(edited)}, "explain", str(newsletter), "--json"
     )
 
     assert done.returncode == 0, done.stderr
@@ -440,16 +444,7 @@ def test_policy_check_accepts_the_bundled_policy(settings: Settings) -> None:
 def test_serve_refuses_to_start_with_an_invalid_policy(settings: Settings, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text(Path(settings.policy).read_text().replace("when: bulk-mail", "when: bulky"))
-    env = _env(settings) | {"MAILROOM_POLICY": str(bad)}
-
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = mailroom_with(settings, {"MAILROOM_POLICY": str(bad)}, "serve")
 
     assert done.returncode == 1
     assert "unknown predicate 'bulky'" in done.stderr
@@ -490,20 +485,13 @@ def test_an_invalid_setting_is_named_by_its_variable_without_its_value(
 ) -> None:
     """Not a fault report whose text is left out: the operator learns which variable is wrong,
     and a value that may be a secret (a database password) is not echoed."""
-    env = _env(settings) | {
+    invalid = {
         "MAILROOM_SMTP_PORT": "smtp",
         "MAILROOM_LOG_FORMAT": "xml",
         "MAILROOM_DATABASE_URL": "postgresql+psycopg://mailroom:hunter2@db/mailroom",
     }
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "serve"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = mailroom_with(settings, invalid, "serve")
 
     assert done.returncode == 1
     assert "MAILROOM_SMTP_PORT: Input should be a valid integer" in done.stderr, done.stderr
@@ -519,14 +507,8 @@ def test_a_data_dir_that_cannot_be_a_folder_is_named(settings: Settings, tmp_pat
     in_the_way = tmp_path / "var-file"
     in_the_way.write_text("")
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", "employees", "add", "dana@example.com"],
-        env=_env(settings) | {"MAILROOM_DATA_DIR": str(in_the_way)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    in_the_way_dir = {"MAILROOM_DATA_DIR": str(in_the_way)}
+    done = mailroom_with(settings, in_the_way_dir, "employees", "add", "dana@example.com")
 
     assert done.returncode == 1
     assert (
@@ -560,21 +542,6 @@ def test_an_empty_secret_key_stops_the_start_instead_of_keying_with_nothing(
     assert (data_dir / "secret.key").stat().st_mode & 0o777 == 0o600
 
 
-def mailroom_with(
-    settings: Settings, changes: dict[str, str | None], *args: str
-) -> subprocess.CompletedProcess[str]:
-    """`mailroom ARGS` with these environment variables set (or, for None, unset)."""
-    env = {k: v for k, v in (_env(settings) | changes).items() if v is not None}
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize(
     "command",
     [
@@ -595,14 +562,7 @@ def test_a_command_that_applies_an_invalid_policy_names_its_problems(
     mbox.write_bytes(b"From alice@example.com Mon Nov 23 09:00:00 2026\n" + compose().as_bytes())
     args = [arg.format(eml=eml, mbox=mbox) for arg in command]
 
-    done = subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
-        env=_env(settings) | {"MAILROOM_POLICY": str(bad)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = mailroom_with(settings, {"MAILROOM_POLICY": str(bad)}, *args)
 
     assert done.returncode == 1
     assert f"{bad}: rule 'bulk-list-mail': when: unknown predicate 'bulky'" in done.stderr
