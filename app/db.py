@@ -6,6 +6,7 @@ import os
 import string
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from functools import cache
 from itertools import islice, product
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -180,12 +181,13 @@ def migrate(url: str) -> str | None:
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = make_engine(url)
     try:
-        current, _head, ours = _revisions(engine)
+        current, head, ours = _revisions(engine)
     finally:
         engine.dispose()
     if current is not None and current not in ours:
         return current
-    command.upgrade(alembic_config(url), "head")
+    if current != head:  # at the newest already, as at most starts: nothing to run
+        command.upgrade(alembic_config(url), "head")
     return None
 
 
@@ -203,14 +205,23 @@ def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
 def _revisions(engine: sa.Engine) -> tuple[str | None, str, frozenset[str]]:
     """The database's revision, this release's newest, and every revision this release has."""
     from alembic.runtime.migration import MigrationContext
+
+    head, ours = _release_revisions()
+    with engine.execution_options(writer=False).connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    return current, head, ours
+
+
+@cache
+def _release_revisions() -> tuple[str, frozenset[str]]:
+    """This release's newest revision and all its revisions: read from the migration scripts
+    once a process (they are Python files Alembic loads, a twentieth of a second)."""
     from alembic.script import ScriptDirectory
 
     script = ScriptDirectory(str(MIGRATIONS))
     head = script.get_current_head()
     assert head is not None, "the migrations have one head"
-    with engine.execution_options(writer=False).connect() as conn:
-        current = MigrationContext.configure(conn).get_current_revision()
-    return current, head, frozenset(revision.revision for revision in script.walk_revisions())
+    return head, frozenset(revision.revision for revision in script.walk_revisions())
 
 
 def scrub_wal(engine: sa.Engine) -> bool | None:
