@@ -2,9 +2,12 @@
 # The test command: install Mailroom with its test tools into .venv, then lint, type-check
 # and run the whole suite on SQLite, and on PostgreSQL too (side by side) when
 # MAILROOM_TEST_POSTGRES_URL names a server (.ci/run starts a throwaway one). Extra arguments
-# go to pytest.
+# go to pytest. Each pass runs its tests in MAILROOM_TEST_WORKERS processes (pytest-xdist;
+# default 2): a test mostly waits (on its service's threads, sockets, child processes), and one
+# process alone kept a core a fifth busy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+workers=${MAILROOM_TEST_WORKERS:-2}
 
 if [ ! -x .venv/bin/python ]; then
   if ! python3 -m venv .venv; then
@@ -28,7 +31,7 @@ echo "== mypy --strict =="
 
 if [ -z "${MAILROOM_TEST_POSTGRES_URL:-}" ]; then
   echo "== tests on SQLite =="
-  env -u MAILROOM_TEST_DATABASE_URL .venv/bin/pytest "$@"
+  env -u MAILROOM_TEST_DATABASE_URL .venv/bin/pytest -n "$workers" "$@"
   echo "PostgreSQL run skipped: MAILROOM_TEST_POSTGRES_URL not set (.ci/run sets it)"
   exit 0
 fi
@@ -45,11 +48,11 @@ stop() {
 }
 trap stop EXIT
 echo "== tests on SQLite (in the background) and on PostgreSQL =="
-env -u MAILROOM_TEST_DATABASE_URL .venv/bin/pytest --basetemp "$logs/sqlite" "$@" \
+env -u MAILROOM_TEST_DATABASE_URL .venv/bin/pytest -n "$workers" --basetemp "$logs/sqlite" "$@" \
   > "$logs/sqlite.log" 2>&1 &
 sqlite_pid=$!
 postgresql_status=0
-MAILROOM_TEST_DATABASE_URL="$MAILROOM_TEST_POSTGRES_URL" .venv/bin/pytest \
+MAILROOM_TEST_DATABASE_URL="$MAILROOM_TEST_POSTGRES_URL" .venv/bin/pytest -n "$workers" \
   --basetemp "$logs/postgresql" "$@" || postgresql_status=$?
 sqlite_status=0
 wait "$sqlite_pid" || sqlite_status=$?
