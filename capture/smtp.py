@@ -355,8 +355,13 @@ class CaptureSMTP(SMTP):
             self._set_post_data_state()  # type: ignore[no-untyped-call]
             return
         self.envelope.content = self.envelope.original_content = text.content()
+        # The idle timer is the client's: it stops while we decide and commit (the DATA
+        # deadline bounds that) and starts again from our answer.
+        if self._timeout_handle is not None:
+            self._timeout_handle.cancel()
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
+        self._reset_timeout()
         await self.push("250 OK" if status is MISSING else status)
 
     async def _read_data(self) -> DataText:

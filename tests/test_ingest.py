@@ -10,7 +10,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,6 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine
 from app.ingest import WORK_OUT_BYTES, WriterProcess, _fields, _submission, worked_out
 from app.models import DecisionRecord, Message
 from app.runtime import build_runtime
@@ -40,6 +38,7 @@ from tests.conftest import (
     add_employee,
     issue_token,
     run_service,
+    write_lock,
 )
 from tests.mail import compose, send
 from tests.test_policy_api import LIST_MAIL_KEPT, put_policy
@@ -78,20 +77,6 @@ def _count(running: Running, table: type[Message] | type[DecisionRecord]) -> int
         return int(session.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
 
 
-@contextmanager
-def _write_lock(running: Running) -> Iterator[None]:
-    """Hold the database's write lock, so that the writer process waits in its commit. On an
-    engine of its own: the service's is closed when the service stops, lock or no lock."""
-    engine = make_engine(running.runtime.settings.resolved_database_url)
-    try:
-        with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE"))
-            yield
-    finally:
-        engine.dispose()
-
-
 def test_the_writer_is_another_process_and_a_retry_is_answered_from_its_receipt(
     served: Running,
 ) -> None:
@@ -125,7 +110,7 @@ def test_a_killed_writer_process_answers_451_and_a_new_one_takes_the_retry(
 ) -> None:
     killed = _writer_pid(served)
     assert killed is not None
-    with ThreadPoolExecutor(1) as pool, _write_lock(served):
+    with ThreadPoolExecutor(1) as pool, write_lock(served):
         in_flight: Future[tuple[int, bytes]] = pool.submit(send, served.smtp_port, compose())
         _until(lambda: _writer(served).queue_depth == 1)
         os.kill(killed, signal.SIGKILL)
@@ -142,7 +127,7 @@ def test_stopping_commits_every_message_already_handed_to_the_writer(
 ) -> None:
     pid = _writer_pid(served)
     with ThreadPoolExecutor(3) as pool:
-        with _write_lock(served):
+        with write_lock(served):
             sent = [
                 pool.submit(send, served.smtp_port, compose(message_id=f"<stop-{n}@x.example>"))
                 for n in range(3)
@@ -191,7 +176,7 @@ def test_a_writer_process_killed_while_stopping_leaves_a_451_and_the_stop_comple
     pid = _writer_pid(served)
     assert pid is not None
     with ThreadPoolExecutor(1) as pool:
-        with _write_lock(served):
+        with write_lock(served):
             in_flight = pool.submit(send, served.smtp_port, compose())
             _until(lambda: _writer(served).queue_depth == 1)
             stopping = asyncio.run_coroutine_threadsafe(served.service.stop(), served.loop)

@@ -28,7 +28,7 @@ from capture.smtp import (
     smtp_factory,
 )
 from capture.writer import Writer
-from tests.conftest import Running, add_employee, run_service
+from tests.conftest import Running, add_employee, run_service, write_lock
 from tests.mail import CAPTURE, compose, send
 
 
@@ -280,6 +280,27 @@ def test_a_data_phase_still_sending_outlasts_the_idle_timeout(settings: Settings
             talk.sock.sendall(raw[:step])
             time.sleep(0.8)  # a stall in DATA is idleness all the same
             assert talk.reply().startswith(b"421 4.4.2 Idle")
+        finally:
+            talk.close()
+
+
+def test_a_commit_slower_than_the_idle_timeout_is_answered_and_the_session_goes_on(
+    settings: Settings,
+) -> None:
+    """The idle timer is the client's, and it ran while we committed: a database busy for
+    longer than the idle timeout cut the session with "421 Idle" (the client then sent the
+    committed message again), and the client had only what was left of it after our 250."""
+    with run_service(settings.model_copy(update={"smtp_idle_timeout": 0.3})) as service:
+        add_employee(service.runtime.sessions, "alice@example.com")
+        talk = Dialogue(service.smtp_port)
+        try:
+            talk.ready_for_data()
+            with write_lock(service):
+                talk.sock.sendall(compose().as_bytes(policy=policy.SMTP) + b"\r\n.\r\n")
+                time.sleep(0.8)
+            assert talk.reply().startswith(b"250 2.0.0")
+            time.sleep(0.2)  # less than the idle timeout, counted from the answer
+            assert talk.say(b"MAIL FROM:<alice@example.com>\r\n").startswith(b"250")
         finally:
             talk.close()
 
