@@ -805,6 +805,14 @@ def test_mail_dropped_under_an_earlier_policy_links_to_the_version_that_dropped_
         assert put.status_code == 200, put.text
     with sign_in(running, mail.alice) as alice:
         (link,) = re.findall(r'href="(/policy[^"]*)"><code>internal-only<', alice.get("/mail").text)
-        path, _, anchor = link.partition("#")
-        target = alice.get(path).text
-    assert (f'id="{anchor}"' in target) if anchor else ("id: internal-only" in target), link
+    with sign_in(running, mail.carol, Role.COMPLIANCE) as carol:
+        dashboard = carol.get("/compliance").text
+        (per_rule,) = re.findall(
+            r'href="(/policy[^"]*)"><code>internal-only</code></a></td>', dashboard
+        )
+        for shown in (link, per_rule):
+            path, _, anchor = shown.partition("#")
+            target = carol.get(path).text
+            assert (f'id="{anchor}"' in target) if anchor else ("id: internal-only" in target), (
+                shown
+            )

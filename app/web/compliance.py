@@ -26,14 +26,16 @@ def _dashboard(
     request: Request, session: Session, user: WebUser, extra: dict[str, Any], status_code: int = 200
 ) -> HTMLResponse:
     activity = reports.activity(session, datetime.now(UTC))
+    in_force = request.app.state.runtime.pipeline.engine.policy
+    versions = policy_versions.versions(session)
     context = {
         "chart": reports.chart(activity),
         "colours": reports.COLOURS,
-        "per_rule": sorted(activity.per_rule.items(), key=lambda item: -item[1]),
+        "per_rule": reports.per_rule(activity, in_force, versions),
         "consistency": reports.consistency(session),
         "decisions": reports.recent_decisions(session),
-        "versions": policy_versions.versions(session),
-        "in_force": request.app.state.runtime.pipeline.engine.policy.sha256,
+        "versions": versions,
+        "in_force": in_force.sha256,
         "verification": None,
         "simulation": None,
         "candidate": "",

@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from app.ledger import ACTION_CHANNEL
-from app.models import DecisionRecord, Employee
-from app.web.render import NO_RULE
-from policies.model import Outcome
+from app.models import DecisionRecord, Employee, PolicyVersion
+from app.web.render import GUARDRAIL_IDS, NO_RULE, policy_anchor
+from policies.model import LoadedPolicy, Outcome
 
 OUTCOMES = tuple(o.value for o in Outcome)
 COLOURS = {
@@ -32,27 +32,64 @@ class Activity:
     days: list[date]
     per_day: dict[date, Counter[str]]
     per_rule: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, outcome)
+    # The policy version (sha256) that last decided by each (rule, outcome): where a rule
+    # the version in force no longer has is explained.
+    last_policy: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def activity(session: Session, now: datetime, *, days: int = 30) -> Activity:
     since = (now - timedelta(days=days - 1)).date()
     start = datetime.combine(since, datetime.min.time(), tzinfo=now.tzinfo)
     query = (
-        sa.select(DecisionRecord.created_at, DecisionRecord.outcome, DecisionRecord.rules)
+        sa.select(
+            DecisionRecord.created_at,
+            DecisionRecord.outcome,
+            DecisionRecord.rules,
+            DecisionRecord.policy_sha256,
+        )
         .where(DecisionRecord.created_at >= start, DecisionRecord.channel != ACTION_CHANNEL)
+        .order_by(DecisionRecord.id)
         .execution_options(yield_per=2000)
     )
     result = Activity(
         days=[since + timedelta(days=i) for i in range(days)],
         per_day={since + timedelta(days=i): Counter() for i in range(days)},
     )
-    for created_at, outcome, rules in session.execute(query):
+    for created_at, outcome, rules, policy_sha256 in session.execute(query):
         day = created_at.date()
         if day not in result.per_day:  # dated ahead of this host's clock: on no day shown
             continue
         result.per_day[day][outcome] += 1
-        result.per_rule[(str(rules[0]) if rules else NO_RULE, outcome)] += 1
+        key = (str(rules[0]) if rules else NO_RULE, outcome)
+        result.per_rule[key] += 1
+        result.last_policy[key] = policy_sha256
     return result
+
+
+@dataclass(frozen=True)
+class RuleRow:
+    rule: str
+    outcome: str
+    count: int
+    href: str  # where the rule is explained
+
+
+def per_rule(
+    activity: Activity, in_force: LoadedPolicy, versions: list[PolicyVersion]
+) -> list[RuleRow]:
+    """Decisions per deciding rule, most first, each linked to its place on /policy; a rule
+    the version in force no longer has (renamed, removed) to the last version that used it."""
+    current = {rule.id for rule in in_force.policy.rules} | GUARDRAIL_IDS | {NO_RULE}
+    version_ids = {v.sha256: v.id for v in versions}
+    rows = []
+    for (rule, outcome), count in sorted(activity.per_rule.items(), key=lambda item: -item[1]):
+        version = version_ids.get(activity.last_policy[(rule, outcome)])
+        if rule in current or version is None:
+            href = f"/policy#{policy_anchor(rule)}"
+        else:
+            href = f"/policy/versions/{version}"
+        rows.append(RuleRow(rule, outcome, count, href))
+    return rows
 
 
 @dataclass(frozen=True)
