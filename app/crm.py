@@ -138,12 +138,15 @@ def render_messages(
     contact_ids = {p.contact_id for ps in participants.values() for p in ps if p.contact_id}
     contacts = {c.id: c for c in contacts_by_id(session, contact_ids)}
     owners: dict[int, list[OwnerOut]] = defaultdict(list)
+    mine: dict[int, str] = {}  # the principal's own copy's outcome, by message
     owner_rows = session.execute(
         sa.select(MessageOwner, Employee.email)
         .join(Employee, Employee.id == MessageOwner.employee_id)
         .where(MessageOwner.message_id.in_(ids))
     )
     for owner, email in owner_rows:
+        if principal.role is Role.EMPLOYEE and owner.employee_id == principal.employee_id:
+            mine[owner.message_id] = owner.outcome
         owners[owner.message_id].append(
             OwnerOut(
                 employee_id=owner.employee_id,
@@ -152,19 +155,21 @@ def render_messages(
                 captured_at=owner.created_at,
             )
         )
-    return [_render(m, principal, participants[m.id], contacts, owners[m.id]) for m in messages]
+    return [
+        _render(m, participants[m.id], contacts, owners[m.id], mine.get(m.id)) for m in messages
+    ]
 
 
 def _render(
     message: Message,
-    principal: Principal,
     participants: list[Participant],
     contacts: dict[int, ContactOut],
     owners: list[OwnerOut],
+    mine: str | None,
 ) -> MessageOut:
-    own = principal.role is Role.EMPLOYEE and any(
-        o.employee_id == principal.employee_id for o in owners
-    )
+    """The message as the principal sees it; `mine`: the outcome of their own copy, if
+    they own one (their copy waiting for review, beside a colleague's capture, says so)."""
+    own = mine is not None
     show_subject = own or message.visibility in ("shared", "subject_only")
     show_body = own or message.visibility == "shared"
     linked = dict.fromkeys(p.contact_id for p in participants if p.contact_id)
@@ -175,7 +180,7 @@ def _render(
         body_text=message.body_text if show_body else None,
         sent_at=message.sent_at,
         direction=message.direction,
-        outcome=message.outcome,
+        outcome=mine or message.outcome,
         visibility=message.visibility,
         decision_id=message.decision_id,
         created_at=message.created_at,

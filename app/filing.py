@@ -89,11 +89,14 @@ def file_message(
         if decision.outcome is Outcome.CAPTURE:
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
-    owner = {
+    held = decision.outcome is Outcome.HOLD_FOR_REVIEW
+    owner = {  # this employee's copy, kept or waiting for their review as they decided
         "message_id": existing,
         "employee_id": at.employee_id,
         "channel": at.channel.value,
         "created_at": at.now,
+        "outcome": decision.outcome.value,
+        "held_until": at.now + timedelta(days=at.hold_days) if held else None,
     }
     # Each owner's relationships count the message once, whichever copy was filed first.
     if _statements(conn.dialect.name).add_owner.scalar(conn, owner) is not None:
@@ -344,7 +347,7 @@ def _statements(dialect: str) -> _Statements:
             insert(MessageOwner)
             .on_conflict_do_nothing(index_elements=["message_id", "employee_id"])
             .returning(MessageOwner.id),  # none for an owner already there
-            keys=("message_id", "employee_id", "channel", "created_at"),
+            keys=("message_id", "employee_id", "channel", "created_at", "outcome", "held_until"),
         ),
         bump_relationship=Prepared(
             bump.on_conflict_do_update(

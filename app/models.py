@@ -122,6 +122,8 @@ class Message(Base):
     outcome: Mapped[str] = mapped_column(sa.String(16))
     visibility: Mapped[str] = mapped_column(sa.String(16))
     size: Mapped[int] = mapped_column(default=0)
+    # While every owner's copy waits for review (outcome "hold"), when the first one's
+    # period ends; each owner's own period is message_owners.held_until.
     held_until: Mapped[datetime | None] = mapped_column()
     decision_id: Mapped[int] = mapped_column(sa.ForeignKey("decisions.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -147,6 +149,11 @@ class Participant(Base):
 
 
 class MessageOwner(Base):
+    """One employee's copy of a message: the same mail from two employees is one message,
+    but what each one's decision kept is theirs. `outcome` is capture, metadata_only or
+    hold (waiting for their review until `held_until`); the message's own outcome is hold
+    until one of its owners keeps it."""
+
     __tablename__ = "message_owners"
     __table_args__ = (sa.UniqueConstraint("message_id", "employee_id"),)
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -156,6 +163,8 @@ class MessageOwner(Base):
     )
     channel: Mapped[str] = mapped_column(sa.String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    held_until: Mapped[datetime | None] = mapped_column()
 
 
 class Relationship(Base):

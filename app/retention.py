@@ -10,22 +10,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger
 from app.db import scrub_wal
-from app.models import Message
+from app.models import Message, MessageOwner
 from app.threads import remove_emptied
-from policies.model import LoadedPolicy
+from policies.model import LoadedPolicy, Outcome
 
 PURGE_EVERY = 600.0  # seconds
 
 
 def purge_expired_holds(session: Session, now: datetime) -> int:
-    """Remove held messages whose review period has passed, and the threads they leave
-    without messages; their decisions stay."""
-    expired = sa.delete(Message).where(
-        Message.outcome == "hold", Message.held_until.is_not(None), Message.held_until < now
+    """Remove each employee's held copy whose review period has passed; then the held
+    messages no one keeps or waits for any longer (a colleague's capture of the same mail
+    stays), and the threads they leave without messages. Their decisions stay. Returns the
+    number of copies removed."""
+    expired = sa.delete(MessageOwner).where(
+        MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value,
+        MessageOwner.held_until.is_not(None),
+        MessageOwner.held_until < now,
     )
-    threads = session.scalars(expired.returning(Message.thread_id)).all()
-    remove_emptied(session, threads)
-    return len(threads)
+    copies = len(session.execute(expired.returning(MessageOwner.id)).all())
+    unowned = sa.delete(Message).where(
+        Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
+        ~sa.exists().where(MessageOwner.message_id == Message.id),
+    )
+    remove_emptied(session, session.scalars(unowned.returning(Message.thread_id)).all())
+    return copies
 
 
 def purge_once(

@@ -16,7 +16,7 @@ from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
 from app.threads import remove_emptied
 from capture.parse import Address
-from policies.model import Visibility
+from policies.model import Outcome, Visibility
 from policies.observe import address_tokens, is_internal
 
 if TYPE_CHECKING:
@@ -50,43 +50,63 @@ class BlockedError(Exception):
     """A guardrail forbids capturing this message now."""
 
 
-def held_by(employee_id: int) -> sa.Select[Message]:
-    """This employee's messages waiting for their review."""
-    owned = sa.exists().where(
-        MessageOwner.message_id == Message.id, MessageOwner.employee_id == employee_id
+@dataclass(frozen=True)
+class HeldCopy:
+    """An employee's copy waiting for their review, and when their review period ends."""
+
+    message: Message
+    held_until: datetime | None
+
+
+def held_by(employee_id: int) -> sa.Select[Message, datetime | None]:
+    """This employee's copies waiting for their review, each with the end of its period:
+    a colleague's choice about the same mail leaves theirs waiting."""
+    return sa.select(Message, MessageOwner.held_until).join(
+        MessageOwner,
+        sa.and_(
+            MessageOwner.message_id == Message.id,
+            MessageOwner.employee_id == employee_id,
+            MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value,
+        ),
     )
-    return sa.select(Message).where(Message.outcome == "hold", owned)
+
+
+def held_copies(session: Session, query: sa.Select[Message, datetime | None]) -> list[HeldCopy]:
+    return [HeldCopy(message, held_until) for message, held_until in session.execute(query)]
 
 
 def queue(
     session: Session, employee_id: int, *, before: int | None, limit: int
-) -> list[tuple[Message, list[str]]]:
-    """This employee's held messages, newest first, with their participants' addresses."""
+) -> list[tuple[HeldCopy, list[str]]]:
+    """This employee's held copies, newest first, with their participants' addresses."""
     query = held_by(employee_id).order_by(Message.id.desc()).limit(limit)
     if before is not None:
         query = query.where(Message.id < before)
-    messages = list(session.scalars(query))
-    addresses: dict[int, list[str]] = {m.id: [] for m in messages}
+    copies = held_copies(session, query)
+    addresses: dict[int, list[str]] = {c.message.id: [] for c in copies}
     for message_id, address in session.execute(
         sa.select(Participant.message_id, Participant.address).where(
             Participant.message_id.in_(list(addresses))
         )
     ):
         addresses[message_id].append(address)
-    return [(m, addresses[m.id]) for m in messages]
+    return [(c, addresses[c.message.id]) for c in copies]
 
 
 def find_held(session: Session, employee_id: int, message_id: int) -> Message | None:
-    """The held message a capture or discard is about, looked for once the log's lock is
+    """The held copy a capture or discard is about, looked for once the log's lock is
     held (the lock capture and discard take first): a second click, or the API and a page
     at once, waits for the first choice to commit and then finds it no longer held, instead
     of filing or deleting it again."""
     ledger.wait_for_appends(session)
-    return session.scalars(held_by(employee_id).where(Message.id == message_id)).first()
+    found = session.execute(held_by(employee_id).where(Message.id == message_id)).first()
+    return found[0] if found is not None else None
 
 
 def capture(session: Session, message: Message, at: Reviewer) -> None:
-    """File a held message as the employee chose: contacts, relationships, visibility."""
+    """File the employee's held copy as they chose: contacts, their relationships, and the
+    message's visibility if no colleague kept it before. A colleague's copy still waiting
+    for their own review stays so."""
     # The log's lock first, as an erasure takes it: on PostgreSQL an erasure holding it
     # while this held the message's rows would deadlock with it.
     ledger.wait_for_appends(session)
@@ -118,8 +138,15 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
         seen=message.sent_at or at.now,
     )
     with_text = message.subject is not None or message.body_text is not None
-    message.outcome = "capture" if with_text else "metadata_only"
-    message.visibility, message.held_until = _visibility(session, message, at), None
+    kept = Outcome.CAPTURE if with_text else Outcome.METADATA_ONLY
+    session.execute(
+        sa.update(MessageOwner)
+        .where(MessageOwner.message_id == message.id, MessageOwner.employee_id == at.employee_id)
+        .values(outcome=kept.value, held_until=None)
+    )
+    if message.outcome == Outcome.HOLD_FOR_REVIEW.value:  # else a colleague kept it first
+        message.outcome = kept.value
+        message.visibility, message.held_until = _visibility(session, message, at), None
     session.flush()
     _log(session, "review-capture", message.id, at)
     webhooks.captured(
@@ -128,8 +155,8 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
 
 
 def discard(session: Session, message: Message, at: Reviewer) -> None:
-    """The employee's copy goes; the message goes once no other owner holds it, and its
-    thread once no message is in it."""
+    """The employee's copy goes; the message goes once no other owner keeps it or waits
+    for it, and its thread once no message is in it."""
     ledger.wait_for_appends(session)  # as an erasure does: the same order of locks
     session.execute(
         sa.delete(MessageOwner).where(

@@ -25,6 +25,7 @@ from app.db import (
     session_factory,
     transaction,
 )
+from app.models import MessageOwner
 from app.runtime import build_runtime
 from app.settings import Settings, StartError
 from tests.conftest import TEST_SECRET, scratch_database, server_url
@@ -310,3 +311,59 @@ def test_a_process_that_does_not_migrate_refuses_a_schema_older_than_its_release
 
     command.upgrade(alembic_config(empty_database_url), "head")
     build_runtime(behind).close()
+
+
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_upgrading_to_0016_makes_the_owners_of_a_held_message_hold_it_until_its_deadline(
+    empty_database_url: str,
+) -> None:
+    """Each owner's copy gets a state of its own: the message's outcome, and while held its
+    review period; downgrading leaves the messages as they were."""
+    url = empty_database_url
+    config = alembic_config(url)
+    command.upgrade(config, "0015")
+    engine = make_engine(url)
+    _fill_empty_tables(engine)  # message 1, owned by employee 1
+    tables = sa.MetaData()
+    tables.reflect(engine, only=["employees", "messages", "message_owners"])
+    messages, owners = tables.tables["messages"], tables.tables["message_owners"]
+    deadline = datetime(2026, 12, 8, 14, 5, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            tables.tables["employees"].insert().values(_row(tables.tables["employees"], 2))
+        )
+        conn.execute(messages.update().values(outcome="capture"))
+        held = conn.scalar(
+            messages.insert()
+            .values(_row(messages, 2) | {"outcome": "hold", "held_until": deadline})
+            .returning(messages.c.id)
+        )
+        for employee in (1, 2):
+            conn.execute(
+                owners.insert().values(
+                    _row(owners, 2) | {"message_id": held, "employee_id": employee}
+                )
+            )
+    engine.dispose()
+
+    command.upgrade(config, "0016")
+
+    with engine.connect() as conn:
+        states = conn.execute(
+            sa.select(
+                MessageOwner.message_id,
+                MessageOwner.employee_id,
+                MessageOwner.outcome,
+                MessageOwner.held_until,
+            ).order_by(MessageOwner.message_id, MessageOwner.employee_id)
+        ).all()
+    engine.dispose()
+    assert [tuple(s) for s in states] == [
+        (1, 1, "capture", None),
+        (held, 1, "hold", deadline),
+        (held, 2, "hold", deadline),
+    ]
+    command.downgrade(config, "0015")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(owners)) == 3
+    engine.dispose()

@@ -9,9 +9,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger
+from app import ledger, review
 from app.db import transaction
-from app.models import DecisionRecord, LedgerGap, Message, Receipt, Thread
+from app.models import DecisionRecord, LedgerGap, Message, MessageOwner, Receipt, Thread
 from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
 from policies.engine import PolicyError
@@ -52,7 +52,7 @@ def test_a_purged_hold_leaves_no_text_in_the_database_files(running: Running) ->
     )
     assert result.outcome.value == "hold"
     with transaction(running.runtime.sessions) as session:  # its review period is over
-        session.execute(sa.update(Message).values(held_until=datetime.now(UTC) - timedelta(1)))
+        session.execute(sa.update(MessageOwner).values(held_until=datetime.now(UTC) - timedelta(1)))
 
     runtime = running.runtime
     assert purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy) == 1
@@ -91,6 +91,7 @@ def test_sixty_six_thousand_holds_expiring_at_once_are_purged_with_their_threads
     now = datetime.now(UTC)
     with transaction(running.runtime.sessions) as session:
         held = session.scalars(sa.select(Message)).one()
+        owner = session.scalars(sa.select(MessageOwner)).one()
         first = session.scalar(sa.select(sa.func.max(Thread.id))) or 0
         count = 66_000
         session.execute(
@@ -109,7 +110,21 @@ def test_sixty_six_thousand_holds_expiring_at_once_are_purged_with_their_threads
             }
             for n in range(count)
         ]
-        session.execute(sa.insert(Message), rows)
+        ids = session.scalars(sa.insert(Message).returning(Message.id), rows).all()
+        session.execute(
+            sa.insert(MessageOwner),
+            [
+                {
+                    "message_id": message_id,
+                    "employee_id": owner.employee_id,
+                    "channel": "import",
+                    "created_at": now,
+                    "outcome": "hold",
+                    "held_until": now,
+                }
+                for message_id in ids
+            ],
+        )
 
     with transaction(running.runtime.sessions) as session:
         assert purge_expired_holds(session, now + timedelta(days=8)) == count + 1
@@ -336,3 +351,57 @@ def test_a_predicate_number_no_message_could_reach_is_refused(when: str, problem
     with pytest.raises(PolicyError) as refused:
         load_policy_text(PLUMBING.replace("when: bulk-mail", f"when: {when}", 1))
     assert problem in refused.value.problems[0]
+
+
+def _bcc_at(running: Running, submitter: str, when: datetime) -> None:
+    """The same mail with an outsider, BCC'd by `submitter` at `when` (held for review)."""
+    mail = compose(
+        sender="Alice <alice@example.com>", to="Dan <dan@customer.example>, Bob <bob@example.com>"
+    )
+    running.runtime.pipeline.clock = lambda: when
+    result = running.runtime.pipeline.process(mail.as_bytes(), Envelope(submitter), Channel.BCC)
+    assert result.outcome.value == "hold"
+
+
+def _owners(running: Running) -> list[int]:
+    with running.runtime.sessions() as session:
+        return list(session.scalars(sa.select(MessageOwner.employee_id)))
+
+
+def test_each_held_copy_waits_its_own_review_period(holding: Running) -> None:
+    """Bob's copy of mail Alice had held five days earlier was purged with hers, at her
+    deadline: he had two days of the seven the policy gives him to review it."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    bob = add_employee(holding.runtime.sessions, "bob@example.com")
+    start = datetime.now(UTC)
+    _bcc_at(holding, "alice@example.com", start)
+    _bcc_at(holding, "bob@example.com", start + timedelta(days=5))
+    assert sorted(_owners(holding)) == [alice, bob]
+
+    with transaction(holding.runtime.sessions) as session:
+        assert purge_expired_holds(session, start + timedelta(days=8)) == 1
+    assert _owners(holding) == [bob]  # and the message, with its text, waits for him
+    with transaction(holding.runtime.sessions) as session:
+        assert purge_expired_holds(session, start + timedelta(days=13)) == 1
+    with holding.runtime.sessions() as session:
+        assert session.scalar(sa.select(sa.func.count()).select_from(Message)) == 0
+        assert session.scalar(sa.select(sa.func.count()).select_from(Thread)) == 0
+
+
+def test_a_colleagues_capture_stays_when_my_held_copy_of_it_is_purged(holding: Running) -> None:
+    """Alice captured the mail at review; Bob's copy of it, never reviewed, goes at the
+    end of his period, and the message stays hers."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    add_employee(holding.runtime.sessions, "bob@example.com")
+    start = datetime.now(UTC)
+    _bcc_at(holding, "alice@example.com", start)
+    _bcc_at(holding, "bob@example.com", start)
+    with transaction(holding.runtime.sessions) as session:
+        message = session.scalars(sa.select(Message)).one()
+        review.capture(session, message, review.reviewer(holding.runtime, alice))
+
+    with transaction(holding.runtime.sessions) as session:
+        assert purge_expired_holds(session, start + timedelta(days=8)) == 1
+    assert _owners(holding) == [alice]
+    with holding.runtime.sessions() as session:
+        assert session.scalars(sa.select(Message.outcome)).all() == ["capture"]

@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from app.models import (
     Contact,
     DecisionRecord,
+    Employee,
     Message,
     PersonalContact,
     Relationship,
@@ -14,6 +15,7 @@ from app.models import (
     Thread,
 )
 from app.security import Role
+from app.web import actions
 from policies.observe import address_token
 from tests.conftest import Running, add_employee, everything_stored, issue_token
 from tests.mail import compose, send
@@ -263,3 +265,63 @@ def test_personal_contacts_are_kept_as_digests_and_drop_their_mail(running: Runn
         removed = api.delete(f"/api/v1/me/personal-contacts/{added.json()['id']}")
     assert send(running.smtp_port, compose(message_id="<after@example.com>"))[0] == 250
     assert removed.status_code == 204 and _last_decision(running).outcome == "capture"
+
+
+def _held_for_both(running: Running) -> int:
+    """The same mail BCC'd by Alice and by Bob, held for each: one message, two owners."""
+    mail = compose(
+        sender="Alice <alice@example.com>",
+        to="Dan <dan@customer.example>, Bob <bob@example.com>",
+        subject="Dinner on Friday?",
+        body="Dan, shall we have dinner on Friday? CANARY-TEXT\n",
+    )
+    assert send(running.smtp_port, mail, mail_from="alice@example.com")[0] == 250
+    assert send(running.smtp_port, mail, mail_from="bob@example.com")[0] == 250
+    with running.runtime.sessions() as session:
+        (message_id,) = session.scalars(sa.select(Message.id)).all()
+    return message_id
+
+
+def test_each_owner_reviews_their_own_copy_of_mail_held_for_both(holding: Running) -> None:
+    """Alice's capture took Bob's copy out of his queue and into his captures, though he
+    never chose to capture it, and his discard answered 404. Each copy is its owner's: his
+    stays in his queue, not among his captures, until he decides; his discard removes his
+    copy alone, and the message (with its text) goes once no one keeps it."""
+    alice, bob = _tokens(holding)
+    message_id = _held_for_both(holding)
+
+    with holding.client(alice) as api:
+        assert api.post(f"/api/v1/review/{message_id}/capture").status_code == 204
+    with holding.client(bob) as api:
+        queue = [item["id"] for item in api.get("/api/v1/review").json()["items"]]
+        seen = api.get(f"/api/v1/messages/{message_id}").json()
+    with holding.runtime.sessions() as session:
+        bob_id = session.scalar(sa.select(Employee.id).where(Employee.email == "bob@example.com"))
+        assert bob_id is not None
+        bobs_captures = [m.id for m in actions.captures(session, bob_id)]
+    assert (queue, seen["outcome"], bobs_captures) == ([message_id], "hold", [])
+
+    with holding.client(bob) as api:
+        discarded = api.post(f"/api/v1/review/{message_id}/discard")
+        hidden = api.get(f"/api/v1/messages/{message_id}")
+    with holding.client(alice) as api:
+        kept = api.get(f"/api/v1/messages/{message_id}").json()
+    assert (discarded.status_code, hidden.status_code) == (204, 404)
+    assert (kept["outcome"], kept["body_text"]) == ("capture", seen["body_text"])
+    assert [o["email"] for o in kept["owners"]] == ["alice@example.com"]
+    with holding.runtime.sessions() as session:  # Alice's alone: Bob chose nothing to count
+        assert session.scalar(sa.select(sa.func.count()).select_from(Relationship)) == 1
+
+
+def test_held_mail_goes_once_the_last_owner_waiting_for_it_discards_it(
+    holding: Running,
+) -> None:
+    alice, bob = _tokens(holding)
+    message_id = _held_for_both(holding)
+    with holding.client(alice) as api:
+        assert api.post(f"/api/v1/review/{message_id}/discard").status_code == 204
+    with holding.client(bob) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert item["id"] == message_id
+        assert api.post(f"/api/v1/review/{message_id}/discard").status_code == 204
+    assert b"CANARY" not in everything_stored(holding).upper()

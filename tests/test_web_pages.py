@@ -278,7 +278,11 @@ def test_discarding_a_message_a_colleague_also_filed_removes_only_my_copy(
 ) -> None:
     mail = file_mail(running)
     with transaction(running.runtime.sessions) as session:
-        session.add(MessageOwner(message_id=mail.held, employee_id=mail.carol, channel="bcc"))
+        session.add(
+            MessageOwner(
+                message_id=mail.held, employee_id=mail.carol, channel="bcc", outcome="hold"
+            )
+        )
     with sign_in(running, mail.alice) as alice:
         done = alice.post(
             f"/mail/messages/{mail.held}/discard", data={"csrf": csrf_of(alice.get("/mail"))}
@@ -310,7 +314,12 @@ def test_a_capture_a_colleague_also_filed_can_be_narrowed_but_not_widened(
         narrowed = alice.post(path, data={"csrf": csrf, "visibility": "private"})
         with transaction(running.runtime.sessions) as session:
             session.add(
-                MessageOwner(message_id=mail.captured, employee_id=mail.carol, channel="bcc")
+                MessageOwner(
+                    message_id=mail.captured,
+                    employee_id=mail.carol,
+                    channel="bcc",
+                    outcome="capture",
+                )
             )
         widened = alice.post(path, data={"csrf": csrf, "visibility": "shared"})
     assert narrowed.status_code == 303
@@ -660,8 +669,8 @@ def test_my_held_mail_says_when_it_is_deleted_to_the_minute_in_utc(running: Runn
     mail = file_mail(running)
     with transaction(running.runtime.sessions) as session:
         session.execute(
-            sa.update(Message)
-            .where(Message.id == mail.held)
+            sa.update(MessageOwner)
+            .where(MessageOwner.message_id == mail.held)
             .values(held_until=datetime(2026, 12, 8, 14, 5, tzinfo=UTC))
         )
     with sign_in(running, mail.alice) as alice:

@@ -25,15 +25,15 @@ def get_queue(
     rows = review.queue(session, principal.employee_id, before=decode_cursor(cursor), limit=limit)
     items = [
         ReviewItemOut(
-            id=m.id,
-            subject=m.subject,
-            sent_at=m.sent_at,
-            direction=m.direction,
-            held_until=m.held_until,
+            id=held.message.id,
+            subject=held.message.subject,
+            sent_at=held.message.sent_at,
+            direction=held.message.direction,
+            held_until=held.held_until,
             participants=addresses,
-            decision_id=m.decision_id,
+            decision_id=held.message.decision_id,
         )
-        for m, addresses in rows
+        for held, addresses in rows
     ]
     return Page(items=items, next_cursor=encode_cursor([i.id for i in items], limit))
 

@@ -48,23 +48,30 @@ def _own(employee_id: int) -> sa.ColumnElement[bool]:
     )
 
 
+def _kept(employee_id: int) -> sa.ColumnElement[bool]:
+    """My copy is kept: a colleague's capture of mail still waiting for my review is not
+    among my captures."""
+    return sa.exists().where(
+        MessageOwner.message_id == Message.id,
+        MessageOwner.employee_id == employee_id,
+        MessageOwner.outcome.in_(KEPT),
+    )
+
+
 def own_message(session: Session, employee_id: int, message_id: int) -> Message | None:
     """One of this employee's own messages, or None (also for a colleague's)."""
     return session.scalar(sa.select(Message).where(Message.id == message_id, _own(employee_id)))
 
 
 def captures(session: Session, employee_id: int, *, limit: int = 50) -> list[Message]:
-    query = (
-        sa.select(Message)
-        .where(_own(employee_id), Message.outcome.in_(KEPT))
-        .order_by(Message.id.desc())
-        .limit(limit)
-    )
+    query = sa.select(Message).where(_kept(employee_id)).order_by(Message.id.desc()).limit(limit)
     return list(session.scalars(query))
 
 
-def held(session: Session, employee_id: int) -> list[Message]:
-    return list(session.scalars(review.held_by(employee_id).order_by(Message.held_until)))
+def held(session: Session, employee_id: int) -> list[review.HeldCopy]:
+    """My copies waiting for my review, those whose period ends first first."""
+    query = review.held_by(employee_id).order_by(MessageOwner.held_until, Message.id)
+    return review.held_copies(session, query)
 
 
 def dropped(session: Session, employee_id: int, *, limit: int = 50) -> list[Dropped]:
@@ -96,11 +103,7 @@ def set_visibility(
 ) -> bool:
     """Change who may see one of my captures; False if it is not mine or not captured.
     The rule is the API's (app/crm.py: widening needs me to be the only owner)."""
-    message = session.scalar(
-        sa.select(Message).where(
-            Message.id == message_id, _own(employee_id), Message.outcome.in_(KEPT)
-        )
-    )
+    message = session.scalar(sa.select(Message).where(Message.id == message_id, _kept(employee_id)))
     if message is None:
         return False
     try:
