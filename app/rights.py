@@ -27,6 +27,7 @@ from app.models import (
 )
 from app.threads import remove_emptied
 from capture.parse import earlier_spelling
+from policies.model import Outcome as Decided
 from policies.observe import address_token, address_tokens, is_internal
 
 
@@ -138,18 +139,19 @@ def _person(session: Session, address: str) -> tuple[list[Contact], list[Contact
 
 
 def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple[int, int, int]:
-    """Remove the messages with the person that wait for review or that they alone stood
-    for, and the person from the others. How many messages, of them held, participations."""
-    removed, held, left = 0, 0, 0
+    """Remove every copy with the person that waits for review (and the messages no one
+    keeps then), the messages they alone stood for, and the person from the others. How
+    many messages, held copies, participations."""
     theirs = _any_address(session, Participant.address, addresses)
-    threads: list[int | None] = []
-    for message_id, outcome in _messages_with(session, addresses):
-        if outcome == "hold" or _stood_alone(session, message_id, addresses, at):
+    held, removed, threads = _drop_held_copies(session, _with(session, addresses))
+    left = 0
+    for message_id in session.scalars(_with(session, addresses)).all():
+        if _stood_alone(session, message_id, addresses, at):
             deleted = session.execute(
                 sa.delete(Message).where(Message.id == message_id).returning(Message.thread_id)
             )
             threads.extend(deleted.scalars())
-            removed, held = removed + 1, held + (outcome == "hold")
+            removed += 1
         else:
             gone = session.execute(
                 sa.delete(Participant).where(Participant.message_id == message_id, theirs)
@@ -157,6 +159,34 @@ def _leave_messages(session: Session, addresses: set[str], at: Request) -> tuple
             left += int(gone.rowcount or 0)  # type: ignore[attr-defined]
     remove_emptied(session, threads)
     return removed, held, left
+
+
+def _drop_held_copies(
+    session: Session, message_ids: sa.Select[int]
+) -> tuple[int, int, list[int | None]]:
+    """Remove every employee's copy of these messages that waits for review, then the
+    messages no one keeps or waits for any longer (a colleague's capture stays). How many
+    copies, how many messages, and the removed messages' threads."""
+    copies = session.execute(
+        sa.delete(MessageOwner)
+        .where(
+            MessageOwner.message_id.in_(message_ids),
+            MessageOwner.outcome == Decided.HOLD_FOR_REVIEW.value,
+        )
+        .returning(MessageOwner.id)
+    )
+    held = len(copies.all())
+    unowned = session.execute(
+        sa.delete(Message)
+        .where(
+            Message.id.in_(message_ids),
+            Message.outcome == Decided.HOLD_FOR_REVIEW.value,
+            ~sa.exists().where(MessageOwner.message_id == Message.id),
+        )
+        .returning(Message.thread_id)
+    )
+    threads = list(unowned.scalars())
+    return held, len(threads), threads
 
 
 def _forget_contacts(
@@ -200,17 +230,12 @@ def object_to(session: Session, address: str, at: Request) -> Outcome:
     compliance decides on erasure."""
     ledger.wait_for_appends(session)  # mail being held with them is held, and found, first
     found, _people, addresses = _person(session, address)
-    mine = _messages_with(session, _spellings(*addresses))
-    held = [m for m, outcome in mine if outcome == "hold"]
-    if held:
-        removed = session.execute(
-            sa.delete(Message).where(Message.id.in_(held)).returning(Message.thread_id)
-        )
-        remove_emptied(session, removed.scalars())
+    held, _, threads = _drop_held_copies(session, _with(session, _spellings(*addresses)))
+    remove_emptied(session, threads)
     for each in sorted(addresses):
         _suppress(session, each, "objected", at, replace=False)
-    facts = {"contact_found": bool(found), "held_removed": len(held)}
-    return Outcome(_log(session, "objection", facts, at), bool(found), held_removed=len(held))
+    facts = {"contact_found": bool(found), "held_removed": held}
+    return Outcome(_log(session, "objection", facts, at), bool(found), held_removed=held)
 
 
 def export(session: Session, contact_id: int, at: Request) -> dict[str, Any] | None:
@@ -318,15 +343,13 @@ def log_export(session: Session, contact_id: int, at: Request) -> ledger.Chained
     return _log(session, "access-export", {"contact_id": contact_id}, at)
 
 
-def _messages_with(session: Session, addresses: set[str]) -> list[tuple[int, str]]:
-    """The messages any of the (lowercased) addresses takes part in, with their outcomes."""
-    query = (
-        sa.select(Message.id, Message.outcome)
-        .join(Participant, Participant.message_id == Message.id)
+def _with(session: Session, addresses: set[str]) -> sa.Select[int]:
+    """The ids of the messages any of the (lowercased) addresses takes part in."""
+    return (
+        sa.select(Participant.message_id)
         .where(_any_address(session, Participant.address, addresses))
         .distinct()
     )
-    return [(message_id, outcome) for message_id, outcome in session.execute(query)]
 
 
 def _suppress(session: Session, address: str, kind: str, at: Request, *, replace: bool) -> None:

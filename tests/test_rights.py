@@ -700,3 +700,33 @@ def test_ids_of_erased_mail_and_people_are_never_given_to_new_ones(
         filed = _newest_filed(api)
         assert api.get(f"/api/v1/contacts/{erased[2]}").status_code == 404
     assert all(new > old for new, old in zip(filed, erased, strict=True)), (filed, erased)
+
+
+@pytest.mark.parametrize("request_path", ["/api/v1/objections", "/api/v1/erasures"])
+def test_a_colleagues_held_copy_goes_beside_a_capture_that_stays(
+    holding: Running, request_path: str
+) -> None:
+    """Mail held for Alice and Carol that Alice captured at review: Carol's copy still waits
+    for her, with Bob in it. An objection or erasure removes mail with him still waiting
+    for review, and so Carol's copy, while Alice's capture stays (without him, if erased)."""
+    alice = add_employee(holding.runtime.sessions, "alice@example.com")
+    carol = add_employee(holding.runtime.sessions, "carol@example.com")
+    officer = issue_token(holding.runtime.sessions, Role.COMPLIANCE)
+    tokens = [
+        issue_token(holding.runtime.sessions, Role.EMPLOYEE, employee_id=e) for e in (alice, carol)
+    ]
+    mail = compose(to=f"Bob Builder <{BOB}>, Dan <dan@customer.example>, Carol <carol@example.com>")
+    for submitter in ("alice@example.com", "carol@example.com"):
+        assert send(holding.smtp_port, mail, mail_from=submitter)[0] == 250
+    with holding.client(tokens[0]) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+
+    with holding.client(officer) as api:
+        receipt = api.post(request_path, json={"address": BOB}).json()
+    with holding.client(tokens[1]) as api:
+        carols = api.get("/api/v1/review").json()["items"]
+    with holding.client(tokens[0]) as api:
+        kept = api.get(f"/api/v1/messages/{item['id']}")
+    assert (receipt["held_removed"], carols, kept.status_code) == (1, [], 200)
+    assert [o["email"] for o in kept.json()["owners"]] == ["alice@example.com"]
