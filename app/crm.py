@@ -27,6 +27,7 @@ MAX_COMPANY_CONTACTS = 100
 
 SHARED_VISIBILITIES = ("shared", "subject_only")
 CAPTURED_OUTCOMES = ("capture", "metadata_only")
+OWN_TEXT_OUTCOMES = ("capture", "hold")  # an owner's copy that shows them the text kept
 
 
 def shared_capture() -> sa.ColumnElement[bool]:
@@ -168,10 +169,12 @@ def _render(
     mine: str | None,
 ) -> MessageOut:
     """The message as the principal sees it; `mine`: the outcome of their own copy, if
-    they own one (their copy waiting for review, beside a colleague's capture, says so)."""
-    own = mine is not None
-    show_subject = own or message.visibility in ("shared", "subject_only")
-    show_body = own or message.visibility == "shared"
+    they own one (their copy waiting for review, beside a colleague's capture, says so).
+    An owner whose copy was kept as metadata sees the text a colleague's capture brought
+    as colleagues do (app/filing.py `_take_text`)."""
+    own_text = mine in OWN_TEXT_OUTCOMES
+    show_subject = own_text or message.visibility in ("shared", "subject_only")
+    show_body = own_text or message.visibility == "shared"
     linked = dict.fromkeys(p.contact_id for p in participants if p.contact_id)
     return MessageOut(
         id=message.id,

@@ -29,7 +29,7 @@ from app.prepared import Prepared, PreparedIn
 from app.threads import file_thread
 from capture.parse import Address, ParsedMessage
 from capture.people import person
-from policies.model import Channel, Decision, Outcome
+from policies.model import Channel, Decision, Outcome, Visibility
 from policies.observe import is_internal
 
 ROLES = ("from", "to", "cc", "reply-to")
@@ -89,6 +89,8 @@ def file_message(
         if decision.outcome is Outcome.CAPTURE:
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
+    elif decision.outcome is Outcome.CAPTURE and row[2] == Outcome.METADATA_ONLY.value:
+        contacts = _take_text(conn, message, decision, row, at)
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
     owner = {  # this employee's copy, kept or waiting for their review as they decided
         "message_id": existing,
@@ -116,7 +118,7 @@ def _may_join(
     text is that text. Nor does a kept copy join a message waiting for a colleague's review
     (it would wait, and go, with theirs), or a held one a kept message (it would skip the
     review its employee's decision asked for)."""
-    message_id, text, filed_as = row
+    message_id, text, filed_as, _ = row
     held = outcome is Outcome.HOLD_FOR_REVIEW
     if (filed_as == Outcome.HOLD_FOR_REVIEW.value) == held and (
         text is None or text == message.text
@@ -124,6 +126,38 @@ def _may_join(
         return True
     owner = _OWNER.scalar(conn, {"message_id": message_id, "employee_id": employee_id})
     return owner is not None
+
+
+def _take_text(
+    conn: sa.Connection, message: ParsedMessage, decision: Decision, row: Any, at: Filing
+) -> dict[str, int]:
+    """A capture joining a message kept without text (a copy decided as metadata, often on
+    its headers alone) keeps its subject, text, attachments and signature as a first capture
+    would; the message becomes a capture, seen by colleagues no more widely than either
+    decision says. Owners whose copy was kept as metadata see it as colleagues do: the
+    headers they matched prove nothing about the text (`_may_join`). Returns its contacts."""
+    message_row, _, _, visibility = row
+    conn.execute(
+        _TAKE_TEXT.values(
+            subject=message.subject,
+            body_text=message.text,
+            visibility=_narrower(visibility, decision.visibility),
+        ),
+        {"message_row": message_row},
+    )
+    # The submitter's own copy kept as metadata before is their capture now.
+    conn.execute(_OWNER_CAPTURES, {"message_row": message_row, "employee": at.employee_id})
+    contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
+    _record_attachments(conn, message, message_row)
+    read_signature(conn, message, contacts, message_row=message_row, now=at.now)
+    return contacts
+
+
+def _narrower(visibility: str, other: Visibility) -> str:
+    """The one of the two that shows the message to fewer people (Visibility is ordered
+    from the widest)."""
+    order = list(Visibility)
+    return max(Visibility(visibility), other, key=order.index).value
 
 
 def _insert_message(
@@ -409,9 +443,23 @@ _FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since fo
     .where(Participant.message_id == sa.bindparam("message_id"))
 )
 _MESSAGE_BY_KEY = Prepared(
-    sa.select(Message.id, Message.body_text, Message.outcome).where(
+    sa.select(Message.id, Message.body_text, Message.outcome, Message.visibility).where(
         Message.dedupe_key == sa.bindparam("key")
     )
+)
+# Not prepared: they run only when a capture joins a message kept without text.
+_TAKE_TEXT = (
+    sa.update(Message)
+    .where(Message.id == sa.bindparam("message_row"))
+    .values(outcome=Outcome.CAPTURE.value)
+)
+_OWNER_CAPTURES = (
+    sa.update(MessageOwner)
+    .where(
+        MessageOwner.message_id == sa.bindparam("message_row"),
+        MessageOwner.employee_id == sa.bindparam("employee"),
+    )
+    .values(outcome=Outcome.CAPTURE.value, held_until=None)
 )
 _OWNER = Prepared(
     sa.select(MessageOwner.id).where(

@@ -68,7 +68,9 @@ def _my_mail(
         {
             "problem": problem,
             "employee": employee,
-            "captures": actions.captures(session, user.employee_id),
+            "captures": crm.render_messages(
+                session, user.principal, actions.captures(session, user.employee_id)
+            ),
             "held": actions.held(session, user.employee_id),
             "dropped": actions.dropped(session, user.employee_id),
             "in_force": request.app.state.runtime.pipeline.engine.policy.sha256,
