@@ -131,10 +131,10 @@ def _counted_twice(session: Session, source: int, into: int) -> dict[int, int]:
         Participant.role == "from",
         Participant.employee_id == MessageOwner.employee_id,
     )
-    rows = session.execute(
+    rows = session.execute(  # the owners' own kept copies: one waiting for review counted none
         sa.select(MessageOwner.employee_id, sa.func.count())
         .join(Message, Message.id == MessageOwner.message_id)
-        .where(Message.outcome.in_(CAPTURED_OUTCOMES), *names, sent_by_owner)
+        .where(MessageOwner.outcome.in_(CAPTURED_OUTCOMES), *names, sent_by_owner)
         .group_by(MessageOwner.employee_id)
     )
     return {employee: count for employee, count in rows}

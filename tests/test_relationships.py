@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from app import review
 from app.duplicates import merge
 from app.models import Contact, Message, MessageOwner, Relationship
 from app.retention import purge_expired_holds
@@ -18,7 +19,7 @@ from app.runtime import Runtime, build_runtime
 from app.settings import Settings
 from capture.pipeline import Envelope
 from policies.model import Channel
-from tests.conftest import FIXTURES, add_employee
+from tests.conftest import FIXTURES, HOLD_EXTERNAL, add_employee
 from tests.mail import CAPTURE, compose
 
 NOW = datetime(2026, 11, 23, 12, tzinfo=UTC)
@@ -204,5 +205,43 @@ def test_a_copy_kept_for_one_employee_is_not_held_with_a_colleagues_copy(
                 )
             ).all()
         assert kept == [("capture", bob)]
+    finally:
+        runtime.close()
+
+
+def test_a_merge_discounts_only_mail_the_employee_kept(settings: Settings, tmp_path: Path) -> None:
+    """Bob's mail to both of Jane's addresses, held for Bob and for Alice: Alice kept it,
+    Bob's copy still waits for him and counted nothing. A merge took it off Bob's count as
+    mail counted twice (the message was a capture), and his one kept mail to Jane read 0."""
+    policy = tmp_path / "hold.yaml"
+    policy.write_text(HOLD_EXTERNAL)
+    runtime = build_runtime(settings.model_copy(update={"policy": policy}))
+    try:
+        alice = add_employee(runtime.sessions, "alice@example.com")
+        bob = add_employee(runtime.sessions, "bob@example.com")
+        for n, submitters in ((1, [bob]), (2, [bob, alice])):
+            mail = compose(
+                sender="Bob <bob@example.com>",
+                to="Jane Doe <jane@acme.example>",
+                headers={"Cc": "Jane Doe <jane.doe@acme.example>"},
+                message_id=f"<both-{n}@example.com>",
+            )
+            for who in submitters:
+                bcc(runtime, mail, "bob@example.com" if who == bob else "alice@example.com")
+            with runtime.sessions() as session, session.begin():
+                held = session.scalars(
+                    sa.select(Message).where(Message.message_id == f"<both-{n}@example.com>")
+                ).one()
+                review.capture(session, held, review.reviewer(runtime, submitters[-1]))
+        assert relationships(runtime) == [
+            (bob, "jane@acme.example", 1, 0),
+            (bob, "jane.doe@acme.example", 1, 0),
+        ]
+
+        with runtime.sessions() as session, session.begin():
+            ids = {a: i for a, i in session.execute(sa.select(Contact.address, Contact.id))}
+            merge(session, ids["jane.doe@acme.example"], ids["jane@acme.example"], NOW)
+
+        assert relationships(runtime) == [(bob, "jane@acme.example", 1, 0)]
     finally:
         runtime.close()
