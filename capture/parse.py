@@ -55,6 +55,9 @@ _DELIMITER_LINE = re.compile(rb"\n--")
 _END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|[^",(]+|[,(]')
 _ADDRESS_HEADER = policy.default.header_factory
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+_COMMENT = re.compile(r"\([^()]*\)")
+_ID_TEXT = re.compile(r"[^<>()\s]")  # what an id without brackets has besides them
 _WORD_CHARSET = re.compile(r"(?<==\?)[A-Za-z0-9_.:-]{1,40}(?=[?*])")  # of an encoded word
 # The one shape most headers take, read without the header registry: `Name <user@host>` or
 # `user@host`, with no quotes, comments, groups or encoded words that could make it ambiguous.
@@ -522,10 +525,17 @@ def _decoded(value: str, key: str, defects: list[str]) -> str:
 
 
 def _message_id(value: str | None) -> str | None:
+    """The first `<id>` of a Message-ID or In-Reply-To, else the value as written (some
+    mailers leave out the brackets). None for one that names nothing: `<>`, `< >` or a
+    comment alone, which unrelated messages share, are no more an id than a missing one."""
     if not value:
         return None
-    match = re.search(r"<[^<>\s]{1,250}>", value)
-    return match.group(0) if match else value.strip()[:250] or None
+    match = _MESSAGE_ID.search(value)
+    if match:
+        return match.group(0)
+    if not _ID_TEXT.search(_COMMENT.sub("", value)):
+        return None
+    return value.strip()[:250]
 
 
 def parse_date(value: str | None) -> datetime | None:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from email import policy
+from email.message import EmailMessage
 
+import pytest
+import sqlalchemy as sa
+
+from app.filing import dedupe_key
+from app.models import Message, Receipt
 from capture.parse import parse_message
 from capture.threads import ThreadBasis, normalize_subject, thread_key
-from tests.conftest import FIXTURES
-from tests.mail import compose
+from tests.conftest import FIXTURES, Running, add_employee
+from tests.mail import compose, send
 
 
 def parsed(**kwargs: object) -> bytes:
@@ -56,6 +62,56 @@ def test_without_message_ids_a_reply_from_the_other_side_gets_the_same_fallback_
     assert thread_key(first).key == thread_key(reply).key
     assert thread_key(first).key != thread_key(other).key
     assert "licences" not in thread_key(first).key  # a digest, not the subject
+
+
+def with_ids(msg: EmailMessage, message_id: bytes, in_reply_to: bytes) -> bytes:
+    """The message as sent, with this Message-ID and In-Reply-To written as they are."""
+    written = b"Message-ID: " + message_id + b"\r\nIn-Reply-To: " + in_reply_to + b"\r\n"
+    raw = msg.as_bytes(policy=policy.SMTP)
+    return raw.replace(b"Message-ID: <quote-1@example.com>\r\n", written, 1)
+
+
+@pytest.mark.parametrize("empty", [b"<>", b"< >", b" (none)", b"<> (no id)", b"(<>)"])
+def test_an_empty_message_id_is_no_id(empty: bytes) -> None:
+    """Unrelated messages would share a thread and a dedupe-key basis by an id naming nothing."""
+    quote = parse_message(with_ids(compose(), empty, empty))
+    invoice = parse_message(with_ids(compose(subject="Invoice 4711"), empty, empty))
+
+    assert (quote.message_id, quote.in_reply_to) == (None, None)
+    assert thread_key(quote).basis is ThreadBasis.SUBJECT
+    assert thread_key(quote).key != thread_key(invoice).key
+    assert dedupe_key(quote, b"k") == dedupe_key(parse_message(quote.raw), b"k")
+    assert dedupe_key(quote, b"k") != dedupe_key(parse_message(quote.raw + b"\r\n"), b"k")
+
+
+def test_a_message_id_without_brackets_is_still_an_id() -> None:
+    raw = with_ids(compose(), b"quote-1@example.com (Outlook)", b"<parent@example.com>")
+    message = parse_message(raw)
+    assert (message.message_id, message.in_reply_to) == (
+        "quote-1@example.com (Outlook)",
+        "<parent@example.com>",
+    )
+
+
+def test_unrelated_messages_with_an_empty_message_id_are_threads_of_their_own(
+    running: Running,
+) -> None:
+    """And a retry of one is still recognised (by its receipt), not filed twice."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    quote = with_ids(compose(), b"<>", b"<>")
+    invoice = with_ids(
+        compose(subject="Invoice 4711", to="Carol <carol@other.example>"), b"<>", b"<>"
+    )
+
+    for raw in (quote, invoice, quote):
+        assert send(running.smtp_port, raw)[0] == 250
+
+    with running.runtime.sessions() as session:
+        filed = session.execute(sa.select(Message.message_id, Message.thread_id)).all()
+        receipts = session.scalar(sa.select(sa.func.count()).select_from(Receipt))
+    assert filed[0].thread_id != filed[1].thread_id
+    assert [message_id for message_id, _ in filed] == [None, None]
+    assert receipts == 2
 
 
 @pytest.mark.parametrize(
