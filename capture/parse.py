@@ -47,7 +47,9 @@ MAX_ADDRESS_HEADER_CHARS = 64_000
 MAX_MULTIPARTS = 60  # boundary declarations in one message
 MAX_DELIMITER_LINES = 2_000  # lines starting "--", where every MIME part starts
 HEADER_CAP = 1024 * 1024  # a header section larger than this is not a message we decide on
-_ADDRESS_HEADERS = ("from", "to", "cc", "reply-to")
+# Headers also kept whole (not cut as `headers` keeps them): the address headers, and
+# References, whose newest ids are at its end.
+_WHOLE_HEADERS = ("from", "to", "cc", "reply-to", "references")
 _MIME_HEADERS = frozenset(("content-type", "content-disposition", "content-transfer-encoding"))
 _EMPTY_PARAMS = re.compile(r";[\s;]*;")
 _BOUNDARY_PARAM = re.compile(rb"boundary\s*=", re.IGNORECASE)
@@ -55,6 +57,7 @@ _DELIMITER_LINE = re.compile(rb"\n--")
 _END_OF_HEADERS = re.compile(rb"\r?\n\r?\n")
 _ADDRESS_SPLIT = re.compile(r'"(?:[^"\\]|\\.)*"?|\((?:[^()\\]|\\.)*\)?|[^",(]+|[,(]')
 _ADDRESS_HEADER = policy.default.header_factory
+MAX_REFERENCES = 100  # Message-IDs kept of a References header
 _MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
 _COMMENT = re.compile(r"\([^()]*\)")
 _ID_TEXT = re.compile(r"[^<>()\s]")  # what an id without brackets has besides them
@@ -465,7 +468,7 @@ def _parsed(
     raw: bytes,
 ) -> ParsedMessage:
     found = [type(d).__name__ for d in msg.defects[:20]]
-    headers, addresses = _headers(msg, found)
+    headers, whole = _headers(msg, found)
     first: dict[str, str] = {}
     for key, value in headers:
         first.setdefault(key, value)
@@ -475,12 +478,12 @@ def _parsed(
         message_id=_message_id(first.get("message-id")),
         subject=first.get("subject", "")[:998],
         date=_date(first.get("date"), found),
-        from_=_addresses(addresses["from"], "from", found),
-        to=_addresses(addresses["to"], "to", found),
-        cc=_addresses(addresses["cc"], "cc", found),
-        reply_to=_addresses(addresses["reply-to"], "reply-to", found),
+        from_=_addresses(whole["from"], "from", found),
+        to=_addresses(whole["to"], "to", found),
+        cc=_addresses(whole["cc"], "cc", found),
+        reply_to=_addresses(whole["reply-to"], "reply-to", found),
         in_reply_to=_message_id(first.get("in-reply-to")),
-        references=tuple(re.findall(r"<[^<>\s]{1,250}>", first.get("references", "")))[:100],
+        references=_references(whole["references"][:1], found),
         headers=headers,
         text=text,
         content_types=content_types,
@@ -493,25 +496,28 @@ def _parsed(
 def _headers(
     msg: Message, defects: list[str]
 ) -> tuple[tuple[tuple[str, str], ...], dict[str, list[str]]]:
-    """The first 500 header values, unfolded and with RFC 2047 words decoded; and every
-    address header's values as written. Only those go through the (ten times slower) header
-    registry, in _addresses."""
+    """The first 500 header values, unfolded and with RFC 2047 words decoded; and the values
+    of _WHOLE_HEADERS as written. Only address headers go through the (ten times slower)
+    header registry, in _addresses."""
     pairs: list[tuple[str, str]] = []
-    addresses: dict[str, list[str]] = {name: [] for name in _ADDRESS_HEADERS}
+    whole: dict[str, list[str]] = {name: [] for name in _WHOLE_HEADERS}
     for number, (key, value) in enumerate(msg.raw_items()):
         name = key.lower()  # names are printable ASCII: the parser's header line pattern
-        values = addresses.get(name)
+        values = whole.get(name)
         if values is not None:
             values.append(value)
         if number >= 500:
             continue
         text = str(value)[:4000]
-        if text.isascii() and "=?" not in text and "\x00" not in text:  # most: nothing to do
-            pairs.append((name[:100], " ".join(text.split())))
-        else:
-            text = _decoded(_utf8(text), key, defects)
-            pairs.append((name[:100], clean(" ".join(text.split()))))
-    return tuple(pairs), addresses
+        pairs.append((name[:100], _unfolded(text, key, defects)))
+    return tuple(pairs), whole
+
+
+def _unfolded(text: str, key: str, defects: list[str]) -> str:
+    """A header value on one line, its RFC 2047 words decoded, storable."""
+    if text.isascii() and "=?" not in text and "\x00" not in text:  # most: nothing to do
+        return " ".join(text.split())
+    return clean(" ".join(_decoded(_utf8(text), key, defects).split()))
 
 
 def _decoded(value: str, key: str, defects: list[str]) -> str:
@@ -536,6 +542,18 @@ def _message_id(value: str | None) -> str | None:
     if not _ID_TEXT.search(_COMMENT.sub("", value)):
         return None
     return value.strip()[:250]
+
+
+def _references(values: list[str], defects: list[str]) -> tuple[str, ...]:
+    """The Message-IDs the (first) References names, at most MAX_REFERENCES: its first (the
+    thread's root) and its newest (the last, the parent among them). Read from the whole
+    value, not the one cut short in `headers`: a long thread's newest ids are at its end."""
+    if not values:
+        return ()
+    ids = _MESSAGE_ID.findall(_unfolded(values[0], "references", defects))
+    if len(ids) <= MAX_REFERENCES:
+        return tuple(ids)
+    return (ids[0], *ids[1 - MAX_REFERENCES :])
 
 
 def parse_date(value: str | None) -> datetime | None:

@@ -114,6 +114,23 @@ def test_unrelated_messages_with_an_empty_message_id_are_threads_of_their_own(
     assert receipts == 2
 
 
+def test_a_long_threads_references_keep_its_root_and_its_newest_ids() -> None:
+    """Ids as long as mail clients write them: 120 of them fill far more than the 4,000
+    characters a header value is otherwise kept to."""
+    ids = [f"<CAH{n:04d}x7QmZ1fVbq9kKcNn2Wp0gTt8sLrYd@mail.gmail.com>" for n in range(120)]
+    raw = parsed(
+        headers={"In-Reply-To": ids[-1], "References": " ".join(ids)},
+        message_id="<reply@example.com>",
+    )
+    message = parse_message(raw)
+
+    assert len(message.references) == 100
+    assert message.references == (ids[0], *ids[-99:])
+    key = thread_key(message)
+    assert (key.basis, key.key) == (ThreadBasis.REFERENCES, ids[0])
+    assert key.ids[:3] == ("<reply@example.com>", ids[-1], ids[0])
+
+
 @pytest.mark.parametrize(
     ("subject", "normalized"),
     [
