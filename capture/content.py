@@ -21,12 +21,17 @@ MAX_BODY_BYTES = 4_000_000  # of one body part, decoded
 MAX_SNIFF_BYTES = 4_096  # what charset-normalizer reads to guess a charset (16 KB: ~10 ms)
 # selectolax (lexbor) over html2text: 0.17 ms against 4.9 ms per HTML body on the 611 HTML
 # bodies of the SpamAssassin corpus (7.8 KB on average), and the text is as good for reading.
-# Where a line ends: after these tags, and after a table's start too (Thunderbird writes its
-# forward separator as text right before the table of headers).
-_BLOCK_END = re.compile(
-    r"<(?:br|hr|/p|/div|/tr|/li|/h[1-6]|/?table|/blockquote|/pre|/address|/dd|/dt)\b[^>]{0,200}>",
+# Where lines break: where a block starts or ends, and at a <br>. A block's tag breaks the
+# line it is on if that holds something a reader sees: a line of collapsible blanks alone is
+# dropped, so that blocks in blocks break it once. A <br> ends its line even if empty
+# (marked "\v" at its end): two leave a blank line, as a reader sees them.
+_BLOCK = re.compile(
+    r"<(?=/?(?:p|div|li|ul|ol|dl|dt|dd|tr|table|h[1-6]|blockquote|pre|address|hr|center"
+    r"|section|article|header|footer|nav|aside|main|figure|figcaption|form|fieldset|caption)"
+    r"[\s/>])",
     re.IGNORECASE,
 )
+_BREAK = re.compile(r"<(?=/?br[\s/>])", re.IGNORECASE)
 _CELL_END = re.compile(r"</t[dh]\s*>", re.IGNORECASE)
 # How deep an HTML body may nest before it is read as no text. The parser walks the open
 # elements for each block that starts (for a <p> to close), so that tags nested a few thousand
@@ -199,8 +204,8 @@ def html_to_text(html: str) -> str:
     is read for its headers alone."""
     if _nests_beyond(html, MAX_HTML_DEPTH):
         return ""
-    flat = html.replace("\n", " ").replace("\t", " ")
-    marked = _CELL_END.sub("\\g<0>\t", _BLOCK_END.sub("\\g<0>\n", flat))
+    flat = html.replace("\n", " ").replace("\t", " ").replace("\v", " ")
+    marked = _CELL_END.sub("\\g<0>\t", _BLOCK.sub("\n<", _BREAK.sub("\v\n<", flat)))
     try:
         tree = LexborHTMLParser(marked)
         for node in tree.css("script, style, head, title"):
@@ -209,7 +214,10 @@ def html_to_text(html: str) -> str:
         text = root.text(deep=True, separator="", strip=False) if root is not None else ""
     except Exception:  # the parser refuses some inputs outright; the tags still go
         return ""
-    lines = (_SPACES.sub(" ", line).strip(" \t") for line in text.split("\n"))
+    lines = []
+    for line in text.split("\n"):
+        if line.strip(" \t\f"):  # a reader sees it: text, a no-break space or a <br>
+            lines.append(_SPACES.sub(" ", line).strip(" \t"))
     return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip()
 
 

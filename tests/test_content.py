@@ -94,6 +94,26 @@ def test_html_conversion_keeps_blocks_apart_and_inline_text_together() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<div>Hi Bob</div><div>Thanks</div>", "Hi Bob\nThanks"),
+        ("Hi Bob,<div>here is the quote.</div>", "Hi Bob,\nhere is the quote."),  # Apple Mail
+        ("Hi Bob,<div><br></div><div>here it is.</div>", "Hi Bob,\n\nhere it is."),  # Gmail
+        ("<div>Best,<br></div><div>Jane</div>", "Best,\nJane"),  # a block's last <br>
+        ("Agenda<ul><li>price<li>dates</ul>Jane", "Agenda\nprice\ndates\nJane"),
+        ("First<p>Second<p>Third", "First\nSecond\nThird"),
+        ("Re<h2>Quote</h2>see<blockquote>the offer</blockquote>", "Re\nQuote\nsee\nthe offer"),
+        ("<div> <div> <p>Hi</p> </div> </div> <div>Bob</div>", "Hi\nBob"),
+        ("a<br>b<br><br>c", "a\nb\n\nc"),
+    ],
+)
+def test_html_blocks_start_and_end_a_line_once(html: str, text: str) -> None:
+    """Words of two blocks are never glued together ("BobThanks"), for readers and for the
+    content rules alike; nor does nesting pile up blank lines. <br> breaks as it is written."""
+    assert html_to_text(html) == text
+
+
 def test_html_nested_as_deep_as_mail_goes_is_read_and_nested_beyond_reason_is_no_text() -> None:
     deep = "<div><span>" * 200 + "<p>Quote</p>" + "</span></div>" * 200
     beyond = "<div><span>" * 300 + "<p>Quote</p>"
