@@ -12,8 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from app import webhooks
 from app.db import lower_forms
-from app.freshness import note_job_move, read_signature
+from app.freshness import change, note_job_move, read_signature
 from app.models import (
     Attachment,
     Company,
@@ -28,7 +29,7 @@ from app.models import (
 from app.prepared import Prepared, PreparedIn
 from app.threads import file_thread
 from capture.parse import Address, ParsedMessage
-from capture.people import person
+from capture.people import display_name, person
 from policies.model import Channel, Decision, Outcome, Visibility
 from policies.observe import is_internal
 
@@ -246,10 +247,12 @@ def _employees(conn: sa.Connection, message: ParsedMessage, at: Filing) -> dict[
 def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None:
     """The contact for this address (the one it was merged into, if it was), made if new:
     with its company unless the domain is free mail. None for a role mailbox or an address
-    that is no person's."""
+    that is no person's. One known without a name gets the name this (kept) mail gives."""
     found_before = _CONTACT.rows(conn, lower_forms(addr.address))
     if found_before:
-        contact_id, merged_into = min(found_before)
+        contact_id, merged_into, name = min(found_before)
+        if addr.name and not (name or merged_into):
+            _name_contact(conn, contact_id, addr, now)
         return int(merged_into or contact_id)
     found = person(addr)  # names, validity and company, read only for someone new
     if found is None or found.is_role:
@@ -272,6 +275,27 @@ def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None
     contact_id = _get_or_create(conn, values, "address", looked=True)  # _CONTACT above
     note_job_move(conn, contact_id, found, company_id, now)
     return contact_id
+
+
+def _name_contact(conn: sa.Connection, contact_id: int, addr: Address, now: datetime) -> None:
+    """Name a contact first seen as a bare address, as kept mail now names them. Only once
+    (a statement a contact, not a message): a name known, or given through the API, stays."""
+    if not display_name(addr.name, addr.address):
+        return  # the address itself, a "via" or garbage: no name (and no costly person())
+    found = person(addr)
+    if found is None or found.is_role or not found.name:
+        return
+    values = {
+        "contact": contact_id,
+        "name": found.name,
+        "first": found.first[:100],
+        "last": found.last[:100],
+        "now": now,
+    }
+    if _NAME_CONTACT.scalar(conn, values) is None:
+        return  # named meanwhile, by another writer
+    change(conn, contact_id, "name", "", found.name, message=None, observed=now, now=now)
+    webhooks.emit(conn, "contact.updated", {"contact_id": contact_id}, now)
 
 
 def _record_attachments(conn: sa.Connection, message: ParsedMessage, message_row: int) -> None:
@@ -431,11 +455,28 @@ _INSERT_ATTACHMENT = Prepared(
 )
 _CONTACT = PreparedIn(  # one person writes Jane.Doe@ and jane.doe@: the oldest such contact
     lambda binds: (
-        sa.select(Contact.id, Contact.merged_into_id)
+        sa.select(Contact.id, Contact.merged_into_id, Contact.name)
         .where(sa.func.lower(Contact.address).in_(binds))  # each of the address's lower_forms
         .order_by(Contact.id)
         .limit(1)
     )
+)
+_NAME_CONTACT = Prepared(  # a name part the mail does not give stays as guessed (john.doe@)
+    sa.update(Contact)
+    .where(Contact.id == sa.bindparam("contact"), Contact.name == "")
+    .values(
+        name=sa.bindparam("name", type_=Contact.name.type),
+        first_name=sa.func.coalesce(
+            sa.func.nullif(sa.bindparam("first", type_=Contact.first_name.type), ""),
+            Contact.first_name,
+        ),
+        last_name=sa.func.coalesce(
+            sa.func.nullif(sa.bindparam("last", type_=Contact.last_name.type), ""),
+            Contact.last_name,
+        ),
+        updated_at=sa.bindparam("now", type_=Contact.updated_at.type),
+    )
+    .returning(Contact.id)
 )
 _FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since followed
     sa.select(Participant.address, sa.func.coalesce(Contact.merged_into_id, Contact.id))

@@ -30,7 +30,14 @@ from capture.pipeline import Envelope, Result
 from capture.writer import Submission, commit_batch
 from policies.model import Channel
 from policies.observe import address_token
-from tests.conftest import FIXTURES, Running, add_employee, issue_token, run_service
+from tests.conftest import (
+    FIXTURES,
+    Running,
+    add_employee,
+    everything_stored,
+    issue_token,
+    run_service,
+)
 from tests.mail import CAPTURE, compose, send
 
 INBOX = Envelope(mail_from="alice@example.com")  # what IMAP sync and import say of Alice's mail
@@ -121,6 +128,45 @@ def test_one_address_written_in_two_cases_is_one_contact(running: Running) -> No
     with running.runtime.sessions() as session:  # and the policy knows her in either case
         facts = session.scalars(sa.select(DecisionRecord.facts).order_by(DecisionRecord.id))
         assert [f["known_contacts"] for f in facts] == [0, 1]
+
+
+def test_a_contact_first_seen_without_a_name_is_named_once_by_later_kept_mail(
+    running: Running,
+) -> None:
+    """Not by mail that is dropped (its names are never stored); and a name known, or given
+    through the API, is never overwritten."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    sent = Envelope(mail_from="alice@example.com", sent_folder=True)
+    bare = compose(to="jane@acme.example, sam@acme.example", message_id="<n1@example.com>")
+    private = compose(to="Jane Private <jane@acme.example>", message_id="<n2@example.com>")
+    private["Sensitivity"] = "Personal"
+    unnamed = compose(to='"jane@acme.example" <jane@acme.example>', message_id="<n5@example.com>")
+    named = compose(
+        to="Jane Doe <jane@acme.example>, Sam Lee <sam@acme.example>",
+        message_id="<n3@example.com>",
+    )
+    renamed = compose(to="Janet Roe <jane@acme.example>", message_id="<n4@example.com>")
+
+    for msg in (bare, private, unnamed):
+        running.runtime.pipeline.process(msg.as_bytes(), sent, Channel.IMPORT)
+    assert contacts(running)["jane@acme.example"].name == ""
+    with running.client(token) as api:
+        sam = contacts(running)["sam@acme.example"].id
+        assert api.patch(f"/api/v1/contacts/{sam}", json={"name": "Samuel Lee"}).is_success
+    for msg in (named, renamed):
+        running.runtime.pipeline.process(msg.as_bytes(), sent, Channel.IMPORT)
+
+    found = contacts(running)
+    jane = found["jane@acme.example"]
+    assert (jane.name, jane.first_name, jane.last_name) == ("Jane Doe", "Jane", "Doe")
+    assert found["sam@acme.example"].name == "Samuel Lee"
+    with running.runtime.sessions() as session:
+        history = session.execute(
+            sa.select(ContactChange.field, ContactChange.old_value, ContactChange.new_value)
+        ).all()
+    assert history == [("name", "", "Jane Doe")]
+    assert b"Jane Private" not in everything_stored(running)
 
 
 def test_an_address_with_a_capital_beyond_ascii_is_one_contact_known_in_any_case(
