@@ -204,7 +204,8 @@ def html_to_text(html: str) -> str:
     is read for its headers alone."""
     if _nests_beyond(html, MAX_HTML_DEPTH):
         return ""
-    flat = html.replace("\n", " ").replace("\t", " ").replace("\v", " ")
+    # The source's line breaks are spaces, as a reader sees them: CRLF as mail writes it too.
+    flat = html.replace("\r", " ").replace("\n", " ").replace("\t", " ").replace("\v", " ")
     marked = _CELL_END.sub("\\g<0>\t", _BLOCK.sub("\n<", _BREAK.sub("\v\n<", flat)))
     try:
         tree = LexborHTMLParser(marked)

@@ -114,6 +114,19 @@ def test_html_blocks_start_and_end_a_line_once(html: str, text: str) -> None:
     assert html_to_text(html) == text
 
 
+def test_an_html_body_sent_with_crlf_line_ends_is_not_broken_where_its_source_wraps() -> None:
+    """As SMTP delivers it (and as Outlook wraps its HTML, mid-sentence): each CR of the
+    source became a line break of the text, splitting sentences and signature lines."""
+    html = (
+        "<p>Hello Bob,<br>here is the quote we\r\ndiscussed.</p>\r\n"
+        "<p>Jane Doe, Head\r\nof Procurement</p>"
+    )
+    raw = f"Content-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n".encode()
+    assert message_content(parse_mime(raw)).text == (
+        "Hello Bob,\nhere is the quote we discussed.\nJane Doe, Head of Procurement"
+    )
+
+
 def test_html_nested_as_deep_as_mail_goes_is_read_and_nested_beyond_reason_is_no_text() -> None:
     deep = "<div><span>" * 200 + "<p>Quote</p>" + "</span></div>" * 200
     beyond = "<div><span>" * 300 + "<p>Quote</p>"
