@@ -90,7 +90,7 @@ def file_message(
         if decision.outcome is Outcome.CAPTURE:
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
-    elif decision.outcome is Outcome.CAPTURE and row[2] == Outcome.METADATA_ONLY.value:
+    elif decision.outcome is Outcome.CAPTURE and row[2] != Outcome.CAPTURE.value:
         contacts = _take_text(conn, message, decision, row, at)
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
     owner = {  # this employee's copy, kept or waiting for their review as they decided
@@ -133,11 +133,14 @@ def _take_text(
     conn: sa.Connection, message: ParsedMessage, decision: Decision, row: Any, at: Filing
 ) -> dict[str, int]:
     """A capture joining a message kept without text (a copy decided as metadata, often on
-    its headers alone) keeps its subject, text, attachments and signature as a first capture
-    would; the message becomes a capture, seen by colleagues no more widely than either
-    decision says. Owners whose copy was kept as metadata see it as colleagues do: the
-    headers they matched prove nothing about the text (`_may_join`). Returns its contacts."""
-    message_row, _, _, visibility = row
+    its headers alone), or the submitter's own copy waiting for their review, keeps its
+    subject, text, attachments and signature as a first capture would; the message becomes
+    a capture, seen by colleagues no more widely than either decision says. Owners whose
+    copy was kept as metadata see it as colleagues do: the headers they matched prove
+    nothing about the text (`_may_join`); a colleague's copy waiting for review still waits.
+    So one employee's capture and hold of the same mail end as a capture in either order.
+    Returns its contacts."""
+    message_row, _, filed_as, visibility = row
     conn.execute(
         _TAKE_TEXT.values(
             subject=message.subject,
@@ -146,9 +149,17 @@ def _take_text(
         ),
         {"message_row": message_row},
     )
-    # The submitter's own copy kept as metadata before is their capture now.
-    conn.execute(_OWNER_CAPTURES, {"message_row": message_row, "employee": at.employee_id})
-    contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
+    if filed_as == Outcome.HOLD_FOR_REVIEW.value:  # held mail was filed with no contacts
+        contacts = file_contacts(conn, message_row, at.org_domains, at.now)
+    else:
+        contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
+    # The submitter's own copy kept before is their capture now; one that waited for their
+    # review had counted nothing with its people yet.
+    own = {"message_row": message_row, "employee": at.employee_id}
+    was = conn.scalar(_OWNER_OUTCOME, own)
+    conn.execute(_OWNER_CAPTURES, own)
+    if was == Outcome.HOLD_FOR_REVIEW.value:
+        _touch_relationships(conn, message, contacts, at)
     _record_attachments(conn, message, message_row)
     read_signature(conn, message, contacts, message_row=message_row, now=at.now)
     return contacts
@@ -233,6 +244,23 @@ def _file_participants(
                 }
             )
     _INSERT_PARTICIPANT.run_many(conn, rows)
+    return contacts
+
+
+def file_contacts(
+    conn: sa.Connection, message_row: int, org_domains: frozenset[str], now: datetime
+) -> dict[str, int]:
+    """Contacts for the participants of a message filed while it waited for review (held
+    mail makes none), as `_file_participants` makes them: never an employee's address
+    (marked when it was filed) or the organization's, nor a role mailbox. By address."""
+    contacts: dict[str, int] = {}
+    for participant, address, name in conn.execute(_HELD_PARTICIPANTS, {"message": message_row}):
+        contact = contacts.get(address)
+        if contact is None and not is_internal(address.lower(), org_domains):
+            contact = _contact_id(conn, Address(address, name), now)
+        if contact is not None:
+            contacts[address] = contact
+            conn.execute(_SET_CONTACT, {"participant": participant, "contact": contact})
     return contacts
 
 
@@ -483,6 +511,16 @@ _FILED_CONTACTS = Prepared(  # as _file_participants found them, merges since fo
     .join(Contact, Contact.id == Participant.contact_id)
     .where(Participant.message_id == sa.bindparam("message_id"))
 )
+_HELD_PARTICIPANTS = (
+    sa.select(Participant.id, Participant.address, Participant.name)
+    .where(Participant.message_id == sa.bindparam("message"), Participant.employee_id.is_(None))
+    .order_by(Participant.id)
+)
+_SET_CONTACT = (
+    sa.update(Participant)
+    .where(Participant.id == sa.bindparam("participant"))
+    .values(contact_id=sa.bindparam("contact"))
+)
 _MESSAGE_BY_KEY = Prepared(
     sa.select(Message.id, Message.body_text, Message.outcome, Message.visibility).where(
         Message.dedupe_key == sa.bindparam("key")
@@ -492,7 +530,11 @@ _MESSAGE_BY_KEY = Prepared(
 _TAKE_TEXT = (
     sa.update(Message)
     .where(Message.id == sa.bindparam("message_row"))
-    .values(outcome=Outcome.CAPTURE.value)
+    .values(outcome=Outcome.CAPTURE.value, held_until=None)
+)
+_OWNER_OUTCOME = sa.select(MessageOwner.outcome).where(
+    MessageOwner.message_id == sa.bindparam("message_row"),
+    MessageOwner.employee_id == sa.bindparam("employee"),
 )
 _OWNER_CAPTURES = (
     sa.update(MessageOwner)

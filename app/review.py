@@ -15,9 +15,8 @@ from sqlalchemy.orm import Session
 from app import filing, ledger, webhooks
 from app.models import Message, MessageOwner, Participant, PersonalContact, Suppression
 from app.threads import remove_emptied
-from capture.parse import Address
 from policies.model import Outcome, Visibility
-from policies.observe import address_tokens, is_internal
+from policies.observe import address_tokens
 
 if TYPE_CHECKING:
     from app.runtime import Runtime
@@ -119,15 +118,9 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     )
     _check_guardrails(session, [p.address for p in participants], at)
     conn = session.connection()
-    contacts: dict[str, int] = {}
-    for p in participants:
-        # As filing does: no employee's address (at any domain, marked when it was filed)
-        # or the organization's is a contact, nor is a role mailbox (no contact id).
-        if p.employee_id is not None or is_internal(p.address.lower(), at.org_domains):
-            continue
-        p.contact_id = filing._contact_id(conn, Address(p.address, p.name), at.now)
-        if p.contact_id is not None:
-            contacts[p.address] = p.contact_id
+    contacts = filing.file_contacts(conn, message.id, at.org_domains, at.now)
+    for participant in participants:  # their contacts were set beside the ORM
+        session.expire(participant)
     sender = next((p for p in participants if p.role == "from"), None)
     filing.count_exchange(
         conn,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.models import Attachment, Contact, Message, MessageOwner
+from app.models import Attachment, Contact, Message, MessageOwner, Relationship
 from app.security import Role
 from app.settings import Settings
 from tests.conftest import CAPTURE, FIXTURES, Running, add_employee, issue_token, run_service
@@ -66,12 +66,22 @@ def _janes_order() -> EmailMessage:
 
 @contextmanager
 def _kept_as_metadata_then_forwarded(
-    settings: Settings, tmp_path: Path, dovecot: Dovecot, imap_user: str, *, reader: str
+    settings: Settings,
+    tmp_path: Path,
+    dovecot: Dovecot,
+    imap_user: str,
+    *,
+    reader: str,
+    mailbox_outcome: str = "metadata_only",
 ) -> Iterator[tuple[Running, dict[str, str]]]:
-    """Jane's order read from `reader`'s INBOX (kept as metadata), then forwarded by Alice
-    as an attachment (a capture); with each employee's token."""
+    """Jane's order read from `reader`'s INBOX (kept as metadata, or as `mailbox_outcome`
+    says), then forwarded by Alice as an attachment (a capture); with each employee's token."""
     rules = tmp_path / "metadata-from-mailboxes.yaml"
-    rules.write_text(METADATA_FROM_MAILBOXES)
+    rules.write_text(
+        METADATA_FROM_MAILBOXES.replace(
+            "    outcome: metadata_only\n", f"    outcome: {mailbox_outcome}\n", 1
+        )
+    )
     with run_service(settings.model_copy(update={"policy": rules})) as running:
         sessions = running.runtime.sessions
         tokens = {
@@ -111,6 +121,33 @@ def test_a_capture_joining_ones_own_copy_kept_as_metadata_keeps_its_text(
     )
     assert [o["channel"] for o in seen["owners"]] == ["imap"]  # one copy: hers
     assert (attachments, jane.title) == (["message/rfc822"], "Head of Procurement")
+
+
+def test_a_capture_of_mail_waiting_for_my_own_review_files_it_with_its_text(
+    settings: Settings, tmp_path: Path, dovecot: Dovecot, imap_user: str
+) -> None:
+    """Alice's mailbox copy waited for her review (held with no text, as mailbox copies
+    wait); her forward of the same mail, a capture, joined it and changed nothing: the
+    message stayed held and textless, her capture lost. Had the forward come first, the
+    mail was a capture: it is now in either order, filed with its people and counted once."""
+    with _kept_as_metadata_then_forwarded(
+        settings, tmp_path, dovecot, imap_user, reader=ALICE, mailbox_outcome="hold"
+    ) as (running, tokens):
+        with running.client(tokens[ALICE]) as api:
+            (seen,) = api.get("/api/v1/messages").json()["items"]
+            queue = api.get("/api/v1/review").json()["items"]
+        with running.runtime.sessions() as session:
+            jane = session.scalars(sa.select(Contact)).one()
+            counts = session.execute(sa.select(Relationship.received_count)).scalars().all()
+            copies = session.execute(sa.select(MessageOwner.outcome, MessageOwner.held_until)).all()
+    assert (seen["outcome"], seen["subject"], seen["body_text"]) == (
+        "capture",
+        "Order 1234",
+        SIGNED,
+    )
+    assert queue == []
+    assert (jane.address, jane.title, counts) == ("jane@acme.example", "Head of Procurement", [1])
+    assert [tuple(c) for c in copies] == [("capture", None)]
 
 
 def test_a_colleagues_capture_joining_my_copy_kept_as_metadata_shows_me_what_colleagues_see(
