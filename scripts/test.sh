@@ -38,7 +38,7 @@ fi
 
 # Both databases: the two passes run side by side, each in its own temporary folder. A test
 # waits on sockets and child processes as much as it computes, so on 2 cores the pair takes
-# about as long as the PostgreSQL pass alone (8 min against 13 one after the other).
+# about as long as the PostgreSQL pass alone (10 min with two workers each, from a fresh clone).
 # PostgreSQL's output follows as it comes; SQLite's is printed once both are done.
 logs=$(mktemp -d /tmp/mailroom-tests.XXXXXX)
 sqlite_pid=
