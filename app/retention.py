@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import ledger
+from app import ledger, review
 from app.db import scrub_wal
-from app.models import Message, MessageOwner
+from app.models import MessageOwner
 from app.threads import remove_emptied
-from policies.model import LoadedPolicy, Outcome
+from policies.model import LoadedPolicy
 
 PURGE_EVERY = 600.0  # seconds
 
@@ -22,17 +22,12 @@ def purge_expired_holds(session: Session, now: datetime) -> int:
     messages no one keeps or waits for any longer (a colleague's capture of the same mail
     stays), and the threads they leave without messages. Their decisions stay. Returns the
     number of copies removed."""
-    expired = sa.delete(MessageOwner).where(
-        MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value,
-        MessageOwner.held_until.is_not(None),
-        MessageOwner.held_until < now,
+    copies, threads = review.remove_held_copies(
+        session,
+        sa.and_(MessageOwner.held_until.is_not(None), MessageOwner.held_until < now),
+        sa.true(),
     )
-    copies = len(session.execute(expired.returning(MessageOwner.id)).all())
-    unowned = sa.delete(Message).where(
-        Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
-        ~sa.exists().where(MessageOwner.message_id == Message.id),
-    )
-    remove_emptied(session, session.scalars(unowned.returning(Message.thread_id)).all())
+    remove_emptied(session, threads)
     return copies
 
 

@@ -74,6 +74,31 @@ def held_copies(session: Session, query: sa.Select[Message, datetime | None]) ->
     return [HeldCopy(message, held_until) for message, held_until in session.execute(query)]
 
 
+def remove_held_copies(
+    session: Session, copies: sa.ColumnElement[bool], messages: sa.ColumnElement[bool]
+) -> tuple[int, list[int | None]]:
+    """Remove the copies waiting for review that `copies` selects; then, of the held messages
+    `messages` selects, those no one keeps or waits for any longer (a colleague's capture of
+    the same mail stays). How many copies, and the removed messages' threads (for
+    remove_emptied)."""
+    removed = session.execute(
+        sa.delete(MessageOwner)
+        .where(MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value, copies)
+        .returning(MessageOwner.id)
+    )
+    count = len(removed.all())
+    unowned = session.execute(
+        sa.delete(Message)
+        .where(
+            Message.outcome == Outcome.HOLD_FOR_REVIEW.value,
+            messages,
+            ~sa.exists().where(MessageOwner.message_id == Message.id),
+        )
+        .returning(Message.thread_id)
+    )
+    return count, list(unowned.scalars())
+
+
 def queue(
     session: Session, employee_id: int, *, before: int | None, limit: int
 ) -> list[tuple[HeldCopy, list[str]]]:

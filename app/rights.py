@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from app import ledger, webhooks
+from app import ledger, review, webhooks
 from app.models import (
     Company,
     Contact,
@@ -27,7 +27,6 @@ from app.models import (
 )
 from app.threads import remove_emptied
 from capture.parse import earlier_spelling
-from policies.model import Outcome as Decided
 from policies.observe import address_token, address_tokens, is_internal
 
 
@@ -165,27 +164,11 @@ def _drop_held_copies(
     session: Session, message_ids: sa.Select[int]
 ) -> tuple[int, int, list[int | None]]:
     """Remove every employee's copy of these messages that waits for review, then the
-    messages no one keeps or waits for any longer (a colleague's capture stays). How many
-    copies, how many messages, and the removed messages' threads."""
-    copies = session.execute(
-        sa.delete(MessageOwner)
-        .where(
-            MessageOwner.message_id.in_(message_ids),
-            MessageOwner.outcome == Decided.HOLD_FOR_REVIEW.value,
-        )
-        .returning(MessageOwner.id)
+    messages no one keeps or waits for any longer. How many copies, how many messages,
+    and the removed messages' threads."""
+    held, threads = review.remove_held_copies(
+        session, MessageOwner.message_id.in_(message_ids), Message.id.in_(message_ids)
     )
-    held = len(copies.all())
-    unowned = session.execute(
-        sa.delete(Message)
-        .where(
-            Message.id.in_(message_ids),
-            Message.outcome == Decided.HOLD_FOR_REVIEW.value,
-            ~sa.exists().where(MessageOwner.message_id == Message.id),
-        )
-        .returning(Message.thread_id)
-    )
-    threads = list(unowned.scalars())
     return held, len(threads), threads
 
 
