@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
@@ -28,6 +27,7 @@ from app.models import (
 )
 from app.prepared import Prepared, PreparedIn
 from app.threads import file_thread
+from capture.keyed import keyed_digest
 from capture.parse import Address, ParsedMessage
 from capture.people import display_name, person
 from policies.model import Channel, Decision, Outcome, Visibility
@@ -66,7 +66,7 @@ def dedupe_key(message: ParsedMessage, secret: bytes) -> str:
         basis = f"mid:{message.message_id}\n{sender}\n{date}\n{message.subject}"
     else:
         basis = f"raw:{message.digest}"
-    return hmac.digest(secret, basis.encode("utf-8", "replace"), "sha256").hex()
+    return keyed_digest(secret, basis.encode("utf-8", "replace")).hex()
 
 
 def file_message(

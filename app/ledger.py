@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import itertools
 import json
+import operator
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from app.models import DecisionRecord, LedgerGap, Message, Receipt
 from app.prepared import Prepared
+from capture.keyed import keyed_digest
 from policies.model import Channel, Decision
 
 GENESIS = "0" * 64
@@ -65,7 +67,7 @@ class Entry:
 def message_id_hmac(secret: bytes, message_id: str | None) -> str | None:
     if not message_id:
         return None
-    return hmac.digest(secret, b"message-id:" + message_id.encode(), "sha256").hex()
+    return keyed_digest(secret, b"message-id:" + message_id.encode()).hex()
 
 
 @dataclass(slots=True)
@@ -85,6 +87,8 @@ class Chained:
     id: int = 0
     prev_hash: str = ""
     hash: str = ""
+    # `rules` and `verdicts` as `_encoded_fields` writes them, where already known.
+    encoded: tuple[str, str] | None = None
 
 
 def canonical(record: DecisionRecord | Chained) -> bytes:
@@ -109,6 +113,9 @@ def _encoded_fields(record: DecisionRecord | Chained) -> dict[str, str]:
     """The JSON columns as `canonical` writes them. A decision's verdicts are all
     `{"hit": bool, "id": str}`: those are written out directly (the encoder would sort the
     keys of each), any other form goes to the encoder."""
+    if isinstance(record, Chained) and record.encoded is not None:
+        rules, verdicts_text = record.encoded
+        return {"rules": rules, "verdicts": verdicts_text, "facts": _ENCODE(record.facts)}
     verdicts = [
         f'{{"hit":{"true" if v["hit"] else "false"},"id":{_STRING(v["id"])}}}'
         if len(v) == 2 and type(v.get("hit")) is bool and type(v.get("id")) is str
@@ -148,22 +155,40 @@ def _canonical_encoded(record: Chained, encoded: dict[str, str]) -> bytes:
     ).encode()
 
 
+_RULE_AND_HIT = operator.attrgetter("rule", "hit")
+
+
+@lru_cache(maxsize=1024)
+def _asked(asked: tuple[tuple[str, bool], ...]) -> tuple[str, str]:
+    """A decision's `rules` and `verdicts` columns as `_encoded_fields` writes them, from the
+    rules asked and their answers: a policy's decisions have a few dozen such lists between
+    them (every rule up to the deciding one misses), so each is encoded once."""
+    verdicts = ",".join(
+        f'{{"hit":{"true" if hit else "false"},"id":{_STRING(rule)}}}' for rule, hit in asked
+    )
+    return _ENCODE([rule for rule, hit in asked if hit]), f"[{verdicts}]"
+
+
 def append(db: Session | sa.Connection, entry: Entry) -> Chained:
     """Add one record at the head of the chain, inside the caller's transaction."""
+    return _chain(db, unchained(entry))
+
+
+def unchained(entry: Entry) -> Chained:
+    """The record an entry becomes, before it is chained (no id, link or hash yet)."""
     decision = entry.decision
-    return _chain(
-        db,
-        Chained(
-            created_at=entry.created_at,
-            channel=entry.channel.value,
-            employee_id=entry.employee_id,
-            outcome=decision.outcome.value,
-            rules=list(decision.rules_hit),
-            verdicts=[{"id": v.rule, "hit": v.hit} for v in decision.verdicts],
-            facts=decision.facts,
-            policy_sha256=decision.policy_sha256,
-            message_id_hmac=entry.message_id_hmac,
-        ),
+    asked = tuple(map(_RULE_AND_HIT, decision.verdicts))
+    return Chained(
+        created_at=entry.created_at,
+        channel=entry.channel.value,
+        employee_id=entry.employee_id,
+        outcome=decision.outcome.value,
+        rules=[rule for rule, hit in asked if hit],
+        verdicts=[{"id": rule, "hit": hit} for rule, hit in asked],
+        facts=decision.facts,
+        policy_sha256=decision.policy_sha256,
+        message_id_hmac=entry.message_id_hmac,
+        encoded=_asked(asked),
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable
 from datetime import datetime
 
@@ -14,6 +13,7 @@ from app.models import Message, Thread
 from app.prepared import Prepared, PreparedIn
 from app.schemas import ThreadOut
 from app.security import Principal
+from capture.keyed import keyed_digest
 from capture.parse import ParsedMessage
 from capture.threads import thread_key
 
@@ -44,7 +44,7 @@ def file_thread(conn: sa.Connection, message: ParsedMessage, secret: bytes, now:
     key = thread_key(message)
     referenced = [i for i in key.ids if i != message.message_id]
     found = _BY_REFERENCE.rows(conn, referenced) if referenced else []
-    digest = hmac.digest(secret, key.key.encode("utf-8", "replace"), "sha256").hex()
+    digest = keyed_digest(secret, key.key.encode("utf-8", "replace")).hex()
     thread = found[0][0] if found else _BY_KEY.scalar(conn, {"key": digest})
     seen = message.date or now
     if thread is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import hmac
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -30,6 +29,7 @@ from app.prepared import Prepared, PreparedIn
 from app.security import Principal
 from capture.bounces import bounced_recipients
 from capture.forwards import ForwardedAddress, ForwardedMessage, find_attached, find_forwarded
+from capture.keyed import keyed_digest
 from capture.parse import Address, ParsedMessage, parse_date, parse_message
 from capture.submitters import dmarc_failed
 from policies.engine import Engine
@@ -514,7 +514,7 @@ class Pipeline:
 
     def _receipt_key(self, mail_from: str, submitter: Submitter | None, digest: str) -> str:
         who = f"employee:{submitter.employee_id}" if submitter else f"sender:{mail_from.lower()}"
-        return hmac.digest(self.secret, f"{who}\n{digest}".encode(), "sha256").hex()
+        return keyed_digest(self.secret, f"{who}\n{digest}".encode()).hex()
 
 
 def as_submitted(

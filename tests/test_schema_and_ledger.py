@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from app import decision_reports, ledger
 from app.db import make_engine, session_factory, transaction
 from app.models import Base, DecisionRecord
+from capture.keyed import keyed_digest
 from policies.model import Channel, Decision, Outcome, Verdict, Visibility
 
 
@@ -134,6 +136,25 @@ def test_a_record_hashed_from_its_encoded_fields_hashes_as_verify_recomputes_it(
 
     assert ledger._canonical_encoded(record, encoded) == ledger.canonical(record)
     assert encoded == {c: ledger._ENCODE(getattr(record, c)) for c in ledger._JSON_COLUMNS}
+
+
+@given(
+    asked=st.lists(st.tuples(st.text(), st.booleans()), max_size=25),
+    facts=st.dictionaries(st.text(), JSON, max_size=4),
+)
+def test_a_decision_appended_is_hashed_from_the_fields_the_encoder_writes(
+    asked: list[tuple[str, bool]], facts: dict[str, Any]
+) -> None:
+    """`append` takes a decision's rules and verdicts encoded once per list of rules asked
+    (remembered across decisions): the same text as the encoder writes, so the same hash."""
+    verdicts = tuple(Verdict(rule, hit, f"reason {n}") for n, (rule, hit) in enumerate(asked))
+    entry = _entry(0)
+    decision = replace(entry.decision, verdicts=verdicts, facts=facts)
+    record = ledger.unchained(replace(entry, decision=decision))
+
+    assert ledger._encoded_fields(record) == {
+        c: ledger._ENCODE(getattr(record, c)) for c in ledger._JSON_COLUMNS
+    }
 
 
 def test_records_stored_from_their_encoded_fields_read_back_and_verify(
@@ -341,3 +362,11 @@ def test_a_purge_committed_while_verify_walks_the_log_is_no_break(database_url: 
 
     assert removed == 1500
     assert walked[0].ok, walked[0]
+
+
+@given(secret=st.binary(max_size=100), data=st.binary(max_size=300))
+def test_keyed_digests_are_the_hmacs_earlier_releases_stored(secret: bytes, data: bytes) -> None:
+    """Receipts, same-mail keys, thread keys and address tokens written before keyed_digest
+    must still be found: it is HMAC-SHA256 exactly, for any key length."""
+    assert keyed_digest(secret, data) == hmac.digest(secret, data, "sha256")
+    assert keyed_digest(secret, data) == keyed_digest(secret, data)  # the prepared key unchanged
