@@ -20,7 +20,7 @@ import typer
 from pydantic import ValidationError
 
 from app.cli_mail import import_cli, mailboxes_cli, runtime_or_exit
-from app.db import make_engine, migrate, session_factory, transaction
+from app.db import connected_engine, migrate, session_factory, transaction
 from app.models import MAX_ID
 from app.schemas import without_control_characters
 from app.security import Role
@@ -65,7 +65,7 @@ def _sessions(settings: Settings, *, writer: bool = True) -> sa.orm.sessionmaker
     url = settings.resolved_database_url
     if settings.auto_migrate:
         migrate(url)
-    return session_factory(make_engine(url), writer=writer)
+    return session_factory(connected_engine(url), writer=writer)
 
 
 def _fail(message: str) -> typer.Exit:

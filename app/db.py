@@ -50,8 +50,69 @@ def _create_private(url: str) -> None:
     database = sa.make_url(url).database
     if not database or database == ":memory:" or database.startswith("file:"):
         return
-    with suppress(FileExistsError, FileNotFoundError):  # no folder: SQLite says
+    with suppress(OSError):  # there already, no folder, or one we may not write: SQLite says
         os.close(os.open(database, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+
+
+class DatabaseUnreachableError(StartError):
+    """The database cannot be reached at start: which database (its password masked), why,
+    and what to check. Raised only around the engine's first connection, where no mail is
+    at hand: a later error's text may quote mail, and is never shown (app.cli.fault_report)."""
+
+
+def connected_engine(url: str) -> sa.Engine:
+    """make_engine, once a first connection succeeded: every command that opens the database
+    opens it here, so that an unreachable database is said as such."""
+    parsed = sa.make_url(url)
+    where = f"the database {_masked(parsed)}"
+    engine = make_engine(url)
+    try:
+        engine.connect().close()
+    except sa.exc.DBAPIError as error:
+        engine.dispose()
+        raise DatabaseUnreachableError(f"cannot open {where}: {_why(parsed, error)}") from None
+    return engine
+
+
+def _masked(url: sa.URL) -> str:
+    """The URL as the operator wrote it, but for its password (in either place it may be)."""
+    passwords = [key for key in url.query if "password" in key.lower()]
+    return url.difference_update_query(passwords).render_as_string(hide_password=True)
+
+
+def _why(url: sa.URL, error: sa.exc.DBAPIError) -> str:
+    """The driver's reason for a failed connection, which quotes no mail (there is none yet)
+    and, with the password masked, no secret; then what to check."""
+    reason = " ".join(str(error.orig).split())
+    secrets = [url.password, *(v for k, v in url.query.items() if "password" in k.lower())]
+    for secret in secrets:
+        if secret and isinstance(secret, str):
+            reason = reason.replace(secret, "***")
+    if url.get_backend_name() == "sqlite":
+        folder = Path(url.database or "").parent
+        if not folder.is_dir():
+            reason = f"its folder {folder} does not exist"
+        elif not os.access(folder, os.W_OK | os.X_OK):
+            reason = f"its folder {folder} is not writable by this user"
+        return f"{reason}; check MAILROOM_DATABASE_URL (or MAILROOM_DATA_DIR)"
+    refused = ("authentication failed", "no password", "pg_hba.conf", 'role "')
+    if any(words in reason for words in refused):  # "role "x" does not exist" among them
+        return f"{reason}; check the user name and password in MAILROOM_DATABASE_URL"
+    if "does not exist" in reason:
+        return f"{reason}; create the database, or check its name in MAILROOM_DATABASE_URL"
+    place = f"{url.host or 'localhost'}:{url.port or 'the default port'}"
+    return f"{reason}; is PostgreSQL running and reachable at {place}? check MAILROOM_DATABASE_URL"
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise DatabaseUnreachableError(
+            f"cannot make {folder}, the SQLite database's folder: {reason}; check "
+            "MAILROOM_DATABASE_URL (or MAILROOM_DATA_DIR)"
+        ) from None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -178,8 +239,8 @@ def migrate(url: str) -> str | None:
     from alembic import command
 
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(url)
+        _make_folder(Path(url.removeprefix("sqlite:///")).parent)
+    engine = connected_engine(url)
     try:
         current, head, ours = _revisions(engine)
     finally:

@@ -12,7 +12,7 @@ from typing import TypeVar
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.db import make_engine, migrate, schema_behind, session_factory, transaction
+from app.db import connected_engine, migrate, schema_behind, session_factory, transaction
 from app.metrics import Metrics
 from app.models import PolicyVersion
 from app.prepared import Prepared
@@ -50,7 +50,7 @@ def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
     url = settings.resolved_database_url
     if settings.auto_migrate:
         migrate(url)
-    db = make_engine(url)
+    db = connected_engine(url)
     _require_schema(db)
     sessions = session_factory(db)
     with transaction(sessions) as session:

@@ -6,11 +6,14 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 
@@ -513,6 +516,136 @@ def test_a_data_dir_that_cannot_be_a_folder_is_named(settings: Settings, tmp_pat
     assert done.returncode == 1
     assert (
         done.stderr == f"error: MAILROOM_DATA_DIR: cannot make {in_the_way} a folder: File exists\n"
+    )
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:  # bound, never listening, then closed: nothing answers
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command",
+    [("serve",), ("migrate",), ("employees", "add", "dana@example.com"), ("login-link", "d@e.x")],
+)
+def test_a_database_that_does_not_answer_is_named_with_its_password_masked(
+    settings: Settings, command: tuple[str, ...]
+) -> None:
+    """A fault report said `sqlalchemy.exc.OperationalError`, its text left out (an error while
+    filing may quote mail), and a traceback: not which database, nor why. Opening the database
+    at start quotes no mail: the URL (but its password), the driver's reason, what to check."""
+    port = _closed_port()
+    url = f"postgresql+psycopg://mailroom:hunter2@127.0.0.1:{port}/mailroom"
+
+    done = mailroom_with(settings, {"MAILROOM_DATABASE_URL": url}, *command)
+
+    assert done.returncode == 1
+    masked = f"postgresql+psycopg://mailroom:***@127.0.0.1:{port}/mailroom"
+    assert done.stderr.startswith(f"error: cannot open the database {masked}: "), done.stderr
+    assert f'"127.0.0.1", port {port} failed: Connection refused' in done.stderr
+    hint = f"is PostgreSQL running and reachable at 127.0.0.1:{port}? check MAILROOM_DATABASE_URL"
+    assert done.stderr.endswith(f"; {hint}\n")
+    assert done.stderr.count("\n") == 1, "one paragraph, no traceback"
+    assert "hunter2" not in done.stderr + done.stdout
+
+
+@pytest.fixture
+def password_cluster() -> Iterator[sa.URL]:
+    """A throwaway PostgreSQL cluster whose role `app` signs in with the password `right-pw`
+    (scripts/pg-cluster trusts every local sign-in; this one asks `app` for its password)."""
+    if not list(Path("/usr/lib/postgresql").glob("*/bin")):
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pg-cluster"
+    folder = tempfile.mkdtemp(prefix="pg.")  # not pytest's tmp_path: postgres may not enter it
+    try:
+        started = subprocess.run(
+            [script, "start", folder], capture_output=True, text=True, check=True, timeout=120
+        )
+        owner = sa.make_url(started.stdout.strip())
+        admin = sa.create_engine(owner, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text("CREATE ROLE app LOGIN PASSWORD 'right-pw'"))
+            conn.execute(sa.text("ALTER DATABASE mailroom OWNER TO app"))
+            hba = Path(conn.execute(sa.text("SHOW hba_file")).scalar_one())
+            hba.write_text(
+                f"host all {owner.username} 127.0.0.1/32 trust\n"
+                "host all all 127.0.0.1/32 scram-sha-256\n"
+            )
+            conn.execute(sa.text("SELECT pg_reload_conf()"))
+        admin.dispose()
+        app = owner.set(username="app", password="right-pw")
+        _wait_for_passwords(app.set(password="not-it"))
+        yield app
+    finally:
+        subprocess.run([script, "stop", folder], check=False, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_passwords(wrong: sa.URL) -> None:
+    """Until the server has read its new pg_hba.conf (a reload is a signal, taken in a while)."""
+    engine = sa.create_engine(wrong)
+    try:
+        for _ in range(100):
+            try:
+                engine.connect().close()
+            except sa.exc.OperationalError:
+                return
+            time.sleep(0.05)
+        pytest.fail("the cluster still lets `app` in without its password")
+    finally:
+        engine.dispose()
+
+
+def test_a_wrong_database_password_or_name_is_said_without_the_password(
+    settings: Settings, password_cluster: sa.URL
+) -> None:
+    def run(url: sa.URL, command: str) -> subprocess.CompletedProcess[str]:
+        given = {"MAILROOM_DATABASE_URL": url.render_as_string(hide_password=False)}
+        return mailroom_with(settings, given, command)
+
+    wrong = password_cluster.set(password="hunter2")
+    missing = password_cluster.set(database="mailroom_not_made")
+    for command in ("serve", "migrate"):
+        refused, absent = run(wrong, command), run(missing, command)
+
+        assert refused.returncode == 1
+        masked = f"error: cannot open the database {wrong.render_as_string()}: "
+        assert refused.stderr.startswith(masked), refused.stderr
+        why = 'FATAL: password authentication failed for user "app"; check the user name and '
+        assert refused.stderr.endswith(why + "password in MAILROOM_DATABASE_URL\n")
+        assert "hunter2" not in refused.stderr + refused.stdout
+        assert absent.returncode == 1
+        assert absent.stderr.startswith(f"error: cannot open the database {missing}: ")
+        why = 'FATAL: database "mailroom_not_made" does not exist; create the database, or '
+        assert absent.stderr.endswith(why + "check its name in MAILROOM_DATABASE_URL\n")
+        assert "right-pw" not in absent.stderr + absent.stdout
+    assert run(password_cluster, "migrate").stdout == "database is up to date\n"
+
+
+def test_an_sqlite_database_whose_folder_is_missing_or_cannot_be_made_is_named(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Opened without migrating, no folder is made: SQLite's "unable to open database file"
+    said neither which file nor why. Migrating makes the folder, unless a file is in its way."""
+    missing = tmp_path / "no-such-folder" / "mailroom.db"
+    unmigrated = {"MAILROOM_DATABASE_URL": f"sqlite:///{missing}", "MAILROOM_AUTO_MIGRATE": "false"}
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    under_a_file = {"MAILROOM_DATABASE_URL": f"sqlite:///{in_the_way / 'mailroom.db'}"}
+
+    opened = mailroom_with(settings, unmigrated, "serve")
+    migrated = mailroom_with(settings, under_a_file, "migrate")
+
+    check = "check MAILROOM_DATABASE_URL (or MAILROOM_DATA_DIR)\n"
+    assert opened.returncode == 1
+    assert opened.stderr == (
+        f"error: cannot open the database sqlite:///{missing}: its folder {missing.parent} "
+        f"does not exist; {check}"
+    )
+    assert migrated.returncode == 1
+    assert migrated.stderr == (
+        f"error: cannot make {in_the_way}, the SQLite database's folder: File exists; {check}"
     )
 
 

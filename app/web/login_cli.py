@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from app.db import make_engine, migrate, session_factory, transaction
+from app.db import connected_engine, migrate, session_factory, transaction
 from app.security import Role
 from app.settings import Settings
 
@@ -32,7 +32,7 @@ def login_link(
     url = settings.resolved_database_url
     if settings.auto_migrate:
         migrate(url)
-    engine = make_engine(url)
+    engine = connected_engine(url)
     try:
         with transaction(session_factory(engine)) as session:
             employee = find_employee(session, email)
