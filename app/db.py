@@ -55,17 +55,35 @@ def _create_private(url: str) -> None:
 
 
 class DatabaseUnreachableError(StartError):
-    """The database cannot be reached at start: which database (its password masked), why,
-    and what to check. Raised only around the engine's first connection, where no mail is
-    at hand: a later error's text may quote mail, and is never shown (app.cli.fault_report)."""
+    """The database URL cannot be used, or the database cannot be reached, at start: which
+    database (its password masked), why, and what to check. Raised only while making the
+    engine and its first connection, where no mail is at hand: a later error's text may
+    quote mail, and is never shown (see app.cli.fault_report)."""
 
 
 def connected_engine(url: str) -> sa.Engine:
     """make_engine, once a first connection succeeded: every command that opens the database
-    opens it here, so that an unreachable database is said as such."""
-    parsed = sa.make_url(url)
+    opens it here, so that a wrong URL or an unreachable database is said as such."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):  # its text quotes the URL, password and all
+        raise DatabaseUnreachableError(
+            "MAILROOM_DATABASE_URL is not a database URL (its value is left out: it may hold "
+            "a password); write it as postgresql+psycopg://user:password@host:port/database"
+        ) from None
     where = f"the database {_masked(parsed)}"
-    engine = make_engine(url)
+    try:
+        engine = make_engine(url)
+    except sa.exc.NoSuchModuleError:
+        raise DatabaseUnreachableError(
+            f"{where}: no database driver is called {parsed.drivername!r}; check "
+            "MAILROOM_DATABASE_URL (postgresql+psycopg://… or sqlite:///…)"
+        ) from None
+    except ImportError as error:  # a dialect SQLAlchemy knows, whose driver is not installed
+        raise DatabaseUnreachableError(
+            f"{where}: its driver ({error.name}) is not installed; check MAILROOM_DATABASE_URL "
+            "(postgresql+psycopg://… or sqlite:///…)"
+        ) from None
     try:
         engine.connect().close()
     except sa.exc.DBAPIError as error:

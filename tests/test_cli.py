@@ -519,6 +519,13 @@ def test_a_data_dir_that_cannot_be_a_folder_is_named(settings: Settings, tmp_pat
     )
 
 
+NO_URL = (
+    "error: MAILROOM_DATABASE_URL is not a database URL (its value is left out: it may hold a "
+    "password); write it as postgresql+psycopg://user:password@host:port/database\n"
+)
+CHECK_URL = "check MAILROOM_DATABASE_URL (postgresql+psycopg://… or sqlite:///…)\n"
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:  # bound, never listening, then closed: nothing answers
         probe.bind(("127.0.0.1", 0))
@@ -647,6 +654,33 @@ def test_an_sqlite_database_whose_folder_is_missing_or_cannot_be_made_is_named(
     assert migrated.stderr == (
         f"error: cannot make {in_the_way}, the SQLite database's folder: File exists; {check}"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgresql+psycopg://mailroom:hunter2@db:port/mailroom", NO_URL),
+        ("hunter2", NO_URL),
+        (
+            "postgres://mailroom:hunter2@db/mailroom",
+            "error: the database postgres://mailroom:***@db/mailroom: no database driver is "
+            f"called 'postgres'; {CHECK_URL}",
+        ),
+        (
+            "mysql://mailroom:hunter2@db/mailroom",
+            "error: the database mysql://mailroom:***@db/mailroom: its driver (MySQLdb) is not "
+            f"installed; {CHECK_URL}",
+        ),
+    ],
+)
+def test_a_database_url_that_cannot_be_used_is_said_without_its_password(
+    settings: Settings, url: str, said: str
+) -> None:
+    for command in ("serve", "migrate"):
+        done = mailroom_with(settings, {"MAILROOM_DATABASE_URL": url}, command)
+        assert done.returncode == 1
+        assert done.stderr == said
+        assert "hunter2" not in done.stdout
 
 
 def test_an_empty_secret_key_stops_the_start_instead_of_keying_with_nothing(
