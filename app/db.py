@@ -23,6 +23,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for SQLite's locks
 SCRUB_WAIT_MS = 2_000  # how long scrub_wal waits for readers: a request is waiting on it
 UNICODE_LOWER = "unicode_lower"  # lower() for every alphabet, on SQLite connections
+INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
 
 
 def make_engine(url: str) -> sa.Engine:
@@ -266,8 +267,27 @@ def migrate(url: str) -> str | None:
     if current is not None and current not in ours:
         return current
     if current != head:  # at the newest already, as at most starts: nothing to run
-        command.upgrade(alembic_config(url), "head")
+        with _privilege_said(engine.url):
+            command.upgrade(alembic_config(url), "head")
     return None
+
+
+@contextmanager
+def _privilege_said(url: sa.URL) -> Iterator[None]:
+    """A database user refused a privilege Mailroom needs on its tables (PostgreSQL 15 on
+    lets only the database's owner create tables in schema public) is told what to do: by
+    SQLSTATE, never the error's text, which names what the statement touched."""
+    try:
+        yield
+    except sa.exc.DBAPIError as error:
+        if getattr(error.orig, "sqlstate", None) != INSUFFICIENT_PRIVILEGE:
+            raise
+        user = url.username or "(the default)"
+        raise StartError(
+            f"the database user {user} was refused a privilege on Mailroom's tables in "
+            f"{_masked(url)} (permission denied): Mailroom's user should own the database and "
+            f"its tables, e.g. ALTER DATABASE {url.database} OWNER TO {user}"
+        ) from None
 
 
 def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
@@ -286,7 +306,7 @@ def _revisions(engine: sa.Engine) -> tuple[str | None, str, frozenset[str]]:
     from alembic.runtime.migration import MigrationContext
 
     head, ours = _release_revisions()
-    with engine.execution_options(writer=False).connect() as conn:
+    with _privilege_said(engine.url), engine.execution_options(writer=False).connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     return current, head, ours
 

@@ -559,8 +559,9 @@ def test_a_database_that_does_not_answer_is_named_with_its_password_masked(
 
 @pytest.fixture
 def password_cluster() -> Iterator[sa.URL]:
-    """A throwaway PostgreSQL cluster whose role `app` signs in with the password `right-pw`
-    (scripts/pg-cluster trusts every local sign-in; this one asks `app` for its password)."""
+    """A throwaway PostgreSQL cluster whose role `app`, the database's owner, signs in with the
+    password `right-pw`, as does `guest`, who owns nothing (scripts/pg-cluster trusts every
+    local sign-in; this one asks them for their passwords)."""
     if not list(Path("/usr/lib/postgresql").glob("*/bin")):
         pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
     script = Path(__file__).resolve().parent.parent / "scripts" / "pg-cluster"
@@ -574,6 +575,10 @@ def password_cluster() -> Iterator[sa.URL]:
         with admin.connect() as conn:
             conn.execute(sa.text("CREATE ROLE app LOGIN PASSWORD 'right-pw'"))
             conn.execute(sa.text("ALTER DATABASE mailroom OWNER TO app"))
+            conn.execute(sa.text("CREATE ROLE guest LOGIN PASSWORD 'right-pw'"))
+            # As PostgreSQL 15 has it, whatever the server's release: only the owner creates.
+            conn.execute(sa.text("ALTER SCHEMA public OWNER TO app"))
+            conn.execute(sa.text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
             hba = Path(conn.execute(sa.text("SHOW hba_file")).scalar_one())
             hba.write_text(
                 f"host all {owner.username} 127.0.0.1/32 trust\n"
@@ -628,6 +633,28 @@ def test_a_wrong_database_password_or_name_is_said_without_the_password(
         assert absent.stderr.endswith(why + "check its name in MAILROOM_DATABASE_URL\n")
         assert "right-pw" not in absent.stderr + absent.stdout
     assert run(password_cluster, "migrate").stdout == "database is up to date\n"
+
+
+def test_a_database_user_refused_a_privilege_is_told_to_own_the_database(
+    settings: Settings, password_cluster: sa.URL
+) -> None:
+    """PostgreSQL 15 on lets only a database's owner create tables in schema public (earlier
+    releases let anyone unless revoked): migrating as another user, as every start does by
+    default, stopped with a fault report (ProgrammingError, its text left out)."""
+    guest = password_cluster.set(username="guest")
+    given = {"MAILROOM_DATABASE_URL": guest.render_as_string(hide_password=False)}
+
+    for command in ("serve", "migrate"):
+        done = mailroom_with(settings, given, command)
+
+        assert done.returncode == 1
+        assert done.stderr.endswith(
+            f"error: the database user guest was refused a privilege on Mailroom's tables in "
+            f"{guest} (permission denied): Mailroom's user should own the database and its "
+            "tables, e.g. ALTER DATABASE mailroom OWNER TO guest\n"
+        ), done.stderr
+        assert "came through" not in done.stderr
+        assert "right-pw" not in done.stderr + done.stdout
 
 
 def test_an_sqlite_database_whose_folder_is_missing_or_cannot_be_made_is_named(
