@@ -139,7 +139,7 @@ def render_messages(
     contact_ids = {p.contact_id for ps in participants.values() for p in ps if p.contact_id}
     contacts = {c.id: c for c in contacts_by_id(session, contact_ids)}
     owners: dict[int, list[OwnerOut]] = defaultdict(list)
-    mine: dict[int, str] = {}  # the principal's own copy's outcome, by message
+    mine: dict[int, MessageOwner] = {}  # the principal's own copy, by message
     owner_rows = session.execute(
         sa.select(MessageOwner, Employee.email)
         .join(Employee, Employee.id == MessageOwner.employee_id)
@@ -147,7 +147,7 @@ def render_messages(
     )
     for owner, email in owner_rows:
         if principal.role is Role.EMPLOYEE and owner.employee_id == principal.employee_id:
-            mine[owner.message_id] = owner.outcome
+            mine[owner.message_id] = owner
         owners[owner.message_id].append(
             OwnerOut(
                 employee_id=owner.employee_id,
@@ -166,13 +166,16 @@ def _render(
     participants: list[Participant],
     contacts: dict[int, ContactOut],
     owners: list[OwnerOut],
-    mine: str | None,
+    mine: MessageOwner | None,
 ) -> MessageOut:
-    """The message as the principal sees it; `mine`: the outcome of their own copy, if
-    they own one (their copy waiting for review, beside a colleague's capture, says so).
-    An owner whose copy was kept as metadata sees the text a colleague's capture brought
-    as colleagues do (app/filing.py `_take_text`)."""
-    own_text = mine in OWN_TEXT_OUTCOMES
+    """The message as the principal sees it; `mine`: their own copy, if they own one (its
+    outcome, their copy waiting for review beside a colleague's capture, and the decision
+    behind it, not the first filer's that the message names). An owner whose copy was kept
+    as metadata sees the text a colleague's capture brought as colleagues do (app/filing.py
+    `_take_text`)."""
+    outcome = mine.outcome if mine is not None else None
+    decision_id = mine.decision_id if mine is not None else None  # None: an older release's
+    own_text = outcome in OWN_TEXT_OUTCOMES
     show_subject = own_text or message.visibility in ("shared", "subject_only")
     show_body = own_text or message.visibility == "shared"
     linked = dict.fromkeys(p.contact_id for p in participants if p.contact_id)
@@ -183,9 +186,9 @@ def _render(
         body_text=message.body_text if show_body else None,
         sent_at=message.sent_at,
         direction=message.direction,
-        outcome=mine or message.outcome,
+        outcome=outcome or message.outcome,
         visibility=message.visibility,
-        decision_id=message.decision_id,
+        decision_id=decision_id or message.decision_id,
         created_at=message.created_at,
         thread_id=message.thread_id,
         participants=[ParticipantOut.model_validate(p) for p in participants],

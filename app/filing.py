@@ -91,7 +91,7 @@ def file_message(
             _record_attachments(conn, message, existing)
             read_signature(conn, message, contacts, message_row=existing, now=at.now)
     elif decision.outcome is Outcome.CAPTURE and row[2] != Outcome.CAPTURE.value:
-        contacts = _take_text(conn, message, decision, row, at)
+        contacts = _take_text(conn, message, decision, row, at, decision_id=decision_id)
     held = decision.outcome is Outcome.HOLD_FOR_REVIEW
     owner = {  # this employee's copy, kept or waiting for their review as they decided
         "message_id": existing,
@@ -100,6 +100,7 @@ def file_message(
         "created_at": at.now,
         "outcome": decision.outcome.value,
         "held_until": at.now + timedelta(days=at.hold_days) if held else None,
+        "decision_id": decision_id,  # theirs, not the first filer's that the message names
     }
     # Each owner's relationships count the message once, whichever copy was filed first.
     if _statements(conn.dialect.name).add_owner.scalar(conn, owner) is not None:
@@ -130,7 +131,13 @@ def _may_join(
 
 
 def _take_text(
-    conn: sa.Connection, message: ParsedMessage, decision: Decision, row: Any, at: Filing
+    conn: sa.Connection,
+    message: ParsedMessage,
+    decision: Decision,
+    row: Any,
+    at: Filing,
+    *,
+    decision_id: int,
 ) -> dict[str, int]:
     """A capture joining a message kept without text (a copy decided as metadata, often on
     its headers alone), or the submitter's own copy waiting for their review, keeps its
@@ -154,10 +161,10 @@ def _take_text(
     else:
         contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
     # The submitter's own copy kept before is their capture now; one that waited for their
-    # review had counted nothing with its people yet.
+    # review had counted nothing with its people yet. This decision explains it now.
     own = {"message_row": message_row, "employee": at.employee_id}
     was = conn.scalar(_OWNER_OUTCOME, own)
-    conn.execute(_OWNER_CAPTURES, own)
+    conn.execute(_OWNER_CAPTURES, own | {"decision": decision_id})
     if was == Outcome.HOLD_FOR_REVIEW.value:
         _touch_relationships(conn, message, contacts, at)
     _record_attachments(conn, message, message_row)
@@ -433,7 +440,15 @@ def _statements(dialect: str) -> _Statements:
             insert(MessageOwner)
             .on_conflict_do_nothing(index_elements=["message_id", "employee_id"])
             .returning(MessageOwner.id),  # none for an owner already there
-            keys=("message_id", "employee_id", "channel", "created_at", "outcome", "held_until"),
+            keys=(
+                "message_id",
+                "employee_id",
+                "channel",
+                "created_at",
+                "outcome",
+                "held_until",
+                "decision_id",
+            ),
         ),
         bump_relationship=Prepared(
             bump.on_conflict_do_update(
@@ -542,7 +557,7 @@ _OWNER_CAPTURES = (
         MessageOwner.message_id == sa.bindparam("message_row"),
         MessageOwner.employee_id == sa.bindparam("employee"),
     )
-    .values(outcome=Outcome.CAPTURE.value, held_until=None)
+    .values(outcome=Outcome.CAPTURE.value, held_until=None, decision_id=sa.bindparam("decision"))
 )
 _OWNER = Prepared(
     sa.select(MessageOwner.id).where(

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
-from app.models import DecisionRecord, LedgerGap, Message, Receipt
+from app.models import DecisionRecord, LedgerGap, Message, MessageOwner, Receipt
 from app.prepared import Prepared
 from capture.keyed import keyed_digest
 from policies.model import Channel, Decision
@@ -287,12 +287,13 @@ def purge_before(
 ) -> int:
     """Remove the log's records written before `cutoff`, oldest first and `at_most` of them
     (call again, in a transaction of its own, while that many went), but none that a stored
-    message still refers to (a kept message keeps its explanation) nor any purge record
-    (they name the gaps). Each gap left before a record that stays is noted (LedgerGap:
-    the id and hash of the last record removed before it), so `verify` still checks every
-    record that is left, and the purge record, itself chained, carries a digest of them. It
-    is chained to the head as it was, also when it removed the head itself: ids are never
-    used again, and the chain goes on from the hash it names."""
+    message, or an owner's copy of one, still refers to (kept mail keeps its explanation,
+    each owner's copy its own) nor any purge record (they name the gaps). Each gap left
+    before a record that stays is noted (LedgerGap: the id and hash of the last record
+    removed before it), so `verify` still checks every record that is left, and the purge
+    record, itself chained, carries a digest of them. It is chained to the head as it was,
+    also when it removed the head itself: ids are never used again, and the chain goes on
+    from the hash it names."""
     conn = session.connection()
     if conn.dialect.name == "postgresql":  # no append between the reads below and the purge
         _LOCK.rows(conn, {"key": _LEDGER_LOCK})
@@ -300,7 +301,10 @@ def purge_before(
     if newest is None:
         return 0
     head = int(newest[0])
-    kept = sa.exists().where(Message.decision_id == DecisionRecord.id)
+    kept = sa.or_(
+        sa.exists().where(Message.decision_id == DecisionRecord.id),
+        sa.exists().where(MessageOwner.decision_id == DecisionRecord.id),
+    )
     purge = sa.and_(DecisionRecord.channel == ACTION_CHANNEL, DecisionRecord.outcome == PURGE_KIND)
     expired = session.execute(
         sa.select(DecisionRecord.id, DecisionRecord.hash)

@@ -152,7 +152,9 @@ class MessageOwner(Base):
     """One employee's copy of a message: the same mail from two employees is one message,
     but what each one's decision kept is theirs. `outcome` is capture, metadata_only or
     hold (waiting for their review until `held_until`); the message's own outcome is hold
-    until one of its owners keeps it."""
+    until one of its owners keeps it. `decision_id` is the decision that filed this copy,
+    or last changed it (their capture of it, also at review): what explains it to its
+    owner, where the message's own names its first filer's."""
 
     __tablename__ = "message_owners"
     __table_args__ = (sa.UniqueConstraint("message_id", "employee_id"),)
@@ -165,6 +167,10 @@ class MessageOwner(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     outcome: Mapped[str] = mapped_column(sa.String(16))
     held_until: Mapped[datetime | None] = mapped_column()
+    # None only for a copy an older release filed after migration 0017 (a rolling upgrade).
+    decision_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("decisions.id", name="fk_message_owners_decision_id"), index=True
+    )
 
 
 class Relationship(Base):

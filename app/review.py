@@ -51,16 +51,21 @@ class BlockedError(Exception):
 
 @dataclass(frozen=True)
 class HeldCopy:
-    """An employee's copy waiting for their review, and when their review period ends."""
+    """An employee's copy waiting for their review, when their review period ends, and the
+    decision that held it (theirs: a colleague's copy of the same mail has its own)."""
 
     message: Message
     held_until: datetime | None
+    decision_id: int
 
 
-def held_by(employee_id: int) -> sa.Select[Message, datetime | None]:
-    """This employee's copies waiting for their review, each with the end of its period:
-    a colleague's choice about the same mail leaves theirs waiting."""
-    return sa.select(Message, MessageOwner.held_until).join(
+def held_by(employee_id: int) -> sa.Select[Message, datetime | None, int]:
+    """This employee's copies waiting for their review, each with the end of its period
+    and the decision that held it: a colleague's choice about the same mail leaves theirs
+    waiting."""
+    # A copy an older release filed names no decision: the message's is the one known.
+    decision = sa.func.coalesce(MessageOwner.decision_id, Message.decision_id)
+    return sa.select(Message, MessageOwner.held_until, decision).join(
         MessageOwner,
         sa.and_(
             MessageOwner.message_id == Message.id,
@@ -70,8 +75,10 @@ def held_by(employee_id: int) -> sa.Select[Message, datetime | None]:
     )
 
 
-def held_copies(session: Session, query: sa.Select[Message, datetime | None]) -> list[HeldCopy]:
-    return [HeldCopy(message, held_until) for message, held_until in session.execute(query)]
+def held_copies(
+    session: Session, query: sa.Select[Message, datetime | None, int]
+) -> list[HeldCopy]:
+    return [HeldCopy(*row) for row in session.execute(query)]
 
 
 def remove_held_copies(
@@ -157,16 +164,16 @@ def capture(session: Session, message: Message, at: Reviewer) -> None:
     )
     with_text = message.subject is not None or message.body_text is not None
     kept = Outcome.CAPTURE if with_text else Outcome.METADATA_ONLY
+    chosen = _log(session, "review-capture", message.id, at)  # explains their copy now
     session.execute(
         sa.update(MessageOwner)
         .where(MessageOwner.message_id == message.id, MessageOwner.employee_id == at.employee_id)
-        .values(outcome=kept.value, held_until=None)
+        .values(outcome=kept.value, held_until=None, decision_id=chosen)
     )
     if message.outcome == Outcome.HOLD_FOR_REVIEW.value:  # else a colleague kept it first
         message.outcome = kept.value
         message.visibility, message.held_until = _visibility(session, message, at), None
     session.flush()
-    _log(session, "review-capture", message.id, at)
     webhooks.captured(
         session, message_id=message.id, employee_id=at.employee_id, channel="review", now=at.now
     )
@@ -225,8 +232,9 @@ def _check_guardrails(session: Session, addresses: list[str], at: Reviewer) -> N
         raise BlockedError("a participant is on your personal-contacts list; discard it instead")
 
 
-def _log(session: Session, kind: str, message_id: int, at: Reviewer) -> None:
-    ledger.append_action(
+def _log(session: Session, kind: str, message_id: int, at: Reviewer) -> int:
+    """Chain the choice into the decision log; its record's id."""
+    return ledger.append_action(
         session,
         ledger.Action(
             created_at=at.now,
@@ -235,4 +243,4 @@ def _log(session: Session, kind: str, message_id: int, at: Reviewer) -> None:
             policy_sha256=at.policy_sha256,
             facts={"message_id": message_id},
         ),
-    )
+    ).id

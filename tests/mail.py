@@ -49,6 +49,13 @@ def send(
         return client.data(raw)
 
 
+def decided(reply: tuple[int, bytes]) -> int:
+    """The decision a `250` reply of `send` names ("Accepted, decision N")."""
+    code, text = reply
+    assert code == 250, text
+    return int(text.rsplit(b" ", 1)[1])
+
+
 def _dated(date: str) -> bytes:
     msg = compose(to="Carol <carol@customer.example>", message_id="<unstorable@example.com>")
     msg.replace_header("Date", date)

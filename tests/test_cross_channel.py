@@ -10,7 +10,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from app.models import Attachment, Contact, Message, MessageOwner, Relationship
+from app.models import (
+    Attachment,
+    Contact,
+    DecisionRecord,
+    Message,
+    MessageOwner,
+    Relationship,
+)
 from app.security import Role
 from app.settings import Settings
 from tests.conftest import CAPTURE, FIXTURES, Running, add_employee, issue_token, run_service
@@ -129,7 +136,8 @@ def test_a_capture_of_mail_waiting_for_my_own_review_files_it_with_its_text(
     """Alice's mailbox copy waited for her review (held with no text, as mailbox copies
     wait); her forward of the same mail, a capture, joined it and changed nothing: the
     message stayed held and textless, her capture lost. Had the forward come first, the
-    mail was a capture: it is now in either order, filed with its people and counted once."""
+    mail was a capture: it is now in either order, filed with its people and counted once,
+    and explained by the capture's decision, not the hold's."""
     with _kept_as_metadata_then_forwarded(
         settings, tmp_path, dovecot, imap_user, reader=ALICE, mailbox_outcome="hold"
     ) as (running, tokens):
@@ -137,6 +145,9 @@ def test_a_capture_of_mail_waiting_for_my_own_review_files_it_with_its_text(
             (seen,) = api.get("/api/v1/messages").json()["items"]
             queue = api.get("/api/v1/review").json()["items"]
         with running.runtime.sessions() as session:
+            decisions = session.execute(
+                sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
+            ).all()
             jane = session.scalars(sa.select(Contact)).one()
             counts = session.execute(sa.select(Relationship.received_count)).scalars().all()
             copies = session.execute(sa.select(MessageOwner.outcome, MessageOwner.held_until)).all()
@@ -148,6 +159,8 @@ def test_a_capture_of_mail_waiting_for_my_own_review_files_it_with_its_text(
     assert queue == []
     assert (jane.address, jane.title, counts) == ("jane@acme.example", "Head of Procurement", [1])
     assert [tuple(c) for c in copies] == [("capture", None)]
+    assert [d.outcome for d in decisions] == ["hold", "capture"]
+    assert seen["decision_id"] == decisions[1].id  # the forward's
 
 
 def test_a_colleagues_capture_joining_my_copy_kept_as_metadata_shows_me_what_colleagues_see(

@@ -16,7 +16,8 @@ from app.security import Role
 from app.settings import Settings
 from capture.parse import parse_message
 from tests.conftest import CAPTURE, Running, add_employee, issue_token, run_service
-from tests.mail import UNSTORABLE, compose, send
+from tests.mail import UNSTORABLE, compose, decided, send
+from tests.web import sign_in
 
 
 @pytest.fixture
@@ -83,6 +84,34 @@ def test_two_employees_bccing_one_mail_make_one_message_with_two_owners(
         owners = session.scalars(sa.select(MessageOwner.channel)).all()
         assert len(owners) == 2
         assert session.scalar(sa.select(sa.func.count()).select_from(Contact)) == 1
+
+
+def test_each_owner_of_shared_mail_is_shown_the_decision_that_filed_their_own_copy(
+    running: Running, alice: tuple[int, str]
+) -> None:
+    """The same mail from Alice and from Carol is one message, decided for each of them
+    (their own rules, policy version and employee id), but the message named Alice's
+    decision alone: Carol's captures explained her copy with a decision taken for Alice.
+    Each owner is shown the decision behind their own copy, in the API and on the page."""
+    _, alice_token = alice
+    carol = add_employee(running.runtime.sessions, "carol@example.com")
+    carol_token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=carol)
+    msg = compose(to="Bob <bob@customer.example>, Carol <carol@example.com>")
+
+    alices = decided(send(running.smtp_port, msg))
+    carols = decided(send(running.smtp_port, msg, mail_from="carol@example.com"))
+
+    with running.client(alice_token) as api:
+        (for_alice,) = api.get("/api/v1/messages").json()["items"]
+    with running.client(carol_token) as api:
+        (for_carol,) = api.get("/api/v1/messages").json()["items"]
+        one = api.get(f"/api/v1/messages/{for_carol['id']}").json()
+    with sign_in(running, carol) as page:
+        shown = page.get(f"/mail/messages/{for_carol['id']}").text
+    assert for_alice["id"] == for_carol["id"] and alices != carols
+    assert (for_alice["decision_id"], for_carol["decision_id"]) == (alices, carols)
+    assert one["decision_id"] == carols
+    assert f"decision {carols}<" in shown
 
 
 def test_a_look_alike_of_a_colleagues_message_does_not_make_its_sender_an_owner(

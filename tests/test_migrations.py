@@ -367,3 +367,48 @@ def test_upgrading_to_0016_makes_the_owners_of_a_held_message_hold_it_until_its_
     with engine.connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).select_from(owners)) == 3
     engine.dispose()
+
+
+@pytest.mark.filterwarnings("ignore:Skipped unsupported reflection of expression-based index")
+def test_upgrading_to_0017_names_each_owners_own_decision_where_one_is_known(
+    empty_database_url: str,
+) -> None:
+    """Each copy gets the newest of its owner's decisions that filed the message (a receipt
+    links them), one with the copy's own outcome first; a copy none is left for gets the
+    message's. Downgrading keeps every copy."""
+    url = empty_database_url
+    config = alembic_config(url)
+    command.upgrade(config, "0016")
+    engine = make_engine(url)
+    _fill_empty_tables(engine)  # message 1, decided by decision 1 for employee 1, its owner
+    tables = sa.MetaData()
+    tables.reflect(engine, only=["employees", "decisions", "receipts", "message_owners"])
+    employees, decisions = tables.tables["employees"], tables.tables["decisions"]
+    receipts, owners = tables.tables["receipts"], tables.tables["message_owners"]
+    with engine.begin() as conn:
+        conn.execute(owners.update().values(outcome="capture"))
+        for n in (2, 3):  # employee 2's capture of message 1, and its later metadata copy
+            outcome = "capture" if n == 2 else "metadata_only"
+            values = _row(decisions, n) | {"employee_id": 2, "outcome": outcome}
+            conn.execute(decisions.insert().values(values))
+            conn.execute(receipts.insert().values(_row(receipts, n) | {"decision_id": n}))
+        for n in (2, 3):  # the copies of employees 2 and 3 (none of 3's decisions is left)
+            conn.execute(employees.insert().values(_row(employees, n)))
+            copy = _row(owners, n) | {"employee_id": n, "outcome": "capture"}
+            conn.execute(owners.insert().values(copy))
+    engine.dispose()
+
+    command.upgrade(config, "0017")
+
+    with engine.connect() as conn:
+        named = conn.execute(
+            sa.select(MessageOwner.employee_id, MessageOwner.decision_id).order_by(
+                MessageOwner.employee_id
+            )
+        ).all()
+    engine.dispose()
+    assert [tuple(n) for n in named] == [(1, 1), (2, 2), (3, 1)]
+    command.downgrade(config, "0016")
+    with engine.connect() as conn:
+        assert conn.scalar(sa.select(sa.func.count()).select_from(owners)) == 3
+    engine.dispose()

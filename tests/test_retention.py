@@ -185,6 +185,40 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
     assert again == 0
 
 
+def test_the_purge_keeps_the_decision_behind_each_owners_copy_of_shared_mail(
+    running: Running,
+) -> None:
+    """The same mail from Alice and from Carol is one message, which names Alice's decision;
+    Carol's copy names her own. The purge kept only what messages named: it would remove
+    the decision that explains Carol's copy (a database that enforces the reference
+    refused, and every purge failed from then on)."""
+    add_employee(running.runtime.sessions, "alice@example.com")
+    add_employee(running.runtime.sessions, "carol@example.com")
+    shared = compose(to="Bob <bob@customer.example>, Carol <carol@example.com>").as_bytes()
+    outcomes = [
+        running.runtime.pipeline.process(shared, Envelope(f"{who}@example.com"), Channel.BCC)
+        for who in ("alice", "carol")
+    ]
+    dropped = _decide(running, "Carol <carol@example.com>", 3)
+    policy = running.runtime.pipeline.engine.policy
+    later = datetime.now(UTC) + timedelta(days=1)
+
+    with transaction(running.runtime.sessions) as session:
+        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    with running.runtime.sessions() as session:
+        left = session.execute(
+            sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
+        ).all()
+        copies = session.scalars(sa.select(MessageOwner.decision_id).order_by(MessageOwner.id))
+        named = list(copies)
+        verified = ledger.verify(session)
+
+    assert [(r.outcome.value, r.decision_id) for r in outcomes] == [("capture", 1), ("capture", 2)]
+    assert (dropped, removed, named) == ("drop", 1, [1, 2])
+    assert [tuple(r) for r in left] == [(1, "capture"), (2, "capture"), (4, "ledger-purge")]
+    assert verified.ok, verified.problem
+
+
 def test_a_log_an_older_release_purged_as_a_prefix_still_verifies_after_new_purges(
     running: Running,
 ) -> None:

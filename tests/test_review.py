@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.message import EmailMessage
+
 import sqlalchemy as sa
 
 from app.models import (
@@ -18,7 +20,8 @@ from app.security import Role
 from app.web import actions
 from policies.observe import address_token
 from tests.conftest import Running, add_employee, everything_stored, issue_token
-from tests.mail import compose, send
+from tests.mail import compose, decided, send
+from tests.web import sign_in
 
 
 def _tokens(running: Running) -> tuple[str, str]:
@@ -267,14 +270,18 @@ def test_personal_contacts_are_kept_as_digests_and_drop_their_mail(running: Runn
     assert removed.status_code == 204 and _last_decision(running).outcome == "capture"
 
 
-def _held_for_both(running: Running) -> int:
-    """The same mail BCC'd by Alice and by Bob, held for each: one message, two owners."""
-    mail = compose(
+def _dinner() -> EmailMessage:
+    return compose(
         sender="Alice <alice@example.com>",
         to="Dan <dan@customer.example>, Bob <bob@example.com>",
         subject="Dinner on Friday?",
         body="Dan, shall we have dinner on Friday? CANARY-TEXT\n",
     )
+
+
+def _held_for_both(running: Running) -> int:
+    """The same mail BCC'd by Alice and by Bob, held for each: one message, two owners."""
+    mail = _dinner()
     assert send(running.smtp_port, mail, mail_from="alice@example.com")[0] == 250
     assert send(running.smtp_port, mail, mail_from="bob@example.com")[0] == 250
     with running.runtime.sessions() as session:
@@ -311,6 +318,36 @@ def test_each_owner_reviews_their_own_copy_of_mail_held_for_both(holding: Runnin
     assert [o["email"] for o in kept["owners"]] == ["alice@example.com"]
     with holding.runtime.sessions() as session:  # Alice's alone: Bob chose nothing to count
         assert session.scalar(sa.select(sa.func.count()).select_from(Relationship)) == 1
+
+
+def test_each_owner_of_mail_held_for_both_is_shown_their_own_decision(holding: Running) -> None:
+    """Bob's review item named Alice's decision, the first filed: the reason he was shown
+    was one given for her. Each owner's item names the decision that held their copy, and
+    a capture at review, the choice that keeps it now (its record in the log)."""
+    alice, bob = _tokens(holding)
+    alices = decided(send(holding.smtp_port, _dinner(), mail_from="alice@example.com"))
+    bobs = decided(send(holding.smtp_port, _dinner(), mail_from="bob@example.com"))
+
+    with holding.client(bob) as api:
+        (item,) = api.get("/api/v1/review").json()["items"]
+    with holding.client(alice) as api:
+        (hers,) = api.get("/api/v1/review").json()["items"]
+        assert api.post(f"/api/v1/review/{item['id']}/capture").status_code == 204
+        captured = api.get(f"/api/v1/messages/{item['id']}").json()
+    chosen = _last_decision(holding)
+    with holding.client(bob) as api:
+        (still,) = api.get("/api/v1/review").json()["items"]
+        waiting = api.get(f"/api/v1/messages/{item['id']}").json()
+    with holding.runtime.sessions() as session:
+        bob_id = session.scalar(sa.select(Employee.id).where(Employee.email == "bob@example.com"))
+        assert bob_id is not None
+    with sign_in(holding, bob_id) as page:
+        shown = page.get(f"/mail/messages/{item['id']}").text
+
+    assert (hers["id"], hers["decision_id"], item["decision_id"]) == (item["id"], alices, bobs)
+    assert (chosen.outcome, captured["decision_id"]) == ("review-capture", chosen.id)
+    assert (still["decision_id"], waiting["decision_id"]) == (bobs, bobs)
+    assert f"decision {bobs}<" in shown
 
 
 def test_held_mail_goes_once_the_last_owner_waiting_for_it_discards_it(

@@ -31,7 +31,7 @@ def get_queue(
             direction=held.message.direction,
             held_until=held.held_until,
             participants=addresses,
-            decision_id=held.message.decision_id,
+            decision_id=held.decision_id,  # theirs, not a colleague's of the same mail
         )
         for held, addresses in rows
     ]
