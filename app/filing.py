@@ -107,7 +107,22 @@ def file_message(
         if contacts is None:
             contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": existing})}
         _touch_relationships(conn, message, contacts, at)
+    elif contacts is None and decision.outcome is Outcome.CAPTURE:  # joined a capture
+        _answer_own_review(conn, message, existing, at, decision_id=decision_id)
     return int(existing)
+
+
+def _answer_own_review(
+    conn: sa.Connection, message: ParsedMessage, message_row: int, at: Filing, *, decision_id: int
+) -> None:
+    """The submitter's capture of mail a colleague has captured, while their own copy waits
+    for their review, is their answer, as when no colleague had (`_take_text`): their copy
+    is captured, and counts with its people now. A copy kept as metadata stays so: the
+    headers it matched prove nothing about the text a colleague kept."""
+    own = {"message_row": message_row, "employee": at.employee_id, "decision": decision_id}
+    if conn.scalar(_OWN_HOLD_CAPTURED, own) is not None:
+        contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
+        _touch_relationships(conn, message, contacts, at)
 
 
 def _may_join(
@@ -558,6 +573,16 @@ _OWNER_CAPTURES = (
         MessageOwner.employee_id == sa.bindparam("employee"),
     )
     .values(outcome=Outcome.CAPTURE.value, held_until=None, decision_id=sa.bindparam("decision"))
+)
+_OWN_HOLD_CAPTURED = (
+    sa.update(MessageOwner)
+    .where(
+        MessageOwner.message_id == sa.bindparam("message_row"),
+        MessageOwner.employee_id == sa.bindparam("employee"),
+        MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value,
+    )
+    .values(outcome=Outcome.CAPTURE.value, held_until=None, decision_id=sa.bindparam("decision"))
+    .returning(MessageOwner.id)
 )
 _OWNER = Prepared(
     sa.select(MessageOwner.id).where(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from email.message import EmailMessage
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -17,9 +18,18 @@ from app.models import (
     Thread,
 )
 from app.security import Role
+from app.settings import Settings
 from app.web import actions
 from policies.observe import address_token
-from tests.conftest import Running, add_employee, everything_stored, issue_token
+from tests.conftest import (
+    CAPTURE,
+    HOLD_EXTERNAL,
+    Running,
+    add_employee,
+    everything_stored,
+    issue_token,
+    run_service,
+)
 from tests.mail import compose, decided, send
 from tests.web import sign_in
 
@@ -362,3 +372,52 @@ def test_held_mail_goes_once_the_last_owner_waiting_for_it_discards_it(
         assert item["id"] == message_id
         assert api.post(f"/api/v1/review/{message_id}/discard").status_code == 204
     assert b"CANARY" not in everything_stored(holding).upper()
+
+
+def test_my_capture_of_mail_held_for_me_counts_after_a_colleague_captured_it_at_review(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Bob's mail to Dan, held for him and for Alice (in Cc); Alice captures it at review;
+    Bob then forwards it (a capture). His forward joined the message, which was a capture
+    already, and changed nothing: his copy stayed in his queue, to be purged at its
+    deadline, uncounted with Dan, his capture lost; without Alice's choice it was captured
+    (app/filing.py `_take_text`)."""
+    rules = tmp_path / "forwards-captured.yaml"
+    forwards = (
+        "rules:\n  - id: forwards-captured\n    description: Mail an employee forwards is"
+        " business.\n    when: {channel-in: {channels: [forward]}}\n    outcome: capture\n"
+    )
+    rules.write_text(HOLD_EXTERNAL.replace("rules:\n", forwards, 1))
+    mail = compose(
+        sender="Bob <bob@example.com>",
+        to="Dan <dan@customer.example>",
+        headers={"Cc": "Alice <alice@example.com>"},
+        subject="Dinner on Friday?",
+        body="Dan, shall we have dinner on Friday? CANARY-TEXT\n",
+    )
+    with run_service(settings.model_copy(update={"policy": rules})) as running:
+        alice, bob = _tokens(running)
+        for submitter in ("alice@example.com", "bob@example.com"):
+            assert send(running.smtp_port, mail, mail_from=submitter)[0] == 250
+        with running.client(alice) as api:
+            (held,) = api.get("/api/v1/review").json()["items"]
+            assert api.post(f"/api/v1/review/{held['id']}/capture").status_code == 204
+        forward = compose(
+            sender="Bob <bob@example.com>", to=CAPTURE, subject="Fwd: Dinner", body="CRM.\n"
+        )
+        forward.add_attachment(mail)
+        bobs = decided(send(running.smtp_port, forward, mail_from="bob@example.com"))
+
+        with running.client(bob) as api:
+            queue = api.get("/api/v1/review").json()["items"]
+            seen = api.get(f"/api/v1/messages/{held['id']}").json()
+        with running.runtime.sessions() as session:
+            counted = session.execute(
+                sa.select(Employee.email, Relationship.sent_count).join(
+                    Employee, Employee.id == Relationship.employee_id
+                )
+            ).all()
+    assert queue == []
+    assert (seen["outcome"], seen["decision_id"]) == ("capture", bobs)
+    assert "CANARY-TEXT" in seen["body_text"]
+    assert [tuple(c) for c in counted] == [("bob@example.com", 1)]
