@@ -161,9 +161,7 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
     with transaction(running.runtime.sessions) as session:
         removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
     with running.runtime.sessions() as session:
-        left = session.execute(
-            sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
-        ).all()
+        left = _records(session)
         runs = session.execute(
             sa.select(LedgerGap.from_id, LedgerGap.through_id).order_by(LedgerGap.through_id)
         ).all()
@@ -175,7 +173,7 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
 
     assert outcomes == ["drop", "capture", "drop", "drop", "capture", "drop"]
     assert removed == 4  # records 2 and 5 explain stored messages
-    assert [tuple(r) for r in left] == [(2, "capture"), (5, "capture"), (7, "ledger-purge")]
+    assert left == [(2, "capture"), (5, "capture"), (7, "ledger-purge")]
     assert [tuple(r) for r in runs] == [(1, 1), (3, 4), (6, 6)]
     assert (verified.ok, verified.checked, verified.head_id) == (True, 3, 7)
     assert still.ok and (forged.ok, forged.problem) == (
@@ -183,6 +181,14 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
         "record differs from the anchor noted",
     )
     assert again == 0
+
+
+def _records(session: Session) -> list[tuple[int, str]]:
+    """The log's records left: id and outcome (or action), oldest first."""
+    rows = session.execute(
+        sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
+    )
+    return [(int(record_id), str(outcome)) for record_id, outcome in rows]
 
 
 def test_the_purge_keeps_the_decision_behind_each_owners_copy_of_shared_mail(
@@ -206,16 +212,14 @@ def test_the_purge_keeps_the_decision_behind_each_owners_copy_of_shared_mail(
     with transaction(running.runtime.sessions) as session:
         removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
     with running.runtime.sessions() as session:
-        left = session.execute(
-            sa.select(DecisionRecord.id, DecisionRecord.outcome).order_by(DecisionRecord.id)
-        ).all()
+        left = _records(session)
         copies = session.scalars(sa.select(MessageOwner.decision_id).order_by(MessageOwner.id))
         named = list(copies)
         verified = ledger.verify(session)
 
     assert [(r.outcome.value, r.decision_id) for r in outcomes] == [("capture", 1), ("capture", 2)]
     assert (dropped, removed, named) == ("drop", 1, [1, 2])
-    assert [tuple(r) for r in left] == [(1, "capture"), (2, "capture"), (4, "ledger-purge")]
+    assert left == [(1, "capture"), (2, "capture"), (4, "ledger-purge")]
     assert verified.ok, verified.problem
 
 
