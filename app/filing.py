@@ -108,19 +108,26 @@ def file_message(
             contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": existing})}
         _touch_relationships(conn, message, contacts, at)
     elif contacts is None and decision.outcome is Outcome.CAPTURE:  # joined a capture
-        _answer_own_review(conn, message, existing, at, decision_id=decision_id)
+        _capture_own_copy(conn, message, row, at, decision_id=decision_id)
     return int(existing)
 
 
-def _answer_own_review(
-    conn: sa.Connection, message: ParsedMessage, message_row: int, at: Filing, *, decision_id: int
+def _capture_own_copy(
+    conn: sa.Connection, message: ParsedMessage, row: Any, at: Filing, *, decision_id: int
 ) -> None:
-    """The submitter's capture of mail a colleague has captured, while their own copy waits
-    for their review, is their answer, as when no colleague had (`_take_text`): their copy
-    is captured, and counts with its people now. A copy kept as metadata stays so: the
-    headers it matched prove nothing about the text a colleague kept."""
-    own = {"message_row": message_row, "employee": at.employee_id, "decision": decision_id}
-    if conn.scalar(_OWN_HOLD_CAPTURED, own) is not None:
+    """The submitter's capture of mail a colleague has captured makes their own copy a
+    capture, as when no colleague had (`_take_text`): a copy waiting for their review (the
+    capture is their answer; it counts with its people now), and one kept as metadata when
+    the text they sent is the text kept (it shows them nothing they did not send; headers
+    alone, which their copy matched, prove nothing about the text)."""
+    message_row, text = row[0], row[1]
+    own = {"message_row": message_row, "employee": at.employee_id}
+    was = conn.scalar(_OWNER_OUTCOME, own)
+    held = was == Outcome.HOLD_FOR_REVIEW.value
+    if not held and not (was == Outcome.METADATA_ONLY.value and text == message.text):
+        return
+    conn.execute(_OWNER_CAPTURES, own | {"decision": decision_id})
+    if held:
         contacts = {a: c for a, c in _FILED_CONTACTS.rows(conn, {"message_id": message_row})}
         _touch_relationships(conn, message, contacts, at)
 
@@ -573,16 +580,6 @@ _OWNER_CAPTURES = (
         MessageOwner.employee_id == sa.bindparam("employee"),
     )
     .values(outcome=Outcome.CAPTURE.value, held_until=None, decision_id=sa.bindparam("decision"))
-)
-_OWN_HOLD_CAPTURED = (
-    sa.update(MessageOwner)
-    .where(
-        MessageOwner.message_id == sa.bindparam("message_row"),
-        MessageOwner.employee_id == sa.bindparam("employee"),
-        MessageOwner.outcome == Outcome.HOLD_FOR_REVIEW.value,
-    )
-    .values(outcome=Outcome.CAPTURE.value, held_until=None, decision_id=sa.bindparam("decision"))
-    .returning(MessageOwner.id)
 )
 _OWNER = Prepared(
     sa.select(MessageOwner.id).where(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -20,9 +21,12 @@ from app.models import (
 from app.security import Role
 from app.settings import Settings
 from app.web import actions
+from capture.pipeline import Envelope
+from policies.model import Channel
 from policies.observe import address_token
 from tests.conftest import (
     CAPTURE,
+    FIXTURES,
     HOLD_EXTERNAL,
     Running,
     add_employee,
@@ -421,3 +425,57 @@ def test_my_capture_of_mail_held_for_me_counts_after_a_colleague_captured_it_at_
     assert (seen["outcome"], seen["decision_id"]) == ("capture", bobs)
     assert "CANARY-TEXT" in seen["body_text"]
     assert [tuple(c) for c in counted] == [("bob@example.com", 1)]
+
+
+def _forwarded(original: EmailMessage) -> EmailMessage:
+    """Bob's forward of `original` to the capture address, as an attachment."""
+    forward = compose(sender="Bob <bob@example.com>", to=CAPTURE, subject="Fwd", body="CRM.\n")
+    forward.add_attachment(original)
+    return forward
+
+
+def test_my_capture_of_my_mail_kept_as_metadata_takes_the_text_when_it_is_the_text_kept(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Bob's mail to Dan came from his mailbox as metadata only (this policy keeps mailbox mail
+    so, and keeps every message private to its owners); Alice, in Cc, BCC'd it (a capture,
+    with its text); Bob then forwarded it (a capture, the same text). His capture joined
+    Alice's message and changed nothing: his copy stayed metadata only, the text he had just
+    sent hidden from him. A forward with other text leaves his copy as it was."""
+    mailbox = (
+        "default_visibility: private\nrules:\n  - id: mailbox-metadata\n    description: Mail"
+        " read from a mailbox keeps who and when.\n    when: {channel-in: {channels: [import]}}"
+        "\n    outcome: metadata_only\n"
+    )
+    rules = tmp_path / "mailbox-metadata.yaml"
+    rules.write_text((FIXTURES / "plumbing-policy.yaml").read_text().replace("rules:\n", mailbox))
+    mail = compose(
+        sender="Bob <bob@example.com>",
+        to="Dan <dan@customer.example>",
+        headers={"Cc": "Alice <alice@example.com>"},
+        subject="Quote for the pumps",
+        body="Dan, here is the quote. CANARY-TEXT\n",
+    )
+    with run_service(settings.model_copy(update={"policy": rules})) as running:
+        _alice, bob = _tokens(running)
+        pipeline = running.runtime.pipeline
+        imported = pipeline.process(mail.as_bytes(), Envelope("bob@example.com"), Channel.IMPORT)
+        assert send(running.smtp_port, mail, mail_from="alice@example.com")[0] == 250
+        altered = copy.deepcopy(mail)  # the same headers, other words
+        altered.set_content("Dan, here is the quote, edited.\n")
+        assert send(running.smtp_port, _forwarded(altered), mail_from="bob@example.com")[0] == 250
+        with running.client(bob) as api:
+            before = api.get(f"/api/v1/messages/{imported.message_id}").json()
+        bobs = decided(send(running.smtp_port, _forwarded(mail), mail_from="bob@example.com"))
+        with running.client(bob) as api:
+            seen = api.get(f"/api/v1/messages/{imported.message_id}").json()
+        with running.runtime.sessions() as session:
+            counted = session.execute(
+                sa.select(Employee.email, Relationship.sent_count).join(
+                    Employee, Employee.id == Relationship.employee_id
+                )
+            ).all()
+    assert (before["outcome"], before["body_text"]) == ("metadata_only", None)
+    assert (seen["outcome"], seen["decision_id"]) == ("capture", bobs)
+    assert "CANARY-TEXT" in seen["body_text"]
+    assert sorted(tuple(c) for c in counted) == [("bob@example.com", 1)]
