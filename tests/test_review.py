@@ -378,6 +378,35 @@ def test_held_mail_goes_once_the_last_owner_waiting_for_it_discards_it(
     assert b"CANARY" not in everything_stored(holding).upper()
 
 
+def _bobs_mail(subject: str, body: str) -> EmailMessage:
+    """Bob's mail to Dan at a customer, Alice in Cc."""
+    return compose(
+        sender="Bob <bob@example.com>",
+        to="Dan <dan@customer.example>",
+        headers={"Cc": "Alice <alice@example.com>"},
+        subject=subject,
+        body=body,
+    )
+
+
+def _sent_counts(running: Running) -> list[tuple[str, int]]:
+    """Each employee's count of mail sent to a contact, as their relationships hold it."""
+    with running.runtime.sessions() as session:
+        rows = session.execute(
+            sa.select(Employee.email, Relationship.sent_count).join(
+                Employee, Employee.id == Relationship.employee_id
+            )
+        )
+        return [(str(email), int(count)) for email, count in rows]
+
+
+def _forwarded(original: EmailMessage) -> EmailMessage:
+    """Bob's forward of `original` to the capture address, as an attachment."""
+    forward = compose(sender="Bob <bob@example.com>", to=CAPTURE, subject="Fwd", body="CRM.\n")
+    forward.add_attachment(original)
+    return forward
+
+
 def test_my_capture_of_mail_held_for_me_counts_after_a_colleague_captured_it_at_review(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -392,13 +421,7 @@ def test_my_capture_of_mail_held_for_me_counts_after_a_colleague_captured_it_at_
         " business.\n    when: {channel-in: {channels: [forward]}}\n    outcome: capture\n"
     )
     rules.write_text(HOLD_EXTERNAL.replace("rules:\n", forwards, 1))
-    mail = compose(
-        sender="Bob <bob@example.com>",
-        to="Dan <dan@customer.example>",
-        headers={"Cc": "Alice <alice@example.com>"},
-        subject="Dinner on Friday?",
-        body="Dan, shall we have dinner on Friday? CANARY-TEXT\n",
-    )
+    mail = _bobs_mail("Dinner on Friday?", "Dan, shall we have dinner on Friday? CANARY-TEXT\n")
     with run_service(settings.model_copy(update={"policy": rules})) as running:
         alice, bob = _tokens(running)
         for submitter in ("alice@example.com", "bob@example.com"):
@@ -406,32 +429,16 @@ def test_my_capture_of_mail_held_for_me_counts_after_a_colleague_captured_it_at_
         with running.client(alice) as api:
             (held,) = api.get("/api/v1/review").json()["items"]
             assert api.post(f"/api/v1/review/{held['id']}/capture").status_code == 204
-        forward = compose(
-            sender="Bob <bob@example.com>", to=CAPTURE, subject="Fwd: Dinner", body="CRM.\n"
-        )
-        forward.add_attachment(mail)
-        bobs = decided(send(running.smtp_port, forward, mail_from="bob@example.com"))
+        bobs = decided(send(running.smtp_port, _forwarded(mail), mail_from="bob@example.com"))
 
         with running.client(bob) as api:
             queue = api.get("/api/v1/review").json()["items"]
             seen = api.get(f"/api/v1/messages/{held['id']}").json()
-        with running.runtime.sessions() as session:
-            counted = session.execute(
-                sa.select(Employee.email, Relationship.sent_count).join(
-                    Employee, Employee.id == Relationship.employee_id
-                )
-            ).all()
+        counted = _sent_counts(running)
     assert queue == []
     assert (seen["outcome"], seen["decision_id"]) == ("capture", bobs)
     assert "CANARY-TEXT" in seen["body_text"]
-    assert [tuple(c) for c in counted] == [("bob@example.com", 1)]
-
-
-def _forwarded(original: EmailMessage) -> EmailMessage:
-    """Bob's forward of `original` to the capture address, as an attachment."""
-    forward = compose(sender="Bob <bob@example.com>", to=CAPTURE, subject="Fwd", body="CRM.\n")
-    forward.add_attachment(original)
-    return forward
+    assert counted == [("bob@example.com", 1)]
 
 
 def test_my_capture_of_my_mail_kept_as_metadata_takes_the_text_when_it_is_the_text_kept(
@@ -449,13 +456,7 @@ def test_my_capture_of_my_mail_kept_as_metadata_takes_the_text_when_it_is_the_te
     )
     rules = tmp_path / "mailbox-metadata.yaml"
     rules.write_text((FIXTURES / "plumbing-policy.yaml").read_text().replace("rules:\n", mailbox))
-    mail = compose(
-        sender="Bob <bob@example.com>",
-        to="Dan <dan@customer.example>",
-        headers={"Cc": "Alice <alice@example.com>"},
-        subject="Quote for the pumps",
-        body="Dan, here is the quote. CANARY-TEXT\n",
-    )
+    mail = _bobs_mail("Quote for the pumps", "Dan, here is the quote. CANARY-TEXT\n")
     with run_service(settings.model_copy(update={"policy": rules})) as running:
         _alice, bob = _tokens(running)
         pipeline = running.runtime.pipeline
@@ -469,13 +470,8 @@ def test_my_capture_of_my_mail_kept_as_metadata_takes_the_text_when_it_is_the_te
         bobs = decided(send(running.smtp_port, _forwarded(mail), mail_from="bob@example.com"))
         with running.client(bob) as api:
             seen = api.get(f"/api/v1/messages/{imported.message_id}").json()
-        with running.runtime.sessions() as session:
-            counted = session.execute(
-                sa.select(Employee.email, Relationship.sent_count).join(
-                    Employee, Employee.id == Relationship.employee_id
-                )
-            ).all()
+        counted = _sent_counts(running)
     assert (before["outcome"], before["body_text"]) == ("metadata_only", None)
     assert (seen["outcome"], seen["decision_id"]) == ("capture", bobs)
     assert "CANARY-TEXT" in seen["body_text"]
-    assert sorted(tuple(c) for c in counted) == [("bob@example.com", 1)]
+    assert counted == [("bob@example.com", 1)]
