@@ -155,11 +155,8 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
     ]
     with running.runtime.sessions() as session:
         noted = ledger.verify(session)
-    policy = running.runtime.pipeline.engine.policy
-    later = datetime.now(UTC) + timedelta(days=1)
 
-    with transaction(running.runtime.sessions) as session:
-        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    removed = _purge_a_day_ahead(running)
     with running.runtime.sessions() as session:
         left = _records(session)
         runs = session.execute(
@@ -168,8 +165,7 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
         verified = ledger.verify(session)
         still = ledger.verify(session, anchor=ledger.Anchor(6, str(noted.head_hash)))
         forged = ledger.verify(session, anchor=ledger.Anchor(6, "0" * 64))
-        again = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
-        session.rollback()
+    again = _purge_a_day_ahead(running)
 
     assert outcomes == ["drop", "capture", "drop", "drop", "capture", "drop"]
     assert removed == 4  # records 2 and 5 explain stored messages
@@ -181,6 +177,15 @@ def test_expired_decision_records_go_but_those_of_kept_messages_and_the_rest_ver
         "record differs from the anchor noted",
     )
     assert again == 0
+
+
+def _purge_a_day_ahead(running: Running) -> int:
+    """The log's purge as it runs a day from now, when every record written so far has
+    expired: how many it removed."""
+    later = datetime.now(UTC) + timedelta(days=1)
+    policy = running.runtime.pipeline.engine.policy
+    with transaction(running.runtime.sessions) as session:
+        return ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
 
 
 def _records(session: Session) -> list[tuple[int, str]]:
@@ -206,11 +211,8 @@ def test_the_purge_keeps_the_decision_behind_each_owners_copy_of_shared_mail(
         for who in ("alice", "carol")
     ]
     dropped = _decide(running, "Carol <carol@example.com>", 3)
-    policy = running.runtime.pipeline.engine.policy
-    later = datetime.now(UTC) + timedelta(days=1)
 
-    with transaction(running.runtime.sessions) as session:
-        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    removed = _purge_a_day_ahead(running)
     with running.runtime.sessions() as session:
         left = _records(session)
         copies = session.scalars(sa.select(MessageOwner.decision_id).order_by(MessageOwner.id))
@@ -289,10 +291,7 @@ def test_records_removed_other_than_by_the_purge_are_reported(
     carol, bob = "Carol <carol@example.com>", "Bob <bob@customer.example>"
     for n, to in enumerate([carol, bob, carol, carol, bob, carol]):
         _decide(running, to, n)
-    policy = running.runtime.pipeline.engine.policy
-    later = datetime.now(UTC) + timedelta(days=1)
-    with transaction(running.runtime.sessions) as session:
-        ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    _purge_a_day_ahead(running)
     with transaction(running.runtime.sessions) as session:
         tamper(session)
 
@@ -311,11 +310,8 @@ def test_a_purge_of_the_whole_log_goes_on_from_its_ids_and_hashes(running: Runni
     with running.runtime.sessions() as session:
         noted = ledger.verify(session)
     assert noted.head_id == 2 and noted.head_hash is not None
-    policy = running.runtime.pipeline.engine.policy
-    later = datetime.now(UTC) + timedelta(days=1)
 
-    with transaction(running.runtime.sessions) as session:
-        removed = ledger.purge_before(session, later, policy_sha256=policy.sha256, now=later)
+    removed = _purge_a_day_ahead(running)
     _decide(running, "Carol <carol@example.com>", 3)
     with running.runtime.sessions() as session:
         left = session.execute(
