@@ -189,7 +189,11 @@ def display_name(raw: str, address: str) -> str:
     if letters < 2 or letters < len(name.replace(" ", "")) * 0.6 or len(name) > 80:
         return ""
     lowered = name.lower()
-    if lowered in _GARBAGE_NAMES or lowered == address.rpartition("@")[0].lower():
+    if lowered in _GARBAGE_NAMES:
+        return ""
+    # The mailbox's own name ("jdoe" <jdoe@...>) is a client filling the field, not a name,
+    # unless it is written as one: "Bob" <bob@...>.
+    if lowered == address.rpartition("@")[0].lower() and not (name.isalpha() and name.istitle()):
         return ""
     return name
 

@@ -121,6 +121,12 @@ def test_a_name_guessed_from_the_address_says_so() -> None:
     assert (guessed.first, guessed.last) == ("Jane", "Doe")
 
 
+@pytest.mark.parametrize(("name", "expected"), [("Bob", "Bob"), ("bob", ""), ("BOB", "")])
+def test_the_mailbox_name_is_a_name_only_when_written_as_one(name: str, expected: str) -> None:
+    found = person(Address("bob@customer.example", name))
+    assert found is not None and (found.name, found.first) == (expected, expected)
+
+
 def test_via_names_are_dropped() -> None:
     found = person(Address("group@lists.acme.com", "'Jane Roe' via Sales Team"))
     assert found is not None and found.name == "" and found.first == ""
