@@ -11,7 +11,15 @@ import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from app.db import UNICODE_LOWER
-from app.models import Company, Contact, Employee, Message, MessageOwner, Participant
+from app.models import (
+    Company,
+    Contact,
+    ContactChange,
+    Employee,
+    Message,
+    MessageOwner,
+    Participant,
+)
 from app.schemas import (
     CompanyOut,
     CompanyWithContactsOut,
@@ -225,6 +233,30 @@ def _contact(contact: Contact, company: Company | None) -> ContactOut:
         created_at=contact.created_at,
         updated_at=contact.updated_at,
     )
+
+
+def rename_contact(
+    session: Session, contact_id: int, name: str, now: datetime
+) -> ContactOut | None:
+    """A person's name for the contact ("" clears it), kept in its history with no message
+    (no mail said it). Mail names only a contact whose name has no history (app/filing.py
+    `_name_contact`), so what a person left, an empty name too, stays. None: no such contact."""
+    contact = session.get(Contact, contact_id)
+    if contact is None:
+        return None
+    session.add(
+        ContactChange(
+            contact_id=contact_id,
+            field="name",
+            old_value=contact.name[:320],
+            new_value=name[:320],
+            observed_at=now,
+            created_at=now,
+        )
+    )
+    contact.name, contact.updated_at = name, now
+    session.flush()
+    return contacts_by_id(session, [contact_id])[0]
 
 
 @dataclass(frozen=True)

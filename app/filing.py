@@ -18,6 +18,7 @@ from app.models import (
     Attachment,
     Company,
     Contact,
+    ContactChange,
     Employee,
     EmployeeAlias,
     Message,
@@ -336,7 +337,8 @@ def _contact_id(conn: sa.Connection, addr: Address, now: datetime) -> int | None
 
 def _name_contact(conn: sa.Connection, contact_id: int, addr: Address, now: datetime) -> None:
     """Name a contact first seen as a bare address, as kept mail now names them. Only once
-    (a statement a contact, not a message): a name known, or given through the API, stays."""
+    (a statement a contact, not a message): a name known, or given through the API, stays,
+    and so does an empty one a person left (a name with history was named before)."""
     if not display_name(addr.name, addr.address):
         return  # the address itself, a "via" or garbage: no name (and no costly person())
     found = person(addr)
@@ -528,7 +530,13 @@ _CONTACT = PreparedIn(  # one person writes Jane.Doe@ and jane.doe@: the oldest 
 )
 _NAME_CONTACT = Prepared(  # a name part the mail does not give stays as guessed (john.doe@)
     sa.update(Contact)
-    .where(Contact.id == sa.bindparam("contact"), Contact.name == "")
+    .where(
+        Contact.id == sa.bindparam("contact"),
+        Contact.name == "",
+        ~sa.exists().where(  # named before, by mail or a person: emptied by a person since
+            ContactChange.contact_id == Contact.id, ContactChange.field == "name"
+        ),
+    )
     .values(
         name=sa.bindparam("name", type_=Contact.name.type),
         first_name=sa.func.coalesce(

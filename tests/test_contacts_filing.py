@@ -165,8 +165,42 @@ def test_a_contact_first_seen_without_a_name_is_named_once_by_later_kept_mail(
         history = session.execute(
             sa.select(ContactChange.field, ContactChange.old_value, ContactChange.new_value)
         ).all()
-    assert history == [("name", "", "Jane Doe")]
+    assert history == [("name", "", "Samuel Lee"), ("name", "", "Jane Doe")]  # Sam's: a person's
     assert b"Jane Private" not in everything_stored(running)
+
+
+def test_a_name_a_person_cleared_through_the_api_stays_empty_whatever_mail_says(
+    running: Running,
+) -> None:
+    """A wrong or private name a correspondent's mail client shows, cleared by a person, is
+    not filled again by the next kept mail naming the contact: whether mail named them after
+    a bare address (Jane) or when they were first seen (Sam)."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    bare = compose(to="jane@acme.example, Sam Lee <sam@acme.example>", message_id="<c1@x>")
+    named = compose(to="Jane Doe <jane@acme.example>", message_id="<c2@x>")
+    again = compose(
+        to="Jane Doe <jane@acme.example>, Sam Lee <sam@acme.example>", message_id="<c3@x>"
+    )
+
+    for msg in (bare, named):
+        assert send(running.smtp_port, msg)[0] == 250
+    found = contacts(running)
+    jane, sam = found["jane@acme.example"], found["sam@acme.example"]
+    assert (jane.name, sam.name) == ("Jane Doe", "Sam Lee")
+    with running.client(token) as api:
+        for contact in (jane, sam):
+            assert api.patch(f"/api/v1/contacts/{contact.id}", json={"name": ""}).is_success
+    assert send(running.smtp_port, again)[0] == 250
+    with running.client(token) as api:
+        after = [api.get(f"/api/v1/contacts/{c.id}").json()["name"] for c in (jane, sam)]
+        history = api.get(f"/api/v1/contacts/{jane.id}/history").json()
+
+    assert after == ["", ""]
+    assert [(h["field"], h["old_value"], h["new_value"]) for h in history] == [
+        ("name", "Jane Doe", ""),  # the person's, newest first
+        ("name", "", "Jane Doe"),
+    ]
 
 
 def test_an_address_with_a_capital_beyond_ascii_is_one_contact_known_in_any_case(

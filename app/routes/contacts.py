@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, HTTPException, Query, status
 
 from app import crm, webhooks
 from app.access_schemas import ContactPatchIn
-from app.models import Contact
 from app.routes.deps import SessionDep, allow
 from app.routes.pagination import Cursor, Id, IdFilter, Limit, Time, decode_cursor, encode_cursor
 from app.schemas import CompanyOut, CompanyWithContactsOut, ContactOut, Page, Text
@@ -79,12 +78,11 @@ def get_company(session: SessionDep, _principal: Reader, company_id: Id) -> Comp
 def patch_contact(
     session: SessionDep, _writer: Writer, contact_id: Id, body: ContactPatchIn
 ) -> ContactOut:
-    """Correct a contact's name; nothing else about a contact is writable."""
-    contact = session.get(Contact, contact_id)
-    if contact is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
+    """Correct a contact's name, or clear it; mail never fills it again. Nothing else about a
+    contact is writable."""
     now = datetime.now(UTC)
-    contact.name, contact.updated_at = body.name, now
-    session.flush()
+    renamed = crm.rename_contact(session, contact_id, body.name, now)
+    if renamed is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "No such contact.")
     webhooks.emit(session, "contact.updated", {"contact_id": contact_id}, now)
-    return crm.contacts_by_id(session, [contact_id])[0]
+    return renamed
