@@ -29,6 +29,8 @@ from app.schemas import (
     ParticipantOut,
 )
 from app.security import Principal, Role
+from capture.parse import Address
+from capture.people import person
 
 MAX_COMPANY_CONTACTS = 100
 
@@ -240,20 +242,30 @@ def rename_contact(
 ) -> ContactOut | None:
     """A person's name for the contact ("" clears it), kept in its history with no message
     (no mail said it). Mail names only a contact whose name has no history (app/filing.py
-    `_name_contact`), so what a person left, an empty name too, stays. None: no such contact."""
+    `_name_contact`), so what a person left, an empty name too, stays. A name they replace
+    may be wrong or private: it goes from the first and last name (split from theirs, or
+    guessed from first.last@ as for a bare address) and from the history, which keeps that
+    the name changed and when. None: no such contact."""
     contact = session.get(Contact, contact_id)
     if contact is None:
         return None
+    session.execute(
+        sa.update(ContactChange)
+        .where(ContactChange.contact_id == contact_id, ContactChange.field == "name")
+        .values(old_value="", new_value="")
+    )
     session.add(
         ContactChange(
             contact_id=contact_id,
             field="name",
-            old_value=contact.name[:320],
             new_value=name[:320],
             observed_at=now,
             created_at=now,
         )
     )
+    found = person(Address(contact.address, name))
+    first, last = (found.first, found.last) if found else ("", "")
+    contact.first_name, contact.last_name = first[:100], last[:100]
     contact.name, contact.updated_at = name, now
     session.flush()
     return contacts_by_id(session, [contact_id])[0]

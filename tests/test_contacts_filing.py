@@ -198,9 +198,41 @@ def test_a_name_a_person_cleared_through_the_api_stays_empty_whatever_mail_says(
 
     assert after == ["", ""]
     assert [(h["field"], h["old_value"], h["new_value"]) for h in history] == [
-        ("name", "Jane Doe", ""),  # the person's, newest first
-        ("name", "", "Jane Doe"),
+        ("name", "", ""),  # the person's, newest first; the name they emptied is gone
+        ("name", "", ""),
     ]
+
+
+def test_a_name_a_person_emptied_or_replaced_shows_nowhere_about_the_contact(
+    running: Running,
+) -> None:
+    """Not in the first and last name (a guess from first.last@ stays, as for an address
+    first seen bare), nor in the history, whether mail named the contact
+    after a bare address (Jane) or when first seen (Sam)."""
+    alice = add_employee(running.runtime.sessions, "alice@example.com")
+    token = issue_token(running.runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    bare = compose(to="jane.doe@acme.example", message_id="<p1@x>")
+    named = compose(
+        to="Jane Secretname <jane.doe@acme.example>, Sam Secretname <sam@acme.example>",
+        message_id="<p2@x>",
+    )
+    for msg in (bare, named):
+        assert send(running.smtp_port, msg)[0] == 250
+    found = contacts(running)
+    jane, sam = found["jane.doe@acme.example"], found["sam@acme.example"]
+
+    with running.client(token) as api:
+        assert api.patch(f"/api/v1/contacts/{jane.id}", json={"name": ""}).is_success
+        assert api.patch(f"/api/v1/contacts/{sam.id}", json={"name": "Samuel Lee"}).is_success
+        shown = [api.get(f"/api/v1/contacts/{c.id}").json() for c in (jane, sam)]
+        histories = [api.get(f"/api/v1/contacts/{c.id}/history").text for c in (jane, sam)]
+
+    assert [(c["name"], c["first_name"], c["last_name"]) for c in shown] == [
+        ("", "Jane", "Doe"),
+        ("Samuel Lee", "Samuel", "Lee"),
+    ]
+    assert all("Secretname" not in history for history in histories)
+    assert all('"field":"name"' in history for history in histories)  # changed, and when
 
 
 def test_an_address_with_a_capital_beyond_ascii_is_one_contact_known_in_any_case(
