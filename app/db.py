@@ -302,13 +302,94 @@ def schema_behind(engine: sa.Engine) -> tuple[str | None, str] | None:
 
 
 def _revisions(engine: sa.Engine) -> tuple[str | None, str, frozenset[str]]:
-    """The database's revision, this release's newest, and every revision this release has."""
+    """The database's revision, this release's newest, and every revision this release has;
+    read once the database user is found to hold what the service needs (_require_grants)."""
     from alembic.runtime.migration import MigrationContext
 
     head, ours = _release_revisions()
     with _privilege_said(engine.url), engine.execution_options(writer=False).connect() as conn:
+        _require_grants(conn)
         current = MigrationContext.configure(conn).get_current_revision()
     return current, head, ours
+
+
+class MissingGrantsError(StartError):
+    """The database user may not use Mailroom's tables as the service does: which privileges
+    it lacks, on what, and the GRANT statements (README: running as a least-privilege role)."""
+
+
+# What the database user lacks on Mailroom's tables, where the search path finds them (a user
+# without USAGE on their schema finds none there: it would be told to migrate). Catalog reads
+# alone, which need no privilege. The service reads the revision, and writes every table.
+_GRANTS_MISSING = sa.text("""
+    WITH home AS (
+        SELECT n.oid, n.nspname
+        FROM unnest(CAST(:path AS text[])) WITH ORDINALITY AS p (name, place)
+        JOIN pg_namespace n ON n.nspname = p.name
+        WHERE EXISTS (
+            SELECT FROM pg_class c WHERE c.relnamespace = n.oid AND c.relname = 'alembic_version'
+        )
+        ORDER BY p.place LIMIT 1
+    ), ours AS (
+        SELECT c.oid, c.relname, home.nspname FROM home
+        JOIN pg_class c ON c.relnamespace = home.oid AND c.relname = ANY(CAST(:tables AS text[]))
+    )
+    SELECT 0, 'schema', nspname, nspname, 'USAGE', 0 FROM home
+    WHERE NOT has_schema_privilege(oid, 'USAGE')
+    UNION ALL
+    SELECT 1, 'table', nspname, relname, p.privilege, p.place
+    FROM ours CROSS JOIN unnest(CAST(:privileges AS text[])) WITH ORDINALITY AS p (privilege, place)
+    WHERE NOT has_table_privilege(ours.oid, p.privilege)
+        AND (relname <> 'alembic_version' OR p.privilege = 'SELECT')
+    UNION ALL
+    SELECT 2, 'sequence', nspname, s.relname, 'USAGE', 0
+    FROM ours JOIN pg_depend d ON d.refobjid = ours.oid AND d.deptype IN ('a', 'i')
+    JOIN pg_class s ON s.oid = d.objid  -- a sequence; or a TOAST table, which has no grants
+    WHERE CASE s.relkind WHEN 'S' THEN NOT has_sequence_privilege(s.oid, 'USAGE') END
+    ORDER BY 1, 4, 6
+""")
+_TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+_GRANTS = {
+    "schema": "GRANT USAGE ON SCHEMA {schema} TO {user}",
+    "table": "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {user}",
+    "sequence": "GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {user}",
+}
+MAX_NAMED = 4  # objects named in the error; a user granted nothing lacks some fifty
+
+
+def _require_grants(conn: sa.Connection) -> None:
+    """On PostgreSQL, fail naming what the database user lacks on Mailroom's tables (a role
+    that only reads and writes them, while another owns and migrates them): else a start
+    failed on the first table it could not use, as a fault report or as a schema to migrate,
+    or it started and answered mail 451 while it could not write one."""
+    if conn.dialect.name != "postgresql":
+        return
+    from app.models import Base  # the tables: loaded by every command that gets here
+
+    user, path = conn.execute(sa.text("SELECT current_user, current_setting('search_path')")).one()
+    searched = [part.strip().strip('"') for part in path.split(",")]
+    params = {
+        "path": [user if part == "$user" else part for part in searched],
+        "tables": ["alembic_version", *Base.metadata.tables],
+        "privileges": list(_TABLE_PRIVILEGES),
+    }
+    rows = conn.execute(_GRANTS_MISSING, params).all()
+    if not rows:
+        return
+    missing: dict[tuple[str, str], list[str]] = {}
+    for _order, kind, _schema, name, privilege, _place in rows:
+        missing.setdefault((kind, name), []).append(privilege)
+    schema = rows[0][2]
+    lacks = [f"{', '.join(p)} on {kind} {name}" for (kind, name), p in missing.items()]
+    more = f" and {len(lacks) - MAX_NAMED} more" if len(lacks) > MAX_NAMED else ""
+    quote = conn.dialect.identifier_preparer.quote
+    words = {"schema": quote(schema), "user": quote(user)}
+    grants = [_GRANTS[kind].format(**words) for kind in dict.fromkeys(k for k, _ in missing)]
+    raise MissingGrantsError(
+        f"the database user {user} lacks privileges Mailroom needs on its tables in "
+        f"{_masked(conn.engine.url)}: {'; '.join(lacks[:MAX_NAMED])}{more}. Their owner grants "
+        f"them: {'; '.join(grants)} (see Running as a least-privilege role in the README)"
+    )
 
 
 @cache

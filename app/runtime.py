@@ -63,8 +63,13 @@ def build_runtime(settings: Settings, *, publish: bool = True) -> Runtime:
 
 
 def _require_schema(db: sa.Engine) -> None:
-    """A schema older than this release's stops the start: every message would get 451."""
-    behind = schema_behind(db)
+    """A schema older than this release's stops the start, as does a database user lacking
+    a privilege the service needs on it (app.db): every message would get 451."""
+    try:
+        behind = schema_behind(db)
+    except StartError:
+        db.dispose()
+        raise
     if behind is not None:
         db.dispose()
         current, head = behind
