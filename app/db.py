@@ -275,8 +275,9 @@ def migrate(url: str) -> str | None:
 @contextmanager
 def _privilege_said(url: sa.URL) -> Iterator[None]:
     """A database user refused a privilege Mailroom needs on its tables (PostgreSQL 15 on
-    lets only the database's owner create tables in schema public) is told what to do: by
-    SQLSTATE, never the error's text, which names what the statement touched."""
+    lets only the database's owner create tables in schema public; only a table's owner alters
+    it) is told what to do: by SQLSTATE, never the error's text, which names what the
+    statement touched."""
     try:
         yield
     except sa.exc.DBAPIError as error:
@@ -286,7 +287,9 @@ def _privilege_said(url: sa.URL) -> Iterator[None]:
         raise StartError(
             f"the database user {user} was refused a privilege on Mailroom's tables in "
             f"{_masked(url)} (permission denied): Mailroom's user should own the database and "
-            f"its tables, e.g. ALTER DATABASE {url.database} OWNER TO {user}"
+            f"its tables, e.g. ALTER DATABASE {url.database} OWNER TO {user}; or, for a user "
+            "that only reads and writes them, their owner migrates (`mailroom migrate`) and "
+            "this one starts with MAILROOM_AUTO_MIGRATE=false"
         ) from None
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 
 from app import ledger
-from app.db import MissingGrantsError, migrate, transaction
+from app.db import MissingGrantsError, alembic_config, migrate, transaction
 from app.models import Message
 from app.retention import purge_once
 from app.runtime import build_runtime
-from app.settings import Settings
+from app.settings import Settings, StartError
 from tests.conftest import ROOT, add_employee, run_service
 from tests.mail import compose, send
 
@@ -170,3 +171,22 @@ def test_a_service_role_missing_a_grant_is_told_which_and_how_to_grant_it(
             f"{url}: {lacks}. Their owner grants them: {grant} (see Running as a "
             "least-privilege role in the README)"
         )
+
+
+def test_a_service_role_migrating_at_start_is_told_to_let_the_owner_migrate(
+    granted: Settings,
+) -> None:
+    """MAILROOM_AUTO_MIGRATE left on (the default) for a role that only reads and writes: at
+    the next upgrade the start was told to make that role the database's owner, undoing the
+    least privilege its operator chose, and not the other way out."""
+    owner = sa.make_url(granted.database_url).set(username=OWNER)
+    command.downgrade(alembic_config(owner.render_as_string()), "-1")  # a release behind
+
+    with pytest.raises(StartError) as refused:
+        build_runtime(granted.model_copy(update={"auto_migrate": True}))
+
+    assert str(refused.value).endswith(
+        f"e.g. ALTER DATABASE {owner.database} OWNER TO {SERVICE}; or, for a user that only "
+        "reads and writes them, their owner migrates (`mailroom migrate`) and this one starts "
+        "with MAILROOM_AUTO_MIGRATE=false"
+    ), refused.value
