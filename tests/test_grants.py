@@ -22,7 +22,9 @@ from app.retention import purge_once
 from app.runtime import build_runtime
 from app.settings import Settings, StartError
 from tests.conftest import ROOT, add_employee, run_service
+from tests.dovecot import Dovecot
 from tests.mail import compose, send
+from tests.test_imap import ALICE, business, new_mailbox, sync
 
 OWNER, SERVICE = "mailroom_owner", "mailroom_service"
 
@@ -124,6 +126,19 @@ def test_a_service_role_with_the_readmes_grants_files_mail_and_runs_its_jobs(
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO later_feature (note) VALUES ('written')"))
     engine.dispose()
+
+
+def test_a_service_role_with_the_readmes_grants_syncs_a_mailbox(
+    granted: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    runtime = build_runtime(granted)
+    try:
+        add_employee(runtime.sessions, ALICE)
+        dovecot.append(imap_user, "INBOX", [business(1)])
+        done = sync(runtime, new_mailbox(runtime, dovecot, imap_user, ["INBOX"]))
+    finally:
+        runtime.close()
+    assert done.stats.outcomes == {"capture": 1}
 
 
 @pytest.mark.parametrize(
