@@ -20,7 +20,7 @@ from app.db import MissingGrantsError, alembic_config, migrate, transaction
 from app.models import Message
 from app.retention import purge_once
 from app.runtime import build_runtime
-from app.settings import Settings
+from app.settings import Settings, StartError
 from tests.conftest import ROOT, add_employee, run_service
 from tests.dovecot import Dovecot
 from tests.mail import compose, send
@@ -206,3 +206,25 @@ def test_a_service_role_migrating_at_start_is_told_to_let_the_owner_migrate(
         "reads and writes them, their owner migrates (`mailroom migrate`) and this one starts "
         "with MAILROOM_AUTO_MIGRATE=false\n"
     ), done.stderr
+
+
+def test_a_migration_refused_in_process_leaves_no_connection_open(
+    granted: Settings, cluster: sa.URL
+) -> None:
+    """The migration environment closed its engine only after a migration that succeeded: a
+    caller that goes on after a refused one (a test, an embedding process) kept a connection
+    to the database, and a ResourceWarning for it, until its garbage was collected."""
+    owner = sa.make_url(granted.database_url).set(username=OWNER)
+    command.downgrade(alembic_config(owner.render_as_string()), "-1")  # a release behind
+
+    with pytest.raises(StartError):
+        migrate(granted.database_url)  # as the service role, which may not alter the tables
+
+    admin = sa.create_engine(cluster)
+    with admin.connect() as conn:
+        left = conn.scalar(
+            sa.text("SELECT count(*) FROM pg_stat_activity WHERE usename = :user"),
+            {"user": SERVICE},
+        )
+    admin.dispose()
+    assert left == 0
