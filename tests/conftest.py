@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import tempfile
 import threading
 import uuid
 from collections.abc import Iterator
@@ -235,3 +237,22 @@ def tokens(running: Running) -> dict[str, str]:
         "compliance": issue_token(sessions, Role.COMPLIANCE),
         "admin": issue_token(sessions, Role.ADMIN),
     }
+
+
+@contextmanager
+def own_cluster() -> Iterator[sa.URL]:
+    """A throwaway PostgreSQL cluster for one test module's roles and settings, whatever
+    database the suite runs on (scripts/pg-cluster): its superuser's URL. Skips the test
+    where PostgreSQL's server binaries are not installed."""
+    if not list(Path("/usr/lib/postgresql").glob("*/bin")):
+        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
+    script = ROOT / "scripts" / "pg-cluster"
+    folder = tempfile.mkdtemp(prefix="pg.")  # not pytest's tmp_path: postgres may not enter it
+    try:
+        started = subprocess.run(
+            [script, "start", folder], capture_output=True, text=True, check=True, timeout=120
+        )
+        yield sa.make_url(started.stdout.strip())
+    finally:
+        subprocess.run([script, "stop", folder], check=False, timeout=120)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -6,12 +6,10 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from datetime import timedelta
@@ -28,7 +26,7 @@ from app.runtime import active_version, build_runtime, publish_policy
 from app.settings import BUNDLED_POLICY, Settings
 from capture.submitters import authenticate_app_password
 from policies.loader import load_policy
-from tests.conftest import TEST_SECRET, add_employee, run_service, server_url
+from tests.conftest import TEST_SECRET, add_employee, own_cluster, run_service, server_url
 from tests.mail import compose, send
 
 
@@ -562,15 +560,7 @@ def password_cluster() -> Iterator[sa.URL]:
     """A throwaway PostgreSQL cluster whose role `app`, the database's owner, signs in with the
     password `right-pw`, as does `guest`, who owns nothing (scripts/pg-cluster trusts every
     local sign-in; this one asks them for their passwords)."""
-    if not list(Path("/usr/lib/postgresql").glob("*/bin")):
-        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    script = Path(__file__).resolve().parent.parent / "scripts" / "pg-cluster"
-    folder = tempfile.mkdtemp(prefix="pg.")  # not pytest's tmp_path: postgres may not enter it
-    try:
-        started = subprocess.run(
-            [script, "start", folder], capture_output=True, text=True, check=True, timeout=120
-        )
-        owner = sa.make_url(started.stdout.strip())
+    with own_cluster() as owner:
         admin = sa.create_engine(owner, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text("CREATE ROLE app LOGIN PASSWORD 'right-pw'"))
@@ -589,9 +579,6 @@ def password_cluster() -> Iterator[sa.URL]:
         app = owner.set(username="app", password="right-pw")
         _wait_for_passwords(app.set(password="not-it"))
         yield app
-    finally:
-        subprocess.run([script, "stop", folder], check=False, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _wait_for_passwords(wrong: sa.URL) -> None:

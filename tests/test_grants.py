@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +17,7 @@ from app.models import Message
 from app.retention import purge_once
 from app.runtime import build_runtime
 from app.settings import Settings, StartError
-from tests.conftest import ROOT, add_employee, run_service
+from tests.conftest import ROOT, add_employee, own_cluster, run_service
 from tests.dovecot import Dovecot
 from tests.mail import compose, send
 from tests.test_cli import mailroom_with
@@ -43,24 +39,13 @@ def _readme_grants() -> list[str]:
 def cluster() -> Iterator[sa.URL]:
     """A throwaway PostgreSQL cluster with the roles `mailroom_owner` and `mailroom_service`
     (its superuser's URL)."""
-    if not list(Path("/usr/lib/postgresql").glob("*/bin")):
-        pytest.skip("no PostgreSQL server binaries under /usr/lib/postgresql")
-    script = ROOT / "scripts" / "pg-cluster"
-    folder = tempfile.mkdtemp(prefix="pg.")  # not pytest's tmp_path: postgres may not enter it
-    try:
-        started = subprocess.run(
-            [script, "start", folder], capture_output=True, text=True, check=True, timeout=120
-        )
-        superuser = sa.make_url(started.stdout.strip())
+    with own_cluster() as superuser:
         admin = sa.create_engine(superuser, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(sa.text(f"CREATE ROLE {OWNER} LOGIN"))
             conn.execute(sa.text(f"CREATE ROLE {SERVICE} LOGIN"))
         admin.dispose()
         yield superuser
-    finally:
-        subprocess.run([script, "stop", folder], check=False, timeout=120)
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
