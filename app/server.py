@@ -218,7 +218,12 @@ class Service:
         """The API, or (for a process without the API role) only the operations endpoints."""
         settings = self.runtime.settings
         with listening("HTTP", settings.api_host, settings.api_port):
-            sock = socket.create_server((settings.api_host, settings.api_port))
+            bound = socket.create_server((settings.api_host, settings.api_port))
+        # create_server leaves the socket's protocol 0, and asyncio turns Nagle's algorithm off
+        # only on connections whose socket says TCP: each answer after the first on a
+        # kept-alive connection waited 40 ms for the client's delayed ACK. Read from its
+        # descriptor, the socket names its protocol.
+        sock = socket.socket(fileno=bound.detach())
         self.api_port = sock.getsockname()[1]
         app = create_app(self.runtime) if api else create_operations_app(self.runtime)
         app.state.listeners = self.listeners_bound

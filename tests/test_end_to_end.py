@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import smtplib
+import socket
 from email import policy
 from email.message import EmailMessage
 
@@ -271,6 +272,21 @@ def test_api_without_a_token_answers_401_problem_json(running: Running) -> None:
 def test_api_with_an_unknown_token_answers_401(running: Running) -> None:
     with running.client("mr_not-a-real-token") as api:
         assert api.get("/api/v1/contacts").status_code == 401
+
+
+def test_the_api_answers_a_kept_alive_connection_without_waiting_for_a_delayed_ack(
+    running: Running,
+) -> None:
+    """socket.create_server leaves the listening socket's protocol 0, and asyncio turns Nagle's
+    algorithm off only on connections whose socket says TCP: every answer after the first on a
+    kept-alive connection waited 40 ms for the client's delayed ACK."""
+    assert running.service.api_server is not None
+    with running.client(None) as api:
+        assert api.get("/healthz").status_code == 200
+        connections = running.service.api_server.server_state.connections
+        sockets = [c.transport.get_extra_info("socket") for c in connections]
+        assert sockets
+        assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
 
 
 def test_messages_page_through_with_a_cursor(running: Running, alice: tuple[int, str]) -> None:
