@@ -174,7 +174,8 @@ class Running:
 
     def client(self, token: str | None) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.api_url, headers=headers, timeout=10)
+        # The API is plain HTTP on loopback: no CA bundle to load (30 ms a client, each time)
+        return httpx.Client(base_url=self.api_url, headers=headers, timeout=10, verify=False)
 
 
 @pytest.fixture
