@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -155,13 +156,22 @@ class _CheckedBackend(httpcore.SyncBackend):
         raise failed
 
 
+@cache
+def _tls() -> ssl.SSLContext:
+    """The client side of TLS, with the certificate store read (some 50 ms, on the event
+    loop of a process that starts): once a process, shared by its clients, as a context may
+    be."""
+    return httpx.create_ssl_context(trust_env=False)
+
+
 def client(allowed: Sequence[Network] = ()) -> httpx.Client:
     """An HTTP client that reaches only public addresses and the `allowed` networks, checked
     as it connects (TLS still verifies the name the URL gives), and within the `deadline` of
     each request made under one. Never follows redirects."""
-    transport = httpx.HTTPTransport(trust_env=False)
+    tls = _tls()
+    transport = httpx.HTTPTransport(verify=tls, trust_env=False)
     transport._pool = httpcore.ConnectionPool(  # httpx takes no network backend of its own
-        ssl_context=httpx.create_ssl_context(trust_env=False),
+        ssl_context=tls,
         max_keepalive_connections=20,
         keepalive_expiry=5.0,  # httpx's defaults
         network_backend=_CheckedBackend(allowed),
