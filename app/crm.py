@@ -246,6 +246,8 @@ def rename_contact(
     may be wrong or private: it goes from the first and last name (split from theirs, or
     guessed from first.last@ as for a bare address) and from the history, which keeps that
     the name changed and when. None: no such contact."""
+    from app.freshness import change  # app.freshness imports this module (via webhooks)
+
     contact = session.get(Contact, contact_id)
     if contact is None:
         return None
@@ -254,15 +256,7 @@ def rename_contact(
         .where(ContactChange.contact_id == contact_id, ContactChange.field == "name")
         .values(old_value="", new_value="")
     )
-    session.add(
-        ContactChange(
-            contact_id=contact_id,
-            field="name",
-            new_value=name[:320],
-            observed_at=now,
-            created_at=now,
-        )
-    )
+    change(session.connection(), contact_id, "name", "", name, message=None, observed=now, now=now)
     found = person(Address(contact.address, name))
     first, last = (found.first, found.last) if found else ("", "")
     contact.first_name, contact.last_name = first[:100], last[:100]
