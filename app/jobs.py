@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import KW_ONLY, dataclass
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
 from app.metrics import Metrics
 
 log = logging.getLogger("mailroom.jobs")
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 class Run(StrEnum):
@@ -82,9 +85,24 @@ async def run_forever(db: sa.Engine, job: Job, metrics: Metrics) -> None:
     """Run the job now and then every `job.every` seconds until cancelled."""
     while True:
         try:
-            result = await asyncio.to_thread(run_once, db, job)
+            result = await to_thread_to_the_end(run_once, db, job)
         except Exception as error:  # the database is away: try again at the next tick
             log.error("job %s could not run (%s)", job.name, type(error).__name__)
             result = Run.FAILED
         metrics.job_runs.labels(job.name, result.value).inc()
         await asyncio.sleep(job.every)
+
+
+async def to_thread_to_the_end(func: Callable[_P, _T], *args: _P.args, **kwargs: _P.kwargs) -> _T:
+    """`asyncio.to_thread`, except that a caller cancelled meanwhile still waits for `func` to
+    return before it ends. A thread cannot be cancelled: after a stop that did not wait, a run
+    in hand went on using the database engine the stop then closed (a connection left open, or
+    an error in that run)."""
+    running = asyncio.ensure_future(asyncio.to_thread(func, *args, **kwargs))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        if not running.cancelled():
+            running.exception()  # the caller was cancelled: its run's error is not its to raise
+        raise

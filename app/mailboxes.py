@@ -18,7 +18,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.jobs import exclusively
+from app.jobs import exclusively, to_thread_to_the_end
 from app.mailbox_schemas import FolderOut, MailboxOut
 from app.metrics import Metrics
 from app.models import Employee, Mailbox, MailboxFolder
@@ -365,7 +365,7 @@ class MailboxRunner:
         try:
             while True:
                 try:
-                    enabled = await asyncio.to_thread(self._enabled)
+                    enabled = await to_thread_to_the_end(self._enabled)
                 except Exception as error:  # its type only: a database error quotes values
                     log.warning("mailboxes not reloaded (%s)", type(error).__name__)
                 else:

@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import connected_engine, migrate, schema_behind, session_factory, transaction
+from app.jobs import to_thread_to_the_end
 from app.metrics import Metrics
 from app.models import PolicyVersion
 from app.prepared import Prepared
@@ -203,7 +204,7 @@ async def follow_policy_forever(runtime: Runtime, every: float = POLICY_FOLLOW_S
     while True:
         await asyncio.sleep(every)
         try:
-            await asyncio.to_thread(follow_policy, runtime.read_sessions, runtime.pipeline)
+            await to_thread_to_the_end(follow_policy, runtime.read_sessions, runtime.pipeline)
         except Exception as error:  # the database is away: try again at the next tick
             log.error("could not read the policy in force (%s)", type(error).__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
@@ -12,7 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.db import make_engine
-from app.jobs import Job, Run, lock_key, run_once
+from app.jobs import Job, Run, lock_key, run_forever, run_once
+from app.metrics import Metrics
 from tests.conftest import server_url
 
 on_postgres = pytest.mark.skipif(
@@ -35,6 +37,31 @@ def test_on_sqlite_a_job_simply_runs(database_url: str) -> None:
     engine = make_engine(database_url)
     assert run_once(engine, Job("test-job", every=60, work=lambda: 1)) is Run.RAN
     engine.dispose()
+
+
+def test_a_cancelled_job_ends_only_after_the_run_in_hand(engines: list[sa.Engine]) -> None:
+    """A service's stop cancels its jobs, then closes the database: a run still going on in
+    its thread would use the closed engine (a connection left open, or the run failing)."""
+    engine = engines[0]
+    entered = threading.Event()
+    finished: list[int] = []
+
+    def work() -> int:
+        entered.set()
+        time.sleep(0.2)  # the stop comes now
+        with engine.connect() as conn:
+            finished.append(conn.scalar(sa.select(sa.literal(1))) or 0)
+        return 0
+
+    async def cancel_mid_run() -> list[int]:
+        job = asyncio.create_task(run_forever(engine, Job("slow", every=60, work=work), Metrics()))
+        assert await asyncio.to_thread(entered.wait, 30)
+        job.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await job
+        return list(finished)  # what the run had done when the cancelled job ended
+
+    assert asyncio.run(cancel_mid_run()) == [1]
 
 
 @on_postgres
