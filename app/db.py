@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import string
 from collections.abc import Iterator
@@ -360,6 +361,13 @@ _GRANTS = {
 MAX_NAMED = 4  # objects named in the error; a user granted nothing lacks some fifty
 
 
+def search_path(setting: str) -> list[str]:
+    """The schema names of a search_path setting, in order. PostgreSQL gives it back with
+    unquoted names folded and the others in double quotes (a quote doubled inside), which
+    may hold commas: `"Sales, EU", public`."""
+    return next(csv.reader([setting], skipinitialspace=True), [])
+
+
 def _require_grants(conn: sa.Connection) -> None:
     """On PostgreSQL, fail naming what the database user lacks on Mailroom's tables (a role
     that only reads and writes them, while another owns and migrates them): else a start
@@ -370,9 +378,8 @@ def _require_grants(conn: sa.Connection) -> None:
     from app.models import Base  # the tables: loaded by every command that gets here
 
     user, path = conn.execute(sa.text("SELECT current_user, current_setting('search_path')")).one()
-    searched = [part.strip().strip('"') for part in path.split(",")]
     params = {
-        "path": [user if part == "$user" else part for part in searched],
+        "path": [user if name == "$user" else name for name in search_path(path)],
         "tables": ["alembic_version", *Base.metadata.tables],
         "privileges": list(_TABLE_PRIVILEGES),
     }

@@ -213,3 +213,32 @@ def test_a_migration_refused_in_process_leaves_no_connection_open(
         )
     admin.dispose()
     assert left == 0
+
+
+def test_tables_in_a_schema_whose_name_holds_a_comma_are_checked_there(
+    cluster: sa.URL, settings: Settings
+) -> None:
+    """The search path was read as names between commas: a quoted schema name holding one
+    was looked for in pieces, the tables not found, and the service told to migrate them."""
+    database = f"grants_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(cluster, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE {database} OWNER {OWNER}"))
+        conn.execute(sa.text(f'ALTER DATABASE {database} SET search_path TO "Sales, EU"'))
+    owner = cluster.set(username=OWNER, database=database)
+    try:
+        _as_owner(owner, 'CREATE SCHEMA "Sales, EU"')
+        migrate(owner.render_as_string())  # its tables go to the first schema of the path
+        service = owner.set(username=SERVICE).render_as_string()
+        with pytest.raises(MissingGrantsError) as refused:
+            build_runtime(settings.model_copy(update={"database_url": service}))
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE {database} WITH (FORCE)"))
+        admin.dispose()
+
+    assert str(refused.value).startswith(
+        f"the database user {SERVICE} lacks privileges Mailroom needs on its tables in "
+        f"{owner.set(username=SERVICE)}: USAGE on schema Sales, EU;"
+    ), str(refused.value)
+    assert f'GRANT USAGE ON SCHEMA "Sales, EU" TO {SERVICE};' in str(refused.value)
