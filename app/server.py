@@ -33,11 +33,44 @@ log = logging.getLogger("mailroom.server")
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the Service owns SIGINT/SIGTERM."""
+    """uvicorn without its own signal handling (the Service owns SIGINT/SIGTERM), and which
+    stops as soon as its requests in hand are answered: uvicorn's own stop polls and pauses,
+    0.2 s a stop."""
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._exit = asyncio.Event()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    def exit(self) -> None:
+        self.should_exit = True
+        self._exit.set()
+
+    async def main_loop(self) -> None:
+        counter = 0  # as uvicorn's: a tick every 0.1 s keeps the Date header current
+        while not await self.on_tick(counter):
+            counter = (counter + 1) % 864000
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exit.wait(), 0.1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Accept nothing more, close idle connections, and wait for the answers in hand
+        (their work in threads included: the database closes after this)."""
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # an idle one closes now; a busy one after its answer
+        while self.server_state.tasks:  # requests in hand: their answers, then the database
+            await asyncio.wait(list(self.server_state.tasks))
+        while self.server_state.connections:  # noqa: ASYNC110 (answers still being sent)
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -250,7 +283,7 @@ class Service:
             if server is not None:
                 server.close()
         if self.api_server is not None and self.api_task is not None:
-            self.api_server.should_exit = True
+            self.api_server.exit()
             await self.api_task
         # Messages already handed to the pipeline finish committing before we exit.
         if self.writer is not None:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import smtplib
 import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
 from email import policy
 from email.message import EmailMessage
 
 import pytest
 import sqlalchemy as sa
 
+from app.db import make_engine
 from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
@@ -287,6 +291,40 @@ def test_the_api_answers_a_kept_alive_connection_without_waiting_for_a_delayed_a
         sockets = [c.transport.get_extra_info("socket") for c in connections]
         assert sockets
         assert all(s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) for s in sockets)
+
+
+def test_a_stop_answers_the_api_request_in_hand_before_it_closes_the_database(
+    settings: Settings,
+) -> None:
+    """A stop waits for the request in hand (its work in a thread, held up by the database)
+    and closes the database only after the answer."""
+    blocker = make_engine(settings.resolved_database_url)
+    # No job runs while the database is held (a stop waits for those too), once each has run.
+    quiet = settings.model_copy(update={"webhook_interval": 3600})
+    with run_service(quiet) as running, ThreadPoolExecutor(1) as pool, blocker.connect() as db:
+        admin = issue_token(running.runtime.sessions, Role.ADMIN)
+        registry = running.runtime.metrics.registry
+        for job in ("retention-purge", "webhook-delivery"):
+            labels = {"job": job, "result": "ran"}
+            while not registry.get_sample_value("mailroom_job_runs_total", labels):
+                time.sleep(0.005)
+        api_server = running.service.api_server
+        assert api_server is not None
+        held = db.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
+        if blocker.dialect.name == "postgresql":
+            db.execute(sa.text("LOCK TABLE employees IN ACCESS EXCLUSIVE MODE"))
+        with running.client(admin) as api:
+            answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
+            while not api_server.server_state.tasks:
+                time.sleep(0.005)
+            stopping = asyncio.run_coroutine_threadsafe(running.service.stop(), running.loop)
+            time.sleep(0.2)
+            still_stopping = not stopping.done()
+            held.commit()
+            assert answer.result(timeout=30).status_code == 201
+        stopping.result(timeout=30)
+    blocker.dispose()
+    assert still_stopping
 
 
 def test_messages_page_through_with_a_cursor(running: Running, alice: tuple[int, str]) -> None:
