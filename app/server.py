@@ -65,12 +65,24 @@ class _Uvicorn(uvicorn.Server):
             sock.close()
         for connection in list(self.server_state.connections):
             connection.shutdown()  # an idle one closes now; a busy one after its answer
+        try:
+            await asyncio.wait_for(self._answered(), self.config.timeout_graceful_shutdown)
+        except TimeoutError:  # a client that never sends the rest of its request, say
+            log.warning(
+                "stopping: %d API requests still unanswered after %d s are cancelled",
+                len(self.server_state.tasks),
+                self.config.timeout_graceful_shutdown,
+            )
+            for task in self.server_state.tasks:
+                task.cancel()
+        for server in self.servers:
+            await server.wait_closed()
+
+    async def _answered(self) -> None:
         while self.server_state.tasks:  # requests in hand: their answers, then the database
             await asyncio.wait(list(self.server_state.tasks))
         while self.server_state.connections:  # noqa: ASYNC110 (answers still being sent)
             await asyncio.sleep(0.005)
-        for server in self.servers:
-            await server.wait_closed()
 
 
 def tls_context(settings: Settings) -> ssl.SSLContext | None:
@@ -112,6 +124,7 @@ class ProcessRole(StrEnum):
 
 
 SWITCH_INTERVAL = 0.0005  # seconds; see Service._start_smtp
+STOP_GRACE_SECONDS = 5  # how long a stop waits for API requests in hand (docker stop: 10 s)
 DEFAULT_ROLES = frozenset(ProcessRole)  # one process does everything unless told otherwise
 
 
@@ -261,7 +274,12 @@ class Service:
         app = create_app(self.runtime) if api else create_operations_app(self.runtime)
         app.state.listeners = self.listeners_bound
         config = uvicorn.Config(  # log_config=None: uvicorn logs through our handlers
-            app, log_level="warning", access_log=False, lifespan="off", log_config=None
+            app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            log_config=None,
+            timeout_graceful_shutdown=STOP_GRACE_SECONDS,
         )
         self.api_server = _Uvicorn(config)
         self.api_task = asyncio.create_task(self.api_server.serve(sockets=[sock]))

@@ -14,6 +14,7 @@ from email.message import EmailMessage
 import pytest
 import sqlalchemy as sa
 
+from app import server
 from app.db import make_engine
 from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
@@ -325,6 +326,28 @@ def test_a_stop_answers_the_api_request_in_hand_before_it_closes_the_database(
         stopping.result(timeout=30)
     blocker.dispose()
     assert still_stopping
+
+
+def test_a_stop_waits_for_a_request_that_never_ends_only_so_long(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client that sends a request's headers and never its body held every stop (uvicorn
+    waits for requests in hand without a limit): the process ran until killed."""
+    monkeypatch.setattr(server, "STOP_GRACE_SECONDS", 0.2)
+    with (
+        run_service(settings) as running,
+        socket.create_connection(("127.0.0.1", running.service.api_port)) as stalled,
+    ):
+        stalled.sendall(
+            b"POST /api/v1/employees HTTP/1.1\r\nHost: mailroom\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+        )
+        api_server = running.service.api_server
+        assert api_server is not None
+        while not api_server.server_state.tasks:
+            time.sleep(0.005)
+        stopping = asyncio.run_coroutine_threadsafe(running.service.stop(), running.loop)
+        stopping.result(timeout=10)
 
 
 def test_messages_page_through_with_a_cursor(running: Running, alice: tuple[int, str]) -> None:
