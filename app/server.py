@@ -17,6 +17,7 @@ from functools import partial
 import uvicorn
 
 from app.api import create_app, create_operations_app
+from app.http_connections import limited_protocol
 from app.ingest import WriterProcess
 from app.jobs import Job, run_forever
 from app.mailboxes import mailbox_runner
@@ -280,6 +281,7 @@ class Service:
             lifespan="off",
             log_config=None,
             timeout_graceful_shutdown=STOP_GRACE_SECONDS,
+            http=limited_protocol(settings.api_request_timeout, settings.api_max_connections),
         )
         self.api_server = _Uvicorn(config)
         self.api_task = asyncio.create_task(self.api_server.serve(sockets=[sock]))

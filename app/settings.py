@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     spamd_port: int = Field(default=783, ge=1, le=65535)
     auto_migrate: bool = True
     api_rate_per_minute: int = Field(default=600, gt=0)
+    api_max_connections: int = Field(default=256, gt=0)
+    api_request_timeout: float = Field(default=60.0, gt=0)
     webhook_interval: float = Field(default=2.0, gt=0)
     # Webhooks go to public addresses only, and to these networks (for internal receivers).
     webhook_allow_networks: Annotated[list[IPvAnyNetwork], NoDecode] = []

@@ -4,11 +4,18 @@ control characters (PostgreSQL cannot store NUL)."""
 from __future__ import annotations
 
 import base64
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import sqlalchemy as sa
 
+from app.db import make_engine
 from app.security import Role
-from tests.conftest import Running, add_employee
+from app.settings import Settings
+from tests.conftest import Running, add_employee, issue_token, run_service
 from tests.mail import compose, send
 from tests.web import csrf_of, sign_in
 
@@ -200,3 +207,94 @@ def test_the_routes_that_read_larger_bodies_still_take_them(
     assert explained.status_code == 200, explained.text[:300]
     assert published.status_code == 200, published.text[:300]
     assert simulated.status_code == 200 and "would change" in simulated.text
+
+
+@pytest.fixture
+def hurried(settings: Settings) -> Iterator[Running]:
+    """The service, whose API gives a client 0.5 s to send a request, and holds 3 connections."""
+    limits = {"api_request_timeout": 0.5, "api_max_connections": 3}
+    with run_service(settings.model_copy(update=limits)) as running:
+        yield running
+
+
+def _answer(connection: socket.socket) -> bytes:
+    """One whole answer, read from the socket (b"" if it was closed first)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = connection.recv(4096)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    fields = dict(line.lower().split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    while len(body) < int(fields[b"content-length"]):
+        body += connection.recv(4096)
+    return head + b"\r\n\r\n" + body
+
+
+def _api_socket(running: Running) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", running.service.api_port))
+    connection.settimeout(10)
+    return connection
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        b"",
+        b"GET /healthz HTTP/1.1\r\nHost: mailroom\r\n",
+        b"POST /api/v1/employees HTTP/1.1\r\nHost: mailroom\r\nContent-Length: 40\r\n\r\n{",
+    ],
+    ids=["nothing", "part-of-the-headers", "part-of-the-body"],
+)
+def test_a_connection_that_sends_no_whole_request_in_time_is_closed(
+    hurried: Running, sent: bytes
+) -> None:
+    """Such a connection stayed open for good: a few thousand took the process's file
+    descriptors, which the SMTP listener needs too."""
+    with _api_socket(hurried) as stalled:
+        stalled.sendall(sent)
+        assert stalled.recv(100) == b""  # closed, without an answer
+    with hurried.client(None) as api:
+        assert api.get("/healthz").status_code == 200
+
+
+def test_each_request_on_a_kept_alive_connection_has_the_time_anew(hurried: Running) -> None:
+    """Four requests 0.2 s apart: the connection outlives its first 0.5 s, idle at that
+    moment."""
+    with _api_socket(hurried) as kept:
+        for _ in range(4):
+            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: mailroom\r\n\r\n")
+            assert _answer(kept).startswith(b"HTTP/1.1 200 OK\r\n")
+            time.sleep(0.2)
+
+
+def test_connections_over_the_limit_are_answered_503_and_closed(hurried: Running) -> None:
+    held = [_api_socket(hurried) for _ in range(3)]
+    try:
+        with _api_socket(hurried) as fourth:
+            assert _answer(fourth).startswith(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After")
+            assert fourth.recv(100) == b""
+        held[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: mailroom\r\n\r\n")
+        assert _answer(held[0]).startswith(b"HTTP/1.1 200 OK\r\n")
+    finally:
+        for connection in held:
+            connection.close()
+
+
+def test_an_answer_that_takes_longer_than_the_request_timeout_is_still_given(
+    hurried: Running,
+) -> None:
+    """The time limit is the client's, to send its request: the answer may take longer (here
+    the database holds it up for twice that time)."""
+    admin = issue_token(hurried.runtime.sessions, Role.ADMIN)
+    blocker = make_engine(hurried.runtime.settings.resolved_database_url)
+    with ThreadPoolExecutor(1) as pool, blocker.connect() as db, hurried.client(admin) as api:
+        held = db.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
+        if blocker.dialect.name == "postgresql":
+            db.execute(sa.text("LOCK TABLE employees IN ACCESS EXCLUSIVE MODE"))
+        answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
+        time.sleep(1.0)
+        held.commit()
+        assert answer.result(timeout=30).status_code == 201
+    blocker.dispose()
