@@ -294,20 +294,21 @@ class Service:
         if self._stopped:  # a second stop (a signal during shutdown) has nothing to do
             return
         self._stopped = True
-        for job in self.jobs:
+        for job in self.jobs:  # each ends once its run in hand has (app.jobs): awaited below
             job.cancel()
-        await asyncio.gather(*self.jobs, return_exceptions=True)
-        if self.deliverer is not None:
-            self.deliverer.close()
         for server in (self.smtp_server, self.smtps_server):
             if server is not None:
                 server.close()
         if self.api_server is not None and self.api_task is not None:
             self.api_server.exit()
             await self.api_task
-        # Messages already handed to the pipeline finish committing before we exit.
+        # Messages already handed to the pipeline finish committing before we exit, whatever
+        # a job's run waits for meanwhile (a lock the writer holds, say).
         if self.writer is not None:
             await self.writer.aclose()
+        await asyncio.gather(*self.jobs, return_exceptions=True)
+        if self.deliverer is not None:
+            self.deliverer.close()
         self.runtime.close()
 
     async def run_until_signalled(self, *, on_started: Callable[[], None] | None = None) -> None:

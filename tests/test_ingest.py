@@ -182,8 +182,8 @@ def test_a_writer_process_killed_while_stopping_leaves_a_451_and_the_stop_comple
             stopping = asyncio.run_coroutine_threadsafe(served.service.stop(), served.loop)
             _until(lambda: _writer(served)._closing)
             os.kill(pid, signal.SIGKILL)
-            stopping.result(timeout=30)
-        code, reply = in_flight.result(timeout=30)
+            code, reply = in_flight.result(timeout=30)
+        stopping.result(timeout=30)  # once the lock is gone: the purge job's run waits for it
 
     assert (code, reply[:5]) == (451, b"4.3.0")
 
