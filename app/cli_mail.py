@@ -254,13 +254,7 @@ def mailboxes_sync(
     every mailbox up to date by itself."""
     from imapclient.exceptions import IMAPClientError
 
-    from app.mailboxes import (
-        MailboxGoneError,
-        describe_error,
-        load_config,
-        mailbox_lease,
-        record_error,
-    )
+    from app.mailboxes import MailboxGoneError, load_config, mailbox_lease, record_error
     from capture.imap import MailboxError
 
     runtime = _runtime()
@@ -279,9 +273,9 @@ def mailboxes_sync(
     except (OSError, IMAPClientError, MailboxError) as error:
         # The kind of error and the server's words (or this sync's own), as `mailboxes
         # list` shows them: they name no message, since nothing from a message goes into a
-        # command.
-        record_error(runtime.sessions, mailbox_id, error)
-        raise _fail(f"mailbox {mailbox_id}: {describe_error(error)}") from None
+        # command. A refused login pauses the mailbox, and this says so.
+        said = record_error(runtime.sessions, mailbox_id, error)
+        raise _fail(f"mailbox {mailbox_id}: {said}") from None
     finally:
         runtime.close()
     typer.echo(

@@ -15,7 +15,7 @@ from functools import partial
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
 from imapclient import IMAPClient
-from imapclient.exceptions import IMAPClientError
+from imapclient.exceptions import IMAPClientError, LoginError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.jobs import exclusively, to_thread_to_the_end
@@ -232,15 +232,30 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseException) -> None:
-    """What went wrong, as the API shows it (`describe_error`)."""
+PAUSED_FOR_LOGIN = (
+    "; paused: the server refused the login, and retries could lock the account. Correct "
+    "the password (remove the mailbox, add it again), or resume it once the account is fixed"
+)
+
+
+def login_refused(error: BaseException) -> bool:
+    """Whether the server refused the login itself: any refusal but one it says is
+    temporary (RFC 5530's [UNAVAILABLE]). Exchange says no more than "LOGIN failed"."""
+    return isinstance(error, LoginError) and "[UNAVAILABLE]" not in str(error).upper()
+
+
+def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseException) -> str:
+    """What went wrong, as the API shows it (`describe_error`); returned too. A refused login
+    also pauses the mailbox, and says so: each retry is one more failed login on the
+    employee's account, where a lockout policy counts them."""
     text = describe_error(error)
+    values: dict[str, object] = {"last_error": text, "last_error_at": datetime.now(UTC)}
+    if login_refused(error):
+        cut = text[: 500 - len(PAUSED_FOR_LOGIN)]
+        values.update(last_error=cut + PAUSED_FOR_LOGIN, enabled=False)
     with sessions() as session, session.begin():
-        session.execute(
-            sa.update(Mailbox)
-            .where(Mailbox.id == mailbox_id)
-            .values(last_error=text, last_error_at=datetime.now(UTC))
-        )
+        session.execute(sa.update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
+    return str(values["last_error"])
 
 
 def folder_sync(
@@ -415,6 +430,9 @@ class MailboxRunner:
                     await loop.run_in_executor(
                         thread, record_error, self.sessions, mailbox_id, error
                     )
+                    if login_refused(error):  # paused: resumed, it gets a task again
+                        log.warning("mailbox %d paused: the server refused its login", mailbox_id)
+                        return
                     await loop.run_in_executor(thread, stop.wait, backoff)
                     backoff = min(backoff * 2, MAX_BACKOFF)
 

@@ -22,7 +22,14 @@ import sqlalchemy as sa
 from app import mailboxes
 from app.db import transaction
 from app.logs import LogFormat, configure
-from app.mailboxes import add_mailbox, describe_error, load_config, named_sent, sync_once
+from app.mailboxes import (
+    PAUSED_FOR_LOGIN,
+    add_mailbox,
+    describe_error,
+    load_config,
+    named_sent,
+    sync_once,
+)
 from app.models import (
     Base,
     Contact,
@@ -521,6 +528,7 @@ def test_one_broken_mailbox_does_not_stop_the_others(
 
     error = _error(runtime, broken)
     assert error is not None and "wrong-password" not in error
+    assert error.startswith("LoginError: ") and error.endswith(PAUSED_FOR_LOGIN)
 
 
 def _synced(runtime: Runtime, mailbox_id: int) -> bool:
@@ -1282,9 +1290,9 @@ def test_a_sync_stopped_before_its_last_folder_is_no_complete_sync(
 def test_a_mailbox_that_synced_again_starts_its_backoff_afresh(
     runtime: Runtime, settings: Settings
 ) -> None:
-    """Three failed logins back the mailbox off to 8 s; then it syncs, and its connection
-    breaks: that new failure is retried after 1 s, not after 8 (nor, later, 5 minutes for
-    every blip of a mailbox that had a bad morning once)."""
+    """Three logins the server cannot take now back the mailbox off to 8 s; then it syncs,
+    and its connection breaks: that new failure is retried after 1 s, not after 8 (nor,
+    later, 5 minutes for every blip of a mailbox that had a bad morning once)."""
     add_employee(runtime.sessions, ALICE)
     server = socket.create_server(("127.0.0.1", 0))
     arrivals: list[float] = []
@@ -1297,7 +1305,7 @@ def test_a_mailbox_that_synced_again_starts_its_backoff_afresh(
                 tag, command, *rest = line.rstrip(b"\r\n").split(b" ")
                 verb = command.upper()
                 if verb == b"LOGIN" and number < 3:
-                    conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] not yet\r\n")
+                    conn.sendall(tag + b" NO [UNAVAILABLE] not yet\r\n")
                 elif verb in (b"SELECT", b"EXAMINE"):
                     conn.sendall(b"* 0 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n")
                     conn.sendall(tag + b" OK [READ-ONLY] done\r\n")
@@ -1331,6 +1339,66 @@ def test_a_mailbox_that_synced_again_starts_its_backoff_afresh(
     finally:
         server.close()
     assert arrivals[4] - broke[0] < 4
+
+
+@pytest.mark.parametrize(
+    ("refusal", "paused"),
+    [
+        (b"NO [AUTHENTICATIONFAILED] Invalid credentials", True),  # RFC 5530, Gmail
+        (b"NO LOGIN failed.", True),  # Exchange: no code at all
+        (b"NO [UNAVAILABLE] Try again later", False),  # the server says it is temporary
+    ],
+    ids=["authentication-failed", "no-code", "unavailable"],
+)
+def test_a_refused_login_pauses_the_mailbox_instead_of_retrying_it(
+    runtime: Runtime, settings: Settings, refusal: bytes, paused: bool
+) -> None:
+    """A wrong password was retried after 1, 2, 4... s and then every 5 minutes: ten failed
+    logins in nine minutes, where a lockout policy (Active Directory's, say) locks the
+    employee's account. A refusal now pauses the mailbox, and its last error says why."""
+    add_employee(runtime.sessions, ALICE)
+    server = socket.create_server(("127.0.0.1", 0))
+    logins: list[float] = []
+
+    def answer(conn: socket.socket) -> None:
+        with conn, conn.makefile("rb") as lines:
+            conn.sendall(b"* OK [CAPABILITY IMAP4rev1 IDLE] ready\r\n")
+            for line in lines:
+                tag, command, *_ = line.rstrip(b"\r\n").split(b" ")
+                if command.upper() == b"LOGIN":
+                    logins.append(time.monotonic())
+                    conn.sendall(tag + b" " + refusal + b"\r\n")
+                elif command.upper() == b"CAPABILITY":
+                    conn.sendall(b"* CAPABILITY IMAP4rev1 IDLE\r\n" + tag + b" OK done\r\n")
+                else:  # LOGOUT
+                    conn.sendall(b"* BYE\r\n" + tag + b" OK bye\r\n")
+                    return
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        mailbox_id = _odd_mailbox(runtime, server, ["INBOX"])
+        with run_service(settings):
+            wait_for(lambda: _error(runtime, mailbox_id) is not None)
+            time.sleep(1.5)  # past the first retry's 1 s
+    finally:
+        server.close()
+
+    with runtime.sessions() as session:
+        mailbox = session.get(Mailbox, mailbox_id)
+    assert mailbox is not None and mailbox.last_error is not None
+    assert mailbox.last_error.startswith("LoginError: ")
+    if paused:
+        assert (len(logins), mailbox.enabled) == (1, False)
+        assert mailbox.last_error.endswith(PAUSED_FOR_LOGIN)
+    else:
+        assert (len(logins) > 1, mailbox.enabled) == (True, True)
+        assert PAUSED_FOR_LOGIN not in mailbox.last_error
 
 
 def test_mailboxes_are_still_paused_after_the_database_was_away_a_moment(

@@ -12,11 +12,12 @@ import sqlalchemy as sa
 
 from app import sealing
 from app.db import transaction
-from app.mailboxes import load_config
+from app.mailboxes import PAUSED_FOR_LOGIN, load_config
 from app.models import Mailbox
 from app.settings import Settings
 from capture.imap import MailboxError
 from tests.conftest import TEST_SECRET, add_employee
+from tests.dovecot import Dovecot
 
 ALICE = "alice@example.com"
 SECRET = "correct-horse-battery-staple"
@@ -143,6 +144,27 @@ def test_mailboxes_sync_of_an_unreachable_server_says_so_and_records_it(
     with sessions() as session:
         mailbox = session.scalars(sa.select(Mailbox)).one()
     assert (mailbox.last_error or "").startswith("ConnectionRefusedError")
+
+
+def test_mailboxes_sync_refused_its_login_pauses_the_mailbox_and_says_so(
+    settings: Settings,
+    sessions: sa.orm.sessionmaker[sa.orm.Session],
+    dovecot: Dovecot,
+    imap_user: str,
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", dovecot.host]
+    args += ["--port", str(dovecot.port), "--user", imap_user, "--password-env", "PW", "--plain"]
+    assert _mailroom(settings, *args, PW="not-" + SECRET).returncode == 0
+
+    done = _mailroom(settings, "mailboxes", "sync", "1")
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: mailbox 1: LoginError: "), done.stderr
+    assert done.stderr.rstrip().endswith(PAUSED_FOR_LOGIN), done.stderr
+    with sessions() as session:
+        mailbox = session.scalars(sa.select(Mailbox)).one()
+    assert not mailbox.enabled
 
 
 def test_mailboxes_add_refuses_plain_text_to_a_remote_host_unless_forced(
