@@ -205,14 +205,15 @@ def run_service(
 
 
 @contextmanager
-def write_lock(running: Running) -> Iterator[None]:
-    """Hold the database's write lock, so that the service's writer waits in its commit. On an
-    engine of its own: the service's is closed when the service stops, lock or no lock."""
+def write_lock(running: Running, table: str = "receipts") -> Iterator[None]:
+    """Hold the database's write lock, so that the service's writer waits in its commit (on
+    PostgreSQL, a lock on `table`: receipts, where every message is written). On an engine of
+    its own: the service's is closed when the service stops, lock or no lock."""
     engine = make_engine(running.runtime.settings.resolved_database_url)
     try:
         with engine.begin() as conn:  # SQLite: BEGIN IMMEDIATE
             if engine.dialect.name == "postgresql":
-                conn.execute(sa.text("LOCK TABLE receipts IN ACCESS EXCLUSIVE MODE"))
+                conn.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
             yield
     finally:
         engine.dispose()

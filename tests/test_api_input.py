@@ -10,12 +10,10 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import sqlalchemy as sa
 
-from app.db import make_engine
 from app.security import Role
 from app.settings import Settings
-from tests.conftest import Running, add_employee, issue_token, run_service
+from tests.conftest import Running, add_employee, issue_token, run_service, write_lock
 from tests.mail import compose, send
 from tests.web import csrf_of, sign_in
 
@@ -288,13 +286,8 @@ def test_an_answer_that_takes_longer_than_the_request_timeout_is_still_given(
     """The time limit is the client's, to send its request: the answer may take longer (here
     the database holds it up for twice that time)."""
     admin = issue_token(hurried.runtime.sessions, Role.ADMIN)
-    blocker = make_engine(hurried.runtime.settings.resolved_database_url)
-    with ThreadPoolExecutor(1) as pool, blocker.connect() as db, hurried.client(admin) as api:
-        held = db.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
-        if blocker.dialect.name == "postgresql":
-            db.execute(sa.text("LOCK TABLE employees IN ACCESS EXCLUSIVE MODE"))
-        answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
-        time.sleep(1.0)
-        held.commit()
+    with ThreadPoolExecutor(1) as pool, hurried.client(admin) as api:
+        with write_lock(hurried, table="employees"):
+            answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
+            time.sleep(1.0)
         assert answer.result(timeout=30).status_code == 201
-    blocker.dispose()

@@ -15,13 +15,12 @@ import pytest
 import sqlalchemy as sa
 
 from app import server
-from app.db import make_engine
 from app.filing import dedupe_key
 from app.models import Contact, DecisionRecord, Message, MessageOwner
 from app.security import Role
 from app.settings import Settings
 from capture.parse import parse_message
-from tests.conftest import CAPTURE, Running, add_employee, issue_token, run_service
+from tests.conftest import CAPTURE, Running, add_employee, issue_token, run_service, write_lock
 from tests.mail import UNSTORABLE, compose, decided, send
 from tests.web import sign_in
 
@@ -299,10 +298,9 @@ def test_a_stop_answers_the_api_request_in_hand_before_it_closes_the_database(
 ) -> None:
     """A stop waits for the request in hand (its work in a thread, held up by the database)
     and closes the database only after the answer."""
-    blocker = make_engine(settings.resolved_database_url)
     # No job runs while the database is held (a stop waits for those too), once each has run.
     quiet = settings.model_copy(update={"webhook_interval": 3600})
-    with run_service(quiet) as running, ThreadPoolExecutor(1) as pool, blocker.connect() as db:
+    with run_service(quiet) as running, ThreadPoolExecutor(1) as pool:
         admin = issue_token(running.runtime.sessions, Role.ADMIN)
         registry = running.runtime.metrics.registry
         for job in ("retention-purge", "webhook-delivery"):
@@ -311,20 +309,16 @@ def test_a_stop_answers_the_api_request_in_hand_before_it_closes_the_database(
                 time.sleep(0.005)
         api_server = running.service.api_server
         assert api_server is not None
-        held = db.begin()  # SQLite: BEGIN IMMEDIATE, the write lock
-        if blocker.dialect.name == "postgresql":
-            db.execute(sa.text("LOCK TABLE employees IN ACCESS EXCLUSIVE MODE"))
         with running.client(admin) as api:
-            answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
-            while not api_server.server_state.tasks:
-                time.sleep(0.005)
-            stopping = asyncio.run_coroutine_threadsafe(running.service.stop(), running.loop)
-            time.sleep(0.2)
-            still_stopping = not stopping.done()
-            held.commit()
+            with write_lock(running, table="employees"):
+                answer = pool.submit(api.post, "/api/v1/employees", json={"email": "e@example.com"})
+                while not api_server.server_state.tasks:
+                    time.sleep(0.005)
+                stopping = asyncio.run_coroutine_threadsafe(running.service.stop(), running.loop)
+                time.sleep(0.2)
+                still_stopping = not stopping.done()
             assert answer.result(timeout=30).status_code == 201
         stopping.result(timeout=30)
-    blocker.dispose()
     assert still_stopping
 
 
