@@ -127,9 +127,7 @@ def mailboxes_add(
         raise _fail("choose one of --tls, --starttls and --plain")
     if journal == (employee is not None):
         raise _fail("give --employee, or --journal for a journal mailbox")
-    password = os.environ.get(password_env)
-    if not password:
-        raise _fail(f"the environment variable {password_env} is not set")
+    password = _password(password_env)
     mode = "starttls" if starttls else "none" if plain else "tls"
     horizon = _since(since)
     runtime = _runtime()
@@ -214,6 +212,52 @@ def mailboxes_resume(
     from app.mailboxes import set_enabled
 
     _change(mailbox_id, partial(set_enabled, enabled=True), "resumed")
+
+
+@mailboxes_cli.command("password")
+def mailboxes_password(
+    mailbox_id: Annotated[int, typer.Argument(min=1, max=MAX_ID, help="The mailbox's id.")],
+    password_env: Annotated[
+        str, typer.Option(help="The environment variable holding the new password.")
+    ],
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Sync it again, if it is paused.")
+    ] = False,
+) -> None:
+    """Give a mailbox its new password (the employee changed it, or the server refused the
+    old one: the mailbox was paused). Read from an environment variable and stored
+    encrypted, as with `add`; where each folder stands is kept."""
+    from app.mailboxes import set_enabled, set_password
+
+    password = _password(password_env)
+    runtime = _runtime()
+    try:
+        with runtime.sessions() as session, session.begin():
+            if not set_password(session, runtime.settings.secret(), mailbox_id, password):
+                raise _fail(f"no mailbox {mailbox_id}")
+            if resume:
+                set_enabled(session, mailbox_id, True)
+            enabled = session.get_one(Mailbox, mailbox_id).enabled
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    finally:
+        runtime.close()
+    if enabled:
+        typer.echo(f"mailbox {mailbox_id}: password changed; it syncs from where it stood")
+    else:
+        typer.echo(
+            f"mailbox {mailbox_id}: password changed; it is paused "
+            f"(`mailroom mailboxes resume {mailbox_id}` syncs it from where it stood)"
+        )
+
+
+def _password(variable: str) -> str:
+    """A password from an environment variable: never from the command line, where other
+    users could see it."""
+    password = os.environ.get(variable)
+    if not password:
+        raise _fail(f"the environment variable {variable} is not set")
+    return password
 
 
 def _change(mailbox_id: int, change: Callable[[Session, int], bool], done: str) -> None:

@@ -27,12 +27,14 @@ class MailboxIn(BaseModel):
 
 
 class MailboxPatch(BaseModel):
-    """What an admin may change on a mailbox: whether it is synced. Its server, user and
-    password are fixed (the password is sealed for them): remove it and add it again."""
+    """What an admin may change on a mailbox: whether it is synced, and its password (sealed
+    for the same server and user, so where each folder stands is kept). Its server, user,
+    TLS mode and employee are fixed: remove it and add it again."""
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool
+    enabled: bool | None = None
+    password: SecretStr | None = None
 
 
 class FolderOut(Out):

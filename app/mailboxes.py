@@ -72,12 +72,7 @@ def add_mailbox(
         raise ValueError(f"tls must be one of {', '.join(TLS_MODES)}")
     if tls == "none" and not plain_remote and not _loopback(host):
         raise ValueError("without TLS only a loopback host: the password would cross in clear")
-    if not (username.isascii() and password.isascii()):
-        # imaplib's LOGIN sends ASCII alone: such a password could never log in.
-        raise ValueError("the user name and password must be ASCII (IMAP LOGIN takes no other)")
-    if any(c in "\r\n\0" for c in username + password):
-        # A quoted string holds none: the rest would reach the server as a command of its own.
-        raise ValueError("the user name and password hold no line break (nor NUL) in IMAP LOGIN")
+    _check_login(username, password)
     employee_id = None
     if employee is not None:
         employee_id = session.scalar(sa.select(Employee.id).where(Employee.email == employee))
@@ -101,6 +96,31 @@ def add_mailbox(
     session.add(mailbox)
     session.flush()
     return mailbox
+
+
+def _check_login(username: str, password: str) -> None:
+    if not (username.isascii() and password.isascii()):
+        # imaplib's LOGIN sends ASCII alone: such a password could never log in.
+        raise ValueError("the user name and password must be ASCII (IMAP LOGIN takes no other)")
+    if any(c in "\r\n\0" for c in username + password):
+        # A quoted string holds none: the rest would reach the server as a command of its own.
+        raise ValueError("the user name and password hold no line break (nor NUL) in IMAP LOGIN")
+    if not password:
+        raise ValueError("the password is empty")
+
+
+def set_password(session: Session, secret: bytes, mailbox_id: int, password: str) -> bool:
+    """A mailbox's new password (the employee changed it, or the server refused the old
+    one), sealed for the mailbox as it stands, as `add_mailbox` seals one. Where each
+    folder's sync stands is kept; the next login uses it (a paused mailbox's, once it is
+    resumed). Whether the mailbox was found."""
+    mailbox = session.get(Mailbox, mailbox_id)
+    if mailbox is None:
+        return False
+    _check_login(mailbox.username, password)
+    mailbox.password_sealed = seal(secret, password, bound_to=sealed_for(mailbox))
+    session.flush()
+    return True
 
 
 def remove_mailbox(session: Session, mailbox_id: int) -> bool:
@@ -197,7 +217,8 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
         raise MailboxError(
             f"mailbox {row.id}: its stored password does not unseal: the secret key changed, "
             "or its employee, server, port, user or TLS mode was changed in the database "
-            "(Mailroom never changes them); add the mailbox again"
+            "(Mailroom never changes them); give it its password again "
+            "(`mailroom mailboxes password`)"
         ) from None
     return MailboxConfig(
         id=row.id,
@@ -233,8 +254,9 @@ def describe_error(error: BaseException) -> str:
 
 
 PAUSED_FOR_LOGIN = (
-    "; paused: the server refused the login, and retries could lock the account. Correct "
-    "the password (remove the mailbox, add it again), or resume it once the account is fixed"
+    "; paused: the server refused the login, and retries could lock the account. Give it "
+    "the new password (`mailroom mailboxes password ID --resume`), or resume it once the "
+    "account is fixed"
 )
 
 

@@ -98,6 +98,7 @@ def new_mailbox(
     folders: list[str],
     *,
     employee: str | None = ALICE,  # None: a journal mailbox
+    password: str = PASSWORD,
     **kwargs: Any,
 ) -> int:
     with transaction(runtime.sessions) as session:
@@ -108,7 +109,7 @@ def new_mailbox(
             host=dovecot.host,
             port=dovecot.port,
             username=user,
-            password=PASSWORD,
+            password=password,
             folders=folders,
             tls="none",
             **kwargs,
@@ -508,18 +509,7 @@ def test_one_broken_mailbox_does_not_stop_the_others(
 ) -> None:
     add_employee(runtime.sessions, ALICE)
     dovecot.append(imap_user, "INBOX", [business(1)])
-    with transaction(runtime.sessions) as session:
-        broken = add_mailbox(
-            session,
-            TEST_SECRET.encode(),
-            employee=ALICE,
-            host=dovecot.host,
-            port=dovecot.port,
-            username=imap_user,
-            password="wrong-password",
-            folders=["INBOX"],
-            tls="none",
-        ).id
+    broken = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], password="wrong-password")
     new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
 
     with run_service(settings):
@@ -529,6 +519,30 @@ def test_one_broken_mailbox_does_not_stop_the_others(
     error = _error(runtime, broken)
     assert error is not None and "wrong-password" not in error
     assert error.startswith("LoginError: ") and error.endswith(PAUSED_FOR_LOGIN)
+
+
+def test_a_new_password_through_the_api_syncs_a_mailbox_paused_for_a_refused_login(
+    runtime: Runtime, settings: Settings, dovecot: Dovecot, imap_user: str, admin: str
+) -> None:
+    dovecot.append(imap_user, "INBOX", [business(1)])
+    box = new_mailbox(runtime, dovecot, imap_user, ["INBOX"], password="expired-password")
+
+    with run_service(settings) as service, service.client(admin) as api:
+        wait_for(lambda: _error(runtime, box) is not None)  # refused: paused
+        empty = api.patch(f"/api/v1/mailboxes/{box}", json={})
+        broken = api.patch(f"/api/v1/mailboxes/{box}", json={"password": "a\r\nLOGOUT"})
+        unknown = api.patch("/api/v1/mailboxes/999", json={"password": PASSWORD})
+        fixed = api.patch(f"/api/v1/mailboxes/{box}", json={"password": PASSWORD, "enabled": True})
+        wait_for(lambda: count(runtime, Message) == 1)
+        wait_for(lambda: _error(runtime, box) is None)  # a sync that succeeds clears it
+
+    assert (empty.status_code, broken.status_code, unknown.status_code) == (422, 422, 404)
+    assert "line break" in broken.json()["detail"]
+    assert fixed.status_code == 200, fixed.text
+    assert fixed.json()["enabled"] is True and PASSWORD not in fixed.text
+    with runtime.sessions() as session:
+        config = load_config(session, TEST_SECRET.encode(), box)
+    assert config.password == PASSWORD
 
 
 def _synced(runtime: Runtime, mailbox_id: int) -> bool:

@@ -17,7 +17,8 @@ from app.models import Mailbox
 from app.settings import Settings
 from capture.imap import MailboxError
 from tests.conftest import TEST_SECRET, add_employee
-from tests.dovecot import Dovecot
+from tests.dovecot import PASSWORD, Dovecot
+from tests.mail import compose
 
 ALICE = "alice@example.com"
 SECRET = "correct-horse-battery-staple"
@@ -153,9 +154,7 @@ def test_mailboxes_sync_refused_its_login_pauses_the_mailbox_and_says_so(
     imap_user: str,
 ) -> None:
     add_employee(sessions, ALICE)
-    args = ["mailboxes", "add", "--employee", ALICE, "--host", dovecot.host]
-    args += ["--port", str(dovecot.port), "--user", imap_user, "--password-env", "PW", "--plain"]
-    assert _mailroom(settings, *args, PW="not-" + SECRET).returncode == 0
+    _add_dovecot_mailbox(settings, dovecot, imap_user, "not-" + SECRET)
 
     done = _mailroom(settings, "mailboxes", "sync", "1")
 
@@ -165,6 +164,70 @@ def test_mailboxes_sync_refused_its_login_pauses_the_mailbox_and_says_so(
     with sessions() as session:
         mailbox = session.scalars(sa.select(Mailbox)).one()
     assert not mailbox.enabled
+
+
+def test_mailboxes_password_keeps_where_each_folder_stands_and_resumes_on_request(
+    settings: Settings,
+    sessions: sa.orm.sessionmaker[sa.orm.Session],
+    dovecot: Dovecot,
+    imap_user: str,
+) -> None:
+    add_employee(sessions, ALICE)
+    dovecot.append(imap_user, "INBOX", [compose(message_id="<quote-1@example.com>").as_bytes()])
+    _add_dovecot_mailbox(settings, dovecot, imap_user, PASSWORD)
+    first = _mailroom(settings, "mailboxes", "sync", "1")
+    expired = _mailroom(settings, "mailboxes", "password", "1", "--password-env", "PW", PW=SECRET)
+    refused = _mailroom(settings, "mailboxes", "sync", "1")  # pauses it
+    dovecot.append(imap_user, "INBOX", [compose(message_id="<quote-2@example.com>").as_bytes()])
+    given = _mailroom(settings, "mailboxes", "password", "1", "--password-env", "PW", PW=PASSWORD)
+    with sessions() as session:
+        assert session.scalars(sa.select(Mailbox)).one().enabled is False
+    resumed = _mailroom(
+        settings, "mailboxes", "password", "1", "--password-env", "PW", "--resume", PW=PASSWORD
+    )
+    second = _mailroom(settings, "mailboxes", "sync", "1")
+
+    assert first.stdout.startswith("1 messages"), first.stderr
+    assert expired.stdout.strip() == "mailbox 1: password changed; it syncs from where it stood"
+    assert refused.returncode == 1 and PAUSED_FOR_LOGIN in refused.stderr, refused.stderr
+    assert given.stdout.strip() == (
+        "mailbox 1: password changed; it is paused "
+        "(`mailroom mailboxes resume 1` syncs it from where it stood)"
+    ), given.stderr
+    assert resumed.stdout.strip() == "mailbox 1: password changed; it syncs from where it stood"
+    assert second.stdout.startswith("1 messages"), second.stderr  # the new one alone
+    with sessions() as session:
+        mailbox = session.scalars(sa.select(Mailbox)).one()
+        assert mailbox.enabled and mailbox.last_error is None
+    for output in (expired, given, resumed):
+        assert SECRET not in output.stdout + output.stderr
+
+
+def _add_dovecot_mailbox(settings: Settings, dovecot: Dovecot, user: str, password: str) -> None:
+    """Mailbox 1: Alice's INBOX on the test server, with this password."""
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", dovecot.host, "--folders", "INBOX"]
+    args += ["--port", str(dovecot.port), "--user", user, "--password-env", "PW", "--plain"]
+    added = _mailroom(settings, *args, PW=password)
+    assert added.returncode == 0, added.stderr
+
+
+def test_mailboxes_password_refuses_an_unknown_mailbox_or_an_unusable_password(
+    settings: Settings, sessions: sa.orm.sessionmaker[sa.orm.Session]
+) -> None:
+    add_employee(sessions, ALICE)
+    args = ["mailboxes", "add", "--employee", ALICE, "--host", "imap.example.com", "--user", "a"]
+    assert _mailroom(settings, *args, "--password-env", "PW", PW=SECRET).returncode == 0
+    change = ["mailboxes", "password", "--password-env", "PW"]
+
+    unknown = _mailroom(settings, *change, "2", PW=SECRET)
+    missing = _mailroom(settings, *change, "1")
+    broken = _mailroom(settings, *change, "1", PW="a\r\nLOGOUT")
+
+    assert unknown.returncode == 1 and "no mailbox 2" in unknown.stderr
+    assert missing.returncode == 1 and "PW is not set" in missing.stderr
+    assert broken.returncode == 1 and "no line break" in broken.stderr
+    with sessions() as session:
+        assert load_config(session, settings.secret(), 1).password == SECRET
 
 
 def test_mailboxes_add_refuses_plain_text_to_a_remote_host_unless_forced(

@@ -7,7 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Request, Response, status
 
 from app.mailbox_schemas import MailboxIn, MailboxList, MailboxOut, MailboxPatch
-from app.mailboxes import add_mailbox, describe_mailboxes, remove_mailbox, set_enabled
+from app.mailboxes import (
+    add_mailbox,
+    describe_mailboxes,
+    remove_mailbox,
+    set_enabled,
+    set_password,
+)
 from app.routes.deps import SessionDep, allow
 from app.routes.pagination import Id
 from app.security import Principal, Role
@@ -51,11 +57,24 @@ def create_mailbox(
 
 @router.patch("/{mailbox_id}", response_model=MailboxOut)
 def patch_mailbox(
-    mailbox_id: Id, body: MailboxPatch, session: SessionDep, _admin: Admin
+    request: Request, mailbox_id: Id, body: MailboxPatch, session: SessionDep, _admin: Admin
 ) -> MailboxOut:
-    """Pause (`enabled: false`) or resume a mailbox's sync. Paused, it keeps its password
-    and where each folder stands; `mailroom serve` ends its session within half a minute."""
-    if not set_enabled(session, mailbox_id, body.enabled):
+    """Pause (`enabled: false`) or resume a mailbox's sync, give it a new `password`, or
+    both at once (the new password, and resume a mailbox paused for a refused login).
+    Paused, it keeps its password and where each folder stands; `mailroom serve` ends its
+    session within half a minute. A new password is stored encrypted, never shown, and used
+    from the mailbox's next login; where each folder stands is kept."""
+    if body.enabled is None and body.password is None:
+        raise HTTPException(422, "Give enabled, password, or both.")
+    if body.password is not None:
+        secret = request.app.state.runtime.pipeline.secret
+        try:
+            found = set_password(session, secret, mailbox_id, body.password.get_secret_value())
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from None
+        if not found:
+            raise HTTPException(404, "No such mailbox.")
+    if body.enabled is not None and not set_enabled(session, mailbox_id, body.enabled):
         raise HTTPException(404, "No such mailbox.")
     (changed,) = describe_mailboxes(session, only=mailbox_id)
     return changed
