@@ -9,12 +9,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 RUN useradd --system --create-home --home-dir /srv/mailroom --uid 10001 mailroom
 WORKDIR /opt/mailroom
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY app ./app
 COPY capture ./capture
 COPY policies ./policies
 COPY migrations ./migrations
-RUN pip install --no-cache-dir . && mkdir -p /srv/mailroom/var && chown -R mailroom /srv/mailroom
+RUN pip install --no-cache-dir -c constraints.txt . && mkdir -p /srv/mailroom/var && chown -R mailroom /srv/mailroom
 
 USER mailroom
 WORKDIR /srv/mailroom

@@ -22,7 +22,8 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test]'
+# The versions the suite last passed on (constraints.txt; scripts/update-constraints).
+.venv/bin/python -m pip install -q -c constraints.txt -e '.[test]'
 
 echo "== ruff =="
 .venv/bin/ruff check .
