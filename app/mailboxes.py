@@ -253,11 +253,14 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-PAUSED_FOR_LOGIN = (
-    "; paused: the server refused the login, and retries could lock the account. Give it "
-    "the new password (`mailroom mailboxes password ID --resume`), or resume it once the "
-    "account is fixed"
-)
+def paused_for_login(mailbox_id: int) -> str:
+    """What a mailbox paused for a refused login adds to its last error: why, and the
+    command that gives it the new password and resumes it."""
+    return (
+        "; paused: the server refused the login, and retries could lock the account. Give it "
+        f"the new password (`mailroom mailboxes password {mailbox_id} --password-env VAR "
+        "--resume`), or resume it once the account is fixed"
+    )
 
 
 def login_refused(error: BaseException) -> bool:
@@ -273,8 +276,8 @@ def record_error(sessions: sessionmaker[Session], mailbox_id: int, error: BaseEx
     text = describe_error(error)
     values: dict[str, object] = {"last_error": text, "last_error_at": datetime.now(UTC)}
     if login_refused(error):
-        cut = text[: 500 - len(PAUSED_FOR_LOGIN)]
-        values.update(last_error=cut + PAUSED_FOR_LOGIN, enabled=False)
+        paused = paused_for_login(mailbox_id)
+        values.update(last_error=text[: 500 - len(paused)] + paused, enabled=False)
     with sessions() as session, session.begin():
         session.execute(sa.update(Mailbox).where(Mailbox.id == mailbox_id).values(**values))
     return str(values["last_error"])

@@ -23,11 +23,11 @@ from app import mailboxes
 from app.db import transaction
 from app.logs import LogFormat, configure
 from app.mailboxes import (
-    PAUSED_FOR_LOGIN,
     add_mailbox,
     describe_error,
     load_config,
     named_sent,
+    paused_for_login,
     sync_once,
 )
 from app.models import (
@@ -518,7 +518,7 @@ def test_one_broken_mailbox_does_not_stop_the_others(
 
     error = _error(runtime, broken)
     assert error is not None and "wrong-password" not in error
-    assert error.startswith("LoginError: ") and error.endswith(PAUSED_FOR_LOGIN)
+    assert error.startswith("LoginError: ") and error.endswith(paused_for_login(broken))
 
 
 def test_a_new_password_through_the_api_syncs_a_mailbox_paused_for_a_refused_login(
@@ -1409,10 +1409,10 @@ def test_a_refused_login_pauses_the_mailbox_instead_of_retrying_it(
     assert mailbox.last_error.startswith("LoginError: ")
     if paused:
         assert (len(logins), mailbox.enabled) == (1, False)
-        assert mailbox.last_error.endswith(PAUSED_FOR_LOGIN)
+        assert mailbox.last_error.endswith(paused_for_login(mailbox_id))
     else:
         assert (len(logins) > 1, mailbox.enabled) == (True, True)
-        assert PAUSED_FOR_LOGIN not in mailbox.last_error
+        assert "; paused:" not in mailbox.last_error
 
 
 def test_mailboxes_are_still_paused_after_the_database_was_away_a_moment(

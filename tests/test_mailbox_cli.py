@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from app import sealing
 from app.db import transaction
-from app.mailboxes import PAUSED_FOR_LOGIN, load_config
+from app.mailboxes import load_config, paused_for_login
 from app.models import Mailbox
 from app.settings import Settings
 from capture.imap import MailboxError
@@ -160,7 +160,7 @@ def test_mailboxes_sync_refused_its_login_pauses_the_mailbox_and_says_so(
 
     assert done.returncode == 1
     assert done.stderr.startswith("error: mailbox 1: LoginError: "), done.stderr
-    assert done.stderr.rstrip().endswith(PAUSED_FOR_LOGIN), done.stderr
+    assert done.stderr.rstrip().endswith(paused_for_login(1)), done.stderr
     with sessions() as session:
         mailbox = session.scalars(sa.select(Mailbox)).one()
     assert not mailbox.enabled
@@ -189,7 +189,7 @@ def test_mailboxes_password_keeps_where_each_folder_stands_and_resumes_on_reques
 
     assert first.stdout.startswith("1 messages"), first.stderr
     assert expired.stdout.strip() == "mailbox 1: password changed; it syncs from where it stood"
-    assert refused.returncode == 1 and PAUSED_FOR_LOGIN in refused.stderr, refused.stderr
+    assert refused.returncode == 1 and paused_for_login(1) in refused.stderr, refused.stderr
     assert given.stdout.strip() == (
         "mailbox 1: password changed; it is paused "
         "(`mailroom mailboxes resume 1` syncs it from where it stood)"
