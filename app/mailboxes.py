@@ -113,11 +113,20 @@ def set_password(session: Session, secret: bytes, mailbox_id: int, password: str
     """A mailbox's new password (the employee changed it, or the server refused the old
     one), sealed for the mailbox as it stands, as `add_mailbox` seals one. Where each
     folder's sync stands is kept; the next login uses it (a paused mailbox's, once it is
-    resumed). Whether the mailbox was found."""
+    resumed). Whether the mailbox was found.
+
+    Only for a mailbox whose stored password still unseals: that proves its server, user
+    and employee are the ones Mailroom sealed it for. One changed in the table by whoever
+    lacks the secret key would otherwise be handed the new password (ValueError: add the
+    mailbox again, naming its server and user)."""
     mailbox = session.get(Mailbox, mailbox_id)
     if mailbox is None:
         return False
     _check_login(mailbox.username, password)
+    try:
+        stored_password(secret, mailbox)
+    except MailboxError as error:
+        raise ValueError(str(error)) from None
     mailbox.password_sealed = seal(secret, password, bound_to=sealed_for(mailbox))
     session.flush()
     return True
@@ -206,20 +215,7 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
     if row is None:
         raise MailboxGoneError(f"no mailbox {mailbox_id}")
     employee = session.get(Employee, row.employee_id) if row.employee_id else None
-    try:
-        password = unseal(secret, row.password_sealed, bound_to=sealed_for(row))
-    except UnboundError:
-        raise MailboxError(
-            f"mailbox {row.id}: its stored password was sealed by a release before "
-            "2026-11-24: run `mailroom mailboxes reseal` once"
-        ) from None
-    except InvalidToken:
-        raise MailboxError(
-            f"mailbox {row.id}: its stored password does not unseal: the secret key changed, "
-            "or its employee, server, port, user or TLS mode was changed in the database "
-            "(Mailroom never changes them); give it its password again "
-            "(`mailroom mailboxes password`)"
-        ) from None
+    password = stored_password(secret, row)
     return MailboxConfig(
         id=row.id,
         host=row.host,
@@ -233,6 +229,24 @@ def load_config(session: Session, secret: bytes, mailbox_id: int) -> MailboxConf
         journal=row.journal,
         since=row.since.date() if row.since else None,
     )
+
+
+def stored_password(secret: bytes, row: Mailbox) -> str:
+    """A mailbox's password, unsealed for the mailbox as the table has it now; MailboxError
+    saying why not."""
+    try:
+        return unseal(secret, row.password_sealed, bound_to=sealed_for(row))
+    except UnboundError:
+        raise MailboxError(
+            f"mailbox {row.id}: its stored password was sealed by a release before "
+            "2026-11-24: run `mailroom mailboxes reseal` once"
+        ) from None
+    except InvalidToken:
+        raise MailboxError(
+            f"mailbox {row.id}: its stored password does not unseal: the secret key changed, "
+            "or its employee, server, port, user or TLS mode was changed in the database "
+            "(Mailroom never changes them); add the mailbox again"
+        ) from None
 
 
 def mailbox_lease(db: sa.Engine, mailbox_id: int) -> AbstractContextManager[bool]:

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from app import sealing
 from app.db import transaction
-from app.mailboxes import load_config, paused_for_login
+from app.mailboxes import load_config, paused_for_login, set_password
 from app.models import Mailbox
 from app.settings import Settings
 from capture.imap import MailboxError
@@ -313,6 +313,8 @@ def test_a_password_moved_to_another_server_or_employee_in_the_table_is_never_se
 
             assert synced.returncode == 1, change
             assert "stored password does not unseal" in synced.stderr, change
+            with pytest.raises(ValueError, match="does not unseal"):  # nor is a new one taken
+                set_password(session, settings.secret(), alice.id, "new-" + SECRET)
             with pytest.raises(BlockingIOError):  # nobody ever connected to their server
                 theirs.accept()
             session.execute(sa.update(Mailbox).where(Mailbox.id == alice.id).values(original))
