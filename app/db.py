@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import string
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from functools import cache
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 BUSY_TIMEOUT_MS = 30_000  # how long a statement waits for SQLite's locks
 SCRUB_WAIT_MS = 2_000  # how long scrub_wal waits for readers: a request is waiting on it
+SCRUB_RETRY_SECONDS = 0.02  # between its tries while another connection checkpoints
 UNICODE_LOWER = "unicode_lower"  # lower() for every alphabet, on SQLite connections
 INSUFFICIENT_PRIVILEGE = "42501"  # PostgreSQL's SQLSTATE for "permission denied"
 
@@ -417,15 +419,25 @@ def _release_revisions() -> tuple[str, frozenset[str]]:
 def scrub_wal(engine: sa.Engine) -> bool | None:
     """SQLite keeps old page images in its write-ahead log until a checkpoint: fold it in and
     truncate it, so that removed data leaves the disk. A connection still reading an older
-    snapshot (or writing) keeps the log; after waiting SCRUB_WAIT_MS for it this gives up.
+    snapshot (or writing) keeps the log, and so does another connection's checkpoint in
+    progress (SQLite's own after a large commit, or another scrub); after waiting
+    SCRUB_WAIT_MS in all for them this gives up.
     Whether the log was truncated; None on other databases, which have no such step here."""
     if engine.dialect.name != "sqlite":
         return None
+    deadline = time.monotonic() + SCRUB_WAIT_MS / 1000
     raw = engine.raw_connection()
     try:
         cursor = raw.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SCRUB_WAIT_MS}")
-        busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        while True:
+            left = max(0, int((deadline - time.monotonic()) * 1000))
+            cursor.execute(f"PRAGMA busy_timeout={left}")
+            busy, _frames, _copied = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy == 0 or time.monotonic() >= deadline:
+                break
+            # Another connection's checkpoint (an erasure's scrub, the retention job's), which
+            # SQLite answers with "busy" at once, not through the busy handler: try again.
+            time.sleep(SCRUB_RETRY_SECONDS)
     finally:
         raw.cursor().execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         raw.close()

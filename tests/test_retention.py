@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from app import ledger, review
-from app.db import transaction
+from app.db import scrub_wal, transaction
 from app.models import DecisionRecord, LedgerGap, Message, MessageOwner, Receipt, Thread
 from app.retention import purge_expired_holds, purge_once
 from capture.pipeline import Envelope
 from policies.engine import PolicyError
 from policies.loader import load_policy_text
 from policies.model import Channel
-from tests.conftest import FIXTURES, Running, add_employee, everything_stored
+from tests.conftest import FIXTURES, Running, add_employee, everything_stored, server_url
 from tests.mail import compose
 
 PLUMBING = (FIXTURES / "plumbing-policy.yaml").read_text()
@@ -57,6 +61,37 @@ def test_a_purged_hold_leaves_no_text_in_the_database_files(running: Running) ->
     runtime = running.runtime
     assert purge_once(runtime.db, runtime.sessions, lambda: runtime.pipeline.engine.policy) == 1
     assert b"CANARY" not in everything_stored(running)
+
+
+@pytest.mark.skipif(server_url() is not None, reason="SQLite's write-ahead log")
+def test_a_scrub_waits_for_another_connections_checkpoint_rather_than_give_up(
+    running: Running,
+) -> None:
+    """SQLite answers a checkpoint begun while another connection's is running with "busy" at
+    once, without the busy handler. The retention job's scrub and an erasure's ran into each
+    other that way (one CI run in many), and the log kept what they had just removed."""
+    database = Path(running.runtime.settings.data_dir) / "mailroom.db"
+    add_employee(running.runtime.sessions, "alice@example.com")  # something in the log
+    reader = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM employees").fetchone()  # keeps the log for a while
+    other = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other.execute("PRAGMA busy_timeout=10000")
+    checkpoint = threading.Thread(
+        target=lambda: other.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    )
+    checkpoint.start()  # waits for the reader, holding the checkpoint lock meanwhile
+    threading.Timer(0.5, reader.execute, ("COMMIT",)).start()
+    try:
+        time.sleep(0.2)
+        scrubbed = scrub_wal(running.runtime.db)
+    finally:
+        checkpoint.join(timeout=15)
+        reader.close()
+        other.close()
+
+    assert scrubbed is True
+    assert Path(f"{database}-wal").stat().st_size == 0
 
 
 def test_a_purged_hold_leaves_no_thread_behind(running: Running) -> None:
