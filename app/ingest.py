@@ -64,7 +64,7 @@ def worked_out(
     return message_fields(message), work_ahead(basis).values()
 
 
-def _submission(raw: bytes, envelope: tuple[Any, ...], channel: str, ahead: Any) -> Submission:
+def submission_from(raw: bytes, envelope: tuple[Any, ...], channel: str, ahead: Any) -> Submission:
     """A submission as the writer process rebuilds it from the listener's frame."""
     if ahead is None:
         return Submission(raw, Envelope(*envelope), Channel(channel))
@@ -309,7 +309,7 @@ def serve(sock: socket.socket) -> None:
             stop = batch[-1] is None
             jobs: list[Any] = batch[:-1] if stop else batch
             if jobs:
-                submissions = [_submission(*job[1:]) for job in jobs]
+                submissions = [submission_from(*job[1:]) for job in jobs]
                 # The policy published last decides, as in one process: read in the batch's
                 # own transaction, so the batch is decided under the version in force there.
                 outcomes = commit_batch(

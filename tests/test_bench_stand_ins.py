@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import instructions
+from bench import group_commit, instructions
 from capture import header_helper
 from tests.mail import compose
 
@@ -36,3 +36,16 @@ def test_the_instruction_count_bench_syncs_its_stand_in_mailbox(
     instructions.sync(messages, library)
 
     assert capsys.readouterr().out.startswith("outcomes: {'hold': 3}")
+
+
+def test_the_group_commit_bench_commits_every_batch(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/group_commit.py runs the writer's own commit_batch: it fails if a batch does."""
+    monkeypatch.setattr("sys.argv", ["group_commit", "--sizes", "1,3", "--messages", "6"])
+
+    group_commit.main()
+
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["batch of   1", "batch of   3"]
+    assert all("(6 messages)" in line for line in lines)

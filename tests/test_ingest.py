@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.ingest import WORK_OUT_BYTES, WriterProcess, _fields, _submission, worked_out
+from app.ingest import WORK_OUT_BYTES, WriterProcess, _fields, submission_from, worked_out
 from app.models import DecisionRecord, Message
 from app.runtime import build_runtime
 from app.security import Role
@@ -226,7 +226,7 @@ def _wire(raw: bytes, envelope: Envelope, channel: Channel) -> Submission:
     """A submission as the writer process gets it: the listener's frame, pickled and back."""
     ahead = worked_out(raw, envelope) if len(raw) <= WORK_OUT_BYTES else None
     frame = pickle.loads(pickle.dumps((raw, _fields(envelope), channel.value, ahead)))
-    return _submission(*frame)
+    return submission_from(*frame)
 
 
 def test_a_parsed_message_crosses_to_the_writer_process_unchanged() -> None:
