@@ -186,6 +186,12 @@ MATRIX: list[tuple[str, str, dict[str, Any] | None, dict[str, int]]] = [
         {"admin": 404, "compliance": 403, "alice": 403, "hooks": 403},
     ),
     (
+        "PATCH",
+        "/api/v1/mailboxes/999",  # a new password: admins alone, as every other change
+        {"password": "new-password"},
+        {"admin": 404, "compliance": 403, "alice": 403, "hooks": 403},
+    ),
+    (
         "DELETE",
         "/api/v1/mailboxes/999",  # none: found by admins alone, to learn it is not there
         None,
