@@ -184,6 +184,15 @@ def running(settings: Settings) -> Iterator[Running]:
         yield service
 
 
+@pytest.fixture
+def running_unsynced(settings: Settings) -> Iterator[Running]:
+    """The service without its IMAP worker, for tests that add mailboxes at hosts that do
+    not exist: the worker would try each at once and record its own error (the host does not
+    resolve) over the state under test."""
+    with run_service(settings, roles=DEFAULT_ROLES - {ProcessRole.IMAP}) as service:
+        yield service
+
+
 @contextmanager
 def run_service(
     settings: Settings, *, roles: frozenset[ProcessRole] = DEFAULT_ROLES

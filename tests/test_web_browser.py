@@ -146,14 +146,16 @@ def test_an_employee_cannot_open_a_colleagues_private_capture(
 
 
 def test_a_contacts_freshness_and_the_admins_mailboxes_fit_a_phone(
-    running: Running, page: Page, tmp_path: Path
+    running_unsynced: Running, page: Page, tmp_path: Path
 ) -> None:
-    mail = file_mail(running)
-    running.runtime.pipeline.process(dsn(failed="bob@customer.example"), INBOX, Channel.IMPORT)
-    with transaction(running.runtime.sessions) as session:
+    mail = file_mail(running_unsynced)
+    running_unsynced.runtime.pipeline.process(
+        dsn(failed="bob@customer.example"), INBOX, Channel.IMPORT
+    )
+    with transaction(running_unsynced.runtime.sessions) as session:
         add_mailbox(
             session,
-            running.runtime.pipeline.secret,
+            running_unsynced.runtime.pipeline.secret,
             employee="alice@example.com",
             host="imap.example.com",
             port=993,
@@ -163,17 +165,17 @@ def test_a_contacts_freshness_and_the_admins_mailboxes_fit_a_phone(
             tls="tls",
         )
         bob = session.scalar(sa.select(Contact.id).where(Contact.address == "bob@customer.example"))
-    sign_in(page, login_link(running, mail.alice))
+    sign_in(page, login_link(running_unsynced, mail.alice))
 
-    page.goto(f"{running.api_url}/contacts/{bob}")
+    page.goto(f"{running_unsynced.api_url}/contacts/{bob}")
 
     expect(page.get_by_role("heading", name="Freshness")).to_be_visible()
     expect(page.get_by_text("Undeliverable since 2026-11-24")).to_be_visible()
     assert fits_the_screen(page)
     screenshot(page, tmp_path, "contact-freshness")
     page.context.clear_cookies()
-    sign_in(page, login_link(running, mail.carol, Role.ADMIN))
-    page.goto(f"{running.api_url}/admin")
+    sign_in(page, login_link(running_unsynced, mail.carol, Role.ADMIN))
+    page.goto(f"{running_unsynced.api_url}/admin")
     expect(page.get_by_role("heading", name="Mailboxes")).to_be_visible()
     expect(page.get_by_role("heading", name="alice@example.com: alice.imap")).to_be_visible()
     assert fits_the_screen(page) and "not-shown" not in page.content()

@@ -35,15 +35,17 @@ def _mailbox(running: Running, *, employee: str | None, username: str) -> int:
         ).id
 
 
-def test_an_admin_pauses_and_removes_a_mailbox_from_the_admin_page(running: Running) -> None:
-    admin = add_employee(running.runtime.sessions, "carol@example.com")
-    alice = add_employee(running.runtime.sessions, "alice@example.com")
-    box = _mailbox(running, employee="alice@example.com", username="alice.imap")
-    with sign_in(running, alice) as employee:
+def test_an_admin_pauses_and_removes_a_mailbox_from_the_admin_page(
+    running_unsynced: Running,
+) -> None:
+    admin = add_employee(running_unsynced.runtime.sessions, "carol@example.com")
+    alice = add_employee(running_unsynced.runtime.sessions, "alice@example.com")
+    box = _mailbox(running_unsynced, employee="alice@example.com", username="alice.imap")
+    with sign_in(running_unsynced, alice) as employee:
         refused = employee.post(
             f"/admin/mailboxes/{box}/remove", data={"csrf": csrf_of(employee.get("/mail"))}
         )
-    with sign_in(running, admin, Role.ADMIN) as client:
+    with sign_in(running_unsynced, admin, Role.ADMIN) as client:
         page = client.get("/admin")
         paused = client.post(f"/admin/mailboxes/{box}/pause", data={"csrf": csrf_of(page)})
         resume_button = f'aria-label="Resume mailbox {box}"' in client.get("/admin").text
@@ -58,19 +60,21 @@ def test_an_admin_pauses_and_removes_a_mailbox_from_the_admin_page(running: Runn
     assert refused.status_code == 403 and forged.status_code == 403
     assert removed.status_code == 303 and again.status_code == 404
     assert "Mailbox removed" in after and "alice.imap" not in after
-    with running.runtime.sessions() as session:
+    with running_unsynced.runtime.sessions() as session:
         assert session.scalar(sa.select(sa.func.count()).select_from(Mailbox)) == 0
 
 
-def test_an_admin_sees_each_mailboxs_sync_state_but_never_its_password(running: Running) -> None:
-    admin = add_employee(running.runtime.sessions, "carol@example.com")
-    add_employee(running.runtime.sessions, "alice@example.com")
+def test_an_admin_sees_each_mailboxs_sync_state_but_never_its_password(
+    running_unsynced: Running,
+) -> None:
+    admin = add_employee(running_unsynced.runtime.sessions, "carol@example.com")
+    add_employee(running_unsynced.runtime.sessions, "alice@example.com")
     synced_at = datetime.now(UTC) - timedelta(days=3, minutes=5)
-    with sign_in(running, admin, Role.ADMIN) as client:
+    with sign_in(running_unsynced, admin, Role.ADMIN) as client:
         empty = client.get("/admin").text
-        alices = _mailbox(running, employee="alice@example.com", username="alice.imap")
-        journal = _mailbox(running, employee=None, username="journal.imap")
-        with transaction(running.runtime.sessions) as session:
+        alices = _mailbox(running_unsynced, employee="alice@example.com", username="alice.imap")
+        journal = _mailbox(running_unsynced, employee=None, username="journal.imap")
+        with transaction(running_unsynced.runtime.sessions) as session:
             session.execute(
                 sa.update(Mailbox)
                 .where(Mailbox.id == alices)
@@ -83,7 +87,7 @@ def test_an_admin_sees_each_mailboxs_sync_state_but_never_its_password(running: 
                 )
             )
             sealed = session.scalars(sa.select(Mailbox.password_sealed)).all()
-        record_error(running.runtime.sessions, journal, ConnectionRefusedError("refused"))
+        record_error(running_unsynced.runtime.sessions, journal, ConnectionRefusedError("refused"))
         shown = client.get("/admin").text
 
     assert "No mailboxes yet." in empty and "mailroom mailboxes add" in empty

@@ -499,15 +499,15 @@ def test_policy_pages_are_hardened_like_every_other_page(running: Running) -> No
     assert "frame-ancestors 'none'" in policy.headers.get("content-security-policy", "")
 
 
-def test_a_mailbox_error_never_shows_mail_on_the_admin_page(running: Running) -> None:
+def test_a_mailbox_error_never_shows_mail_on_the_admin_page(running_unsynced: Running) -> None:
     """The IMAP worker records *any* exception of a sync (app/mailboxes.py `_mailbox`:
     `except Exception`) with str(error). A database error while filing a message (SQLite
     'database is locked', a PostgreSQL deadlock) quotes the statement's parameters: the
     subject and text of the message. The admin page then shows them to admins."""
-    admin = add_employee(running.runtime.sessions, "root@example.com")
-    add_employee(running.runtime.sessions, "alice@example.com")
-    box = _mailbox(running, employee="alice@example.com", username="alice.imap")
-    with running.runtime.db.connect() as conn:
+    admin = add_employee(running_unsynced.runtime.sessions, "root@example.com")
+    add_employee(running_unsynced.runtime.sessions, "alice@example.com")
+    box = _mailbox(running_unsynced, employee="alice@example.com", username="alice.imap")
+    with running_unsynced.runtime.db.connect() as conn:
         try:
             conn.execute(
                 sa.text("INSERT INTO messages (subject, body_text) VALUES (:s, :b)"),
@@ -517,8 +517,8 @@ def test_a_mailbox_error_never_shows_mail_on_the_admin_page(running: Running) ->
             failure = error
         else:  # pragma: no cover
             raise AssertionError("the insert was expected to fail")
-    record_error(running.runtime.sessions, box, failure)
-    with sign_in(running, admin, Role.ADMIN) as client:
+    record_error(running_unsynced.runtime.sessions, box, failure)
+    with sign_in(running_unsynced, admin, Role.ADMIN) as client:
         page = client.get("/admin").text
     assert "IntegrityError" in page  # what went wrong, by its kind
     assert "SUBJECT-CANARY" not in page and "BODY-CANARY" not in page
