@@ -6,6 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -31,6 +32,7 @@ from app.schemas import (
 from app.security import Principal, Role
 from capture.parse import Address
 from capture.people import person
+from policies.model import Outcome
 
 MAX_COMPANY_CONTACTS = 100
 
@@ -66,12 +68,31 @@ def visible_messages(principal: Principal) -> sa.Select[Message]:
     return sa.select(Message).where(shared)
 
 
-def answers_visible(conn: sa.Connection, principal: Principal, message_ids: list[str]) -> bool:
-    """Whether one of these Message-IDs is a message this principal may see."""
+HELD = Outcome.HOLD_FOR_REVIEW.value
+KEPT_FIRST = Message.outcome == HELD  # false, a kept message, sorts first
+
+
+class Answered(NamedTuple):
+    """Whether a message answers one Mailroom holds (In-Reply-To or recent References), and
+    whether one it answers is kept: captured or as metadata, not waiting for its review."""
+
+    known: bool
+    kept: bool
+
+    @classmethod
+    def of(cls, outcome: str | None) -> Answered:
+        """From the outcome of the message answered that is kept, if any, else of any."""
+        return cls(outcome is not None, outcome not in (None, HELD))
+
+
+def answers_visible(conn: sa.Connection, principal: Principal, message_ids: list[str]) -> Answered:
+    """What a message answering these Message-IDs answers, of the mail this principal may see."""
     if not message_ids:
-        return False
+        return Answered(False, False)
     query = visible_messages(principal).where(Message.message_id.in_(message_ids))
-    return conn.scalar(query.with_only_columns(Message.id).limit(1)) is not None
+    return Answered.of(
+        conn.scalar(query.with_only_columns(Message.outcome).order_by(KEPT_FIRST).limit(1))
+    )
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,12 @@ _ALIASES = Prepared(
     sa.select(EmployeeAlias.address).where(EmployeeAlias.employee_id == sa.bindparam("employee"))
 )
 _REPLIED = PreparedIn(
-    lambda binds: sa.select(Message.id).where(Message.message_id.in_(binds)).limit(1)
+    lambda binds: (
+        sa.select(Message.outcome)
+        .where(Message.message_id.in_(binds))
+        .order_by(crm.KEPT_FIRST)
+        .limit(1)
+    )
 )
 _RECEIPT = Prepared(
     sa.select(Receipt.message_id, DecisionRecord.id, DecisionRecord.outcome, DecisionRecord.rules)
@@ -415,7 +420,7 @@ class Pipeline:
             )
             if reader is not None:
                 seen = crm.answers_visible(conn, reader, _replied_ids(message))
-                context = replace(context, replies_to_known=seen)
+                context = replace(context, replies_to_known=seen.known, replies_to_kept=seen.kept)
             session.rollback()
         decision, observations = self.engine.decide(message, context)
         contacts = tuple(
@@ -444,6 +449,7 @@ class Pipeline:
         message as sent, not as submitted. `outer`: the message as sent, whose private mark
         (Subject tag, Sensitivity) counts also when it stands for a message it forwards."""
         addresses = [a.address for a in message.participants]
+        answered = _answered(lookups.conn, message)
         return Context(
             channel=channel,
             org_domains=self.org_domains,
@@ -453,7 +459,8 @@ class Pipeline:
             secret=self.secret,
             consent=lookups.consent(addresses),
             private_tags=tuple(self.engine.policy.policy.private_subject_tags),
-            replies_to_known=_replies_to_known(lookups.conn, message),
+            replies_to_known=answered.known,
+            replies_to_kept=answered.kept,
             from_employee=from_employee,
             sent_folder=envelope.sent_folder,
             submitter_proven=submitter_proven,
@@ -649,12 +656,14 @@ def _replied_ids(message: ParsedMessage) -> list[str]:
     return [m for m in (message.in_reply_to, *message.references[-10:]) if m]
 
 
-def _replies_to_known(conn: sa.Connection, message: ParsedMessage) -> bool:
-    """Whether the message answers one Mailroom holds (In-Reply-To or recent References)."""
+def _answered(conn: sa.Connection, message: ParsedMessage) -> crm.Answered:
+    """What the message answers of the mail Mailroom holds (In-Reply-To or recent
+    References)."""
     ids = _replied_ids(message)
     if not ids:
-        return False
-    return bool(_REPLIED.rows(conn, ids))
+        return crm.Answered(False, False)
+    rows = _REPLIED.rows(conn, ids)
+    return crm.Answered.of(rows[0][0] if rows else None)
 
 
 def _hypothetical(address: str) -> Submitter | None:

@@ -81,6 +81,8 @@ class Context:
     private_tags: tuple[str, ...] = ()
     from_employee: bool = False  # the From address belongs to an employee (any employee)
     replies_to_known: bool = False  # In-Reply-To/References name a message Mailroom holds
+    # ... and one of them is kept (captured, or as metadata), not waiting for its review
+    replies_to_kept: bool = False
     submitter_proven: bool = True  # SMTP AUTH or a trusted relay's DKIM, where required
     sent_folder: bool = False  # IMAP/import: the message was read from a Sent folder
     spamd_score: float | None = None
@@ -236,6 +238,7 @@ def observe(
         ),
         "is_reply": bool(message.in_reply_to or message.references),
         "replies_to_known": context.replies_to_known,
+        "replies_to_kept": context.replies_to_kept,
         "size": message.size,
         "defects": len(message.defects),
         "text_chars": len(message.text),

@@ -86,16 +86,32 @@ def no_correspondent(obs: Observations, _params: NoParams, _secret: bytes) -> Fi
     return Finding(True, "no correspondent besides the employee is named")
 
 
+class Answering(NoParams):
+    """Which mail, answered, makes a message from a stranger solicited: any message Mailroom
+    holds (`any`), or only mail kept, captured or as metadata (`kept`). With `kept`, an
+    answer to mail still waiting for its employee's review waits too: a stranger's second
+    message, or a third party's reply to it, is not yet a conversation the employee took up."""
+
+    answers: Literal["any", "kept"] = "any"
+
+
 @predicate(
     "unsolicited",
-    "Inbound mail from someone who is not a contact, not answering anything Mailroom holds.",
+    "Inbound mail from someone who is not a contact, not answering anything Mailroom holds "
+    "(with answers: kept, anything it keeps).",
+    Answering,
 )
-def unsolicited(obs: Observations, _params: NoParams, _secret: bytes) -> Finding:
+def unsolicited(obs: Observations, params: Answering, _secret: bytes) -> Finding:
     if not obs.facts["inbound"]:
         return Finding(False, "the employee or a colleague sent it")
     if obs.facts["sender_known_contact"]:
         return Finding(False, "the sender is a known contact")
-    if obs.facts["replies_to_known"]:
+    if params.answers == "kept":
+        if obs.facts["replies_to_kept"]:
+            return Finding(False, "it answers a message Mailroom keeps")
+        if obs.facts["replies_to_known"]:
+            return Finding(True, "it answers only mail still waiting for review")
+    elif obs.facts["replies_to_known"]:
         return Finding(False, "it answers a message Mailroom holds")
     return Finding(True, "a first message from someone who is not yet a contact")
 

@@ -43,7 +43,7 @@ from app.models import (
 )
 from app.runtime import Runtime, build_runtime, publish_policy
 from app.security import Role
-from app.settings import Settings
+from app.settings import BUNDLED_POLICY, Settings
 from capture import imap
 from capture.header_fetch import fetch_header_sections
 from capture.imap import (
@@ -179,6 +179,81 @@ def test_a_dropped_message_never_has_its_body_fetched(
     with runtime.sessions() as session:
         facts = [f for f in session.scalars(sa.select(DecisionRecord.facts))]
     assert sum(1 for f in facts if f.get("body_read") is False) == 5
+
+
+FIRST_PITCH = "<pitch-1@vendor.example>"
+
+
+def pitch(n: int, *, sender: str = "Sam Seller <sam@vendor.example>") -> bytes:
+    """A stranger's offer to Alice (n == 1), or a message answering it."""
+    return compose(
+        sender=sender,
+        to="Alice Example <alice@example.com>",
+        subject="Our offer" if n == 1 else "Re: Our offer",
+        message_id=f"<pitch-{n}@vendor.example>",
+        headers={} if n == 1 else {"In-Reply-To": FIRST_PITCH, "References": FIRST_PITCH},
+        body="Hi Alice,\n\nhere is our price list for the licences, valid until Friday.\n",
+    ).as_bytes()
+
+
+def _mailbox_decisions(runtime: Runtime) -> list[tuple[str, list[str], bool]]:
+    """Outcome, rules and whether the body was read, of each message synced, in order."""
+    with runtime.sessions() as session:
+        records = session.scalars(
+            sa.select(DecisionRecord)
+            .where(DecisionRecord.channel == Channel.IMAP.value)
+            .order_by(DecisionRecord.id)
+        ).all()
+        return [(r.outcome, list(r.rules), r.facts.get("body_read") is not False) for r in records]
+
+
+def test_mail_answering_only_mail_awaiting_review_waits_for_it_unread(
+    settings: Settings, dovecot: Dovecot, imap_user: str
+) -> None:
+    """A stranger's first message waits for Alice's review (the bundled policy). Their
+    follow-up, and a colleague of theirs answering it, answer nothing Mailroom keeps: they
+    wait too, decided on their headers, and their bodies never leave the server. (Had an
+    answer to mail awaiting review counted as a conversation, they would have been read and
+    kept, their senders made contacts, without anyone's review.) Once Alice keeps the first,
+    an answer to it is a conversation: it is read, and its words decide."""
+    tom = "Tom Seller <tom@vendor.example>"
+    dovecot.append(imap_user, "INBOX", [pitch(1), pitch(2), pitch(3, sender=tom)])
+    bundled = settings.model_copy(update={"policy": BUNDLED_POLICY})
+    runtime = build_runtime(bundled)
+    alice = add_employee(runtime.sessions, ALICE)
+    token = issue_token(runtime.sessions, Role.EMPLOYEE, employee_id=alice)
+    new_mailbox(runtime, dovecot, imap_user, ["INBOX"])
+
+    with contextlib.closing(runtime), run_service(bundled) as service:
+        wait_for(lambda: len(_mailbox_decisions(runtime)) == 3)
+        waiting = _mailbox_decisions(runtime)
+        contacts_before = count(runtime, Contact)
+        with runtime.sessions() as session:
+            first = session.scalar(sa.select(Message.id).where(Message.message_id == FIRST_PITCH))
+        with service.client(token) as api:
+            explained = api.post(
+                "/api/v1/explain",
+                content=pitch(5, sender=tom),
+                params={"channel": "imap"},
+                headers={"Content-Type": "message/rfc822"},
+            ).json()
+            kept = api.post(f"/api/v1/review/{first}/capture")
+        dovecot.append(imap_user, "INBOX", [pitch(4, sender=tom)])
+        wait_for(lambda: len(_mailbox_decisions(runtime)) == 4)
+        answered = _mailbox_decisions(runtime)[3]
+        with runtime.sessions() as session:
+            made = session.scalars(sa.select(Contact.address)).all()
+
+    assert waiting == [("hold", ["unsolicited-inbound"], False)] * 3
+    assert (explained["outcome"], explained["rules"]) == ("hold", ["unsolicited-inbound"])
+    assert (explained["facts"]["replies_to_known"], explained["facts"]["replies_to_kept"]) == (
+        True,
+        False,
+    )
+    assert contacts_before == 0 and kept.status_code == 204
+    assert answered[2], "an answer to mail Alice keeps is read"
+    assert "unsolicited-inbound" not in answered[1] and answered[0] != "hold"
+    assert "sam@vendor.example" in made
 
 
 def test_sync_resumes_after_the_last_uid_and_repeats_nothing(

@@ -385,7 +385,7 @@ def test_explain_confirms_no_colleagues_private_mail_by_its_message_id(
     )
     blind = issue_token(running.runtime.sessions, Role.INTEGRATION, scopes=CONTACTS)
 
-    def answers(token: str, message_id: str) -> bool:
+    def answers(token: str, message_id: str) -> tuple[bool, bool]:
         reply = compose(
             sender="Carol <carol@customer.example>",
             to="Bob <bob@example.com>",
@@ -395,20 +395,22 @@ def test_explain_confirms_no_colleagues_private_mail_by_its_message_id(
         with running.client(token) as api:
             explained = api.post("/api/v1/explain", content=reply.as_bytes(), headers=rfc822)
         assert explained.status_code == 200, explained.text
-        return bool(explained.json()["facts"]["replies_to_known"])
+        facts = explained.json()["facts"]
+        return facts["replies_to_known"], facts["replies_to_kept"]
 
-    def shown(visibility: str) -> dict[str, bool]:
+    def shown(visibility: str) -> dict[str, tuple[bool, bool]]:
         with running.client(alice) as api:
             changed = api.patch(f"/api/v1/messages/{kept}", json={"visibility": visibility})
             assert changed.status_code == 200, changed.text
         asked = {"alice": alice, "bob": bob, "integration": integration, "blind": blind}
         return {who: answers(token, "<private-1@example.com>") for who, token in asked.items()}
 
-    assert not answers(bob, "<never-sent@example.com>")
-    hidden = {"alice": True, "bob": False, "integration": False, "blind": False}
+    yes, no = (True, True), (False, False)  # the message answered is a capture: kept
+    assert answers(bob, "<never-sent@example.com>") == no
+    hidden = {"alice": yes, "bob": no, "integration": no, "blind": no}
     assert shown("private") == hidden
     # An integration without messages:read sees no message, shared or not.
-    assert shown("shared") == {"alice": True, "bob": True, "integration": True, "blind": False}
+    assert shown("shared") == {"alice": yes, "bob": yes, "integration": yes, "blind": no}
 
 
 def test_an_integration_explains_only_with_the_contacts_read_scope(running: Running) -> None:

@@ -109,6 +109,20 @@ def test_unsolicited_misses_a_known_sender_and_a_reply_to_a_message_we_hold() ->
     assert not check("unsolicited", answered).hit
 
 
+def test_unsolicited_answering_kept_counts_only_answers_to_mail_kept() -> None:
+    """`answers: kept`: an answer to mail still waiting for review is not yet a conversation."""
+    awaiting = observed("auto_reply.eml", replies_to_known=True)
+    kept = observed("auto_reply.eml", replies_to_known=True, replies_to_kept=True)
+
+    waits = check("unsolicited", awaiting, answers="kept")
+    assert waits.hit and "answers only mail still waiting for review" in waits.reason
+    assert not check("unsolicited", kept, answers="kept").hit
+    assert check("unsolicited", observed("auto_reply.eml"), answers="kept").hit
+    assert not check("unsolicited", awaiting).hit, "by default any mail held counts"
+    with pytest.raises(ValueError, match="answers"):
+        check("unsolicited", awaiting, answers="some")
+
+
 def test_in_a_mailbox_only_the_sent_folder_holds_what_the_employee_sent() -> None:
     inbox = observed("business.eml", channel=Channel.IMAP)
     sent = observed("business.eml", channel=Channel.IMAP, sent_folder=True)
