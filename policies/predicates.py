@@ -106,14 +106,14 @@ def unsolicited(obs: Observations, params: Answering, _secret: bytes) -> Finding
         return Finding(False, "the employee or a colleague sent it")
     if obs.facts["sender_known_contact"]:
         return Finding(False, "the sender is a known contact")
-    if params.answers == "kept":
-        if obs.facts["replies_to_kept"]:
-            return Finding(False, "it answers a message Mailroom keeps")
-        if obs.facts["replies_to_known"]:
-            return Finding(True, "it answers only mail still waiting for review")
-    elif obs.facts["replies_to_known"]:
+    if not obs.facts["replies_to_known"]:
+        return Finding(True, "a first message from someone who is not yet a contact")
+    if params.answers == "any":
         return Finding(False, "it answers a message Mailroom holds")
-    return Finding(True, "a first message from someone who is not yet a contact")
+    # Asked only here: a decision recorded before this fact existed replays where it can.
+    if obs.facts["replies_to_kept"]:
+        return Finding(False, "it answers a message Mailroom keeps")
+    return Finding(True, "it answers only mail still waiting for review")
 
 
 @predicate("bulk-mail", "Mailing-list or bulk mail: List-* headers, Precedence, ESP headers.")

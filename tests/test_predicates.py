@@ -123,6 +123,22 @@ def test_unsolicited_answering_kept_counts_only_answers_to_mail_kept() -> None:
         check("unsolicited", awaiting, answers="some")
 
 
+def test_unsolicited_answering_kept_replays_older_facts_where_they_tell() -> None:
+    """Decisions recorded before `replies_to_kept` existed lack it: a first message's replay
+    needs it not; one answering held mail cannot be replayed (simulate counts the KeyError)."""
+
+    def older(obs: Observations) -> Observations:
+        facts = {k: v for k, v in obs.facts.items() if k != "replies_to_kept"}
+        return Observations(facts=facts, notes={})
+
+    first = older(observed("auto_reply.eml"))
+    answering = older(observed("auto_reply.eml", replies_to_known=True))
+
+    assert check("unsolicited", first, answers="kept").hit
+    with pytest.raises(KeyError, match="replies_to_kept"):
+        check("unsolicited", answering, answers="kept")
+
+
 def test_in_a_mailbox_only_the_sent_folder_holds_what_the_employee_sent() -> None:
     inbox = observed("business.eml", channel=Channel.IMAP)
     sent = observed("business.eml", channel=Channel.IMAP, sent_folder=True)
